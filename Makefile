@@ -1,0 +1,49 @@
+# The verbs people use. Every target sets up .venv first, so `make report`
+# and `make test` work on a fresh machine that has only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+QP     := $(VENV)/bin/quarterpanic
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup report test test-fast lab sample validate bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+## report: run the whole suite on the bundled sample into reports/latest/
+report: $(STAMP)
+	$(QP) run --out reports
+
+## test: the whole test suite (unit, statistical, notebooks, browser)
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+## test-fast: unit tests only, for the edit-run loop
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+## lab: JupyterLab on notebooks/ with quarterpanic importable
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+## sample: regenerate the bundled sample CRM in salesdata/
+sample: $(STAMP)
+	$(QP) sample --out salesdata --seed 2026 --scale default
+
+## validate: check every row of the bundled sample
+validate: $(STAMP)
+	$(QP) validate salesdata
+
+## bench: speed and memory ratios against side-by-side baselines
+bench: $(STAMP)
+	$(PY) -m quarterpanic.bench --out benchmarks/RESULTS.md
+
+clean:
+	rm -rf $(VENV) reports .cache
