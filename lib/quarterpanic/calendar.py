@@ -1,0 +1,300 @@
+"""Fiscal calendars and vectorised quarter features.
+
+Two kinds of fiscal year, both built on pandas' own offsets:
+
+* **month-based** — the fiscal year starts on the 1st of ``start_month``;
+  quarters are pandas ``Period``\\ s of frequency ``Q-<month the year ends>``.
+* **52/53-week** (``week_pattern`` 4-4-5, 4-5-4 or 5-4-4) — the year ends on
+  the last (or nearest) ``weekday`` of ``end_month`` (pandas ``FY5253``);
+  quarters are 13 weeks, the 53rd week going to ``qtr_with_extra_week``.
+
+Fiscal years are named by the calendar year they end in (``naming: end``, the
+common convention: FY2026 ends in 2026) or begin in (``naming: start``).
+Quarter labels look like ``FY2026-Q3``; every part of the suite prints them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from quarterpanic.errors import CalendarError
+
+WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+WEEK_PATTERNS = {"4-4-5": (4, 4, 5), "4-5-4": (4, 5, 4), "5-4-4": (5, 4, 4)}
+
+FEATURE_COLUMNS = [
+    "fiscal_year",
+    "quarter_num",
+    "quarter",
+    "quarter_start",
+    "quarter_end",
+    "day_of_quarter",
+    "days_in_quarter",
+    "week_of_quarter",
+    "weeks_in_quarter",
+    "month_of_quarter",
+    "days_to_quarter_end",
+    "quarter_elapsed",
+]
+
+
+@dataclass(frozen=True)
+class FiscalCalendar:
+    """A fiscal calendar.
+
+    Parameters
+    ----------
+    start_month:
+        Month (1-12) the fiscal year starts in. For 52/53-week calendars the
+        year ends near the end of the month before it.
+    naming:
+        ``"end"`` names FY by the calendar year it ends in, ``"start"`` by the
+        one it starts in.
+    week_pattern:
+        ``None`` for a month-based calendar, or ``"4-4-5"``, ``"4-5-4"``,
+        ``"5-4-4"`` for a 52/53-week calendar (the pattern sets which weeks
+        make each fiscal month).
+    weekday:
+        Weekday (``"SAT"``, ...) a 52/53-week year ends on.
+    variation:
+        ``"last"`` (last such weekday of the end month) or ``"nearest"``
+        (nearest to its last day), as in pandas ``FY5253``.
+    qtr_with_extra_week:
+        Which quarter (1-4) takes the 53rd week.
+    """
+
+    start_month: int = 1
+    naming: str = "end"
+    week_pattern: str | None = None
+    weekday: str = "SAT"
+    variation: str = "last"
+    qtr_with_extra_week: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.start_month) <= 12:
+            raise CalendarError(f"start_month must be 1..12, got {self.start_month!r}")
+        if self.naming not in ("end", "start"):
+            raise CalendarError(f"naming must be 'end' or 'start', got {self.naming!r}")
+        if self.week_pattern is not None and self.week_pattern not in WEEK_PATTERNS:
+            raise CalendarError(
+                f"week_pattern must be one of {sorted(WEEK_PATTERNS)} or omitted, got {self.week_pattern!r}"
+            )
+        if str(self.weekday).upper() not in WEEKDAYS:
+            raise CalendarError(f"weekday must be one of {', '.join(WEEKDAYS)}, got {self.weekday!r}")
+        if self.variation not in ("last", "nearest"):
+            raise CalendarError(f"variation must be 'last' or 'nearest', got {self.variation!r}")
+        if not 1 <= int(self.qtr_with_extra_week) <= 4:
+            raise CalendarError(f"qtr_with_extra_week must be 1..4, got {self.qtr_with_extra_week!r}")
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: FiscalCalendar | Mapping[str, Any] | None) -> FiscalCalendar:
+        """Build a calendar from a parameter mapping (as in org.yaml or a params file).
+
+        ``None`` or ``{}`` is the calendar year. Unknown keys are refused.
+        """
+        if isinstance(spec, FiscalCalendar):
+            return spec
+        spec = dict(spec or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise CalendarError(
+                f"unknown fiscal_calendar key(s) {unknown}", hint=f"use only {sorted(known)}"
+            )
+        month = spec.get("start_month", 1)
+        if isinstance(month, str):
+            try:
+                spec["start_month"] = MONTHS.index(month.strip().upper()[:3]) + 1
+            except ValueError:
+                raise CalendarError(f"start_month {month!r} is not a month") from None
+        if "weekday" in spec:
+            spec["weekday"] = str(spec["weekday"]).upper()[:3]
+        return cls(**spec)
+
+    def to_spec(self) -> dict[str, Any]:
+        """The parameter mapping that rebuilds this calendar."""
+        spec: dict[str, Any] = {"start_month": self.start_month, "naming": self.naming}
+        if self.week_pattern:
+            spec.update(
+                week_pattern=self.week_pattern,
+                weekday=self.weekday,
+                variation=self.variation,
+                qtr_with_extra_week=self.qtr_with_extra_week,
+            )
+        return spec
+
+    @property
+    def end_month(self) -> int:
+        return (int(self.start_month) - 2) % 12 + 1
+
+    # -- quarter table ------------------------------------------------------------------------
+    def quarters(self, start: Any, end: Any) -> pd.DataFrame:
+        """Every fiscal quarter overlapping ``[start, end]``.
+
+        Returns columns ``quarter`` (label), ``fiscal_year``, ``quarter_num``,
+        ``quarter_start`` (first day), ``quarter_end`` (last day, inclusive),
+        ``days_in_quarter``, ``weeks_in_quarter``, sorted by start.
+        """
+        start, end = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
+        if self.week_pattern:
+            table = self._fy5253_quarters(start, end)
+        else:
+            table = self._month_quarters(start, end)
+        table = table[(table["quarter_end"] >= start) & (table["quarter_start"] <= end)]
+        table = table.reset_index(drop=True)
+        table["days_in_quarter"] = (table["quarter_end"] - table["quarter_start"]).dt.days + 1
+        # 89-92 day quarters have 13 weeks, the last one a little short or long.
+        table["weeks_in_quarter"] = (table["days_in_quarter"] + 3) // 7
+        table["quarter"] = _labels(table["fiscal_year"], table["quarter_num"])
+        return table[
+            ["quarter", "fiscal_year", "quarter_num", "quarter_start", "quarter_end", "days_in_quarter", "weeks_in_quarter"]
+        ]
+
+    def _month_quarters(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        freq = f"Q-{MONTHS[self.end_month - 1]}"
+        periods = pd.period_range(start.to_period(freq), end.to_period(freq), freq=freq)
+        fiscal_year = np.asarray(periods.qyear)
+        if self.naming == "start" and self.start_month != 1:
+            fiscal_year = fiscal_year - 1
+        return pd.DataFrame(
+            {
+                "fiscal_year": fiscal_year.astype(int),
+                "quarter_num": np.asarray(periods.quarter).astype(int),
+                "quarter_start": periods.start_time.normalize().astype("datetime64[ns]"),
+                "quarter_end": periods.end_time.normalize().astype("datetime64[ns]"),
+            }
+        )
+
+    def _fy5253_quarters(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        year_end = pd.offsets.FY5253(
+            weekday=WEEKDAYS.index(self.weekday.upper()), startingMonth=self.end_month, variation=self.variation
+        )
+        # Year ends bracketing the range; one extra on each side so partial years are whole.
+        first = year_end.rollback(start - pd.Timedelta(days=1)) if not year_end.is_on_offset(start) else start
+        ends = [first - year_end]
+        while ends[-1] <= end + pd.Timedelta(days=371):
+            ends.append(ends[-1] + year_end)
+        rows = []
+        for prev_end, this_end in zip(ends[:-1], ends[1:]):
+            weeks = (this_end - prev_end).days // 7
+            quarter_weeks = [13, 13, 13, 13]
+            if weeks == 53:
+                quarter_weeks[self.qtr_with_extra_week - 1] += 1
+            fiscal_year = this_end.year if self.naming == "end" else (prev_end + pd.Timedelta(days=1)).year
+            q_start = prev_end + pd.Timedelta(days=1)
+            for num, n_weeks in enumerate(quarter_weeks, start=1):
+                q_end = q_start + pd.Timedelta(weeks=n_weeks) - pd.Timedelta(days=1)
+                rows.append((fiscal_year, num, q_start, q_end))
+                q_start = q_end + pd.Timedelta(days=1)
+        table = pd.DataFrame(rows, columns=["fiscal_year", "quarter_num", "quarter_start", "quarter_end"])
+        for col in ("quarter_start", "quarter_end"):
+            table[col] = table[col].astype("datetime64[ns]")
+        return table
+
+    # -- features -----------------------------------------------------------------------------
+    def annotate(self, dates: pd.Series | pd.DatetimeIndex | Any) -> pd.DataFrame:
+        """Fiscal features for every timestamp, vectorised.
+
+        Parameters
+        ----------
+        dates:
+            A datetime-like Series (NaT allowed; its rows get missing features).
+
+        Returns
+        -------
+        DataFrame indexed like ``dates`` with :data:`FEATURE_COLUMNS`.
+        ``week_of_quarter`` is 1-based; the odd days of a month-based quarter
+        (89-92 days) make its 13th week a little shorter or longer than 7 days.
+        ``month_of_quarter`` follows the week pattern in 52/53-week calendars.
+        """
+        dates = pd.Series(pd.to_datetime(dates))
+        index = dates.index
+        days = dates.dt.normalize()
+        valid = days.notna()
+        out = pd.DataFrame(index=index, columns=FEATURE_COLUMNS)
+        if not valid.any():
+            return _typed(out)
+        table = self.quarters(days[valid].min(), days[valid].max())
+        starts = table["quarter_start"].to_numpy(dtype="datetime64[ns]")
+        pos = np.searchsorted(starts, days[valid].to_numpy(dtype="datetime64[ns]"), side="right") - 1
+        picked = table.iloc[pos].reset_index(drop=True)
+        picked.index = days[valid].index
+        day_of_quarter = (days[valid] - picked["quarter_start"]).dt.days + 1
+        week = np.minimum((day_of_quarter - 1) // 7 + 1, picked["weeks_in_quarter"])
+        if self.week_pattern:
+            first, second, _ = WEEK_PATTERNS[self.week_pattern]
+            month = np.where(week <= first, 1, np.where(week <= first + second, 2, 3))
+            if picked["weeks_in_quarter"].max() > 13:
+                month = np.where(week > 13, 3, month)
+        else:
+            month = ((days[valid].dt.month - picked["quarter_start"].dt.month) % 12) + 1
+        result = pd.DataFrame(
+            {
+                "fiscal_year": picked["fiscal_year"],
+                "quarter_num": picked["quarter_num"],
+                "quarter": picked["quarter"],
+                "quarter_start": picked["quarter_start"],
+                "quarter_end": picked["quarter_end"],
+                "day_of_quarter": day_of_quarter,
+                "days_in_quarter": picked["days_in_quarter"],
+                "week_of_quarter": week,
+                "weeks_in_quarter": picked["weeks_in_quarter"],
+                "month_of_quarter": month,
+                "days_to_quarter_end": (picked["quarter_end"] - days[valid]).dt.days,
+                "quarter_elapsed": day_of_quarter / picked["days_in_quarter"],
+            },
+            index=days[valid].index,
+        )
+        out = result.reindex(index)
+        return _typed(out)
+
+    def quarter_of(self, date: Any) -> str:
+        """The quarter label of one date, e.g. ``FY2026-Q3``."""
+        return str(self.annotate(pd.Series([pd.Timestamp(date)]))["quarter"].iloc[0])
+
+
+def _labels(fiscal_year: pd.Series, quarter_num: pd.Series) -> pd.Series:
+    return "FY" + fiscal_year.astype(int).astype(str) + "-Q" + quarter_num.astype(int).astype(str)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    ints = ["fiscal_year", "quarter_num", "day_of_quarter", "days_in_quarter", "week_of_quarter",
+            "weeks_in_quarter", "month_of_quarter", "days_to_quarter_end"]
+    frame = frame.copy()
+    for col in ints:
+        frame[col] = pd.array(frame[col], dtype="Int64")
+    for col in ("quarter_start", "quarter_end"):
+        frame[col] = pd.to_datetime(frame[col]).astype("datetime64[ns]")
+    frame["quarter"] = frame["quarter"].astype("string")
+    frame["quarter_elapsed"] = frame["quarter_elapsed"].astype(float)
+    return frame
+
+
+def annotate_by_org(
+    df: pd.DataFrame,
+    column: str,
+    calendars: Mapping[str, FiscalCalendar | Mapping[str, Any] | None],
+    *,
+    org_column: str = "org",
+    prefix: str = "",
+) -> pd.DataFrame:
+    """Add fiscal features of ``df[column]`` to a multi-organisation table.
+
+    Each organisation uses its own calendar (``calendars[org]``; organisations
+    not listed use the calendar year). Feature columns are added with
+    ``prefix`` (e.g. ``"close_"`` gives ``close_week_of_quarter``).
+    Returns a new frame; ``df`` is not changed.
+    """
+    features = pd.DataFrame(index=df.index, columns=FEATURE_COLUMNS)
+    features = _typed(features)
+    for org, rows in df.groupby(org_column, sort=False).groups.items():
+        calendar = FiscalCalendar.from_spec(calendars.get(org))
+        features.loc[rows] = calendar.annotate(df.loc[rows, column])
+    features = _typed(features)
+    features.columns = [prefix + c for c in FEATURE_COLUMNS]
+    return pd.concat([df, features], axis=1)
