@@ -1,0 +1,134 @@
+"""What every analysis reads: the four canonical tables plus each organisation's calendar.
+
+A :class:`Dataset` comes from loaded exports (:func:`quarterpanic.loading.load_crm`)
+or straight from the sample generator, so detectors are tested on generated
+data without writing files, and run on real exports the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+
+from quarterpanic import schemas
+from quarterpanic.calendar import FiscalCalendar
+
+TIMESTAMP_COLUMNS = {
+    "opportunities": ["created_at", "close_date"],
+    "history": ["changed_at"],
+    "leads": ["created_at", "converted_at"],
+    "requests": ["created_at", "resolved_at"],
+}
+
+
+@dataclass
+class Dataset:
+    """The canonical tables of one or more organisations.
+
+    Attributes
+    ----------
+    opportunities, history, leads, requests:
+        Canonical tables (see :mod:`quarterpanic.schemas`), each with ``org``.
+    calendars:
+        Organisation → its :class:`FiscalCalendar`.
+    size_classes:
+        Organisation → ``small`` / ``mid`` / ``enterprise``.
+    as_of:
+        The moment the data describes: records after it do not exist yet, and
+        the quarter containing it is still open.
+    """
+
+    opportunities: pd.DataFrame
+    history: pd.DataFrame
+    leads: pd.DataFrame
+    requests: pd.DataFrame
+    calendars: dict[str, FiscalCalendar] = field(default_factory=dict)
+    size_classes: dict[str, str] = field(default_factory=dict)
+    as_of: pd.Timestamp | None = None
+
+    def __post_init__(self) -> None:
+        if self.as_of is None:
+            self.as_of = latest_timestamp(self.tables())
+        self.as_of = pd.Timestamp(self.as_of)
+
+    @property
+    def orgs(self) -> list[str]:
+        return sorted(set(self.calendars) | set(self.opportunities["org"].dropna().unique()))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in schemas.TABLES}
+
+    def calendar(self, org: str) -> FiscalCalendar:
+        return self.calendars.get(org) or FiscalCalendar()
+
+    @classmethod
+    def from_tables(
+        cls,
+        tables: Mapping[str, pd.DataFrame],
+        orgs: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        calendar_override: Mapping[str, Any] | FiscalCalendar | None = None,
+        as_of: Any = None,
+    ) -> Dataset:
+        """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar"}}``."""
+        orgs = orgs or {}
+        frames = {name: tables.get(name, schemas.empty(name)) for name in schemas.TABLES}
+        calendars = {
+            org: FiscalCalendar.from_spec(calendar_override or info.get("fiscal_calendar") or info.get("calendar"))
+            for org, info in orgs.items()
+        }
+        size_classes = {org: str(info.get("size_class", "mid")) for org, info in orgs.items()}
+        dataset = cls(**frames, calendars=calendars, size_classes=size_classes, as_of=as_of)
+        if as_of is not None:
+            dataset = dataset.cut(as_of)
+        return dataset
+
+    def cut(self, as_of: Any) -> Dataset:
+        """The data as it stood at ``as_of``: later records dropped, later outcomes unknown."""
+        as_of = pd.Timestamp(as_of)
+        opps = self.opportunities[self.opportunities["created_at"] <= as_of].copy()
+        # An outcome recorded after as_of was not known yet: the deal was still open.
+        not_yet = opps["is_closed"] & (opps["close_date"] > as_of)
+        opps.loc[not_yet, ["is_closed", "is_won"]] = False
+        requests = self.requests[self.requests["created_at"] <= as_of].copy()
+        requests.loc[requests["resolved_at"] > as_of, "resolved_at"] = pd.NaT
+        leads = self.leads[self.leads["created_at"] <= as_of].copy()
+        late_conversion = leads["converted_at"] > as_of
+        leads.loc[late_conversion, "converted_at"] = pd.NaT
+        leads.loc[late_conversion, "converted_opportunity_id"] = pd.NA
+        history = self.history[self.history["changed_at"] <= as_of].copy()
+        return Dataset(opps, history, leads, requests, dict(self.calendars), dict(self.size_classes), as_of)
+
+    def filter(self, orgs: list[str] | None = None, segment: str | None = None) -> Dataset:
+        """Only some organisations and/or one segment (requests follow their opportunity's segment)."""
+        tables = self.tables()
+        if orgs:
+            tables = {name: frame[frame["org"].isin(orgs)] for name, frame in tables.items()}
+        if segment:
+            opps = tables["opportunities"]
+            opps = opps[opps["segment"] == segment]
+            keep = set(opps["opportunity_id"])
+            tables["opportunities"] = opps
+            tables["history"] = tables["history"][tables["history"]["opportunity_id"].isin(keep)]
+            tables["requests"] = tables["requests"][tables["requests"]["opportunity_id"].isin(keep)]
+            leads = tables["leads"]
+            tables["leads"] = leads[leads["converted_opportunity_id"].isin(keep)]
+        calendars = {o: c for o, c in self.calendars.items() if not orgs or o in orgs}
+        sizes = {o: s for o, s in self.size_classes.items() if not orgs or o in orgs}
+        return Dataset(**tables, calendars=calendars, size_classes=sizes, as_of=self.as_of)
+
+
+def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
+    """The latest creation or change time in the tables (what the data is 'as of')."""
+    latest = []
+    for name, columns in (("opportunities", ["created_at"]), ("history", ["changed_at"]),
+                          ("leads", ["created_at"]), ("requests", ["created_at", "resolved_at"])):
+        frame = tables.get(name)
+        if frame is None or frame.empty:
+            continue
+        for column in columns:
+            value = frame[column].max()
+            if pd.notna(value):
+                latest.append(pd.Timestamp(value))
+    return max(latest) if latest else None
