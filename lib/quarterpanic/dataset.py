@@ -6,7 +6,7 @@ data without writing files, and run on real exports the same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import pandas as pd
@@ -37,6 +37,9 @@ class Dataset:
     as_of:
         The moment the data describes: records after it do not exist yet, and
         the quarter containing it is still open.
+    rejects, accounting:
+        The loader's rejected rows and per-file row accounting (empty for
+        generated data).
     """
 
     opportunities: pd.DataFrame
@@ -46,6 +49,8 @@ class Dataset:
     calendars: dict[str, FiscalCalendar] = field(default_factory=dict)
     size_classes: dict[str, str] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
+    rejects: pd.DataFrame = field(default_factory=pd.DataFrame)
+    accounting: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __post_init__(self) -> None:
         if self.as_of is None:
@@ -98,7 +103,7 @@ class Dataset:
         leads.loc[late_conversion, "converted_at"] = pd.NaT
         leads.loc[late_conversion, "converted_opportunity_id"] = pd.NA
         history = self.history[self.history["changed_at"] <= as_of].copy()
-        return Dataset(opps, history, leads, requests, dict(self.calendars), dict(self.size_classes), as_of)
+        return replace(self, opportunities=opps, history=history, leads=leads, requests=requests, as_of=as_of)
 
     def filter(self, orgs: list[str] | None = None, segment: str | None = None) -> Dataset:
         """Only some organisations and/or one segment (requests follow their opportunity's segment)."""
@@ -116,7 +121,7 @@ class Dataset:
             tables["leads"] = leads[leads["converted_opportunity_id"].isin(keep)]
         calendars = {o: c for o, c in self.calendars.items() if not orgs or o in orgs}
         sizes = {o: s for o, s in self.size_classes.items() if not orgs or o in orgs}
-        return Dataset(**tables, calendars=calendars, size_classes=sizes, as_of=self.as_of)
+        return replace(self, **tables, calendars=calendars, size_classes=sizes)
 
 
 def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:

@@ -1,0 +1,64 @@
+import pandas as pd
+
+from quarterpanic import schemas
+from quarterpanic.dataset import Dataset
+
+
+def table(name, rows):
+    frame = pd.DataFrame(rows)
+    base = schemas.empty(name)
+    for column in base.columns:
+        if column not in frame:
+            frame[column] = None
+    frame["source_file"] = "f.csv"
+    frame["source_row"] = range(2, len(frame) + 2)
+    return schemas.TABLES[name].validate(frame[base.columns])
+
+
+def small_dataset(as_of=None):
+    opps = table("opportunities", [
+        dict(org="A", opportunity_id="1", size_class="mid", created_at="2025-01-10", close_date="2025-02-01",
+             stage="Closed Won", is_closed=True, is_won=True, segment="SMB"),
+        dict(org="A", opportunity_id="2", size_class="mid", created_at="2025-01-20", close_date="2025-04-01",
+             stage="Closed Lost", is_closed=True, is_won=False, segment="Enterprise"),
+        dict(org="B", opportunity_id="3", size_class="small", created_at="2025-03-01", close_date="2025-03-20",
+             stage="Proposal", is_closed=False, is_won=False, segment="SMB"),
+    ])
+    requests = table("requests", [
+        dict(org="A", request_id="R1", created_at="2025-01-15", resolved_at="2025-02-10", request_type="Rush Quote",
+             planned=False, opportunity_id="1"),
+        dict(org="A", request_id="R2", created_at="2025-03-15", resolved_at=None, request_type="Expedite",
+             planned=False, opportunity_id="2"),
+    ])
+    return Dataset.from_tables(
+        {"opportunities": opps, "requests": requests},
+        {"A": {"size_class": "mid", "fiscal_calendar": {"start_month": 2}}, "B": {"size_class": "small"}},
+        as_of=as_of,
+    )
+
+
+def test_as_of_defaults_to_the_latest_record():
+    assert small_dataset().as_of == pd.Timestamp("2025-03-15")
+
+
+def test_cut_forgets_what_was_not_known_yet():
+    cut = small_dataset(as_of="2025-02-05")
+    assert list(cut.opportunities["opportunity_id"]) == ["1", "2"]
+    # Deal 2 closed on 2025-04-01, after as_of: then it was still open.
+    assert cut.opportunities.set_index("opportunity_id").loc["2", "is_closed"] == False  # noqa: E712
+    assert cut.opportunities.set_index("opportunity_id").loc["1", "is_won"] == True  # noqa: E712
+    assert cut.requests["resolved_at"].isna().all() and len(cut.requests) == 1
+
+
+def test_filter_by_org_and_segment():
+    data = small_dataset()
+    assert data.filter(orgs=["B"]).orgs == ["B"]
+    smb = data.filter(segment="SMB")
+    assert set(smb.opportunities["opportunity_id"]) == {"1", "3"}
+    assert list(smb.requests["request_id"]) == ["R1"]
+
+
+def test_each_org_keeps_its_calendar():
+    data = small_dataset()
+    assert data.calendar("A").start_month == 2 and data.calendar("B").start_month == 1
+    assert data.size_classes == {"A": "mid", "B": "small"}
