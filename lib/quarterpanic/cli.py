@@ -32,6 +32,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    from quarterpanic.paths import REPORTS_DIR
+
+    cmd = sub.add_parser(
+        "validate",
+        help="check every row of CRM exports and report what was rejected",
+        description="Read CRM exports, validate every row against the canonical tables and print "
+        "a per-file summary. Exit 0: every row accepted; 1: some rows rejected "
+        "(listed in the rejects CSV); 2: a file cannot be used.",
+    )
+    cmd.add_argument("paths", nargs="+", metavar="PATH",
+                     help="export file, folder of exports, or data folder with one sub-folder per organisation")
+    cmd.add_argument("--profile", metavar="NAME|MAPPING.yaml",
+                     help="vendor profile or mapping YAML for every file (default: detected from headers)")
+    cmd.add_argument("--table", choices=["opportunities", "history", "leads", "requests"],
+                     help="only consider profiles producing this table")
+    cmd.add_argument("--rejects", metavar="FILE", default=str(REPORTS_DIR / "rejects.csv"),
+                     help="where to write the rejected rows as CSV (default: %(default)s)")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from quarterpanic.loading import load_crm, write_rejects
+
+    crm = load_crm(args.paths, profile=args.profile, table=args.table)
+    summary = crm.accounting.copy()
+    totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
+              "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
+              "rejected": int(summary["rejected"].sum())}
+    import pandas as pd
+
+    print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
+    path = write_rejects(crm.rejects, args.rejects)
+    if totals["rejected"]:
+        print(f"\n{totals['rejected']} rejected rows written to {path}; the first ones:")
+        for reject in crm.rejects.head(5).itertuples(index=False):
+            print(f"  {reject.file} row {reject.row}: {reject.reason} (value {reject.value!r})")
+        return 1
+    print(f"\nevery row accepted (empty rejects file: {path})")
+    return 0
+
+
+COMMANDS.append("validate")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

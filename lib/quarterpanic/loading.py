@@ -1,0 +1,388 @@
+"""``load_crm(path)``: exports in, validated canonical tables + rejects + row accounting out.
+
+A path is an export file, a folder of exports, or a data folder with one
+sub-folder per organisation (each with an ``org.yaml``, see
+docs/ARCHITECTURE.md). Every data record of every file ends up either in a
+canonical table or in ``rejects`` — ``read == accepted + rejected`` for every
+file, always. Rejects come from three places, all mapped back to the file, the
+source row, the source column and the raw value:
+
+1. records that are not tabular (a CSV line with the wrong number of fields);
+2. values that cannot be parsed (a bad date, a bad amount, a yes/no that is
+   neither);
+3. pandera failure cases of the canonical schema (a required value missing,
+   a negative amount, won but not closed, ...);
+
+and, across the files of one organisation, ids seen before: the first record
+is kept, later ones are rejected naming the first's file and row.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pandera.pandas as pa
+import yaml
+
+from quarterpanic import schemas
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.exports import RawExport, export_kind, read_export, read_headers
+from quarterpanic.mapping import MappedExport, Profile, detect_profile, load_profile, map_export, shipped_profiles
+
+log = logging.getLogger(__name__)
+
+ORG_FILE = "org.yaml"
+DEFAULT_SIZE_CLASS = "mid"
+REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
+ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
+
+_CHECK_REASONS = {
+    "not_nullable": "empty, but required",
+    "won_is_closed": "won but not closed",
+}
+
+
+@dataclass
+class OrgInfo:
+    """An organisation: its name, size class and raw fiscal-calendar spec.
+
+    ``calendar`` is the ``fiscal_calendar`` map of ``org.yaml`` as written
+    (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``.
+    """
+
+    name: str
+    size_class: str = DEFAULT_SIZE_CLASS
+    calendar: dict = field(default_factory=dict)
+    folder: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CRM:
+    """The canonical tables of one or more organisations, with what was rejected.
+
+    ``rejects`` has columns table, file, row, column, value, reason (one row
+    per rejected source record); ``accounting`` has one row per file with
+    file, org, table, profile, read, accepted, rejected.
+    """
+
+    opportunities: pd.DataFrame
+    history: pd.DataFrame
+    leads: pd.DataFrame
+    requests: pd.DataFrame
+    rejects: pd.DataFrame
+    accounting: pd.DataFrame
+    orgs: dict[str, OrgInfo]
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A canonical table by name (``opportunities``, ``history``, ``leads``, ``requests``)."""
+        return getattr(self, name)
+
+
+@dataclass
+class _FileResult:
+    path: Path
+    org: str
+    table: str
+    profile: str
+    read: int
+    frame: pd.DataFrame
+    rejects: pd.DataFrame
+    id_label: str | None = None
+
+
+def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Path | None = None,
+             table: str | None = None) -> CRM:
+    """Load CRM exports into validated canonical tables.
+
+    Args:
+        path_or_paths: an export file, a folder of exports, a data folder with
+            one sub-folder per organisation, or a list of these.
+        profile: a shipped profile name or a mapping YAML path used for every
+            file; by default ``org.yaml``'s ``files:`` entry, else detected
+            from each file's headers.
+        table: restrict detection to one canonical table.
+
+    Returns:
+        A :class:`CRM`.
+
+    Raises:
+        ExportError / ProfileError: a file or a mapping cannot be used.
+    """
+    if table is not None and table not in schemas.TABLES:
+        raise ProfileError(f"unknown table {table!r}", hint=f"tables: {', '.join(schemas.TABLES)}")
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    if not paths:
+        raise ExportError("no export files given", hint="give a file or a folder of exports")
+    fixed = load_profile(profile) if profile is not None else None
+    if fixed is not None and table is not None and fixed.table != table:
+        raise ProfileError(f"profile {fixed.name} produces the {fixed.table} table, not {table}")
+    orgs: dict[str, OrgInfo] = {}
+    results = []
+    folder_orgs: dict[Path, OrgInfo | None] = {}
+    profiles = None
+    for file in discover(paths):
+        folder = file.parent
+        if folder not in folder_orgs:
+            folder_orgs[folder] = read_org_yaml(folder)
+        org = folder_orgs[folder]
+        if fixed is not None:
+            chosen = fixed
+        elif org is not None and file.name in org.files:
+            chosen = load_profile(org.files[file.name], base=folder)
+            if table is not None and chosen.table != table:
+                continue
+        else:
+            if profiles is None:
+                profiles = shipped_profiles()
+            headers = read_headers(file, candidates=[p.identify for p in profiles])
+            chosen = detect_profile(headers, path=file, table=table, profiles=profiles)
+        info = org if org is not None else _org_without_yaml(folder, chosen)
+        if info.name in orgs and orgs[info.name].folder not in (None, info.folder) and info.folder is not None:
+            log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
+        orgs.setdefault(info.name, info)
+        results.append(load_file(file, chosen, orgs[info.name]))
+    return _assemble(results, orgs)
+
+
+def discover(paths: list[str | Path]) -> list[Path]:
+    """Export files under ``paths``, sorted within each folder.
+
+    A folder contributes its export files (.csv, .txt, .tsv, .xlsx, .xlsm,
+    .parquet) and those of its sub-folders, skipping hidden files and folders.
+    """
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise ExportError("file not found", path=path, hint="check the path")
+        if path.is_file():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.is_file() and export_kind(p)
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not found:
+            raise ExportError("has no export files (.csv, .xlsx, .parquet)", path=path,
+                              hint="give a folder of exports or a data folder with one sub-folder per organisation")
+        files.extend(found)
+    unique = list(dict.fromkeys(files))
+    return unique
+
+
+def read_org_yaml(folder: Path) -> OrgInfo | None:
+    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``."""
+    path = folder / ORG_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise ProfileError(f"cannot be read ({type(err).__name__})", path=path, hint="fix the YAML") from err
+    if not isinstance(doc, dict):
+        raise ProfileError("must be a map with org:, size_class:, fiscal_calendar:", path=path)
+    unknown = set(doc) - ORG_KEYS
+    if unknown:
+        raise ProfileError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", path=path,
+                           hint=f"allowed: {', '.join(sorted(ORG_KEYS))}")
+    size_class = doc.get("size_class", DEFAULT_SIZE_CLASS)
+    if size_class not in schemas.SIZE_CLASSES:
+        raise ProfileError(f"size_class {size_class!r} is not one of {', '.join(schemas.SIZE_CLASSES)}", path=path)
+    calendar = doc.get("fiscal_calendar") or {}
+    files = doc.get("files") or {}
+    if not isinstance(calendar, dict) or not isinstance(files, dict):
+        raise ProfileError("fiscal_calendar: and files: must be maps", path=path)
+    return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
+                   folder=folder, files={str(k): str(v) for k, v in files.items()})
+
+
+def _org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:
+    """A file outside an org folder: org from the mapping's constants, else its folder's name."""
+    constants = profile.constants
+    size_class = constants.get("size_class", DEFAULT_SIZE_CLASS)
+    name = str(constants.get("org") or folder.resolve().name or "default")
+    return OrgInfo(name=name, size_class=size_class)
+
+
+def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
+    """Read, map and validate one export; the rows it rejects, with reasons."""
+    raw = read_export(path, profile.read, header_labels=profile.identify or profile.required_labels())
+    mapped = map_export(raw, profile)
+    file = str(path)
+    frame = mapped.frame
+    frame.insert(0, "source_row", frame.index.to_numpy())
+    frame.insert(0, "source_file", file)
+    frame.insert(0, "org", org.name)
+    if profile.table == "opportunities" and "size_class" not in frame:
+        frame["size_class"] = org.size_class
+    frame = frame.reindex(columns=schemas.columns(profile.table))
+    problems = [
+        raw.bad_rows.assign(column=""),
+        mapped.problems,
+    ]
+    parse_failed = pd.Index(mapped.problems["row"].unique())
+    valid, failures = validate_table(frame.drop(index=parse_failed), profile.table)
+    problems.append(_describe_failures(failures, raw, mapped, profile))
+    rejects = _one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
+    log.info("%s: %s via %s: %d read, %d rejected, %d footer lines", path, profile.table, profile.name,
+             raw.read, len(rejects), raw.footer_lines)
+    id_column = schemas.ID_COLUMNS[profile.table]
+    id_label = mapped.labels.get(id_column) if id_column else None
+    return _FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label)
+
+
+def validate_table(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate ``frame`` against the canonical model; the valid rows and the failure cases.
+
+    Rows named by pandera's failure cases are dropped and the rest validated
+    again, since a dataframe-level check can only run on rows that coerce.
+    """
+    model = schemas.TABLES[table]
+    failures = []
+    for _ in range(4):
+        try:
+            return model.validate(frame, lazy=True), _concat_failures(failures)
+        except pa.errors.SchemaErrors as err:
+            cases = err.failure_cases
+            rows = cases[cases["index"].notna()]
+            if rows.empty:
+                checks = ", ".join(sorted(set(cases["check"].astype(str))))
+                raise ExportError(f"the {table} table fails the schema as a whole ({checks})") from err
+            failures.append(rows)
+            frame = frame.drop(index=pd.Index(rows["index"].unique()).intersection(frame.index))
+    raise AssertionError(f"{table}: schema failures did not converge")
+
+
+def _concat_failures(failures: list[pd.DataFrame]) -> pd.DataFrame:
+    if not failures:
+        return pd.DataFrame(columns=["schema_context", "column", "check", "failure_case", "index"])
+    return pd.concat(failures, ignore_index=True)
+
+
+def _describe_failures(failures: pd.DataFrame, raw: RawExport, mapped: MappedExport,
+                       profile: Profile) -> pd.DataFrame:
+    """Pandera failure cases as problems: source row, source header, raw value, reason."""
+    if failures.empty:
+        return pd.DataFrame(columns=["row", "column", "value", "reason"])
+    # A dataframe-level check reports every column of a failing row: keep one.
+    whole_row = failures["schema_context"] == "DataFrameSchema"
+    failures = failures.assign(column=failures["column"].where(~whole_row, None))
+    failures = failures.drop_duplicates(subset=["index", "column", "check"])
+    rows = failures["index"].astype("int64").to_numpy()
+    columns, values, reasons = [], [], []
+    positions = {label: i for i, label in reversed(list(enumerate(raw.headers)))}
+    for row, name, check, case in zip(rows, failures["column"], failures["check"].astype(str),
+                                      failures["failure_case"]):
+        if name is None or pd.isna(name):
+            name = ""
+            label = _dataframe_check_label(check, mapped)
+        else:
+            label = mapped.labels.get(name, name)
+        pos = positions.get(label)
+        value = raw.frame.at[row, pos] if pos is not None and row in raw.frame.index else case
+        columns.append(label)
+        values.append("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
+        reasons.append(_reason(check, name))
+    return pd.DataFrame({"row": rows, "column": columns, "value": values, "reason": reasons})
+
+
+def _dataframe_check_label(check: str, mapped: MappedExport) -> str:
+    if check == "won_is_closed":
+        return mapped.labels.get("is_won", "is_won")
+    return ""
+
+
+def _reason(check: str, column: str) -> str:
+    if check in _CHECK_REASONS:
+        return _CHECK_REASONS[check]
+    if check.startswith("greater_than_or_equal_to("):
+        return f"must be at least {check[25:-1]}"
+    if check.startswith("less_than_or_equal_to("):
+        return f"must be at most {check[22:-1]}"
+    if check.startswith("isin("):
+        return f"{column} must be one of {check[5:-1]}"
+    return f"fails check {check}"
+
+
+def _one_per_row(problems: pd.DataFrame, table: str, file: str) -> pd.DataFrame:
+    """One reject per source row: the first problem's column and value, every reason."""
+    if problems.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS})
+    problems = problems.astype({"row": "int64"}).fillna({"column": "", "value": ""})
+    described = problems["column"].where(problems["column"] == "", problems["column"] + ": ") + problems["reason"]
+    grouped = problems.groupby("row", sort=True)
+    out = grouped[["column", "value"]].first()
+    out["reason"] = described.groupby(problems["row"]).agg("; ".join)
+    out = out.reset_index()
+    out.insert(0, "file", file)
+    out.insert(0, "table", table)
+    return out[REJECT_COLUMNS]
+
+
+def _reject_duplicates(frames: list[pd.DataFrame], table: str,
+                       id_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the first record of each id per org; reject later ones naming the first."""
+    id_column = schemas.ID_COLUMNS[table]
+    data = pd.concat(frames, ignore_index=True) if frames else schemas.empty(table)
+    if id_column is None or data.empty:
+        return data, _one_per_row(pd.DataFrame(), table, "")
+    keys = ["org", id_column]
+    later = data.duplicated(keys, keep="first")
+    if not later.any():
+        return data, _one_per_row(pd.DataFrame(), table, "")
+    first = data.groupby(keys, sort=False)[["source_file", "source_row"]].transform("first")
+    dups = data[later]
+    firsts = first[later]
+    same_file = firsts["source_file"] == dups["source_file"]
+    where = ("row " + firsts["source_row"].astype(str)).where(
+        same_file, firsts["source_file"] + " row " + firsts["source_row"].astype(str))
+    rejects = pd.DataFrame({
+        "table": table, "file": dups["source_file"], "row": dups["source_row"].astype("int64"),
+        "column": dups["source_file"].map(id_labels).fillna(id_column), "value": dups[id_column],
+        "reason": "duplicate id, first seen at " + where + " (kept)",
+    })
+    return data[~later].reset_index(drop=True), rejects[REJECT_COLUMNS].reset_index(drop=True)
+
+
+def _assemble(results: list[_FileResult], orgs: dict[str, OrgInfo]) -> CRM:
+    tables = {}
+    rejects = [r.rejects for r in results]
+    for table in schemas.TABLES:
+        frames = [r.frame for r in results if r.table == table and len(r.frame)]
+        id_labels = {str(r.path): r.id_label for r in results if r.table == table and r.id_label}
+        kept, duplicates = _reject_duplicates(frames, table, id_labels)
+        tables[table] = schemas.TABLES[table].validate(kept) if frames else schemas.empty(table)
+        rejects.append(duplicates)
+    rejects = [r for r in rejects if len(r)]
+    all_rejects = pd.concat(rejects, ignore_index=True) if rejects else _one_per_row(pd.DataFrame(), "", "")
+    all_rejects = all_rejects.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable")
+    all_rejects = all_rejects.reset_index(drop=True)
+    accounting = _accounting(results, tables, all_rejects)
+    return CRM(**tables, rejects=all_rejects, accounting=accounting,
+               orgs={name: info for name, info in orgs.items()})
+
+
+def _accounting(results: list[_FileResult], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        file = str(r.path)
+        table = tables[r.table]
+        accepted = int((table["source_file"] == file).sum()) if len(table) else 0
+        rejected = int(((rejects["file"] == file) & (rejects["table"] == r.table)).sum()) if len(rejects) else 0
+        if accepted + rejected != r.read:
+            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected}")
+        rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
+                     "read": r.read, "accepted": accepted, "rejected": rejected})
+    frame = pd.DataFrame(rows, columns=ACCOUNTING_COLUMNS)
+    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64"})
+
+
+def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``rejects`` as a UTF-8 CSV (with BOM, so Excel opens accents right)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rejects.reindex(columns=REJECT_COLUMNS).to_csv(path, index=False, encoding="utf-8-sig")
+    return path
