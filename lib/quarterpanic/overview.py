@@ -1,0 +1,680 @@
+"""Pipeline overview tables: what the data covers, what was read, how bookings and the funnel look.
+
+Every function takes canonical tables (see :mod:`quarterpanic.schemas`) and
+each organisation's fiscal calendar, and returns a tidy DataFrame keyed by
+``org`` × fiscal ``quarter`` (× ``week_of_quarter``) that a chart helper in
+:mod:`quarterpanic.plots` can draw directly:
+
+* :func:`coverage_by_source`, :func:`quarter_coverage` — date spans, rows per
+  table, complete / open / partial quarters;
+* :func:`row_accounting`, :func:`accounting_totals`, :func:`top_reject_reasons`
+  — the loader's row accounting and the commonest reasons rows were rejected;
+* :func:`bookings_by_week`, :func:`month3_share` — won amount by week of the
+  quarter it closed in, the cumulative "hockey stick" and the share booked
+  in the quarter's last month, with a bootstrap confidence interval;
+* :func:`funnel_counts` — leads and opportunities created in a quarter and how
+  far they got;
+* :func:`pipeline_created_by_week` — opportunities created by week of quarter.
+
+The ``*_headline`` functions turn those tables into chart titles that state
+the finding ("Globex books 64% of each quarter in its last month").
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from quarterpanic.calendar import FiscalCalendar, annotate_by_org
+
+# The date that places a row of each canonical table in a fiscal quarter.
+TABLE_DATES = {
+    "opportunities": "created_at",
+    "history": "changed_at",
+    "leads": "created_at",
+    "requests": "created_at",
+}
+
+COMPLETE = "complete"
+OPEN = "open"
+PARTIAL = "partial"
+
+ACCOUNTING_COUNTS = ["read", "accepted", "rejected"]
+
+Calendars = Mapping[str, FiscalCalendar | Mapping[str, Any] | None]
+
+
+# -- coverage --------------------------------------------------------------------------------------
+def _dated_rows(tables: Mapping[str, pd.DataFrame], calendars: Calendars) -> pd.DataFrame:
+    """One row per record of every table: org, table, source_file, date and its fiscal quarter."""
+    frames = []
+    for table, date_column in TABLE_DATES.items():
+        frame = tables.get(table)
+        if frame is None or frame.empty:
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "org": frame["org"].astype(str),
+                    "table": table,
+                    "source_file": frame["source_file"].astype(str) if "source_file" in frame else "",
+                    "date": pd.to_datetime(frame[date_column]),
+                }
+            )
+        )
+    columns = ["org", "table", "source_file", "date"]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    rows = rows[rows["date"].notna()].reset_index(drop=True)
+    rows["date"] = rows["date"].astype("datetime64[ns]")
+    return annotate_by_org(rows, "date", calendars)
+
+
+def coverage_by_source(tables: Mapping[str, pd.DataFrame], calendars: Calendars) -> pd.DataFrame:
+    """Date span and size of every export file, per organisation and table.
+
+    Parameters
+    ----------
+    tables:
+        Canonical tables by name (``Dataset.tables()``); each needs ``org``,
+        ``source_file`` and its date column (:data:`TABLE_DATES`).
+    calendars:
+        Organisation → fiscal calendar (or calendar spec).
+
+    Returns
+    -------
+    DataFrame with ``org, table, source_file, rows, first_date, last_date,
+    first_quarter, last_quarter, quarters`` (number of fiscal quarters with at
+    least one record), one row per file, sorted by org, table and file.
+    """
+    rows = _dated_rows(tables, calendars)
+    out = (
+        rows.groupby(["org", "table", "source_file"], as_index=False)
+        .agg(
+            rows=("date", "size"),
+            first_date=("date", "min"),
+            last_date=("date", "max"),
+            first_quarter=("quarter", "min"),
+            last_quarter=("quarter", "max"),
+            quarters=("quarter", "nunique"),
+        )
+        .sort_values(["org", "table", "source_file"], ignore_index=True)
+    )
+    return out
+
+
+def quarter_coverage(
+    tables: Mapping[str, pd.DataFrame],
+    calendars: Calendars,
+    as_of: Any = None,
+    *,
+    start_tolerance_days: int = 7,
+) -> pd.DataFrame:
+    """Rows per table in every fiscal quarter of every organisation, with the quarter's status.
+
+    Parameters
+    ----------
+    tables:
+        Canonical tables by name (``Dataset.tables()``).
+    calendars:
+        Organisation → fiscal calendar (or calendar spec).
+    as_of:
+        The moment the data describes (``Dataset.as_of``); defaults to the
+        latest record. The quarter containing it is ``open``.
+    start_tolerance_days:
+        A quarter whose organisation has no record in its first
+        ``start_tolerance_days`` days and none before is ``partial``: the
+        export starts inside it, so its weekly shape is not comparable.
+
+    Returns
+    -------
+    Long frame ``org, quarter, quarter_start, quarter_end, status, table,
+    rows``: every quarter from each organisation's first record to ``as_of``
+    × the four tables, zero where a table has no rows. ``status`` is
+    ``complete``, ``open`` or ``partial``.
+    """
+    rows = _dated_rows(tables, calendars)
+    columns = ["org", "quarter", "quarter_start", "quarter_end", "status", "table", "rows"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    as_of = pd.Timestamp(as_of) if as_of is not None else rows["date"].max()
+    spans = rows.groupby("org")["date"].agg(["min", "max"])
+    frames = []
+    for org, span in spans.iterrows():
+        calendar = FiscalCalendar.from_spec(calendars.get(org))
+        quarters = calendar.quarters(span["min"], max(span["max"], as_of.normalize()))
+        quarters = quarters[quarters["quarter_start"] <= as_of]
+        quarters.insert(0, "org", org)
+        quarters["first_record"] = span["min"]
+        frames.append(quarters)
+    grid = pd.concat(frames, ignore_index=True)
+    day = as_of.normalize()
+    is_open = (grid["quarter_start"] <= day) & (day <= grid["quarter_end"])
+    starts_late = grid["first_record"] > grid["quarter_start"] + pd.Timedelta(days=start_tolerance_days)
+    grid["status"] = np.select([is_open, starts_late], [OPEN, PARTIAL], default=COMPLETE)
+    grid = grid.merge(pd.DataFrame({"table": list(TABLE_DATES)}), how="cross")
+    counts = rows.groupby(["org", "quarter", "table"]).size().rename("rows").reset_index()
+    counts["quarter"] = counts["quarter"].astype(str)
+    grid["quarter"] = grid["quarter"].astype(str)
+    out = grid.merge(counts, on=["org", "quarter", "table"], how="left")
+    out["rows"] = out["rows"].fillna(0).astype(int)
+    return out[columns].sort_values(["org", "quarter_start", "table"], ignore_index=True)
+
+
+def quarter_status(coverage: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``org, quarter`` with ``quarter_start, quarter_end, status`` (from :func:`quarter_coverage`)."""
+    keys = ["org", "quarter", "quarter_start", "quarter_end", "status"]
+    return coverage[keys].drop_duplicates(["org", "quarter"]).reset_index(drop=True)
+
+
+def select_quarters(
+    frame: pd.DataFrame, coverage: pd.DataFrame, quarters: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Rows of ``frame`` (keyed by ``org, quarter``) in the quarters to show.
+
+    ``quarters=None`` keeps each organisation's complete quarters (the
+    ``quarters`` parameter's default); a list keeps those labels, whatever
+    their status.
+    """
+    if quarters:
+        return frame[frame["quarter"].astype(str).isin([str(q) for q in quarters])].reset_index(drop=True)
+    status = quarter_status(coverage)
+    complete = status.loc[status["status"] == COMPLETE, ["org", "quarter"]]
+    keys = frame[["org", "quarter"]].astype(str)
+    wanted = pd.MultiIndex.from_frame(complete.astype(str))
+    return frame[pd.MultiIndex.from_frame(keys).isin(wanted)].reset_index(drop=True)
+
+
+# -- row accounting --------------------------------------------------------------------------------
+def row_accounting(accounting: pd.DataFrame, by: Sequence[str] = ("org", "table", "file")) -> pd.DataFrame:
+    """Rows read, accepted and rejected, summed ``by`` the given columns.
+
+    Parameters
+    ----------
+    accounting:
+        The loader's accounting (``file, org, table, profile, read, accepted,
+        rejected``; one row per file).
+    by:
+        Columns to group by; ``()`` gives one total row.
+
+    Returns
+    -------
+    ``by`` columns plus ``read, accepted, rejected, rejected_share``.
+    """
+    by = [c for c in by if c in accounting.columns]
+    counts = accounting[ACCOUNTING_COUNTS].apply(pd.to_numeric).fillna(0).astype(int)
+    counts = pd.concat([accounting[by], counts], axis=1)
+    out = counts.groupby(by, as_index=False)[ACCOUNTING_COUNTS].sum() if by else counts[ACCOUNTING_COUNTS].sum().to_frame().T
+    out = out.reset_index(drop=True)
+    out["rejected_share"] = out["rejected"] / out["read"].where(out["read"] > 0)
+    return out
+
+
+def accounting_totals(accounting: pd.DataFrame) -> dict[str, int]:
+    """``{"files", "read", "accepted", "rejected"}`` over every file of the accounting."""
+    total = row_accounting(accounting, by=()) if len(accounting) else None
+    counts = {c: int(total[c].iloc[0]) if total is not None else 0 for c in ACCOUNTING_COUNTS}
+    return {"files": int(len(accounting)), **counts}
+
+
+def top_reject_reasons(rejects: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The commonest reasons source rows were rejected.
+
+    Parameters
+    ----------
+    rejects:
+        The loader's rejects (``table, file, row, column, value, reason``; one
+        row per failed check of a source row, so a row can appear twice).
+    n:
+        How many reasons to keep.
+
+    Returns
+    -------
+    ``table, column, reason, rows`` (distinct source rows), ``files``
+    (files affected) and ``example`` (one offending value, raw CRM text:
+    escape it before showing it as HTML), most rows first.
+    """
+    columns = ["table", "column", "reason", "rows", "files", "example"]
+    if rejects is None or rejects.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["table", "column", "reason"]
+    frame = rejects.copy()
+    frame[keys] = frame[keys].astype(object).fillna("").astype(str)
+    out = (
+        frame.groupby(keys, as_index=False)
+        .agg(
+            rows=("row", "size"),
+            files=("file", "nunique"),
+            example=("value", "first"),
+        )
+    )
+    distinct = frame.drop_duplicates(keys + ["file", "row"]).groupby(keys).size()
+    out["rows"] = distinct.loc[pd.MultiIndex.from_frame(out[keys])].to_numpy()
+    return out.sort_values(["rows", "table", "reason"], ascending=[False, True, True]).head(n)[columns].reset_index(drop=True)
+
+
+# -- bookings by week of quarter -------------------------------------------------------------------
+def _won(opportunities: pd.DataFrame, calendars: Calendars) -> pd.DataFrame:
+    """Won deals with the fiscal features of their close date."""
+    won = opportunities[opportunities["is_won"].astype(bool) & opportunities["close_date"].notna()]
+    won = won[["org", "opportunity_id", "close_date", "amount"]].reset_index(drop=True)
+    won["amount"] = pd.to_numeric(won["amount"]).fillna(0.0).astype(float)
+    return annotate_by_org(won, "close_date", calendars)
+
+
+def _weekly(
+    records: pd.DataFrame, date_column: str, calendars: Calendars, *, count_name: str, amount_name: str
+) -> pd.DataFrame:
+    """Counts and amounts per org × quarter × week, every week of each quarter present (zero-filled)."""
+    frame = records[["org", date_column, "amount"]].copy()
+    frame["amount"] = pd.to_numeric(frame["amount"]).fillna(0.0).astype(float)
+    frame = annotate_by_org(frame.reset_index(drop=True), date_column, calendars)
+    frame = frame[frame["quarter"].notna()]
+    frame["quarter"] = frame["quarter"].astype(str)
+    columns = ["org", "quarter", "week_of_quarter", "weeks_in_quarter", count_name, amount_name, "share",
+               "cumulative_share"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    weekly = frame.groupby(["org", "quarter", "week_of_quarter"]).agg(
+        **{count_name: ("amount", "size"), amount_name: ("amount", "sum")}
+    )
+    quarters = frame.groupby(["org", "quarter"], as_index=False).agg(
+        weeks_in_quarter=("weeks_in_quarter", "max"), quarter_start=("quarter_start", "min")
+    )
+    weeks = quarters["weeks_in_quarter"].astype(int).to_numpy()
+    grid = quarters.loc[quarters.index.repeat(weeks)].reset_index(drop=True)
+    grid["week_of_quarter"] = np.concatenate([np.arange(1, w + 1) for w in weeks])
+    out = grid.merge(weekly.reset_index().astype({"week_of_quarter": int}), on=["org", "quarter", "week_of_quarter"],
+                     how="left")
+    out[count_name] = out[count_name].fillna(0).astype(int)
+    out[amount_name] = out[amount_name].fillna(0.0)
+    totals = out.groupby(["org", "quarter"])[amount_name].transform("sum")
+    out["share"] = out[amount_name] / totals.where(totals > 0)
+    out["cumulative_share"] = out.groupby(["org", "quarter"])["share"].cumsum()
+    out = out.sort_values(["org", "quarter_start", "week_of_quarter"], ignore_index=True)
+    return out[columns]
+
+
+def bookings_by_week(opportunities: pd.DataFrame, calendars: Calendars) -> pd.DataFrame:
+    """Won amount by the week of the fiscal quarter each deal closed in.
+
+    Parameters
+    ----------
+    opportunities:
+        Canonical opportunities (``org, is_won, close_date, amount``). Won
+        deals without an amount count as deals with amount 0.
+    calendars:
+        Organisation → fiscal calendar (or calendar spec).
+
+    Returns
+    -------
+    ``org, quarter, week_of_quarter, weeks_in_quarter, won_deals,
+    won_amount, share`` (of the quarter's won amount) and
+    ``cumulative_share`` (the hockey stick: reaches 1 in the last week), one
+    row per week of every quarter with at least one won deal.
+    """
+    won = opportunities[opportunities["is_won"].astype(bool) & opportunities["close_date"].notna()]
+    return _weekly(won, "close_date", calendars, count_name="won_deals", amount_name="won_amount")
+
+
+def pipeline_created_by_week(opportunities: pd.DataFrame, calendars: Calendars) -> pd.DataFrame:
+    """Opportunities (pipeline) created by week of fiscal quarter.
+
+    Returns
+    -------
+    ``org, quarter, week_of_quarter, weeks_in_quarter, created,
+    created_amount, share`` (of the quarter's created amount),
+    ``cumulative_share``; weeks without new pipeline are zero.
+    """
+    return _weekly(opportunities, "created_at", calendars, count_name="created", amount_name="created_amount")
+
+
+def even_month3_share(calendars: Calendars, quarters: pd.DataFrame) -> pd.DataFrame:
+    """The month-3 share an evenly paced quarter would have: days in month 3 / days in the quarter.
+
+    Parameters
+    ----------
+    quarters:
+        Frame with ``org, quarter`` (labels from each org's calendar).
+
+    Returns
+    -------
+    ``org, quarter, even_share`` (1/3 or close to it in month-based calendars,
+    5/13 in a 4-4-5 calendar).
+    """
+    keys = quarters[["org", "quarter"]].astype(str).drop_duplicates()
+    frames = []
+    for org, labels in keys.groupby("org")["quarter"]:
+        calendar = FiscalCalendar.from_spec(calendars.get(org))
+        years = labels.str.slice(2, 6).astype(int)
+        days = pd.Series(pd.date_range(f"{years.min() - 2}-01-01", f"{years.max() + 1}-12-31", freq="D"))
+        features = calendar.annotate(days)
+        features = features[features["quarter"].astype(str).isin(set(labels))]
+        share = (features["month_of_quarter"] == 3).groupby(features["quarter"].astype(str)).mean()
+        frames.append(pd.DataFrame({"org": org, "quarter": share.index, "even_share": share.to_numpy(dtype=float)}))
+    if not frames:
+        return pd.DataFrame(columns=["org", "quarter", "even_share"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def month3_share(
+    opportunities: pd.DataFrame,
+    calendars: Calendars,
+    *,
+    by: Sequence[str] = ("org", "quarter"),
+    weight: str = "amount",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Share of each quarter's bookings that closed in the quarter's last fiscal month.
+
+    The estimate is the ratio (won amount closed in month 3) / (won amount);
+    its interval is a percentile bootstrap over deals (Poisson weights, so all
+    groups are resampled at once), which respects that a few large deals can
+    carry a quarter. This is the quantity the sample generator records in
+    ``truth.json`` as ``month3_bookings_share``.
+
+    Parameters
+    ----------
+    opportunities:
+        Canonical opportunities (``org, is_won, close_date, amount``).
+    calendars:
+        Organisation → fiscal calendar (or calendar spec).
+    by:
+        Grouping of the won deals: ``("org", "quarter")`` for one estimate
+        per quarter, ``("org",)`` for one pooled estimate per organisation.
+    weight:
+        ``"amount"`` (bookings) or ``"deals"`` (count of won deals).
+    n_boot, ci, seed:
+        Bootstrap replicates, interval level and random seed.
+
+    Returns
+    -------
+    ``by`` columns plus ``won_deals, month3_deals, won_amount,
+    month3_amount, estimate, ci_low, ci_high, even_share`` (the share an
+    evenly paced quarter would have; averaged over quarters when pooled).
+    """
+    by = list(by)
+    won = _won(opportunities, calendars)
+    won = won[won["quarter"].notna()].reset_index(drop=True)
+    won["quarter"] = won["quarter"].astype(str)
+    columns = by + ["won_deals", "month3_deals", "won_amount", "month3_amount", "estimate", "ci_low", "ci_high",
+                    "even_share"]
+    if won.empty:
+        return pd.DataFrame(columns=columns)
+    if weight not in ("amount", "deals"):
+        raise ValueError(f"weight must be 'amount' or 'deals', got {weight!r}")
+    won["in_month3"] = (won["month_of_quarter"] == 3).astype(bool)
+    won["month3_amount"] = won["amount"].where(won["in_month3"], 0.0)
+    won = won.sort_values(by, ignore_index=True)
+    groups = won.groupby(by, sort=False)
+    out = groups.agg(
+        won_deals=("amount", "size"),
+        month3_deals=("in_month3", "sum"),
+        won_amount=("amount", "sum"),
+        month3_amount=("month3_amount", "sum"),
+    ).reset_index()
+    value = won["amount"].to_numpy() if weight == "amount" else np.ones(len(won))
+    numerator = value * won["in_month3"].to_numpy()
+    out["estimate"] = _group_sums(numerator[:, None], groups.ngroup().to_numpy())[:, 0] / _positive(
+        _group_sums(value[:, None], groups.ngroup().to_numpy())[:, 0]
+    )
+    low, high = _bootstrap_ratio_ci(numerator, value, groups.ngroup().to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
+    out["ci_low"], out["ci_high"] = low, high
+    even = even_month3_share(calendars, won[["org", "quarter"]])
+    even = won[["org", "quarter"] + [c for c in by if c not in ("org", "quarter")]].drop_duplicates().merge(
+        even, on=["org", "quarter"], how="left"
+    )
+    out = out.merge(even.groupby(by, as_index=False)["even_share"].mean(), on=by, how="left")
+    if "quarter" in by:
+        starts = won.groupby(by)["quarter_start"].min().rename("_start").reset_index()
+        out = out.merge(starts, on=by).sort_values(["org", "_start"] if "org" in by else ["_start"])
+    return out[columns].reset_index(drop=True)
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    return np.where(values > 0, values, np.nan)
+
+
+def _group_sums(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Column sums of ``values`` (rows × k) per group code (codes sorted, 0..G-1, none empty)."""
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return np.add.reduceat(values, starts, axis=0)
+
+
+def _bootstrap_ratio_ci(
+    numerator: np.ndarray, denominator: np.ndarray, codes: np.ndarray, *, n_boot: int, ci: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of sum(numerator)/sum(denominator) per group, resampling rows."""
+    rng = np.random.default_rng(seed)
+    n_groups = int(codes.max()) + 1
+    ratios = np.empty((n_groups, n_boot))
+    # Poisson(1) weights resample every group at once; chunks keep the weight matrix small.
+    chunk = max(1, min(n_boot, 2_000_000 // max(1, len(codes))))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        weights = rng.poisson(1.0, size=(len(codes), stop - start))
+        top = _group_sums(weights * numerator[:, None], codes)
+        bottom = _group_sums(weights * denominator[:, None], codes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios[:, start:stop] = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
+    tail = (1 - ci) / 2
+    with np.errstate(all="ignore"):
+        low = np.nanquantile(ratios, tail, axis=1)
+        high = np.nanquantile(ratios, 1 - tail, axis=1)
+    return low, high
+
+
+# -- funnel ----------------------------------------------------------------------------------------
+def stage_order(opportunities: pd.DataFrame, history: pd.DataFrame) -> list[str]:
+    """Open-pipeline stages in the order deals typically reach them (closed stages left out).
+
+    Stages are ordered by the median number of days from an opportunity's
+    creation to the first time it reached the stage (history ``stage``
+    changes plus each deal's starting and current stage).
+    """
+    reached = _stages_reached(opportunities, history)
+    closed = set(opportunities.loc[opportunities["is_closed"].astype(bool), "stage"].astype(str))
+    reached = reached[~reached["stage"].isin(closed)]
+    order = reached.groupby("stage")["days"].median().sort_values(kind="stable")
+    return [str(s) for s in order.index]
+
+
+def _stages_reached(opportunities: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``org, opportunity_id, stage, days`` (first time reached, days after creation), one row per deal × stage."""
+    opps = opportunities[["org", "opportunity_id", "created_at", "stage"]]
+    changes = history[history["field"] == "stage"] if len(history) else history
+    parts = [opps.assign(days=np.nan)[["org", "opportunity_id", "stage", "days"]]]
+    if len(changes):
+        changes = changes.merge(opps[["org", "opportunity_id", "created_at"]], on=["org", "opportunity_id"])
+        days = (changes["changed_at"] - changes["created_at"]).dt.total_seconds() / 86400
+        parts.append(pd.DataFrame({"org": changes["org"], "opportunity_id": changes["opportunity_id"],
+                                   "stage": changes["new_value"], "days": days}))
+        # The stage a deal was created in is the old value of its first change.
+        first = changes.sort_values("changed_at").drop_duplicates(["org", "opportunity_id"])
+        parts.append(pd.DataFrame({"org": first["org"], "opportunity_id": first["opportunity_id"],
+                                   "stage": first["old_value"], "days": 0.0}))
+    reached = pd.concat(parts, ignore_index=True).dropna(subset=["stage"])
+    reached["stage"] = reached["stage"].astype(str)
+    # A deal whose current stage never appears in its history has sat there since creation.
+    reached["days"] = reached["days"].fillna(
+        reached.groupby(["org", "opportunity_id"])["days"].transform("max").fillna(0.0)
+    )
+    return reached.groupby(["org", "opportunity_id", "stage"], as_index=False)["days"].min()
+
+
+def funnel_counts(
+    opportunities: pd.DataFrame,
+    leads: pd.DataFrame,
+    history: pd.DataFrame,
+    calendars: Calendars,
+) -> pd.DataFrame:
+    """How far what was created in each quarter got, per organisation.
+
+    Cohort counts: leads and opportunities are placed in the quarter they
+    were *created* in; later steps count how many of that cohort got there
+    (by the data's as-of date, so recent quarters still have open deals).
+    Whether a deal was *qualified* is the qualification module's question,
+    not this one's.
+
+    Parameters
+    ----------
+    opportunities, leads, history:
+        Canonical tables (history's ``stage`` changes give the stages reached).
+    calendars:
+        Organisation → fiscal calendar (or calendar spec).
+
+    Returns
+    -------
+    Long frame ``org, quarter, step_order, step, count``. Steps, in order:
+    ``leads created``, ``leads converted``, ``opportunities created``,
+    ``reached <stage>`` for each open stage (see :func:`stage_order`),
+    ``won``, ``lost``, ``still open``. Every step is present for every
+    org × quarter (zero when none).
+    """
+    lead_frame = annotate_by_org(leads[["org", "created_at", "converted_at"]].reset_index(drop=True), "created_at",
+                                 calendars)
+    lead_counts = lead_frame.groupby(["org", "quarter"]).agg(
+        created=("created_at", "size"), converted=("converted_at", "count")
+    )
+    opps = opportunities[["org", "opportunity_id", "created_at", "is_closed", "is_won"]].reset_index(drop=True)
+    opps = annotate_by_org(opps, "created_at", calendars)[["org", "opportunity_id", "quarter", "quarter_start",
+                                                            "is_closed", "is_won"]]
+    closed, won = opps["is_closed"].astype(bool), opps["is_won"].astype(bool)
+    opp_counts = opps.assign(won=won, lost=closed & ~won, still_open=~closed).groupby(["org", "quarter"]).agg(
+        created=("opportunity_id", "size"), won=("won", "sum"), lost=("lost", "sum"), still_open=("still_open", "sum")
+    )
+    stages = stage_order(opportunities, history)
+    reached = _stages_reached(opportunities, history)
+    reached = reached[reached["stage"].isin(stages)].merge(opps[["org", "opportunity_id", "quarter"]],
+                                                         on=["org", "opportunity_id"])
+    stage_counts = reached.groupby(["org", "quarter", "stage"]).size()
+
+    steps = (["leads created", "leads converted", "opportunities created"] + [f"reached {s}" for s in stages]
+             + ["won", "lost", "still open"])
+    counts = pd.concat(
+        [
+            lead_counts["created"].rename("leads created"),
+            lead_counts["converted"].rename("leads converted"),
+            opp_counts["created"].rename("opportunities created"),
+            stage_counts.unstack("stage").reindex(columns=stages).rename(columns=lambda s: f"reached {s}")
+            if len(stage_counts) else pd.DataFrame(columns=[f"reached {s}" for s in stages]),
+            opp_counts[["won", "lost", "still_open"]].rename(columns={"still_open": "still open"}),
+        ],
+        axis=1,
+    )
+    counts.index = counts.index.set_names(["org", "quarter"])
+    counts = counts.reindex(columns=steps).fillna(0).astype(int)
+    long = counts.reset_index().melt(id_vars=["org", "quarter"], var_name="step", value_name="count")
+    long["quarter"] = long["quarter"].astype(str)
+    long["step_order"] = long["step"].map({s: i for i, s in enumerate(steps)}).astype(int)
+    long = long.sort_values(["org", "quarter", "step_order"], ignore_index=True)
+    return long[["org", "quarter", "step_order", "step", "count"]]
+
+
+def funnel_table(funnel: pd.DataFrame) -> pd.DataFrame:
+    """:func:`funnel_counts` as a wide table: one row per org × quarter, one column per step, in order."""
+    steps = funnel.drop_duplicates("step").sort_values("step_order")["step"].tolist()
+    wide = funnel.pivot_table(index=["org", "quarter"], columns="step", values="count", aggfunc="sum")
+    return wide.reindex(columns=steps).fillna(0).astype(int)
+
+
+# -- headlines -------------------------------------------------------------------------------------
+def _pct(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.0f}%"
+
+
+def coverage_headline(coverage: pd.DataFrame) -> str:
+    """E.g. "3 organisations, 12 complete quarters each (FY2023-Q1 to FY2025-Q4); FY2026-Q1 is still open"."""
+    status = quarter_status(coverage)
+    if status.empty:
+        return "No dated records were found"
+    complete = status[status["status"] == COMPLETE]
+    per_org = complete.groupby("org").size().reindex(status["org"].unique(), fill_value=0)
+    n_orgs = status["org"].nunique()
+    noun = "organisation" if n_orgs == 1 else "organisations"
+    counts = f"{per_org.min()}" if per_org.min() == per_org.max() else f"{per_org.min()}-{per_org.max()}"
+    quarters = "quarter" if counts == "1" else "quarters"
+    each = " each" if n_orgs > 1 else ""
+    text = f"{n_orgs} {noun}, {counts} complete {quarters}{each}"
+    if len(complete):
+        first, last = complete["quarter"].min(), complete["quarter"].max()
+        text += f" ({first})" if first == last else f" ({first} to {last})"
+    open_quarters = sorted(status.loc[status["status"] == OPEN, "quarter"].unique())
+    if open_quarters:
+        text += f"; {', '.join(open_quarters)} {'is' if len(open_quarters) == 1 else 'are'} still open"
+    return text
+
+
+def accounting_headline(accounting: pd.DataFrame, reasons: pd.DataFrame | None = None) -> str:
+    """E.g. "99.2% of 48,113 rows read were accepted; the commonest rejection: close_date not a date"."""
+    totals = accounting_totals(accounting)
+    if totals["read"] == 0:
+        return "No export rows were read"
+    share = totals["accepted"] / totals["read"]
+    text = f"{100 * share:.1f}% of {totals['read']:,} rows read were accepted"
+    if totals["rejected"] == 0:
+        return text + "; none rejected"
+    text += f"; {totals['rejected']:,} rejected"
+    if reasons is not None and len(reasons):
+        top = reasons.iloc[0]
+        text += f", most often {top['column']}: {top['reason']}" if top["column"] else f", most often {top['reason']}"
+    return text
+
+
+def month3_headline(org: str, shares: pd.DataFrame) -> str:
+    """E.g. "Globex books 64% of each quarter in its last month (even pace: 33%)".
+
+    ``shares`` holds :func:`month3_share` rows per quarter; the typical
+    quarter is the median of their estimates.
+    """
+    rows = shares[shares["org"] == org]
+    if rows.empty or rows["estimate"].isna().all():
+        return f"{org}: no won deals in the quarters shown"
+    typical = float(rows["estimate"].median())
+    even = float(rows["even_share"].median())
+    each = "each quarter" if len(rows) > 1 else rows["quarter"].iloc[0]
+    return f"{org} books {_pct(typical)} of {each} in its last month (even pace: {_pct(even)})"
+
+
+def month3_spread_headline(shares: pd.DataFrame) -> str:
+    """E.g. "The most back-loaded quarter: Globex FY2025-Q4, 78% booked in month 3"."""
+    rows = shares.dropna(subset=["estimate"])
+    if rows.empty:
+        return "No won deals in the quarters shown"
+    top = rows.loc[rows["estimate"].idxmax()]
+    low = rows.loc[rows["estimate"].idxmin()]
+    text = f"The most back-loaded quarter: {top['org']} {top['quarter']}, {_pct(top['estimate'])} booked in month 3"
+    if len(rows) > 1:
+        text += f"; the least: {low['org']} {low['quarter']}, {_pct(low['estimate'])}"
+    return text
+
+
+def pipeline_headline(pipeline: pd.DataFrame) -> str:
+    """Where in the quarter pipeline is created: the org with the largest share in the last third of weeks."""
+    rows = pipeline[pipeline["weeks_in_quarter"] > 0]
+    if rows.empty or rows["created"].sum() == 0:
+        return "No pipeline was created in the quarters shown"
+    late = rows["week_of_quarter"] > rows["weeks_in_quarter"] * 2 / 3
+    by_org = rows.assign(late=rows["created"].where(late, 0)).groupby("org")[["late", "created"]].sum()
+    share = (by_org["late"] / by_org["created"].where(by_org["created"] > 0)).dropna()
+    org = share.idxmax()
+    return f"{org} creates {_pct(share[org])} of its new opportunities in the last third of the quarter"
+
+
+def funnel_headline(funnel: pd.DataFrame) -> str:
+    """The win rate of closed deals, per the cohorts shown: "Globex wins 31% of the deals it closes; Initech 24%"."""
+    wide = funnel_table(funnel).groupby(level="org").sum()
+    closed = wide.get("won", 0) + wide.get("lost", 0)
+    rate = (wide.get("won", 0) / closed.where(closed > 0)).dropna().sort_values(ascending=False)
+    if rate.empty:
+        return "No deals created in the quarters shown have closed yet"
+    parts = [f"{org} wins {_pct(r)} of the deals it closes" if i == 0 else f"{org} {_pct(r)}"
+             for i, (org, r) in enumerate(rate.items())]
+    return "; ".join(parts)
+
+
+def chart_text(text: Any) -> str:
+    """CRM text made safe for a matplotlib label: ``$`` would start mathtext."""
+    return str(text).replace("$", r"\$")

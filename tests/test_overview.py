@@ -1,0 +1,224 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from quarterpanic import overview, schemas
+from quarterpanic.calendar import FiscalCalendar
+
+CALENDARS = {"A": FiscalCalendar(), "B": FiscalCalendar(start_month=2)}
+
+
+def table(name, rows, source_file="f.csv"):
+    frame = pd.DataFrame(rows)
+    base = schemas.empty(name)
+    for column in base.columns:
+        if column not in frame:
+            frame[column] = None
+    frame["source_file"] = source_file
+    frame["source_row"] = range(2, len(frame) + 2)
+    return schemas.TABLES[name].validate(frame[base.columns])
+
+
+def opp(org, oid, created, close, *, won=False, closed=None, amount=100.0, stage=None):
+    closed = won if closed is None else closed
+    stage = stage or ("Closed Won" if won else "Closed Lost" if closed else "Proposal")
+    return dict(org=org, opportunity_id=oid, size_class="mid", created_at=created, close_date=close, stage=stage,
+                is_closed=closed, is_won=won, amount=amount)
+
+
+@pytest.fixture
+def opportunities():
+    # Org A, FY2025-Q1 (Jan-Mar): 100 in week 1, 300 in week 13 (month 3), 100 in March week 10 (month 3).
+    # FY2025-Q2: one 50 deal in week 2; a lost and an open deal that never count as bookings.
+    return table("opportunities", [
+        opp("A", "1", "2024-12-01", "2025-01-02", won=True, amount=100.0),
+        opp("A", "2", "2025-01-05", "2025-03-28", won=True, amount=300.0),
+        opp("A", "3", "2025-01-06", "2025-03-10", won=True, amount=100.0),
+        opp("A", "4", "2025-03-01", "2025-04-09", won=True, amount=50.0),
+        opp("A", "5", "2025-03-02", "2025-03-30", closed=True, amount=999.0),
+        opp("A", "6", "2025-04-02", "2025-06-30", amount=999.0),
+    ])
+
+
+def test_bookings_by_week_puts_won_amount_in_the_close_week(opportunities):
+    weekly = overview.bookings_by_week(opportunities, CALENDARS)
+    q1 = weekly[weekly["quarter"] == "FY2025-Q1"].set_index("week_of_quarter")
+    assert len(q1) == 13 and q1["won_amount"].sum() == 500.0
+    assert q1.loc[1, "won_amount"] == 100.0 and q1.loc[13, "won_amount"] == 300.0 and q1.loc[10, "won_amount"] == 100.0
+    assert q1.loc[5, "won_amount"] == 0.0 and q1.loc[5, "won_deals"] == 0
+    assert q1.loc[13, "share"] == pytest.approx(0.6)
+    assert set(weekly["quarter"]) == {"FY2025-Q1", "FY2025-Q2"}
+
+
+def test_hockey_stick_cumulative_share_rises_to_one(opportunities):
+    weekly = overview.bookings_by_week(opportunities, CALENDARS)
+    for _, quarter in weekly.groupby(["org", "quarter"]):
+        assert quarter["cumulative_share"].iloc[-1] == pytest.approx(1.0)
+        assert (np.diff(quarter["cumulative_share"]) >= 0).all()
+    q1 = weekly[weekly["quarter"] == "FY2025-Q1"].set_index("week_of_quarter")
+    assert q1.loc[9, "cumulative_share"] == pytest.approx(0.2)
+
+
+def test_month3_share_with_known_numbers(opportunities):
+    shares = overview.month3_share(opportunities, CALENDARS, n_boot=200).set_index("quarter")
+    q1 = shares.loc["FY2025-Q1"]
+    assert q1["estimate"] == pytest.approx(400 / 500)
+    assert (q1["won_deals"], q1["month3_deals"], q1["won_amount"]) == (3, 2, 500.0)
+    assert q1["ci_low"] <= q1["estimate"] <= q1["ci_high"]
+    assert 0 <= q1["ci_low"] and q1["ci_high"] <= 1
+    assert q1["even_share"] == pytest.approx(31 / 90)
+    assert shares.loc["FY2025-Q2", "estimate"] == 0.0
+    by_deals = overview.month3_share(opportunities, CALENDARS, weight="deals", n_boot=50).set_index("quarter")
+    assert by_deals.loc["FY2025-Q1", "estimate"] == pytest.approx(2 / 3)
+    pooled = overview.month3_share(opportunities, CALENDARS, by=("org",), n_boot=50)
+    assert pooled["estimate"].iloc[0] == pytest.approx(400 / 550)
+
+
+def test_month3_share_follows_each_orgs_calendar():
+    # For B (FY starting February), March is month 2 of FY2026-Q1 (Feb-Apr).
+    opps = table("opportunities", [opp("B", "1", "2025-02-01", "2025-03-15", won=True),
+                                   opp("B", "2", "2025-02-01", "2025-04-15", won=True)])
+    shares = overview.month3_share(opps, CALENDARS, n_boot=50)
+    assert shares["quarter"].tolist() == ["FY2026-Q1"] and shares["estimate"].iloc[0] == pytest.approx(0.5)
+
+
+def test_month3_interval_narrows_with_more_deals():
+    rng = np.random.default_rng(1)
+    rows = []
+    for n, org in ((20, "A"), (500, "B")):
+        days = rng.integers(0, 89, n)
+        for i, d in enumerate(days):
+            rows.append(opp(org, f"{org}{i}", "2025-01-01", pd.Timestamp("2025-05-01") + pd.Timedelta(days=int(d)),
+                            won=True, amount=float(rng.lognormal(8, 1))))
+    shares = overview.month3_share(table("opportunities", rows), {"A": FiscalCalendar(), "B": FiscalCalendar()})
+    width = (shares["ci_high"] - shares["ci_low"]).to_numpy()
+    assert width[1] < width[0] / 2
+
+
+def test_pipeline_created_by_week_counts_every_opportunity(opportunities):
+    created = overview.pipeline_created_by_week(opportunities, CALENDARS)
+    assert created["created"].sum() == 6
+    q1 = created[created["quarter"] == "FY2025-Q1"].set_index("week_of_quarter")
+    assert q1.loc[1, "created"] == 2 and q1.loc[9, "created"] == 2 and q1["cumulative_share"].iloc[-1] == 1.0
+
+
+def test_funnel_counts_cohorts_by_creation_quarter(opportunities):
+    history = table("history", [
+        dict(org="A", opportunity_id="2", changed_at="2025-01-10", field="stage", old_value="Prospecting",
+             new_value="Qualification"),
+        dict(org="A", opportunity_id="2", changed_at="2025-02-10", field="stage", old_value="Qualification",
+             new_value="Proposal"),
+        dict(org="A", opportunity_id="2", changed_at="2025-03-28", field="stage", old_value="Proposal",
+             new_value="Closed Won"),
+        dict(org="A", opportunity_id="3", changed_at="2025-01-08", field="stage", old_value="Prospecting",
+             new_value="Qualification"),
+        dict(org="A", opportunity_id="3", changed_at="2025-03-10", field="stage", old_value="Qualification",
+             new_value="Closed Won"),
+    ])
+    leads = table("leads", [
+        dict(org="A", lead_id="L1", created_at="2025-01-02", status="Converted", converted_at="2025-01-05",
+             converted_opportunity_id="2"),
+        dict(org="A", lead_id="L2", created_at="2025-02-02", status="Open"),
+        dict(org="A", lead_id="L3", created_at="2025-05-02", status="Open"),
+    ])
+    assert overview.stage_order(opportunities, history) == ["Prospecting", "Qualification", "Proposal"]
+    funnel = overview.funnel_counts(opportunities, leads, history, CALENDARS)
+    wide = overview.funnel_table(funnel)
+    q1 = wide.loc[("A", "FY2025-Q1")]
+    assert q1["leads created"] == 2 and q1["leads converted"] == 1
+    # Created in Q1: deals 2, 3, 4, 5. Deals 4 and 5 have no history: they sat in their current stage.
+    assert q1["opportunities created"] == 4
+    assert q1["reached Prospecting"] == 2 and q1["reached Qualification"] == 2 and q1["reached Proposal"] == 1
+    assert (q1["won"], q1["lost"], q1["still open"]) == (3, 1, 0)
+    q2 = wide.loc[("A", "FY2025-Q2")]
+    assert (q2["leads created"], q2["opportunities created"], q2["still open"], q2["reached Proposal"]) == (1, 1, 1, 1)
+    assert list(wide.columns)[:3] == ["leads created", "leads converted", "opportunities created"]
+    assert list(wide.columns)[-3:] == ["won", "lost", "still open"]
+    assert set(funnel.groupby(["org", "quarter"]).size()) == {len(wide.columns)}
+
+
+def test_coverage_by_source_and_quarter_status():
+    opps = pd.concat([
+        table("opportunities", [opp("A", "1", "2024-10-01", "2025-01-02"), opp("A", "2", "2025-02-01", "2025-03-01")],
+              source_file="a.csv"),
+        table("opportunities", [opp("B", "9", "2025-02-10", "2025-03-01")], source_file="b.csv"),
+    ], ignore_index=True)
+    requests = table("requests", [dict(org="A", request_id="R1", created_at="2025-04-03", request_type="Expedite",
+                                       planned=False)], source_file="r.csv")
+    tables = {"opportunities": opps, "requests": requests}
+    by_source = overview.coverage_by_source(tables, CALENDARS)
+    a = by_source[(by_source["org"] == "A") & (by_source["table"] == "opportunities")].iloc[0]
+    assert (a["rows"], a["first_quarter"], a["last_quarter"], a["quarters"]) == (2, "FY2024-Q4", "FY2025-Q1", 2)
+    assert a["first_date"] == pd.Timestamp("2024-10-01")
+
+    coverage = overview.quarter_coverage(tables, CALENDARS, as_of="2025-04-03")
+    status = overview.quarter_status(coverage).set_index(["org", "quarter"])["status"]
+    assert status[("A", "FY2024-Q4")] == "complete" and status[("A", "FY2025-Q1")] == "complete"
+    assert status[("A", "FY2025-Q2")] == "open"
+    # B's export starts 10 days into its quarter (Feb-Apr), which is also still open.
+    assert status[("B", "FY2026-Q1")] == "open"
+    rows = coverage.set_index(["org", "quarter", "table"])["rows"]
+    assert rows[("A", "FY2025-Q1", "opportunities")] == 1 and rows[("A", "FY2025-Q1", "leads")] == 0
+    assert rows[("A", "FY2025-Q2", "requests")] == 1
+    later = overview.quarter_coverage({"opportunities": opps}, CALENDARS, as_of="2025-06-01")
+    later_status = overview.quarter_status(later).set_index(["org", "quarter"])["status"]
+    assert later_status[("B", "FY2026-Q1")] == "partial"
+
+
+def test_select_quarters_keeps_complete_quarters_or_the_ones_asked_for(opportunities):
+    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01")
+    shares = overview.month3_share(opportunities, CALENDARS, n_boot=20)
+    assert overview.select_quarters(shares, coverage)["quarter"].tolist() == ["FY2025-Q1"]
+    assert overview.select_quarters(shares, coverage, ["FY2025-Q2"])["quarter"].tolist() == ["FY2025-Q2"]
+
+
+@pytest.fixture
+def accounting():
+    return pd.DataFrame({
+        "file": ["a/opps.csv", "a/leads.csv", "b/opps.xlsx"], "org": ["A", "A", "B"],
+        "table": ["opportunities", "leads", "opportunities"], "profile": ["salesforce_opportunities"] * 3,
+        "read": [100, 50, 10], "accepted": [97, 50, 8], "rejected": [3, 0, 2],
+    })
+
+
+@pytest.fixture
+def rejects():
+    return pd.DataFrame({
+        "table": ["opportunities"] * 5,
+        "file": ["a/opps.csv", "a/opps.csv", "a/opps.csv", "a/opps.csv", "b/opps.xlsx"],
+        "row": [5, 5, 9, 12, 3],
+        "column": ["close_date", "amount", "close_date", "close_date", "amount"],
+        "value": ["31/02/2025", "-5", "soon", "<script>", "-1"],
+        "reason": ["not a date", "below 0", "not a date", "not a date", "below 0"],
+    })
+
+
+def test_row_accounting_and_totals(accounting):
+    per_org = overview.row_accounting(accounting, by=["org"]).set_index("org")
+    assert per_org.loc["A", "read"] == 150 and per_org.loc["B", "rejected_share"] == pytest.approx(0.2)
+    totals = overview.accounting_totals(accounting)
+    assert totals == {"files": 3, "read": 160, "accepted": 155, "rejected": 5}
+    assert totals["read"] == totals["accepted"] + totals["rejected"]
+    assert overview.accounting_totals(accounting.iloc[:0]) == {"files": 0, "read": 0, "accepted": 0, "rejected": 0}
+
+
+def test_top_reject_reasons_count_distinct_rows(rejects):
+    top = overview.top_reject_reasons(rejects)
+    assert top[["column", "reason", "rows", "files"]].values.tolist() == [
+        ["close_date", "not a date", 3, 1], ["amount", "below 0", 2, 2]]
+    assert overview.top_reject_reasons(rejects, n=1)["reason"].tolist() == ["not a date"]
+    assert overview.top_reject_reasons(rejects.iloc[:0]).empty
+
+
+def test_headlines_state_the_numbers(opportunities, accounting, rejects):
+    shares = overview.month3_share(opportunities, CALENDARS, n_boot=20)
+    assert overview.month3_headline("A", shares.iloc[:1]) == "A books 80% of FY2025-Q1 in its last month (even pace: 34%)"
+    assert "A FY2025-Q1, 80% booked in month 3" in overview.month3_spread_headline(shares)
+    text = overview.accounting_headline(accounting, overview.top_reject_reasons(rejects))
+    assert text == "96.9% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
+    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01")
+    # The export starts in December: FY2024-Q4 is only partly covered.
+    assert overview.coverage_headline(coverage) == "1 organisation, 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
+    funnel = overview.funnel_counts(opportunities, schemas.empty("leads"), schemas.empty("history"), CALENDARS)
+    assert overview.funnel_headline(funnel) == "A wins 80% of the deals it closes"
+    assert overview.chart_text("$5 Deals $") == r"\$5 Deals \$"
