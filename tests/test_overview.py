@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,10 +188,11 @@ def rejects():
     return pd.DataFrame({
         "table": ["opportunities"] * 5,
         "file": ["a/opps.csv", "a/opps.csv", "a/opps.csv", "a/opps.csv", "b/opps.xlsx"],
-        "row": [5, 5, 9, 12, 3],
+        "row": [5, 7, 9, 12, 3],
         "column": ["close_date", "amount", "close_date", "close_date", "amount"],
         "value": ["31/02/2025", "-5", "soon", "<script>", "-1"],
-        "reason": ["not a date", "below 0", "not a date", "not a date", "below 0"],
+        "reason": ["close_date: not a date", "amount: must be at least 0", "close_date: not a date",
+                   "close_date: not a date", "amount: must be at least 0"],
     })
 
 
@@ -204,10 +207,16 @@ def test_row_accounting_and_totals(accounting):
 
 def test_top_reject_reasons_count_distinct_rows(rejects):
     top = overview.top_reject_reasons(rejects)
-    assert top[["column", "reason", "rows", "files"]].values.tolist() == [
-        ["close_date", "not a date", 3, 1], ["amount", "below 0", 2, 2]]
-    assert overview.top_reject_reasons(rejects, n=1)["reason"].tolist() == ["not a date"]
+    assert top[["reason", "rows", "files"]].values.tolist() == [
+        ["close_date: not a date", 3, 1], ["amount: must be at least 0", 2, 2]]
+    assert top["example"].iloc[0] == "31/02/2025"
+    assert overview.top_reject_reasons(rejects, n=1)["reason"].tolist() == ["close_date: not a date"]
     assert overview.top_reject_reasons(rejects.iloc[:0]).empty
+
+
+def test_relative_paths_shorten_files_inside_the_data_folder(tmp_path):
+    paths = pd.Series([str(tmp_path / "A" / "opps.csv"), "/elsewhere/x.csv"])
+    assert overview.relative_paths(paths, tmp_path).tolist() == [str(Path("A") / "opps.csv"), "/elsewhere/x.csv"]
 
 
 def test_headlines_state_the_numbers(opportunities, accounting, rejects):

@@ -21,6 +21,8 @@ the finding ("Globex books 64% of each quarter in its last month").
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -224,33 +226,36 @@ def top_reject_reasons(rejects: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     ----------
     rejects:
         The loader's rejects (``table, file, row, column, value, reason``; one
-        row per failed check of a source row, so a row can appear twice).
+        row per rejected source row, its ``reason`` naming the column, e.g.
+        ``"close_date: not a date"``).
     n:
         How many reasons to keep.
 
     Returns
     -------
-    ``table, column, reason, rows`` (distinct source rows), ``files``
-    (files affected) and ``example`` (one offending value, raw CRM text:
-    escape it before showing it as HTML), most rows first.
+    ``table, reason, rows`` (distinct source rows), ``files`` (files
+    affected) and ``example`` (one offending value, raw CRM text: escape it
+    before showing it as HTML), most rows first.
     """
-    columns = ["table", "column", "reason", "rows", "files", "example"]
+    columns = ["table", "reason", "rows", "files", "example"]
     if rejects is None or rejects.empty:
         return pd.DataFrame(columns=columns)
-    keys = ["table", "column", "reason"]
-    frame = rejects.copy()
+    keys = ["table", "reason"]
+    frame = rejects.drop_duplicates(["table", "file", "row", "reason"]).copy()
     frame[keys] = frame[keys].astype(object).fillna("").astype(str)
-    out = (
-        frame.groupby(keys, as_index=False)
-        .agg(
-            rows=("row", "size"),
-            files=("file", "nunique"),
-            example=("value", "first"),
-        )
+    out = frame.groupby(keys, as_index=False).agg(
+        rows=("row", "size"), files=("file", "nunique"), example=("value", "first")
     )
-    distinct = frame.drop_duplicates(keys + ["file", "row"]).groupby(keys).size()
-    out["rows"] = distinct.loc[pd.MultiIndex.from_frame(out[keys])].to_numpy()
-    return out.sort_values(["rows", "table", "reason"], ascending=[False, True, True]).head(n)[columns].reset_index(drop=True)
+    out = out.sort_values(["rows", "table", "reason"], ascending=[False, True, True], ignore_index=True)
+    return out.head(n)[columns]
+
+
+def relative_paths(paths: pd.Series, root: str | Path) -> pd.Series:
+    """File paths as written relative to ``root`` (the data folder), for display; others unchanged."""
+    root = str(Path(root).resolve())
+    text = paths.astype(str)
+    inside = text.str.startswith(root + os.sep)
+    return text.where(~inside, text.str.slice(len(root) + 1))
 
 
 # -- bookings by week of quarter -------------------------------------------------------------------
@@ -619,7 +624,7 @@ def accounting_headline(accounting: pd.DataFrame, reasons: pd.DataFrame | None =
     text += f"; {totals['rejected']:,} rejected"
     if reasons is not None and len(reasons):
         top = reasons.iloc[0]
-        text += f", most often {top['column']}: {top['reason']}" if top["column"] else f", most often {top['reason']}"
+        text += f", most often {top['reason']}"
     return text
 
 
