@@ -338,7 +338,10 @@ def _scan(data: bytes, delimiter: str) -> tuple[np.ndarray, np.ndarray, _Records
         return data[starts[i]:starts[i] + length[i]].decode("utf-8", errors="replace")
 
     def record_cells(i: int) -> list[str]:
-        return next(csv.reader([record_text(i)], delimiter=delimiter), [""])
+        try:
+            return next(csv.reader([record_text(i)], delimiter=delimiter), [""])
+        except csv.Error as err:
+            raise _ScanMismatch(f"record {i + 1} does not split ({err})") from err
 
     return starts, stops, _Records(lines, fields, blank, record_text, record_cells)
 

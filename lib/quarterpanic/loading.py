@@ -216,7 +216,7 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
     frame.insert(0, "source_row", frame.index.to_numpy())
     frame.insert(0, "source_file", file)
     frame.insert(0, "org", org.name)
-    if profile.table == "opportunities" and "size_class" not in frame:
+    if profile.table == "opportunities":
         frame["size_class"] = org.size_class
     frame = frame.reindex(columns=schemas.columns(profile.table))
     problems = [
@@ -303,7 +303,8 @@ def _reason(check: str, column: str) -> str:
     if check.startswith("less_than_or_equal_to("):
         return f"must be at most {check[22:-1]}"
     if check.startswith("isin("):
-        return f"{column} must be one of {check[5:-1]}"
+        allowed = check[5:-1].strip("[]").replace("'", "")
+        return f"not one of {allowed}"
     return f"fails check {check}"
 
 

@@ -197,12 +197,14 @@ def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None =
         raise fail("columns: and constants: must be maps of canonical column -> spec")
     specs: dict[str, Any] = {}
     for target, spec in {**columns_doc, **{k: {"value": v} for k, v in constants.items()}}.items():
-        if target == "org":
+        if target in ("org", "size_class"):  # organisation facts: loading applies them
             continue
         if target not in canonical:
             raise fail(f"{target!r} is not a column of the {table} table",
                        f"columns: {', '.join(c for c in schemas.columns(table) if c in canonical)}")
         specs[target] = _check_spec(spec, f"columns.{target}", fail)
+    if constants.get("size_class", schemas.SIZE_CLASSES[1]) not in schemas.SIZE_CLASSES:
+        raise fail(f"constants.size_class must be one of {', '.join(schemas.SIZE_CLASSES)}")
     missing = [c for c in _required(table) if c not in specs and c != "size_class"]
     if missing:
         raise fail(f"no mapping for required column(s) {', '.join(missing)} of the {table} table")

@@ -1,0 +1,211 @@
+"""Profiles and mapping YAML: loading, detection, the column vocabulary, vectorised parsing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.exports import read_export, read_headers
+from quarterpanic.mapping import (
+    detect_profile, known_profiles, load_profile, map_export, parse_bools, parse_dates, parse_numbers,
+    profile_from_dict, shipped_profiles,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exports"
+
+SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesforce_history",
+           "salesforce_leads", "salesforce_opportunities"]
+
+
+def test_shipped_profiles_load_and_identify_themselves():
+    assert known_profiles() == SHIPPED
+    for profile in shipped_profiles():
+        assert profile.identify, profile.name
+        assert detect_profile(profile.identify, profiles=shipped_profiles()).name == profile.name
+
+
+@pytest.mark.parametrize("name, profile", [
+    ("salesforce_opportunities_cp1252.csv", "salesforce_opportunities"),
+    ("salesforce_opportunities_bom.csv", "salesforce_opportunities"),
+    ("salesforce_history.csv", "salesforce_history"),
+    ("salesforce_leads.csv", "salesforce_leads"),
+    ("hubspot_deals.csv", "hubspot_deals"),
+    ("jira_requests.csv", "jira_requests"),
+])
+def test_fixtures_are_detected_from_headers(name, profile):
+    assert detect_profile(read_headers(FIXTURES / name), path=name).name == profile
+
+
+def test_no_match_names_the_file_and_suggests_profile():
+    with pytest.raises(ExportError, match=r"pipeline_eu\.csv: no profile recognises its headers .*--profile"):
+        detect_profile(read_headers(FIXTURES / "generic" / "pipeline_eu.csv"), path="pipeline_eu.csv")
+
+
+def test_table_restricts_detection():
+    with pytest.raises(ExportError, match="no leads profile"):
+        detect_profile(read_headers(FIXTURES / "hubspot_deals.csv"), table="leads")
+
+
+def test_ambiguous_headers_ask_for_profile():
+    a = profile_from_dict({"profile": "a", "table": "leads", "identify": ["id", "x"],
+                           "columns": {"lead_id": "id", "created_at": "c", "status": "s"}})
+    b = profile_from_dict({"profile": "b", "table": "leads", "identify": ["id", "y"],
+                           "columns": {"lead_id": "id", "created_at": "c", "status": "s"}})
+    with pytest.raises(ExportError, match=r"several profiles \(a, b\).*--profile"):
+        detect_profile(["id", "x", "y"], profiles=[a, b])
+    narrow = profile_from_dict({"profile": "narrow", "table": "leads", "identify": ["id"],
+                                "columns": {"lead_id": "id", "created_at": "c", "status": "s"}})
+    assert detect_profile(["id", "x"], profiles=[a, narrow]).name == "a"  # the more specific wins
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ProfileError, match="unknown profile 'salesforce' — known profiles: dynamics_opportunities"):
+        load_profile("salesforce")
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"table": "deals", "columns": {}}, "table must be one of"),
+    ({"table": "leads", "columns": {"lead_id": "id"}}, "no mapping for required column"),
+    ({"table": "leads", "columns": {"lead_id": "id", "created_at": "c", "status": "s", "colour": "x"}},
+     "'colour' is not a column of the leads table"),
+    ({"table": "leads", "columns": {"lead_id": {"column": "id", "trim": True}, "created_at": "c", "status": "s"}},
+     "unknown key"),
+    ({"table": "leads", "dates": "american", "columns": {}}, "dates must be one of"),
+    ({"table": "leads", "colums": {}}, "unknown key"),
+])
+def test_malformed_mappings_say_what_is_wrong(doc, message):
+    with pytest.raises(ProfileError, match=message):
+        profile_from_dict(doc, name="m.yaml")
+
+
+def test_mapping_file_errors(tmp_path):
+    with pytest.raises(ProfileError, match="mapping file not found"):
+        load_profile(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("table: leads\ncolumns: [\n")
+    with pytest.raises(ProfileError, match="bad.yaml: is not valid YAML"):
+        load_profile(bad)
+
+
+def test_example_mapping_in_parameters_is_valid():
+    example = Path(__file__).parents[1] / "parameters" / "example_mapping.yaml"
+    assert load_profile(example).table == "opportunities"
+
+
+def test_missing_required_column_names_it_and_the_headers_found():
+    raw = read_export(FIXTURES / "salesforce_missing_column.csv")
+    with pytest.raises(ExportError) as err:
+        map_export(raw, load_profile("salesforce_opportunities"))
+    text = str(err.value)
+    assert "salesforce_missing_column.csv: missing required column Close Date (close_date)" in text
+    assert "found: Opportunity ID, Opportunity Name, Amount, Created Date, Stage" in text
+
+
+def test_jira_labels_planned_words_and_time_spent_seconds():
+    mapped = map_export(read_export(FIXTURES / "jira_requests.csv"), load_profile("jira_requests"))
+    frame = mapped.frame
+    # "planned" label -> planned; "unplanned" is another word; Planned Work issue type -> planned.
+    assert frame["planned"].tolist() == [False, True, False, True]
+    assert frame["handling_hours"].tolist()[:2] == [2.0, 1.0]
+    assert frame["created_at"].iloc[0] == pd.Timestamp("2025-03-31 14:15")
+    assert pd.isna(frame["resolved_at"].iloc[2])
+
+
+def test_salesforce_values_and_derived_fields():
+    mapped = map_export(read_export(FIXTURES / "salesforce_opportunities_cp1252.csv"),
+                        load_profile("salesforce_opportunities"))
+    frame = mapped.frame
+    assert frame["amount"].tolist()[:3] == [12500.0, 8000.0, 1200.0]
+    assert frame["discount"].tolist()[:2] == [0.15, 0.05]
+    assert frame["created_at"].iloc[1] == pd.Timestamp("2025-02-01 14:15")
+    assert frame["bant_budget"].tolist()[:3] == [True, True, False]
+    assert mapped.labels["amount"] == "Amount" and mapped.problems.empty
+
+
+def test_closed_and_won_fall_back_to_the_stage():
+    profile = load_profile("salesforce_opportunities")
+    raw = read_export(FIXTURES / "salesforce_bad_rows.csv")  # no Closed / Won columns
+    frame = map_export(raw, profile).frame
+    assert frame.loc[9, "is_closed"] and frame.loc[9, "is_won"]
+    assert not frame.loc[2, "is_closed"]
+
+
+def test_hubspot_stage_probability_and_forecast():
+    frame = map_export(read_export(FIXTURES / "hubspot_deals.csv"), load_profile("hubspot_deals")).frame
+    assert frame["is_won"].tolist() == [True, False, False]
+    assert frame["is_closed"].tolist() == [True, True, False]
+    assert frame["probability"].tolist() == [100.0, 0.0, 20.0]
+    assert frame["forecast_category"].tolist() == ["Closed", "Omitted", "Pipeline"]
+    assert frame["close_date"].iloc[0] == pd.Timestamp("2025-03-31 14:15")
+
+
+def test_history_values_are_normalised():
+    frame = map_export(read_export(FIXTURES / "salesforce_history.csv"), load_profile("salesforce_history")).frame
+    assert frame["field"].tolist()[:4] == ["stage", "amount", "close_date", "forecast_category"]
+    assert frame.loc[3, ["old_value", "new_value"]].tolist() == ["10000.0", "8000.0"]
+    assert frame.loc[4, ["old_value", "new_value"]].tolist() == ["2025-03-31", "2025-04-30"]
+
+
+def test_parse_problems_carry_row_header_and_raw_value():
+    mapped = map_export(read_export(FIXTURES / "salesforce_bad_rows.csv"), load_profile("salesforce_opportunities"))
+    problems = mapped.problems.set_index("row")
+    assert problems.loc[3, "column"] == "Close Date" and problems.loc[3, "value"] == "31/3/2025"
+    assert problems.loc[5, "column"] == "Amount" and problems.loc[5, "value"] == "12.500,00"
+
+
+@pytest.mark.parametrize("order, text, expected", [
+    ("month_first", "3/31/2025", "2025-03-31"),
+    ("month_first", "3/31/2025 2:15 PM", "2025-03-31 14:15"),
+    ("month_first", "03/31/25", "2025-03-31"),
+    ("month_first", "2025-03-31", "2025-03-31"),
+    ("day_first", "31/03/2025", "2025-03-31"),
+    ("day_first", "31.03.2025 14:30", "2025-03-31 14:30"),
+    ("day_first", "31/Mar/25 2:15 PM", "2025-03-31 14:15"),
+    ("day_first", "31-Mar-2025", "2025-03-31"),
+    ("iso", "2025-03-31 14:15", "2025-03-31 14:15"),
+    ("iso", "2025-03-31T14:15:00Z", "2025-03-31 14:15"),
+    ("iso", "2025/03/31", "2025-03-31"),
+])
+def test_parse_dates_by_order(order, text, expected):
+    parsed, bad = parse_dates(pd.Series([text], dtype="str"), order)
+    assert parsed.iloc[0] == pd.Timestamp(expected) and not bad.any()
+
+
+def test_parse_dates_rejects_the_wrong_order_and_reads_serials():
+    parsed, bad = parse_dates(pd.Series(["31/3/2025", "", None, "soon"], dtype="str"), "month_first")
+    assert bad.tolist() == [True, False, False, True]
+    mixed = pd.Series([pd.Timestamp("2025-03-31"), 45747, "3/31/2025", None], dtype="object")
+    parsed, bad = parse_dates(mixed, "month_first")
+    assert parsed.tolist()[:3] == [pd.Timestamp("2025-03-31")] * 3 and not bad.any()
+
+
+@pytest.mark.parametrize("decimal, text, expected", [
+    (".", "$12,500.00", 12500.0),
+    (".", "USD 12,500", 12500.0),
+    (".", "12 500", 12500.0),
+    (".", "15%", 15.0),
+    (".", "(1,200.50)", -1200.5),
+    (".", "1.5E+03", 1500.0),
+    (",", "12.500,00", 12500.0),
+    (",", "12.500,00 €", 12500.0),
+    (",", "EUR 1.200", 1200.0),
+    (",", "0,15", 0.15),
+])
+def test_parse_numbers_formats(decimal, text, expected):
+    parsed, bad = parse_numbers(pd.Series([text], dtype="str"), decimal)
+    assert parsed.iloc[0] == pytest.approx(expected) and not bad.any()
+
+
+@pytest.mark.parametrize("decimal, text", [(".", "12.500,00"), (".", "12,5"), (".", "abc"), (",", "1,234.56")])
+def test_parse_numbers_never_guesses(decimal, text):
+    parsed, bad = parse_numbers(pd.Series([text], dtype="str"), decimal)
+    assert bad.iloc[0] and pd.isna(parsed.iloc[0])
+
+
+def test_parse_bools():
+    parsed, bad = parse_bools(pd.Series(["Yes", "No", "1", "0", "TRUE", "false", "", None, "maybe"], dtype="object"))
+    assert parsed.tolist()[:6] == [True, False, True, False, True, False]
+    assert parsed.isna().tolist()[6:] == [True, True, True]
+    assert bad.tolist() == [False] * 8 + [True]
