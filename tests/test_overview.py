@@ -227,7 +227,55 @@ def test_headlines_state_the_numbers(opportunities, accounting, rejects):
     assert text == "96.9% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
     coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01")
     # The export starts in December: FY2024-Q4 is only partly covered.
-    assert overview.coverage_headline(coverage) == "1 organisation, 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
+    assert overview.coverage_headline(coverage) == "A: 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
     funnel = overview.funnel_counts(opportunities, schemas.empty("leads"), schemas.empty("history"), CALENDARS)
     assert overview.funnel_headline(funnel) == "A wins 80% of the deals it closes"
     assert overview.chart_text("$5 Deals $") == r"\$5 Deals \$"
+
+
+def test_funnel_rates_are_shares_of_their_cohort(opportunities):
+    leads = table("leads", [
+        dict(org="A", lead_id="L1", created_at="2025-01-02", status="Converted", converted_at="2025-01-05"),
+        dict(org="A", lead_id="L2", created_at="2025-02-02", status="Open"),
+    ])
+    funnel = overview.funnel_counts(opportunities, leads, schemas.empty("history"), CALENDARS)
+    rates = overview.funnel_rates(funnel).set_index("step")
+    assert rates.loc["leads converted", "rate"] == 0.5
+    assert rates.loc["opportunities created", "rate"] == 1.0
+    assert rates.loc["won", "rate"] == pytest.approx(4 / 6) and rates.loc["still open", "base"] == 6
+
+
+def test_weekly_profile_summarises_quarters(opportunities):
+    profile = overview.weekly_profile(overview.bookings_by_week(opportunities, CALENDARS), "cumulative_share")
+    last = profile[profile["week_of_quarter"] == 13].iloc[0]
+    assert (last["mean"], last["quarters"]) == (1.0, 2)
+    week1 = profile[profile["week_of_quarter"] == 1].iloc[0]
+    assert week1["mean"] == pytest.approx(0.1) and week1["low"] <= week1["mean"] <= week1["high"]
+
+
+def test_back_loaded_needs_the_whole_interval_above_an_even_pace():
+    rows = [opp("A", f"m{i}", "2025-01-01", "2025-03-20", won=True) for i in range(40)]
+    rows += [opp("A", f"e{i}", "2025-01-01", "2025-01-20", won=True) for i in range(5)]
+    rows += [opp("A", f"q{i}", "2025-04-01", f"2025-0{4 + i % 3}-15", won=True) for i in range(30)]
+    shares = overview.month3_share(table("opportunities", rows), CALENDARS).set_index("quarter")
+    assert shares.loc["FY2025-Q1", "back_loaded"] and not shares.loc["FY2025-Q2", "back_loaded"]
+
+
+@pytest.mark.slow
+def test_month3_share_is_higher_in_panic_quarters_on_a_generated_sample():
+    from quarterpanic.dataset import Dataset
+    from quarterpanic.sample import generate
+
+    sample = generate(seed=11, scale="default")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    shares = overview.month3_share(data.opportunities, data.calendars)
+    truth = sample.truth_frame()[["org", "quarter", "open", "panic", "month3_bookings_share"]]
+    merged = shares.merge(truth[~truth["open"]], on=["org", "quarter"])
+    assert len(merged) >= 25
+    panic, calm = merged[merged["panic"]], merged[~merged["panic"]]
+    assert panic["estimate"].mean() > calm["estimate"].mean() + 0.15
+    for org, rows in merged.groupby("org"):
+        if rows["panic"].any():
+            assert rows.loc[rows["panic"], "estimate"].median() > rows.loc[~rows["panic"], "estimate"].median(), org
+    inside = (merged["ci_low"] <= merged["month3_bookings_share"]) & (merged["month3_bookings_share"] <= merged["ci_high"])
+    assert inside.mean() >= 0.75

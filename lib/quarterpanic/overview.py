@@ -130,13 +130,14 @@ def quarter_coverage(
 
     Returns
     -------
-    Long frame ``org, quarter, quarter_start, quarter_end, status, table,
-    rows``: every quarter from each organisation's first record to ``as_of``
-    × the four tables, zero where a table has no rows. ``status`` is
-    ``complete``, ``open`` or ``partial``.
+    Long frame ``org, quarter, quarter_start, quarter_end, status, label,
+    table, rows``: every quarter from each organisation's first record to
+    ``as_of`` × the four tables, zero where a table has no rows. ``status`` is
+    ``complete``, ``open`` or ``partial``; ``label`` is the quarter label with
+    the status appended when not complete (``FY2026-Q1 (open)``).
     """
     rows = _dated_rows(tables, calendars)
-    columns = ["org", "quarter", "quarter_start", "quarter_end", "status", "table", "rows"]
+    columns = ["org", "quarter", "quarter_start", "quarter_end", "status", "label", "table", "rows"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     as_of = pd.Timestamp(as_of) if as_of is not None else rows["date"].max()
@@ -160,6 +161,7 @@ def quarter_coverage(
     grid["quarter"] = grid["quarter"].astype(str)
     out = grid.merge(counts, on=["org", "quarter", "table"], how="left")
     out["rows"] = out["rows"].fillna(0).astype(int)
+    out["label"] = out["quarter"] + np.where(out["status"] == COMPLETE, "", " (" + out["status"] + ")")
     return out[columns].sort_values(["org", "quarter_start", "table"], ignore_index=True)
 
 
@@ -398,14 +400,15 @@ def month3_share(
     -------
     ``by`` columns plus ``won_deals, month3_deals, won_amount,
     month3_amount, estimate, ci_low, ci_high, even_share`` (the share an
-    evenly paced quarter would have; averaged over quarters when pooled).
+    evenly paced quarter would have; averaged over quarters when pooled) and
+    ``back_loaded`` (the whole interval lies above ``even_share``).
     """
     by = list(by)
     won = _won(opportunities, calendars)
     won = won[won["quarter"].notna()].reset_index(drop=True)
     won["quarter"] = won["quarter"].astype(str)
     columns = by + ["won_deals", "month3_deals", "won_amount", "month3_amount", "estimate", "ci_low", "ci_high",
-                    "even_share"]
+                    "even_share", "back_loaded"]
     if won.empty:
         return pd.DataFrame(columns=columns)
     if weight not in ("amount", "deals"):
@@ -432,6 +435,7 @@ def month3_share(
         even, on=["org", "quarter"], how="left"
     )
     out = out.merge(even.groupby(by, as_index=False)["even_share"].mean(), on=by, how="left")
+    out["back_loaded"] = out["ci_low"] > out["even_share"]
     if "quarter" in by:
         starts = won.groupby(by)["quarter_start"].min().rename("_start").reset_index()
         out = out.merge(starts, on=by).sort_values(["org", "_start"] if "org" in by else ["_start"])
@@ -585,24 +589,71 @@ def funnel_table(funnel: pd.DataFrame) -> pd.DataFrame:
     return wide.reindex(columns=steps).fillna(0).astype(int)
 
 
+def funnel_rates(funnel: pd.DataFrame) -> pd.DataFrame:
+    """:func:`funnel_counts` pooled over quarters, each step as a share of its cohort.
+
+    Lead steps are shares of ``leads created``, opportunity steps shares of
+    ``opportunities created``.
+
+    Returns
+    -------
+    ``org, step_order, step, count, base, rate``.
+    """
+    pooled = funnel.groupby(["org", "step_order", "step"], as_index=False)["count"].sum()
+    lead_step = pooled["step"].str.startswith("leads ")
+    base_step = np.where(lead_step, "leads created", "opportunities created")
+    bases = pooled.set_index(["org", "step"])["count"]
+    pooled["base"] = bases.reindex(pd.MultiIndex.from_arrays([pooled["org"], base_step])).to_numpy()
+    pooled["rate"] = pooled["count"] / pooled["base"].where(pooled["base"] > 0)
+    return pooled.sort_values(["org", "step_order"], ignore_index=True)
+
+
+def weekly_profile(weekly: pd.DataFrame, value: str = "share", *, low: float = 0.1, high: float = 0.9) -> pd.DataFrame:
+    """The typical quarter of a weekly table: mean of ``value`` per org × week and its spread across quarters.
+
+    Parameters
+    ----------
+    weekly:
+        :func:`bookings_by_week` or :func:`pipeline_created_by_week` rows.
+    value:
+        Column to summarise (``share``, ``cumulative_share``, ...).
+    low, high:
+        Quantiles across quarters drawn as the band.
+
+    Returns
+    -------
+    ``org, week_of_quarter, mean, low, high, quarters``.
+    """
+    grouped = weekly.dropna(subset=[value]).groupby(["org", "week_of_quarter"])[value]
+    out = pd.DataFrame({
+        "mean": grouped.mean(), "low": grouped.quantile(low), "high": grouped.quantile(high),
+        "quarters": grouped.size(),
+    }).reset_index()
+    return out
+
+
 # -- headlines -------------------------------------------------------------------------------------
 def _pct(value: float) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.0f}%"
 
 
 def coverage_headline(coverage: pd.DataFrame) -> str:
-    """E.g. "3 organisations, 12 complete quarters each (FY2023-Q1 to FY2025-Q4); FY2026-Q1 is still open"."""
+    """E.g. "3 organisations, 12 complete quarters each (FY2023-Q1 to FY2025-Q4); FY2026-Q1 is still open".
+
+    With one organisation: "Globex: 10 complete quarters (FY2024-Q2 to FY2026-Q3); FY2026-Q4 is still open".
+    """
     status = quarter_status(coverage)
     if status.empty:
         return "No dated records were found"
     complete = status[status["status"] == COMPLETE]
     per_org = complete.groupby("org").size().reindex(status["org"].unique(), fill_value=0)
     n_orgs = status["org"].nunique()
-    noun = "organisation" if n_orgs == 1 else "organisations"
     counts = f"{per_org.min()}" if per_org.min() == per_org.max() else f"{per_org.min()}-{per_org.max()}"
     quarters = "quarter" if counts == "1" else "quarters"
-    each = " each" if n_orgs > 1 else ""
-    text = f"{n_orgs} {noun}, {counts} complete {quarters}{each}"
+    if n_orgs == 1:
+        text = f"{status['org'].iloc[0]}: {counts} complete {quarters}"
+    else:
+        text = f"{n_orgs} organisations, {counts} complete {quarters} each"
     if len(complete):
         first, last = complete["quarter"].min(), complete["quarter"].max()
         text += f" ({first})" if first == last else f" ({first} to {last})"
