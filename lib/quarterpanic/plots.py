@@ -153,3 +153,120 @@ def label_axes(ax: plt.Axes, *, title: str, x: str | None = None, y: str | None 
 def week_ticks(ax: plt.Axes, weeks: Sequence[int] = tuple(range(1, 14))) -> plt.Axes:
     ax.set_xticks(list(weeks))
     return ax
+
+
+def cumulative_plot(
+    data: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    hue: str,
+    ax: plt.Axes | None = None,
+    highlight: Sequence[str] = (),
+    even_pace: float | None = None,
+) -> plt.Axes:
+    """Cumulative shares (0 to 1) over ``x``, one line per ``hue`` level, with an even-pace diagonal.
+
+    Lines of ``highlight`` levels are drawn in the panic colour, the rest in
+    the calm colour, thinner; ``even_pace`` is the last ``x`` of the diagonal
+    from (0, 0) to (``even_pace``, 1) (default: the largest ``x``).
+    """
+    ax = _axes(ax)
+    end = float(even_pace if even_pace is not None else data[x].max())
+    ax.plot([0, end], [0, 1], color=BASELINE_COLOR, linestyle="--", linewidth=1, label="even pace")
+    for level, frame in data.groupby(hue, sort=True):
+        frame = frame.sort_values(x)
+        hot = level in set(highlight)
+        ax.plot(
+            np.r_[0, frame[x].to_numpy(dtype=float)], np.r_[0, frame[y].to_numpy(dtype=float)],
+            color=PANIC_COLOR if hot else CALM_COLOR, alpha=0.95 if hot else 0.45, linewidth=2 if hot else 1.2,
+            label=level if hot else None,
+        )
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, end + 0.3)
+    percent_axis(ax)
+    return ax
+
+
+def interval_plot(
+    data: pd.DataFrame,
+    *,
+    x: str,
+    estimate: str = "estimate",
+    low: str = "ci_low",
+    high: str = "ci_high",
+    hue: str | None = None,
+    ax: plt.Axes | None = None,
+    order: Sequence[str] | None = None,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    percent: bool = False,
+) -> plt.Axes:
+    """Point estimates with interval whiskers on a categorical ``x`` (e.g. quarters), dodged by ``hue``."""
+    ax = _axes(ax)
+    order = list(order) if order is not None else sorted(data[x].astype(str).unique())
+    position = {label: i for i, label in enumerate(order)}
+    levels = list(data[hue].drop_duplicates()) if hue else [None]
+    colors = sns.color_palette("colorblind", n_colors=max(1, len(levels)))
+    width = 0.6 / max(1, len(levels))
+    for i, level in enumerate(levels):
+        frame = data[data[hue] == level] if hue else data
+        frame = frame[frame[x].astype(str).isin(position)]
+        xs = frame[x].astype(str).map(position).to_numpy(dtype=float) + (i - (len(levels) - 1) / 2) * width
+        est = frame[estimate].to_numpy(dtype=float)
+        err = np.vstack([est - frame[low].to_numpy(dtype=float), frame[high].to_numpy(dtype=float) - est])
+        ax.errorbar(xs, est, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o", color=colors[i], capsize=3,
+                    markersize=5, linewidth=1.5, label=level)
+    if reference is not None:
+        ax.axhline(reference, color=BASELINE_COLOR, linestyle="--", linewidth=1, label=reference_label)
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=45 if len(order) > 6 else 0, ha="right" if len(order) > 6 else "center")
+    ax.grid(axis="x", visible=False)
+    if percent:
+        percent_axis(ax)
+    if hue or reference_label:
+        ax.legend(title=None)
+    return ax
+
+
+def count_heatmap(
+    data: pd.DataFrame,
+    *,
+    row: str,
+    column: str,
+    value: str,
+    ax: plt.Axes | None = None,
+    cmap: str = "Blues",
+    column_order: Sequence[str] | None = None,
+) -> plt.Axes:
+    """A ``row`` × ``column`` heatmap of counts, annotated with whole numbers (e.g. org × quarter rows)."""
+    grid = data.pivot_table(index=row, columns=column, values=value, aggfunc="sum", observed=True)
+    if column_order is not None:
+        grid = grid.reindex(columns=list(column_order))
+    ax = _axes(ax, figsize=(max(6, 0.75 * len(grid.columns) + 2), max(2.2, 0.45 * len(grid) + 1.2)))
+    sns.heatmap(grid, ax=ax, cmap=cmap, annot=len(grid.columns) <= 20, fmt=",.0f", linewidths=0.5, cbar=False)
+    ax.set_ylabel("")
+    return ax
+
+
+def bar_plot(
+    data: pd.DataFrame,
+    *,
+    label: str,
+    value: str,
+    hue: str | None = None,
+    ax: plt.Axes | None = None,
+    percent: bool = False,
+    color: str | None = None,
+) -> plt.Axes:
+    """Horizontal bars of ``value`` per ``label`` (in the frame's order), grouped by ``hue``."""
+    n_labels = data[label].nunique()
+    ax = _axes(ax, figsize=(9, max(2.2, 0.32 * n_labels * (1 + 0.3 * (data[hue].nunique() - 1 if hue else 0)) + 1)))
+    sns.barplot(data=data, y=label, x=value, hue=hue, ax=ax, orient="h", color=None if hue else (color or CALM_COLOR),
+                palette="colorblind" if hue else None, errorbar=None)
+    if percent:
+        percent_axis(ax, axis="x")
+    ax.grid(axis="y", visible=False)
+    if hue:
+        ax.legend(title=None)
+    return ax
