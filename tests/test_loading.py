@@ -1,0 +1,212 @@
+"""load_crm: canonical tables, rejects mapped to file/row/column/value, org folders, row accounting."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from quarterpanic import schemas
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.loading import ACCOUNTING_COLUMNS, REJECT_COLUMNS, OrgInfo, load_crm, write_rejects
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exports"
+GOOD = ["salesforce_opportunities_cp1252.csv", "salesforce_opportunities_bom.csv", "salesforce_history.csv",
+        "salesforce_leads.csv", "hubspot_deals.csv", "jira_requests.csv", "salesforce_bad_rows.csv",
+        "salesforce_stray_quote.csv"]
+
+
+def assert_accounted(crm) -> None:
+    """Every record of every file is accepted or rejected, exactly once."""
+    acc = crm.accounting
+    assert list(acc.columns) == ACCOUNTING_COLUMNS
+    assert (acc["read"] == acc["accepted"] + acc["rejected"]).all()
+    for row in acc.itertuples():
+        table = crm.table(row.table)
+        accepted = table[table["source_file"] == row.file]
+        rejected = crm.rejects[crm.rejects["file"] == row.file]
+        assert len(accepted) == row.accepted and len(rejected) == row.rejected
+        assert not set(accepted["source_row"]) & set(rejected["row"])
+        assert rejected["row"].is_unique
+
+
+@pytest.fixture(scope="module")
+def crm():
+    return load_crm([FIXTURES / name for name in GOOD])
+
+
+def test_every_row_is_accounted_for(crm):
+    assert_accounted(crm)
+    assert crm.accounting.set_index("file")["read"].sum() == 4 + 2 + 5 + 3 + 3 + 4 + 8 + 3
+
+
+def test_tables_validate_against_the_canonical_models(crm):
+    for name, model in schemas.TABLES.items():
+        model.validate(crm.table(name))
+        assert list(crm.table(name).columns) == schemas.columns(name)
+
+
+def test_rejects_name_file_row_column_value_and_reason(crm):
+    assert list(crm.rejects.columns) == REJECT_COLUMNS
+    bad = crm.rejects[crm.rejects["file"].str.endswith("salesforce_bad_rows.csv")].set_index("row")
+    assert list(bad.index) == [3, 4, 5, 6, 7, 8]
+    assert bad.loc[3, "column"] == "Close Date" and bad.loc[3, "value"] == "31/3/2025"
+    assert "not a date" in bad.loc[3, "reason"]
+    assert bad.loc[4, "reason"] == "has 7 fields, the header has 6"
+    assert bad.loc[5, "column"] == "Amount" and bad.loc[5, "value"] == "12.500,00"
+    assert bad.loc[6, "column"] == "Opportunity ID" and bad.loc[6, "reason"].startswith(
+        "duplicate id, first seen at row 2")
+    assert bad.loc[7, "column"] == "Stage" and "empty, but required" in bad.loc[7, "reason"]
+    assert bad.loc[8, "column"] == "Amount" and bad.loc[8, "value"] == "-5"
+    history = crm.rejects[crm.rejects["table"] == "history"]
+    assert history["value"].tolist() == ["Probability (%)"]
+
+
+def test_provenance_points_at_the_source_line(crm):
+    opps = crm.opportunities.set_index("opportunity_id")
+    assert opps.loc["0065g00000AAA03", "source_row"] == 5  # after a two-line record
+    assert opps.loc["0065g00000AAA01", "source_file"].endswith("salesforce_opportunities_cp1252.csv")
+
+
+def test_files_outside_org_folders_take_the_folder_name(crm):
+    assert set(crm.opportunities["org"]) == {"exports"}
+    assert crm.orgs["exports"].size_class == "mid" and crm.orgs["exports"].calendar == {}
+
+
+def test_data_folder_with_org_yaml():
+    crm = load_crm(FIXTURES / "datafolder")
+    assert_accounted(crm)
+    assert set(crm.orgs) == {"Contoso", "Northwind Traders"}
+    northwind = crm.orgs["Northwind Traders"]
+    assert isinstance(northwind, OrgInfo)
+    assert northwind.size_class == "mid" and northwind.calendar == {"start_month": 2, "naming": "end"}
+    opps = crm.opportunities
+    assert set(opps.loc[opps["org"] == "Contoso", "size_class"]) == {"enterprise"}
+    # The same id in two organisations is two deals; within Contoso a later file's copy is rejected.
+    assert (opps["opportunity_id"] == "006N01").sum() == 2
+    dup = crm.rejects.set_index("file").loc[str(FIXTURES / "datafolder" / "contoso" / "pipeline.csv")]
+    assert dup["row"] == 2 and "deals.csv row 2" in dup["reason"]
+    profiles = dict(zip(crm.accounting["file"].map(lambda f: Path(f).name), crm.accounting["profile"]))
+    assert profiles == {"deals.csv": "hubspot_deals", "pipeline.csv": "pipeline_mapping",
+                        "opportunities.csv": "salesforce_opportunities", "requests.csv": "jira_requests"}
+    assert len(crm.requests) == 1 and crm.requests["org"].iloc[0] == "Northwind Traders"
+
+
+def test_user_mapping_with_constants():
+    crm = load_crm(FIXTURES / "generic" / "pipeline_eu.csv",
+                   profile=FIXTURES / "generic" / "pipeline_eu_mapping.yaml")
+    assert_accounted(crm)
+    opps = crm.opportunities
+    assert opps["amount"].tolist() == [12500.0, 1200.0, 12500.0]
+    assert set(opps["org"]) == {"Bergbau Gruppe"} and set(opps["size_class"]) == {"small"}
+    assert opps["created_at"].iloc[2] == pd.Timestamp("2025-03-03 14:30")
+    assert crm.orgs["Bergbau Gruppe"].size_class == "small"
+
+
+def test_dynamics_excel_export(tmp_path):
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["(Do Not Modify) Opportunity", "(Do Not Modify) Row Checksum", "(Do Not Modify) Modified On",
+                  "Topic", "Potential Customer", "Est. Close Date", "Created On", "Status", "Status Reason",
+                  "Owner", "Est. Revenue", "Pipeline Phase"])
+    guid = "3f2504e0-4f89-11d3-9a0c-0305e82c33{:02d}"
+    sheet.append([guid.format(1), "x", dt.datetime(2025, 3, 1), "Big", "Contoso", dt.datetime(2025, 3, 31),
+                  dt.datetime(2025, 1, 2, 14, 15), "Won", "Won", "Ann", 12500, "4-Close"])
+    sheet.append([guid.format(2), "x", dt.datetime(2025, 3, 1), "Open one", "Fabrikam", 45777, "1/3/2025",
+                  "Open", "In Progress", "Ann", None, "2-Develop"])
+    sheet.append([guid.format(3), "x", dt.datetime(2025, 3, 1), "Odd", "X", dt.datetime(2025, 3, 31),
+                  dt.datetime(2025, 1, 2), "Suspended", "?", "Ann", 5, None])
+    hidden = book.create_sheet("hiddenSheet")
+    hidden.sheet_state = "hidden"
+    path = tmp_path / "Opportunities.xlsx"
+    book.save(path)
+    crm = load_crm(path)
+    assert_accounted(crm)
+    opps = crm.opportunities.set_index("opportunity_id")
+    assert crm.accounting["profile"].tolist() == ["dynamics_opportunities"]
+    assert opps.loc[guid.format(1), "is_won"] and opps.loc[guid.format(1), "amount"] == 12500
+    assert opps.loc[guid.format(2), "close_date"] == pd.Timestamp("2025-04-30")  # Excel serial
+    assert opps.loc[guid.format(2), "stage"] == "2-Develop"
+    rejected = crm.rejects.set_index("row")
+    assert rejected.loc[4, "column"] == "Status" and rejected.loc[4, "value"] == "Suspended"
+
+
+def test_parquet_export(tmp_path):
+    path = tmp_path / "leads.parquet"
+    pd.DataFrame({"Lead ID": ["L1", "L2"], "Create Date": pd.to_datetime(["2025-01-01", "2025-01-02"]),
+                  "Lead Status": ["Open", None]}).to_parquet(path)
+    crm = load_crm(path)
+    assert_accounted(crm)
+    assert crm.leads["lead_id"].tolist() == ["L1"]
+    assert crm.rejects[["row", "column"]].values.tolist() == [[3, "Lead Status"]]
+
+
+def test_empty_tables_have_canonical_dtypes(crm):
+    only_leads = load_crm(FIXTURES / "salesforce_leads.csv")
+    for name in ("opportunities", "history", "requests"):
+        assert only_leads.table(name).empty
+        assert list(only_leads.table(name).columns) == schemas.columns(name)
+
+
+def test_header_only_file_reads_zero_rows(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_text("Lead ID,Create Date,Lead Status\n")
+    crm = load_crm(path)
+    assert crm.accounting[["read", "accepted", "rejected"]].values.tolist() == [[0, 0, 0]]
+
+
+def test_folder_of_exports_and_hidden_files_skipped(tmp_path):
+    shutil.copy(FIXTURES / "salesforce_leads.csv", tmp_path / "leads.csv")
+    (tmp_path / ".hidden").mkdir()
+    shutil.copy(FIXTURES / "binary.csv", tmp_path / ".hidden" / "junk.csv")
+    (tmp_path / "notes.md").write_text("not an export")
+    crm = load_crm(tmp_path)
+    assert crm.accounting["file"].map(lambda f: Path(f).name).tolist() == ["leads.csv"]
+
+
+@pytest.mark.parametrize("path, kwargs, error, message", [
+    ("no_such_folder", {}, ExportError, "file not found"),
+    ("empty.csv", {}, ExportError, "empty.csv: the file is empty"),
+    ("binary.csv", {}, ExportError, "binary.csv: is a binary file"),
+    ("salesforce_missing_column.csv", {"profile": "salesforce_opportunities"}, ExportError,
+     "missing required column Close Date"),
+    ("salesforce_leads.csv", {"profile": "zoho_deals"}, ProfileError, "unknown profile 'zoho_deals'"),
+    ("salesforce_leads.csv", {"profile": "salesforce_leads", "table": "requests"}, ProfileError,
+     "produces the leads table"),
+    ("salesforce_leads.csv", {"table": "invoices"}, ProfileError, "unknown table"),
+])
+def test_user_mistakes_are_one_line_errors(path, kwargs, error, message):
+    with pytest.raises(error, match=message) as err:
+        load_crm(FIXTURES / path, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_org_yaml(tmp_path):
+    shutil.copy(FIXTURES / "salesforce_leads.csv", tmp_path / "leads.csv")
+    (tmp_path / "org.yaml").write_text("org: X\nsize_class: huge\n")
+    with pytest.raises(ProfileError, match="org.yaml: size_class 'huge'"):
+        load_crm(tmp_path)
+
+
+def test_accounting_invariant_breach_is_caught(monkeypatch):
+    """If a row were dropped without a reject, loading must fail loudly, never report it."""
+    import quarterpanic.loading as loading
+
+    real = loading.validate_table
+
+    def lossy(frame, table):
+        valid, failures = real(frame, table)
+        return valid.iloc[1:], failures
+
+    monkeypatch.setattr(loading, "validate_table", lossy)
+    with pytest.raises(AssertionError, match="read 3 != accepted 2"):
+        load_crm(FIXTURES / "salesforce_leads.csv")
+
+
+def test_write_rejects_round_trips(crm, tmp_path):
+    path = write_rejects(crm.rejects, tmp_path / "out" / "rejects.csv")
+    back = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(back.columns) == REJECT_COLUMNS and len(back) == len(crm.rejects)
