@@ -76,6 +76,46 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 COMMANDS.append("validate")
 
 
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser(
+        "detect",
+        help="find quarter-end panic in a folder of CRM exports",
+        description="Run every detector on a folder of CRM exports and print the findings: "
+        "a readable table, or with --json the machine-readable document for scheduled jobs.",
+    )
+    cmd.add_argument("data_dir", metavar="DATA_DIR", help="folder of exports, one sub-folder per organisation")
+    cmd.add_argument("-f", "--parameters", action="append", default=[], metavar="PARAMS.yaml",
+                     help="parameter file; repeat to layer (later wins)")
+    cmd.add_argument("-p", "--parameter", action="append", nargs=2, default=[], metavar=("NAME", "VALUE"),
+                     help="set one parameter (YAML value), after the files")
+    cmd.add_argument("--as-of", metavar="DATE", help="analyse the data as it stood on DATE (in-quarter runs)")
+    cmd.add_argument("--json", action="store_true", help="print the findings as JSON")
+    cmd.add_argument("--fail-on-flag", action="store_true",
+                     help="exit 3 when any finding is flagged (for alerting)")
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from quarterpanic.dataset import load_dataset
+    from quarterpanic.detect import detect, report_document, report_table
+    from quarterpanic.params import load_params, parse_cli_value
+
+    overrides = {name: parse_cli_value(value) for name, value in args.parameter}
+    if args.as_of:
+        overrides["as_of"] = args.as_of
+    params = load_params(args.parameters, overrides)
+    params["data_dir"] = args.data_dir
+    dataset = load_dataset(args.data_dir, params)
+    findings = detect(dataset, params)
+    if args.json:
+        print(report_document(dataset, findings, params))
+    else:
+        print(report_table(dataset, findings))
+    return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+
+
+COMMANDS.append("detect")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,12 +7,15 @@ data without writing files, and run on real exports the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
 from quarterpanic import schemas
 from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.errors import ExportError
+from quarterpanic.paths import PROJ_ROOT
 
 TIMESTAMP_COLUMNS = {
     "opportunities": ["created_at", "close_date"],
@@ -137,3 +140,47 @@ def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
             if pd.notna(value):
                 latest.append(pd.Timestamp(value))
     return max(latest) if latest else None
+
+
+def resolve_data_dir(data_dir: str | Path) -> Path:
+    """A data folder as given, else relative to the project root (so notebooks run from anywhere)."""
+    path = Path(data_dir).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    if (PROJ_ROOT / path).exists():
+        return PROJ_ROOT / path
+    raise ExportError("data folder not found", path=path, hint="set data_dir to a folder of CRM exports")
+
+
+def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] | None = None) -> Dataset:
+    """Load a folder of CRM exports as a :class:`Dataset`, as the parameters say.
+
+    Parameters
+    ----------
+    data_dir:
+        Folder of exports (one sub-folder per organisation, each with an
+        ``org.yaml``); defaults to ``params["data_dir"]``. A relative path is
+        tried against the working folder, then the project root.
+    params:
+        Analysis parameters (see :mod:`quarterpanic.params`); uses
+        ``profile``, ``fiscal_calendar``, ``as_of``, ``orgs`` and ``segment``.
+
+    Returns
+    -------
+    The dataset, cut at ``as_of`` when given, with the loader's ``rejects``
+    and ``accounting``.
+    """
+    from quarterpanic.loading import load_crm
+    from quarterpanic.params import defaults
+
+    params = {**defaults(), **(params or {})}
+    path = resolve_data_dir(data_dir if data_dir is not None else params["data_dir"])
+    crm = load_crm(path, profile=params.get("profile"))
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
+    dataset = Dataset.from_tables(
+        crm.__dict__, orgs, calendar_override=params.get("fiscal_calendar"), as_of=params.get("as_of")
+    )
+    dataset.rejects, dataset.accounting = crm.rejects, crm.accounting
+    if params.get("orgs") or params.get("segment"):
+        dataset = dataset.filter(orgs=params.get("orgs"), segment=params.get("segment"))
+    return dataset

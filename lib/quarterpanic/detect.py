@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from quarterpanic.dataset import Dataset
-from quarterpanic.findings import apply_fdr, empty_findings, make_findings
+from quarterpanic.findings import apply_fdr, empty_findings, make_findings, to_records
 from quarterpanic.params import defaults
 
 log = logging.getLogger(__name__)
@@ -42,3 +42,37 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
         return empty_findings()
     findings = make_findings(pd.concat(frames, ignore_index=True))
     return apply_fdr(findings, alpha=float(params["alpha"]))
+
+
+def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any]) -> str:
+    """The JSON document ``quarterpanic detect --json`` prints."""
+    import json
+
+    from quarterpanic import __version__
+
+    document = {
+        "as_of": dataset.as_of.isoformat() if dataset.as_of is not None else None,
+        "quarterpanic": __version__,
+        "findings": to_records(findings),
+    }
+    return json.dumps(document, indent=2)
+
+
+def report_table(dataset: Dataset, findings: pd.DataFrame) -> str:
+    """A readable table of the main findings, flagged first, then the counts."""
+    from quarterpanic.findings import main_findings
+
+    main = main_findings(findings)
+    if main.empty:
+        return f"no findings (data as of {dataset.as_of:%Y-%m-%d})"
+    shown = main.sort_values(["flagged", "org", "quarter"], ascending=[False, True, True])
+    shown = shown.assign(
+        ci=lambda f: f["ci_low"].map("{:.3g}".format) + " .. " + f["ci_high"].map("{:.3g}".format),
+        estimate=lambda f: f["estimate"].map("{:.3g}".format),
+        p_value=lambda f: f["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
+        flagged=lambda f: f["flagged"].map({True: "FLAG", False: ""}),
+    )
+    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status", "flagged"]
+    flagged = int(main["flagged"].sum())
+    header = f"data as of {dataset.as_of:%Y-%m-%d}: {flagged} of {len(main)} main findings flagged"
+    return header + "\n" + shown[columns].to_string(index=False)
