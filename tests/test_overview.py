@@ -104,6 +104,18 @@ def test_pipeline_created_by_week_counts_every_opportunity(opportunities):
     assert q1.loc[1, "created"] == 2 and q1.loc[9, "created"] == 2 and q1["cumulative_share"].iloc[-1] == 1.0
 
 
+def test_pipeline_month3_share_pools_quarters_per_org(opportunities):
+    shares = overview.pipeline_month3_share(opportunities, CALENDARS, n_boot=50)
+    a = shares.set_index("org").loc["A"]
+    # Created in month 3 of their quarter: deals 5 (999) and 4 (50) in March, and deal 1 in December (100).
+    assert (a["created"], a["month3_created"]) == (6, 3)
+    assert a["estimate"] == pytest.approx((100 + 50 + 999) / (100 + 300 + 100 + 50 + 999 + 999))
+    assert overview.pipeline_headline(shares).startswith("New pipeline arrives at an even pace")
+    late = table("opportunities", [opp("A", str(i), f"2025-03-{10 + i}", "2025-06-01") for i in range(15)])
+    assert overview.pipeline_headline(overview.pipeline_month3_share(late, CALENDARS)).startswith(
+        "A creates 100% of its new pipeline in the quarter's last month (95% CI 100% to 100%; even pace: 34%)")
+
+
 def test_funnel_counts_cohorts_by_creation_quarter(opportunities):
     history = table("history", [
         dict(org="A", opportunity_id="2", changed_at="2025-01-10", field="stage", old_value="Prospecting",
@@ -172,6 +184,9 @@ def test_select_quarters_keeps_complete_quarters_or_the_ones_asked_for(opportuni
     shares = overview.month3_share(opportunities, CALENDARS, n_boot=20)
     assert overview.select_quarters(shares, coverage)["quarter"].tolist() == ["FY2025-Q1"]
     assert overview.select_quarters(shares, coverage, ["FY2025-Q2"])["quarter"].tolist() == ["FY2025-Q2"]
+    kept = overview.restrict_to_quarters(opportunities, "close_date", CALENDARS, coverage)
+    assert kept["opportunity_id"].tolist() == ["1", "2", "3", "5"]
+    assert len(overview.restrict_to_quarters(opportunities, "created_at", CALENDARS, coverage, ["FY2024-Q4"])) == 1
 
 
 @pytest.fixture
@@ -231,6 +246,7 @@ def test_headlines_state_the_numbers(opportunities, accounting, rejects):
     funnel = overview.funnel_counts(opportunities, schemas.empty("leads"), schemas.empty("history"), CALENDARS)
     assert overview.funnel_headline(funnel) == "A wins 80% of the deals it closes"
     assert overview.chart_text("$5 Deals $") == r"\$5 Deals \$"
+    assert overview.chart_text("one two three", width=8) == "one two\nthree"
 
 
 def test_funnel_rates_are_shares_of_their_cohort(opportunities):

@@ -14,7 +14,8 @@ each organisation's fiscal calendar, and returns a tidy DataFrame keyed by
   in the quarter's last month, with a bootstrap confidence interval;
 * :func:`funnel_counts` — leads and opportunities created in a quarter and how
   far they got;
-* :func:`pipeline_created_by_week` — opportunities created by week of quarter.
+* :func:`pipeline_created_by_week`, :func:`pipeline_month3_share` — new
+  pipeline by week of quarter and the share created in the last month.
 
 The ``*_headline`` functions turn those tables into chart titles that state
 the finding ("Globex books 64% of each quarter in its last month").
@@ -22,6 +23,7 @@ the finding ("Globex books 64% of each quarter in its last month").
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -180,13 +182,30 @@ def select_quarters(
     ``quarters`` parameter's default); a list keeps those labels, whatever
     their status.
     """
+    return frame[_shown(frame["org"], frame["quarter"], coverage, quarters)].reset_index(drop=True)
+
+
+def restrict_to_quarters(
+    records: pd.DataFrame,
+    date_column: str,
+    calendars: Calendars,
+    coverage: pd.DataFrame,
+    quarters: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of a canonical table whose ``date_column`` falls in a shown quarter (see :func:`select_quarters`)."""
+    features = annotate_by_org(records[["org", date_column]].reset_index(drop=True), date_column, calendars)
+    keep = _shown(features["org"], features["quarter"], coverage, quarters).to_numpy()
+    return records[keep].reset_index(drop=True)
+
+
+def _shown(org: pd.Series, quarter: pd.Series, coverage: pd.DataFrame, quarters: Sequence[str] | None) -> pd.Series:
+    labels = quarter.astype(object).where(quarter.notna(), "").astype(str)
     if quarters:
-        return frame[frame["quarter"].astype(str).isin([str(q) for q in quarters])].reset_index(drop=True)
+        return labels.isin([str(q) for q in quarters])
     status = quarter_status(coverage)
-    complete = status.loc[status["status"] == COMPLETE, ["org", "quarter"]]
-    keys = frame[["org", "quarter"]].astype(str)
-    wanted = pd.MultiIndex.from_frame(complete.astype(str))
-    return frame[pd.MultiIndex.from_frame(keys).isin(wanted)].reset_index(drop=True)
+    complete = status.loc[status["status"] == COMPLETE, ["org", "quarter"]].astype(str)
+    keys = pd.MultiIndex.from_arrays([org.astype(str), labels])
+    return pd.Series(keys.isin(pd.MultiIndex.from_frame(complete)), index=org.index)
 
 
 # -- row accounting --------------------------------------------------------------------------------
@@ -261,14 +280,6 @@ def relative_paths(paths: pd.Series, root: str | Path) -> pd.Series:
 
 
 # -- bookings by week of quarter -------------------------------------------------------------------
-def _won(opportunities: pd.DataFrame, calendars: Calendars) -> pd.DataFrame:
-    """Won deals with the fiscal features of their close date."""
-    won = opportunities[opportunities["is_won"].astype(bool) & opportunities["close_date"].notna()]
-    won = won[["org", "opportunity_id", "close_date", "amount"]].reset_index(drop=True)
-    won["amount"] = pd.to_numeric(won["amount"]).fillna(0.0).astype(float)
-    return annotate_by_org(won, "close_date", calendars)
-
-
 def _weekly(
     records: pd.DataFrame, date_column: str, calendars: Calendars, *, count_name: str, amount_name: str
 ) -> pd.DataFrame:
@@ -403,41 +414,80 @@ def month3_share(
     evenly paced quarter would have; averaged over quarters when pooled) and
     ``back_loaded`` (the whole interval lies above ``even_share``).
     """
-    by = list(by)
-    won = _won(opportunities, calendars)
-    won = won[won["quarter"].notna()].reset_index(drop=True)
-    won["quarter"] = won["quarter"].astype(str)
-    columns = by + ["won_deals", "month3_deals", "won_amount", "month3_amount", "estimate", "ci_low", "ci_high",
-                    "even_share", "back_loaded"]
-    if won.empty:
-        return pd.DataFrame(columns=columns)
+    won = opportunities[opportunities["is_won"].astype(bool)]
+    out = _month3_ratio(won, "close_date", calendars, by=by, weight=weight, n_boot=n_boot, ci=ci, seed=seed)
+    return out.rename(columns={"records": "won_deals", "month3_records": "month3_deals", "amount": "won_amount"})
+
+
+def pipeline_month3_share(
+    opportunities: pd.DataFrame,
+    calendars: Calendars,
+    *,
+    by: Sequence[str] = ("org",),
+    weight: str = "amount",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Share of new pipeline created in the quarter's last fiscal month (see :func:`month3_share`).
+
+    Returns
+    -------
+    ``by`` columns plus ``created, month3_created, created_amount,
+    month3_amount, estimate, ci_low, ci_high, even_share, back_loaded``;
+    pooled over quarters per organisation by default.
+    """
+    out = _month3_ratio(opportunities, "created_at", calendars, by=by, weight=weight, n_boot=n_boot, ci=ci, seed=seed)
+    return out.rename(columns={"records": "created", "month3_records": "month3_created", "amount": "created_amount"})
+
+
+def _month3_ratio(
+    records: pd.DataFrame,
+    date_column: str,
+    calendars: Calendars,
+    *,
+    by: Sequence[str],
+    weight: str,
+    n_boot: int,
+    ci: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Share of ``amount`` (or of records) dated in month 3 of its quarter, per ``by`` group, with bootstrap CI."""
     if weight not in ("amount", "deals"):
         raise ValueError(f"weight must be 'amount' or 'deals', got {weight!r}")
-    won["in_month3"] = (won["month_of_quarter"] == 3).astype(bool)
-    won["month3_amount"] = won["amount"].where(won["in_month3"], 0.0)
-    won = won.sort_values(by, ignore_index=True)
-    groups = won.groupby(by, sort=False)
+    by = list(by)
+    columns = by + ["records", "month3_records", "amount", "month3_amount", "estimate", "ci_low", "ci_high",
+                    "even_share", "back_loaded"]
+    frame = records[["org", date_column, "amount"]].reset_index(drop=True)
+    frame["amount"] = pd.to_numeric(frame["amount"]).fillna(0.0).astype(float)
+    frame = annotate_by_org(frame, date_column, calendars)
+    frame = frame[frame["quarter"].notna()].reset_index(drop=True)
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["quarter"] = frame["quarter"].astype(str)
+    frame["in_month3"] = (frame["month_of_quarter"] == 3).astype(bool)
+    frame["month3_amount"] = frame["amount"].where(frame["in_month3"], 0.0)
+    frame = frame.sort_values(by, ignore_index=True)
+    groups = frame.groupby(by, sort=False)
+    codes = groups.ngroup().to_numpy()
     out = groups.agg(
-        won_deals=("amount", "size"),
-        month3_deals=("in_month3", "sum"),
-        won_amount=("amount", "sum"),
+        records=("amount", "size"),
+        month3_records=("in_month3", "sum"),
+        amount=("amount", "sum"),
         month3_amount=("month3_amount", "sum"),
     ).reset_index()
-    value = won["amount"].to_numpy() if weight == "amount" else np.ones(len(won))
-    numerator = value * won["in_month3"].to_numpy()
-    out["estimate"] = _group_sums(numerator[:, None], groups.ngroup().to_numpy())[:, 0] / _positive(
-        _group_sums(value[:, None], groups.ngroup().to_numpy())[:, 0]
-    )
-    low, high = _bootstrap_ratio_ci(numerator, value, groups.ngroup().to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
-    out["ci_low"], out["ci_high"] = low, high
-    even = even_month3_share(calendars, won[["org", "quarter"]])
-    even = won[["org", "quarter"] + [c for c in by if c not in ("org", "quarter")]].drop_duplicates().merge(
+    value = frame["amount"].to_numpy() if weight == "amount" else np.ones(len(frame))
+    numerator = value * frame["in_month3"].to_numpy()
+    out["estimate"] = _group_sums(numerator[:, None], codes)[:, 0] / _positive(_group_sums(value[:, None], codes)[:, 0])
+    out["ci_low"], out["ci_high"] = _bootstrap_ratio_ci(numerator, value, codes, n_boot=n_boot, ci=ci, seed=seed)
+    even = even_month3_share(calendars, frame[["org", "quarter"]])
+    even = frame[list(dict.fromkeys(["org", "quarter"] + by))].drop_duplicates().merge(
         even, on=["org", "quarter"], how="left"
     )
     out = out.merge(even.groupby(by, as_index=False)["even_share"].mean(), on=by, how="left")
     out["back_loaded"] = out["ci_low"] > out["even_share"]
     if "quarter" in by:
-        starts = won.groupby(by)["quarter_start"].min().rename("_start").reset_index()
+        starts = frame.groupby(by)["quarter_start"].min().rename("_start").reset_index()
         out = out.merge(starts, on=by).sort_values(["org", "_start"] if "org" in by else ["_start"])
     return out[columns].reset_index(drop=True)
 
@@ -707,16 +757,22 @@ def month3_spread_headline(shares: pd.DataFrame) -> str:
     return text
 
 
-def pipeline_headline(pipeline: pd.DataFrame) -> str:
-    """Where in the quarter pipeline is created: the org with the largest share in the last third of weeks."""
-    rows = pipeline[pipeline["weeks_in_quarter"] > 0]
-    if rows.empty or rows["created"].sum() == 0:
+def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
+    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)".
+
+    ``pipeline_shares`` holds :func:`pipeline_month3_share` rows per
+    organisation; the sentence names the one furthest above an even pace,
+    or says the pace is even when no interval lies above it.
+    """
+    rows = pipeline_shares.dropna(subset=["estimate"])
+    if rows.empty:
         return "No pipeline was created in the quarters shown"
-    late = rows["week_of_quarter"] > rows["weeks_in_quarter"] * 2 / 3
-    by_org = rows.assign(late=rows["created"].where(late, 0)).groupby("org")[["late", "created"]].sum()
-    share = (by_org["late"] / by_org["created"].where(by_org["created"] > 0)).dropna()
-    org = share.idxmax()
-    return f"{org} creates {_pct(share[org])} of its new opportunities in the last third of the quarter"
+    top = rows.loc[(rows["estimate"] - rows["even_share"]).idxmax()]
+    if not rows["back_loaded"].any():
+        return (f"New pipeline arrives at an even pace: no organisation creates significantly more of it in the "
+                f"quarter's last month (at most {_pct(top['estimate'])}; even pace: {_pct(top['even_share'])})")
+    return (f"{top['org']} creates {_pct(top['estimate'])} of its new pipeline in the quarter's last month "
+            f"(95% CI {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; even pace: {_pct(top['even_share'])})")
 
 
 def funnel_headline(funnel: pd.DataFrame) -> str:
@@ -731,6 +787,7 @@ def funnel_headline(funnel: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def chart_text(text: Any) -> str:
-    """CRM text made safe for a matplotlib label: ``$`` would start mathtext."""
-    return str(text).replace("$", r"\$")
+def chart_text(text: Any, width: int | None = None) -> str:
+    """CRM text made safe for a matplotlib label (``$`` would start mathtext), wrapped at ``width`` characters."""
+    text = str(text).replace("$", r"\$")
+    return textwrap.fill(text, width, break_long_words=False) if width else text
