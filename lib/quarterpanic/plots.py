@@ -174,13 +174,16 @@ def cumulative_plot(
     ax = _axes(ax)
     end = float(even_pace if even_pace is not None else data[x].max())
     ax.plot([0, end], [0, 1], color=BASELINE_COLOR, linestyle="--", linewidth=1, label="even pace")
+    highlight, others_labelled = set(highlight), False
     for level, frame in data.groupby(hue, sort=True):
         frame = frame.sort_values(x)
-        hot = level in set(highlight)
+        hot = level in highlight
+        label = level if hot else (None if others_labelled else "other quarters")
+        others_labelled = others_labelled or not hot
         ax.plot(
             np.r_[0, frame[x].to_numpy(dtype=float)], np.r_[0, frame[y].to_numpy(dtype=float)],
             color=PANIC_COLOR if hot else CALM_COLOR, alpha=0.95 if hot else 0.45, linewidth=2 if hot else 1.2,
-            label=level if hot else None,
+            label=label,
         )
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, end + 0.3)
