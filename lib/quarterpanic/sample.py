@@ -108,7 +108,6 @@ NEXT_STEPS = (
     "Align on timeline", "Prepare SOW", "Negotiate terms", "Reference call",
 )
 PRODUCTS = ("New Business", "Renewal", "Expansion", "Services", "Pilot", "Platform Licence", "Add-on Seats")
-TEAM_WORDS = ("Studio",)
 
 _EPOCH = np.datetime64("2000-01-03", "D")  # a Monday: origin of the working-time axis
 _DAY_START, _DAY_HOURS = 8.0, 10.0            # working hours 08:00-18:00
@@ -499,6 +498,11 @@ def _generate_org(plan: _OrgPlan, rng: np.random.Generator) -> dict[str, pd.Data
     opps = {k: v[:n_visible] for k, v in opps.items()}
     seen = changes["when"] <= plan.w_as_of
     changes = {k: v[seen][np.argsort(changes["when"][seen], kind="stable")] for k, v in changes.items()}
+    if plan.spec["format"] == "salesforce":
+        # One multi-line Next Step with a euro sign, as real Salesforce exports have.
+        with_step = np.flatnonzero(pd.notna(opps["next_step"]))
+        if len(with_step):
+            opps["next_step"][with_step[0]] = "Call CFO on Monday\nthen send revised quote (€ 12k discount)"
     ids = _record_ids(plan, "opportunity", n_visible, rng)
     history, stage_now, max_open_stage = _history(plan, opps, changes, ids, rng)
     return {
@@ -526,6 +530,8 @@ ACCOUNT_STEMS = (
     "Summit", "Tidewater", "Umbra", "Vantage", "Willow", "Xenon", "Yellowstone", "Zephyr", "Atlas", "Beacon",
     "Cedar", "Driftwood", "Ember", "Falcon", "Garnet", "Horizon", "Indigo", "Jade", "Kestrel", "Lighthouse",
 )
+ACCOUNT_WORDS = ("", "Logistics", "Systems", "Foods", "Health", "Energy", "Partners", "Labs", "Retail", "Media",
+                 "Analytics", "Manufacturing")
 ACCOUNT_SUFFIXES = ("Ltd", "Inc.", "GmbH", "B.V.", "S.A.", "AG", "Group", "Holdings", "& Co.", "LLC")
 ACCENTED_ACCOUNTS = (
     "Müller & Söhne GmbH", "Société Générale de Café", "Zürich Rückversicherung AG", "Crème Brûlée Bistro SARL",
@@ -545,18 +551,20 @@ def _people(plan: _OrgPlan, rng: np.random.Generator) -> dict:
     p0 = float(plan.spec.get("qualification_rate", 0.7))
     qual = np.clip(p0 + rng.uniform(-0.05, 0.05, n), 0.0, 1.0)
     n_accounts = max(40, int(plan.spec["opportunities_per_quarter"] * plan.volume))
-    stems = rng.choice(len(ACCOUNT_STEMS), n_accounts)
-    suffix = rng.choice(len(ACCOUNT_SUFFIXES), n_accounts)
+    combos = len(ACCOUNT_STEMS) * len(ACCOUNT_WORDS) * len(ACCOUNT_SUFFIXES)
+    pick = rng.choice(combos, n_accounts, replace=n_accounts > combos)
+    stem, rest = np.divmod(pick, len(ACCOUNT_WORDS) * len(ACCOUNT_SUFFIXES))
+    word, suffix = np.divmod(rest, len(ACCOUNT_SUFFIXES))
     accounts = np.array(
-        [f"{ACCOUNT_STEMS[s]} {ACCOUNT_SUFFIXES[x]}" for s, x in zip(stems, suffix)], dtype=object
+        [" ".join(filter(None, (ACCOUNT_STEMS[s], ACCOUNT_WORDS[w], ACCOUNT_SUFFIXES[x])))
+         for s, w, x in zip(stem, word, suffix)],
+        dtype=object,
     )
     if plan.spec["format"] == "salesforce":
         accounts[rng.choice(n_accounts, len(ACCENTED_ACCOUNTS), replace=False)] = ACCENTED_ACCOUNTS
-    # Same stem and suffix twice is one account; numbering keeps names distinct.
-    accounts = np.array(
-        [a if i == 0 else f"{a} {i + 1}" for a, i in zip(accounts, pd.Series(accounts).groupby(accounts).cumcount())],
-        dtype=object,
-    )
+    if n_accounts > combos:  # large scale: number the repeats
+        repeat = pd.Series(accounts).groupby(accounts).cumcount().to_numpy()
+        accounts = np.where(repeat > 0, accounts + " " + (repeat + 1).astype(str), accounts)
     account_weight = 1.0 / np.arange(1, n_accounts + 1) ** 0.8
     return {
         "names": names,
@@ -861,8 +869,8 @@ def _history(plan: _OrgPlan, o: dict, changes: dict, ids: np.ndarray, rng: np.ra
     forecast = np.array(STAGE_FORECAST + ("",), dtype=object)
     fc_change = ~first & (forecast[stage_old] != forecast[stage_code])
 
-    def money(x: np.ndarray) -> np.ndarray:
-        return np.char.mod("%.2f", x).astype(object)
+    def money(x: np.ndarray) -> np.ndarray:  # as loading normalises amounts: str(float)
+        return np.asarray(x, dtype=float).astype(str).astype(object)
 
     def day(x: np.ndarray) -> np.ndarray:
         return np.datetime_as_string(x.astype("datetime64[D]")).astype(object)
@@ -903,8 +911,11 @@ def _leads(plan: _OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np.r
     """Converted leads (one per opportunity that came from a lead) and unconverted ones."""
     w_first = _work_time(np.array([plan.first_day], dtype="datetime64[D]"))[0] + 0.5
     conv = np.flatnonzero(o["has_lead"])
-    lead_age = 60.0 * np.exp(rng.normal(0.0, 1.0, len(conv)))  # working hours before conversion
-    w_conv_created = np.maximum(o["w_created"][conv] - lead_age, w_first)
+    # Working hours from lead creation to conversion; leads of the first days are younger.
+    lead_age = 60.0 * np.exp(rng.normal(0.0, 1.0, len(conv)))
+    room = np.maximum(o["w_created"][conv] - w_first, 0.0)
+    lead_age = np.where(lead_age > room, rng.random(len(conv)) * room, lead_age)
+    w_conv_created = o["w_created"][conv] - lead_age
     n_other = rng.poisson(UNCONVERTED_LEADS * len(o["w_created"]))
     w_other = rng.uniform(w_first, plan.w_as_of, n_other)
     recent = w_other > plan.w_as_of - 30 * _DAY_HOURS
