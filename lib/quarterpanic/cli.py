@@ -16,7 +16,7 @@ from quarterpanic.errors import QuarterpanicError
 
 log = logging.getLogger("quarterpanic")
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +167,63 @@ def main(argv: list[str] | None = None) -> int:
         print("quarterpanic: interrupted", file=sys.stderr)
         return 130
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="execute the notebooks and publish code-free HTML reports (the scheduled entry point)",
+        description=(
+            "Execute the notebooks with papermill into OUT/<run-id>/, export each as HTML without code, "
+            "write index.html and manifest.json, then point OUT/latest at the run. Exit codes: 0 all "
+            "reports complete, 1 a notebook cell failed, 138 a kernel died, 2 a usage mistake."
+        ),
+    )
+    p.add_argument("-f", "--parameters-file", dest="parameter_files", action="append", default=[],
+                   metavar="PARAMS.yaml", help="YAML parameter file; repeat to layer (later files win)")
+    p.add_argument("-p", "--parameter", dest="parameters", action="append", nargs=2, default=[],
+                   metavar=("NAME", "VALUE"), help="one parameter, VALUE read as YAML (0.01, true, [a, b])")
+    p.add_argument("--out", default="reports", metavar="DIR", help="reports folder (default: reports)")
+    p.add_argument("--notebooks", nargs="+", metavar="NAME",
+                   help="notebooks to run, by path, name or prefix (default: every notebooks/0*.ipynb)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks executed in parallel (default 1)")
+    p.add_argument("--run-id", metavar="ID", help="run folder name (default: UTC time and an input hash)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local processes (default) or a Dask distributed cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address for --executor dask (default: a local cluster of --jobs workers)")
+    p.add_argument("--kernel", metavar="NAME", help="Jupyter kernel for every notebook (default: each notebook's own)")
+    p.add_argument("--list-parameters", action="store_true",
+                   help="print every notebook's parameters with their help, then exit")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from quarterpanic import runner
+    from quarterpanic.params import parse_cli_value
+
+    if args.list_parameters:
+        sys.stdout.write(runner.format_parameters(runner.select_notebooks(args.notebooks)))
+        return 0
+    if args.executor == "dask":
+        executor = runner.DaskExecutor(args.scheduler, jobs=args.jobs)
+    else:
+        if args.scheduler:
+            raise QuarterpanicError("--scheduler needs --executor dask")
+        executor = runner.LocalExecutor(args.jobs)
+    with runner.Progress() as progress:
+        report = runner.run(
+            out_dir=args.out,
+            notebooks=args.notebooks,
+            parameter_files=args.parameter_files,
+            overrides={name: parse_cli_value(value) for name, value in args.parameters},
+            executor=executor,
+            run_id=args.run_id,
+            on_event=progress,
+            kernel_name=args.kernel,
+        )
+    ok = sum(r.ok for r in report.results)
+    print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"
+          f"{'; latest updated' if report.published else '; latest unchanged'})", file=sys.stderr)
+    return report.exit_code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,1042 @@
+"""``quarterpanic run``: execute the notebooks with papermill, publish them with nbconvert.
+
+One run writes ``OUT/<run-id>/`` (first as ``OUT/.<run-id>.partial``, renamed
+when complete)::
+
+    index.html                  headline + one line per report with its status
+    manifest.json               inputs (sha256, rows), parameters, versions, git, per-notebook status
+    01_pipeline_overview.ipynb  executed copy (papermill's output; an immutable record)
+    01_pipeline_overview.html   code-free report page (nbconvert, see quarterpanic.pages)
+    01_pipeline_overview.summary.json   key figures the notebook saved to its summary_path
+
+and then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
+when at least one notebook succeeded. Parameters are checked before anything
+executes: every key must be declared by a selected notebook (papermill's
+``inspect_notebook``) or be a suite parameter (:data:`quarterpanic.params.DEFAULTS`),
+and its value must fit the declared default's type.
+
+Execution goes through an :class:`Executor` (``execute(tasks, on_event) ->
+results``): :class:`LocalExecutor` runs notebooks in this process or in a
+process pool, :class:`DaskExecutor` on a ``distributed`` cluster. Each
+notebook gets its own kernel either way.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import nbformat
+import papermill
+from nbclient.exceptions import DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
+
+from quarterpanic import params as qparams
+from quarterpanic import paths
+from quarterpanic.artifacts import load_summary
+from quarterpanic.errors import ParameterError, QuarterpanicError
+from quarterpanic.pages import error_summary, export_report, write_index
+
+log = logging.getLogger("quarterpanic.runner")
+
+# Exit codes: every notebook ran / a cell raised / a kernel died (papermill's own code for it).
+EXIT_OK = 0
+EXIT_CELL_ERROR = 1
+EXIT_KERNEL_DIED = 138
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"  # a cell raised (PapermillExecutionError)
+STATUS_KERNEL_DIED = "kernel died"  # DeadKernelError
+STATUS_ERROR = "error"  # could not run or export at all (no kernel, unreadable notebook, ...)
+
+VERSION_PACKAGES = ["quarterpanic", "pandas", "numpy", "statsmodels", "papermill", "nbconvert"]
+ROW_COUNT_NOTE = (
+    "rows: CSV/TSV/TXT = physical lines minus one header line (a quoted value spanning lines "
+    "counts once per line); Parquet = row count from the file metadata; Excel = rows of the first "
+    "sheet minus one header row; other files = null"
+)
+HEADLINE_NOTEBOOK_PREFIX = "04"
+NEUTRAL_HEADLINE = "Quarter-end panic report"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TYPE_SAMPLES: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
+
+
+class RunError(QuarterpanicError):
+    """A run cannot start: no notebooks, a bad --run-id, an output folder in the way."""
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredParameter:
+    """One line of a notebook's ``parameters`` cell, as papermill infers it."""
+
+    name: str
+    type_name: str | None  # the annotation or ``# type:`` comment, if any
+    default_text: str  # the right-hand side as written
+    help: str  # the trailing comment
+    default: Any  # the value used for type checks (literal default, else the suite default)
+
+
+def declared_parameters(notebook: str | Path) -> dict[str, DeclaredParameter]:
+    """The parameters ``notebook`` declares in its cell tagged ``parameters``.
+
+    Uses :func:`papermill.inspect_notebook`; defaults that are Python literals
+    are evaluated, others (``str(SALESDATA_DIR)``) fall back to the suite
+    default of the same name, then to the annotation's type.
+    """
+    out = {}
+    for name, info in papermill.inspect_notebook(str(notebook)).items():
+        type_name = info.get("inferred_type_name")
+        type_name = None if type_name in (None, "None") else type_name
+        out[name] = DeclaredParameter(
+            name=name,
+            type_name=type_name,
+            default_text=info.get("default", ""),
+            help=info.get("help", ""),
+            default=_typed_default(name, info.get("default", ""), type_name),
+        )
+    return out
+
+
+def _typed_default(name: str, text: str, type_name: str | None) -> Any:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    if value is None:
+        value = qparams.DEFAULTS.get(name)
+    if value is None and type_name:
+        inner = re.sub(r"^Optional\[(.*)\]$", r"\1", type_name.strip())
+        value = _TYPE_SAMPLES.get(inner.split("[")[0].strip())
+    return value
+
+
+@dataclass
+class ResolvedParameters:
+    """The parameters of a run, checked against what the notebooks declare."""
+
+    chosen: dict[str, Any]  # keys set by -f files and -p, merged in order
+    sources: dict[str, str]  # key -> the file (or "-p") that set it last
+    declared: dict[str, dict[str, DeclaredParameter]]  # notebook stem -> its parameters
+    unused: list[str]  # suite keys set but declared by none of the selected notebooks
+
+    def for_notebook(self, stem: str) -> dict[str, Any]:
+        """The chosen values this notebook declares (the others keep the notebook's defaults)."""
+        return {k: v for k, v in self.chosen.items() if k in self.declared[stem]}
+
+
+def resolve_parameters(
+    notebooks: Sequence[Path],
+    files: Iterable[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    suite_notebooks: Iterable[Path] = (),
+) -> ResolvedParameters:
+    """Layer ``files`` then ``overrides`` and check every key and type before anything runs.
+
+    A key is accepted when a selected notebook declares it; a key that only
+    another notebook of the suite (``suite_notebooks``) or
+    :data:`quarterpanic.params.DEFAULTS` knows is accepted but not passed (so
+    ``-f parameters/default.yaml --notebooks 02`` works); anything else is a
+    :class:`ParameterError` naming the key and the file it came from.
+    """
+    declared = {path.stem: declared_parameters(path) for path in notebooks}
+    known: dict[str, Any] = dict(qparams.DEFAULTS)
+    for path in suite_notebooks:
+        if path.stem not in declared:
+            known.update({k: p.default for k, p in declared_parameters(path).items() if p.default is not None})
+    selected: dict[str, Any] = {}
+    for parameters in declared.values():
+        for name, parameter in parameters.items():
+            if name not in selected or selected[name] is None:
+                selected[name] = parameter.default
+    known.update({k: v for k, v in selected.items() if v is not None or k not in known})
+
+    chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    layers = [(str(f), qparams.read_params_file(f)) for f in files]
+    if overrides:
+        layers.append(("-p", dict(overrides)))
+    for source, update in layers:
+        update = {key: _plain_dates(value) for key, value in update.items()}
+        chosen = qparams.merge(chosen, update, source=source, known=known)
+        sources.update({key: source for key in update})
+    unused = sorted(k for k in chosen if k not in selected)
+    return ResolvedParameters(chosen=chosen, sources=sources, declared=declared, unused=unused)
+
+
+def _plain_dates(value: Any) -> Any:
+    # YAML reads `as_of: 2025-11-01` as a date; notebooks and the manifest want the ISO string.
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain_dates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_dates(v) for v in value]
+    return value
+
+
+def resolve_data_dir(value: str | Path | None) -> Path:
+    """The data folder as an absolute path: relative to the current folder if it exists there,
+    else to the project root (where ``salesdata/`` lives)."""
+    path = Path(value if value is not None else qparams.DEFAULTS["data_dir"]).expanduser()
+    if path.is_absolute():
+        return path
+    here = Path.cwd() / path
+    return here.resolve() if here.exists() else (paths.PROJ_ROOT / path).resolve()
+
+
+def format_parameters(notebooks: Sequence[Path]) -> str:
+    """Every notebook's parameters with type, default and help (``--list-parameters``)."""
+    lines = []
+    for path in notebooks:
+        lines.append(f"{path.stem}  ({_display_path(path)})")
+        declared = declared_parameters(path)
+        if not declared:
+            lines.append("  (no cell tagged 'parameters')")
+        for p in declared.values():
+            type_name = p.type_name or (type(p.default).__name__ if p.default is not None else "any")
+            lines.append(f"  {p.name}: {type_name} = {p.default_text}")
+            if p.help:
+                lines.append(f"      {p.help}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- notebooks and tasks ---------------------------------------------------------------------------
+
+
+def select_notebooks(names: Sequence[str] | None = None, notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The notebooks to run: every ``0*.ipynb`` of ``notebooks_dir`` in order, or those named.
+
+    A name is a path to a notebook, a file name in ``notebooks_dir``, its stem
+    (``02_qualification_decay``), or a unique prefix of the stem (``02``).
+    """
+    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.NOTEBOOKS_DIR
+    available = sorted(folder.glob("0*.ipynb")) if folder.is_dir() else []
+    if not names:
+        if not available:
+            raise RunError(
+                f"no notebooks to run in {folder} (expected files named 0*.ipynb)",
+                hint="add the notebooks, or name some with --notebooks",
+            )
+        return available
+    chosen: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.is_file():
+            chosen.append(path.resolve())
+            continue
+        matches = [p for p in available if p.name == name or p.stem == name]
+        matches = matches or [p for p in available if p.stem.startswith(name)]
+        if len(matches) != 1:
+            known = ", ".join(p.stem for p in available) or f"none in {folder}"
+            what = "matches several notebooks" if matches else "is not a notebook"
+            raise RunError(f"--notebooks {name!r} {what}", hint=f"choose from: {known}")
+        chosen.append(matches[0])
+    stems = [p.stem for p in chosen]
+    if len(set(stems)) != len(stems):
+        raise RunError("two selected notebooks have the same name", hint=", ".join(stems))
+    return chosen
+
+
+@dataclass(frozen=True)
+class NotebookTask:
+    """Everything one worker needs to execute and export one notebook (plain, picklable)."""
+
+    name: str
+    source: str
+    executed: str
+    html: str
+    summary_path: str
+    parameters: dict[str, Any]
+    cwd: str
+    title: str
+    run_id: str
+    kernel_name: str | None = None
+    start_timeout: int = 120
+    execution_timeout: int | None = None
+
+
+@dataclass
+class NotebookResult:
+    """How one notebook went."""
+
+    name: str
+    status: str
+    started_at: str
+    duration_s: float
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    html_written: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+# Set in pool workers so that a notebook's start is reported when it really starts.
+_start_events: Any = None
+
+
+def run_notebook(task: NotebookTask) -> NotebookResult:
+    """Execute ``task`` with papermill, export its page with nbconvert; never raises for notebook errors."""
+    if _start_events is not None:
+        _start_events.put(task.name)
+    started_at = _utc_now()
+    clock = time.perf_counter()
+    status, error = STATUS_OK, None
+    try:
+        with tempfile.TemporaryDirectory(prefix="qp-kernel-") as sockets:
+            papermill.execute_notebook(
+                task.source,
+                task.executed,
+                parameters=task.parameters,
+                cwd=task.cwd,
+                kernel_name=task.kernel_name,
+                progress_bar=False,
+                start_timeout=task.start_timeout,
+                execution_timeout=task.execution_timeout,
+                config=kernel_config(sockets),
+            )
+    except PapermillExecutionError as err:
+        status = STATUS_FAILED
+        error = {
+            "cell_index": _source_cell_index(task.executed, err.cell_index),
+            "execution_count": err.exec_count,
+            "ename": err.ename,
+            "evalue": _short(err.evalue),
+        }
+    except DeadKernelError as err:
+        status = STATUS_KERNEL_DIED
+        error = {
+            "cell_index": _running_cell_index(task.executed),
+            "execution_count": None,
+            "ename": "DeadKernelError",
+            "evalue": _short(str(err)),
+        }
+    except Exception as err:  # no kernel, unreadable notebook, timeout: the run goes on without it
+        status = STATUS_ERROR
+        error = {"cell_index": None, "execution_count": None, "ename": type(err).__name__, "evalue": _short(str(err))}
+    summary = _read_summary(task.summary_path)
+    html_written = False
+    if Path(task.executed).is_file():
+        try:
+            export_report(
+                task.executed,
+                task.html,
+                title=task.title,
+                run_id=task.run_id,
+                status=status,
+                error=error,
+                resources_dir=task.cwd,
+            )
+            html_written = True
+        except Exception as err:  # a page that cannot be exported is a failed report, not a crash
+            logging.getLogger("quarterpanic.runner").exception("%s: HTML export failed", task.name)
+            if status == STATUS_OK:
+                status = STATUS_ERROR
+                error = {"cell_index": None, "execution_count": None, "ename": type(err).__name__,
+                         "evalue": f"HTML export failed: {_short(str(err))}"}
+    return NotebookResult(
+        name=task.name,
+        status=status,
+        started_at=started_at,
+        duration_s=round(time.perf_counter() - clock, 3),
+        error=error,
+        summary=summary,
+        html_written=html_written,
+    )
+
+
+def kernel_config(socket_dir: str) -> Config:
+    """Kernels talk over Unix sockets in a private folder rather than open TCP ports
+    (quieter too: ipykernel warns about unencrypted TCP on every start). TCP on Windows."""
+    if os.name == "nt":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(socket_dir, "kernel")}})
+
+
+def _source_cell_index(executed: str, executed_index: int | None) -> int | None:
+    """The failing cell's index in the source notebook (papermill counts its injected cell)."""
+    if executed_index is None:
+        return None
+    try:
+        cells = [c for c in nbformat.read(executed, as_version=4).cells
+                 if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    except Exception:
+        return executed_index
+    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    return executed_index - sum(1 for i in injected if i < executed_index)
+
+
+def _running_cell_index(executed: str) -> int | None:
+    try:
+        cells = nbformat.read(executed, as_version=4).cells
+    except Exception:
+        return None
+    source_index = 0
+    for cell in cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue
+        state = cell.metadata.get("papermill", {})
+        if state.get("status") == "running" or state.get("exception"):
+            return source_index
+        source_index += 1
+    return None
+
+
+def _read_summary(path: str) -> dict[str, Any] | None:
+    try:
+        return load_summary(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        return {"error": f"summary unreadable: {err}"}
+
+
+def _short(text: Any, limit: int = 2000) -> str:
+    text = re.sub("\x1b\\[[0-9;]*[A-Za-z]", "", str(text)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- executors -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """``start`` (result is None) or ``finish`` of one notebook."""
+
+    kind: str
+    name: str
+    result: NotebookResult | None = None
+
+
+EventHandler = Callable[[Event], None]
+
+
+class Executor(Protocol):
+    """Runs tasks and returns their results in task order; reports starts and finishes."""
+
+    def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class LocalExecutor:
+    """Notebooks on this machine: one after another in this process, or ``jobs`` worker processes.
+
+    Each papermill execution starts its own kernel, so parallel notebooks never
+    share state.
+    """
+
+    def __init__(self, jobs: int = 1):
+        if jobs < 1:
+            raise ParameterError(f"--jobs must be at least 1, got {jobs}")
+        self.jobs = jobs
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "jobs": self.jobs}
+
+    def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
+        if self.jobs == 1 or len(tasks) <= 1:
+            results = []
+            for task in tasks:
+                on_event(Event("start", task.name))
+                result = run_notebook(task)
+                on_event(Event("finish", task.name, result))
+                results.append(result)
+            return results
+        return self._execute_in_pool(tasks, on_event)
+
+    def _execute_in_pool(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
+        # "spawn": workers start clean (no forked zmq/threads) on every platform.
+        context = multiprocessing.get_context("spawn")
+        starts = context.Queue()
+        stop = threading.Event()
+
+        def relay_starts() -> None:
+            while not stop.is_set():
+                try:
+                    on_event(Event("start", starts.get(timeout=0.1)))
+                except queue.Empty:
+                    continue
+
+        relay = threading.Thread(target=relay_starts, name="quarterpanic-starts", daemon=True)
+        relay.start()
+        results: dict[str, NotebookResult] = {}
+        try:
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(self.jobs, len(tasks)),
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(starts,),
+            ) as pool:
+                futures = {pool.submit(run_notebook, task): task for task in tasks}
+                for future in concurrent.futures.as_completed(futures):
+                    task = futures[future]
+                    result = _result_or_crash(future, task)
+                    _drain(starts, on_event)
+                    results[task.name] = result
+                    on_event(Event("finish", task.name, result))
+        finally:
+            stop.set()
+            relay.join()
+            starts.close()
+        return [results[task.name] for task in tasks]
+
+
+def _init_worker(starts: Any) -> None:
+    global _start_events
+    _start_events = starts
+
+
+def _drain(starts: Any, on_event: EventHandler) -> None:
+    # A start still in the queue is reported before its own finish.
+    while True:
+        try:
+            on_event(Event("start", starts.get_nowait()))
+        except (queue.Empty, ValueError, OSError):
+            return
+
+
+def _result_or_crash(future: Any, task: NotebookTask) -> NotebookResult:
+    try:
+        return future.result()
+    except Exception as err:  # the worker itself died (out of memory, killed)
+        return NotebookResult(
+            name=task.name,
+            status=STATUS_ERROR,
+            started_at=_utc_now(),
+            duration_s=0.0,
+            error={"cell_index": None, "execution_count": None, "ename": type(err).__name__, "evalue": _short(err)},
+        )
+
+
+class DaskExecutor:
+    """Notebooks as tasks on a Dask ``distributed`` cluster (``client.submit`` per notebook).
+
+    Workers must share the output folder's file system and have quarterpanic
+    installed. Without a ``scheduler`` address a :class:`distributed.LocalCluster`
+    with ``jobs`` single-threaded worker processes is started for the run.
+    Starts are reported at submission (the scheduler decides when a task runs).
+    """
+
+    def __init__(self, scheduler: str | None = None, *, jobs: int = 1, client: Any = None):
+        self.scheduler = scheduler
+        self.jobs = jobs
+        self.client = client
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "dask", "scheduler": self.scheduler or ("client" if self.client else "local cluster"),
+                "jobs": self.jobs}
+
+    def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
+        from distributed import Client, LocalCluster, as_completed
+
+        if self.client is not None:
+            return self._execute(self.client, tasks, on_event, as_completed)
+        if self.scheduler:
+            with Client(self.scheduler) as client:
+                return self._execute(client, tasks, on_event, as_completed)
+        with LocalCluster(n_workers=self.jobs, threads_per_worker=1, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            return self._execute(client, tasks, on_event, as_completed)
+
+    def _execute(self, client: Any, tasks: Sequence[NotebookTask], on_event: EventHandler,
+                 as_completed: Any) -> list[NotebookResult]:
+        futures = {}
+        for task in tasks:
+            futures[client.submit(run_notebook, task, pure=False, key=f"notebook-{task.run_id}-{task.name}")] = task
+            on_event(Event("start", task.name))
+        results: dict[str, NotebookResult] = {}
+        for future in as_completed(list(futures)):
+            task = futures[future]
+            result = _result_or_crash(future, task)
+            results[task.name] = result
+            on_event(Event("finish", task.name, result))
+        return [results[task.name] for task in tasks]
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line per notebook start and finish on ``stream``; on a terminal also a live status line."""
+
+    def __init__(self, stream: Any = None, *, live: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self._isatty() if live is None else live
+        self.running: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            self._clear()
+            if event.kind == "start":
+                self.running[event.name] = time.perf_counter()
+                self._line(f"[{event.name}] started")
+            else:
+                self.running.pop(event.name, None)
+                result = event.result
+                text = f"[{event.name}] {result.status} in {result.duration_s:.1f}s"
+                if result.error:
+                    text += f" — {error_summary(result.error)}"
+                self._line(text)
+            self._status()
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, name="quarterpanic-progress", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._ticker:
+            self._ticker.join()
+        with self.lock:
+            self._clear()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self.lock:
+                self._clear()
+                self._status()
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _status(self) -> None:
+        if self.live and self.running:
+            now = time.perf_counter()
+            busy = ", ".join(f"{name} {now - t0:.0f}s" for name, t0 in self.running.items())
+            self.stream.write(f"running: {busy}"[:200])
+            self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K")
+
+    def _isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What :func:`run` did."""
+
+    run_id: str
+    run_dir: Path
+    exit_code: int
+    results: list[NotebookResult]
+    published: bool  # whether OUT/latest now points at this run
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def run(
+    *,
+    out_dir: str | Path,
+    notebooks: Sequence[str] | None = None,
+    parameter_files: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
+    run_id: str | None = None,
+    notebooks_dir: str | Path | None = None,
+    on_event: EventHandler | None = None,
+    kernel_name: str | None = None,
+) -> RunReport:
+    """Execute the notebooks and publish the run folder; see the module docstring.
+
+    Parameters
+    ----------
+    out_dir:
+        Folder holding the run folders and the ``latest`` link.
+    notebooks:
+        Names or paths (see :func:`select_notebooks`); default every ``0*.ipynb``.
+    parameter_files, overrides:
+        Layered like papermill's ``-f`` and ``-p``.
+    executor:
+        Where notebooks run (default :class:`LocalExecutor` with one job).
+    run_id:
+        Folder name of the run; default ``<UTC time>-<8 hex of the inputs' hash>``.
+    notebooks_dir:
+        Where default notebooks are found (default ``notebooks/`` of the project).
+    on_event:
+        Called on each notebook start and finish (e.g. a :class:`Progress`).
+    kernel_name:
+        Kernel for every notebook (default: each notebook's own kernelspec).
+
+    Raises
+    ------
+    QuarterpanicError
+        Before anything executes, for unknown or mistyped parameters, missing
+        notebooks or an unusable output folder.
+    """
+    executor = executor or LocalExecutor()
+    on_event = on_event or (lambda event: None)
+    selected = select_notebooks(notebooks, notebooks_dir)
+    suite = sorted({p for folder in {s.parent for s in selected} for p in folder.glob("0*.ipynb")})
+    resolved = resolve_parameters(selected, parameter_files, overrides, suite_notebooks=suite)
+    for key in resolved.unused:
+        log.info("parameter %r (from %s) is not declared by the selected notebooks; not passed",
+                 key, resolved.sources.get(key, "?"))
+
+    data_dir = resolve_data_dir(resolved.chosen.get("data_dir", _declared_default(resolved, "data_dir")))
+    inputs = describe_inputs(data_dir)
+    effective = {**resolved.chosen, "data_dir": str(data_dir)}
+    started_at = _utc_now()
+    run_id = run_id or new_run_id(_fingerprint(selected, effective, inputs))
+    out_dir = Path(out_dir).resolve()
+    run_dir, partial = _claim_run_folder(out_dir, run_id)
+    log.info("run %s: %d notebook(s) into %s", run_id, len(selected), run_dir)
+
+    tasks = []
+    for path in selected:
+        stem = path.stem
+        passed = resolved.for_notebook(stem)
+        if "data_dir" in resolved.declared[stem]:
+            passed["data_dir"] = str(data_dir)
+        passed["summary_path"] = str(partial / f"{stem}.summary.json")
+        tasks.append(NotebookTask(
+            name=stem,
+            source=str(path),
+            executed=str(partial / f"{stem}.ipynb"),
+            html=str(partial / f"{stem}.html"),
+            summary_path=passed["summary_path"],
+            parameters=passed,
+            cwd=str(path.parent),
+            title=notebook_title(path),
+            run_id=run_id,
+            kernel_name=kernel_name,
+        ))
+
+    clock = time.perf_counter()
+    results = executor.execute(tasks, on_event)
+    exit_code = exit_code_for(results)
+    manifest = build_manifest(
+        run_id=run_id,
+        started_at=started_at,
+        duration_s=time.perf_counter() - clock,
+        tasks=tasks,
+        results=results,
+        resolved=resolved,
+        effective=effective,
+        parameter_files=parameter_files,
+        overrides=overrides or {},
+        inputs=inputs,
+        executor=executor.describe(),
+        exit_code=exit_code,
+    )
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    write_index(
+        partial / "index.html",
+        headline=manifest["headline"],
+        run_id=run_id,
+        started_at=started_at,
+        reports=[
+            {
+                "title": task.title,
+                "html": Path(task.html).name if result.html_written else None,
+                "notebook": Path(task.executed).name,
+                "status": result.status,
+                "duration_s": result.duration_s,
+                "error": error_summary(result.error) if result.error else None,
+                "headline": (result.summary or {}).get("headline") if task.name != _headline_source(tasks) else None,
+            }
+            for task, result in zip(tasks, results)
+        ],
+        links=[("manifest.json", "manifest.json")]
+        + [(f"{Path(t.executed).name}", Path(t.executed).name) for t in tasks if Path(t.executed).is_file()],
+    )
+    os.rename(partial, run_dir)
+    published = any(r.ok for r in results) and switch_latest(out_dir, run_id, started_at)
+    for result in results:
+        if not result.ok:
+            log.info("%s %s: %s", result.name, result.status, error_summary(result.error or {}))
+    log.info("run %s finished with exit code %d%s", run_id, exit_code, "; latest updated" if published else "")
+    return RunReport(run_id=run_id, run_dir=run_dir, exit_code=exit_code, results=results,
+                     published=published, manifest=manifest)
+
+
+def _declared_default(resolved: ResolvedParameters, name: str) -> Any:
+    for parameters in resolved.declared.values():
+        if name in parameters and isinstance(parameters[name].default, str):
+            return parameters[name].default
+    return None
+
+
+def exit_code_for(results: Sequence[NotebookResult]) -> int:
+    """0 when every notebook ran, 138 when a kernel died, else 1."""
+    if any(r.status == STATUS_KERNEL_DIED for r in results):
+        return EXIT_KERNEL_DIED
+    if any(not r.ok for r in results):
+        return EXIT_CELL_ERROR
+    return EXIT_OK
+
+
+def notebook_title(path: Path) -> str:
+    """The first Markdown heading of the notebook, else its file name in words."""
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:
+        nb = None
+    for cell in nb.cells if nb else []:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                match = re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", line)
+                if match:
+                    return match.group(1)
+    words = re.sub(r"^\d+[_-]*", "", path.stem).replace("_", " ").strip()
+    return words.capitalize() or path.stem
+
+
+def new_run_id(fingerprint: str, now: dt.datetime | None = None) -> str:
+    """``20261127T053000Z-1a2b3c4d``: UTC start time, then 8 hex digits of the inputs' hash
+    (runs with equal suffixes had the same notebooks, parameters and data)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
+
+
+def _fingerprint(notebooks: Sequence[Path], effective: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for path in notebooks:
+        digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
+    digest.update(json.dumps(effective, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([(f["path"], f["sha256"]) for f in inputs["files"]]).encode())
+    return digest.hexdigest()
+
+
+def _claim_run_folder(out_dir: Path, run_id: str) -> tuple[Path, Path]:
+    if not _RUN_ID.match(run_id) or run_id == "latest":
+        raise RunError(f"--run-id {run_id!r} is not a usable folder name",
+                       hint="use letters, digits, '.', '_' and '-', not starting with '.'")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = out_dir / run_id
+    partial = out_dir / f".{run_id}.partial"
+    if run_dir.exists() or partial.exists():
+        raise RunError(f"run folder {run_id} already exists", path=out_dir, hint="choose another --run-id")
+    partial.mkdir()
+    return run_dir, partial
+
+
+def switch_latest(out_dir: Path, run_id: str, started_at: str | None = None) -> bool:
+    """Point ``out_dir/latest`` at ``run_id`` atomically (symlink under a temp name, then ``os.replace``).
+
+    A run that started before the one ``latest`` shows already (runs that
+    overlapped) leaves it alone. Returns whether ``latest`` was switched.
+    """
+    latest = out_dir / "latest"
+    if latest.exists() and not latest.is_symlink():
+        raise RunError("exists and is not a symlink; move it away so runs can publish", path=latest)
+    current = _manifest_of(latest)
+    if started_at and current.get("started_at") and current["started_at"] > started_at:
+        log.info("latest shows %s, which started after this run; not switched", current.get("run_id"))
+        return False
+    temp = out_dir / f".latest.{os.getpid()}.{threading.get_ident()}.tmp"
+    if temp.is_symlink() or temp.exists():
+        temp.unlink()
+    os.symlink(run_id, temp)  # relative target: the reports folder can be moved or mounted elsewhere
+    os.replace(temp, latest)
+    return True
+
+
+def _manifest_of(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# -- manifest --------------------------------------------------------------------------------------
+
+
+def describe_inputs(data_dir: Path) -> dict[str, Any]:
+    """Every file under ``data_dir`` (hidden files and folders skipped) with size, sha256 and rows."""
+    files = []
+    if data_dir.is_dir():
+        for path in sorted(data_dir.rglob("*")):
+            relative = path.relative_to(data_dir)
+            if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+                continue
+            files.append({
+                "path": relative.as_posix(),
+                "bytes": path.stat().st_size,
+                "sha256": _sha256(path),
+                "rows": count_rows(path),
+            })
+    return {"data_dir": str(data_dir), "exists": data_dir.is_dir(), "files": files, "rows_note": ROW_COUNT_NOTE}
+
+
+def count_rows(path: Path) -> int | None:
+    """Data rows of an export file (see :data:`ROW_COUNT_NOTE` for how); None when not tabular."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".csv", ".tsv", ".txt"}:
+            with path.open("rb") as handle:
+                lines = sum(1 for line in handle if line.strip())
+            return max(lines - 1, 0)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_metadata(path).num_rows
+        if suffix in {".xlsx", ".xlsm"}:
+            import openpyxl
+
+            book = openpyxl.load_workbook(path, read_only=True)
+            try:
+                return max((book.worksheets[0].max_row or 0) - 1, 0)
+            finally:
+                book.close()
+    except Exception as err:  # an unreadable file is recorded, not fatal; the notebooks will say more
+        log.warning("could not count rows of %s: %s", path, err)
+    return None
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    started_at: str,
+    duration_s: float,
+    tasks: Sequence[NotebookTask],
+    results: Sequence[NotebookResult],
+    resolved: ResolvedParameters,
+    effective: Mapping[str, Any],
+    parameter_files: Sequence[str | Path],
+    overrides: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    executor: Mapping[str, Any],
+    exit_code: int,
+) -> dict[str, Any]:
+    """The run's ``manifest.json`` as a dict (see docs/RUNNING.md for every key)."""
+    ok = sum(r.ok for r in results)
+    return {
+        "run_id": run_id,
+        "status": "ok" if ok == len(results) else ("failed" if ok == 0 else "partial"),
+        "exit_code": exit_code,
+        "headline": headline_for(tasks, results),
+        "started_at": started_at,
+        "finished_at": _utc_now(),
+        "duration_s": round(duration_s, 3),
+        "notebooks": [
+            {
+                "name": task.name,
+                "title": task.title,
+                "source": _display_path(Path(task.source)),
+                "source_sha256": _sha256(Path(task.source)),
+                "executed": Path(task.executed).name,
+                "html": Path(task.html).name if result.html_written else None,
+                "summary_file": Path(task.summary_path).name if result.summary is not None else None,
+                "status": result.status,
+                "started_at": result.started_at,
+                "duration_s": result.duration_s,
+                "error": result.error,
+                "parameters": {k: v for k, v in task.parameters.items() if k != "summary_path"},
+                "summary": result.summary,
+            }
+            for task, result in zip(tasks, results)
+        ],
+        "parameters": dict(effective),
+        "parameter_sources": dict(resolved.sources),
+        "parameters_not_passed": list(resolved.unused),
+        "parameter_files": [
+            {"path": str(f), "sha256": _sha256(Path(f))} for f in parameter_files
+        ],
+        "overrides": _plain_dates(dict(overrides)),
+        "inputs": dict(inputs),
+        "versions": package_versions(),
+        "git": git_state(),
+        "executor": dict(executor),
+        "command": sys.argv[:],
+    }
+
+
+def headline_for(tasks: Sequence[NotebookTask], results: Sequence[NotebookResult]) -> str:
+    """The ``headline`` of the panic-index (04) notebook's summary, else a neutral one."""
+    source = _headline_source(tasks)
+    for task, result in zip(tasks, results):
+        if task.name == source and result.summary and isinstance(result.summary.get("headline"), str):
+            return result.summary["headline"]
+    return NEUTRAL_HEADLINE
+
+
+def _headline_source(tasks: Sequence[NotebookTask]) -> str | None:
+    return next((t.name for t in tasks if t.name.startswith(HEADLINE_NOTEBOOK_PREFIX)), None)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on, and of Python."""
+    versions: dict[str, str | None] = {}
+    for name in VERSION_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def git_state(root: Path | None = None) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the project checkout, or None outside git."""
+    root = root or paths.PROJ_ROOT
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(paths.PROJ_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def result_dict(result: NotebookResult) -> dict[str, Any]:
+    """A result as plain data (for logs and JSON)."""
+    return asdict(result)
