@@ -16,7 +16,7 @@ from quarterpanic.errors import QuarterpanicError
 
 log = logging.getLogger("quarterpanic")
 
-COMMANDS: list[str] = ["run"]
+COMMANDS: list[str] = []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +224,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"
           f"{'; latest updated' if report.published else '; latest unchanged'})", file=sys.stderr)
     return report.exit_code
+
+
+COMMANDS.append("run")
+
 
 if __name__ == "__main__":
     sys.exit(main())
