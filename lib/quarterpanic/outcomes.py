@@ -205,7 +205,8 @@ def close_date_pushes(
     deals = features[["org", "opportunity_id", "segment", "team", "owner", "created_at", "close_date"]].merge(
         first_old.reset_index(), on=["org", "opportunity_id"], how="left"
     )
-    deals["due_date"] = deals["first_old"].fillna(deals["close_date"]).dt.normalize()
+    planned = deals["first_old"].astype("datetime64[ns]")
+    deals["due_date"] = planned.fillna(deals["close_date"].astype("datetime64[ns]")).dt.normalize()
     calendars = {org: dataset.calendar(org) for org in deals["org"].unique()}
     due = pd.concat([deals, annotate_known(deals, "due_date", calendars, prefix="due_")], axis=1)
     window_start = due["due_quarter_end"] - pd.Timedelta(days=window_days - 1)

@@ -1,0 +1,412 @@
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from statsmodels.stats.proportion import proportion_confint
+
+from quarterpanic import outcomes, qualification, schemas
+from quarterpanic.dataset import Dataset
+from quarterpanic.findings import FINDING_COLUMNS, INSUFFICIENT, METRICS, apply_fdr, to_json
+from quarterpanic.words import describe
+
+
+def canonical(name, frame):
+    frame = pd.DataFrame(frame).copy()
+    base = schemas.empty(name)
+    for column in base.columns:
+        if column not in frame:
+            frame[column] = None
+    frame["source_file"] = "f.csv"
+    frame["source_row"] = range(2, len(frame) + 2)
+    return schemas.TABLES[name].validate(frame[base.columns])
+
+
+def opportunity(**fields):
+    row = dict(org="A", opportunity_id="1", size_class="mid", created_at="2025-01-10", close_date="2025-03-01",
+               stage="Prospecting", is_closed=False, is_won=False, owner="o1", segment="SMB", lead_source="Web",
+               bant_budget=True, bant_authority=True, bant_need=True, bant_timeline=True, next_step="Call")
+    row.update(fields)
+    return row
+
+
+def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
+                      as_of=None, org="A"):
+    """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for q in range(quarters):
+        start = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)
+        days = (start + pd.DateOffset(months=3) - start).days
+        created = start + pd.to_timedelta(rng.uniform(0, days, per_quarter), unit="D")
+        week = np.minimum((np.asarray((created - start).days) // 7) + 1, 13)
+        owner = rng.integers(0, owners, per_quarter)
+        p = p0 + np.linspace(-0.05, 0.05, owners)[owner] - np.where((q in panic) & (week >= onset), drop, 0.0)
+        qualified = rng.random(per_quarter) < p
+        n_flags = np.where(qualified, 4, rng.integers(0, 3, per_quarter))
+        closed = rng.random(per_quarter) < 0.8
+        frames.append(pd.DataFrame({
+            "org": org, "opportunity_id": [f"{org}{q}-{i}" for i in range(per_quarter)], "size_class": "mid",
+            "created_at": created, "close_date": created + pd.Timedelta(days=20), "stage": "Closed Won",
+            "is_closed": closed, "is_won": closed & (rng.random(per_quarter) < np.where(qualified, 0.4, 0.15)),
+            "owner": [f"o{o}" for o in owner], "segment": rng.choice(["SMB", "Mid-Market"], per_quarter),
+            "lead_source": rng.choice(["Web", "Referral", "Outbound"], per_quarter),
+            "bant_budget": n_flags >= 1, "bant_authority": n_flags >= 2, "bant_need": n_flags >= 3,
+            "bant_timeline": n_flags >= 4, "next_step": "Call", "amount": 1000.0, "discount": 0.1,
+            "lead_score": 60.0,
+        }))
+    opps = canonical("opportunities", pd.concat(frames, ignore_index=True))
+    end = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * quarters)
+    return Dataset.from_tables({"opportunities": opps}, {org: {"size_class": "mid"}}, as_of=as_of or end)
+
+
+# -- the rule -------------------------------------------------------------------------------------
+def test_default_rule_needs_three_bant_flags_and_a_next_step():
+    opps = canonical("opportunities", [
+        opportunity(opportunity_id="all4"),
+        opportunity(opportunity_id="three", bant_timeline=False),
+        opportunity(opportunity_id="two", bant_timeline=False, bant_need=False),
+        opportunity(opportunity_id="no-step", next_step="  "),
+        opportunity(opportunity_id="missing-step", next_step=None),
+    ])
+    qualified = qualification.qualified_at_creation(opps)
+    assert qualified.name == "qualified" and qualified.dtype == bool
+    assert qualified.tolist() == [True, True, False, False, False]
+
+
+def test_missing_bant_flags_count_as_not_met():
+    opps = canonical("opportunities", [
+        opportunity(opportunity_id="1", bant_timeline=None),
+        opportunity(opportunity_id="2", bant_timeline=None, bant_need=None),
+    ])
+    assert qualification.qualified_at_creation(opps).tolist() == [True, False]
+
+
+def test_overrides_change_the_rule_of_one_org_only():
+    opps = canonical("opportunities", [
+        opportunity(org="A", opportunity_id="1", bant_timeline=False, bant_need=False, next_step=None),
+        opportunity(org="B", opportunity_id="2", bant_timeline=False, bant_need=False, next_step=None),
+    ])
+    rule = {"min_bant": 3}
+    overrides = {"B": {"min_bant": 2, "require_next_step": False}}
+    assert qualification.qualified_at_creation(opps, rule, overrides).tolist() == [False, True]
+    assert qualification.rule_for("B", rule, overrides) == {"min_bant": 2, "require_next_step": False,
+                                                            "min_lead_score": None}
+
+
+def test_min_lead_score_fails_missing_scores():
+    opps = canonical("opportunities", [
+        opportunity(opportunity_id="1", lead_score=80.0),
+        opportunity(opportunity_id="2", lead_score=40.0),
+        opportunity(opportunity_id="3", lead_score=None),
+    ])
+    assert qualification.qualified_at_creation(opps, {"min_lead_score": 50}).tolist() == [True, False, False]
+
+
+# -- stage paths ----------------------------------------------------------------------------------
+def stage_history(paths):
+    rows = []
+    for opp, stages in paths.items():
+        for old, new in zip([None] + stages[:-1], stages):
+            rows.append(dict(org="A", opportunity_id=opp, changed_at="2025-01-01", field="stage", old_value=old,
+                             new_value=new))
+    return canonical("history", rows)
+
+
+def test_stage_skips_count_forward_jumps_but_not_losses_or_moves_back():
+    history = stage_history({
+        "straight": ["Prospecting", "Qualification", "Needs Analysis", "Proposal", "Negotiation", "Closed Won"],
+        "jump": ["Prospecting", "Needs Analysis", "Proposal", "Negotiation", "Closed Won"],
+        "won-early": ["Prospecting", "Qualification", "Needs Analysis", "Proposal", "Closed Won"],
+        "lost-early": ["Prospecting", "Qualification", "Closed Lost"],
+        "back": ["Prospecting", "Qualification", "Prospecting", "Qualification"],
+        "hubspot": ["prospecting", "qualification", "needs_analysis", "proposal", "closedwon"],
+        "unknown": ["Prospecting", "Discovery", "Proposal"],
+    })
+    skips = qualification.stage_skips(history).set_index("opportunity_id")
+    assert skips["stage_skipped"].to_dict() == {
+        "straight": False, "jump": True, "won-early": True, "lost-early": False, "back": False,
+        "hubspot": True, "unknown": False,
+    }
+    assert skips.loc["jump", "stages_skipped"] == 1 and skips.loc["straight", "stage_changes"] == 6
+
+
+def test_stage_rank_knows_closed_stages_and_leaves_unknown_missing():
+    ranks = qualification.stage_rank(pd.Series(["Closed Lost", "NEEDS ANALYSIS", "Demo", None]))
+    assert ranks.tolist()[:2] == [5, 2] and ranks.isna().tolist()[2:] == [True, True]
+
+
+# -- features -------------------------------------------------------------------------------------
+def test_features_censor_open_deals_and_place_them_in_the_fiscal_calendar():
+    opps = canonical("opportunities", [
+        opportunity(opportunity_id="won", created_at="2025-02-03", close_date="2025-04-20", stage="Closed Won",
+                    is_closed=True, is_won=True, amount=100.0),
+        opportunity(opportunity_id="lost", created_at="2025-04-10", close_date="2025-05-01", stage="Closed Lost",
+                    is_closed=True, is_won=False),
+        opportunity(opportunity_id="open", created_at="2025-04-12", close_date="2025-07-30"),
+    ])
+    history = stage_history({"won": ["Prospecting", "Proposal", "Closed Won"]})
+    data = Dataset.from_tables({"opportunities": opps, "history": history},
+                               {"A": {"size_class": "mid", "fiscal_calendar": {"start_month": 2}}},
+                               as_of="2025-06-01")
+    features = qualification.opportunity_features(data)
+    assert list(features.columns) == qualification.FEATURE_COLUMNS
+    features = features.set_index("opportunity_id")
+    assert features.loc["won", "quarter"] == "FY2026-Q1" and features.loc["won", "week_of_quarter"] == 1
+    assert features.loc["won", "close_quarter"] == "FY2026-Q1" and features.loc["won", "close_week"] == 12
+    assert features["outcome"].to_dict() == {"won": "won", "lost": "lost", "open": "open"}
+    assert features.loc["lost", "won"] == 0.0 and np.isnan(features.loc["open", "won"])
+    assert pd.isna(features.loc["open", "close_quarter"]) and pd.isna(features.loc["open", "close_week"])
+    assert features.loc["won", "stage_skipped"] == True  # noqa: E712
+    assert features.loc["lost", "stage_skipped"] == False  # noqa: E712  (no stage changes: nothing skipped)
+    assert features["quarter_complete"].all()  # FY2026-Q1 ended on 2025-04-30
+
+
+def test_stage_skips_are_unknown_for_an_org_without_stage_history():
+    data = Dataset.from_tables({"opportunities": canonical("opportunities", [opportunity()])},
+                               {"A": {"size_class": "mid"}})
+    assert qualification.opportunity_features(data)["stage_skipped"].isna().all()
+
+
+def test_open_deals_are_not_counted_as_losses_in_win_rates():
+    features = pd.DataFrame({
+        "org": "A", "quarter": "Q", "week_of_quarter": [1, 1, 1, 1],
+        "won": [1.0, 0.0, np.nan, np.nan], "outcome": ["won", "lost", "open", "open"],
+    })
+    rates = outcomes.win_rate_by_creation_week(features)
+    assert rates[["events", "n", "rate"]].iloc[0].tolist() == [1, 2, 0.5]
+
+
+# -- weekly curves --------------------------------------------------------------------------------
+def test_qualification_rate_by_week_has_wilson_intervals():
+    features = pd.DataFrame({
+        "org": "A", "quarter": "Q", "segment": ["S", "S", "T", "T", "T"],
+        "week_of_quarter": [1, 1, 2, 2, 2], "qualified": [True, False, True, True, False],
+    })
+    rates = qualification.qualification_rate_by_week(features)
+    assert rates[["week_of_quarter", "events", "n"]].to_numpy().tolist() == [[1, 1, 2], [2, 2, 3]]
+    low, high = proportion_confint(2, 3, method="wilson")
+    assert rates["ci_low"].iloc[1] == pytest.approx(low) and rates["ci_high"].iloc[1] == pytest.approx(high)
+    exact = qualification.qualification_rate_by_week(features, method="beta")
+    assert exact["ci_low"].iloc[1] < rates["ci_low"].iloc[1]
+    by_segment = qualification.qualification_rate_by_week(features, by=["org", "quarter", "segment"])
+    assert len(by_segment) == 2
+
+
+def test_weekly_mean_geometric_is_the_back_transformed_log_mean():
+    frame = pd.DataFrame({"org": "A", "quarter": "Q", "week_of_quarter": 1, "amount": [10.0, 1000.0, 0.0]})
+    out = outcomes.weekly_mean(frame, "amount", geometric=True)
+    assert out["n"].iloc[0] == 2 and out["mean"].iloc[0] == pytest.approx(100.0)
+    assert out["ci_low"].iloc[0] < 100 < out["ci_high"].iloc[0]
+
+
+def test_with_baseline_pools_the_baseline_quarters_per_org():
+    data = bernoulli_dataset(per_quarter=200)
+    features = qualification.opportunity_features(data)
+    params = {"quarters": ["FY2024-Q2"], "baseline_quarters": ["FY2024-Q1", "FY2024-Q3"]}
+    roles = qualification.quarter_roles(features, params)
+    assert roles.set_index("quarter")["baseline"].to_dict() == {
+        "FY2024-Q1": True, "FY2024-Q2": False, "FY2024-Q3": True, "FY2024-Q4": False}
+    curves = qualification.with_baseline(features, roles, qualification.qualification_rate_by_week)
+    assert set(curves["quarter"]) == {"FY2024-Q2", "baseline"}
+    baseline_n = curves.loc[curves["quarter"] == "baseline", "n"].sum()
+    assert baseline_n == features["quarter"].isin(["FY2024-Q1", "FY2024-Q3"]).sum()
+
+
+def test_quarter_roles_default_baseline_is_every_complete_quarter_or_the_others():
+    data = bernoulli_dataset(per_quarter=50, as_of="2024-11-15")
+    features = qualification.opportunity_features(data)
+    roles = qualification.quarter_roles(features).set_index("quarter")
+    assert roles["judged"].tolist() == [True, True, True, False]
+    assert roles["baseline"].tolist() == [True, True, True, False]
+    shown = qualification.quarter_roles(features, {"quarters": ["FY2024-Q3"]}).set_index("quarter")
+    assert shown["baseline"].tolist() == [True, True, False, False]
+
+
+# -- the estimate ---------------------------------------------------------------------------------
+def test_known_drop_is_recovered_with_its_onset():
+    data = bernoulli_dataset(seed=3, per_quarter=800, drop=0.3, onset=9, panic=(1,))
+    features = qualification.opportunity_features(data)
+    found = qualification.decay_findings(features).set_index("quarter")
+    panic = found.loc["FY2024-Q2"]
+    assert panic["onset_week"] == 9 and panic["method"] == "glm" and panic["status"] == "ok"
+    assert panic["ci_low"] < 0.3 < panic["ci_high"] and abs(panic["estimate"] - 0.3) < 0.08
+    assert panic["p_value"] < 1e-4
+    calm = found.drop(index="FY2024-Q2")
+    assert (calm["p_value"] > 0.01).all() and calm["onset_week"].notna().all()
+    flagged = apply_fdr(found.reset_index())
+    assert flagged.loc[flagged["flagged"], "quarter"].tolist() == ["FY2024-Q2"]
+
+
+def test_average_marginal_effect_matches_statsmodels_margeff():
+    rng = np.random.default_rng(0)
+    n = 600
+    late = (rng.random(n) < 0.3).astype(float)
+    segment = (rng.random(n) < 0.5).astype(float)
+    y = (rng.random(n) < 0.7 - 0.3 * late - 0.1 * segment).astype(float)
+    groups = rng.integers(0, 10, n)
+    effect, se = qualification._glm_average_effect(y, late, segment[:, None], groups)
+    exog = np.column_stack([np.ones(n), late, segment])
+    fit = sm.GLM(y, exog, family=sm.families.Binomial()).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    margins = fit.get_margeff(dummy=True)
+    assert effect == pytest.approx(margins.margeff[0]) and se == pytest.approx(margins.margeff_se[0])
+
+
+def test_one_seller_falls_back_to_two_proportions_and_says_so():
+    frame = pd.DataFrame({
+        "qualified": [True] * 30 + [False] * 10 + [True] * 10 + [False] * 30,
+        "week_of_quarter": [2] * 40 + [10] * 40, "owner": "solo", "segment": "SMB", "lead_source": "Web",
+    })
+    out = qualification.decay_estimate(frame, 9)
+    assert out["method"].startswith("two-proportion") and "seller" in out["method"]
+    assert out["estimate"] == pytest.approx(0.75 - 0.25)
+    se = np.sqrt(0.75 * 0.25 / 40 * 2)
+    assert out["ci_low"] == pytest.approx(0.5 - 1.959964 * se, rel=1e-4)
+
+
+def test_separation_falls_back_to_two_proportions():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({
+        "qualified": np.r_[rng.random(60) < 0.7, np.zeros(40, bool)],
+        "week_of_quarter": [3] * 60 + [11] * 40, "owner": [f"o{i % 8}" for i in range(100)],
+        "segment": "SMB", "lead_source": "Web",
+    })
+    out = qualification.decay_estimate(frame, 9)
+    assert out["method"].startswith("two-proportion") and out["estimate"] > 0.5 and out["p_value"] < 1e-6
+
+
+def test_too_few_opportunities_on_a_side_is_insufficient_and_never_flagged():
+    data = bernoulli_dataset(per_quarter=30, drop=0.6)
+    findings = qualification.detect_qualification_decay(data)
+    main = findings[findings["metric"] == "qualification_decay"]
+    assert (main["status"] == INSUFFICIENT).all()
+    assert main["estimate"].isna().all() and main["onset_week"].isna().all() and main["p_value"].isna().all()
+    assert not apply_fdr(findings)["flagged"].any()
+    assert "too little data" in describe(main.iloc[0])
+
+
+def test_min_n_parameter_sets_the_threshold():
+    data = bernoulli_dataset(per_quarter=60)
+    low = qualification.decay_findings(qualification.opportunity_features(data), {"min_n": 10})
+    high = qualification.decay_findings(qualification.opportunity_features(data), {"min_n": 40})
+    assert (low["status"] == "ok").all() and (high["status"] == INSUFFICIENT).all()
+    assert ((low["n_before"] >= 10) & (low["n_after"] >= 10)).all()
+
+
+def test_open_quarter_is_estimated_on_weeks_so_far_but_not_tested():
+    data = bernoulli_dataset(per_quarter=600, panic=(3,), onset=6, as_of="2024-11-20")
+    findings = qualification.detect_qualification_decay(data)
+    open_rows = findings[findings["quarter"] == "FY2024-Q4"]
+    main = open_rows[open_rows["metric"] == "qualification_decay"].iloc[0]
+    assert not main["quarter_complete"] and main["status"] == "ok" and np.isnan(main["p_value"])
+    assert main["onset_week"] <= 7 and main["estimate"] > 0.15
+    assert not apply_fdr(findings).loc[findings["quarter"] == "FY2024-Q4", "flagged"].any()
+    # Quarter-end metrics wait for the quarter's end.
+    assert not open_rows["metric"].isin(outcomes.QUARTER_END_METRICS).any()
+
+
+def test_by_segment_adds_one_test_per_segment():
+    data = bernoulli_dataset(per_quarter=600)
+    findings = qualification.detect_qualification_decay(data, {"by_segment": True})
+    main = findings[findings["metric"] == "qualification_decay"]
+    assert sorted(main["segment"].unique()) == ["Mid-Market", "SMB", "all"]
+    assert len(main) == 12
+
+
+def test_segment_parameter_restricts_everything_to_one_segment():
+    data = bernoulli_dataset(per_quarter=400)
+    findings = qualification.detect_qualification_decay(data, {"segment": "SMB"})
+    main = findings[findings["metric"] == "qualification_decay"]
+    everything = qualification.detect_qualification_decay(data)
+    assert (main["n"] < everything.loc[everything["metric"] == "qualification_decay", "n"].to_numpy()).all()
+
+
+# -- outcome metrics ------------------------------------------------------------------------------
+def test_close_date_pushes_are_read_from_history():
+    opps = canonical("opportunities", [
+        opportunity(opportunity_id="pushed", created_at="2025-01-05", close_date="2025-04-20"),
+        opportunity(opportunity_id="kept", created_at="2025-01-05", close_date="2025-03-25", stage="Closed Won",
+                    is_closed=True, is_won=True),
+        opportunity(opportunity_id="early", created_at="2025-01-05", close_date="2025-04-20"),
+        opportunity(opportunity_id="late-created", created_at="2025-03-26", close_date="2025-03-28", stage="Closed Lost",
+                    is_closed=True),
+    ])
+    history = canonical("history", [
+        dict(org="A", opportunity_id="pushed", changed_at="2025-03-24", field="close_date", old_value="2025-03-27",
+             new_value="2025-04-20"),
+        # Pushed before the last two weeks began: not a quarter-end push (and not due in them).
+        dict(org="A", opportunity_id="early", changed_at="2025-03-01", field="close_date", old_value="2025-03-05",
+             new_value="2025-04-20"),
+    ])
+    data = Dataset.from_tables({"opportunities": opps, "history": history}, {"A": {"size_class": "mid"}},
+                               as_of="2025-06-01")
+    features = qualification.opportunity_features(data)
+    pushes = outcomes.close_date_pushes(features, data).set_index("opportunity_id")
+    assert pushes["pushed"].to_dict() == {"pushed": True, "kept": False}
+    assert pushes["quarter"].unique().tolist() == ["FY2025-Q1"]
+    rate = outcomes.push_rate_by_quarter(pushes.reset_index())
+    assert rate[["events", "n", "rate"]].iloc[0].tolist() == [1, 2, 0.5]
+
+
+def test_win_rate_ratio_compares_closed_deals_only():
+    created = pd.DataFrame({
+        "week_of_quarter": [2] * 40 + [10] * 40 + [10] * 20,
+        "won": [1.0] * 20 + [0.0] * 20 + [1.0] * 10 + [0.0] * 30 + [np.nan] * 20,
+    })
+    out = outcomes.win_rate_ratio(created, 9)
+    assert out["estimate"] == pytest.approx(0.25 / 0.5)
+    assert out["ci_low"] < 0.5 < out["ci_high"] < 1 and out["p_value"] < 0.05
+
+
+def test_last_week_size_change_is_relative():
+    rng = np.random.default_rng(2)
+    n = 400
+    week = rng.integers(1, 14, n)
+    amount = np.exp(rng.normal(9, 0.3, n)) * np.where(week == 13, 0.8, 1.0)
+    frame = pd.DataFrame({"amount": amount, "close_week": week, "close_weeks_in_quarter": 13,
+                          "segment": "SMB", "owner": [f"o{i % 9}" for i in range(n)]})
+    out = outcomes.last_week_deal_size_change(frame)
+    assert out["ci_low"] < -0.2 < out["ci_high"] and abs(out["estimate"] + 0.2) < 0.08
+
+
+def test_every_metric_is_registered_with_words():
+    for metric in (qualification.COMPONENT,) + outcomes.ONSET_METRICS + outcomes.QUARTER_END_METRICS:
+        registered = METRICS[metric]
+        assert registered.component == "qualification_decay" and registered.unit in ("share", "ratio", "count")
+
+
+# -- the whole detector ---------------------------------------------------------------------------
+def test_findings_have_the_standard_shape_and_are_json_ready():
+    data = bernoulli_dataset(per_quarter=400)
+    findings = apply_fdr(qualification.detect_qualification_decay(data))
+    assert list(findings.columns[: len(FINDING_COLUMNS)]) == FINDING_COLUMNS
+    assert set(findings["component"]) == {"qualification_decay"}
+    assert set(findings["metric"]) >= {"qualification_decay", "win_rate_ratio", "lead_score_drop"}
+    main = findings[findings["metric"] == "qualification_decay"]
+    assert len(main) == 4 and main["onset_week"].notna().all()
+    document = json.loads(to_json(findings))
+    assert len(document["findings"]) == len(findings)
+    assert all(set(record) == set(FINDING_COLUMNS) for record in document["findings"])
+    sentence = describe(main.iloc[1])
+    assert sentence.startswith("A, FY2024-Q2: the share of new deals meeting the qualification rule fell by")
+    assert "95% CI" in sentence
+
+
+def test_registered_with_the_detect_runner():
+    from quarterpanic.detect import detect
+
+    findings = detect(bernoulli_dataset(per_quarter=300), components=["qualification_decay"])
+    assert findings["q_value"].notna().any()
+
+
+def test_detect_on_a_small_generated_sample_is_fast():
+    sample = pytest.importorskip("quarterpanic.sample").generate(seed=1, scale="small")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    qualification.detect_qualification_decay(data)
+    start = time.perf_counter()
+    findings = qualification.detect_qualification_decay(data)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"detect took {elapsed:.2f} s"
+    assert (findings["metric"] == "qualification_decay").sum() == len(sample.truth["quarters"])
