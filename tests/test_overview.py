@@ -135,7 +135,9 @@ def test_funnel_counts_cohorts_by_creation_quarter(opportunities):
         dict(org="A", lead_id="L2", created_at="2025-02-02", status="Open"),
         dict(org="A", lead_id="L3", created_at="2025-05-02", status="Open"),
     ])
-    assert overview.stage_order(opportunities, history) == ["Prospecting", "Qualification", "Proposal"]
+    order = overview.stage_order(opportunities, history)
+    assert order[["org", "stage", "position"]].values.tolist() == [
+        ["A", "Prospecting", 0], ["A", "Qualification", 1], ["A", "Proposal", 2]]
     funnel = overview.funnel_counts(opportunities, leads, history, CALENDARS)
     wide = overview.funnel_table(funnel)
     q1 = wide.loc[("A", "FY2025-Q1")]
@@ -149,6 +151,25 @@ def test_funnel_counts_cohorts_by_creation_quarter(opportunities):
     assert list(wide.columns)[:3] == ["leads created", "leads converted", "opportunities created"]
     assert list(wide.columns)[-3:] == ["won", "lost", "still open"]
     assert set(funnel.groupby(["org", "quarter"]).size()) == {len(wide.columns)}
+
+
+def test_stage_order_is_per_org_and_leaves_out_stages_nobody_leaves(opportunities):
+    # B's CRM spells stages its own way and writes "Closed" in the history of won deals.
+    b = table("opportunities", [opp("B", "b1", "2025-02-03", "2025-03-01", won=True, stage="closedwon"),
+                                opp("B", "b2", "2025-02-04", "2025-04-01", stage="demo")])
+    history = table("history", [
+        dict(org="B", opportunity_id="b1", changed_at="2025-02-10", field="stage", old_value="new", new_value="demo"),
+        dict(org="B", opportunity_id="b1", changed_at="2025-03-01", field="stage", old_value="demo", new_value="Closed"),
+        dict(org="B", opportunity_id="b2", changed_at="2025-02-10", field="stage", old_value="new", new_value="demo"),
+    ])
+    both = pd.concat([opportunities, b], ignore_index=True)
+    order = overview.stage_order(both, history)
+    assert order.loc[order["org"] == "B", "stage"].tolist() == ["new", "demo"]
+    assert order.loc[order["org"] == "A", "stage"].tolist() == ["Proposal"]
+    wide = overview.funnel_table(overview.funnel_counts(both, schemas.empty("leads"), history, CALENDARS))
+    assert wide.loc[("B", "FY2026-Q1"), "reached demo"] == 2 and wide.loc[("B", "FY2026-Q1"), "won"] == 1
+    assert pd.isna(wide.loc[("A", "FY2025-Q1"), "reached demo"])
+    assert list(wide.columns)[-3:] == ["won", "lost", "still open"]
 
 
 def test_coverage_by_source_and_quarter_status():
@@ -177,10 +198,25 @@ def test_coverage_by_source_and_quarter_status():
     later = overview.quarter_coverage({"opportunities": opps}, CALENDARS, as_of="2025-06-01")
     later_status = overview.quarter_status(later).set_index(["org", "quarter"])["status"]
     assert later_status[("B", "FY2026-Q1")] == "partial"
+    assert overview.coverage_headline(coverage) == (
+        "2 organisations, 0-2 complete quarters each, Oct 2024 to Mar 2025; the current quarter is still open")
+
+
+def test_quarters_starting_within_a_sales_cycle_of_the_first_record_are_warm_up(opportunities):
+    # First record 2024-12-01; won deals take 32, 82, 63 and 39 days: median 51, so FY2025-Q1
+    # (from 2025-01-01) misses deals created before the export began.
+    assert overview.won_cycle_days(opportunities)["A"] == pytest.approx(51)
+    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-07-15")
+    status = overview.quarter_status(coverage).set_index("quarter")["status"]
+    assert status.to_dict() == {"FY2024-Q4": "partial", "FY2025-Q1": "warm-up", "FY2025-Q2": "complete",
+                                "FY2025-Q3": "open"}
+    assert "FY2025-Q1 (warm-up)" in set(coverage["label"])
+    longer = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-07-15", warmup_days=130)
+    assert overview.quarter_status(longer).set_index("quarter")["status"]["FY2025-Q2"] == "warm-up"
 
 
 def test_select_quarters_keeps_complete_quarters_or_the_ones_asked_for(opportunities):
-    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01")
+    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01", warmup_days=0)
     shares = overview.month3_share(opportunities, CALENDARS, n_boot=20)
     assert overview.select_quarters(shares, coverage)["quarter"].tolist() == ["FY2025-Q1"]
     assert overview.select_quarters(shares, coverage, ["FY2025-Q2"])["quarter"].tolist() == ["FY2025-Q2"]
@@ -220,6 +256,12 @@ def test_row_accounting_and_totals(accounting):
     assert overview.accounting_totals(accounting.iloc[:0]) == {"files": 0, "read": 0, "accepted": 0, "rejected": 0}
 
 
+def test_accounting_for_orgs_keeps_their_files_and_rejects(accounting, rejects):
+    kept, kept_rejects = overview.accounting_for_orgs(accounting, rejects, ["B"])
+    assert kept["file"].tolist() == ["b/opps.xlsx"] and kept_rejects["row"].tolist() == [3]
+    assert overview.accounting_for_orgs(accounting, rejects, None)[0] is accounting
+
+
 def test_top_reject_reasons_count_distinct_rows(rejects):
     top = overview.top_reject_reasons(rejects)
     assert top[["reason", "rows", "files"]].values.tolist() == [
@@ -230,8 +272,9 @@ def test_top_reject_reasons_count_distinct_rows(rejects):
 
 
 def test_relative_paths_shorten_files_inside_the_data_folder(tmp_path):
-    paths = pd.Series([str(tmp_path / "A" / "opps.csv"), "/elsewhere/x.csv"])
-    assert overview.relative_paths(paths, tmp_path).tolist() == [str(Path("A") / "opps.csv"), "/elsewhere/x.csv"]
+    paths = pd.Series([str(tmp_path / "A" / "opps.csv"), "/elsewhere/x.csv", str(tmp_path / "A" / "opps.csv")])
+    assert overview.relative_paths(paths, tmp_path).tolist() == [
+        str(Path("A") / "opps.csv"), "/elsewhere/x.csv", str(Path("A") / "opps.csv")]
 
 
 def test_headlines_state_the_numbers(opportunities, accounting, rejects):
@@ -240,7 +283,7 @@ def test_headlines_state_the_numbers(opportunities, accounting, rejects):
     assert "A FY2025-Q1, 80% booked in month 3" in overview.month3_spread_headline(shares)
     text = overview.accounting_headline(accounting, overview.top_reject_reasons(rejects))
     assert text == "96.9% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
-    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01")
+    coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01", warmup_days=0)
     # The export starts in December: FY2024-Q4 is only partly covered.
     assert overview.coverage_headline(coverage) == "A: 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
     funnel = overview.funnel_counts(opportunities, schemas.empty("leads"), schemas.empty("history"), CALENDARS)

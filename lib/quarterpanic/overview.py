@@ -43,6 +43,7 @@ TABLE_DATES = {
 COMPLETE = "complete"
 OPEN = "open"
 PARTIAL = "partial"
+WARMUP = "warm-up"
 
 ACCOUNTING_COUNTS = ["read", "accepted", "rejected"]
 
@@ -113,6 +114,7 @@ def quarter_coverage(
     as_of: Any = None,
     *,
     start_tolerance_days: int = 7,
+    warmup_days: float | None = None,
 ) -> pd.DataFrame:
     """Rows per table in every fiscal quarter of every organisation, with the quarter's status.
 
@@ -129,14 +131,21 @@ def quarter_coverage(
         A quarter whose organisation has no record in its first
         ``start_tolerance_days`` days and none before is ``partial``: the
         export starts inside it, so its weekly shape is not comparable.
+    warmup_days:
+        A quarter starting less than this many days after the organisation's
+        first record is ``warm-up``: the exports hold no deal created before
+        that record, so the quarter misses the bookings of longer deals and
+        looks more back-loaded than it was. ``None`` uses the organisation's
+        median won-deal cycle (close date - creation); ``0`` turns it off.
 
     Returns
     -------
     Long frame ``org, quarter, quarter_start, quarter_end, status, label,
     table, rows``: every quarter from each organisation's first record to
     ``as_of`` × the four tables, zero where a table has no rows. ``status`` is
-    ``complete``, ``open`` or ``partial``; ``label`` is the quarter label with
-    the status appended when not complete (``FY2026-Q1 (open)``).
+    ``complete``, ``open``, ``partial`` or ``warm-up``; ``label`` is the
+    quarter label with the status appended when not complete
+    (``FY2026-Q1 (open)``).
     """
     rows = _dated_rows(tables, calendars)
     columns = ["org", "quarter", "quarter_start", "quarter_end", "status", "label", "table", "rows"]
@@ -156,7 +165,12 @@ def quarter_coverage(
     day = as_of.normalize()
     is_open = (grid["quarter_start"] <= day) & (day <= grid["quarter_end"])
     starts_late = grid["first_record"] > grid["quarter_start"] + pd.Timedelta(days=start_tolerance_days)
-    grid["status"] = np.select([is_open, starts_late], [OPEN, PARTIAL], default=COMPLETE)
+    if warmup_days is None:
+        cycle = grid["org"].map(won_cycle_days(tables.get("opportunities"))).fillna(0.0)
+    else:
+        cycle = pd.Series(float(warmup_days), index=grid.index)
+    warming_up = grid["quarter_start"] < grid["first_record"].dt.normalize() + pd.to_timedelta(cycle, unit="D")
+    grid["status"] = np.select([is_open, starts_late, warming_up], [OPEN, PARTIAL, WARMUP], default=COMPLETE)
     grid = grid.merge(pd.DataFrame({"table": list(TABLE_DATES)}), how="cross")
     counts = rows.groupby(["org", "quarter", "table"]).size().rename("rows").reset_index()
     counts["quarter"] = counts["quarter"].astype(str)
@@ -165,6 +179,15 @@ def quarter_coverage(
     out["rows"] = out["rows"].fillna(0).astype(int)
     out["label"] = out["quarter"] + np.where(out["status"] == COMPLETE, "", " (" + out["status"] + ")")
     return out[columns].sort_values(["org", "quarter_start", "table"], ignore_index=True)
+
+
+def won_cycle_days(opportunities: pd.DataFrame | None) -> pd.Series:
+    """Median days from creation to close of each organisation's won deals (org → days)."""
+    if opportunities is None or opportunities.empty:
+        return pd.Series(dtype=float)
+    won = opportunities[opportunities["is_won"].astype(bool)]
+    days = (won["close_date"] - won["created_at"]).dt.total_seconds() / 86400
+    return days.groupby(won["org"]).median()
 
 
 def quarter_status(coverage: pd.DataFrame) -> pd.DataFrame:
@@ -272,11 +295,27 @@ def top_reject_reasons(rejects: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 
 def relative_paths(paths: pd.Series, root: str | Path) -> pd.Series:
-    """File paths as written relative to ``root`` (the data folder), for display; others unchanged."""
-    root = str(Path(root).resolve())
-    text = paths.astype(str)
-    inside = text.str.startswith(root + os.sep)
-    return text.where(~inside, text.str.slice(len(root) + 1))
+    """File paths relative to ``root`` (the data folder), for display; paths outside it unchanged."""
+    root = Path(root).resolve()
+    shown = {}
+    for path in paths.astype(str).unique():
+        try:
+            shown[path] = str(Path(path).resolve().relative_to(root))
+        except ValueError:
+            shown[path] = path
+    return paths.astype(str).map(shown)
+
+
+def accounting_for_orgs(
+    accounting: pd.DataFrame, rejects: pd.DataFrame, orgs: Sequence[str] | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The accounting rows and rejects of some organisations' files (all when ``orgs`` is empty)."""
+    if not orgs or accounting is None or "org" not in accounting:
+        return accounting, rejects
+    accounting = accounting[accounting["org"].isin(list(orgs))].reset_index(drop=True)
+    if rejects is not None and len(rejects):
+        rejects = rejects[rejects["file"].isin(set(accounting["file"]))].reset_index(drop=True)
+    return accounting, rejects
 
 
 # -- bookings by week of quarter -------------------------------------------------------------------
@@ -526,18 +565,34 @@ def _bootstrap_ratio_ci(
 
 
 # -- funnel ----------------------------------------------------------------------------------------
-def stage_order(opportunities: pd.DataFrame, history: pd.DataFrame) -> list[str]:
-    """Open-pipeline stages in the order deals typically reach them (closed stages left out).
+def stage_order(opportunities: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Each organisation's open-pipeline stages in the order its deals typically reach them.
 
-    Stages are ordered by the median number of days from an opportunity's
-    creation to the first time it reached the stage (history ``stage``
-    changes plus each deal's starting and current stage).
+    Stage names are the CRM's own, so every organisation gets its own list.
+    Open stages are those deals leave (an ``old_value`` of a history stage
+    change) or sit in while open; stages closed deals end in, and stages no
+    deal ever leaves, are closed and left out. Stages are ordered by the
+    median number of days from an opportunity's creation to the first time
+    it reached the stage.
+
+    Returns
+    -------
+    ``org, stage, position`` (0-based), sorted by org and position.
     """
     reached = _stages_reached(opportunities, history)
-    closed = set(opportunities.loc[opportunities["is_closed"].astype(bool), "stage"].astype(str))
-    reached = reached[~reached["stage"].isin(closed)]
-    order = reached.groupby("stage")["days"].median().sort_values(kind="stable")
-    return [str(s) for s in order.index]
+    changes = history[history["field"] == "stage"] if len(history) else history
+    open_deals = opportunities[~opportunities["is_closed"].astype(bool)]
+    left = pd.concat([
+        changes[["org", "old_value"]].rename(columns={"old_value": "stage"}) if len(changes) else None,
+        open_deals[["org", "stage"]],
+    ]).dropna().astype(str).drop_duplicates()
+    closed = opportunities.loc[opportunities["is_closed"].astype(bool), ["org", "stage"]].dropna().astype(str)
+    open_keys = pd.MultiIndex.from_frame(left).difference(pd.MultiIndex.from_frame(closed.drop_duplicates()))
+    reached = reached[pd.MultiIndex.from_frame(reached[["org", "stage"]].astype(str)).isin(open_keys)]
+    order = reached.groupby(["org", "stage"], as_index=False)["days"].median()
+    order = order.sort_values(["org", "days", "stage"], kind="stable", ignore_index=True)
+    order["position"] = order.groupby("org").cumcount()
+    return order[["org", "stage", "position"]]
 
 
 def _stages_reached(opportunities: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -588,55 +643,64 @@ def funnel_counts(
     -------
     Long frame ``org, quarter, step_order, step, count``. Steps, in order:
     ``leads created``, ``leads converted``, ``opportunities created``,
-    ``reached <stage>`` for each open stage (see :func:`stage_order`),
-    ``won``, ``lost``, ``still open``. Every step is present for every
-    org × quarter (zero when none).
+    ``reached <stage>`` for each of the organisation's open stages (see
+    :func:`stage_order`), ``won``, ``lost``, ``still open``. Every step of an
+    organisation is present for each of its quarters (zero when none).
     """
+    columns = ["org", "quarter", "step_order", "step", "count"]
     lead_frame = annotate_by_org(leads[["org", "created_at", "converted_at"]].reset_index(drop=True), "created_at",
                                  calendars)
     lead_counts = lead_frame.groupby(["org", "quarter"]).agg(
-        created=("created_at", "size"), converted=("converted_at", "count")
+        **{"leads created": ("created_at", "size"), "leads converted": ("converted_at", "count")}
     )
     opps = opportunities[["org", "opportunity_id", "created_at", "is_closed", "is_won"]].reset_index(drop=True)
-    opps = annotate_by_org(opps, "created_at", calendars)[["org", "opportunity_id", "quarter", "quarter_start",
-                                                            "is_closed", "is_won"]]
+    opps = annotate_by_org(opps, "created_at", calendars)
     closed, won = opps["is_closed"].astype(bool), opps["is_won"].astype(bool)
     opp_counts = opps.assign(won=won, lost=closed & ~won, still_open=~closed).groupby(["org", "quarter"]).agg(
-        created=("opportunity_id", "size"), won=("won", "sum"), lost=("lost", "sum"), still_open=("still_open", "sum")
+        **{"opportunities created": ("opportunity_id", "size"), "won": ("won", "sum"), "lost": ("lost", "sum"),
+           "still open": ("still_open", "sum")}
     )
-    stages = stage_order(opportunities, history)
-    reached = _stages_reached(opportunities, history)
-    reached = reached[reached["stage"].isin(stages)].merge(opps[["org", "opportunity_id", "quarter"]],
-                                                         on=["org", "opportunity_id"])
-    stage_counts = reached.groupby(["org", "quarter", "stage"]).size()
+    fixed = pd.concat([lead_counts, opp_counts], axis=1).fillna(0)
+    fixed.index = fixed.index.set_names(["org", "quarter"])
+    long = fixed.reset_index().melt(id_vars=["org", "quarter"], var_name="step", value_name="count")
+    if long.empty:
+        return pd.DataFrame(columns=columns)
+    first, last = ["leads created", "leads converted", "opportunities created"], ["won", "lost", "still open"]
 
-    steps = (["leads created", "leads converted", "opportunities created"] + [f"reached {s}" for s in stages]
-             + ["won", "lost", "still open"])
-    counts = pd.concat(
-        [
-            lead_counts["created"].rename("leads created"),
-            lead_counts["converted"].rename("leads converted"),
-            opp_counts["created"].rename("opportunities created"),
-            stage_counts.unstack("stage").reindex(columns=stages).rename(columns=lambda s: f"reached {s}")
-            if len(stage_counts) else pd.DataFrame(columns=[f"reached {s}" for s in stages]),
-            opp_counts[["won", "lost", "still_open"]].rename(columns={"still_open": "still open"}),
-        ],
-        axis=1,
-    )
-    counts.index = counts.index.set_names(["org", "quarter"])
-    counts = counts.reindex(columns=steps).fillna(0).astype(int)
-    long = counts.reset_index().melt(id_vars=["org", "quarter"], var_name="step", value_name="count")
-    long["quarter"] = long["quarter"].astype(str)
-    long["step_order"] = long["step"].map({s: i for i, s in enumerate(steps)}).astype(int)
-    long = long.sort_values(["org", "quarter", "step_order"], ignore_index=True)
-    return long[["org", "quarter", "step_order", "step", "count"]]
+    stages = stage_order(opportunities, history)
+    n_stages = stages.groupby("org")["position"].max().add(1)
+    reached = _stages_reached(opportunities, history).merge(stages, on=["org", "stage"])
+    reached = reached.merge(opps[["org", "opportunity_id", "quarter"]], on=["org", "opportunity_id"])
+    stage_counts = reached.groupby(["org", "quarter", "stage", "position"], as_index=False).size()
+    quarters = long[["org", "quarter"]].drop_duplicates()
+    stage_grid = quarters.merge(stages, on="org").merge(stage_counts, on=["org", "quarter", "stage", "position"],
+                                                        how="left")
+    stage_grid["step"] = "reached " + stage_grid["stage"]
+    stage_grid["count"] = stage_grid["size"].fillna(0)
+    stage_grid["step_order"] = len(first) + stage_grid["position"]
+
+    order = {step: i for i, step in enumerate(first)}
+    long["step_order"] = long["step"].map(order)
+    after = long["step_order"].isna()
+    long.loc[after, "step_order"] = (len(first) + long.loc[after, "org"].map(n_stages).fillna(0)
+                                     + long.loc[after, "step"].map({s: i for i, s in enumerate(last)}))
+    out = pd.concat([long, stage_grid[["org", "quarter", "step", "count", "step_order"]]], ignore_index=True)
+    out = out.dropna(subset=["quarter"])
+    out = out.astype({"quarter": str, "step": str, "count": int, "step_order": int})
+    return out.sort_values(["org", "quarter", "step_order"], ignore_index=True)[columns]
 
 
 def funnel_table(funnel: pd.DataFrame) -> pd.DataFrame:
-    """:func:`funnel_counts` as a wide table: one row per org × quarter, one column per step, in order."""
-    steps = funnel.drop_duplicates("step").sort_values("step_order")["step"].tolist()
+    """:func:`funnel_counts` as a wide table: one row per org × quarter, one column per step, in order.
+
+    A stage another organisation's CRM does not have is empty (``<NA>``), not zero.
+    """
+    steps = funnel.groupby("step")["step_order"].mean().sort_values(kind="stable").index.tolist()
+    for fixed in ("won", "lost", "still open"):
+        if fixed in steps:
+            steps.append(steps.pop(steps.index(fixed)))
     wide = funnel.pivot_table(index=["org", "quarter"], columns="step", values="count", aggfunc="sum")
-    return wide.reindex(columns=steps).fillna(0).astype(int)
+    return wide.reindex(columns=steps).astype("Int64")
 
 
 def funnel_rates(funnel: pd.DataFrame) -> pd.DataFrame:
@@ -688,28 +752,34 @@ def _pct(value: float) -> str:
 
 
 def coverage_headline(coverage: pd.DataFrame) -> str:
-    """E.g. "3 organisations, 12 complete quarters each (FY2023-Q1 to FY2025-Q4); FY2026-Q1 is still open".
+    """What the exports cover, in one line.
 
-    With one organisation: "Globex: 10 complete quarters (FY2024-Q2 to FY2026-Q3); FY2026-Q4 is still open".
+    One organisation: "Globex: 10 complete quarters (FY2024-Q2 to FY2026-Q3); FY2026-Q4 is still open".
+    Several (their fiscal calendars may differ, so dates, not labels):
+    "3 organisations, 8 complete quarters each, Jul 2023 to Sep 2025; the current quarter is still open".
     """
     status = quarter_status(coverage)
     if status.empty:
         return "No dated records were found"
     complete = status[status["status"] == COMPLETE]
-    per_org = complete.groupby("org").size().reindex(status["org"].unique(), fill_value=0)
-    n_orgs = status["org"].nunique()
+    orgs = status["org"].unique()
+    per_org = complete.groupby("org").size().reindex(orgs, fill_value=0)
     counts = f"{per_org.min()}" if per_org.min() == per_org.max() else f"{per_org.min()}-{per_org.max()}"
     quarters = "quarter" if counts == "1" else "quarters"
-    if n_orgs == 1:
-        text = f"{status['org'].iloc[0]}: {counts} complete {quarters}"
-    else:
-        text = f"{n_orgs} organisations, {counts} complete {quarters} each"
+    open_quarters = status[status["status"] == OPEN]
+    if len(orgs) == 1:
+        text = f"{orgs[0]}: {counts} complete {quarters}"
+        if len(complete):
+            first, last = complete["quarter"].iloc[0], complete["quarter"].iloc[-1]
+            text += f" ({first})" if first == last else f" ({first} to {last})"
+        if len(open_quarters):
+            text += f"; {open_quarters['quarter'].iloc[0]} is still open"
+        return text
+    text = f"{len(orgs)} organisations, {counts} complete {quarters} each"
     if len(complete):
-        first, last = complete["quarter"].min(), complete["quarter"].max()
-        text += f" ({first})" if first == last else f" ({first} to {last})"
-    open_quarters = sorted(status.loc[status["status"] == OPEN, "quarter"].unique())
-    if open_quarters:
-        text += f"; {', '.join(open_quarters)} {'is' if len(open_quarters) == 1 else 'are'} still open"
+        text += f", {complete['quarter_start'].min():%b %Y} to {complete['quarter_end'].max():%b %Y}"
+    if open_quarters["org"].nunique() == len(orgs):
+        text += "; the current quarter is still open"
     return text
 
 
