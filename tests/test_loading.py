@@ -210,3 +210,16 @@ def test_write_rejects_round_trips(crm, tmp_path):
     path = write_rejects(crm.rejects, tmp_path / "out" / "rejects.csv")
     back = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
     assert list(back.columns) == REJECT_COLUMNS and len(back) == len(crm.rejects)
+
+
+def test_table_option_skips_other_tables_in_a_folder():
+    crm = load_crm(FIXTURES / "datafolder", table="requests")
+    assert crm.accounting["table"].tolist() == ["requests"]
+    assert crm.opportunities.empty and len(crm.requests) == 1
+
+
+def test_unwritable_rejects_path_is_a_user_error(crm, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="cannot write the rejects file"):
+        write_rejects(crm.rejects, blocker / "rejects.csv")

@@ -140,13 +140,31 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             if profiles is None:
                 profiles = shipped_profiles()
             headers = read_headers(file, candidates=[p.identify for p in profiles])
-            chosen = detect_profile(headers, path=file, table=table, profiles=profiles)
+            chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
+                _detect_for_table(headers, file, table, profiles)
+            if chosen is None:
+                continue
         info = org if org is not None else _org_without_yaml(folder, chosen)
         if info.name in orgs and orgs[info.name].folder not in (None, info.folder) and info.folder is not None:
             log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
         orgs.setdefault(info.name, info)
         results.append(load_file(file, chosen, orgs[info.name]))
     return _assemble(results, orgs)
+
+
+def _detect_for_table(headers: list[str], file: Path, table: str, profiles: list[Profile]) -> Profile | None:
+    """The profile of ``table`` for a file; None when the file is another table's export."""
+    try:
+        return detect_profile(headers, path=file, table=table, profiles=profiles)
+    except ExportError:
+        try:
+            other = detect_profile(headers, path=file, profiles=profiles)
+        except ExportError:
+            other = None
+        if other is not None:
+            log.info("%s: a %s export (%s), skipped for --table %s", file, other.table, other.name, table)
+            return None
+        raise
 
 
 def discover(paths: list[str | Path]) -> list[Path]:
@@ -384,6 +402,10 @@ def _accounting(results: list[_FileResult], tables: dict[str, pd.DataFrame], rej
 def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:
     """Write ``rejects`` as a UTF-8 CSV (with BOM, so Excel opens accents right)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rejects.reindex(columns=REJECT_COLUMNS).to_csv(path, index=False, encoding="utf-8-sig")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rejects.reindex(columns=REJECT_COLUMNS).to_csv(path, index=False, encoding="utf-8-sig")
+    except OSError as err:
+        raise ExportError(f"cannot write the rejects file ({err.strerror})", path=path,
+                          hint="choose another place with --rejects") from err
     return path
