@@ -460,7 +460,7 @@ class _OrgPlan:
             mean_amount = params["amount_median"] * math.exp(params["amount_sigma"] ** 2 / 2)
             closes += share * mean_amount * np.convolve(rate, pmf)[: len(days)]
         # Weekend closes roll forward to Monday, as in the generator.
-        weekday = days.dayofweek.to_numpy()
+        weekday = days.day_of_week.to_numpy()
         for offset, dow in ((2, 5), (1, 6)):
             moved = np.where(weekday == dow, closes, 0.0)
             closes = closes - moved
@@ -836,8 +836,8 @@ _FIELDS = np.array(schemas.HISTORY_FIELDS, dtype=object)  # stage, amount, close
 def _history(plan: _OrgPlan, o: dict, changes: dict, ids: np.ndarray, rng: np.random.Generator):
     """Field history rows up to ``as_of``, plus each deal's stage and highest open stage then.
 
-    Stage rows: creation (no old value), each visited stage at sorted uniform times
-    between creation and close, the close. Forecast category rows where the stage
+    Stage rows: each visited stage after Prospecting (where every deal starts) at
+    sorted uniform times between creation and close, then the close. Forecast category rows where the stage
     moves the category. Amount rows for revisions and the last-week size change;
     close_date rows for pushes and month-3 pulls.
     """
@@ -865,7 +865,7 @@ def _history(plan: _OrgPlan, o: dict, changes: dict, ids: np.ndarray, rng: np.ra
     stage_now = stage_code[now_pos]
     max_open_stage = np.where(stage_now >= 5, stage_old[now_pos], stage_now)
 
-    names = np.array(STAGE_NAMES + ("",), dtype=object)  # index -1 -> ""
+    names = np.array(STAGE_NAMES, dtype=object)
     forecast = np.array(STAGE_FORECAST + ("",), dtype=object)
     fc_change = ~first & (forecast[stage_old] != forecast[stage_code])
 
@@ -876,8 +876,9 @@ def _history(plan: _OrgPlan, o: dict, changes: dict, ids: np.ndarray, rng: np.ra
         return np.datetime_as_string(x.astype("datetime64[D]")).astype(object)
 
     revised, last_week = o["revised"], o["last_week"]
+    moved = ~first  # creation is not a change: the first stage row leaves Prospecting
     parts = [
-        (stage_opp, stage_time, 0, np.where(first, None, names[stage_old]), names[stage_code]),
+        (stage_opp[moved], stage_time[moved], 0, names[stage_old[moved]], names[stage_code[moved]]),
         (stage_opp[fc_change], stage_time[fc_change], 3, forecast[stage_old[fc_change]], forecast[stage_code[fc_change]]),
         (np.flatnonzero(revised), o["w_revised"][revised], 1, money(o["amount_initial"][revised]),
          money(o["amount0"][revised])),
@@ -998,18 +999,21 @@ def _requests(plan: _OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: n
     as_of = plan.as_of.to_datetime64().astype("datetime64[m]")
     done = resolved <= as_of
 
-    # Unplanned requests are about a deal open at the time.
+    # Unplanned requests are about a deal open at the time: a few random draws among
+    # deals created in the last 120 working days, else the latest deal created before.
     w_req = _work_time(days, np.clip(hour - _DAY_START, 0.0, _DAY_HOURS))
     opp = np.full(n, -1)
     todo = ~planned
-    for _ in range(4):
-        hi = np.searchsorted(o["w_created"], w_req[todo], side="right")
-        lo = np.searchsorted(o["w_created"], w_req[todo] - 120 * _DAY_HOURS)
-        pick = lo + np.floor(rng.random(todo.sum()) * (hi - lo)).astype(int)
-        ok = (hi > lo) & (o["w_close"][np.minimum(pick, len(o["w_close"]) - 1)] >= w_req[todo])
+    hi_all = np.searchsorted(o["w_created"], w_req, side="right")
+    lo_all = np.searchsorted(o["w_created"], w_req - 120 * _DAY_HOURS)
+    for _ in range(6):
         rows = np.flatnonzero(todo)
+        hi, lo = hi_all[rows], lo_all[rows]
+        pick = lo + np.floor(rng.random(len(rows)) * (hi - lo)).astype(int)
+        ok = (hi > lo) & (o["w_close"][np.minimum(pick, max(len(o["w_close"]) - 1, 0))] >= w_req[rows])
         opp[rows[ok]] = pick[ok]
         todo[rows[ok]] = False
+    opp = np.where(todo & (hi_all > 0), hi_all - 1, opp)
     linked = opp >= 0
     requester = np.where(linked, o["owner"][np.maximum(opp, 0)] if len(o["owner"]) else 0,
                          rng.choice(plan.n_sellers, n, p=people["weight"]))
@@ -1022,7 +1026,9 @@ def _requests(plan: _OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: n
     hours = np.where(planned, 5.0, 1.5) * np.exp(rng.normal(0.0, 0.7, n))
     hours = np.where(rng.random(n) < 0.6, np.maximum(np.round(hours * 4) / 4, 0.25), np.nan)
 
+    exists = created <= as_of  # evening requests of the as-of day come after it
     order = np.argsort(created, kind="stable")
+    order = order[exists[order]]
     frame = pd.DataFrame(
         {
             "org": plan.name,
@@ -1038,7 +1044,7 @@ def _requests(plan: _OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: n
             "handling_hours": hours,
         }
     ).iloc[order].reset_index(drop=True)
-    frame.insert(1, "request_id", _record_ids(plan, "request", n, rng))
+    frame.insert(1, "request_id", _record_ids(plan, "request", len(frame), rng))
     return frame
 
 

@@ -164,10 +164,6 @@ def _owner_of(opportunities: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
     return history["opportunity_id"].map(owners)
 
 
-def _opportunity_name(opportunities: pd.DataFrame, ids: pd.Series) -> pd.Series:
-    return ids.map(opportunities.set_index("opportunity_id")["name"])
-
-
 # -- Salesforce -------------------------------------------------------------------------------------
 def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, str]:
     opp_profile = load_profile("salesforce_opportunities")
@@ -207,7 +203,6 @@ def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: 
 
     sf_field = {"stage": "Stage", "amount": "Amount", "close_date": "Close Date", "forecast_category": "Forecast Category"}
     owners = _owner_of(opps, history)
-    names = _opportunity_name(opps, history["opportunity_id"])
 
     def history_value(h: pd.DataFrame, column: str) -> pd.Series:
         text = _text(h[column])
@@ -223,7 +218,6 @@ def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: 
         p = hist_profile
         return _frame([
             (_label(p, "opportunity_id"), _text(h["opportunity_id"])),
-            ("Opportunity Name", _text(names.loc[h.index])),
             (_label(p, "field"), h["field"].map(sf_field).astype(object)),
             (_label(p, "old_value"), history_value(h, "old_value")),
             (_label(p, "new_value"), history_value(h, "new_value")),
