@@ -23,6 +23,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -281,8 +282,8 @@ class _Records:
     lines: np.ndarray      # 1-based line number where each record starts
     fields: np.ndarray     # number of fields (delimiters outside quotes + 1)
     blank: np.ndarray      # no content at all (an empty or whitespace line, or "")
-    text: callable         # i -> raw text of record i
-    cells: callable        # i -> list of cell strings of record i
+    text: Callable[[int], str]          # i -> raw text of record i
+    cells: Callable[[int], list]        # i -> cells of record i
 
 
 class _ScanMismatch(Exception):
@@ -405,7 +406,7 @@ def _unquote(text: str) -> str:
     return text.strip().strip('"').strip()
 
 
-def _bad_rows(path: Path, records: _Records, idx: np.ndarray, width: int) -> pd.DataFrame:
+def _bad_rows(records: _Records, idx: np.ndarray, width: int) -> pd.DataFrame:
     rows, values, reasons = [], [], []
     for i in idx:  # only the records that do not fit: normally none
         rows.append(int(records.lines[i]))
@@ -450,7 +451,7 @@ def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions
     frame = table.slice(1).to_pandas()
     frame.columns = range(width)
     frame.index = pd.Index(records.lines[good].astype("int64"), name="row")
-    return RawExport(path, "csv", headers, frame, _bad_rows(path, records, bad, width), footer, encoding)
+    return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width), footer, encoding)
 
 
 def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
@@ -484,7 +485,7 @@ def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
     frame = frame.where(frame != "", None) if len(frame) else frame
     frame.index = pd.Index(records.lines[good].astype("int64"), name="row")
     headers = [h.strip() for h in rows[header]]
-    return RawExport(path, "csv", headers, frame, _bad_rows(path, records, bad, width), footer, encoding)
+    return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width), footer, encoding)
 
 
 def _find_header(cells: list[list[object]], header_row: int | None, candidates: list[list[str]]) -> int:

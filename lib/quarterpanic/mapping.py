@@ -436,6 +436,8 @@ class _Context:
 
     def constant(self, value: Any, kind: str, spec: dict, name: str) -> pd.Series:
         """``value`` parsed once and repeated on every row (missing when None)."""
+        if value is None:
+            return pd.Series(None, index=self.raw.frame.index, dtype=_EMPTY_DTYPES[kind])
         one = pd.Series([value], dtype="object")
         parsed = self.parse(one, kind, {k: v for k, v in spec.items() if k == "format"}, name, record=False)
         if value is not None and parsed.isna().all():
@@ -465,6 +467,9 @@ class _Context:
         if record:
             self.problem(bad, raw, label, reason)
         return parsed
+
+
+_EMPTY_DTYPES = {"date": "datetime64[ns]", "number": "float64", "bool": "boolean", "text": "str"}
 
 
 def _kind(table: str, name: str) -> str:
@@ -608,7 +613,12 @@ def _best_format(text: pd.Series, formats: list[str]) -> str | None:
     if not formats:
         return None
     sample = text.iloc[:_DATE_SAMPLE]
-    hits = [(int(_strptime(sample, form).notna().sum()), -i, form) for i, form in enumerate(formats)]
+    hits = []
+    for i, form in enumerate(formats):
+        count = int(_strptime(sample, form).notna().sum())
+        if count == len(sample):
+            return form
+        hits.append((count, -i, form))
     best = max(hits)
     return best[2] if best[0] > 0 else formats[0]
 
