@@ -21,9 +21,10 @@ SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesfor
 
 def test_shipped_profiles_load_and_identify_themselves():
     assert known_profiles() == SHIPPED
-    for profile in shipped_profiles():
+    profiles = shipped_profiles()
+    for profile in profiles:
         assert profile.identify, profile.name
-        assert detect_profile(profile.identify, profiles=shipped_profiles()).name == profile.name
+        assert detect_profile(profile.identify, profiles=profiles).name == profile.name
 
 
 @pytest.mark.parametrize("name, profile", [

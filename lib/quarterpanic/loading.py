@@ -30,7 +30,9 @@ import yaml
 from quarterpanic import schemas
 from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.exports import RawExport, export_kind, read_export, read_headers
-from quarterpanic.mapping import MappedExport, Profile, detect_profile, load_profile, map_export, shipped_profiles
+from quarterpanic.mapping import (
+    MappedExport, Profile, canonical_columns, detect_profile, load_profile, map_export, shipped_profiles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +238,7 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
     frame.insert(0, "org", org.name)
     if profile.table == "opportunities":
         frame["size_class"] = org.size_class
-    frame = frame.reindex(columns=schemas.columns(profile.table))
+    frame = frame.reindex(columns=canonical_columns(profile.table))
     problems = [
         raw.bad_rows.assign(column=""),
         mapped.problems,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cache, reduce
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,13 @@ def shipped_profiles() -> list[Profile]:
 
 
 def _profile_from_file(path: Path) -> Profile:
+    return _cached_profile(path.resolve(), path.stat().st_mtime_ns, str(path))
+
+
+@cache
+def _cached_profile(path: Path, mtime_ns: int, shown: str) -> Profile:
+    """A profile file parsed once per version (every file of a folder asks again)."""
+    path = Path(shown)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -193,7 +200,7 @@ def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None =
         raise fail(f"read: {err}", "allowed: encoding, delimiter, footer, sheet, header_row") from err
     if read_options.footer not in ("auto", "none"):
         raise fail(f"read.footer must be auto or none, not {read_options.footer!r}")
-    canonical = set(schemas.columns(table)) - set(PROVENANCE)
+    canonical = set(canonical_columns(table)) - set(PROVENANCE)
     columns_doc = doc.get("columns") or {}
     constants = doc.get("constants") or {}
     if not isinstance(columns_doc, dict) or not isinstance(constants, dict):
@@ -204,7 +211,7 @@ def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None =
             continue
         if target not in canonical:
             raise fail(f"{target!r} is not a column of the {table} table",
-                       f"columns: {', '.join(c for c in schemas.columns(table) if c in canonical)}")
+                       f"columns: {', '.join(c for c in canonical_columns(table) if c in canonical)}")
         specs[target] = _check_spec(spec, f"columns.{target}", fail)
     if constants.get("size_class", schemas.SIZE_CLASSES[1]) not in schemas.SIZE_CLASSES:
         raise fail(f"constants.size_class must be one of {', '.join(schemas.SIZE_CLASSES)}")
@@ -256,9 +263,21 @@ def _check_spec(spec: Any, where: str, fail) -> Any:
     return out
 
 
-def _required(table: str) -> list[str]:
-    schema = schemas.TABLES[table].to_schema()
-    return [name for name, col in schema.columns.items() if not col.nullable and name not in PROVENANCE]
+@cache
+def _schema(table: str):
+    """The pandera schema of a canonical table (building one takes milliseconds)."""
+    return schemas.TABLES[table].to_schema()
+
+
+def canonical_columns(table: str) -> list[str]:
+    """The columns of a canonical table in schema order (cached :func:`schemas.columns`)."""
+    return list(_schema(table).columns)
+
+
+@cache
+def _required(table: str) -> tuple[str, ...]:
+    schema = _schema(table)
+    return tuple(name for name, col in schema.columns.items() if not col.nullable and name not in PROVENANCE)
 
 
 def _spec_labels(spec: Any) -> list[str]:
@@ -327,7 +346,7 @@ def map_export(raw: RawExport, profile: Profile) -> MappedExport:
         raise ExportError(f"missing required column {wanted}; found: {shown}", path=raw.path,
                           hint=f"check the export's columns or the {profile.name} mapping")
     data = {}
-    for name in schemas.columns(profile.table):
+    for name in canonical_columns(profile.table):
         if name in PROVENANCE:
             continue
         spec = profile.columns.get(name)
@@ -472,8 +491,9 @@ class _Context:
 _EMPTY_DTYPES = {"date": "datetime64[ns]", "number": "float64", "bool": "boolean", "text": "str"}
 
 
+@cache
 def _kind(table: str, name: str) -> str:
-    dtype = str(schemas.TABLES[table].to_schema().columns[name].dtype)
+    dtype = str(_schema(table).columns[name].dtype)
     if dtype.startswith("datetime"):
         return "date"
     if dtype.startswith(("float", "int")):
