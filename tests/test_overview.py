@@ -282,7 +282,9 @@ def test_headlines_state_the_numbers(opportunities, accounting, rejects):
     assert overview.month3_headline("A", shares.iloc[:1]) == "A books 80% of FY2025-Q1 in its last month (even pace: 34%)"
     assert "A FY2025-Q1, 80% booked in month 3" in overview.month3_spread_headline(shares)
     text = overview.accounting_headline(accounting, overview.top_reject_reasons(rejects))
-    assert text == "96.9% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
+    assert text == "96.8% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
+    nearly_all = accounting.assign(read=[100_000, 50, 10], accepted=[99_999, 50, 10], rejected=[1, 0, 0])
+    assert overview.accounting_headline(nearly_all).startswith("99.9% of 100,060 rows read were accepted; 1 rejected")
     coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01", warmup_days=0)
     # The export starts in December: FY2024-Q4 is only partly covered.
     assert overview.coverage_headline(coverage) == "A: 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"

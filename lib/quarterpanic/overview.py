@@ -22,7 +22,6 @@ the finding ("Globex books 64% of each quarter in its last month").
 """
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -788,8 +787,9 @@ def accounting_headline(accounting: pd.DataFrame, reasons: pd.DataFrame | None =
     totals = accounting_totals(accounting)
     if totals["read"] == 0:
         return "No export rows were read"
-    share = totals["accepted"] / totals["read"]
-    text = f"{100 * share:.1f}% of {totals['read']:,} rows read were accepted"
+    # Rounded down, so that a few rejected rows never read as "100%".
+    share = np.floor(1000 * totals["accepted"] / totals["read"]) / 10
+    text = f"{share:.1f}% of {totals['read']:,} rows read were accepted"
     if totals["rejected"] == 0:
         return text + "; none rejected"
     text += f"; {totals['rejected']:,} rejected"
