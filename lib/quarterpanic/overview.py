@@ -6,7 +6,8 @@ each organisation's fiscal calendar, and returns a tidy DataFrame keyed by
 :mod:`quarterpanic.plots` can draw directly:
 
 * :func:`coverage_by_source`, :func:`quarter_coverage` — date spans, rows per
-  table, complete / open / partial quarters;
+  table, complete / open / partial / warm-up quarters, and
+  :func:`select_quarters` to keep the complete ones;
 * :func:`row_accounting`, :func:`accounting_totals`, :func:`top_reject_reasons`
   — the loader's row accounting and the commonest reasons rows were rejected;
 * :func:`bookings_by_week`, :func:`month3_share` — won amount by week of the
@@ -337,9 +338,8 @@ def _weekly(
     quarters = frame.groupby(["org", "quarter"], as_index=False).agg(
         weeks_in_quarter=("weeks_in_quarter", "max"), quarter_start=("quarter_start", "min")
     )
-    weeks = quarters["weeks_in_quarter"].astype(int).to_numpy()
-    grid = quarters.loc[quarters.index.repeat(weeks)].reset_index(drop=True)
-    grid["week_of_quarter"] = np.concatenate([np.arange(1, w + 1) for w in weeks])
+    grid = quarters.loc[quarters.index.repeat(quarters["weeks_in_quarter"].astype(int))].reset_index(drop=True)
+    grid["week_of_quarter"] = grid.groupby(["org", "quarter"]).cumcount() + 1
     out = grid.merge(weekly.reset_index().astype({"week_of_quarter": int}), on=["org", "quarter", "week_of_quarter"],
                      how="left")
     out[count_name] = out[count_name].fillna(0).astype(int)
