@@ -241,34 +241,7 @@ def generate(scenario: str | Path | Mapping | None = None, seed: int = 0, scale:
     :class:`Sample` with canonical tables (provenance ``source_file="<generated>"``,
     ``source_row`` 2..n+1 per org and table), truth, orgs and as_of.
     """
-    resolved = load_scenario(scenario)
-    if scale not in resolved["scales"]:
-        raise ParameterError(f"unknown scale {scale!r}", hint=f"use one of {sorted(resolved['scales'])}")
-    rng = np.random.default_rng(seed)
-    as_of = pd.Timestamp(resolved["as_of"])
-    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
-    records: list[dict] = []
-    orgs: dict[str, dict] = {}
-    for org_name, spec in resolved["orgs"].items():
-        plan = _OrgPlan(org_name, spec, resolved, scale, as_of)
-        tables = _generate_org(plan, rng)
-        for name, frame in tables.items():
-            parts[name].append(frame)
-        records.extend(plan.truth_records())
-        orgs[org_name] = {
-            "size_class": spec["size_class"],
-            "fiscal_calendar": plan.calendar.to_spec(),
-            "format": spec["format"],
-        }
-    tables = {name: _canonical(name, pd.concat(frames, ignore_index=True)) for name, frames in parts.items()}
-    truth = {
-        "as_of": as_of.isoformat(),
-        "seed": int(seed),
-        "scenario": resolved.get("name", "custom"),
-        "scale": scale,
-        "quarters": records,
-    }
-    return Sample(tables=tables, truth=truth, orgs=orgs, as_of=as_of, scenario=resolved)
+    return _collect(load_scenario(scenario), seed, scale)
 
 
 def write_sample(
@@ -280,14 +253,21 @@ def write_sample(
     """Generate a sample and write it as a data folder of vendor exports.
 
     Writes one sub-folder per org (its exports and ``org.yaml``), ``truth.json``
-    and ``scenario.yaml`` into ``out_dir``. Returns the :class:`Sample`.
+    and ``scenario.yaml`` into ``out_dir``. Organisations are generated and
+    written one at a time; at scale ``large`` the returned :class:`Sample` keeps
+    no tables (they would not fit comfortably in memory), otherwise it is what
+    :func:`generate` returns for the same arguments.
     """
     from quarterpanic import vendor_writers
 
-    sample = generate(scenario, seed=seed, scale=scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vendor_writers.write_orgs(sample, out)
+    keep = scale != "large"
+
+    def write(org: str, info: dict, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> None:
+        vendor_writers.write_org(out, org, info, tables, as_of)
+
+    sample = _collect(load_scenario(scenario), seed, scale, on_org=write, keep_tables=keep)
     (out / "truth.json").write_text(json.dumps(sample.truth, indent=1) + "\n", encoding="utf-8")
     (out / "scenario.yaml").write_text(
         "# The resolved scenario this sample was generated from (quarterpanic.sample).\n"
@@ -295,6 +275,42 @@ def write_sample(
         encoding="utf-8",
     )
     return sample
+
+
+def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bool = True) -> Sample:
+    """Generate every org in scenario order from one rng; ``on_org(org, info, tables, as_of)`` sees each."""
+    if scale not in resolved["scales"]:
+        raise ParameterError(f"unknown scale {scale!r}", hint=f"use one of {sorted(resolved['scales'])}")
+    rng = np.random.default_rng(seed)
+    as_of = pd.Timestamp(resolved["as_of"])
+    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
+    records: list[dict] = []
+    orgs: dict[str, dict] = {}
+    for org_name, spec in resolved["orgs"].items():
+        plan = _OrgPlan(org_name, spec, resolved, scale, as_of)
+        tables = {name: _canonical(name, frame) for name, frame in _generate_org(plan, rng).items()}
+        records.extend(plan.truth_records())
+        orgs[org_name] = {
+            "size_class": spec["size_class"],
+            "fiscal_calendar": plan.calendar.to_spec(),
+            "format": spec["format"],
+        }
+        if on_org is not None:
+            on_org(org_name, orgs[org_name], tables, as_of)
+        if keep_tables:
+            for name, frame in tables.items():
+                parts[name].append(frame)
+        del tables
+    tables = {name: pd.concat(frames, ignore_index=True) if frames else schemas.empty(name)
+              for name, frames in parts.items()}
+    truth = {
+        "as_of": as_of.isoformat(),
+        "seed": int(seed),
+        "scenario": resolved.get("name", "custom"),
+        "scale": scale,
+        "quarters": records,
+    }
+    return Sample(tables=tables, truth=truth, orgs=orgs, as_of=as_of, scenario=resolved)
 
 
 # -- working time ---------------------------------------------------------------------------------
@@ -1085,9 +1101,9 @@ def _salesforce_ids(prefix: str, n: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _canonical(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Schema column order and dtypes, provenance ``<generated>`` with rows 2..n+1 per org."""
+    """Schema column order and dtypes, provenance ``<generated>`` with rows 2..n+1 (one org's table)."""
     frame = frame.copy()
     frame["source_file"] = "<generated>"
-    frame["source_row"] = frame.groupby("org", sort=False).cumcount().to_numpy() + 2
+    frame["source_row"] = np.arange(2, len(frame) + 2)
     empty = schemas.empty(table)
     return frame[list(empty.columns)].astype(empty.dtypes.to_dict())

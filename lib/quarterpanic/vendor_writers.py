@@ -584,15 +584,6 @@ def org_folder_name(org: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", org.lower()).strip("_") or "org"
 
 
-def write_orgs(sample, out: Path) -> dict[str, Path]:
-    """Write every organisation of ``sample`` into ``out/<org folder>/``; returns the folders."""
-    folders = {}
-    for org, info in sample.orgs.items():
-        tables = {name: frame[frame["org"] == org].reset_index(drop=True) for name, frame in sample.tables.items()}
-        folders[org] = write_org(out, org, info, tables, sample.as_of)
-    return folders
-
-
 def write_org(out: Path, org: str, info: dict, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> Path:
     """Write one organisation's exports, mapping YAMLs and ``org.yaml``."""
     folder = Path(out) / org_folder_name(org)
