@@ -334,7 +334,7 @@ def _one_sided_two_proportion(events: int, n: int, ref_events: int, ref_n: int) 
 def _verdict(estimate: dict[str, float] | None, n: int) -> dict[str, Any]:
     if estimate is None:
         return {"status": INSUFFICIENT, "n": n}
-    return {**estimate, "status": OK, "n": n}
+    return {**{k: v for k, v in estimate.items() if k != "se"}, "status": OK, "n": n}
 
 
 def _split(frame: pd.DataFrame, week: str, onset: int) -> np.ndarray:
@@ -375,7 +375,7 @@ def _late_shift(
     if fit is None:
         return None
     b, se, df = fit
-    return wald_interval(sign * b, se, alpha, df)
+    return {**wald_interval(sign * b, se, alpha, df), "se": se}
 
 
 def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
@@ -391,13 +391,24 @@ def lead_score_drop(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> d
 
 
 def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, alpha: float = 0.05) -> dict[str, float] | None:
-    """Relative size of deals closed in the quarter's last week: exp(b) − 1 of a log-amount regression."""
+    """Relative size of deals closed in the quarter's last week, from a log-amount regression.
+
+    With b the coefficient of "closed in the last week" (segment controls,
+    seller clusters) and se its standard error, the estimate is
+    exp(b − se²/2) − 1 (Kennedy's correction: exp(b) − 1 alone overstates the
+    change when se is large) and the interval exp(b ± t·se) − 1.
+    """
     frame = closed_in_quarter[closed_in_quarter["amount"] > 0]
     last = (frame["close_week"].to_numpy(dtype=float) == frame["close_weeks_in_quarter"].to_numpy(dtype=float))
     out = _late_shift(frame, np.log(frame["amount"].to_numpy(dtype=float)), last.astype(float), alpha)
     if out is None:
         return None
-    return {**{k: float(np.expm1(out[k])) for k in ("estimate", "ci_low", "ci_high")}, "p_value": out["p_value"]}
+    return {
+        "estimate": float(np.expm1(out["estimate"] - out["se"] ** 2 / 2)),
+        "ci_low": float(np.expm1(out["ci_low"])),
+        "ci_high": float(np.expm1(out["ci_high"])),
+        "p_value": out["p_value"],
+    }
 
 
 def stage_skip_rate(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
