@@ -35,8 +35,9 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; form-action 'none'"
 )
 
-# Cells tagged like this are left out of the page (papermill tags its error banners).
-REMOVE_CELL_TAGS = {"remove_cell", "papermill-error-cell-tag"}
+# Cells tagged like this are left out of the page: papermill's error banners, and the parameter
+# cells (no output; their ids change per run, which would make pages differ for no reason).
+REMOVE_CELL_TAGS = {"remove_cell", "papermill-error-cell-tag", "parameters", "injected-parameters"}
 REMOVE_OUTPUT_TAGS = {"remove_output"}
 
 # Markup a report output may contain: tables, headings, text formatting. No <img>: an image in a

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -50,7 +50,6 @@ from traitlets.config import Config
 
 from quarterpanic import params as qparams
 from quarterpanic import paths
-from quarterpanic.artifacts import load_summary
 from quarterpanic.errors import ParameterError, QuarterpanicError
 from quarterpanic.pages import error_summary, export_report, write_index
 
@@ -177,6 +176,9 @@ def resolve_parameters(
     if overrides:
         layers.append(("-p", dict(overrides)))
     for source, update in layers:
+        if "summary_path" in update:
+            raise ParameterError("summary_path is set by `quarterpanic run` (next to each executed notebook)",
+                                 path=source, hint="remove it")
         update = {key: _plain_dates(value) for key, value in update.items()}
         chosen = qparams.merge(chosen, update, source=source, known=known)
         sources.update({key: source for key in update})
@@ -400,7 +402,9 @@ def _running_cell_index(executed: str) -> int | None:
         if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
             continue
         state = cell.metadata.get("papermill", {})
-        if state.get("status") == "running" or state.get("exception"):
+        timing = cell.metadata.get("execution", {})
+        no_reply = "iopub.execute_input" in timing and "shell.execute_reply" not in timing
+        if no_reply or state.get("status") == "running" or state.get("exception"):
             return source_index
         source_index += 1
     return None
@@ -408,7 +412,7 @@ def _running_cell_index(executed: str) -> int | None:
 
 def _read_summary(path: str) -> dict[str, Any] | None:
     try:
-        return load_summary(path)
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
@@ -470,8 +474,7 @@ class LocalExecutor:
         return self._execute_in_pool(tasks, on_event)
 
     def _execute_in_pool(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
-        # "spawn": workers start clean (no forked zmq/threads) on every platform.
-        context = multiprocessing.get_context("spawn")
+        context = _pool_context()
         starts = context.Queue()
         stop = threading.Event()
 
@@ -504,6 +507,17 @@ class LocalExecutor:
             relay.join()
             starts.close()
         return [results[task.name] for task in tasks]
+
+
+def _pool_context() -> Any:
+    # Workers must not be forked from this process (its threads and zmq state do not survive a
+    # fork), and a clean interpreter per worker re-imports papermill and nbconvert (seconds each).
+    # A fork server that imported this module once forks clean workers quickly.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _init_worker(starts: Any) -> None:
@@ -726,13 +740,15 @@ def run(
         passed = resolved.for_notebook(stem)
         if "data_dir" in resolved.declared[stem]:
             passed["data_dir"] = str(data_dir)
-        passed["summary_path"] = str(partial / f"{stem}.summary.json")
+        summary_path = str(partial / f"{stem}.summary.json")
+        if "summary_path" in resolved.declared[stem]:
+            passed["summary_path"] = summary_path
         tasks.append(NotebookTask(
             name=stem,
             source=str(path),
             executed=str(partial / f"{stem}.ipynb"),
             html=str(partial / f"{stem}.html"),
-            summary_path=passed["summary_path"],
+            summary_path=summary_path,
             parameters=passed,
             cwd=str(path.parent),
             title=notebook_title(path),
@@ -1036,7 +1052,3 @@ def _display_path(path: Path) -> str:
 def _utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-
-def result_dict(result: NotebookResult) -> dict[str, Any]:
-    """A result as plain data (for logs and JSON)."""
-    return asdict(result)

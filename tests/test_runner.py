@@ -1,0 +1,568 @@
+"""quarterpanic run on tiny notebooks built here: execution, pages, index, manifest, latest, exit codes.
+
+Kernel start-ups dominate the time, so one run (three notebooks: a report, a
+broken one, the panic index) is shared by most assertions through module-scoped
+fixtures; the parallel, Dask and all-failed runs are one more run each.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from quarterpanic import cli, params, paths, runner
+from quarterpanic.errors import ParameterError
+from quarterpanic.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
+
+XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
+REAL_NAMES = ["Alice Archer", "Bob Baker"]
+
+
+# -- tiny notebooks --------------------------------------------------------------------------------
+
+
+def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
+    """A notebook of ("markdown" | "code" | "parameters", source) cells with the python3 kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, source in cells:
+        if kind == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            cell = nbformat.v4.new_code_cell(source)
+            if kind == "parameters":
+                cell.metadata["tags"] = ["parameters"]
+            nb.cells.append(cell)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def report_notebook(path: Path) -> Path:
+    """Markdown headings, stdout, a warning and stderr, CRM names (hostile and real), a chart, a summary."""
+    return write_notebook(path, [
+        ("markdown", "# Alpha report\nWhat the alpha report shows."),
+        ("parameters", "\n".join([
+            'data_dir = "data"  # folder of exports',
+            "alpha = 0.05  # false discovery rate",
+            'label = "default label"  # a label to print',
+            "pseudonymize = False  # replace owner names",
+            "summary_path = None  # where the summary JSON goes",
+        ])),
+        ("markdown", "## Section one"),
+        ("code", "\n".join([
+            "import sys, warnings",
+            'print("label is", label, "alpha is", alpha)',
+            'warnings.warn("stray warning from a library")',
+            'print("noise on stderr", file=sys.stderr)',
+        ])),
+        ("code", "\n".join([
+            "import pandas as pd",
+            "from IPython.display import Markdown, display",
+            "from quarterpanic.safe import escape_text, pseudonymize_names",
+            f"hostile = {XSS!r}",
+            "display(pd.DataFrame({'account': hostile, 'amount': [1, 2]}))",
+            "display(Markdown('Raw: ' + ' and '.join(hostile)))",
+            "display(Markdown('Escaped: ' + escape_text(hostile[1])))",
+            f"owners = pd.DataFrame({{'owner': {REAL_NAMES!r}, 'deals': [3, 4]}})",
+            "if pseudonymize:",
+            "    owners = pseudonymize_names(owners, ['owner'])",
+            "display(owners)",
+        ])),
+        ("markdown", "## Section two"),
+        ("code", "\n".join([
+            "import matplotlib.pyplot as plt",
+            "fig, ax = plt.subplots(figsize=(4, 2))",
+            "ax.plot([1, 2, 3])",
+            "plt.show()",
+        ])),
+        ("code", "\n".join([
+            "from quarterpanic.artifacts import save_summary",
+            "save_summary({'headline': 'Alpha looks calm', 'alpha': alpha, 'label': label,",
+            "              'owners': list(owners['owner'])}, summary_path)",
+        ])),
+    ])
+
+
+def broken_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Broken report"),
+        ("parameters", "summary_path = None  # where the summary JSON goes"),
+        ("code", 'print("before the failure")'),
+        ("code", 'raise ValueError("boom <b>bold</b>")'),
+        ("code", 'print("never printed")'),
+    ])
+
+
+def panic_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Panic index"),
+        ("parameters", "threshold = 2.0  # panic level\nsummary_path = None  # where the summary JSON goes"),
+        ("code", "\n".join([
+            "from quarterpanic.artifacts import save_summary",
+            "save_summary({'headline': 'Northwind <script>alert(2)</script> panicked in FY2026-Q3',",
+            "              'threshold': threshold}, summary_path)",
+        ])),
+    ])
+
+
+def dying_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Dies"),
+        ("code", "import os\nos._exit(1)"),
+    ])
+
+
+def make_suite(root: Path) -> dict[str, Path]:
+    """Notebooks, a data folder and two layered parameter files under ``root``."""
+    nbs = root / "notebooks"
+    nbs.mkdir(parents=True)
+    data = root / "data" / "acme"
+    data.mkdir(parents=True)
+    (data / "opportunities.csv").write_text("opportunity_id,account\n1,a\n2,b\n3,c\n")
+    (data / "org.yaml").write_text("org: Acme\n")
+    (root / "base.yaml").write_text("alpha: 0.1\nlabel: from base\n")
+    (root / "layer.yaml").write_text("alpha: 0.01\npseudonymize: true\n")
+    return {
+        "root": root,
+        "data": root / "data",
+        "report": report_notebook(nbs / "01_alpha.ipynb"),
+        "broken": broken_notebook(nbs / "02_broken.ipynb"),
+        "panic": panic_notebook(nbs / "04_panic.ipynb"),
+        "base": root / "base.yaml",
+        "layer": root / "layer.yaml",
+    }
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["run", *args])
+    return code, err.getvalue()
+
+
+def suite_args(suite: dict[str, Path], out: Path, run_id: str, *extra: str) -> list[str]:
+    return [
+        "--notebooks", str(suite["report"]), str(suite["broken"]), str(suite["panic"]),
+        "-f", str(suite["base"]), "-f", str(suite["layer"]),
+        "-p", "label", "from -p", "-p", "data_dir", str(suite["data"]),
+        "--out", str(out), "--run-id", run_id, *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return make_suite(tmp_path_factory.mktemp("suite"))
+
+
+@pytest.fixture(scope="module")
+def first(suite):
+    out = suite["root"] / "reports"
+    code, stderr = run_cli(*suite_args(suite, out, "run-one"))
+    run_dir = out / "run-one"
+    return {
+        "code": code,
+        "stderr": stderr,
+        "out": out,
+        "dir": run_dir,
+        "manifest": json.loads((run_dir / "manifest.json").read_text()),
+        "latest": os.readlink(out / "latest"),
+        "index": (run_dir / "index.html").read_text(),
+        "pages": {p.stem: p.read_text() for p in run_dir.glob("*.html") if p.name != "index.html"},
+    }
+
+
+@pytest.fixture(scope="module")
+def parallel(suite, first):
+    code, stderr = run_cli(*suite_args(suite, first["out"], "run-two", "--jobs", "2"))
+    run_dir = first["out"] / "run-two"
+    return {
+        "code": code,
+        "stderr": stderr,
+        "dir": run_dir,
+        "manifest": json.loads((run_dir / "manifest.json").read_text()),
+        "latest": os.readlink(first["out"] / "latest"),
+    }
+
+
+def body(page: str) -> str:
+    """The page after its <head> (which holds the lab template's CSS with every class name)."""
+    return page.split("</head>", 1)[1]
+
+
+def by_name(manifest):
+    return {nb["name"]: nb for nb in manifest["notebooks"]}
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_writes_executed_notebooks_pages_index_and_manifest(suite, first):
+    names = ["01_alpha", "02_broken", "04_panic"]
+    files = {p.name for p in first["dir"].iterdir()}
+    for name in names:
+        assert {f"{name}.ipynb", f"{name}.html"} <= files
+    assert {"index.html", "manifest.json", "01_alpha.summary.json", "04_panic.summary.json"} <= files
+    # Executed copies carry outputs; the sources are untouched.
+    executed = nbformat.read(str(first["dir"] / "01_alpha.ipynb"), as_version=4)
+    assert any(cell.get("outputs") for cell in executed.cells)
+    source = nbformat.read(str(suite["report"]), as_version=4)
+    assert not any(cell.get("outputs") for cell in source.cells if cell.cell_type == "code")
+    assert sorted(p.name for p in suite["report"].parent.iterdir()) == [f"{n}.ipynb" for n in names]
+    # No half-written folders or link temp files left behind.
+    assert not [p for p in first["out"].iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_manifest_records_inputs_parameters_versions_and_outcomes(suite, first):
+    manifest = first["manifest"]
+    csv = suite["data"] / "acme" / "opportunities.csv"
+    files = {f["path"]: f for f in manifest["inputs"]["files"]}
+    assert files["acme/opportunities.csv"]["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    assert files["acme/opportunities.csv"]["rows"] == 3
+    assert files["acme/org.yaml"]["rows"] is None
+    assert "header" in manifest["inputs"]["rows_note"]
+    assert set(manifest["versions"]) == {"quarterpanic", "pandas", "numpy", "statsmodels", "papermill",
+                                         "nbconvert", "python"}
+    assert "git" in manifest and manifest["run_id"] == "run-one"
+    notebooks = by_name(manifest)
+    assert [n["status"] for n in manifest["notebooks"]] == ["ok", "failed", "ok"]
+    assert manifest["status"] == "partial" and manifest["exit_code"] == 1
+    assert notebooks["01_alpha"]["duration_s"] > 0
+    assert notebooks["04_panic"]["summary"]["threshold"] == 2.0
+    assert [f["path"] for f in manifest["parameter_files"]] == [str(suite["base"]), str(suite["layer"])]
+
+
+@pytest.mark.slow
+def test_parameters_layer_files_then_p_and_reach_only_declaring_notebooks(first):
+    manifest = first["manifest"]
+    notebooks = by_name(manifest)
+    summary = notebooks["01_alpha"]["summary"]
+    assert summary["alpha"] == 0.01  # layer.yaml beats base.yaml
+    assert summary["label"] == "from -p"  # -p beats both files
+    assert manifest["parameter_sources"]["alpha"].endswith("layer.yaml")
+    assert manifest["parameter_sources"]["label"] == "-p"
+    assert set(notebooks["01_alpha"]["parameters"]) == {"alpha", "label", "pseudonymize", "data_dir"}
+    assert notebooks["04_panic"]["parameters"] == {}  # declares none of them
+    assert notebooks["04_panic"]["summary"]["threshold"] == 2.0  # its own default stands
+
+
+@pytest.mark.slow
+def test_pages_have_no_code_prompts_stderr_or_scripts(first):
+    for name, page in first["pages"].items():
+        assert "jp-InputArea-editor" not in body(page) and 'class="highlight' not in body(page), name
+        assert "jp-InputPrompt" not in body(page) and "jp-OutputPrompt" not in body(page), name
+        assert "<script" not in page.lower(), name
+        assert "Content-Security-Policy" in page, name
+        assert 'href="index.html"' in page, name
+    alpha = first["pages"]["01_alpha"]
+    assert "import pandas" not in alpha and "save_summary(" not in alpha  # no code
+    assert "label is from -p" in alpha  # stdout kept
+    assert "stray warning" not in alpha and "noise on stderr" not in alpha  # stderr dropped
+    assert re.search(r'<img alt="Chart" src="data:image/png;base64,', alpha)  # the chart, embedded
+    toc = alpha[alpha.index('class="qp-toc"'):]
+    assert 'href="#Section-one"' in toc and 'href="#Section-two"' in toc
+
+
+@pytest.mark.slow
+def test_crm_text_stays_text_in_every_page(first):
+    for name, page in {**first["pages"], "index": first["index"]}.items():
+        assert "<script" not in page, name
+        assert not re.search(r"<[a-z][^>]*\son\w+\s*=", body(page), re.I), name  # no on* handler survives
+        assert "<img src=x" not in page, name
+    alpha = first["pages"]["01_alpha"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in alpha  # DataFrame and raw Markdown: escaped
+    assert "Escaped: &lt;img src=x onerror=alert(1)&gt;" in alpha
+    assert "Northwind &lt;script&gt;alert(2)&lt;/script&gt; panicked" in first["index"]
+
+
+@pytest.mark.slow
+def test_pseudonymize_parameter_replaces_names_in_the_report(first):
+    alpha = first["pages"]["01_alpha"]
+    assert "Alice Archer" not in alpha and "Bob Baker" not in alpha
+    assert "Owner 01" in alpha and "Owner 02" in alpha
+    assert sorted(by_name(first["manifest"])["01_alpha"]["summary"]["owners"]) == ["Owner 01", "Owner 02"]
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_named_and_the_others_are_published(first):
+    assert first["code"] == 1
+    broken = by_name(first["manifest"])["02_broken"]
+    assert broken["status"] == "failed"
+    assert broken["error"] == {"cell_index": 3, "execution_count": 4, "ename": "ValueError",
+                               "evalue": "boom <b>bold</b>"}
+    index = first["index"]
+    for name in ["01_alpha", "02_broken", "04_panic"]:
+        assert f'href="{name}.html"' in index
+    assert "Failed at cell 4: ValueError: boom &lt;b&gt;bold&lt;/b&gt;" in index
+    assert index.count('data-status="ok"') == 2 and index.count('data-status="failed"') == 1
+    page = first["pages"]["02_broken"]
+    assert "before the failure" in page and "never printed" not in page
+    assert "This report is incomplete" in page and "Traceback" not in page
+    assert first["latest"] == "run-one"  # one success is enough to publish
+    assert "[02_broken] failed" in first["stderr"] and "[01_alpha] ok" in first["stderr"]
+
+
+@pytest.mark.slow
+def test_headline_comes_from_the_panic_index_summary(first):
+    assert first["manifest"]["headline"].startswith("Northwind <script>")
+    assert "<h1>Northwind &lt;script&gt;" in first["index"]
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_outputs(first, parallel):
+    assert parallel["code"] == first["code"] == 1
+    assert {p.name for p in parallel["dir"].iterdir()} == {p.name for p in first["dir"].iterdir()}
+    one, two = by_name(first["manifest"]), by_name(parallel["manifest"])
+    for name in one:
+        for key in ["status", "error", "summary", "parameters", "html", "executed"]:
+            assert one[name][key] == two[name][key], (name, key)
+    assert parallel["manifest"]["executor"] == {"kind": "local", "jobs": 2}
+    for page in ["index.html", "01_alpha.html", "02_broken.html"]:
+        text_one = (first["dir"] / page).read_text().replace("run-one", "RUN")
+        text_two = (parallel["dir"] / page).read_text().replace("run-two", "RUN")
+        if page == "index.html":  # durations and start times differ
+            text_one, text_two = (re.sub(r"[\d.]+ s<|started [^·]+·", "", t) for t in (text_one, text_two))
+        assert text_one == text_two, page
+    assert parallel["latest"] == "run-two"  # the newer successful run is published
+
+
+@pytest.mark.slow
+def test_an_all_failed_run_does_not_move_latest_and_a_dead_kernel_exits_138(suite, first, parallel):
+    dying = dying_notebook(suite["root"] / "03_dies.ipynb")
+    code, stderr = run_cli("--notebooks", str(dying), "--out", str(first["out"]), "--run-id", "run-failed")
+    assert code == 138
+    assert os.readlink(first["out"] / "latest") == parallel["latest"]
+    manifest = json.loads((first["out"] / "run-failed" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    died = by_name(manifest)["03_dies"]
+    assert died["status"] == "kernel died" and died["error"]["ename"] == "DeadKernelError"
+    assert died["error"]["cell_index"] == 1
+    assert "latest unchanged" in stderr
+
+
+def report_cards(index: str) -> dict[str, str]:
+    """Each report's entry of an index page, keyed by its page name, without the duration."""
+    cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
+    return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}
+
+
+@pytest.mark.slow
+def test_dask_executor_gives_the_same_manifest_and_index(suite, first):
+    distributed = pytest.importorskip("distributed")
+    out = suite["root"] / "dask-reports"
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        report = runner.run(
+            out_dir=out,
+            notebooks=[str(suite["broken"]), str(suite["panic"])],
+            parameter_files=[suite["base"], suite["layer"]],
+            overrides={"label": "from -p", "data_dir": str(suite["data"])},
+            executor=runner.DaskExecutor(client=client),
+            run_id="run-one",
+        )
+    assert report.exit_code == 1 and report.published
+    assert report.manifest["executor"]["kind"] == "dask"
+    local, dask = by_name(first["manifest"]), by_name(report.manifest)
+    for name in dask:
+        for key in ["status", "error", "summary", "parameters", "html", "executed", "title"]:
+            assert local[name][key] == dask[name][key], (name, key)
+        page = f"{name}.html"
+        assert (out / "run-one" / page).read_text() == (first["dir"] / page).read_text()
+    local_cards = report_cards(first["index"])
+    for page, card in report_cards((out / "run-one" / "index.html").read_text()).items():
+        assert card == local_cards[page]
+    assert report.manifest["headline"] == first["manifest"]["headline"]
+
+
+# -- refused before anything runs ------------------------------------------------------------------
+
+
+def test_unknown_key_is_refused_before_execution(suite, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("alhpa: 0.01\n")
+    out = tmp_path / "reports"
+    code, stderr = run_cli("--notebooks", str(suite["report"]), "-f", str(typo), "--out", str(out))
+    assert code == 2
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert "typo.yaml" in stderr and "'alhpa'" in stderr and "did you mean 'alpha'" in stderr
+    assert not out.exists()
+
+
+def test_mistyped_value_is_refused_before_execution(suite, tmp_path):
+    out = tmp_path / "reports"
+    code, stderr = run_cli("--notebooks", str(suite["report"]), "-p", "alpha", "low", "--out", str(out))
+    assert code == 2 and stderr.count("\n") == 1
+    assert "-p: parameter 'alpha' must be int or float, got str 'low'" in stderr
+    assert not out.exists()
+    code, stderr = run_cli("--notebooks", str(suite["panic"]), "-p", "threshold", "[1, 2]", "--out", str(out))
+    assert code == 2 and "'threshold'" in stderr
+
+
+def test_summary_path_belongs_to_the_runner(suite, tmp_path):
+    code, stderr = run_cli("--notebooks", str(suite["panic"]), "-p", "summary_path", "x.json",
+                           "--out", str(tmp_path))
+    assert code == 2 and "summary_path is set by" in stderr
+
+
+def test_suite_keys_other_notebooks_use_are_accepted_but_not_passed(suite):
+    resolved = runner.resolve_parameters(
+        [suite["panic"]], [paths.PARAMETERS_DIR / "default.yaml"], {"threshold": 3},
+        suite_notebooks=[suite["report"], suite["panic"]],
+    )
+    assert resolved.for_notebook("04_panic") == {"threshold": 3}
+    assert "alpha" in resolved.unused and "reactive_types" in resolved.unused
+    with pytest.raises(ParameterError, match="'label' must be str"):
+        runner.resolve_parameters([suite["panic"]], [], {"label": 3}, suite_notebooks=[suite["report"]])
+
+
+def test_declared_parameters_come_from_papermill_inspection(suite):
+    declared = runner.declared_parameters(suite["report"])
+    assert list(declared) == ["data_dir", "alpha", "label", "pseudonymize", "summary_path"]
+    assert declared["alpha"].default == 0.05 and declared["alpha"].help == "false discovery rate"
+    listing = runner.format_parameters([suite["report"], suite["panic"]])
+    assert "01_alpha" in listing and "alpha: float = 0.05" in listing and "panic level" in listing
+
+
+def test_list_parameters_prints_every_notebook(suite, capsys):
+    assert cli.main(["run", "--list-parameters", "--notebooks", str(suite["report"]), str(suite["panic"])]) == 0
+    printed = capsys.readouterr().out
+    assert "threshold: float = 2.0" in printed and "false discovery rate" in printed
+
+
+def test_an_empty_notebooks_folder_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+    (tmp_path / "notebooks").mkdir()
+    code, stderr = run_cli("--out", str(tmp_path / "reports"))
+    assert code == 2 and "no notebooks to run" in stderr and stderr.count("\n") == 1
+
+
+def test_notebooks_are_selected_by_name_or_prefix(suite):
+    folder = suite["report"].parent
+    assert runner.select_notebooks(None, folder) == [suite["report"], suite["broken"], suite["panic"]]
+    assert runner.select_notebooks(["04", "01_alpha"], folder) == [suite["panic"], suite["report"]]
+    with pytest.raises(runner.RunError, match="'05' is not a notebook"):
+        runner.select_notebooks(["05"], folder)
+
+
+def test_run_ids_are_time_and_input_hash_and_must_be_folder_names(tmp_path):
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 27, 5, 30, tzinfo=dt.timezone.utc)
+    assert runner.new_run_id("abcdef0123456789", when) == "20261127T053000Z-abcdef01"
+    for bad in ["../x", ".hidden", "latest", "a b"]:
+        with pytest.raises(runner.RunError):
+            runner._claim_run_folder(tmp_path, bad)
+
+
+# -- latest ----------------------------------------------------------------------------------------
+
+
+def test_latest_switches_atomically_under_a_reader(tmp_path):
+    for run_id in ["run-a", "run-b"]:
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id}))
+    runner.switch_latest(tmp_path, "run-a")
+    failures, stop = [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                json.loads((tmp_path / "latest" / "manifest.json").read_text())
+            except (OSError, ValueError) as err:  # a missing or half link would show up here
+                failures.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(300):
+        runner.switch_latest(tmp_path, "run-b" if i % 2 == 0 else "run-a")
+    stop.set()
+    reader.join()
+    assert failures == []
+    assert os.readlink(tmp_path / "latest") == "run-a"  # relative target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run-a", "run-b"]
+
+
+def test_latest_is_not_moved_back_to_an_older_run(tmp_path):
+    for run_id, started in [("new", "2026-11-27T06:00:00+00:00"), ("old", "2026-11-27T05:00:00+00:00")]:
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id, "started_at": started}))
+    assert runner.switch_latest(tmp_path, "new", "2026-11-27T06:00:00+00:00")
+    assert not runner.switch_latest(tmp_path, "old", "2026-11-27T05:00:00+00:00")
+    assert os.readlink(tmp_path / "latest") == "new"
+
+
+def test_a_real_folder_named_latest_is_refused(tmp_path):
+    (tmp_path / "latest").mkdir()
+    with pytest.raises(runner.RunError, match="not a symlink"):
+        runner.switch_latest(tmp_path, "run-a")
+
+
+# -- manifest details ------------------------------------------------------------------------------
+
+
+def test_rows_are_counted_per_format(tmp_path):
+    (tmp_path / "a.csv").write_text("h1,h2\n1,2\n3,4\n\n")
+    pd.DataFrame({"x": range(5)}).to_parquet(tmp_path / "b.parquet")
+    pd.DataFrame({"x": range(4)}).to_excel(tmp_path / "c.xlsx", index=False)
+    (tmp_path / "d.yaml").write_text("org: x\n")
+    assert [runner.count_rows(tmp_path / n) for n in ["a.csv", "b.parquet", "c.xlsx", "d.yaml"]] == [2, 5, 4, None]
+
+
+def test_exit_codes_rank_a_dead_kernel_above_a_cell_error():
+    def result(status):
+        return runner.NotebookResult(name=status, status=status, started_at="", duration_s=0)
+
+    assert runner.exit_code_for([result("ok")]) == 0
+    assert runner.exit_code_for([result("ok"), result("failed")]) == 1
+    assert runner.exit_code_for([result("failed"), result("kernel died")]) == 138
+
+
+def test_default_parameter_file_documents_every_suite_parameter():
+    assert params.read_params_file(paths.PARAMETERS_DIR / "default.yaml") == params.DEFAULTS
+    for name in ["weekly.yaml", "per_org_example.yaml"]:
+        params.load_params([paths.PARAMETERS_DIR / "default.yaml", paths.PARAMETERS_DIR / name])
+
+
+# -- escaping and pseudonyms -----------------------------------------------------------------------
+
+
+def test_escape_text_makes_crm_text_literal_markdown():
+    assert escape_text("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert\\(1\\)&gt;"
+    assert escape_text("**Acme** [x](javascript:alert(1))\n# H") == (
+        "\\*\\*Acme\\*\\* \\[x\\]\\(javascript:alert\\(1\\)\\) \\# H"
+    )
+    assert escape_text(None) == "" and escape_text("O'Brien & Co") == "O'Brien &amp; Co"
+
+
+def test_pseudonyms_are_deterministic_distinct_and_numbered():
+    frame = pd.DataFrame({"owner": ["Zoe", "Adam", "Zoe", None], "account": ["Acme", "Globex", "Initech", "Acme"]})
+    once = pseudonymize_names(frame, ["owner", "account"])
+    again = pseudonymize_names(frame.iloc[::-1], ["owner", "account"]).iloc[::-1]
+    pd.testing.assert_frame_equal(once, again)
+    assert set(once["owner"].dropna()) == {"Owner 01", "Owner 02"}
+    assert once["owner"].iloc[0] == once["owner"].iloc[2] and pd.isna(once["owner"].iloc[3])
+    assert set(once["account"]) == {"Account 01", "Account 02", "Account 03"}
+    assert "Zoe" in set(frame["owner"])  # the input is not modified
+    many = pseudonym_map([f"Account {i}" for i in range(150)], "Account")
+    assert len(set(many.values())) == 150 and all(re.fullmatch(r"Account \d{3}", v) for v in many.values())
+
+
+def test_pseudonyms_agree_across_tables():
+    tables = {
+        "opportunities": pd.DataFrame({"owner": ["Ann", "Ben"], "account": ["Acme", "Globex"], "name": ["A", "B"]}),
+        "requests": pd.DataFrame({"requester": ["Ben", "Cal"]}),
+    }
+    out = pseudonymize_tables(tables)
+    ben = out["opportunities"]["owner"].iloc[1]
+    assert out["requests"]["requester"].iloc[0] == ben and ben.startswith("Owner ")
+    assert set(out["opportunities"]["name"]) <= {"Opportunity 01", "Opportunity 02"}
