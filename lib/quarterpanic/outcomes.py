@@ -107,6 +107,7 @@ def weekly_mean(
     week: str = "week_of_quarter",
     geometric: bool = False,
     alpha: float = 0.05,
+    min_n: int = 5,
 ) -> pd.DataFrame:
     """The weekly mean of ``value`` with a t interval.
 
@@ -117,7 +118,8 @@ def weekly_mean(
     Returns
     -------
     One row per ``by`` × ``week``: ``n``, ``mean``, ``ci_low``, ``ci_high``
-    (no interval for a single value).
+    (no interval for weeks with fewer than ``min_n`` values: a t interval of
+    two or three values spans most of the scale and says nothing).
     """
     keys = list(by) + [week]
     values = pd.to_numeric(data[value], errors="coerce").astype(float)
@@ -126,6 +128,7 @@ def weekly_mean(
     known = data.assign(_value=values)[values.notna()]
     summary = known.groupby(keys, observed=True, sort=True)["_value"].agg(n="size", mean="mean", sd="std").reset_index()
     half = stats.t.ppf(1 - alpha / 2, np.maximum(summary["n"] - 1, 1)) * summary["sd"] / np.sqrt(summary["n"])
+    half = half.where(summary["n"] >= min_n)
     summary["ci_low"], summary["ci_high"] = summary["mean"] - half, summary["mean"] + half
     if geometric:
         for column in ("mean", "ci_low", "ci_high"):
@@ -538,3 +541,49 @@ def _groups(frame: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.DataFrame]:
 def _segment(frame: pd.DataFrame, segment: str) -> pd.DataFrame:
     """Rows of one segment, or all rows for the segment "all"."""
     return frame if segment == ALL_SEGMENTS else frame[frame["segment"] == segment]
+
+
+# -- for reports ----------------------------------------------------------------------------------
+def flagged_contrast(findings: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """Mean estimate of ``metric`` in quarters flagged for qualification decay and in the others.
+
+    Complete quarters with a verdict only. Returns ``flagged`` and ``other``
+    (NaN when there are none) and their counts ``n_flagged``, ``n_other``.
+    """
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    flagged = main.loc[main["flagged"].astype(bool), ["org", "quarter"]].assign(_hot=True)
+    rows = findings[(findings["metric"] == metric) & (findings["segment"] == ALL_SEGMENTS) & (findings["status"] == OK)]
+    rows = rows[rows["p_value"].notna()].merge(flagged, on=["org", "quarter"], how="left")
+    hot = rows["_hot"].astype("boolean").fillna(False).astype(bool)
+    return {
+        "flagged": float(rows.loc[hot, "estimate"].mean()) if hot.any() else np.nan,
+        "other": float(rows.loc[~hot, "estimate"].mean()) if (~hot).any() else np.nan,
+        "n_flagged": int(hot.sum()),
+        "n_other": int((~hot).sum()),
+    }
+
+
+def contrast_headline(findings: pd.DataFrame, metric: str, subject: str, style: str = "percent") -> str:
+    """A chart title contrasting ``metric`` in quarters flagged for qualification decay with the others.
+
+    Reads "``subject`` <mean> in the N quarters flagged for decay (<mean> in
+    the M others)". ``style`` formats the means: ``"percent"`` (31%),
+    ``"points"`` (10 points), ``"change"`` (−12%), ``"ratio"`` (0.52×) or
+    ``"score"`` (14.8 points).
+    """
+    contrast = flagged_contrast(findings, metric)
+    fmt = {
+        "percent": lambda v: f"{v:.0%}",
+        "points": lambda v: f"{100 * v:.0f} points",
+        "change": lambda v: f"{v:+.0%}",
+        "ratio": lambda v: f"{v:.2f}×",
+        "score": lambda v: f"{v:.1f} points",
+    }[style]
+    if contrast["n_flagged"] == 0 and contrast["n_other"] == 0:
+        return f"{subject} … too little data to tell"
+    if contrast["n_flagged"] == 0:
+        return f"{subject} {fmt(contrast['other'])} on average (no quarter flagged for decay)"
+    text = f"{subject} {fmt(contrast['flagged'])} in the {contrast['n_flagged']} quarters flagged for decay"
+    if contrast["n_other"]:
+        text += f" ({fmt(contrast['other'])} in the {contrast['n_other']} others)"
+    return text

@@ -37,6 +37,7 @@ from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.onset import profile_step, selection_adjusted
 from quarterpanic.params import defaults
+from quarterpanic.words import describe, pct, points
 
 COMPONENT = "qualification_decay"
 BANT_COLUMNS = ("bant_budget", "bant_authority", "bant_need", "bant_timeline")
@@ -563,7 +564,9 @@ def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: li
     return out
 
 
-def detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def detect_qualification_decay(
+    dataset: Dataset, params: Mapping[str, Any] | None = None, *, features: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """All qualification-decay findings of a dataset: the main decay and its outcome-side metrics.
 
     Parameters
@@ -572,6 +575,8 @@ def detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any] | Non
         Canonical tables and calendars.
     params:
         Analysis parameters (:data:`quarterpanic.params.DEFAULTS`).
+    features:
+        :func:`opportunity_features` of ``dataset`` when already computed.
 
     Returns
     -------
@@ -579,10 +584,159 @@ def detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any] | Non
     applies Benjamini–Hochberg across the whole run).
     """
     params = {**defaults(), **(params or {})}
-    features = opportunity_features(dataset, params)
+    features = opportunity_features(dataset, params) if features is None else features
     if features.empty:
         return make_findings(pd.DataFrame(columns=["org"]))
     roles = quarter_roles(features, params)
     main = decay_findings(features, params, roles=roles)
     secondary = outcomes.outcome_findings(features, dataset, main, params, roles=roles)
     return make_findings(pd.concat([main, secondary], ignore_index=True))
+
+
+# -- for reports ----------------------------------------------------------------------------------
+def chart_roles(
+    features: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    recent: int = 2,
+    findings: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """:func:`quarter_roles` for charts: recent quarters against a calm baseline.
+
+    With ``params["quarters"]`` set, those quarters are shown. Otherwise each
+    organisation shows its last ``recent`` complete quarters and its open
+    one (organisations have their own fiscal calendars, so one list of labels
+    would not fit them all). The baseline is ``params["baseline_quarters"]``,
+    else the other complete quarters — without those flagged in
+    ``findings``, when given, so that the baseline is calm.
+    """
+    params = {**defaults(), **(params or {})}
+    if params.get("quarters"):
+        roles = quarter_roles(features, params)
+    else:
+        roles = quarter_roles(features, {**params, "baseline_quarters": None})
+        complete = roles["quarter_complete"]
+        from_last = roles[complete].groupby("org").cumcount(ascending=False).reindex(roles.index)
+        roles["shown"] = ~complete | (from_last < recent)
+        roles["judged"] = roles["shown"] & complete
+        if params.get("baseline_quarters"):
+            roles["baseline"] = complete & roles["quarter"].isin(params["baseline_quarters"])
+        else:
+            roles["baseline"] = complete & ~roles["shown"]
+    if findings is not None and not params.get("baseline_quarters"):
+        flagged = _judged_main(findings)
+        flagged = set(map(tuple, flagged.loc[flagged["flagged"], ["org", "quarter"]].to_numpy()))
+        hot = pd.Series([(o, q) in flagged for o, q in zip(roles["org"], roles["quarter"])], index=roles.index)
+        roles["baseline"] &= ~hot
+    return roles
+
+
+def _judged_main(findings: pd.DataFrame) -> pd.DataFrame:
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    return main[(main["status"] == OK) & main["p_value"].notna()]
+
+
+def decay_headline(findings: pd.DataFrame, org: str, quarters: Sequence[str] | None = None) -> str:
+    """One sentence on an organisation's qualification decay, for a chart title.
+
+    Names the latest flagged quarter (among ``quarters``, when given) with
+    its rates before and after the onset; else says that none was flagged,
+    or that there was too little data to judge.
+    """
+    judged = _judged_main(findings[findings["org"] == org])
+    if judged.empty:
+        return f"{org}: too few new deals per quarter to judge qualification"
+    flagged = judged[judged["flagged"]]
+    named = flagged if quarters is None else flagged[flagged["quarter"].isin(list(quarters))]
+    count = f"{len(flagged)} of {len(judged)} quarters flagged"
+    if named.empty:
+        where = "" if quarters is None else " in the quarters shown"
+        return f"{org}: no significant late-quarter drop in qualification{where} ({count})"
+    last = named.iloc[-1]
+    return (
+        f"{org}: in {last['quarter']} qualification fell from {pct(last['rate_before'])} to "
+        f"{pct(last['rate_after'])} from week {int(last['onset_week'])} on ({count})"
+    )
+
+
+def heatmap_headline(findings: pd.DataFrame, org: str) -> str:
+    """Title of a quarter × week heatmap: which quarters fell late, and the usual level of the others."""
+    judged = _judged_main(findings[findings["org"] == org])
+    if judged.empty:
+        return f"{org}: too few new deals per quarter to judge qualification"
+    overall = (judged["rate_before"] * judged["n_before"] + judged["rate_after"] * judged["n_after"]) / (
+        judged["n_before"] + judged["n_after"])
+    flagged = judged["flagged"].astype(bool)
+    usual = f"{pct(overall[~flagged].mean())} qualified" if (~flagged).any() else ""
+    if not flagged.any():
+        return f"{org}: no quarter fell late; new deals are {usual} week after week"
+    text = f"{org}: qualification falls late in {', '.join(judged.loc[flagged, 'quarter'])}"
+    return text + (f"; the other quarters stay near {usual}" if usual else "")
+
+
+def forest_headline(findings: pd.DataFrame) -> str:
+    """Title of the forest plot of decay estimates: how many quarters were flagged, and the largest drop."""
+    judged = _judged_main(findings)
+    if judged.empty:
+        return "Too few new deals to judge qualification in any complete quarter"
+    flagged = judged[judged["flagged"]]
+    text = f"Qualification decay flagged in {len(flagged)} of {len(judged)} complete quarters"
+    if len(flagged):
+        top = flagged.loc[flagged["estimate"].idxmax()]
+        text += f"; the largest drop was {points(top['estimate'])} ({top['org']}, {top['quarter']})"
+    return text
+
+
+def summary_headline(findings: pd.DataFrame) -> str:
+    """One sentence on the whole run: how many complete quarters were flagged, and which."""
+    judged = _judged_main(findings)
+    flagged = judged[judged["flagged"]]
+    thin = _thin_complete(findings)
+    text = f"Qualification decay was flagged in {len(flagged)} of {len(judged)} complete quarters judged"
+    if len(flagged):
+        text += " (" + "; ".join(
+            f"{org}: {', '.join(rows['quarter'])}" for org, rows in flagged.groupby("org", sort=True)) + ")"
+    if thin:
+        text += f"; {thin} more had too few new deals to judge"
+    return text
+
+
+def _thin_complete(findings: pd.DataFrame) -> int:
+    """How many complete quarters had too little data for a qualification verdict."""
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    return int(((main["status"] == INSUFFICIENT) & main["quarter_complete"].astype(bool)).sum())
+
+
+def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The findings as plain sentences (:func:`quarterpanic.words.describe`), one row each.
+
+    Returns ``org``, ``quarter``, ``segment``, ``metric``, ``flagged`` and
+    ``finding`` (the sentence); only the ``metrics`` given, if any.
+    """
+    rows = findings if metrics is None else findings[findings["metric"].isin(list(metrics))]
+    sentences = [describe(row) for row in rows.to_dict("records")]
+    return rows[["org", "quarter", "segment", "metric", "flagged"]].assign(finding=sentences).reset_index(drop=True)
+
+
+def summary_figures(findings: pd.DataFrame) -> dict[str, Any]:
+    """Key figures of a run for :func:`quarterpanic.artifacts.save_summary`.
+
+    ``quarters_judged``, ``quarters_flagged``, ``quarters_insufficient``
+    (complete quarters with too little data),
+    ``flagged_quarters`` (org → labels), ``decay`` (the main findings) and
+    ``outcome_means`` (metric → mean estimate in flagged and other quarters).
+    """
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    judged = _judged_main(findings)
+    columns = [c for c in ["org", "quarter", "estimate", "ci_low", "ci_high", "p_value", "q_value", "onset_week",
+                           "flagged", "status", "n", "method", "quarter_complete"] if c in main]
+    return {
+        "quarters_judged": len(judged),
+        "quarters_flagged": int(judged["flagged"].sum()),
+        "quarters_insufficient": _thin_complete(findings),
+        "flagged_quarters": {org: list(rows["quarter"]) for org, rows in judged[judged["flagged"]].groupby("org")},
+        "decay": main[columns],
+        "outcome_means": {
+            metric: outcomes.flagged_contrast(findings, metric) for metric in outcomes.ONSET_METRICS + outcomes.QUARTER_END_METRICS
+        },
+    }

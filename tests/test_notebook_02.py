@@ -1,0 +1,67 @@
+"""notebooks/02_qualification_decay.ipynb runs on a small generated sample and records its key figures."""
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "02_qualification_decay.ipynb"
+HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    papermill = pytest.importorskip("papermill")
+    from quarterpanic.sample import write_sample
+
+    tmp_path = tmp_path_factory.mktemp("nb02")
+    data_dir = tmp_path / "data"
+    sample = write_sample(data_dir, seed=11, scale="small")
+    # An organisation name is CRM text: it must never reach the page as HTML.
+    org_yaml = data_dir / "northwind_traders" / "org.yaml"
+    org_yaml.write_text(org_yaml.read_text().replace("org: Northwind Traders", f"org: '{HOSTILE_ORG}'"))
+    summary_path = tmp_path / "summary.json"
+    out = tmp_path / "02_qualification_decay.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(out), parameters={"data_dir": str(data_dir), "summary_path": str(summary_path)},
+        cwd=str(tmp_path), progress_bar=False,
+    )
+    truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})
+    return json.loads(summary_path.read_text()), json.loads(out.read_text()), truth
+
+
+@pytest.mark.slow
+def test_summary_records_flagged_quarters_and_estimates(executed):
+    summary, _, truth = executed
+    assert {"as_of", "orgs", "opportunities", "headline", "quarters_judged", "quarters_flagged",
+            "quarters_insufficient", "flagged_quarters", "decay", "outcome_means"} <= set(summary)
+    assert sorted(summary["orgs"]) == sorted(["Brightline Studio", "Globex Corporation", HOSTILE_ORG])
+    assert summary["opportunities"] > 1000
+    assert 0 < summary["quarters_flagged"] <= summary["quarters_judged"]
+    complete = truth[~truth["open"]]
+    assert summary["quarters_judged"] + summary["quarters_insufficient"] == len(complete)
+    panic = set(map(tuple, complete.loc[complete["panic"], ["org", "quarter"]].to_numpy()))
+    flagged = {(org, quarter) for org, quarters in summary["flagged_quarters"].items() for quarter in quarters}
+    assert len(flagged - panic) <= 1, f"calm quarters flagged: {flagged - panic}"
+    assert len(flagged & panic) >= 0.75 * len([p for p in panic if p[0] != "Brightline Studio"])
+    for row in summary["decay"]:
+        if row["status"] == "ok":
+            assert -1 <= row["ci_low"] <= row["estimate"] <= row["ci_high"] <= 1 and row["onset_week"] >= 5
+        else:
+            assert row["estimate"] is None and not row["flagged"]
+    means = summary["outcome_means"]
+    assert means["win_rate_ratio"]["flagged"] < means["win_rate_ratio"]["other"]
+    assert means["stage_skip_rate"]["flagged"] > means["stage_skip_rate"]["other"]
+
+
+@pytest.mark.slow
+def test_notebook_shows_charts_and_escapes_crm_text(executed):
+    _, notebook, _ = executed
+    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 9
+    for output in outputs:
+        data = output.get("data", {})
+        for kind in ("text/html", "text/markdown"):
+            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
