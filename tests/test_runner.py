@@ -23,7 +23,12 @@ from quarterpanic import cli, params, paths, runner
 from quarterpanic.errors import ParameterError
 from quarterpanic.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
 
-XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
+XSS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    '"><svg onload=alert(3)>',
+    "[click me](javascript:alert(4))",
+]
 REAL_NAMES = ["Alice Archer", "Bob Baker"]
 
 
@@ -69,7 +74,7 @@ def report_notebook(path: Path) -> Path:
             "from IPython.display import Markdown, display",
             "from quarterpanic.safe import escape_text, pseudonymize_names",
             f"hostile = {XSS!r}",
-            "display(pd.DataFrame({'account': hostile, 'amount': [1, 2]}))",
+            "display(pd.DataFrame({'account': hostile, 'amount': range(len(hostile))}))",
             "display(Markdown('Raw: ' + ' and '.join(hostile)))",
             "display(Markdown('Escaped: ' + escape_text(hostile[1])))",
             f"owners = pd.DataFrame({{'owner': {REAL_NAMES!r}, 'deals': [3, 4]}})",
@@ -278,7 +283,7 @@ def test_crm_text_stays_text_in_every_page(first):
     for name, page in {**first["pages"], "index": first["index"]}.items():
         assert "<script" not in page, name
         assert not re.search(r"<[a-z][^>]*\son\w+\s*=", body(page), re.I), name  # no on* handler survives
-        assert "<img src=x" not in page, name
+        assert "<img src=x" not in page and "<svg" not in page and "href=\"javascript:" not in page, name
     alpha = first["pages"]["01_alpha"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in alpha  # DataFrame and raw Markdown: escaped
     assert "Escaped: &lt;img src=x onerror=alert(1)&gt;" in alpha

@@ -24,6 +24,7 @@ import bleach
 import jinja2
 import nbformat
 from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 
@@ -70,14 +71,17 @@ TOC_PLACEHOLDER = "<!-- quarterpanic:toc -->"
 class OutputSanitizer(SanitizeHTML):
     """:class:`SanitizeHTML` for code-cell outputs only, with a report-friendly allow-list.
 
-    Disallowed markup (``<script>``, ``onerror=``, ``javascript:`` links) is
-    escaped, so it shows as the text it is; outputs of other mimetypes than
-    plain text, PNG/JPEG, JSON, LaTeX, HTML and Markdown (JavaScript, widgets,
-    SVG) are dropped.
+    Markdown outputs are rendered to HTML first. Disallowed markup (``<script>``,
+    ``<img>``, ``<svg>``) is escaped, so it shows as the text it is; ``on*=``
+    attributes and ``javascript:`` links are removed. Outputs of other mimetypes
+    than plain text, PNG/JPEG, JSON, LaTeX, HTML and Markdown (JavaScript,
+    widgets, SVG) are dropped.
     """
 
     def preprocess_cell(self, cell, resources, cell_index):
         if cell.cell_type == "code":
+            for output in cell.outputs:
+                _render_markdown_output(output)
             cell.outputs = self.sanitize_code_outputs(cell.outputs)
         return cell, resources
 
@@ -91,6 +95,14 @@ class OutputSanitizer(SanitizeHTML):
             strip_comments=self.strip_comments,
             css_sanitizer=_css_sanitizer(),
         )
+
+
+def _render_markdown_output(output) -> None:
+    # Markdown is sanitised as the HTML it becomes: a `[x](javascript:...)` link is only visible
+    # as a link after rendering, and raw HTML inside Markdown passes through the renderer.
+    data = output.get("data", {})
+    if "text/markdown" in data and "text/html" not in data:
+        data["text/html"] = markdown2html_mistune(data.pop("text/markdown"))
 
 
 class ReaderOutputs(Preprocessor):

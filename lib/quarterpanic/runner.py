@@ -392,22 +392,15 @@ def _source_cell_index(executed: str, executed_index: int | None) -> int | None:
 
 
 def _running_cell_index(executed: str) -> int | None:
+    """The source index of the cell that was running when the kernel died: the last one started."""
     try:
         cells = nbformat.read(executed, as_version=4).cells
     except Exception:
         return None
-    source_index = 0
-    for cell in cells:
-        tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
-            continue
-        state = cell.metadata.get("papermill", {})
-        timing = cell.metadata.get("execution", {})
-        no_reply = "iopub.execute_input" in timing and "shell.execute_reply" not in timing
-        if no_reply or state.get("status") == "running" or state.get("exception"):
-            return source_index
-        source_index += 1
-    return None
+    source_cells = [c for c in cells if not {"injected-parameters", "papermill-error-cell-tag"}
+                    & set(c.metadata.get("tags", []))]
+    started = [i for i, c in enumerate(source_cells) if c.metadata.get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
 
 
 def _read_summary(path: str) -> dict[str, Any] | None:
