@@ -353,3 +353,30 @@ def test_analysis_keeps_the_tables_the_notebook_draws():
     assert {"early", "late"} <= set(analysis.requests["window"].dropna())
     assert set(analysis.weekly["role"]) == {"shown", "open"}
     assert {"duration_hours", "resolved", "duration_std", "deal_outcome"} <= set(analysis.requests.columns)
+
+
+def test_report_charts_state_the_numbers_in_their_titles():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from quarterpanic import reactive_report as report
+
+    analysis = analyse_reactive(busy_dataset())
+    focus = report.focus_quarters(analysis)
+    assert focus[["org", "quarter"]].values.tolist() == [["A", "FY2025-Q2"]] and focus["flagged"].all()
+    assert report.calm_baseline(analysis, "A") == ["FY2025-Q1"]
+    ax = report.plot_volume_by_type(analysis, "A", "FY2025-Q2")
+    estimate = analysis.surge.set_index("quarter").loc["FY2025-Q2", "estimate"]
+    assert f"{estimate:.1f}×" in ax.get_title() and "week 9" in ax.get_title()
+    for draw in (report.plot_share_vs_baseline, report.plot_turnaround_curves, report.plot_backlog):
+        assert "FY2025-Q2" in draw(analysis, "A", "FY2025-Q2").get_title()
+    assert report.plot_surge_forest(analysis).get_title().startswith("1 of 2 complete quarters")
+    plt.close("all")
+    words_table = report.findings_in_words(analysis.findings, flagged_only=True)
+    assert words_table["finding"].str.contains("flagged").all()
+    summary = report.summary_figures(analysis)
+    assert summary["quarters_judged"] == 2 and summary["quarters_flagged"] == 1
+    table = report.turnaround_table(analysis, focus)
+    assert set(table["window"]) == {"early", "late"} and (table["median"] > 0).all()
