@@ -1,0 +1,84 @@
+"""The reactive order-taking surge estimate held to the generator's truth, across many seeds.
+
+Each seed's sample is generated and analysed once (module-scoped fixtures);
+every test reads the pooled main findings. Only the main metric is computed
+(``analyse_reactive(..., secondary=False)``): Benjamini–Hochberg runs per
+metric, so its flags are the ones the full detector would set. The open
+quarter of each sample is never judged and is left out.
+
+Truth: unplanned requests arrive as a Poisson process on working days; in a
+panic quarter the daily rate is multiplied by ``reactive_order_taking`` (3 by
+default) from the onset week on.
+"""
+import pandas as pd
+import pytest
+
+from quarterpanic.dataset import Dataset
+from quarterpanic.reactive import COMPONENT, analyse_reactive
+
+sample = pytest.importorskip("quarterpanic.sample")
+
+pytestmark = pytest.mark.slow
+
+SEEDS = range(50)
+
+
+def main_findings_with_truth(scenario, seeds, scale="small"):
+    frames = []
+    for seed in seeds:
+        generated = sample.generate(scenario, seed=seed, scale=scale)
+        data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
+        findings = analyse_reactive(data, secondary=False).findings
+        truth = generated.truth_frame().rename(columns={"onset_week": "true_onset", COMPONENT: "true_ratio"})
+        truth["size_class"] = truth["org"].map({org: info["size_class"] for org, info in generated.orgs.items()})
+        merged = findings[findings["metric"] == COMPONENT].merge(truth, on=["org", "quarter"], validate="one_to_one")
+        frames.append(merged.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def default_runs():
+    return main_findings_with_truth(None, SEEDS)
+
+
+@pytest.fixture(scope="module")
+def null_runs():
+    return main_findings_with_truth("null", SEEDS)
+
+
+def test_only_complete_quarters_are_judged_and_nearly_all_have_enough_data(default_runs):
+    assert not default_runs["open"].any()
+    assert (default_runs["status"] == "ok").mean() >= 0.95
+
+
+def test_interval_covers_the_true_rate_ratio_in_panic_quarters(default_runs):
+    panic = default_runs[default_runs["panic"] & (default_runs["status"] == "ok")]
+    assert len(panic) >= 300
+    covered = (panic["ci_low"] <= panic["true_ratio"]) & (panic["true_ratio"] <= panic["ci_high"])
+    assert 0.90 <= covered.mean() <= 0.99, f"coverage {covered.mean():.3f} over {len(panic)} panic quarters"
+
+
+def test_calm_quarters_are_rarely_flagged(default_runs):
+    calm = default_runs[~default_runs["panic"]]
+    assert len(calm) >= 500
+    assert calm["flagged"].mean() <= 0.05, f"{calm['flagged'].mean():.3f} of {len(calm)} calm quarters flagged"
+
+
+def test_nothing_much_is_flagged_when_nothing_happens(null_runs):
+    assert not null_runs["panic"].any()
+    assert null_runs["flagged"].mean() <= 0.05, f"{null_runs['flagged'].mean():.3f} of {len(null_runs)} flagged"
+    # Calm estimates centre on no change (the onset search pushes them a little above 1).
+    assert 0.95 <= null_runs["estimate"].median() <= 1.35
+
+
+def test_mid_size_and_enterprise_surges_are_found(default_runs):
+    panic = default_runs[default_runs["panic"] & default_runs["size_class"].isin(["mid", "enterprise"])]
+    power = panic.groupby("size_class")["flagged"].mean()
+    assert set(power.index) == {"mid", "enterprise"}
+    assert (power >= 0.90).all(), power.to_dict()
+
+
+def test_onset_is_found_within_a_week(default_runs):
+    panic = default_runs[default_runs["panic"] & (default_runs["status"] == "ok")]
+    within = (panic["onset_week"].astype(float) - panic["true_onset"]).abs() <= 1
+    assert within.mean() >= 0.80, f"onset within ±1 week in {within.mean():.3f}"
