@@ -197,7 +197,7 @@ def test_qualification_rate_by_week_has_wilson_intervals():
 
 def test_weekly_mean_geometric_is_the_back_transformed_log_mean():
     frame = pd.DataFrame({"org": "A", "quarter": "Q", "week_of_quarter": 1, "amount": [10.0, 1000.0, 0.0]})
-    out = outcomes.weekly_mean(frame, "amount", geometric=True)
+    out = outcomes.weekly_mean(frame, "amount", geometric=True, min_n=2)
     assert out["n"].iloc[0] == 2 and out["mean"].iloc[0] == pytest.approx(100.0)
     assert out["ci_low"].iloc[0] < 100 < out["ci_high"].iloc[0]
 
@@ -405,9 +405,9 @@ def test_detect_on_a_small_generated_sample_is_fast():
     sample = pytest.importorskip("quarterpanic.sample").generate(seed=1, scale="small")
     data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
     timings = []
-    for _ in range(3):  # the best of three, so a busy machine does not fail the test
-        start = time.perf_counter()
+    for _ in range(3):  # CPU time, best of three: other work on a busy machine does not count
+        start = time.process_time()
         findings = qualification.detect_qualification_decay(data)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 1.0, f"detect took {min(timings):.2f} s"
+        timings.append(time.process_time() - start)
+    assert min(timings) < 1.0, f"detect took {min(timings):.2f} s of CPU"
     assert (findings["metric"] == "qualification_decay").sum() == len(sample.truth["quarters"])
