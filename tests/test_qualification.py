@@ -411,3 +411,57 @@ def test_detect_on_a_small_generated_sample_is_fast():
         timings.append(time.process_time() - start)
     assert min(timings) < 1.0, f"detect took {min(timings):.2f} s of CPU"
     assert (findings["metric"] == "qualification_decay").sum() == len(sample.truth["quarters"])
+
+
+# -- report helpers -------------------------------------------------------------------------------
+def report_findings():
+    rows = []
+    for quarter, estimate, flagged in (("FY2024-Q1", 0.02, False), ("FY2024-Q2", 0.31, True), ("FY2024-Q3", -0.01, False)):
+        rows.append(dict(org="A", quarter=quarter, segment="all", component="qualification_decay",
+                         metric="qualification_decay", estimate=estimate, ci_low=estimate - 0.1,
+                         ci_high=estimate + 0.1, p_value=0.001 if flagged else 0.6, onset_week=9, flagged=flagged,
+                         n=400, status="ok", quarter_complete=True, rate_before=0.7, rate_after=0.7 - estimate,
+                         n_before=300, n_after=100))
+        rows.append(dict(org="A", quarter=quarter, segment="all", component="qualification_decay",
+                         metric="win_rate_ratio", estimate=0.5 if flagged else 1.0, p_value=0.01, flagged=flagged,
+                         status="ok", quarter_complete=True))
+    rows.append(dict(org="B", quarter="FY2024-Q1", segment="all", component="qualification_decay",
+                     metric="qualification_decay", status="insufficient data", n=12, quarter_complete=True))
+    return pd.DataFrame(rows)
+
+
+def test_headlines_state_the_finding():
+    findings = report_findings()
+    assert qualification.decay_headline(findings, "A") == (
+        "A: in FY2024-Q2 qualification fell from 70% to 39% from week 9 on (1 of 3 quarters flagged)")
+    assert qualification.decay_headline(findings, "A", ["FY2024-Q3"]).startswith(
+        "A: no significant late-quarter drop in qualification in the quarters shown")
+    assert qualification.decay_headline(findings, "B") == "B: too few new deals per quarter to judge qualification"
+    assert qualification.summary_headline(findings) == (
+        "Qualification decay was flagged in 1 of 3 complete quarters judged (A: FY2024-Q2); "
+        "1 more had too few new deals to judge")
+    assert qualification.forest_headline(findings).endswith("the largest drop was 31 points (A, FY2024-Q2)")
+    assert "FY2024-Q2" in qualification.heatmap_headline(findings, "A")
+    assert outcomes.contrast_headline(findings, "win_rate_ratio", "Late deals won at", "ratio") == (
+        "Late deals won at 0.50× in the 1 quarters flagged for decay (1.00× in the 2 others)")
+
+
+def test_summary_figures_are_json_ready():
+    from quarterpanic.artifacts import save_summary
+
+    summary = save_summary(qualification.summary_figures(report_findings()), None)
+    json.dumps(summary)
+    assert summary["quarters_judged"] == 3 and summary["quarters_flagged"] == 1
+    assert summary["quarters_insufficient"] == 1 and summary["flagged_quarters"] == {"A": ["FY2024-Q2"]}
+    assert summary["outcome_means"]["win_rate_ratio"] == {"flagged": 0.5, "other": 1.0, "n_flagged": 1, "n_other": 2}
+    assert len(summary["decay"]) == 4
+
+
+def test_chart_roles_show_recent_quarters_against_a_calm_baseline():
+    data = bernoulli_dataset(per_quarter=100, quarters=4, as_of="2024-11-15")
+    features = qualification.opportunity_features(data)
+    findings = pd.DataFrame([dict(org="A", quarter="FY2024-Q1", segment="all", metric="qualification_decay",
+                                  status="ok", p_value=0.001, flagged=True)])
+    roles = qualification.chart_roles(features, recent=1, findings=findings).set_index("quarter")
+    assert roles["shown"].tolist() == [False, False, True, True]  # last complete quarter and the open one
+    assert roles["baseline"].tolist() == [False, True, False, False]  # FY2024-Q1 was flagged: not calm
