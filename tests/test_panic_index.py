@@ -213,3 +213,15 @@ def test_index_ranks_generated_panic_quarters_above_calm_ones(generated):
     assert auc >= 0.9
     assert (calm["level"] == "calm").mean() >= 0.9
     assert set(table["size_class"]) == {"small", "mid", "enterprise"}
+
+
+@pytest.mark.slow
+def test_detect_json_has_quarters_beside_findings(generated):
+    from quarterpanic.detect import report_document
+
+    _, data, findings = generated
+    document = json.loads(report_document(data, findings, THRESHOLDS))
+    assert len(document["findings"]) == len(findings)
+    quarters = document["quarters"]
+    assert quarters and all({"org", "quarter", "panic_index", "level", "components"} <= set(q) for q in quarters)
+    assert {q["level"] for q in quarters} <= set(pi.LEVELS)

@@ -109,7 +109,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.json:
         print(report_document(dataset, findings, params))
     else:
+        from quarterpanic.early_warning import early_warning
+
         print(report_table(dataset, findings))
+        # The open quarter has no findings yet: its early warning says how it is going so far.
+        status, _ = early_warning(dataset, params, findings=None if params.get("quarters") else findings)
+        print("\nopen quarters (early warning):")
+        print("\n".join(f"  {sentence}" for sentence in status["sentence"]))
     return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
 
 

@@ -45,15 +45,37 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
 
 
 def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any]) -> str:
-    """The JSON document ``quarterpanic detect --json`` prints."""
+    """The JSON document ``quarterpanic detect --json`` prints.
+
+    ``findings`` as given; beside them ``quarters``, the panic index of every
+    complete org × quarter (× segment) shown, with its level and components
+    (:func:`quarterpanic.panic_index.quarter_records`), and ``early_warning``,
+    the status of each organisation's open quarter
+    (:func:`quarterpanic.early_warning.early_warning`). Both compare with each
+    organisation's calm baseline quarters, so when ``params["quarters"]``
+    limits the findings to a few quarters the detectors run once more on all
+    of them.
+    """
     import json
 
     from quarterpanic import __version__
+    from quarterpanic.early_warning import early_warning
+    from quarterpanic.panic_index import index_from_findings, quarter_records
 
+    params = {**defaults(), **(params or {})}
+    every_quarter = detect(dataset, {**params, "quarters": None}) if params.get("quarters") else findings
+    scores, index = index_from_findings(every_quarter, params, dataset)
+    status, _ = early_warning(dataset, params, findings=every_quarter)
     document = {
         "as_of": dataset.as_of.isoformat() if dataset.as_of is not None else None,
         "quarterpanic": __version__,
         "findings": to_records(findings),
+        "quarters": quarter_records(scores, index, params.get("quarters")),
+        "early_warning": [
+            {"org": row.org, "quarter": row.quarter, "week": int(row.week), "status": row.status,
+             "signals": row.signals, "sentence": row.sentence}
+            for row in status.itertuples(index=False)
+        ],
     }
     return json.dumps(document, indent=2)
 
