@@ -363,6 +363,7 @@ def assert_same_records(generated: dict[str, pd.DataFrame], loaded) -> None:
         pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-9, obj=name)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(LOADING_MISSING, reason="quarterpanic.loading (load_crm) is not written yet")
 def test_written_sample_loads_back_with_zero_rejects(tmp_path):
     from quarterpanic.cli import main
@@ -384,6 +385,7 @@ def test_written_sample_loads_back_with_zero_rejects(tmp_path):
     assert b"Confidential Information - Do Not Distribute" in globex
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(LOADING_MISSING, reason="quarterpanic.loading (load_crm) is not written yet")
 def test_bundled_salesdata_is_the_seed_2026_sample_and_loads_cleanly():
     from quarterpanic.loading import load_crm

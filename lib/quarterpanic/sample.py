@@ -443,8 +443,9 @@ class _OrgPlan:
         return records
 
     # Creation rate and mix, shared by the generator and the expected calm shares.
-    def creation_rate(self, day_q: np.ndarray, day_week: np.ndarray, day_weeks: np.ndarray,
-                      busy: np.ndarray, working_days_per_quarter: np.ndarray) -> np.ndarray:
+    def creation_rate(self, day_week: np.ndarray, day_weeks: np.ndarray, busy: np.ndarray,
+                      working_days_per_quarter: np.ndarray) -> np.ndarray:
+        """Expected new opportunities per day (0 on weekends), with any quarter-end dip."""
         per_quarter = float(self.spec["opportunities_per_quarter"]) * self.volume
         rate = np.where(busy, per_quarter / working_days_per_quarter, 0.0)
         dip = self.spec.get("quarter_end_creation_dip")
@@ -466,7 +467,7 @@ class _OrgPlan:
         labels = feats["quarter"].astype(object).to_numpy()
         busy = np.is_busday(days.to_numpy().astype("datetime64[D]"))
         working = pd.Series(busy).groupby(labels).transform("sum").to_numpy()
-        rate = self.creation_rate(None, feats["week_of_quarter"].to_numpy(int),
+        rate = self.creation_rate(feats["week_of_quarter"].to_numpy(int),
                                   feats["weeks_in_quarter"].to_numpy(int), busy, working)
         segments = pd.Series(self.team_segment).value_counts(normalize=True)
         closes = np.zeros(len(days))
@@ -492,12 +493,10 @@ def _cycle_pmf(median_days: float) -> np.ndarray:
     k = np.arange(CYCLE_MAX_DAYS + 1, dtype=float)
     z = (np.log(np.maximum(k, 1e-9)) - math.log(median_days)) / (CYCLE_SIGMA * math.sqrt(2))
     cdf = 0.5 * (1 + np.vectorize(math.erf)(z))
-    cdf[0] = 0.0
-    cdf[CYCLE_MIN_DAYS] = cdf[CYCLE_MIN_DAYS]  # mass at <= min collapses onto min
     pmf = np.diff(cdf, prepend=0.0)
     pmf[:CYCLE_MIN_DAYS] = 0.0
-    pmf[CYCLE_MIN_DAYS] = cdf[CYCLE_MIN_DAYS]
-    pmf[-1] += 1.0 - cdf[-1]
+    pmf[CYCLE_MIN_DAYS] = cdf[CYCLE_MIN_DAYS]  # everything up to the minimum lands on it
+    pmf[-1] += 1.0 - cdf[-1]  # and everything beyond the maximum on that
     return pmf
 
 
@@ -599,7 +598,7 @@ def _opportunities(plan: _OrgPlan, people: dict, rng: np.random.Generator) -> di
     day_q = plan.day_q[in_range]
     busy = plan.day_busy[in_range]
     working = np.bincount(day_q, weights=busy, minlength=plan.nq)[day_q]
-    rate = plan.creation_rate(day_q, plan.day_week[in_range], plan.day_weeks[in_range], busy, working)
+    rate = plan.creation_rate(plan.day_week[in_range], plan.day_weeks[in_range], busy, working)
     counts = rng.poisson(rate)
     created_idx = np.repeat(np.arange(len(rate)), counts)
     n = len(created_idx)
