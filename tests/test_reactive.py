@@ -334,7 +334,7 @@ def test_detector_finds_the_injected_surge_and_judges_only_complete_quarters():
     assert main.loc["FY2025-Q2", "onset_week"] == 9 and main.loc["FY2025-Q2", "flagged"]
     assert main.loc["FY2025-Q2", "ci_low"] < 3.0 < main.loc["FY2025-Q2", "ci_high"]
     assert not main.loc["FY2025-Q1", "flagged"]
-    assert set(findings["metric"]) >= {COMPONENT, "planned_work_deferral", "turnaround_stretch", "after_hours_share",
+    assert set(findings["metric"]) >= {COMPONENT, "planned_work_deferral", "turnaround_stretch", "after_hours_shift",
                                        "wasted_effort_lost"}
     sentence = words.describe(main.reset_index().iloc[1].to_dict())
     assert "unplanned sales-ops requests per working day" in sentence and "from week 9 on" in sentence

@@ -17,9 +17,12 @@ The detector works in steps, each a function a notebook can call on its own:
    rate from the onset on to the same quarter's earlier weeks.
 3. Secondary metrics at that window: ``planned_work_deferral`` (the same
    model on planned requests), ``turnaround_stretch``
-   (:mod:`quarterpanic.turnaround`), ``after_hours_share`` and wasted effort
+   (:mod:`quarterpanic.turnaround`), ``after_hours_shift`` and wasted effort
    (:func:`share_change` on :func:`deal_links`: requests spent on deals
-   finally lost, or unqualified when created).
+   finally lost, or unqualified when created). The shifts are late-window
+   share minus early-window share (in a sample's ``truth.json``,
+   ``after_hours_share`` is the late-window level, so the shift's truth is
+   that minus the calm level).
 4. :func:`detect_reactive_order_taking` — the findings table
    (:func:`analyse_reactive` keeps every intermediate table for the notebook).
 
@@ -86,7 +89,7 @@ register_metric(
     description="planned sales-ops work per working day, relative to the quarter's earlier weeks, ran at",
 )
 register_metric(
-    "after_hours_share",
+    "after_hours_shift",
     component=COMPONENT,
     null=0.0,
     direction=+1,
@@ -477,7 +480,7 @@ def analyse_reactive(
         requests = deal_links(requests, dataset.opportunities, params)
         stretch = turnaround.turnaround_stretch(requests, group_cols=group)
         shares = {
-            "after_hours_share": share_change(requests, flag="is_after_hours", cluster="requester"),
+            "after_hours_shift": share_change(requests, flag="is_after_hours", cluster="requester"),
             "wasted_effort_lost": share_change(requests, flag="deal_lost", cluster="opportunity_id"),
             "wasted_effort_unqualified": share_change(requests, flag="deal_unqualified", cluster="opportunity_id"),
         }
@@ -490,7 +493,7 @@ def analyse_reactive(
 
 
 METRIC_ORDER = (
-    COMPONENT, "planned_work_deferral", "turnaround_stretch", "after_hours_share", "wasted_effort_lost",
+    COMPONENT, "planned_work_deferral", "turnaround_stretch", "after_hours_shift", "wasted_effort_lost",
     "wasted_effort_unqualified",
 )
 
@@ -534,7 +537,7 @@ def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | N
     "reactive_order_taking"``: the rate ratio of unplanned requests per
     working day from the onset week on, vs the quarter's earlier weeks),
     then ``planned_work_deferral``, ``turnaround_stretch``,
-    ``after_hours_share``, ``wasted_effort_lost`` and — with the
+    ``after_hours_shift``, ``wasted_effort_lost`` and — with the
     qualification rule — ``wasted_effort_unqualified``. With
     ``params["segment"]`` only that segment is analysed (requests follow
     their deal's segment); with ``params["by_segment"]`` each segment is
