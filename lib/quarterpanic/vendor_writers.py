@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -164,6 +165,55 @@ def _owner_of(opportunities: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
     return history["opportunity_id"].map(owners)
 
 
+def _history_rows(profile: Profile, field_names: dict[str, str], when: Callable, money: Callable, day: Callable,
+                  editor: str, owners: pd.Series, category: dict[str, str] | None = None) -> Callable:
+    """Rows of a field-history export: id, field, old, new, when, editor; values in the vendor's formats."""
+
+    def value(h: pd.DataFrame, column: str) -> pd.Series:
+        text = _text(h[column])
+        for field, fmt, parse in (("amount", money, pd.to_numeric), ("close_date", day, pd.to_datetime)):
+            rows = h["field"] == field
+            if rows.any():
+                text[rows] = fmt(parse(h.loc[rows, column]))
+        rows = h["field"] == "forecast_category"
+        if category and rows.any():
+            text[rows] = h.loc[rows, column].map(category).astype(object)
+        return text
+
+    def rows(h: pd.DataFrame) -> pd.DataFrame:
+        return _frame([
+            (_label(profile, "opportunity_id"), _text(h["opportunity_id"])),
+            (_label(profile, "field"), h["field"].map(field_names).astype(object)),
+            (_label(profile, "old_value"), value(h, "old_value")),
+            (_label(profile, "new_value"), value(h, "new_value")),
+            (_label(profile, "changed_at"), when(h["changed_at"])),
+            (editor, _text(owners.loc[h.index])),
+        ], h.index)
+
+    return rows
+
+
+def _lead_rows(profile: Profile, when: Callable, number: Callable,
+               extra: list[tuple[str, Callable]] = ()) -> Callable:
+    """Rows of a leads export in the vendor's date and number formats (``extra`` columns after the id)."""
+
+    def rows(ld: pd.DataFrame) -> pd.DataFrame:
+        return _frame([
+            (_label(profile, "lead_id"), _text(ld["lead_id"])),
+            *[(header, make(ld)) for header, make in extra],
+            (_label(profile, "created_at"), when(ld["created_at"])),
+            (_label(profile, "status"), _text(ld["status"])),
+            (_label(profile, "lead_source"), _text(ld["lead_source"])),
+            (_label(profile, "score"), number(ld["score"])),
+            (_label(profile, "owner"), _text(ld["owner"])),
+            (_label(profile, "converted_at"), when(ld["converted_at"])),
+            (_label(profile, "converted_opportunity_id"), _text(ld["converted_opportunity_id"])),
+            (_label(profile, "disqualification_reason"), _text(ld["disqualification_reason"])),
+        ], ld.index)
+
+    return rows
+
+
 # -- Salesforce -------------------------------------------------------------------------------------
 def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, str]:
     opp_profile = load_profile("salesforce_opportunities")
@@ -202,42 +252,10 @@ def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: 
         ], o.index)
 
     sf_field = {"stage": "Stage", "amount": "Amount", "close_date": "Close Date", "forecast_category": "Forecast Category"}
-    owners = _owner_of(opps, history)
-
-    def history_value(h: pd.DataFrame, column: str) -> pd.Series:
-        text = _text(h[column])
-        amount = h["field"] == "amount"
-        close = h["field"] == "close_date"
-        if amount.any():
-            text[amount] = _money(pd.to_numeric(h.loc[amount, column]), prefix=f"{opps['currency'].iloc[0]} ")
-        if close.any():
-            text[close] = _us_date(pd.to_datetime(h.loc[close, column]))
-        return text
-
-    def history_rows(h: pd.DataFrame) -> pd.DataFrame:
-        p = hist_profile
-        return _frame([
-            (_label(p, "opportunity_id"), _text(h["opportunity_id"])),
-            (_label(p, "field"), h["field"].map(sf_field).astype(object)),
-            (_label(p, "old_value"), history_value(h, "old_value")),
-            (_label(p, "new_value"), history_value(h, "new_value")),
-            (_label(p, "changed_at"), _us_datetime(h["changed_at"])),
-            ("Edited By", _text(owners.loc[h.index])),
-        ], h.index)
-
-    def lead_rows(ld: pd.DataFrame) -> pd.DataFrame:
-        p = lead_profile
-        return _frame([
-            (_label(p, "lead_id"), _text(ld["lead_id"])),
-            (_label(p, "created_at"), _us_datetime(ld["created_at"])),
-            (_label(p, "status"), _text(ld["status"])),
-            (_label(p, "lead_source"), _text(ld["lead_source"])),
-            (_label(p, "score"), _number(ld["score"])),
-            (_label(p, "owner"), _text(ld["owner"])),
-            (_label(p, "converted_at"), _us_datetime(ld["converted_at"])),
-            (_label(p, "converted_opportunity_id"), _text(ld["converted_opportunity_id"])),
-            (_label(p, "disqualification_reason"), _text(ld["disqualification_reason"])),
-        ], ld.index)
+    currency = f"{opps['currency'].iloc[0]} " if len(opps) else ""
+    history_rows = _history_rows(hist_profile, sf_field, _us_datetime, lambda v: _money(v, prefix=currency), _us_date,
+                                 "Edited By", _owner_of(opps, history))
+    lead_rows = _lead_rows(lead_profile, _us_datetime, _number)
 
     _write_csv(folder / "opportunities.csv", opps, opportunity_rows, "salesforce", footer)
     _write_csv(folder / "opportunity_field_history.csv", history, history_rows, "salesforce", footer)
@@ -323,40 +341,9 @@ def _hubspot(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
 
     hub_field = {"stage": "Deal Stage", "amount": "Amount", "close_date": "Close Date",
                  "forecast_category": "Forecast category"}
-    owners = _owner_of(opps, history)
-
-    def history_value(h: pd.DataFrame, column: str) -> pd.Series:
-        text = _text(h[column])
-        amount, category = h["field"] == "amount", h["field"] == "forecast_category"
-        text[amount] = _number(pd.to_numeric(h.loc[amount, column]))
-        text[category] = h.loc[category, column].map(HUBSPOT_FORECAST_INTERNAL).astype(object)
-        return text
-
-    def history_rows(h: pd.DataFrame) -> pd.DataFrame:
-        p = hist_profile
-        return _frame([
-            (_label(p, "opportunity_id"), _text(h["opportunity_id"])),
-            (_label(p, "field"), h["field"].map(hub_field).astype(object)),
-            (_label(p, "old_value"), history_value(h, "old_value")),
-            (_label(p, "new_value"), history_value(h, "new_value")),
-            (_label(p, "changed_at"), _iso_datetime(h["changed_at"])),
-            ("Changed By", _text(owners.loc[h.index])),
-        ], h.index)
-
-    def lead_rows(ld: pd.DataFrame) -> pd.DataFrame:
-        p = lead_profile
-        return _frame([
-            (_label(p, "lead_id"), _text(ld["lead_id"])),
-            ("Lead Name", _lead_names(ld)),
-            (_label(p, "created_at"), _iso_datetime(ld["created_at"])),
-            (_label(p, "status"), _text(ld["status"])),
-            (_label(p, "lead_source"), _text(ld["lead_source"])),
-            (_label(p, "score"), _number(ld["score"])),
-            (_label(p, "owner"), _text(ld["owner"])),
-            (_label(p, "converted_at"), _iso_datetime(ld["converted_at"])),
-            (_label(p, "converted_opportunity_id"), _text(ld["converted_opportunity_id"])),
-            (_label(p, "disqualification_reason"), _text(ld["disqualification_reason"])),
-        ], ld.index)
+    history_rows = _history_rows(hist_profile, hub_field, _iso_datetime, _number, _iso_date, "Changed By",
+                                 _owner_of(opps, history), category=HUBSPOT_FORECAST_INTERNAL)
+    lead_rows = _lead_rows(lead_profile, _iso_datetime, _number, extra=[("Lead Name", _lead_names)])
 
     _write_csv(folder / "deals.csv", opps, deal_rows, "hubspot")
     _write_csv(folder / "deal_property_history.csv", history, history_rows, "hubspot")
@@ -493,39 +480,10 @@ def _generic(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
         ], o.index)
 
     what = {"stage": "Phase", "amount": "Value", "close_date": "Expected Close", "forecast_category": "Forecast"}
-    owners = _owner_of(opps, history)
-
-    def history_value(h: pd.DataFrame, column: str) -> pd.Series:
-        text = _text(h[column])
-        amount, close = h["field"] == "amount", h["field"] == "close_date"
-        text[amount] = _money(pd.to_numeric(h.loc[amount, column]), european=True)
-        text[close] = _eu_date(pd.to_datetime(h.loc[close, column]))
-        return text
-
-    def history_rows(h: pd.DataFrame) -> pd.DataFrame:
-        p = hist_profile
-        return _frame([
-            (_label(p, "opportunity_id"), _text(h["opportunity_id"])),
-            (_label(p, "changed_at"), _eu_datetime(h["changed_at"])),
-            (_label(p, "field"), h["field"].map(what).astype(object)),
-            (_label(p, "old_value"), history_value(h, "old_value")),
-            (_label(p, "new_value"), history_value(h, "new_value")),
-            ("Changed By", _text(owners.loc[h.index])),
-        ], h.index)
-
-    def lead_rows(ld: pd.DataFrame) -> pd.DataFrame:
-        p = lead_profile
-        return _frame([
-            (_label(p, "lead_id"), _text(ld["lead_id"])),
-            (_label(p, "created_at"), _eu_datetime(ld["created_at"])),
-            (_label(p, "status"), _text(ld["status"])),
-            (_label(p, "lead_source"), _text(ld["lead_source"])),
-            (_label(p, "score"), _number(ld["score"], european=True)),
-            (_label(p, "owner"), _text(ld["owner"])),
-            (_label(p, "converted_at"), _eu_datetime(ld["converted_at"])),
-            (_label(p, "converted_opportunity_id"), _text(ld["converted_opportunity_id"])),
-            (_label(p, "disqualification_reason"), _text(ld["disqualification_reason"])),
-        ], ld.index)
+    european = partial(_number, european=True)
+    history_rows = _history_rows(hist_profile, what, _eu_datetime, partial(_money, european=True), _eu_date,
+                                 "Changed By", _owner_of(opps, history))
+    lead_rows = _lead_rows(lead_profile, _eu_datetime, european)
 
     _write_csv(folder / "deals.csv", opps, deal_rows, "generic")
     _write_csv(folder / "deal_changes.csv", history, history_rows, "generic")
