@@ -532,6 +532,28 @@ def test_exit_codes_rank_a_dead_kernel_above_a_cell_error():
     assert runner.exit_code_for([result("failed"), result("kernel died")]) == 138
 
 
+def test_progress_is_one_line_per_start_and_finish_off_a_terminal():
+    stream = io.StringIO()
+    failed = runner.NotebookResult(name="02_broken", status="failed", started_at="", duration_s=1.26,
+                                   error={"cell_index": 3, "ename": "ValueError", "evalue": "boom"})
+    with runner.Progress(stream) as progress:
+        progress(runner.Event("start", "02_broken"))
+        progress(runner.Event("finish", "02_broken", failed))
+    assert stream.getvalue() == "[02_broken] started\n[02_broken] failed in 1.3s — cell 4: ValueError: boom\n"
+
+
+def test_progress_on_a_terminal_also_shows_what_is_running():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with runner.Progress(stream) as progress:
+        progress(runner.Event("start", "01_alpha"))
+    assert "[01_alpha] started\n" in stream.getvalue() and "running: 01_alpha 0s" in stream.getvalue()
+    assert stream.getvalue().endswith("\r\x1b[K")  # the status line is cleared at the end
+
+
 def test_default_parameter_file_documents_every_suite_parameter():
     assert params.read_params_file(paths.PARAMETERS_DIR / "default.yaml") == params.DEFAULTS
     for name in ["weekly.yaml", "per_org_example.yaml"]:
