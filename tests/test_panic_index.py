@@ -165,12 +165,15 @@ def test_headline_names_the_most_panicked_organisation():
 
 
 def test_size_classes_are_compared():
-    findings = make_findings(pd.concat([org_findings("Big", panic=("FY2026-Q4",)), org_findings("Tiny")]))
+    tiny = org_findings("Tiny", decay=[0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04, 0.03],
+                        reactive=[1.1, 1.2, 1.0, 1.15, 1.25, 1.05, 1.1, 1.12])
+    findings = make_findings(pd.concat([org_findings("Big", panic=("FY2026-Q4",)), tiny]))
     index = pi.panic_index(scores_of(findings), THRESHOLDS, size_classes={"Big": "enterprise", "Tiny": "small"})
     table = pi.by_size_class(index).set_index("size_class")
     assert list(table.index) == ["small", "enterprise"]
     assert table.loc["enterprise", "panic_quarters"] == 1 and table.loc["small", "quarters"] == 8
     assert 0 <= table.loc["enterprise", "panic_share_low"] <= 1 / 8 <= table.loc["enterprise", "panic_share_high"]
+    assert pi.size_class_headline(table.reset_index()) == "Enterprise organisations panicked most often (12% of quarters)"
 
 
 def test_json_quarters_have_the_documented_shape():

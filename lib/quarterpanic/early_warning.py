@@ -601,10 +601,10 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     sentence = str(row["sentence"].iloc[0]) if len(row) else org
     title = sentence.split(", as of ", 1)[-1] if ", as of " in sentence else sentence
     title = f"{org}: as of {title}" if ", as of " in sentence else title
-    plots.label_axes(ax, title=textwrap.fill(title, 80), x="Week of fiscal quarter", y="CUSUM / alarm line")
+    plots.label_axes(ax, title=textwrap.fill(title, 70), x="Week of fiscal quarter", y="CUSUM / alarm line")
     weeks_in_quarter = int(row["weeks_in_quarter"].iloc[0]) if len(row) else 13
     ax.set_xlim(0.5, weeks_in_quarter + 0.5)
     ax.set_ylim(bottom=0)
     plots.week_ticks(ax, range(1, weeks_in_quarter + 1))
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax

@@ -431,6 +431,18 @@ def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = 
     return out.reset_index(drop=True)
 
 
+
+def size_class_headline(sizes: pd.DataFrame) -> str:
+    """The size classes that panicked most often, from :func:`by_size_class` ("Mid and enterprise organisations
+    panicked most often (50% of quarters each)")."""
+    if sizes.empty or not sizes["panic_quarters"].any():
+        return "No size class had a quarter in panic"
+    top = sizes[sizes["panic_share"] == sizes["panic_share"].max()]
+    names = list(top["size_class"])
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    each = " each" if len(names) > 1 else ""
+    return f"{who.capitalize()} organisations panicked most often ({top['panic_share'].iloc[0]:.0%} of quarters{each})"
+
 # -- in plain words -----------------------------------------------------------------------------------
 def _finite(*values: Any) -> bool:
     return all(_number(v) is not None for v in values)
@@ -531,6 +543,30 @@ def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     return f"{org} panicked in {int(top['panic'])} of its last {int(top['quarters'])} quarters{what}{tail}."
 
 
+def top_findings(scores: pd.DataFrame, index: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """The components that pushed quarters furthest towards panic, in plain words.
+
+    Only quarters at ``watch`` or ``panic`` level and components with a
+    positive contribution, largest first. Returns ``org``, ``quarter``,
+    ``level``, ``panic_index``, ``component``, ``z``, ``contribution`` and
+    ``sentence`` (:func:`effect_phrase`).
+    """
+    hot = index[index["level"].isin([WATCH, PANIC])][KEYS + ["level", "panic_index"]]
+    rows = scores.merge(hot, on=KEYS, how="inner")
+    rows = rows[(rows["contribution"] > 0) & rows["estimate"].notna()]
+    rows = rows.sort_values("contribution", ascending=False).head(n).reset_index(drop=True)
+    rows["sentence"] = [effect_phrase(row) for row in rows.to_dict("records")]
+    return rows[["org", "quarter", "segment", "level", "panic_index", "component", "z", "contribution", "sentence"]]
+
+
+def index_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Org-wide index and level per quarter, one row per organisation (a compact table for readers)."""
+    rows = index[index["segment"] == ALL_SEGMENTS]
+    text = rows["panic_index"].map(lambda v: "" if pd.isna(v) else f"{round(v, 1) + 0.0:.1f}") + " " + rows["level"].map(
+        {PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a"})
+    return rows.assign(cell=text.str.strip()).pivot(index="org", columns="quarter", values="cell").fillna("")
+
+
 # -- what the discounting cost ------------------------------------------------------------------------
 DISCOUNT_COST_COLUMNS = [
     "org", "quarter", "level", "onset_week", "currency", "won_deals", "won_amount", "discount_uplift",
@@ -582,6 +618,37 @@ def discount_cost(
     levels = index[index["segment"] == ALL_SEGMENTS][["org", "quarter", "level"]] if index is not None else None
     out = out.merge(levels, on=["org", "quarter"], how="left") if levels is not None else out.assign(level=None)
     return out[DISCOUNT_COST_COLUMNS]
+
+
+def discount_cost_totals(costs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`discount_cost` summed per organisation (and currency).
+
+    The interval of a sum treats the quarters' estimates as independent
+    (standard errors from their 95% intervals, added in quadrature).
+    Returns ``org``, ``currency``, ``quarters``, ``won_amount``, ``cost``,
+    ``cost_low``, ``cost_high``.
+    """
+    if costs.empty:
+        return pd.DataFrame(columns=["org", "currency", "quarters", "won_amount", "cost", "cost_low", "cost_high"])
+    se = (costs["cost_high"] - costs["cost_low"]) / (2 * Z95)
+    out = (
+        costs.assign(_var=se**2)
+        .groupby(["org", "currency"], sort=True)
+        .agg(quarters=("quarter", "size"), won_amount=("won_amount", "sum"), cost=("cost", "sum"), _var=("_var", "sum"))
+        .reset_index()
+    )
+    half = Z95 * np.sqrt(out.pop("_var"))
+    out["cost_low"], out["cost_high"] = out["cost"] - half, out["cost"] + half
+    return out
+
+
+def money(value: float, currency: str = "") -> str:
+    """12_345_678 → "12.3M EUR"; 45_600 → "45.6k EUR"."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    size = abs(value)
+    text = f"{value / 1e6:.1f}M" if size >= 1e6 else f"{value / 1e3:.0f}k" if size >= 1e4 else f"{value:,.0f}"
+    return f"{text} {currency}".strip()
 
 
 # -- charts -------------------------------------------------------------------------------------------
@@ -639,5 +706,5 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
         if len(grid) else org, x="Fiscal quarter", y="Contribution to the index",
     )
     ax.tick_params(axis="x", rotation=45 if len(grid) > 6 else 0)
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
