@@ -1,0 +1,72 @@
+"""notebooks/04_panic_index.ipynb runs on a small generated sample and records its key figures."""
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
+HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
+LEVELS = {"calm", "watch", "panic", "insufficient data"}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    papermill = pytest.importorskip("papermill")
+    from quarterpanic.sample import write_sample
+
+    tmp_path = tmp_path_factory.mktemp("nb04")
+    data_dir = tmp_path / "data"
+    write_sample(data_dir, seed=7, scale="small")
+    # An organisation name is CRM text: it must never reach the page as HTML.
+    org_yaml = data_dir / "northwind_traders" / "org.yaml"
+    org_yaml.write_text(org_yaml.read_text().replace("org: Northwind Traders", f"org: '{HOSTILE_ORG}'"))
+    summary_path = tmp_path / "summary.json"
+    out = tmp_path / "04_panic_index.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(out), parameters={"data_dir": str(data_dir), "summary_path": str(summary_path)},
+        cwd=str(tmp_path), progress_bar=False,
+    )
+    return json.loads(summary_path.read_text()), json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_summary_has_a_headline_and_valid_levels(executed):
+    summary, _ = executed
+    assert isinstance(summary["headline"], str) and len(summary["headline"]) > 20
+    assert "panicked" in summary["headline"]
+    index = summary["index"]
+    assert index and {row["level"] for row in index} <= LEVELS
+    assert {row["org"] for row in index} == {HOSTILE_ORG, "Globex Corporation", "Brightline Studio"}
+    # The generated sample injects panic into Northwind and Globex, never into the studio.
+    panic_orgs = {row["org"] for row in index if row["level"] == "panic"}
+    assert panic_orgs == {HOSTILE_ORG, "Globex Corporation"}
+    for org, counts in summary["levels"].items():
+        assert set(counts) <= LEVELS and sum(counts.values()) == sum(1 for r in index if r["org"] == org)
+
+
+@pytest.mark.slow
+def test_summary_records_costs_sizes_and_the_open_quarter(executed):
+    summary, _ = executed
+    assert {"discount_cost", "discount_cost_totals", "size_classes", "top_findings", "components"} <= set(summary)
+    for row in summary["discount_cost_totals"]:
+        assert row["cost_low"] <= row["cost"] <= row["cost_high"]
+    assert {row["size_class"] for row in summary["size_classes"]} == {"small", "mid", "enterprise"}
+    warning = {row["org"]: row for row in summary["early_warning"]}
+    assert set(warning) == {HOSTILE_ORG, "Globex Corporation", "Brightline Studio"}
+    # Northwind's open quarter panics from week 9 and the sample ends in its week 11.
+    assert warning[HOSTILE_ORG]["status"] == "panic signals"
+    assert all(row["sentence"].startswith(row["org"]) for row in warning.values())
+
+
+@pytest.mark.slow
+def test_notebook_shows_charts_and_escapes_crm_text(executed):
+    _, notebook = executed
+    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 7
+    for output in outputs:
+        data = output.get("data", {})
+        for kind in ("text/html", "text/markdown"):
+            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
