@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy.special import expit
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 from quarterpanic import outcomes
 from quarterpanic.dataset import Dataset
@@ -466,12 +467,15 @@ def _glm_average_effect(
     """Average marginal effect of ``late`` (probability scale) and its delta-method SE, or None."""
     exog = np.column_stack([np.ones_like(late), late, dummies])
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        # Separation, non-convergence and overflow make the fit unusable; other warnings do not.
+        for category in (PerfectSeparationWarning, ConvergenceWarning, RuntimeWarning):
+            warnings.simplefilter("error", category)
         try:
             result = sm.GLM(y, exog, family=sm.families.Binomial()).fit(
                 cov_type="cluster", cov_kwds={"groups": clusters}
             )
-        except (Warning, ValueError, np.linalg.LinAlgError):
+        except (PerfectSeparationWarning, PerfectSeparationError, ConvergenceWarning, RuntimeWarning, ValueError,
+                np.linalg.LinAlgError):
             return None
     params, cov = np.asarray(result.params), np.asarray(result.cov_params())
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(cov))):
