@@ -126,6 +126,13 @@ def dying_notebook(path: Path) -> Path:
     ])
 
 
+def sleeping_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Sleeps"),
+        ("code", "import time\ntime.sleep(60)"),
+    ])
+
+
 def make_suite(root: Path) -> dict[str, Path]:
     """Notebooks, a data folder and two layered parameter files under ``root``."""
     nbs = root / "notebooks"
@@ -342,16 +349,21 @@ def test_parallel_jobs_give_the_same_outputs(first, parallel):
 
 
 @pytest.mark.slow
-def test_an_all_failed_run_does_not_move_latest_and_a_dead_kernel_exits_138(suite, first, parallel):
+def test_an_all_failed_run_does_not_move_latest_and_ranks_a_dead_kernel_first(suite, first, parallel):
     dying = dying_notebook(suite["root"] / "03_dies.ipynb")
-    code, stderr = run_cli("--notebooks", str(dying), "--out", str(first["out"]), "--run-id", "run-failed")
-    assert code == 138
+    sleeping = sleeping_notebook(suite["root"] / "05_sleeps.ipynb")
+    code, stderr = run_cli("--notebooks", str(dying), str(sleeping), "--cell-timeout", "2",
+                           "--out", str(first["out"]), "--run-id", "run-failed")
+    assert code == 138  # a dead kernel outranks a cell error
     assert os.readlink(first["out"] / "latest") == parallel["latest"]
     manifest = json.loads((first["out"] / "run-failed" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     died = by_name(manifest)["03_dies"]
     assert died["status"] == "kernel died" and died["error"]["ename"] == "DeadKernelError"
     assert died["error"]["cell_index"] == 1
+    slept = by_name(manifest)["05_sleeps"]
+    assert slept["status"] == "failed" and slept["error"]["ename"] == "CellTimeoutError"
+    assert slept["error"]["cell_index"] == 1 and "time.sleep" not in slept["error"]["evalue"]
     assert "latest unchanged" in stderr
 
 

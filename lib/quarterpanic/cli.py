@@ -198,6 +198,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address for --executor dask (default: a local cluster of --jobs workers)")
     p.add_argument("--kernel", metavar="NAME", help="Jupyter kernel for every notebook (default: each notebook's own)")
+    p.add_argument("--cell-timeout", type=int, metavar="SECONDS",
+                   help="stop a notebook as failed when one cell runs longer (default: no limit)")
     p.add_argument("--list-parameters", action="store_true",
                    help="print every notebook's parameters with their help, then exit")
 
@@ -225,6 +227,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_id=args.run_id,
             on_event=progress,
             kernel_name=args.kernel,
+            cell_timeout=args.cell_timeout,
         )
     ok = sum(r.ok for r in report.results)
     print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"

@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import nbformat
 import papermill
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
@@ -61,7 +62,7 @@ EXIT_CELL_ERROR = 1
 EXIT_KERNEL_DIED = 138
 
 STATUS_OK = "ok"
-STATUS_FAILED = "failed"  # a cell raised (PapermillExecutionError)
+STATUS_FAILED = "failed"  # a cell raised (PapermillExecutionError) or ran past --cell-timeout
 STATUS_KERNEL_DIED = "kernel died"  # DeadKernelError
 STATUS_ERROR = "error"  # could not run or export at all (no kernel, unreadable notebook, ...)
 
@@ -336,7 +337,15 @@ def run_notebook(task: NotebookTask) -> NotebookResult:
             "ename": "DeadKernelError",
             "evalue": _short(str(err)),
         }
-    except Exception as err:  # no kernel, unreadable notebook, timeout: the run goes on without it
+    except CellTimeoutError as err:
+        status = STATUS_FAILED
+        error = {
+            "cell_index": _running_cell_index(task.executed),
+            "execution_count": None,
+            "ename": "CellTimeoutError",
+            "evalue": _short(str(err).splitlines()[0]),  # the rest previews the cell's code
+        }
+    except Exception as err:  # no kernel, unreadable notebook: the run goes on without it
         status = STATUS_ERROR
         error = {"cell_index": None, "execution_count": None, "ename": type(err).__name__, "evalue": _short(str(err))}
     summary = _read_summary(task.summary_path)
@@ -550,6 +559,8 @@ class DaskExecutor:
     """
 
     def __init__(self, scheduler: str | None = None, *, jobs: int = 1, client: Any = None):
+        if jobs < 1:
+            raise ParameterError(f"--jobs must be at least 1, got {jobs}")
         self.scheduler = scheduler
         self.jobs = jobs
         self.client = client
@@ -564,7 +575,12 @@ class DaskExecutor:
         if self.client is not None:
             return self._execute(self.client, tasks, on_event, as_completed)
         if self.scheduler:
-            with Client(self.scheduler) as client:
+            try:
+                client = Client(self.scheduler, timeout=30)
+            except (OSError, TimeoutError) as err:
+                raise RunError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}",
+                               hint="check --scheduler") from None
+            with client:
                 return self._execute(client, tasks, on_event, as_completed)
         with LocalCluster(n_workers=self.jobs, threads_per_worker=1, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -681,6 +697,7 @@ def run(
     notebooks_dir: str | Path | None = None,
     on_event: EventHandler | None = None,
     kernel_name: str | None = None,
+    cell_timeout: int | None = None,
 ) -> RunReport:
     """Execute the notebooks and publish the run folder; see the module docstring.
 
@@ -702,6 +719,8 @@ def run(
         Called on each notebook start and finish (e.g. a :class:`Progress`).
     kernel_name:
         Kernel for every notebook (default: each notebook's own kernelspec).
+    cell_timeout:
+        Seconds one cell may run before its notebook is stopped as failed (default: no limit).
 
     Raises
     ------
@@ -747,10 +766,15 @@ def run(
             title=notebook_title(path),
             run_id=run_id,
             kernel_name=kernel_name,
+            execution_timeout=cell_timeout,
         ))
 
     clock = time.perf_counter()
-    results = executor.execute(tasks, on_event)
+    try:
+        results = executor.execute(tasks, on_event)
+    except QuarterpanicError:  # e.g. no Dask scheduler at that address: nothing ran, nothing to keep
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     exit_code = exit_code_for(results)
     manifest = build_manifest(
         run_id=run_id,
