@@ -19,7 +19,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from quarterpanic import cli, params, paths, runner
+from quarterpanic import cli, executors, params, paths, runner
 from quarterpanic.errors import ParameterError
 from quarterpanic.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
 
@@ -384,7 +384,7 @@ def test_dask_executor_gives_the_same_manifest_and_index(suite, first):
             notebooks=[str(suite["broken"]), str(suite["panic"])],
             parameter_files=[suite["base"], suite["layer"]],
             overrides={"label": "from -p", "data_dir": str(suite["data"])},
-            executor=runner.DaskExecutor(client=client),
+            executor=executors.DaskExecutor(client=client),
             run_id="run-one",
         )
     assert report.exit_code == 1 and report.published
@@ -537,7 +537,7 @@ def test_rows_are_counted_per_format(tmp_path):
 
 def test_exit_codes_rank_a_dead_kernel_above_a_cell_error():
     def result(status):
-        return runner.NotebookResult(name=status, status=status, started_at="", duration_s=0)
+        return executors.NotebookResult(name=status, status=status, started_at="", duration_s=0)
 
     assert runner.exit_code_for([result("ok")]) == 0
     assert runner.exit_code_for([result("ok"), result("failed")]) == 1
@@ -546,11 +546,11 @@ def test_exit_codes_rank_a_dead_kernel_above_a_cell_error():
 
 def test_progress_is_one_line_per_start_and_finish_off_a_terminal():
     stream = io.StringIO()
-    failed = runner.NotebookResult(name="02_broken", status="failed", started_at="", duration_s=1.26,
+    failed = executors.NotebookResult(name="02_broken", status="failed", started_at="", duration_s=1.26,
                                    error={"cell_index": 3, "ename": "ValueError", "evalue": "boom"})
-    with runner.Progress(stream) as progress:
-        progress(runner.Event("start", "02_broken"))
-        progress(runner.Event("finish", "02_broken", failed))
+    with executors.Progress(stream) as progress:
+        progress(executors.Event("start", "02_broken"))
+        progress(executors.Event("finish", "02_broken", failed))
     assert stream.getvalue() == "[02_broken] started\n[02_broken] failed in 1.3s — cell 4: ValueError: boom\n"
 
 
@@ -560,8 +560,8 @@ def test_progress_on_a_terminal_also_shows_what_is_running():
             return True
 
     stream = Terminal()
-    with runner.Progress(stream) as progress:
-        progress(runner.Event("start", "01_alpha"))
+    with executors.Progress(stream) as progress:
+        progress(executors.Event("start", "01_alpha"))
     assert "[01_alpha] started\n" in stream.getvalue() and "running: 01_alpha 0s" in stream.getvalue()
     assert stream.getvalue().endswith("\r\x1b[K")  # the status line is cleared at the end
 

@@ -205,19 +205,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from quarterpanic import runner
+    from quarterpanic import executors, runner
     from quarterpanic.params import parse_cli_value
 
     if args.list_parameters:
         sys.stdout.write(runner.format_parameters(runner.select_notebooks(args.notebooks)))
         return 0
     if args.executor == "dask":
-        executor = runner.DaskExecutor(args.scheduler, jobs=args.jobs)
+        executor = executors.DaskExecutor(args.scheduler, jobs=args.jobs)
     else:
         if args.scheduler:
             raise QuarterpanicError("--scheduler needs --executor dask")
-        executor = runner.LocalExecutor(args.jobs)
-    with runner.Progress() as progress:
+        executor = executors.LocalExecutor(args.jobs)
+    with executors.Progress() as progress:
         report = runner.run(
             out_dir=args.out,
             notebooks=args.notebooks,
