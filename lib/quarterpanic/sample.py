@@ -57,6 +57,7 @@ Panic quarters and onsets come from each org's ``panic_quarters`` in the scenari
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ def load_scenario(scenario: str | Path | Mapping | None = None) -> dict:
     a YAML file path, or a mapping with the same keys. Mappings merge key by key;
     an org's ``panic_quarters`` is replaced whole.
     """
-    base = _read_yaml(SCENARIOS_DIR / "default.yaml")
+    base = _default_scenario()
     if scenario is None:
         return _checked(base)
     if isinstance(scenario, Mapping):
@@ -193,6 +194,17 @@ def load_scenario(scenario: str | Path | Mapping | None = None) -> dict:
         override = _read_yaml(path)
         override.setdefault("name", path.stem)
     return _checked(_merge(base, override))
+
+
+def _default_scenario() -> dict:
+    """A fresh copy of the shipped default scenario (parsed once)."""
+    global _DEFAULT_SCENARIO
+    if _DEFAULT_SCENARIO is None:
+        _DEFAULT_SCENARIO = _read_yaml(SCENARIOS_DIR / "default.yaml")
+    return copy.deepcopy(_DEFAULT_SCENARIO)
+
+
+_DEFAULT_SCENARIO: dict | None = None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -1128,5 +1140,14 @@ def _canonical(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["source_file"] = "<generated>"
     frame["source_row"] = np.arange(2, len(frame) + 2)
-    empty = schemas.empty(table)
-    return frame[list(empty.columns)].astype(empty.dtypes.to_dict())
+    dtypes = _canonical_dtypes(table)
+    return frame[list(dtypes)].astype(dtypes)
+
+
+@functools.lru_cache(maxsize=None)
+def _canonical_dtypes_cached(table: str) -> tuple:
+    return tuple(schemas.empty(table).dtypes.items())
+
+
+def _canonical_dtypes(table: str) -> dict:
+    return dict(_canonical_dtypes_cached(table))
