@@ -359,6 +359,8 @@ class DaskExecutor:
     def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
         from distributed import Client, LocalCluster, as_completed
 
+        if not log.isEnabledFor(logging.INFO):  # distributed logs every worker start at INFO; keep to -v
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.client is not None:
             return self._execute(self.client, tasks, on_event, as_completed)
         if self.scheduler:
