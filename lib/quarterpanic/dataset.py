@@ -152,7 +152,8 @@ def resolve_data_dir(data_dir: str | Path) -> Path:
     raise ExportError("data folder not found", path=path, hint="set data_dir to a folder of CRM exports")
 
 
-def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] | None = None) -> Dataset:
+def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
+                 cache: bool | str | Path = True) -> Dataset:
     """Load a folder of CRM exports as a :class:`Dataset`, as the parameters say.
 
     Parameters
@@ -164,6 +165,9 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
     params:
         Analysis parameters (see :mod:`quarterpanic.params`); uses
         ``profile``, ``fiscal_calendar``, ``as_of``, ``orgs`` and ``segment``.
+    cache:
+        The reload cache (:mod:`quarterpanic.cache`): ``True`` (the project's
+        ``.cache/`` folder), a cache folder, or ``False`` to read every file.
 
     Returns
     -------
@@ -175,7 +179,7 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
 
     params = {**defaults(), **(params or {})}
     path = resolve_data_dir(data_dir if data_dir is not None else params["data_dir"])
-    crm = load_crm(path, profile=params.get("profile"))
+    crm = load_crm(path, profile=params.get("profile"), cache=cache)
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
     dataset = Dataset.from_tables(
         crm.__dict__, orgs, calendar_override=params.get("fiscal_calendar"), as_of=params.get("as_of")

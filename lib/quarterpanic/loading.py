@@ -28,6 +28,7 @@ import pandera.pandas as pa
 import yaml
 
 from quarterpanic import schemas
+from quarterpanic.cache import LoadCache, open_cache
 from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.exports import RawExport, export_kind, read_export, read_headers
 from quarterpanic.mapping import (
@@ -98,7 +99,7 @@ class _FileResult:
 
 
 def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Path | None = None,
-             table: str | None = None) -> CRM:
+             table: str | None = None, cache: bool | str | Path | LoadCache = False) -> CRM:
     """Load CRM exports into validated canonical tables.
 
     Args:
@@ -108,6 +109,10 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             file; by default ``org.yaml``'s ``files:`` entry, else detected
             from each file's headers.
         table: restrict detection to one canonical table.
+        cache: keep each file's result in the reload cache and reuse it while
+            the file, its mapping and the loading code are unchanged
+            (:mod:`quarterpanic.cache`): ``True`` for the project's ``.cache/``
+            folder, or a cache folder.
 
     Returns:
         A :class:`CRM`.
@@ -127,6 +132,7 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
     results = []
     folder_orgs: dict[Path, OrgInfo | None] = {}
     profiles = None
+    store = open_cache(cache)
     for file in discover(paths):
         folder = file.parent
         if folder not in folder_orgs:
@@ -150,7 +156,10 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
         if info.name in orgs and orgs[info.name].folder not in (None, info.folder) and info.folder is not None:
             log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
         orgs.setdefault(info.name, info)
-        results.append(load_file(file, chosen, orgs[info.name]))
+        if store is None:
+            results.append(load_file(file, chosen, orgs[info.name]))
+        else:
+            results.append(store.load(file, chosen, orgs[info.name], load_file))
     return _assemble(results, orgs)
 
 

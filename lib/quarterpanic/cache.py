@@ -1,0 +1,219 @@
+"""Reload cache: each export's canonical rows, rejects and row count, kept as Parquet.
+
+Reading and mapping an export is the slow part of :func:`quarterpanic.loading.load_crm`;
+a notebook re-run, a second report or ``quarterpanic run`` loads the same
+unchanged files again. :class:`LoadCache` keeps what :func:`~quarterpanic.loading.load_file`
+produced for one file — its validated canonical frame, its rejects and the
+number of records read — under a key made of
+
+* the SHA-256 of the file's bytes (a changed export is a new key),
+* the profile or mapping as parsed (a changed mapping is a new key),
+* the organisation the rows are tagged with (name and size class),
+* the quarterpanic version and a hash of the loading code itself, and the
+  pandas / pyarrow / pandera versions (a code change is a new key).
+
+The path a file is loaded under is not part of the key: ``source_file`` and the
+rejects' ``file`` are filled in from the path given on every load.
+
+An entry is a folder ``<cache_dir>/loads/<key>/`` with ``frame.parquet``,
+``rejects.parquet`` and ``entry.json`` (row counts, profile, table), written
+under a temporary name and renamed into place, so a reader never sees half an
+entry. An entry that cannot be read, or whose row counts disagree with
+``entry.json``, is removed and rebuilt from the export. Duplicate ids across
+files and the final accounting are worked out on every load, cached or not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
+
+if TYPE_CHECKING:
+    from quarterpanic.loading import OrgInfo, _FileResult
+    from quarterpanic.mapping import Profile
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the layout of an entry changes.
+CACHE_FORMAT = 1
+#: The modules whose code decides what a file loads into.
+LOADING_MODULES = ("exports.py", "mapping.py", "loading.py", "schemas.py", "cache.py")
+ENTRIES = "loads"
+_REJECT_FIELDS = ["row", "column", "value", "reason"]
+
+
+@dataclass
+class CacheStats:
+    """Hits, misses and rebuilt (unreadable) entries of one :class:`LoadCache`."""
+
+    hits: int = 0
+    misses: int = 0
+    rebuilt: int = 0
+
+
+class LoadCache:
+    """Per-file load results kept as Parquet under ``root`` (see the module docstring).
+
+    Args:
+        root: the cache folder; entries go to ``root/loads/``.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.stats = CacheStats()
+
+    def __repr__(self) -> str:
+        return f"LoadCache({str(self.root)!r})"
+
+    @property
+    def entries(self) -> Path:
+        return self.root / ENTRIES
+
+    def key(self, path: Path, profile: Profile, org: OrgInfo) -> str:
+        """The entry key of ``path`` loaded with ``profile`` for ``org``."""
+        digest = hashlib.sha256()
+        for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class):
+            digest.update(part.encode("utf-8"))
+            digest.update(b"\0")
+        digest.update(file_digest(path).encode("ascii"))
+        return digest.hexdigest()
+
+    def load(self, path: Path, profile: Profile, org: OrgInfo,
+             build: Callable[[Path, Profile, OrgInfo], _FileResult]) -> _FileResult:
+        """The result of ``build(path, profile, org)``, from the cache when it holds one."""
+        key = self.key(path, profile, org)
+        result = self.get(key, path)
+        if result is not None:
+            self.stats.hits += 1
+            log.info("%s: %s via %s from the cache: %d read, %d rejected", path, result.table, result.profile,
+                     result.read, len(result.rejects))
+            return result
+        self.stats.misses += 1
+        result = build(path, profile, org)
+        self.put(key, result)
+        return result
+
+    def get(self, key: str, path: Path) -> _FileResult | None:
+        """The cached result for ``key`` with ``path`` as its file; None when absent or unreadable."""
+        from quarterpanic.loading import REJECT_COLUMNS, _FileResult
+
+        folder = self.entries / key
+        if not folder.is_dir():
+            return None
+        try:
+            entry = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+            if entry.get("format") != CACHE_FORMAT:
+                raise ValueError(f"format {entry.get('format')!r}")
+            frame = pq.read_table(folder / "frame.parquet").to_pandas()
+            rejects = pq.read_table(folder / "rejects.parquet").to_pandas()
+            if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
+                    or entry["read"] != entry["accepted"] + entry["rejected"] \
+                    or list(rejects.columns) != _REJECT_FIELDS:
+                raise ValueError("row counts or columns disagree with entry.json")
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+            log.warning("%s: cache entry %s cannot be used (%s); rebuilding it", path, folder, err)
+            self.stats.rebuilt += 1
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        file = str(path)
+        frame.insert(1, "source_file", _constant_text(file, len(frame)))
+        rejects.insert(0, "file", _constant_text(file, len(rejects)))
+        rejects.insert(0, "table", _constant_text(entry["table"], len(rejects)))
+        return _FileResult(path, entry["org"], entry["table"], entry["profile"], int(entry["read"]),
+                           frame, rejects[REJECT_COLUMNS], entry.get("id_label"))
+
+    def put(self, key: str, result: _FileResult) -> None:
+        """Store ``result`` under ``key``; a failure to write only logs (the load already succeeded)."""
+        folder = self.entries / key
+        if folder.is_dir():
+            return
+        staging = self.entries / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            staging.mkdir(parents=True)
+            frame = result.frame.drop(columns=["source_file"])
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.parquet")
+            rejects = result.rejects[_REJECT_FIELDS]
+            pq.write_table(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.parquet")
+            entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
+                     "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
+                     "id_label": result.id_label, "source": str(result.path)}
+            (staging / "entry.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
+            os.rename(staging, folder)
+        except OSError as err:
+            # Another process may have stored the same entry first: theirs is as good as ours.
+            if not folder.is_dir():
+                log.warning("%s: cannot write the cache entry (%s)", result.path, err)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        shutil.rmtree(self.entries, ignore_errors=True)
+
+
+def open_cache(cache: bool | str | Path | LoadCache | None) -> LoadCache | None:
+    """The :class:`LoadCache` for a ``cache=`` argument.
+
+    ``True`` is the project's cache folder (:data:`quarterpanic.paths.CACHE_DIR`),
+    a path is that folder, ``False`` / ``None`` is no cache, and a
+    :class:`LoadCache` is used as it is.
+    """
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return LoadCache(CACHE_DIR)
+    if isinstance(cache, LoadCache):
+        return cache
+    return LoadCache(cache)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def profile_fingerprint(profile: Profile) -> str:
+    """The parts of a profile that decide what a file maps to, as canonical JSON.
+
+    Where the profile was read from and its documentation are left out: the
+    same mapping saved elsewhere, or with other comments, maps the same.
+    """
+    doc = {
+        "name": profile.name, "table": profile.table, "columns": profile.columns,
+        "identify": profile.identify, "read": asdict(profile.read), "dates": profile.dates,
+        "decimal": profile.decimal, "constants": profile.constants,
+    }
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+@cache
+def code_fingerprint() -> str:
+    """quarterpanic's version, a hash of the loading modules, and the library versions they rely on."""
+    import pandera
+
+    from quarterpanic import __version__
+
+    digest = hashlib.sha256()
+    for name in LOADING_MODULES:
+        digest.update((PACKAGE_DIR / name).read_bytes())
+    return json.dumps({"quarterpanic": __version__, "format": CACHE_FORMAT, "code": digest.hexdigest(),
+                       "pandas": pd.__version__, "pyarrow": pa.__version__, "pandera": pandera.__version__})
+
+
+def _constant_text(value: str, n: int) -> pd.api.extensions.ExtensionArray:
+    """``n`` copies of ``value`` as a ``str`` array, built in Arrow (one copy of the bytes)."""
+    return pd.array(pa.repeat(pa.scalar(value, pa.string()), n), dtype="str")
