@@ -17,28 +17,38 @@ main findings are not flagged, as in :mod:`quarterpanic.panic_index`):
 
 Weeks vary more than binomial or Poisson noise in real teams, so each ``z``
 is divided by ``sqrt(φ)``, the Pearson dispersion of the baseline weeks about
-the baseline rate (never below 1). Each chart is a one-sided (upper) CUSUM,
-``S_t = max(0, S_{t−1} + z_t − k)`` with ``S_0 = 0``; a week without data
-leaves ``S`` unchanged. The chart *alarms* in the first week with
+their own quarter's rate (never below 1). Each chart is a one-sided (upper)
+CUSUM, ``S_t = max(0, S_{t−1} + z_t − k)`` with ``S_0 = 0``; a week without
+data leaves ``S`` unchanged. The chart *alarms* in the first week with
 ``S_t > h``; ``start_week`` — the week after ``S`` last stood at zero — is the
-CUSUM's estimate of when the drift began.
+CUSUM's estimate of when the drift began. ``S_t`` uses weeks 1..t only, so the
+path of a complete quarter is exactly what runs cut at the end of each of its
+weeks would have shown.
 
 **Calibration.** ``k = 0.5`` (:data:`DEFAULT_K`) tunes the chart to a sustained
 shift of one standard deviation a week, the classic choice (k = half the
 shift to detect); the panic shifts of interest are larger in all but the
 smallest teams, and larger shifts are caught within a week or two anyway. The
 threshold ``h`` is set per organisation and chart by simulating calm quarters
-from the baseline itself: each simulated quarter takes the weekly deal counts
-and working days of a randomly drawn baseline quarter, draws binomial (or
-Poisson) counts at the baseline rate, adds the extra-binomial (or
-extra-Poisson) week-to-week variation the dispersion φ measured as Gaussian
-noise, and runs the same standardised CUSUM through the whole quarter.
-``h`` is the ``1 − a`` quantile of the simulated quarters' maximum, with
-``a = 1 − (1 − false_alarm) ** (1 / charts)``: under calm conditions the
-two (independent) charts together alarm in at most ``false_alarm`` (5%) of
-quarters. Simulating rather than using a normal approximation keeps the
-false-alarm rate honest for small teams, whose weekly counts are few and
-skewed.
+from the baseline quarters themselves (:func:`calibrate_h`): their weekly
+volumes, their quarter-to-quarter variation of the rate (τ², which a CUSUM
+accumulates: a calm quarter that simply runs a little lower than the others
+is not panic), their week-to-week dispersion φ, and the uncertainty of a
+baseline rate estimated from only a few quarters. ``h`` is the ``1 − a``
+quantile of the simulated quarters' largest ``S_t``, with
+``a = 1 − (1 − false_alarm) ** (1 / charts)``, so that the two (independent)
+charts together alarm in at most ``false_alarm`` (5%) of calm quarters — for
+at least 80% of the baselines an organisation could have drawn
+(:data:`GUARANTEE`), not just on average. Simulating rather than using a
+normal approximation keeps the rate honest for small teams, whose weekly
+counts are few and skewed.
+
+On the generated sample (12 seeds at scale ``small``: 96 panic and 192 calm
+complete quarters, each checked against its organisation's other calm
+quarters) the warning fired within two weeks of the injected onset in 98% of
+panic quarters (2% alarmed before the onset: counted as misses) and in 3% of
+calm quarters
+(tests/test_early_warning.py).
 
 :func:`early_warning` gives the status of the open quarter; :func:`backtest`
 runs the charts through every complete quarter as if it were open (each
