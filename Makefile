@@ -22,8 +22,9 @@ report: $(STAMP)
 	$(QP) run --out reports
 
 ## test: the whole test suite (unit, statistical, notebooks, browser)
+# One BLAS thread per worker: two xdist workers on two cores must not oversubscribe.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
 
 ## test-fast: unit tests only, for the edit-run loop
 test-fast: $(STAMP)
