@@ -88,7 +88,26 @@ def test_panic_of_mid_and_enterprise_orgs_is_found(default_runs):
     panic = main[main["panic"] & main["size_class"].isin(["mid", "enterprise"])]
     assert len(panic) >= 300
     power = panic["flagged"].mean()
-    assert power >= 0.90, f"power {power:.3f}; by org {panic.groupby('org')['flagged'].mean().round(3).to_dict()}"
+    by_org = panic.groupby("org")["flagged"].mean()
+    assert power >= 0.90, f"power {power:.3f}; by org {by_org.round(3).to_dict()}"
+    # The mid-size org has ~180 new deals a quarter at this scale and 15 sellers: with honest
+    # few-cluster inference (t with sellers - 1 df) it is found in ~85% of its panic quarters.
+    assert by_org.min() >= 0.80, by_org.round(3).to_dict()
+
+
+def test_calm_quarters_with_few_sellers_stay_calibrated():
+    # Seller-clustered errors from 12 sellers are noisy; normal quantiles would flag ~8% of these
+    # calm quarters at the 5% level (t quantiles with 11 df keep the onset-corrected test valid).
+    from test_qualification import bernoulli_dataset
+    from quarterpanic import qualification
+
+    p_values = []
+    for seed in range(40):
+        data = bernoulli_dataset(seed=seed, per_quarter=800, panic=(), quarters=4, owners=12)
+        p_values.append(qualification.decay_findings(qualification.opportunity_features(data))["p_value"])
+    p_values = pd.concat(p_values)
+    assert len(p_values) == 160
+    assert (p_values < 0.05).mean() <= 0.05 and (p_values < 0.01).mean() <= 0.02
 
 
 def test_onset_is_found_within_a_week(default_runs):
