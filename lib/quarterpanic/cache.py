@@ -133,7 +133,7 @@ class LoadCache:
         rejects.insert(0, "file", _constant_text(file, len(rejects)))
         rejects.insert(0, "table", _constant_text(entry["table"], len(rejects)))
         return _FileResult(path, entry["org"], entry["table"], entry["profile"], int(entry["read"]),
-                           frame, rejects[REJECT_COLUMNS], entry.get("id_label"))
+                           frame, rejects[REJECT_COLUMNS], entry.get("id_label"), entry.get("unique_ids"))
 
     def put(self, key: str, result: _FileResult) -> None:
         """Store ``result`` under ``key``; a failure to write only logs (the load already succeeded)."""
@@ -149,7 +149,7 @@ class LoadCache:
             pq.write_table(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.parquet")
             entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
                      "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
-                     "id_label": result.id_label, "source": str(result.path)}
+                     "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
             (staging / "entry.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
             os.rename(staging, folder)
         except OSError as err:

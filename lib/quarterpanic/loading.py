@@ -96,6 +96,7 @@ class _FileResult:
     frame: pd.DataFrame
     rejects: pd.DataFrame
     id_label: str | None = None
+    unique_ids: bool | None = None  # every accepted id differs (None: the table has no id)
 
 
 def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Path | None = None,
@@ -260,7 +261,8 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
              raw.read, len(rejects), raw.footer_lines)
     id_column = schemas.ID_COLUMNS[profile.table]
     id_label = mapped.labels.get(id_column) if id_column else None
-    return _FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label)
+    unique_ids = bool(valid[id_column].is_unique) if id_column else None
+    return _FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids)
 
 
 def validate_table(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -352,12 +354,17 @@ def _one_per_row(problems: pd.DataFrame, table: str, file: str) -> pd.DataFrame:
     return out[REJECT_COLUMNS]
 
 
-def _reject_duplicates(frames: list[pd.DataFrame], table: str,
+def _reject_duplicates(results: list[_FileResult], table: str,
                        id_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the first record of each id per org; reject later ones naming the first."""
     id_column = schemas.ID_COLUMNS[table]
+    frames = [r.frame for r in results]
     data = pd.concat(frames, ignore_index=True) if frames else schemas.empty(table)
     if id_column is None or data.empty:
+        return data, _one_per_row(pd.DataFrame(), table, "")
+    orgs = [r.org for r in results]
+    if len(set(orgs)) == len(orgs) and all(r.unique_ids for r in results):
+        # One file per organisation, each without repeats: nothing to compare.
         return data, _one_per_row(pd.DataFrame(), table, "")
     keys = ["org", id_column]
     later = data.duplicated(keys, keep="first")
@@ -381,10 +388,10 @@ def _assemble(results: list[_FileResult], orgs: dict[str, OrgInfo]) -> CRM:
     tables = {}
     rejects = [r.rejects for r in results]
     for table in schemas.TABLES:
-        frames = [r.frame for r in results if r.table == table and len(r.frame)]
+        loaded = [r for r in results if r.table == table and len(r.frame)]
         id_labels = {str(r.path): r.id_label for r in results if r.table == table and r.id_label}
-        kept, duplicates = _reject_duplicates(frames, table, id_labels)
-        tables[table] = schemas.TABLES[table].validate(kept) if frames else schemas.empty(table)
+        kept, duplicates = _reject_duplicates(loaded, table, id_labels)
+        tables[table] = schemas.TABLES[table].validate(kept) if loaded else schemas.empty(table)
         rejects.append(duplicates)
     rejects = [r for r in rejects if len(r)]
     all_rejects = pd.concat(rejects, ignore_index=True) if rejects else _one_per_row(pd.DataFrame(), "", "")
@@ -396,12 +403,14 @@ def _assemble(results: list[_FileResult], orgs: dict[str, OrgInfo]) -> CRM:
 
 
 def _accounting(results: list[_FileResult], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame) -> pd.DataFrame:
+    # Counted from the final tables and rejects (one pass each), not carried over from the files.
+    accepted_by_file = {name: table["source_file"].value_counts() for name, table in tables.items() if len(table)}
+    rejected_by_file = rejects.groupby(["file", "table"]).size() if len(rejects) else pd.Series(dtype="int64")
     rows = []
     for r in results:
         file = str(r.path)
-        table = tables[r.table]
-        accepted = int((table["source_file"] == file).sum()) if len(table) else 0
-        rejected = int(((rejects["file"] == file) & (rejects["table"] == r.table)).sum()) if len(rejects) else 0
+        accepted = int(accepted_by_file[r.table].get(file, 0)) if r.table in accepted_by_file else 0
+        rejected = int(rejected_by_file.get((file, r.table), 0))
         if accepted + rejected != r.read:
             raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected}")
         rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
