@@ -332,6 +332,9 @@ def test_close_date_pushes_are_read_from_history():
         opportunity(opportunity_id="early", created_at="2025-01-05", close_date="2025-04-20"),
         opportunity(opportunity_id="late-created", created_at="2025-03-26", close_date="2025-03-28", stage="Closed Lost",
                     is_closed=True),
+        # Pulled into the last two weeks before they began: due in them, and not pushed.
+        opportunity(opportunity_id="pulled", created_at="2025-01-05", close_date="2025-03-28", stage="Closed Won",
+                    is_closed=True, is_won=True),
     ])
     history = canonical("history", [
         dict(org="A", opportunity_id="pushed", changed_at="2025-03-24", field="close_date", old_value="2025-03-27",
@@ -339,15 +342,17 @@ def test_close_date_pushes_are_read_from_history():
         # Pushed before the last two weeks began: not a quarter-end push (and not due in them).
         dict(org="A", opportunity_id="early", changed_at="2025-03-01", field="close_date", old_value="2025-03-05",
              new_value="2025-04-20"),
+        dict(org="A", opportunity_id="pulled", changed_at="2025-02-10", field="close_date", old_value="2025-02-12",
+             new_value="2025-03-28"),
     ])
     data = Dataset.from_tables({"opportunities": opps, "history": history}, {"A": {"size_class": "mid"}},
                                as_of="2025-06-01")
     features = qualification.opportunity_features(data)
     pushes = outcomes.close_date_pushes(features, data).set_index("opportunity_id")
-    assert pushes["pushed"].to_dict() == {"pushed": True, "kept": False}
+    assert pushes["pushed"].to_dict() == {"pushed": True, "kept": False, "pulled": False}
     assert pushes["quarter"].unique().tolist() == ["FY2025-Q1"]
     rate = outcomes.push_rate_by_quarter(pushes.reset_index())
-    assert rate[["events", "n", "rate"]].iloc[0].tolist() == [1, 2, 0.5]
+    assert rate[["events", "n"]].iloc[0].tolist() == [1, 3]
 
 
 def test_win_rate_ratio_compares_closed_deals_only():

@@ -187,11 +187,11 @@ def close_date_pushes(
 ) -> pd.DataFrame:
     """Deals due in the last two weeks of a quarter, and whether their close date was pushed out.
 
-    A deal is *due* in a quarter's last ``window_days`` days when its planned
-    close date (the first close date recorded: the old value of its first
-    close-date change, else its close date) falls in them and it was created
-    before they began. It is *pushed* when, within those days, its close date
-    was changed to a day after quarter end.
+    A deal is *due* in a quarter's last ``window_days`` days when it was
+    created before they began and, on their first day, its close date (as
+    the close-date history says it stood then) fell inside them. It is
+    *pushed* when, within those days, its close date was changed to a day
+    after quarter end.
 
     Returns
     -------
@@ -199,34 +199,63 @@ def close_date_pushes(
     ``segment``, ``team``, ``owner``, ``quarter`` (the quarter it was due
     in), ``due_date``, ``pushed``.
     """
-    changes = dataset.history[dataset.history["field"] == "close_date"]
+    keys = ["org", "opportunity_id"]
+    changes = dataset.history.loc[dataset.history["field"] == "close_date", keys + ["changed_at", "old_value", "new_value"]]
     changes = changes.assign(
-        old=pd.to_datetime(changes["old_value"], errors="coerce"),
-        new=pd.to_datetime(changes["new_value"], errors="coerce"),
-    ).sort_values("changed_at")
-    first_old = changes.groupby(["org", "opportunity_id"], sort=False)["old"].first().rename("first_old")
-    deals = features[["org", "opportunity_id", "segment", "team", "owner", "created_at", "close_date"]].merge(
-        first_old.reset_index(), on=["org", "opportunity_id"], how="left"
-    )
-    planned = deals["first_old"].astype("datetime64[ns]")
-    deals["due_date"] = planned.fillna(deals["close_date"].astype("datetime64[ns]")).dt.normalize()
-    calendars = {org: dataset.calendar(org) for org in deals["org"].unique()}
-    due = pd.concat([deals, annotate_known(deals, "due_date", calendars, prefix="due_")], axis=1)
+        old=pd.to_datetime(changes["old_value"], errors="coerce").astype("datetime64[ns]"),
+        new=pd.to_datetime(changes["new_value"], errors="coerce").astype("datetime64[ns]"),
+        changed_at=changes["changed_at"].astype("datetime64[ns]"),
+    ).sort_values(keys + ["changed_at"])
+    changes = changes[changes["org"].isin(features["org"].unique())]
+    spells = _close_date_spells(features, changes)
+    calendars = {org: dataset.calendar(org) for org in spells["org"].unique()}
+    due = pd.concat([spells, annotate_known(spells, "due_date", calendars, prefix="due_")], axis=1)
     window_start = due["due_quarter_end"] - pd.Timedelta(days=window_days - 1)
-    complete = due["due_quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of
-    eligible = complete & (due["due_days_to_quarter_end"] < window_days) & (due["created_at"] < window_start)
+    eligible = (
+        (due["due_quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of)
+        & (due["due_days_to_quarter_end"] < window_days)
+        & (due["created_at"] < window_start)
+        & (due["valid_from"] <= window_start)
+        & (window_start < due["valid_to"])
+    )
     due = due[eligible.fillna(False).astype(bool)].assign(window_start=window_start)
-    moves = changes.merge(due[["org", "opportunity_id", "window_start", "due_quarter_end"]], on=["org", "opportunity_id"])
+    moves = changes.merge(due[keys + ["window_start", "due_quarter_end"]], on=keys)
     in_window = (moves["changed_at"] >= moves["window_start"]) & (
         moves["changed_at"] < moves["due_quarter_end"] + pd.Timedelta(days=1)
     )
     out_of_quarter = moves["new"] > moves["due_quarter_end"]
-    pushed_ids = moves.loc[in_window & out_of_quarter, ["org", "opportunity_id"]].drop_duplicates().assign(pushed=True)
-    due = due.merge(pushed_ids, on=["org", "opportunity_id"], how="left")
+    pushed = moves.loc[in_window & out_of_quarter, keys + ["due_quarter_end"]].drop_duplicates().assign(pushed=True)
+    due = due.merge(pushed, on=keys + ["due_quarter_end"], how="left")
     due["pushed"] = due["pushed"].astype("boolean").fillna(False).astype(bool)
     due = due.rename(columns={"due_quarter": "quarter"})
     due["quarter"] = due["quarter"].astype(str)
-    return due[["org", "opportunity_id", "segment", "team", "owner", "quarter", "due_date", "pushed"]]
+    return due[["org", "opportunity_id", "segment", "team", "owner", "quarter", "due_date", "pushed"]].reset_index(
+        drop=True)
+
+
+def _close_date_spells(features: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Every close date each deal had, with when it held: ``due_date``, ``valid_from``, ``valid_to``.
+
+    The first spell is the close date before any change (the old value of the
+    first change, else the deal's close date) and holds from the start; each
+    change starts a spell that holds until the next change.
+    """
+    keys = ["org", "opportunity_id"]
+    deals = features[keys + ["segment", "team", "owner", "created_at", "close_date"]]
+    start, end = pd.Timestamp.min, pd.Timestamp.max
+    first = changes.groupby(keys, sort=False).agg(due_date=("old", "first"), valid_to=("changed_at", "first"))
+    initial = deals.merge(first.reset_index(), on=keys, how="left")
+    initial["due_date"] = initial["due_date"].fillna(initial["close_date"].astype("datetime64[ns]"))
+    initial = initial.assign(valid_from=start, valid_to=initial["valid_to"].fillna(end))
+    later = changes.assign(
+        due_date=changes["new"],
+        valid_from=changes["changed_at"],
+        valid_to=changes.groupby(keys, sort=False)["changed_at"].shift(-1).fillna(end),
+    ).merge(deals.drop(columns="close_date"), on=keys)
+    columns = keys + ["segment", "team", "owner", "created_at", "due_date", "valid_from", "valid_to"]
+    spells = pd.concat([initial[columns], later[columns]], ignore_index=True)
+    spells["due_date"] = spells["due_date"].astype("datetime64[ns]").dt.normalize()
+    return spells[spells["due_date"].notna()].reset_index(drop=True)
 
 
 def push_rate_by_quarter(
