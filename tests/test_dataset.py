@@ -1,18 +1,8 @@
 import pandas as pd
+from helpers import canonical_table as table
 
 from quarterpanic import schemas
 from quarterpanic.dataset import Dataset
-
-
-def table(name, rows):
-    frame = pd.DataFrame(rows)
-    base = schemas.empty(name)
-    for column in base.columns:
-        if column not in frame:
-            frame[column] = None
-    frame["source_file"] = "f.csv"
-    frame["source_row"] = range(2, len(frame) + 2)
-    return schemas.TABLES[name].validate(frame[base.columns])
 
 
 def small_dataset(as_of=None):

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_pipeline_overview.ipynb"
@@ -11,22 +12,10 @@ HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    papermill = pytest.importorskip("papermill")
-    from quarterpanic.sample import write_sample
-
-    tmp_path = tmp_path_factory.mktemp("nb01")
-    data_dir = tmp_path / "data"
-    write_sample(data_dir, seed=7, scale="small")
-    # An organisation name is CRM text: it must never reach the page as HTML.
-    org_yaml = data_dir / "brightline_studio" / "org.yaml"
-    org_yaml.write_text(org_yaml.read_text().replace("org: Brightline Studio", f"org: '{HOSTILE_ORG}'"))
-    summary_path = tmp_path / "summary.json"
-    out = tmp_path / "01_pipeline_overview.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), parameters={"data_dir": str(data_dir), "summary_path": str(summary_path)},
-        cwd=str(tmp_path), progress_bar=False,
-    )
-    return json.loads(summary_path.read_text()), json.loads(out.read_text())
+    pytest.importorskip("papermill")
+    summary, notebook, _ = execute_notebook_on_sample(
+        "01_pipeline_overview.ipynb", tmp_path_factory.mktemp("nb01"), seed=7, rename_org="Brightline Studio", new_name=HOSTILE_ORG)
+    return summary, notebook
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "02_qualification_decay.ipynb"
@@ -11,23 +12,11 @@ HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    papermill = pytest.importorskip("papermill")
-    from quarterpanic.sample import write_sample
-
-    tmp_path = tmp_path_factory.mktemp("nb02")
-    data_dir = tmp_path / "data"
-    sample = write_sample(data_dir, seed=11, scale="small")
-    # An organisation name is CRM text: it must never reach the page as HTML.
-    org_yaml = data_dir / "northwind_traders" / "org.yaml"
-    org_yaml.write_text(org_yaml.read_text().replace("org: Northwind Traders", f"org: '{HOSTILE_ORG}'"))
-    summary_path = tmp_path / "summary.json"
-    out = tmp_path / "02_qualification_decay.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), parameters={"data_dir": str(data_dir), "summary_path": str(summary_path)},
-        cwd=str(tmp_path), progress_bar=False,
-    )
+    pytest.importorskip("papermill")
+    summary, notebook, sample = execute_notebook_on_sample(
+        "02_qualification_decay.ipynb", tmp_path_factory.mktemp("nb02"), seed=11, rename_org="Northwind Traders", new_name=HOSTILE_ORG)
     truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})
-    return json.loads(summary_path.read_text()), json.loads(out.read_text()), truth
+    return summary, notebook, truth
 
 
 @pytest.mark.slow

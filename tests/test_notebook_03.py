@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
@@ -10,19 +11,8 @@ NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    papermill = pytest.importorskip("papermill")
-    from quarterpanic.sample import write_sample
-
-    tmp_path = tmp_path_factory.mktemp("nb03")
-    data_dir = tmp_path / "data"
-    sample = write_sample(data_dir, seed=11, scale="small")
-    summary_path = tmp_path / "summary.json"
-    out = tmp_path / "03_reactive_order_taking.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), parameters={"data_dir": str(data_dir), "summary_path": str(summary_path)},
-        cwd=str(tmp_path), progress_bar=False,
-    )
-    return json.loads(summary_path.read_text()), json.loads(out.read_text()), sample
+    pytest.importorskip("papermill")
+    return execute_notebook_on_sample("03_reactive_order_taking.ipynb", tmp_path_factory.mktemp("nb03"), seed=11)
 
 
 def test_committed_notebook_is_clean_and_parameterised():

@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import canonical_table as table
 import statsmodels.api as sm
 
 from quarterpanic import schemas, words
@@ -14,17 +15,6 @@ from quarterpanic.turnaround import km_summary, standardised_durations, turnarou
 from quarterpanic.workload import (
     backlog_at, classify_requests, deal_links, wasted_effort, week_grid, weekly_requests, working_days,
 )
-
-
-def table(name, rows):
-    frame = pd.DataFrame(rows)
-    base = schemas.empty(name)
-    for column in base.columns:
-        if column not in frame:
-            frame[column] = None
-    frame["source_file"] = "f.csv"
-    frame["source_row"] = range(2, len(frame) + 2)
-    return schemas.TABLES[name].validate(frame[base.columns])
 
 
 def request(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
