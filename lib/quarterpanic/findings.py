@@ -47,9 +47,11 @@ class Metric:
     """What a metric means, so that flags and sentences can be made from it.
 
     ``null`` is the value of no effect; ``direction`` is +1 when panic makes the
-    estimate larger than ``null`` and -1 when smaller; ``unit`` is ``"share"``
-    (a probability or fraction, printed as percentage points), ``"ratio"`` or
-    ``"count"``.
+    estimate larger than ``null`` and -1 when smaller; ``unit`` says how
+    :mod:`quarterpanic.words` prints it: ``"share"`` (a difference of
+    probabilities, in percentage points), ``"proportion"`` (a level, in
+    percent), ``"relative"`` (a relative change, in signed percent),
+    ``"ratio"`` (×) or ``"count"`` (plain number).
     """
 
     name: str

@@ -45,12 +45,12 @@ PUSH_WINDOW_DAYS = 14  # "the last two weeks" of a quarter
 for _name, _null, _direction, _unit, _description in (
     ("win_rate_ratio", 1.0, -1, "ratio", "deals created after the onset won, relative to earlier deals, at"),
     ("discount_uplift", 0.0, +1, "share", "the discount on deals won after the onset rose by"),
-    ("last_week_deal_size_change", 0.0, -1, "share",
+    ("last_week_deal_size_change", 0.0, -1, "relative",
      "the size of deals closed in the last week, relative to the rest of the quarter, changed by"),
-    ("close_date_push_rate", 0.0, +1, "share",
+    ("close_date_push_rate", 0.0, +1, "proportion",
      "the share of deals due in the last two weeks whose close date was pushed into the next quarter was"),
     ("lead_score_drop", 0.0, +1, "count", "the lead score at conversion fell by"),
-    ("stage_skip_rate", 0.0, +1, "share", "the share of deals created after the onset that skipped a stage was"),
+    ("stage_skip_rate", 0.0, +1, "proportion", "the share of deals created after the onset that skipped a stage was"),
 ):
     register_metric(_name, component=COMPONENT, null=_null, direction=_direction, unit=_unit, description=_description)
 

@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+
+import quarterpanic.outcomes  # noqa: F401  (registers the outcome metrics)
+import quarterpanic.qualification  # noqa: F401
+import quarterpanic.reactive  # noqa: F401
+from quarterpanic.words import ci_text, describe, pct, points, size_text
+
+
+def finding(**fields):
+    row = dict(org="Globex", quarter="FY2026-Q3", segment="all", metric="qualification_decay", estimate=0.34,
+               ci_low=0.25, ci_high=0.43, p_value=0.0001, onset_week=10, flagged=True, n=500, status="ok")
+    row.update(fields)
+    return row
+
+
+def test_decay_sentence_states_size_onset_uncertainty_and_verdict():
+    text = describe(finding())
+    assert text.startswith("Globex, FY2026-Q3: the share of new deals meeting the qualification rule fell by 34 points")
+    assert "from week 10 on" in text and "95% CI 25 to 43 points" in text and "p < 0.001" in text
+    assert text.endswith("flagged).")
+
+
+def test_a_negative_drop_reads_as_a_rise_with_its_interval_turned_round():
+    text = describe(finding(estimate=-0.12, ci_low=-0.2, ci_high=0.05, flagged=False, p_value=0.4))
+    assert "rose by 12 points" in text and "95% CI -5 to 20 points" in text and "-12" not in text
+
+
+def test_missing_p_value_leaves_no_empty_clause():
+    text = describe(finding(p_value=np.nan, flagged=False))
+    assert "; ;" not in text and "(95% CI 25 to 43 points; not flagged)" in text
+
+
+def test_units_print_in_their_own_terms():
+    assert size_text(-0.12, "relative") == "-12%"
+    assert size_text(0.31, "proportion") == "31%"
+    assert size_text(2.95, "ratio") == "2.95×"
+    assert ci_text(2.5, 3.8, "ratio") == "95% CI 2.50× to 3.80×"
+    assert ci_text(pd.NA, 1.0, "ratio") == "uncertainty not estimable"
+    assert pct(0.314) == "31%" and points(0.35) == "35 points"
+    text = describe(finding(metric="last_week_deal_size_change", estimate=-0.11, ci_low=-0.2, ci_high=-0.02))
+    assert "changed by -11%" in text and "95% CI -20% to -2%" in text
+
+
+def test_insufficient_data_says_so_without_numbers():
+    text = describe(finding(status="insufficient data", estimate=np.nan, n=12))
+    assert text == ("Globex, FY2026-Q3: too little data to judge the share of new deals meeting the "
+                    "qualification rule (n = 12).")
