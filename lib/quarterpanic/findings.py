@@ -63,12 +63,15 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {}
+UNITS = ("share", "proportion", "relative", "ratio", "count")
 
 
 def register_metric(
     name: str, *, component: str, null: float, direction: int, unit: str, description: str
 ) -> Metric:
     """Declare a metric a detector reports (called once at import of the detector)."""
+    if unit not in UNITS:
+        raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
     metric = Metric(name, component, float(null), int(direction), unit, description)
     METRICS[name] = metric
     return metric
