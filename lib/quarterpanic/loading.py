@@ -254,7 +254,9 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
         mapped.problems,
     ]
     parse_failed = pd.Index(mapped.problems["row"].unique())
-    valid, failures = validate_table(frame.drop(index=parse_failed), profile.table)
+    # Dropping nothing still copies every column: only drop when a value failed to parse.
+    parsed = frame.drop(index=parse_failed) if len(parse_failed) else frame
+    valid, failures = validate_table(parsed, profile.table)
     problems.append(_describe_failures(failures, raw, mapped, profile))
     rejects = _one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
     log.info("%s: %s via %s: %d read, %d rejected, %d footer lines", path, profile.table, profile.name,
