@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import shutil
 from pathlib import Path
 
@@ -190,3 +191,34 @@ def test_load_dataset_uses_the_project_cache_by_default(tmp_path, monkeypatch):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
     uncached = load_dataset(folder, cache=False)
     pd.testing.assert_frame_equal(uncached.opportunities, second.opportunities)
+
+
+def test_digests_are_remembered_for_settled_files_only(exports, store, monkeypatch):
+    hashed = []
+    real = qp_cache.file_digest
+    monkeypatch.setattr(qp_cache, "file_digest", lambda path: hashed.append(path) or real(path))
+    load_crm(exports, cache=store)
+    assert len(hashed) == len(MIXED)
+    assert not (store.root / qp_cache.DIGESTS).exists()  # just written: hashed on every load
+    load_crm(exports, cache=LoadCache(store.root))
+    assert len(hashed) == 2 * len(MIXED)
+
+
+def test_a_remembered_digest_is_dropped_when_the_file_changes(exports, store, monkeypatch):
+    monkeypatch.setattr(qp_cache, "RACY_SECONDS", -1.0)  # treat every file as settled
+    hashed = []
+    real = qp_cache.file_digest
+    monkeypatch.setattr(qp_cache, "file_digest", lambda path: hashed.append(path) or real(path))
+    load_crm(exports, cache=store)
+    assert (store.root / qp_cache.DIGESTS).exists()
+    second = LoadCache(store.root)
+    load_crm(exports, cache=second)
+    assert len(hashed) == len(MIXED) and second.stats.hits == len(MIXED)
+    time.sleep(0.05)
+    leads = exports / "salesforce_leads.csv"
+    data = leads.read_bytes()
+    leads.write_bytes(data.replace(b"Working", b"Nursing", 1))  # same size, other bytes
+    third = LoadCache(store.root)
+    crm = load_crm(exports, cache=third)
+    assert len(hashed) == len(MIXED) + 1 and third.stats.misses == 1
+    assert_same(crm, load_crm(exports))

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -52,6 +53,11 @@ CACHE_FORMAT = 1
 #: The modules whose code decides what a file loads into.
 LOADING_MODULES = ("exports.py", "mapping.py", "loading.py", "schemas.py", "cache.py")
 ENTRIES = "loads"
+#: LZ4 without dictionary pages reads back fastest (the cache is read far more often than written).
+PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
+DIGESTS = "digests.json"
+#: A file changed this recently may change again within the file system's clock tick: hash it every time.
+RACY_SECONDS = 2.0
 _REJECT_FIELDS = ["row", "column", "value", "reason"]
 
 
@@ -74,6 +80,8 @@ class LoadCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.stats = CacheStats()
+        self._digest_memo: dict | None = None
+        self._digests_changed = False
 
     def __repr__(self) -> str:
         return f"LoadCache({str(self.root)!r})"
@@ -88,8 +96,53 @@ class LoadCache:
         for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
-        digest.update(file_digest(path).encode("ascii"))
+        digest.update(self.file_digest(path).encode("ascii"))
         return digest.hexdigest()
+
+    def file_digest(self, path: Path) -> str:
+        """SHA-256 of the file's bytes, remembered while its size, times and inode stay the same.
+
+        The status change time (ctime) moves on every write and cannot be set
+        back, so an unchanged status means unchanged bytes; a file modified
+        within :data:`RACY_SECONDS` of being hashed is not remembered, since a
+        second write in the same clock tick would leave its times unchanged.
+        """
+        stat = path.stat()
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+        name = str(path.resolve())
+        digests = self._digests()
+        known = digests.get(name)
+        if known is not None and known[0] == signature:
+            return known[1]
+        value = file_digest(path)
+        if time.time() - max(stat.st_mtime, stat.st_ctime) > RACY_SECONDS:
+            digests[name] = [signature, value]
+            self._digests_changed = True
+        return value
+
+    def _digests(self) -> dict:
+        if self._digest_memo is None:
+            try:
+                self._digest_memo = json.loads((self.root / DIGESTS).read_text(encoding="utf-8"))
+                if not isinstance(self._digest_memo, dict):
+                    raise ValueError("not a map")
+            except (OSError, ValueError):
+                self._digest_memo = {}
+        return self._digest_memo
+
+    def save_digests(self) -> None:
+        """Write the remembered file digests (after a load), replacing the file atomically."""
+        if not self._digests_changed:
+            return
+        staging = self.root / f".{DIGESTS}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging.write_text(json.dumps(self._digest_memo), encoding="utf-8")
+            os.replace(staging, self.root / DIGESTS)
+            self._digests_changed = False
+        except OSError as err:
+            log.warning("cannot write %s (%s)", self.root / DIGESTS, err)
+            staging.unlink(missing_ok=True)
 
     def load(self, path: Path, profile: Profile, org: OrgInfo,
              build: Callable[[Path, Profile, OrgInfo], _FileResult]) -> _FileResult:
@@ -144,7 +197,8 @@ class LoadCache:
         try:
             staging.mkdir(parents=True)
             frame = result.frame.drop(columns=["source_file"])
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.parquet")
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.parquet",
+                           **PARQUET_OPTIONS)
             rejects = result.rejects[_REJECT_FIELDS]
             pq.write_table(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.parquet")
             entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
@@ -160,8 +214,10 @@ class LoadCache:
             shutil.rmtree(staging, ignore_errors=True)
 
     def clear(self) -> None:
-        """Remove every entry."""
+        """Remove every entry and every remembered digest."""
         shutil.rmtree(self.entries, ignore_errors=True)
+        (self.root / DIGESTS).unlink(missing_ok=True)
+        self._digest_memo, self._digests_changed = None, False
 
 
 def open_cache(cache: bool | str | Path | LoadCache | None) -> LoadCache | None:

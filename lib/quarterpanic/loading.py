@@ -18,6 +18,7 @@ is kept, later ones are rejected naming the first's file and row.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,8 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             results.append(load_file(file, chosen, orgs[info.name]))
         else:
             results.append(store.load(file, chosen, orgs[info.name], load_file))
+    if store is not None:
+        store.save_digests()
     return _assemble(results, orgs)
 
 
@@ -393,7 +396,7 @@ def _assemble(results: list[_FileResult], orgs: dict[str, OrgInfo]) -> CRM:
         loaded = [r for r in results if r.table == table and len(r.frame)]
         id_labels = {str(r.path): r.id_label for r in results if r.table == table and r.id_label}
         kept, duplicates = _reject_duplicates(loaded, table, id_labels)
-        tables[table] = schemas.TABLES[table].validate(kept) if loaded else schemas.empty(table)
+        tables[table] = _validated(kept, table) if loaded else schemas.empty(table)
         rejects.append(duplicates)
     rejects = [r for r in rejects if len(r)]
     all_rejects = pd.concat(rejects, ignore_index=True) if rejects else _one_per_row(pd.DataFrame(), "", "")
@@ -402,6 +405,23 @@ def _assemble(results: list[_FileResult], orgs: dict[str, OrgInfo]) -> CRM:
     accounting = _accounting(results, tables, all_rejects)
     return CRM(**tables, rejects=all_rejects, accounting=accounting,
                orgs={name: info for name, info in orgs.items()})
+
+
+@functools.cache
+def _canonical_dtypes(table: str) -> pd.Series:
+    return schemas.empty(table).dtypes
+
+
+def _validated(kept: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The assembled table, validated again unless it is the validated files' rows in the canonical dtypes.
+
+    Every file's rows passed the model already and every check is per row, so
+    rows of files concatenated in the canonical dtypes pass it too.
+    """
+    canonical = _canonical_dtypes(table)
+    if list(kept.columns) == list(canonical.index) and (kept.dtypes == canonical).all():
+        return kept
+    return schemas.TABLES[table].validate(kept)
 
 
 def _accounting(results: list[_FileResult], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame) -> pd.DataFrame:
