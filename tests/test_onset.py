@@ -1,7 +1,8 @@
 import numpy as np
 import pandas as pd
+import pytest
 
-from quarterpanic.onset import profile_step, selection_adjusted
+from quarterpanic.onset import max_t_adjusted, profile_step, selection_adjusted, split_fractions
 
 
 def weekly_binomial(rng, p_before, p_after, onset, n_per_week=60, weeks=13, group="g"):
@@ -61,3 +62,129 @@ def test_calm_series_rarely_show_large_gains():
 def test_selection_adjustment_is_bonferroni_capped_at_one():
     assert np.allclose(selection_adjusted([0.001, 0.2], [8, 8]), [0.008, 1.0])
     assert selection_adjusted(0.01, 0) == 0.01
+
+
+# -- the max-T adjustment for the onset search ----------------------------------------------------
+UNIFORM_FRACTIONS = tuple((week - 1) / 13 for week in range(5, 13))  # candidates 5..12 of 13 equal weeks
+
+
+def bridge_correlation(fractions):
+    t = np.asarray(fractions)
+    low, high = np.minimum.outer(t, t), np.maximum.outer(t, t)
+    return np.sqrt(low * (1 - high) / (high * (1 - low)))
+
+
+def test_profile_reports_the_base_fraction_before_every_candidate_with_enough_base():
+    rng = np.random.default_rng(5)
+    weekly = weekly_binomial(rng, 0.7, 0.7, 99)
+    for direction in (-1, 0, +1):
+        prof = profile_step(weekly, ["group"], events="qualified", base="n", direction=direction)
+        assert prof["candidate_fractions"].iloc[0] == pytest.approx(UNIFORM_FRACTIONS)
+    # Candidates with too little base on one side are not candidates at all.
+    prof = profile_step(weekly, ["group"], events="qualified", base="n", min_each_side=60 * 6)
+    assert prof["candidate_fractions"].iloc[0] == pytest.approx([6 / 13, 7 / 13])
+    assert prof["n_candidates"].iloc[0] <= 2
+
+
+def test_split_fractions_count_rows_before_each_candidate():
+    weeks = np.array([1, 1, 2, 5, 6, 6, 7, 13, np.nan])
+    assert split_fractions(weeks, [2, 6, 8]) == pytest.approx((2 / 8, 4 / 8, 7 / 8))
+    assert split_fractions(weeks, [2, 6, 8], min_each_side=3) == pytest.approx((4 / 8,))
+    assert split_fractions([], [5, 6]) == ()
+
+
+def test_max_t_with_one_candidate_is_the_unadjusted_p_value():
+    for alternative in ("greater", "less", "two-sided"):
+        assert max_t_adjusted(0.013, [0.4], alternative=alternative) == 0.013
+        assert max_t_adjusted(0.013, [], alternative=alternative) == 0.013
+        # The same split listed twice, or splits that leave a side empty, are still one candidate.
+        assert max_t_adjusted(0.013, [0.4, 0.4, 0.0, 1.0], alternative=alternative) == 0.013
+    assert np.isnan(max_t_adjusted(np.nan, UNIFORM_FRACTIONS))
+
+
+def test_max_t_lies_between_the_p_value_and_bonferroni():
+    rng = np.random.default_rng(6)
+    p_values = np.concatenate([10 ** rng.uniform(-14, 0, 300), [0.0, 1.0, 0.5, 1e-300]])
+    fractions = [np.sort(rng.uniform(0.05, 0.95, rng.integers(2, 13))) for _ in p_values]
+    for alternative in ("greater", "two-sided"):
+        adjusted = max_t_adjusted(p_values, fractions, alternative=alternative)
+        bonferroni = selection_adjusted(p_values, [len(f) for f in fractions])
+        assert np.all(adjusted >= p_values) and np.all(adjusted <= bonferroni)
+
+
+def test_max_t_is_the_multivariate_normal_probability_of_the_maximum():
+    from scipy.stats import multivariate_normal, norm
+
+    fractions = np.array([0.2, 0.35, 0.4, 0.55, 0.7, 0.85])
+    correlation = bridge_correlation(fractions)
+    z = 2.7
+    upper = np.full(len(fractions), z)
+    one_sided = 1 - multivariate_normal.cdf(upper, cov=correlation, rng=np.random.default_rng(0))
+    two_sided = 1 - multivariate_normal.cdf(upper, cov=correlation, lower_limit=-upper, rng=np.random.default_rng(0))
+    assert max_t_adjusted(norm.sf(z), fractions) == pytest.approx(one_sided, rel=0.01)
+    assert max_t_adjusted(norm.sf(z), fractions, alternative="less") == pytest.approx(one_sided, rel=0.01)
+    assert max_t_adjusted(2 * norm.sf(z), fractions, alternative="two-sided") == pytest.approx(two_sided, rel=0.01)
+
+
+def test_max_t_is_well_below_bonferroni_when_candidates_are_strongly_correlated():
+    # Neighbouring weeks of a 13-week quarter: correlations of 0.78-0.86 between adjacent splits.
+    assert bridge_correlation(UNIFORM_FRACTIONS)[np.arange(7), np.arange(1, 8)].min() > 0.75
+    for p in (0.01, 0.001, 1e-4):
+        adjusted = max_t_adjusted(p, UNIFORM_FRACTIONS)
+        assert adjusted < 0.8 * selection_adjusted(p, 8)
+        assert max_t_adjusted(p, UNIFORM_FRACTIONS, alternative="two-sided") < 0.8 * selection_adjusted(p, 8)
+    # Splits far apart are nearly independent: then max-T is close to Bonferroni.
+    apart = max_t_adjusted(0.001, [0.01, 0.99])
+    assert 0.95 * 0.002 < apart <= 0.002
+
+
+def calm_binomial_series(rng, n_series):
+    trials = rng.integers(15, 46, size=(n_series, 13))
+    weeks = np.tile(np.arange(1, 14), n_series)
+    return pd.DataFrame({
+        "group": np.repeat(np.arange(n_series), 13), "week_of_quarter": weeks,
+        "events": rng.binomial(trials, 0.7).ravel(), "base": trials.ravel(),
+    })
+
+
+def calm_poisson_series(rng, n_series):
+    days = rng.choice([3, 4, 5, 5, 5], size=(n_series, 13))
+    weeks = np.tile(np.arange(1, 14), n_series)
+    return pd.DataFrame({
+        "group": np.repeat(np.arange(n_series), 13), "week_of_quarter": weeks,
+        "events": rng.poisson(4.0 * days).ravel(), "base": days.ravel(),
+    })
+
+
+def one_sided_p_at_onset(prof, kind, direction):
+    """One-sided p-value in ``direction`` of the step at each group's chosen onset (Wald, as the detectors)."""
+    from scipy.stats import norm
+
+    eb, nb, ea, na = (prof[c].to_numpy(dtype=float) for c in ("events_before", "base_before", "events_after",
+                                                              "base_after"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "binomial":
+            pb, pa = eb / nb, ea / na
+            z = (pa - pb) / np.sqrt(pb * (1 - pb) / nb + pa * (1 - pa) / na)
+        else:
+            z = np.log((ea / na) / (eb / nb)) / np.sqrt(1 / ea + 1 / eb)
+    # No split in the direction asked for: no evidence at all.
+    return np.where(np.isfinite(z), norm.sf(direction * z), 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, direction", [("binomial", -1), ("poisson", +1)])
+def test_max_t_keeps_calm_series_at_the_nominal_rate_and_bonferroni_does_not(kind, direction):
+    rng = np.random.default_rng(7)
+    n_series = 4000
+    weekly = (calm_binomial_series if kind == "binomial" else calm_poisson_series)(rng, n_series)
+    prof = profile_step(weekly, ["group"], events="events", base="base", kind=kind, direction=direction)
+    p_values = one_sided_p_at_onset(prof, kind, direction)
+    fractions = prof["candidate_fractions"]
+    assert (fractions.map(len) == 8).all()
+    max_t = (max_t_adjusted(p_values, fractions) <= 0.05).mean()
+    bonferroni = (selection_adjusted(p_values, fractions.map(len)) <= 0.05).mean()
+    unadjusted = (p_values <= 0.05).mean()
+    assert 0.03 <= max_t <= 0.065, (max_t, bonferroni, unadjusted)
+    assert bonferroni <= 0.03 and bonferroni < max_t - 0.01, (max_t, bonferroni)
+    assert unadjusted > 0.15  # the search is real: unadjusted, calm series would be flagged three times too often
