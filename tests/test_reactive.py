@@ -171,9 +171,10 @@ def test_surge_estimate_is_the_ratio_of_daily_rates_with_poisson_errors_at_least
     assert out.loc["Q1", "dispersion"] == 1.0
     assert out.loc["Q1", "ci_low"] == pytest.approx(3 * np.exp(-1.959964 * se), rel=1e-4)
     assert out.loc["Q1", "p_value"] < 1e-6 and out.loc["Q1", "n_candidates"] == 8
-    assert out.loc["Q1", "p_value"] == pytest.approx(min(1, 8 * out.loc["Q1", "p_unadjusted"]))
+    # Corrected for the onset search: never below the p-value at the onset, never above Bonferroni's.
+    assert out.loc["Q1", "p_unadjusted"] <= out.loc["Q1", "p_value"] <= min(1, 8 * out.loc["Q1", "p_unadjusted"])
     # A flat quarter has no step up; its best split is reported, on the calm side.
-    assert out.loc["Q2", "estimate"] == pytest.approx(1.0) and out.loc["Q2", "p_value"] == 1.0
+    assert out.loc["Q2", "estimate"] == pytest.approx(1.0) and out.loc["Q2", "p_value"] > 0.5
 
 
 def test_overdispersed_counts_widen_the_interval():
