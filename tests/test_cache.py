@@ -130,7 +130,8 @@ def test_the_same_file_under_another_path_is_a_hit_with_its_own_path(exports, tm
     assert_same(crm, load_crm(elsewhere / "salesforce_bad_rows.csv"))
 
 
-@pytest.mark.parametrize("damage", ["garbage parquet", "missing parquet", "truncated entry", "wrong counts"])
+@pytest.mark.parametrize("damage", ["garbage parquet", "missing parquet", "truncated entry", "wrong counts",
+                                    "wrong columns"])
 def test_corrupt_entries_are_ignored_and_rebuilt(exports, store, damage):
     load_crm(exports, cache=store)
     entries = sorted(p for p in store.entries.iterdir() if p.is_dir())
@@ -140,6 +141,9 @@ def test_corrupt_entries_are_ignored_and_rebuilt(exports, store, damage):
             (entry / "frame.parquet").write_bytes(b"PAR1 not really")
         elif damage == "missing parquet":
             (entry / "rejects.parquet").unlink()
+        elif damage == "wrong columns":
+            frame = pd.read_parquet(entry / "frame.parquet")
+            frame.rename(columns={frame.columns[-1]: "something_else"}).to_parquet(entry / "frame.parquet")
         elif damage == "truncated entry":
             (entry / "entry.json").write_text('{"format": 1, "rea', encoding="utf-8")
         else:
@@ -202,6 +206,19 @@ def test_digests_are_remembered_for_settled_files_only(exports, store, monkeypat
     assert not (store.root / qp_cache.DIGESTS).exists()  # just written: hashed on every load
     load_crm(exports, cache=LoadCache(store.root))
     assert len(hashed) == 2 * len(MIXED)
+
+
+def test_a_damaged_digest_memo_is_ignored(exports, store, monkeypatch):
+    monkeypatch.setattr(qp_cache, "RACY_SECONDS", -1.0)
+    load_crm(exports, cache=store)
+    memo = store.root / qp_cache.DIGESTS
+    doc = json.loads(memo.read_text(encoding="utf-8"))
+    memo.write_text(json.dumps({name: 7 for name in doc}), encoding="utf-8")
+    again = LoadCache(store.root)
+    assert_same(load_crm(exports, cache=again), load_crm(exports))
+    assert again.stats.hits == len(MIXED)
+    memo.write_text("not json", encoding="utf-8")
+    assert_same(load_crm(exports, cache=LoadCache(store.root)), load_crm(exports))
 
 
 def test_a_remembered_digest_is_dropped_when_the_file_changes(exports, store, monkeypatch):

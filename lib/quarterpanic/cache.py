@@ -112,7 +112,7 @@ class LoadCache:
         name = str(path.resolve())
         digests = self._digests()
         known = digests.get(name)
-        if known is not None and known[0] == signature:
+        if isinstance(known, list) and len(known) == 2 and known[0] == signature:
             return known[1]
         value = file_digest(path)
         if time.time() - max(stat.st_mtime, stat.st_ctime) > RACY_SECONDS:
@@ -162,6 +162,7 @@ class LoadCache:
     def get(self, key: str, path: Path) -> _FileResult | None:
         """The cached result for ``key`` with ``path`` as its file; None when absent or unreadable."""
         from quarterpanic.loading import REJECT_COLUMNS, _FileResult
+        from quarterpanic.mapping import canonical_columns
 
         folder = self.entries / key
         if not folder.is_dir():
@@ -174,7 +175,8 @@ class LoadCache:
             rejects = pq.read_table(folder / "rejects.parquet").to_pandas()
             if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
                     or entry["read"] != entry["accepted"] + entry["rejected"] \
-                    or list(rejects.columns) != _REJECT_FIELDS:
+                    or list(rejects.columns) != _REJECT_FIELDS \
+                    or list(frame.columns) != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
                 raise ValueError("row counts or columns disagree with entry.json")
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
             log.warning("%s: cache entry %s cannot be used (%s); rebuilding it", path, folder, err)
