@@ -33,7 +33,7 @@ from statsmodels.stats.proportion import proportion_confint
 from quarterpanic.calendar import annotate_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
-from quarterpanic.onset import selection_adjusted
+from quarterpanic.onset import max_t_adjusted, split_fractions
 from quarterpanic.params import defaults
 
 COMPONENT = "qualification_decay"
@@ -373,6 +373,18 @@ def _split(frame: pd.DataFrame, week: str, onset: int) -> np.ndarray:
     return (frame[week].to_numpy(dtype=float) >= onset).astype(float)
 
 
+def _closed_deals(created: pd.DataFrame) -> pd.DataFrame:
+    return created[created["won"].notna()]
+
+
+def _won_deals(closed_in_quarter: pd.DataFrame) -> pd.DataFrame:
+    return closed_in_quarter[closed_in_quarter["outcome"] == "won"]
+
+
+def _closed_with_stage_path(created: pd.DataFrame) -> pd.DataFrame:
+    return created[(created["outcome"] != "open") & created["stage_skipped"].notna()]
+
+
 def win_rate_ratio(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
     """Win rate of closed deals created from week ``onset`` on over that of earlier ones.
 
@@ -380,7 +392,7 @@ def win_rate_ratio(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> di
     open deals are left out. None with fewer than :data:`MIN_SIDE_N` closed
     deals on a side.
     """
-    closed = created[created["won"].notna()]
+    closed = _closed_deals(created)
     late = _split(closed, "week_of_quarter", onset).astype(bool)
     won = closed["won"].to_numpy(dtype=float)
     n_after, n_before = int(late.sum()), int((~late).sum())
@@ -412,7 +424,7 @@ def _late_shift(
 
 def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
     """Extra discount (fraction points) of deals won from close week ``onset`` on, segment-adjusted."""
-    won = closed_in_quarter[closed_in_quarter["outcome"] == "won"]
+    won = _won_deals(closed_in_quarter)
     return _late_shift(won, won["discount"].to_numpy(dtype=float), _split(won, "close_week", onset), alpha)
 
 
@@ -449,7 +461,7 @@ def stage_skip_rate(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> d
     Wilson interval; the p-value is one-sided: late deals skip more often
     than earlier deals of the same quarter.
     """
-    closed = created[(created["outcome"] != "open") & created["stage_skipped"].notna()]
+    closed = _closed_with_stage_path(created)
     late = _split(closed, "week_of_quarter", onset).astype(bool)
     skipped = closed["stage_skipped"].to_numpy(dtype=bool)
     if min(late.sum(), (~late).sum()) < MIN_SIDE_N:
@@ -476,6 +488,32 @@ def _share_above(events: int, n: int, ref_events: int, ref_n: int, alpha: float)
 
 ONSET_METRICS = ("win_rate_ratio", "discount_uplift", "lead_score_drop", "stage_skip_rate")
 QUARTER_END_METRICS = ("last_week_deal_size_change", "close_date_push_rate")
+# How each onset metric's p-value is defined: the onset-search adjustment must use the same tail(s).
+ONSET_METRIC_ALTERNATIVES = {
+    "win_rate_ratio": "two-sided", "discount_uplift": "two-sided", "lead_score_drop": "two-sided",
+    "stage_skip_rate": "greater",
+}
+
+
+def onset_split_weeks(created: pd.DataFrame, closed_in_quarter: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The week that splits each row an onset metric compares, per metric of :data:`ONSET_METRICS`.
+
+    Creation weeks of the closed deals (win rate), of the deals with a lead
+    score (lead score) and of the closed deals with a stage path (stage
+    skips); close weeks of the deals won with a discount (discount). Their
+    shares before each candidate onset are what
+    :func:`quarterpanic.onset.max_t_adjusted` needs to correct the metric's
+    p-value for the onset search.
+    """
+    won = _won_deals(closed_in_quarter)
+    discounted = won[np.isfinite(won["discount"].to_numpy(dtype=float))]
+    scored = created[np.isfinite(created["lead_score"].to_numpy(dtype=float))]
+    return {
+        "win_rate_ratio": _closed_deals(created)["week_of_quarter"].to_numpy(dtype=float),
+        "discount_uplift": discounted["close_week"].to_numpy(dtype=float),
+        "lead_score_drop": scored["week_of_quarter"].to_numpy(dtype=float),
+        "stage_skip_rate": _closed_with_stage_path(created)["week_of_quarter"].to_numpy(dtype=float),
+    }
 
 
 def outcome_findings(
@@ -484,6 +522,7 @@ def outcome_findings(
     main: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
     *,
+    candidates: Sequence[int],
     roles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The outcome-side findings of every group that has a main ``qualification_decay`` finding.
@@ -496,8 +535,10 @@ def outcome_findings(
         The dataset (its stage and close-date history, calendars and as-of).
     main:
         The main findings (:func:`quarterpanic.qualification.decay_findings`):
-        their ``onset_week`` splits each quarter, their ``n_candidates``
-        corrects the p-values of the onset-split metrics for the onset search.
+        their ``onset_week`` splits each quarter.
+    candidates:
+        The onset weeks the main search tried
+        (:func:`quarterpanic.qualification.candidate_weeks`).
     roles:
         :func:`quarterpanic.qualification.quarter_roles`; the baseline quarters
         are the reference of ``close_date_push_rate``.
@@ -507,6 +548,16 @@ def outcome_findings(
     A findings frame: per group, the metrics of :data:`ONSET_METRICS`
     (``insufficient data`` when the group has no onset) and, for complete
     quarters, :data:`QUARTER_END_METRICS`. Open quarters get no p-values.
+
+    The onset was searched (on the qualification rate), so the p-value of an
+    onset metric is corrected as if it had been searched on the metric
+    itself: max-T over the ``candidates`` at which the metric has
+    :data:`MIN_SIDE_N` rows on each side, with the correlation of its split
+    statistics from its own rows (:func:`onset_split_weeks`,
+    :func:`quarterpanic.onset.max_t_adjusted`), in the tail(s) its p-value
+    is defined in (:data:`ONSET_METRIC_ALTERNATIVES`). That holds whichever
+    series chose the onset, and costs less than Bonferroni over the
+    candidates.
     """
     params = {**defaults(), **(params or {})}
     alpha = float(params["alpha"])
@@ -539,6 +590,7 @@ def outcome_findings(
                 discount_uplift(closed_here, onset, alpha), int((closed_here["outcome"] == "won").sum()))
             estimates["lead_score_drop"] = (lead_score_drop(created, onset, alpha), int(created["lead_score"].notna().sum()))
             estimates["stage_skip_rate"] = (stage_skip_rate(created, onset, alpha), int((created["outcome"] != "open").sum()))
+            split_weeks = onset_split_weeks(created, closed_here)
         else:
             for metric in ONSET_METRICS:
                 estimates[metric] = (None, len(created))
@@ -553,7 +605,9 @@ def outcome_findings(
             if metric in ONSET_METRICS and has_onset:
                 record["onset_week"] = onset
                 if estimate is not None:
-                    record["p_value"] = float(selection_adjusted(record["p_value"], row.get("n_candidates", 1)))
+                    fractions = split_fractions(split_weeks[metric], candidates, MIN_SIDE_N)
+                    record["p_value"] = max_t_adjusted(
+                        record["p_value"], fractions, alternative=ONSET_METRIC_ALTERNATIVES[metric])
             if not complete:
                 record["p_value"] = np.nan
             records.append(record)

@@ -17,7 +17,9 @@ can call on its own:
 4. :func:`decay_findings` — one binomial GLM per organisation × quarter at its
    onset; the drop is the average marginal effect of "created at or after the
    onset" on the probability of being qualified, with owner-clustered
-   delta-method intervals.
+   delta-method intervals, and a p-value corrected for the onset search by
+   the maximum over the candidate splits
+   (:func:`quarterpanic.onset.max_t_adjusted`).
 
 :func:`detect_qualification_decay` runs them all and adds the outcome-side
 metrics of :mod:`quarterpanic.outcomes`.
@@ -36,7 +38,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 from quarterpanic import outcomes
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
-from quarterpanic.onset import profile_step, selection_adjusted
+from quarterpanic.onset import max_t_adjusted, profile_step
 from quarterpanic.params import defaults
 from quarterpanic.words import describe, pct, points
 
@@ -369,8 +371,9 @@ def qualification_onsets(
     -------
     One row per group: ``onset_week`` (``<NA>`` when no candidate has enough
     data: insufficient), ``n_candidates`` (candidates with enough data, the
-    multiplicity the p-value is corrected for), ``lr_stat``, ``n_before``,
-    ``n_after``, ``rate_before``, ``rate_after``.
+    search the p-value is corrected for), ``candidate_fractions`` (the share
+    of the group's opportunities created before each of them), ``lr_stat``,
+    ``n_before``, ``n_after``, ``rate_before``, ``rate_after``.
     """
     params = {**defaults(), **(params or {})}
     by = list(by)
@@ -392,6 +395,7 @@ def qualification_onsets(
         values = np.where(no_decay, either[column].astype(float), down[column].astype(float))
         out[column] = values
     out["n_candidates"] = either["n_candidates"].to_numpy()
+    out["candidate_fractions"] = list(either["candidate_fractions"])
     out["onset_week"] = pd.array(out["onset_week"].round(), dtype="Int64")
     out["n_before"], out["n_after"] = out.pop("base_before"), out.pop("base_after")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -513,9 +517,15 @@ def decay_findings(
     """The main ``qualification_decay`` finding of every shown organisation × quarter (× segment).
 
     Onsets are profiled for all groups at once (:func:`qualification_onsets`),
-    then :func:`decay_estimate` fits one model per group at its onset. The
-    p-value is Bonferroni-corrected for the onset search
-    (:func:`quarterpanic.onset.selection_adjusted`). Groups without a
+    then :func:`decay_estimate` fits one model per group at its onset. Its
+    p-value stays two-sided, as :func:`decay_estimate` defines it (flags are
+    only ever set on the decay side), and is corrected for the onset search
+    by the maximum over the ``n_candidates`` candidate splits
+    (:func:`quarterpanic.onset.max_t_adjusted`, ``alternative="two-sided"``):
+    the p-value is matched to the normal ``|z|`` of the same tail
+    probability, and the adjusted one is P(max_k |Z_k| >= |z|), the splits'
+    correlation taken from their shares of the quarter's opportunities. The
+    interval is not adjusted. Groups without a
     candidate week that has ``min_n`` opportunities on each side get status
     ``insufficient data`` and no estimate. The open quarter is estimated on
     the weeks seen so far but gets no p-value, so it is never flagged (flags
@@ -555,7 +565,7 @@ def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: li
             records.append({**record, "status": INSUFFICIENT, "method": "none"})
             continue
         estimate = decay_estimate(frame, int(row.onset_week), controls=controls, alpha=float(params["alpha"]))
-        estimate["p_value"] = float(selection_adjusted(estimate["p_value"], row.n_candidates))
+        estimate["p_value"] = max_t_adjusted(estimate["p_value"], row.candidate_fractions, alternative="two-sided")
         if not record["quarter_complete"]:
             estimate["p_value"] = np.nan
         records.append(
@@ -595,7 +605,9 @@ def detect_qualification_decay(
         return make_findings(pd.DataFrame(columns=["org"]))
     roles = quarter_roles(features, params)
     main = decay_findings(features, params, roles=roles)
-    secondary = outcomes.outcome_findings(features, dataset, main, params, roles=roles)
+    secondary = outcomes.outcome_findings(
+        features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
+    )
     return make_findings(pd.concat([main, secondary], ignore_index=True))
 
 
