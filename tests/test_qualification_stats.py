@@ -91,8 +91,9 @@ def test_panic_of_mid_and_enterprise_orgs_is_found(default_runs):
     by_org = panic.groupby("org")["flagged"].mean()
     assert power >= 0.90, f"power {power:.3f}; by org {by_org.round(3).to_dict()}"
     # The mid-size org has ~180 new deals a quarter at this scale and 15 sellers: with honest
-    # few-cluster inference (t with sellers - 1 df) it is found in ~85% of its panic quarters.
-    assert by_org.min() >= 0.80, by_org.round(3).to_dict()
+    # few-cluster inference (t with sellers - 1 df) it was found in 85% of its panic quarters while
+    # the onset search cost a Bonferroni factor of 8; the max-T correction brings it to 90%.
+    assert by_org.min() >= 0.90, by_org.round(3).to_dict()
 
 
 def test_calm_quarters_with_few_sellers_stay_calibrated():
