@@ -71,6 +71,16 @@ def test_nothing_much_is_flagged_when_nothing_happens(null_runs):
     assert 0.95 <= null_runs["estimate"].median() <= 1.35
 
 
+def test_search_corrected_p_values_are_calibrated_in_calm_quarters(default_runs, null_runs):
+    # Flags are diluted by Benjamini-Hochberg; the p-values themselves must hold their level. The
+    # onset search is paid for by max-T: a Bonferroni factor of 8 left only ~3% of these below 0.05.
+    calm = pd.concat([default_runs[~default_runs["panic"]], null_runs])
+    p_values = calm.loc[calm["status"] == "ok", "p_value"]
+    assert len(p_values) >= 1500
+    assert 0.035 <= (p_values <= 0.05).mean() <= 0.065, (p_values <= 0.05).mean()
+    assert (p_values <= 0.01).mean() <= 0.02, (p_values <= 0.01).mean()
+
+
 def test_mid_size_and_enterprise_surges_are_found(default_runs):
     panic = default_runs[default_runs["panic"] & default_runs["size_class"].isin(["mid", "enterprise"])]
     power = panic.groupby("size_class")["flagged"].mean()
