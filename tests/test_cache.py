@@ -239,3 +239,17 @@ def test_a_remembered_digest_is_dropped_when_the_file_changes(exports, store, mo
     crm = load_crm(exports, cache=third)
     assert len(hashed) == len(MIXED) + 1 and third.stats.misses == 1
     assert_same(crm, load_crm(exports))
+
+
+def test_least_recently_used_entries_are_pruned_beyond_the_size_limit(exports, tmp_path):
+    root = tmp_path / "small_cache"
+    load_crm(exports / "salesforce_leads.csv", cache=LoadCache(root))
+    old = {p.name for p in (root / qp_cache.ENTRIES).iterdir()}
+    time.sleep(0.05)
+    tight = LoadCache(root, max_bytes=1)  # only this load's entries may stay
+    load_crm([exports / "hubspot_deals.csv", exports / "jira_requests.csv"], cache=tight)
+    kept = {p.name for p in (root / qp_cache.ENTRIES).iterdir()}
+    assert len(kept) == 2 and not kept & old
+    again = LoadCache(root)
+    load_crm([exports / "hubspot_deals.csv", exports / "jira_requests.csv"], cache=again)
+    assert again.stats.hits == 2

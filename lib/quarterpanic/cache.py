@@ -18,9 +18,17 @@ rejects' ``file`` are filled in from the path given on every load.
 An entry is a folder ``<cache_dir>/loads/<key>/`` with ``frame.parquet``,
 ``rejects.parquet`` and ``entry.json`` (row counts, profile, table), written
 under a temporary name and renamed into place, so a reader never sees half an
-entry. An entry that cannot be read, or whose row counts disagree with
-``entry.json``, is removed and rebuilt from the export. Duplicate ids across
-files and the final accounting are worked out on every load, cached or not.
+entry. An entry that cannot be read, or whose row counts or columns disagree
+with ``entry.json``, is removed and rebuilt from the export. Duplicate ids
+across files and the final accounting are worked out on every load, cached or
+not.
+
+Hashing a gigabyte of exports takes about a second, so ``digests.json``
+remembers each file's digest while its size, modification and status-change
+times and inode stay the same (a file written less than two seconds before it
+was hashed is hashed again next time: a second write in the same clock tick
+would not move its times). After a load that added entries, the least
+recently used ones are removed until the rest fit in ``max_bytes`` (8 GiB).
 """
 from __future__ import annotations
 
@@ -58,6 +66,8 @@ PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
 DIGESTS = "digests.json"
 #: A file changed this recently may change again within the file system's clock tick: hash it every time.
 RACY_SECONDS = 2.0
+#: Entries beyond this total are removed, least recently used first, after a load that stored new ones.
+MAX_BYTES = 8 << 30
 _REJECT_FIELDS = ["row", "column", "value", "reason"]
 
 
@@ -75,11 +85,15 @@ class LoadCache:
 
     Args:
         root: the cache folder; entries go to ``root/loads/``.
+        max_bytes: the size the entries are pruned to (least recently used
+            first) after a load that stored new ones; entries of that load are kept.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, max_bytes: int = MAX_BYTES):
         self.root = Path(root).expanduser()
+        self.max_bytes = max_bytes
         self.stats = CacheStats()
+        self._used: set[str] = set()
         self._digest_memo: dict | None = None
         self._digests_changed = False
 
@@ -148,6 +162,7 @@ class LoadCache:
              build: Callable[[Path, Profile, OrgInfo], _FileResult]) -> _FileResult:
         """The result of ``build(path, profile, org)``, from the cache when it holds one."""
         key = self.key(path, profile, org)
+        self._used.add(key)
         result = self.get(key, path)
         if result is not None:
             self.stats.hits += 1
@@ -183,6 +198,10 @@ class LoadCache:
             self.stats.rebuilt += 1
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        try:  # the entry's modification time is its last use, for pruning
+            os.utime(folder / "entry.json")
+        except OSError:
+            pass
         file = str(path)
         frame.insert(1, "source_file", _constant_text(file, len(frame)))
         rejects.insert(0, "file", _constant_text(file, len(rejects)))
@@ -214,6 +233,35 @@ class LoadCache:
                 log.warning("%s: cannot write the cache entry (%s)", result.path, err)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def finish(self) -> None:
+        """After a load: write the remembered digests and, if entries were added, prune to ``max_bytes``."""
+        self.save_digests()
+        if self.stats.misses:
+            self.prune()
+
+    def prune(self) -> None:
+        """Remove the least recently used entries until the rest fit in ``max_bytes``; keep this load's."""
+        entries = []
+        try:
+            folders = [p for p in self.entries.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            return
+        for folder in folders:
+            try:
+                size = sum(f.stat().st_size for f in folder.iterdir())
+                used = (folder / "entry.json").stat().st_mtime
+            except OSError:
+                size, used = 0, 0.0
+            entries.append((used, size, folder))
+        total = sum(size for _, size, _ in entries)
+        for used, size, folder in sorted(entries, key=lambda e: e[0]):
+            if total <= self.max_bytes:
+                break
+            if folder.name in self._used:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
 
     def clear(self) -> None:
         """Remove every entry and every remembered digest."""

@@ -163,7 +163,7 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
         else:
             results.append(store.load(file, chosen, orgs[info.name], load_file))
     if store is not None:
-        store.save_digests()
+        store.finish()
     return _assemble(results, orgs)
 
 
