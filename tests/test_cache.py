@@ -59,12 +59,16 @@ def test_cached_tables_rejects_and_accounting_equal_an_uncached_load(exports, st
     assert (accounting["read"] == accounting["accepted"] + accounting["rejected"]).all()
 
 
+def assert_reload_matches(paths, store: LoadCache, files: int) -> None:
+    """Loading ``paths`` twice through ``store`` hits on every file and equals an uncached load."""
+    load_crm(paths, cache=store)
+    cached = load_crm(paths, cache=store)
+    assert store.stats.hits == files
+    assert_same(cached, load_crm(paths))
+
+
 def test_data_folder_with_org_yaml_and_mapping(store):
-    folder = FIXTURES / "datafolder"
-    load_crm(folder, cache=store)
-    cached = load_crm(folder, cache=store)
-    assert store.stats.hits == 4
-    assert_same(cached, load_crm(folder))
+    assert_reload_matches(FIXTURES / "datafolder", store, files=4)
 
 
 def test_changed_file_is_read_again(exports, store):
@@ -159,13 +163,9 @@ def test_corrupt_entries_are_ignored_and_rebuilt(exports, store, damage):
 
 def test_header_only_and_parquet_exports_round_trip(tmp_path, store):
     (tmp_path / "leads.csv").write_text("Lead ID,Create Date,Lead Status\n")
-    pd.DataFrame({"Request ID": ["R1"], "Created": pd.to_datetime(["2025-01-01"])}).to_parquet(
-        tmp_path / "other.parquet")
-    path = tmp_path / "leads.csv"
-    load_crm(path, cache=store)
-    cached = load_crm(path, cache=store)
-    assert store.stats.hits == 1
-    assert_same(cached, load_crm(path))
+    pd.DataFrame({"Lead ID": ["L1", "L2"], "Create Date": pd.to_datetime(["2025-01-01", "2025-01-02"]),
+                  "Lead Status": ["Open", None]}).to_parquet(tmp_path / "more_leads.parquet")
+    assert_reload_matches([tmp_path / "leads.csv", tmp_path / "more_leads.parquet"], store, files=2)
 
 
 def test_open_cache_arguments(tmp_path, monkeypatch):
