@@ -401,6 +401,137 @@ def test_dask_executor_gives_the_same_manifest_and_index(suite, first):
     assert report.manifest["headline"] == first["manifest"]["headline"]
 
 
+# -- per-organisation runs ------------------------------------------------------------------------
+
+ORGS = {"Acme": "acme", "Initech & <Sons>": "initech-sons"}  # org name -> folder; the second is hostile CRM text
+
+
+def make_org_suite(root: Path) -> dict[str, Path]:
+    """A notebook declaring ``orgs`` (fails for Initech after saving its summary), one without, two org folders."""
+    nbs = root / "notebooks"
+    nbs.mkdir(parents=True)
+    for org, folder in ORGS.items():
+        (root / "data" / folder).mkdir(parents=True)
+        (root / "data" / folder / "org.yaml").write_text(f"org: {json.dumps(org)}\n")
+    org_nb = write_notebook(nbs / "01_by_org.ipynb", [
+        ("markdown", "# By organisation"),
+        ("parameters", "orgs = None  # organisations\nsummary_path = None  # where the summary JSON goes"),
+        ("code", "\n".join([
+            "from quarterpanic.artifacts import save_summary",
+            "save_summary({'orgs': orgs}, summary_path)",
+            "if orgs and orgs[0].startswith('Initech'):",
+            "    raise ValueError('no data for Initech')",
+        ])),
+    ])
+    plain = write_notebook(nbs / "02_all.ipynb", [
+        ("markdown", "# Every organisation"),
+        ("parameters", "summary_path = None  # where the summary JSON goes"),
+        ("code", "from quarterpanic.artifacts import save_summary\nsave_summary({'ran': True}, summary_path)"),
+    ])
+    return {"root": root, "data": root / "data", "org_nb": org_nb, "plain": plain}
+
+
+@pytest.fixture(scope="module")
+def per_org(tmp_path_factory):
+    suite = make_org_suite(tmp_path_factory.mktemp("orgs"))
+    out = suite["root"] / "reports"
+    code, stderr = run_cli("--notebooks", str(suite["org_nb"]), str(suite["plain"]), "--per-org",
+                           "-p", "data_dir", str(suite["data"]), "--jobs", "3", "--out", str(out),
+                           "--run-id", "by-org")
+    run_dir = out / "by-org"
+    return {**suite, "code": code, "stderr": stderr, "out": out, "dir": run_dir,
+            "manifest": json.loads((run_dir / "manifest.json").read_text()),
+            "index": (run_dir / "index.html").read_text()}
+
+
+@pytest.mark.slow
+def test_per_org_runs_each_org_notebook_once_per_org_and_the_others_once(per_org):
+    assert per_org["code"] == 1  # Initech's report failed; Acme's and the plain one are still published
+    assert os.readlink(per_org["out"] / "latest") == "by-org"
+    run_dir = per_org["dir"]
+    for folder in ORGS.values():
+        assert {p.name for p in (run_dir / folder).iterdir()} == {
+            "01_by_org.ipynb", "01_by_org.html", "01_by_org.summary.json"}
+    assert {"02_all.ipynb", "02_all.html", "02_all.summary.json"} <= {p.name for p in run_dir.iterdir()}
+    manifest = per_org["manifest"]
+    assert manifest["per_org"] == ["Acme", "Initech & <Sons>"]
+    entries = by_name(manifest)
+    assert list(entries) == ["acme/01_by_org", "initech-sons/01_by_org", "02_all"]
+    for org, folder in ORGS.items():
+        entry = entries[f"{folder}/01_by_org"]
+        assert entry["org"] == org
+        assert entry["parameters"] == {"orgs": [org]}
+        assert entry["summary"] == {"orgs": [org]}  # the parameter reached the notebook
+        assert entry["executed"] == f"{folder}/01_by_org.ipynb" and entry["html"] == f"{folder}/01_by_org.html"
+        assert entry["summary_file"] == f"{folder}/01_by_org.summary.json"
+    assert entries["acme/01_by_org"]["status"] == "ok"
+    assert entries["initech-sons/01_by_org"]["status"] == "failed"
+    assert entries["02_all"]["org"] is None and entries["02_all"]["executed"] == "02_all.ipynb"
+    assert entries["02_all"]["summary"] == {"ran": True}
+    assert "[initech-sons/01_by_org] failed" in per_org["stderr"]
+    page = (run_dir / "initech-sons" / "01_by_org.html").read_text()
+    assert "By organisation — Initech &amp; &lt;Sons&gt;" in page
+
+
+@pytest.mark.slow
+def test_per_org_index_groups_the_reports_under_escaped_org_headings(per_org):
+    index = per_org["index"]
+    assert "<Sons>" not in index
+    headings = re.findall(r'<h2 class="qp-org">(.*?)</h2>', index)
+    assert headings == ["Acme", "Initech &amp; &lt;Sons&gt;", "All organisations"]
+    sections = re.split(r'<h2 class="qp-org">', index)[1:]
+    assert list(report_cards(sections[0])) == ["acme/01_by_org.html"]
+    assert list(report_cards(sections[1])) == ["initech-sons/01_by_org.html"]
+    assert list(report_cards(sections[2])) == ["02_all.html"]
+    assert "2 of 3 reports complete" in index
+
+
+@pytest.mark.slow
+def test_per_org_on_dask_gives_the_same_manifest_entries(per_org):
+    distributed = pytest.importorskip("distributed")
+    # One in-process worker: papermill changes the working directory, so two would collide in one process.
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        report = runner.run(
+            out_dir=per_org["root"] / "dask-reports",
+            notebooks=[str(per_org["org_nb"]), str(per_org["plain"])],
+            overrides={"data_dir": str(per_org["data"])},
+            executor=executors.DaskExecutor(client=client),
+            run_id="by-org",
+            per_org=[],
+        )
+    assert report.exit_code == per_org["code"]
+    local, dask = by_name(per_org["manifest"]), by_name(report.manifest)
+    assert list(dask) == list(local)
+    for name in dask:
+        for key in ["org", "status", "error", "summary", "parameters", "html", "executed", "summary_file", "title"]:
+            assert local[name][key] == dask[name][key], (name, key)
+    assert report.manifest["per_org"] == per_org["manifest"]["per_org"]
+
+
+def test_per_org_names_must_be_organisations_of_the_data_folder(tmp_path):
+    suite = make_org_suite(tmp_path)
+    assert runner.select_orgs(["Acme"], suite["data"]) == ["Acme"]
+    code, stderr = run_cli("--notebooks", str(suite["org_nb"]), "--per-org", "Acme", "Globex",
+                           "-p", "data_dir", str(suite["data"]), "--out", str(tmp_path / "reports"))
+    assert code == 2 and "'Globex' not in the data folder" in stderr and "Acme, Initech" in stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+    code, stderr = run_cli("--notebooks", str(suite["org_nb"]), "--per-org", "-p", "data_dir", str(tmp_path),
+                           "--out", str(tmp_path / "reports"))
+    assert code == 2 and "no organisation folders" in stderr
+
+
+def test_org_slugs_are_folder_names_and_unique():
+    assert runner.org_slugs(["Globex Corporation", "globex  corporation", "<>"]) == {
+        "Globex Corporation": "globex-corporation", "globex  corporation": "globex-corporation-2", "<>": "org"}
+
+
+def test_a_run_without_per_org_records_no_orgs(first):
+    assert "per_org" not in first["manifest"]
+    assert all("org" not in entry for entry in first["manifest"]["notebooks"])
+    assert 'class="qp-org"' not in first["index"]
+
+
 # -- refused before anything runs ------------------------------------------------------------------
 
 

@@ -192,6 +192,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notebooks", nargs="+", metavar="NAME",
                    help="notebooks to run, by path, name or prefix (default: every notebooks/0*.ipynb)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks executed in parallel (default 1)")
+    p.add_argument("--per-org", nargs="*", metavar="ORG",
+                   help="run each notebook that declares `orgs` once per organisation (these, or with no names "
+                        "every one in the data folder), into OUT/<run-id>/<org>/")
     p.add_argument("--run-id", metavar="ID", help="run folder name (default: UTC time and an input hash)")
     p.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="local processes (default) or a Dask distributed cluster")
@@ -228,6 +231,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_event=progress,
             kernel_name=args.kernel,
             cell_timeout=args.cell_timeout,
+            per_org=args.per_org,
         )
     ok = sum(r.ok for r in report.results)
     print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"

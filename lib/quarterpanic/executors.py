@@ -65,6 +65,7 @@ class NotebookTask:
     kernel_name: str | None = None
     start_timeout: int = 120
     execution_timeout: int | None = None
+    org: str | None = None  # set for per-organisation runs (``--per-org``): the one org passed as ``orgs``
 
 
 @dataclass
@@ -142,7 +143,7 @@ def run_notebook(task: NotebookTask) -> NotebookResult:
             export_report(
                 task.executed,
                 task.html,
-                title=task.title,
+                title=f"{task.title} — {task.org}" if task.org else task.title,
                 run_id=task.run_id,
                 status=status,
                 error=error,

@@ -235,13 +235,16 @@ def write_index(
     started_at: str,
     reports: Sequence[Mapping[str, Any]],
     links: Sequence[tuple[str, str]] = (),
+    orgs: Sequence[str | None] | None = None,
 ) -> Path:
     """Write the run's ``index.html``.
 
     ``reports`` holds one mapping per notebook with ``title``, ``html`` (file
     name or None), ``notebook`` (executed copy), ``status``, ``duration_s``,
     ``error`` (text or None) and ``headline`` (the notebook's own summary line or None).
-    ``links`` are extra ``(label, href)`` pairs for the footer.
+    ``links`` are extra ``(label, href)`` pairs for the footer. ``orgs`` (one per
+    report, None for a report over every organisation) groups the reports under a
+    heading per organisation, in order of first appearance.
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -252,6 +255,7 @@ def write_index(
         headline=headline,
         run_id=run_id,
         started_at=started_at,
+        groups=report_groups(reports, orgs),
         reports=reports,
         links=links,
         csp=CONTENT_SECURITY_POLICY,
@@ -260,6 +264,21 @@ def write_index(
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def report_groups(
+    reports: Sequence[Mapping[str, Any]], orgs: Sequence[str | None] | None
+) -> list[dict[str, Any]]:
+    """``[{"org", "heading", "reports"}]``: one group without a heading when ``orgs`` is None,
+    else one per organisation in order of first appearance (reports over every organisation
+    under "All organisations")."""
+    if orgs is None:
+        return [{"org": None, "heading": None, "reports": list(reports)}]
+    groups: dict[str | None, list[Mapping[str, Any]]] = {}
+    for report, org in zip(reports, orgs, strict=True):
+        groups.setdefault(org, []).append(report)
+    return [{"org": org, "heading": org if org is not None else "All organisations", "reports": members}
+            for org, members in groups.items()]
 
 
 def _css_sanitizer():

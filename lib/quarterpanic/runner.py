@@ -9,7 +9,11 @@ when complete)::
     01_pipeline_overview.html   code-free report page (nbconvert, see quarterpanic.pages)
     01_pipeline_overview.summary.json   key figures the notebook saved to its summary_path
 
-and then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
+With ``per_org`` (``--per-org``) every notebook that declares ``orgs`` runs
+once per organisation, with ``orgs: [ORG]``, into ``OUT/<run-id>/<org-slug>/``;
+the index groups the reports by organisation.
+
+It then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
 when at least one notebook succeeded. Parameters are checked before anything
 executes: every key must be declared by a selected notebook (papermill's
 ``inspect_notebook``) or be a suite parameter (:data:`quarterpanic.params.DEFAULTS`),
@@ -281,6 +285,7 @@ def run(
     on_event: EventHandler | None = None,
     kernel_name: str | None = None,
     cell_timeout: int | None = None,
+    per_org: Sequence[str] | None = None,
 ) -> RunReport:
     """Execute the notebooks and publish the run folder; see the module docstring.
 
@@ -304,6 +309,10 @@ def run(
         Kernel for every notebook (default: each notebook's own kernelspec).
     cell_timeout:
         Seconds one cell may run before its notebook is stopped as failed (default: no limit).
+    per_org:
+        Run each notebook that declares ``orgs`` once per organisation named here
+        (an empty sequence: every organisation of the data folder), as separate tasks
+        into ``<org-slug>/`` sub-folders. None (the default): one run per notebook.
 
     Raises
     ------
@@ -323,8 +332,9 @@ def run(
     data_dir = resolve_data_dir(resolved.chosen.get("data_dir", _declared_default(resolved, "data_dir")))
     inputs = describe_inputs(data_dir)
     effective = {**resolved.chosen, "data_dir": str(data_dir)}
+    org_folders = org_slugs(select_orgs(per_org, data_dir)) if per_org is not None else None
     started_at = _utc_now()
-    run_id = run_id or new_run_id(_fingerprint(selected, effective, inputs))
+    run_id = run_id or new_run_id(_fingerprint(selected, effective, inputs, org_folders))
     out_dir = Path(out_dir).resolve()
     run_dir, partial = _claim_run_folder(out_dir, run_id)
     log.info("run %s: %d notebook(s) into %s", run_id, len(selected), run_dir)
@@ -332,25 +342,34 @@ def run(
     tasks = []
     for path in selected:
         stem = path.stem
-        passed = resolved.for_notebook(stem)
-        if "data_dir" in resolved.declared[stem]:
-            passed["data_dir"] = str(data_dir)
-        summary_path = str(partial / f"{stem}.summary.json")
-        if "summary_path" in resolved.declared[stem]:
-            passed["summary_path"] = summary_path
-        tasks.append(NotebookTask(
-            name=stem,
-            source=str(path),
-            executed=str(partial / f"{stem}.ipynb"),
-            html=str(partial / f"{stem}.html"),
-            summary_path=summary_path,
-            parameters=passed,
-            cwd=str(path.parent),
-            title=notebook_title(path),
-            run_id=run_id,
-            kernel_name=kernel_name,
-            execution_timeout=cell_timeout,
-        ))
+        if org_folders is not None and "orgs" in resolved.declared[stem]:
+            runs = [(org, partial / slug) for org, slug in org_folders.items()]
+        else:
+            runs = [(None, partial)]
+        for org, folder in runs:
+            folder.mkdir(exist_ok=True)
+            passed = resolved.for_notebook(stem)
+            if "data_dir" in resolved.declared[stem]:
+                passed["data_dir"] = str(data_dir)
+            if org is not None:
+                passed["orgs"] = [org]
+            summary_path = str(folder / f"{stem}.summary.json")
+            if "summary_path" in resolved.declared[stem]:
+                passed["summary_path"] = summary_path
+            tasks.append(NotebookTask(
+                name=stem if org is None else f"{folder.name}/{stem}",
+                source=str(path),
+                executed=str(folder / f"{stem}.ipynb"),
+                html=str(folder / f"{stem}.html"),
+                summary_path=summary_path,
+                parameters=passed,
+                cwd=str(path.parent),
+                title=notebook_title(path),
+                run_id=run_id,
+                kernel_name=kernel_name,
+                execution_timeout=cell_timeout,
+                org=org,
+            ))
 
     clock = time.perf_counter()
     try:
@@ -372,6 +391,8 @@ def run(
         inputs=inputs,
         executor=executor.describe(),
         exit_code=exit_code,
+        run_folder=partial,
+        per_org=list(org_folders) if org_folders is not None else None,
     )
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     write_index(
@@ -382,8 +403,8 @@ def run(
         reports=[
             {
                 "title": task.title,
-                "html": Path(task.html).name if result.html_written else None,
-                "notebook": Path(task.executed).name,
+                "html": _in_run(task.html, partial) if result.html_written else None,
+                "notebook": _in_run(task.executed, partial),
                 "status": result.status,
                 "duration_s": result.duration_s,
                 "error": error_summary(result.error) if result.error else None,
@@ -392,7 +413,8 @@ def run(
             for task, result in zip(tasks, results)
         ],
         links=[("manifest.json", "manifest.json")]
-        + [(f"{Path(t.executed).name}", Path(t.executed).name) for t in tasks if Path(t.executed).is_file()],
+        + [(_in_run(t.executed, partial), _in_run(t.executed, partial)) for t in tasks if Path(t.executed).is_file()],
+        orgs=[task.org for task in tasks] if org_folders is not None else None,
     )
     os.rename(partial, run_dir)
     published = any(r.ok for r in results) and switch_latest(out_dir, run_id, started_at)
@@ -409,6 +431,43 @@ def _declared_default(resolved: ResolvedParameters, name: str) -> Any:
         if name in parameters and isinstance(parameters[name].default, str):
             return parameters[name].default
     return None
+
+
+def select_orgs(names: Sequence[str], data_dir: Path) -> list[str]:
+    """The organisations of a per-org run: ``names``, checked against the data folder, or all of them.
+
+    Names come from each ``<data_dir>/*/org.yaml`` (its ``org:`` key, else the
+    folder's name, as the loader names them); the exports are not read.
+    """
+    from quarterpanic.loading import ORG_FILE, read_org_yaml
+
+    found = [read_org_yaml(f.parent).name for f in sorted(Path(data_dir).glob(f"*/{ORG_FILE}"))]
+    if not found:
+        raise RunError(f"--per-org: no organisation folders (*/{ORG_FILE}) in the data folder", path=data_dir,
+                       hint="set data_dir to the folder holding one sub-folder per organisation")
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise RunError(f"--per-org: {', '.join(map(repr, unknown))} not in the data folder", path=data_dir,
+                       hint=f"organisations: {', '.join(found)}")
+    return list(dict.fromkeys(names)) if names else list(dict.fromkeys(found))
+
+
+def org_slugs(orgs: Sequence[str]) -> dict[str, str]:
+    """Organisation name -> folder name (``Globex Corporation`` -> ``globex-corporation``), unique."""
+    slugs: dict[str, str] = {}
+    for org in orgs:
+        base = re.sub(r"[^a-z0-9]+", "-", org.lower()).strip("-") or "org"
+        slug, n = base, 1
+        while slug in slugs.values():
+            n += 1
+            slug = f"{base}-{n}"
+        slugs[org] = slug
+    return slugs
+
+
+def _in_run(path: str | Path, run_folder: Path | None) -> str:
+    """A task's file as a path inside the run folder (``01_x.html`` or ``acme/01_x.html``)."""
+    return Path(path).relative_to(run_folder).as_posix() if run_folder is not None else Path(path).name
 
 
 def exit_code_for(results: Sequence[NotebookResult]) -> int:
@@ -443,12 +502,15 @@ def new_run_id(fingerprint: str, now: dt.datetime | None = None) -> str:
     return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
 
 
-def _fingerprint(notebooks: Sequence[Path], effective: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+def _fingerprint(notebooks: Sequence[Path], effective: Mapping[str, Any], inputs: Mapping[str, Any],
+                 per_org: Mapping[str, str] | None = None) -> str:
     digest = hashlib.sha256()
     for path in notebooks:
         digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
     digest.update(json.dumps(effective, sort_keys=True, default=str).encode())
     digest.update(json.dumps([(f["path"], f["sha256"]) for f in inputs["files"]]).encode())
+    if per_org is not None:
+        digest.update(json.dumps(["per_org", list(per_org)]).encode())
     return digest.hexdigest()
 
 
@@ -552,10 +614,16 @@ def build_manifest(
     inputs: Mapping[str, Any],
     executor: Mapping[str, Any],
     exit_code: int,
+    run_folder: Path | None = None,
+    per_org: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The run's ``manifest.json`` as a dict (see docs/RUNNING.md for every key)."""
+    """The run's ``manifest.json`` as a dict (see docs/RUNNING.md for every key).
+
+    File names are relative to ``run_folder`` (default: bare file names). A
+    per-org run (``per_org`` set) records its organisations and each entry's ``org``.
+    """
     ok = sum(r.ok for r in results)
-    return {
+    manifest = {
         "run_id": run_id,
         "status": "ok" if ok == len(results) else ("failed" if ok == 0 else "partial"),
         "exit_code": exit_code,
@@ -566,12 +634,13 @@ def build_manifest(
         "notebooks": [
             {
                 "name": task.name,
+                **({"org": task.org} if per_org is not None else {}),
                 "title": task.title,
                 "source": _display_path(Path(task.source)),
                 "source_sha256": _sha256(Path(task.source)),
-                "executed": Path(task.executed).name,
-                "html": Path(task.html).name if result.html_written else None,
-                "summary_file": Path(task.summary_path).name if result.summary is not None else None,
+                "executed": _in_run(task.executed, run_folder),
+                "html": _in_run(task.html, run_folder) if result.html_written else None,
+                "summary_file": _in_run(task.summary_path, run_folder) if result.summary is not None else None,
                 "status": result.status,
                 "started_at": result.started_at,
                 "duration_s": result.duration_s,
@@ -594,6 +663,9 @@ def build_manifest(
         "executor": dict(executor),
         "command": sys.argv[:],
     }
+    if per_org is not None:
+        manifest["per_org"] = list(per_org)
+    return manifest
 
 
 def headline_for(tasks: Sequence[NotebookTask], results: Sequence[NotebookResult]) -> str:
@@ -606,7 +678,8 @@ def headline_for(tasks: Sequence[NotebookTask], results: Sequence[NotebookResult
 
 
 def _headline_source(tasks: Sequence[NotebookTask]) -> str | None:
-    return next((t.name for t in tasks if t.name.startswith(HEADLINE_NOTEBOOK_PREFIX)), None)
+    # A per-org panic index speaks for one organisation: it keeps its headline on its own line.
+    return next((t.name for t in tasks if t.name.startswith(HEADLINE_NOTEBOOK_PREFIX) and t.org is None), None)
 
 
 def package_versions() -> dict[str, str | None]:
