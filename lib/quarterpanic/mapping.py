@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from quarterpanic import schemas
@@ -61,6 +63,9 @@ _DATE_FORMATS = {
 # Plain-string patterns in RE2's subset ([0-9] not \d, no \s, no look-arounds), so
 # pandas runs them in pyarrow instead of Python's re, row by row.
 _DATE_SEPARATORS = r"^([0-9]{1,2}|[A-Za-z]{3,9})[.\- ]([0-9]{1,2}|[A-Za-z]{3,9})[.\- ]([0-9]{2,4})($|[ T].*)"
+_DATE_TIME_PATTERN = (r"^(?P<date>[0-9]{1,2}/[0-9]{1,2}/[0-9]{2,4}|[0-9]{1,2}/[A-Za-z]{3,9}/[0-9]{2,4}"
+                      r"|[0-9]{4}[/-][0-9]{1,2}[/-][0-9]{1,2}) "
+                      r"(?P<time>(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?: [AaPp][Mm])?)$")
 _NUMBER_JUNK = "^[A-Za-z]{3}|[A-Za-z]{3}$|[$€£¥₹% \t  '’]"
 _NUMBER_PATTERN = {
     ".": r"^[+-]?([0-9]{1,3}(,[0-9]{3})+|[0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$",
@@ -609,6 +614,9 @@ def _parse_date_strings(text: pd.Series, order: str, fmt: str | None) -> tuple[p
         text = text.str.replace(_DATE_SEPARATORS, r"\1/\2/\3\4", regex=True)
         formats = (["ISO8601"] if order == "iso" else []) + _DATE_FORMATS[order] + \
                   ([] if order == "iso" else ["ISO8601"])
+        split = _parse_date_and_time(text, order)
+        out[split.notna()] = split[split.notna()]
+        todo &= split.isna()
     tried: set[str] = set()
     while todo.any():
         form = _best_format(text[todo], [f for f in formats if f not in tried])
@@ -622,6 +630,78 @@ def _parse_date_strings(text: pd.Series, order: str, fmt: str | None) -> tuple[p
             out[rows] = parsed[hit].astype("datetime64[ns]")
             todo[rows] = False
     return out, todo
+
+
+@cache
+def _date_time_formats(order: str) -> tuple[list[str], list[str], np.ndarray]:
+    """The date and time halves of the ``order``'s date-time formats, and which pairs exist.
+
+    ``pairs[d, t]`` is True when date format ``d`` followed by a space and time
+    format ``t`` is one of the formats; the extra last row and column (code -1,
+    nothing matched) are all False.
+    """
+    halves = []
+    for form in _DATE_FORMATS[order]:
+        cut = min((form.find(mark) for mark in (" %H", " %I") if mark in form), default=-1)
+        if cut > 0:
+            halves.append((form[:cut], form[cut + 1:]))
+    halves += [("ISO8601", "%H:%M"), ("ISO8601", "%H:%M:%S")]
+    dates = list(dict.fromkeys(d for d, _ in halves))
+    times = list(dict.fromkeys(t for _, t in halves))
+    pairs = np.zeros((len(dates) + 1, len(times) + 1), dtype=bool)
+    for d, t in halves:
+        pairs[dates.index(d), times.index(t)] = True
+    return dates, times, pairs
+
+
+def _parse_date_and_time(text: pd.Series, order: str) -> pd.Series:
+    """Date-times of the common ``<date> <h:mm[:ss][ AM]>`` shape, parsing each date and time once.
+
+    Timestamps repeat their date and their time of day far more than the
+    whole: parsing the distinct halves and adding them is the same as parsing
+    by the matching date-time format, because the formats of one order never
+    both read the same text. Values of any other shape, or whose halves do not
+    pair into one of the formats, stay NaT for the format-by-format parser.
+    """
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    if len(text) == 0:
+        return out
+    parts = pc.extract_regex(pa.array(text, type=pa.large_string()), _DATE_TIME_PATTERN)
+    date_formats, time_formats, pairs = _date_time_formats(order)
+    date_codes, date_values, date_format = _parse_halves(parts.field("date"), date_formats)
+    time_codes, time_values, time_format = _parse_halves(parts.field("time"), time_formats)
+    time_values = time_values - np.datetime64("1900-01-01", "ns")
+    # ISO 8601 wants a two-digit hour; the other formats take one or two digits.
+    two_digit = pc.match_substring_regex(parts.field("time"), "^[0-9]{2}:").fill_null(False)
+    iso = date_format[date_codes] == date_formats.index("ISO8601")
+    ok = pairs[date_format[date_codes], time_format[time_codes]] & (~iso | two_digit.to_numpy(zero_copy_only=False))
+    ok &= (date_codes >= 0) & (time_codes >= 0)
+    out[ok] = date_values[date_codes[ok]] + time_values[time_codes[ok]]
+    return out
+
+
+def _parse_halves(halves: pa.Array, formats: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes of ``halves`` into their distinct values, each value parsed, and the format that read it.
+
+    The format index is -1 (and the value NaT) for a value no format reads;
+    a missing half has code -1.
+    """
+    encoded = pc.dictionary_encode(halves).combine_chunks() if isinstance(halves, pa.ChunkedArray) else \
+        pc.dictionary_encode(halves)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct = pd.Series(encoded.dictionary.to_pylist(), dtype="str")
+    values = np.full(len(distinct), np.datetime64("NaT"), dtype="datetime64[ns]")
+    which = np.full(len(distinct) + 1, -1, dtype=np.int64)
+    for i, form in enumerate(formats):
+        todo = np.flatnonzero(which[:-1] < 0)
+        if len(todo) == 0:
+            break
+        parsed = _strptime(distinct.iloc[todo].reset_index(drop=True), form).astype("datetime64[ns]").to_numpy()
+        hit = ~np.isnat(parsed)
+        values[todo[hit]] = parsed[hit]
+        which[todo[hit]] = i
+    which[-1] = -1
+    return codes, values, which
 
 
 def _best_format(text: pd.Series, formats: list[str]) -> str | None:
