@@ -72,6 +72,7 @@ _NUMBER_PATTERN = {
     ",": r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]*)(,[0-9]+)?$",
 }
 _DATE_SAMPLE = 500
+_DISTINCT_MIN_ROWS = 1000
 
 
 @dataclass
@@ -535,13 +536,13 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
             numbers, bad = parse_numbers(values[amount], profile.decimal)
             context.problem(bad, values[amount], label, "not an amount")
             values = values.astype("object")
-            values[amount] = numbers.astype(str).where(numbers.notna(), None)
+            values[amount] = _each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None))
         close = (frame["field"] == "close_date").fillna(False) & values.notna()
         if close.any():
             dates, bad = parse_dates(values[close], profile.dates)
             context.problem(bad, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
             values = values.astype("object")
-            values[close] = dates.dt.strftime("%Y-%m-%d").where(dates.notna(), None)
+            values[close] = _each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None))
         frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values
 
 
@@ -564,8 +565,42 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
+def _each_distinct(values: pd.Series, function):
+    """``function(values)`` for an element-wise ``function``, run once per distinct value.
+
+    Export columns repeat their values (stages, owners, dates, round amounts):
+    the work is done on the distinct values and spread back by code. Returns
+    what ``function`` returns, a Series or a tuple of Series, on ``values``'s
+    index. Object columns (cells of mixed types) and columns of mostly
+    distinct values are passed to ``function`` as they are.
+    """
+    if values.dtype == object or len(values) < _DISTINCT_MIN_ROWS:
+        return function(values)
+    array = values.to_numpy() if values.dtype.kind == "f" else values
+    if values.dtype.kind == "f":  # by bits: 0.0 and -0.0 print differently
+        codes, uniques = pd.factorize(array.view(np.int64))
+        uniques = uniques.view(array.dtype)
+    else:
+        codes, uniques = pd.factorize(values)
+    if len(uniques) * 2 > len(values):
+        return function(values)
+    # One missing value after the distinct ones stands for every missing row (code -1).
+    distinct = pd.Series(uniques, dtype=values.dtype).reindex(range(len(uniques) + 1))
+    codes = np.where(codes < 0, len(uniques), codes)
+    result = function(distinct)
+
+    def spread(part: pd.Series) -> pd.Series:
+        return part.take(codes).set_axis(values.index)
+
+    return tuple(spread(part) for part in result) if isinstance(result, tuple) else spread(result)
+
+
 def clean_text(values: pd.Series) -> pd.Series:
     """Trimmed strings; empty strings become missing; CRLF inside values becomes LF."""
+    return _each_distinct(values, _clean_text)
+
+
+def _clean_text(values: pd.Series) -> pd.Series:
     text = _as_text(values).str.strip().str.replace("\r\n", "\n", regex=False)
     return text.where(text != "", None)
 
@@ -757,7 +792,11 @@ def parse_numbers(values: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.
         return pd.Series(np.nan, index=values.index, dtype="float64"), pd.Series(False, index=values.index)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64"), pd.Series(False, index=values.index)
-    text = clean_text(values)
+    return _each_distinct(values, lambda distinct: _parse_number_text(distinct, decimal))
+
+
+def _parse_number_text(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Series]:
+    cleaned = text = _clean_text(values)
     negative = text.str.match(r"^\(.*\)$").fillna(False).astype(bool)
     text = text.str.strip("()").str.replace(_NUMBER_JUNK, "", regex=True)
     valid = text.str.match(_NUMBER_PATTERN[decimal]).fillna(False).astype(bool) & text.str.contains("[0-9]")
@@ -767,7 +806,7 @@ def parse_numbers(values: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.
         text = text.str.replace(",", "", regex=False)
     numbers = pd.to_numeric(text.where(valid, None), errors="coerce").astype("float64")
     numbers = numbers.where(~negative, -numbers)
-    bad = values.notna() & clean_text(values).notna() & numbers.isna()
+    bad = values.notna() & cleaned.notna() & numbers.isna()
     return numbers, bad
 
 
@@ -775,7 +814,11 @@ def parse_bools(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Nullable booleans from Yes/No, True/False, 1/0, Y/N, X/blank-style values."""
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("boolean"), pd.Series(False, index=values.index)
-    text = clean_text(values).str.lower()
+    return _each_distinct(values, _parse_bool_text)
+
+
+def _parse_bool_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    text = _clean_text(values).str.lower()
     parsed = pd.Series(pd.NA, index=values.index, dtype="boolean")
     parsed[text.isin(TRUE_WORDS).to_numpy()] = True
     parsed[text.isin(FALSE_WORDS).to_numpy()] = False
