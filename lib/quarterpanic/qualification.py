@@ -154,19 +154,40 @@ def stage_skips(history: pd.DataFrame, *, stage_order: Sequence[str] = STAGE_ORD
     ``stage_changes``, ``stages_skipped`` (stages jumped over) and
     ``stage_skipped`` (bool).
     """
-    moves = history.loc[history["field"] == "stage", ["org", "opportunity_id", "old_value", "new_value"]]
-    old = stage_rank(moves["old_value"], stage_order)
-    new = stage_rank(moves["new_value"], stage_order)
-    lost = _stage_key(moves["new_value"]).str.contains("lost").fillna(False)
-    jumped = (new - old - 1).clip(lower=0).where(~lost, 0).fillna(0).astype(int)
-    out = (
-        moves.assign(stages_skipped=jumped)
-        .groupby(["org", "opportunity_id"], sort=False)
-        .agg(stage_changes=("stages_skipped", "size"), stages_skipped=("stages_skipped", "sum"))
-        .reset_index()
+    stage = (history["field"] == "stage").to_numpy(dtype=bool)
+    # A history has a handful of distinct stage names over millions of rows: rank each name once, gather by code.
+    old_codes, old_names = pd.factorize(history["old_value"][stage])
+    new_codes, new_names = pd.factorize(history["new_value"][stage])
+    old_rank = _with_missing(stage_rank(pd.Series(old_names, dtype="string"), stage_order).astype(float))
+    new_rank = _with_missing(stage_rank(pd.Series(new_names, dtype="string"), stage_order).astype(float))
+    lost = _with_missing(_stage_key(pd.Series(new_names, dtype="string")).str.contains("lost").fillna(False)
+                         .astype(float))
+    jumped = new_rank[new_codes] - old_rank[old_codes] - 1
+    jumped = np.where(np.isnan(jumped) | (lost[new_codes] > 0), 0, np.maximum(jumped, 0)).astype(int)
+    orgs, opportunities = history["org"][stage], history["opportunity_id"][stage]
+    org_codes, _ = pd.factorize(orgs)
+    opportunity_codes, _ = pd.factorize(opportunities)
+    keep = (org_codes >= 0) & (opportunity_codes >= 0)  # as group-by, rows without keys are left out
+    pair = org_codes.astype(np.int64) * (int(opportunity_codes.max(initial=0)) + 1) + opportunity_codes
+    groups, _ = pd.factorize(pair[keep])  # in order of first appearance, as groupby(sort=False)
+    first = np.full(groups.max(initial=-1) + 1, len(groups), dtype=np.int64)
+    np.minimum.at(first, groups, np.arange(len(groups)))
+    rows = np.flatnonzero(keep)[first]
+    out = pd.DataFrame(
+        {
+            "org": orgs.iloc[rows].reset_index(drop=True),
+            "opportunity_id": opportunities.iloc[rows].reset_index(drop=True),
+            "stage_changes": np.bincount(groups, minlength=len(first)).astype(np.int64),
+            "stages_skipped": np.bincount(groups, weights=jumped[keep], minlength=len(first)).astype(np.int64),
+        }
     )
     out["stage_skipped"] = out["stages_skipped"] > 0
     return out
+
+
+def _with_missing(values: pd.Series) -> np.ndarray:
+    """``values`` as floats with NaN appended, so that the code -1 of a missing name gathers NaN."""
+    return np.append(values.to_numpy(dtype=float, na_value=np.nan), np.nan)
 
 
 # -- one row per opportunity ----------------------------------------------------------------------
