@@ -73,6 +73,7 @@ _NUMBER_PATTERN = {
 }
 _DATE_SAMPLE = 500
 _DISTINCT_MIN_ROWS = 1000
+_DISTINCT_SAMPLE = 10000
 
 
 @dataclass
@@ -535,15 +536,26 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
         if amount.any():
             numbers, bad = parse_numbers(values[amount], profile.decimal)
             context.problem(bad, values[amount], label, "not an amount")
-            values = values.astype("object")
-            values[amount] = _each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None))
+            values = _put(values, amount, _each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
         close = (frame["field"] == "close_date").fillna(False) & values.notna()
         if close.any():
             dates, bad = parse_dates(values[close], profile.dates)
             context.problem(bad, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
-            values = values.astype("object")
-            values[close] = _each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None))
+            values = _put(values, close,
+                          _each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
         frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values
+
+
+def _put(values: pd.Series, mask: pd.Series, replacement: pd.Series) -> pd.Series:
+    """``values`` with ``replacement`` (one value per True of ``mask``, in order) where ``mask``."""
+    if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+        # Stays an Arrow string column: no round trip through a million Python objects.
+        values = values.copy()
+        values[mask.to_numpy()] = replacement.to_numpy()
+        return values
+    values = values.astype("object")
+    values[mask] = replacement
+    return values
 
 
 # --------------------------------------------------------------------------- parsing
@@ -575,6 +587,10 @@ def _each_distinct(values: pd.Series, function):
     distinct values are passed to ``function`` as they are.
     """
     if values.dtype == object or len(values) < _DISTINCT_MIN_ROWS:
+        return function(values)
+    # Ids, names and timestamps hardly repeat: a sample says so before the whole column is hashed.
+    sample = values.iloc[:_DISTINCT_SAMPLE]
+    if sample.nunique() * 2 > len(sample):
         return function(values)
     array = values.to_numpy() if values.dtype.kind == "f" else values
     if values.dtype.kind == "f":  # by bits: 0.0 and -0.0 print differently
