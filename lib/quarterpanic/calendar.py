@@ -290,11 +290,40 @@ def annotate_by_org(
     ``prefix`` (e.g. ``"close_"`` gives ``close_week_of_quarter``).
     Returns a new frame; ``df`` is not changed.
     """
-    features = pd.DataFrame(index=df.index, columns=FEATURE_COLUMNS)
-    features = _typed(features)
-    for org, rows in df.groupby(org_column, sort=False).groups.items():
-        calendar = FiscalCalendar.from_spec(calendars.get(org))
-        features.loc[rows] = calendar.annotate(df.loc[rows, column])
-    features = _typed(features)
-    features.columns = [prefix + c for c in FEATURE_COLUMNS]
+    features = fiscal_features_by_org(df, column, calendars, org_column=org_column, prefix=prefix)
     return pd.concat([df, features], axis=1)
+
+
+def fiscal_features_by_org(
+    df: pd.DataFrame,
+    column: str,
+    calendars: Mapping[str, FiscalCalendar | Mapping[str, Any] | None],
+    *,
+    org_column: str = "org",
+    prefix: str = "",
+) -> pd.DataFrame:
+    """Only the fiscal feature columns of :func:`annotate_by_org`, indexed like ``df``.
+
+    Every feature depends on the day alone, and a table of millions of
+    timestamps holds a few thousand organisation × day pairs: each pair is
+    annotated once and gathered back. Rows without a date or an organisation
+    get missing features.
+    """
+    org_codes, org_names = pd.factorize(df[org_column])
+    day_codes, days = pd.factorize(pd.to_datetime(df[column]).dt.normalize())
+    width = max(len(days), 1)
+    pair = np.where((org_codes < 0) | (day_codes < 0), -1, org_codes.astype(np.int64) * width + day_codes)
+    pair_codes, pairs = pd.factorize(pair)
+    known = pairs >= 0
+    distinct = pd.DataFrame({"org": pd.Series(None, index=range(len(pairs)), dtype=object),
+                             "day": pd.Series(pd.NaT, index=range(len(pairs)), dtype="datetime64[ns]")})
+    distinct.loc[known, "org"] = np.asarray(org_names, dtype=object)[pairs[known] // width]
+    distinct.loc[known, "day"] = pd.DatetimeIndex(days).take(pairs[known] % width).to_numpy(dtype="datetime64[ns]")
+    features = _typed(pd.DataFrame(index=distinct.index, columns=FEATURE_COLUMNS))
+    for org, rows in distinct.groupby("org", sort=False).groups.items():
+        calendar = FiscalCalendar.from_spec(calendars.get(org))
+        features.loc[rows] = calendar.annotate(distinct.loc[rows, "day"])
+    features = _typed(features).take(pair_codes)
+    features.index = df.index
+    features.columns = [prefix + c for c in FEATURE_COLUMNS]
+    return features

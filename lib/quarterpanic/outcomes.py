@@ -30,7 +30,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from quarterpanic.calendar import annotate_by_org
+from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.onset import max_t_adjusted, split_fractions
@@ -209,7 +209,7 @@ def close_date_pushes(
     changes = changes[changes["org"].isin(features["org"].unique())]
     spells = _close_date_spells(features, changes)
     calendars = {org: dataset.calendar(org) for org in spells["org"].unique()}
-    due = pd.concat([spells, annotate_known(spells, "due_date", calendars, prefix="due_")], axis=1)
+    due = pd.concat([spells, fiscal_features_by_org(spells, "due_date", calendars, prefix="due_")], axis=1)
     window_start = due["due_quarter_end"] - pd.Timedelta(days=window_days - 1)
     eligible = (
         (due["due_quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of)
@@ -268,21 +268,6 @@ def push_rate_by_quarter(
 
 
 # -- shared helpers -------------------------------------------------------------------------------
-def annotate_known(frame: pd.DataFrame, column: str, calendars: Mapping[str, Any], prefix: str = "") -> pd.DataFrame:
-    """Fiscal features of ``frame[column]`` (:func:`quarterpanic.calendar.annotate_by_org`), fast.
-
-    Each distinct organisation × day is annotated once; rows without a date
-    keep missing features. Returns only the feature columns, indexed like
-    ``frame``.
-    """
-    days = pd.DataFrame({"org": frame["org"].to_numpy(), "_day": frame[column].dt.normalize().to_numpy()})
-    distinct = days.dropna().drop_duplicates().reset_index(drop=True)
-    annotated = annotate_by_org(distinct, "_day", calendars, prefix=prefix)
-    out = days.merge(annotated, on=["org", "_day"], how="left").drop(columns=["org", "_day"])
-    out.index = frame.index
-    return out
-
-
 def constant(values: np.ndarray) -> bool:
     """True for an empty array or one whose values are all equal."""
     return len(values) == 0 or bool(np.min(values) == np.max(values))

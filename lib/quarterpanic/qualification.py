@@ -36,6 +36,7 @@ from scipy.special import expit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 from quarterpanic import outcomes
+from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.onset import max_t_adjusted, profile_step
@@ -96,18 +97,20 @@ def qualified_at_creation(
     next step is no next step; with ``min_lead_score`` set, a missing score
     fails.
     """
-    orgs = opportunities[org_column].astype(str)
-    rules = {org: rule_for(org, rule, overrides) for org in orgs.unique()}
+    codes, orgs = pd.factorize(opportunities[org_column].astype(str))
+    rules = [rule_for(org, rule, overrides) for org in orgs]
 
-    def per_row(key: str) -> pd.Series:
-        return orgs.map({org: r.get(key) for org, r in rules.items()})
+    def per_row(key: str, convert) -> pd.Series:
+        """The rule's ``key`` of each row's organisation: converted once per organisation, gathered by code."""
+        values = convert(pd.Series([r.get(key) for r in rules], dtype=object)).to_numpy()
+        return pd.Series(values[codes], index=opportunities.index)
 
     flags = pd.DataFrame({c: opportunities[c].astype("boolean").fillna(False).astype(bool) for c in bant_columns})
-    enough_bant = flags.sum(axis=1) >= per_row("min_bant").astype(float)
+    enough_bant = flags.sum(axis=1) >= per_row("min_bant", lambda v: v.astype(float))
     next_step = opportunities[next_step_column].astype("string").str.strip().fillna("").ne("").astype(bool)
-    needs_step = per_row("require_next_step").fillna(False).astype(bool)
+    needs_step = per_row("require_next_step", lambda v: v.fillna(False).astype(bool))
     has_step = ~needs_step | next_step
-    min_score = pd.to_numeric(per_row("min_lead_score"), errors="coerce")
+    min_score = per_row("min_lead_score", lambda v: pd.to_numeric(v, errors="coerce").astype(float))
     score = pd.to_numeric(opportunities[lead_score_column], errors="coerce")
     score_ok = min_score.isna() | (score >= min_score).fillna(False)
     return (enough_bant & has_step & score_ok).astype(bool).rename("qualified")
@@ -228,10 +231,10 @@ def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = No
     if params.get("segment"):
         opps = opps[opps["segment"] == params["segment"]]
     calendars = {org: dataset.calendar(org) for org in opps["org"].unique()}
-    created = outcomes.annotate_known(opps, "created_at", calendars)
+    created = fiscal_features_by_org(opps, "created_at", calendars)
     closed = opps["is_closed"].astype(bool)
-    close = outcomes.annotate_known(opps.assign(closed_on=opps["close_date"].where(closed)), "closed_on", calendars,
-                                    prefix="close_")
+    close = fiscal_features_by_org(opps.assign(closed_on=opps["close_date"].where(closed)), "closed_on", calendars,
+                                   prefix="close_")
     won = opps["is_won"].astype(bool)
     out = pd.DataFrame(
         {
