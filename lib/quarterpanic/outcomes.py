@@ -284,7 +284,8 @@ def control_dummies(frame: pd.DataFrame, controls: Sequence[str], y: np.ndarray)
     for control in controls:
         if control not in frame:
             continue
-        names, codes = np.unique(frame[control].astype(str).to_numpy(), return_inverse=True)
+        # Sorted like np.unique, so that ties for the most frequent level pick the same reference.
+        codes, names = pd.factorize(frame[control].astype(str), sort=True, use_na_sentinel=False)
         counts = np.bincount(codes, minlength=len(names))
         reference = int(np.argmax(counts))
         for code in range(len(names)):
