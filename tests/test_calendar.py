@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from quarterpanic.calendar import FEATURE_COLUMNS, FiscalCalendar, annotate_by_org
+from quarterpanic.calendar import FEATURE_COLUMNS, FiscalCalendar, annotate_by_org, fiscal_features_by_org
 from quarterpanic.errors import CalendarError
 
 
@@ -75,6 +75,21 @@ def test_annotate_by_org_uses_each_orgs_calendar():
     out = annotate_by_org(df, "closed", {"a": {"start_month": 2}}, prefix="close_")
     assert list(out["close_quarter"]) == ["FY2026-Q1", "FY2025-Q1"]
     assert "closed" in out and len(out) == 2
+
+
+def test_fiscal_features_by_org_matches_each_calendar_row_by_row():
+    stamps = pd.to_datetime(["2025-03-01 09:30", None, "2025-03-01 17:00", "2025-06-30 23:59", "2025-03-01 00:00"])
+    df = pd.DataFrame({"org": ["a", "a", None, "b", "a"], "at": stamps}, index=[3, 3, 7, 1, 0])
+    calendars = {"a": {"start_month": 2}, "b": {"week_pattern": "4-4-5", "weekday": "sat"}}
+    out = fiscal_features_by_org(df, "at", calendars, prefix="p_")
+    assert list(out.index) == [3, 3, 7, 1, 0] and list(out.columns) == ["p_" + c for c in FEATURE_COLUMNS]
+    for position, (org, at) in enumerate(zip(df["org"], df["at"])):
+        row = out.iloc[position]
+        if pd.isna(org) or pd.isna(at):
+            assert row.isna().all()
+            continue
+        expected = FiscalCalendar.from_spec(calendars[org]).annotate(pd.Series([at])).iloc[0]
+        assert list(row) == list(expected)
 
 
 @pytest.mark.parametrize(
