@@ -12,14 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
 
 
-def canonical_table(name: str, rows) -> pd.DataFrame:
+def canonical_table(name: str, rows, source_file: str = "f.csv") -> pd.DataFrame:
     """A validated canonical table from a few hand-written rows; unnamed columns are empty."""
     frame = pd.DataFrame(rows).copy()
     base = schemas.empty(name)
     for column in base.columns:
         if column not in frame:
             frame[column] = None
-    frame["source_file"] = "f.csv"
+    frame["source_file"] = source_file
     frame["source_row"] = range(2, len(frame) + 2)
     return schemas.TABLES[name].validate(frame[base.columns])
 

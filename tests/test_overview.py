@@ -3,22 +3,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import canonical_table as table
 
 from quarterpanic import overview, schemas
 from quarterpanic.calendar import FiscalCalendar
 
 CALENDARS = {"A": FiscalCalendar(), "B": FiscalCalendar(start_month=2)}
-
-
-def table(name, rows, source_file="f.csv"):
-    frame = pd.DataFrame(rows)
-    base = schemas.empty(name)
-    for column in base.columns:
-        if column not in frame:
-            frame[column] = None
-    frame["source_file"] = source_file
-    frame["source_row"] = range(2, len(frame) + 2)
-    return schemas.TABLES[name].validate(frame[base.columns])
 
 
 def opp(org, oid, created, close, *, won=False, closed=None, amount=100.0, stage=None):
