@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from quarterpanic.errors import ExportError
@@ -55,6 +56,11 @@ FOOTER_PATTERN = re.compile(
 _HEADER_SEARCH_ROWS = 20
 _FOOTER_SEARCH_ROWS = 50
 _BAD_ROW_TEXT = 200
+#: Files above this size are scanned only at their head and tail (see _read_csv_sliced).
+_SLICE_MIN_BYTES = 4 << 20
+_SLICE_HEAD_BYTES = 1 << 20
+_SLICE_TAIL_BYTES = 1 << 16
+_SLICE_TAIL_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
     """
     path = Path(path)
     options = options or ReadOptions()
-    data = _read_bytes(path)
+    data = _read_bytes(path, limit=1 << 16)
     kind = _sniff_kind(path, data)
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -161,8 +167,7 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
         rows, _ = _xlsx_rows(path, options, limit=_HEADER_SEARCH_ROWS)
         cells = [[_cell_text(v) for v in row] for row in rows]
     else:
-        text, _ = _decode(data[: 1 << 16] if len(data) > 1 << 16 else data, options.encoding, path,
-                          partial=len(data) > 1 << 16)
+        text, _ = _decode(data, options.encoding, path, partial=len(data) >= 1 << 16)
         delimiter = _sniff_delimiter(text, options.delimiter)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         cells = []
@@ -179,16 +184,18 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
 # --------------------------------------------------------------------------- bytes
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
+    """The file's bytes (the first ``limit`` when given)."""
     if not path.exists():
         raise ExportError("file not found", path=path, hint="check the path")
     if path.is_dir():
         raise ExportError("is a folder, not an export file", path=path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(limit)
     except OSError as err:
         raise ExportError(f"cannot read the file ({err.strerror})", path=path) from err
-    if not data.strip():
+    if not data or data.isspace():  # (not data.strip(): no copy of a large file)
         raise ExportError("the file is empty", path=path, hint="export it again with at least a header line")
     return data
 
@@ -292,19 +299,56 @@ class _ScanMismatch(Exception):
 
 def _read_csv(path: Path, data: bytes, options: ReadOptions,
               header_labels: list[str] | None) -> RawExport:
-    text, encoding = _decode(data, options.encoding, path)
-    if not text.strip():
+    data, encoding = _utf8_bytes(data, options.encoding, path)
+    if not data or data.isspace():
         raise ExportError("the file is empty", path=path, hint="export it again with at least a header line")
-    text = text.lstrip("\ufeff")
-    if "\n" not in text and "\r" in text:
-        text = text.replace("\r", "\n")
-    delimiter = _sniff_delimiter(text, options.delimiter)
-    utf8 = text.encode("utf-8")
+    if b"\n" not in data and b"\r" in data:
+        data = data.replace(b"\r", b"\n")
+    delimiter = _sniff_delimiter(data[:1 << 16].decode("utf-8", errors="ignore"), options.delimiter)
+    if len(data) > _SLICE_MIN_BYTES:
+        try:
+            return _read_csv_sliced(path, data, delimiter, options, header_labels, encoding)
+        except _ScanMismatch as why:
+            log.debug("%s: %s; scanning the whole file", path, why)
     try:
-        return _read_csv_fast(path, utf8, delimiter, options, header_labels, encoding)
+        return _read_csv_fast(path, data, delimiter, options, header_labels, encoding)
     except _ScanMismatch as why:
         log.info("%s: %s; reading it with the csv module", path, why)
-        return _read_csv_exact(path, text, delimiter, options, header_labels, encoding)
+        return _read_csv_exact(path, data.decode("utf-8"), delimiter, options, header_labels, encoding)
+
+
+def _utf8_bytes(data: bytes, encoding: str, path: Path) -> tuple[bytes, str]:
+    """The file's bytes as UTF-8 without a byte-order mark, and the encoding they were read as.
+
+    UTF-8 files (the usual case) are validated, not decoded and encoded again.
+    """
+    auto = encoding.lower() in ("auto", "")
+    bom = data.startswith(b"\xef\xbb\xbf")
+    if auto and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        auto_utf8 = False
+    else:
+        auto_utf8 = auto or encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+    if auto_utf8:
+        body = data[3:] if bom else data
+        if _valid_utf8(body):
+            if auto:
+                if _looks_binary(body[:8192].decode("utf-8", errors="ignore")):
+                    raise ExportError("is a binary file, not a CSV/XLSX/Parquet table", path=path,
+                                      hint="export the report as CSV or Excel")
+            return body, ("utf-8-sig" if bom else "utf-8") if auto else encoding
+    text, used = _decode(data, encoding, path)
+    return text.lstrip("\ufeff").encode("utf-8"), used
+
+
+def _valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, checked by Arrow without building a Python string."""
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    blob = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        blob.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _scan(data: bytes, delimiter: str) -> tuple[np.ndarray, np.ndarray, _Records]:
@@ -350,7 +394,19 @@ def _scan(data: bytes, delimiter: str) -> tuple[np.ndarray, np.ndarray, _Records
 def _layout(path: Path, records: _Records, options: ReadOptions,
             header_labels: list[str] | None) -> tuple[int, int, int]:
     """Index of the header record, end of the data records, footer line count."""
-    n = len(records.lines)
+    header = _header_index(path, records, options, header_labels)
+    width = int(records.fields[header])
+    end = len(records.lines)
+    footer = 0
+    if options.footer != "none":
+        end = _footer_start(records, header, width)
+        footer = int(np.count_nonzero(~records.blank[end:]))
+    return header, end, footer
+
+
+def _header_index(path: Path, records: _Records, options: ReadOptions,
+                  header_labels: list[str] | None) -> int:
+    """Index of the header record: at ``options.header_row``, else the first that looks like one."""
     nonblank = np.flatnonzero(~records.blank)
     if len(nonblank) == 0:
         raise ExportError("the file is empty", path=path, hint="export it again with at least a header line")
@@ -359,18 +415,10 @@ def _layout(path: Path, records: _Records, options: ReadOptions,
         if len(hits) == 0:
             raise ExportError(f"has no record starting on line {options.header_row}", path=path,
                               hint="fix read.header_row in the mapping")
-        header = int(hits[0])
-    else:
-        first = nonblank[:_HEADER_SEARCH_ROWS]
-        cells = [records.cells(int(i)) for i in first]
-        header = int(first[_find_header(cells, None, [header_labels] if header_labels else [])])
-    width = int(records.fields[header])
-    end = n
-    footer = 0
-    if options.footer != "none":
-        end = _footer_start(records, header, width)
-        footer = int(np.count_nonzero(~records.blank[end:]))
-    return header, end, footer
+        return int(hits[0])
+    first = nonblank[:_HEADER_SEARCH_ROWS]
+    cells = [records.cells(int(i)) for i in first]
+    return int(first[_find_header(cells, None, [header_labels] if header_labels else [])])
 
 
 def _footer_start(records: _Records, header: int, width: int) -> int:
@@ -452,6 +500,124 @@ def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions
     frame.columns = range(width)
     frame.index = pd.Index(records.lines[good].astype("int64"), name="row")
     return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width), footer, encoding)
+
+
+def _read_csv_sliced(path: Path, data: bytes, delimiter: str, options: ReadOptions,
+                     header_labels: list[str] | None, encoding: str) -> RawExport:
+    """A large CSV file with the byte scan limited to its head and its tail.
+
+    The head (the first megabyte) is scanned to find the header; the tail (the
+    last records) to find the footer, starting from a line break that an even
+    number of quotes precedes, so it is outside any quoted field. pyarrow
+    splits everything between, and each record's line is its position plus the
+    line breaks inside the values before it. Any doubt (a ragged or blank
+    record in the body, the line count not adding up, the tail read
+    differently by the csv module) raises :class:`_ScanMismatch`, and the
+    whole file is scanned as before.
+    """
+    head_end = data.rfind(b"\n", 0, _SLICE_HEAD_BYTES) + 1
+    if head_end <= 0:
+        raise _ScanMismatch("no line break in the head")
+    _, head_stops, head = _scan(data[:head_end], delimiter)
+    header = _header_index(path, head, options, header_labels)
+    if header >= len(head.lines) - 1 or head.fields[header] != len(head.cells(header)):
+        raise _ScanMismatch("the header is not within the head of the file")
+    width = int(head.fields[header])
+    header_start = int(head_stops[header - 1] + 1) if header else 0
+    tail_start, tail_starts, tail = _tail(data, head_end, delimiter)
+    _check_tail(data[tail_start:], delimiter, tail)
+    end = len(tail.lines)
+    footer = 0
+    if options.footer != "none":
+        end = _footer_start(tail, -1, width)
+        footer = int(np.count_nonzero(~tail.blank[end:]))
+    while end > 0 and tail.blank[end - 1]:  # blank records before the footer are no records
+        end -= 1
+    body_end = tail_start + int(tail_starts[end]) if end < len(tail.lines) else len(data)
+    lines_before = data.count(b"\n", 0, header_start) + 1
+    return _pyarrow_body(path, data, header_start, body_end, lines_before, delimiter, width,
+                         head.cells(header), footer, encoding)
+
+
+def _tail(data: bytes, head_end: int, delimiter: str) -> tuple[int, np.ndarray, _Records]:
+    """Where the tail starts, its records' byte offsets and its records (more than the footer search)."""
+    size = _SLICE_TAIL_BYTES
+    while True:
+        tail_start = data.find(b"\n", max(0, len(data) - size)) + 1
+        if tail_start <= head_end:
+            raise _ScanMismatch("the file is too small to read in slices")
+        # The tail must start outside quotes: an even number of quotes before it.
+        quotes = data.count(b'"', 0, tail_start)
+        for _ in range(_SLICE_TAIL_TRIES):
+            following = data.find(b"\n", tail_start) + 1
+            if quotes % 2 == 0 or following <= 0:
+                break
+            quotes += data.count(b'"', tail_start, following)
+            tail_start = following
+        if quotes % 2:
+            raise _ScanMismatch("no line break outside quotes found near the end")
+        tail_starts, _, tail = _scan(data[tail_start:], delimiter)
+        if len(tail.lines) > 2 * _FOOTER_SEARCH_ROWS:
+            return tail_start, tail_starts, tail
+        size *= 4
+
+
+def _check_tail(tail: bytes, delimiter: str, records: _Records) -> None:
+    """The csv module reads the tail as the scan did: the same records with the same field counts."""
+    reader = csv.reader(io.StringIO(tail.decode("utf-8"), newline=""), delimiter=delimiter)
+    starts, fields = [], []
+    previous = 0
+    try:
+        for row in reader:
+            starts.append(previous + 1)
+            fields.append(max(1, len(row)))
+            previous = reader.line_num
+    except csv.Error as err:
+        raise _ScanMismatch(f"the csv module cannot read the tail ({err})") from err
+    if not (np.array_equal(starts, records.lines) and np.array_equal(fields, records.fields)):
+        raise _ScanMismatch("the csv module reads the tail differently")
+
+
+def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: int, delimiter: str,
+                  width: int, header_cells: list[str], footer: int, encoding: str) -> RawExport:
+    """``data[start:stop]`` (the header record and every data record) split by pyarrow.
+
+    The records' lines follow from their order and the line breaks inside
+    their values; that they add up to the line breaks in the bytes is checked.
+    """
+    names = [f"c{i}" for i in range(width)]
+    invalid: list[int] = []
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)[start:stop]),
+            read_options=pa_csv.ReadOptions(column_names=names, use_threads=True),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                              invalid_row_handler=lambda row: invalid.append(1) or "skip"),
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                  null_values=[""], strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as err:
+        raise _ScanMismatch(f"pyarrow could not parse it ({err})") from err
+    if invalid:
+        raise _ScanMismatch(f"{len(invalid)} records do not have {width} fields")
+    if table.num_rows == 0:
+        raise _ScanMismatch("no header record")
+    extra = np.zeros(table.num_rows, dtype=np.int64)
+    breaks = data.count(b"\n", start, stop)
+    trailing = 0 if stop == start or data[stop - 1:stop] == b"\n" else 1
+    if breaks + trailing != table.num_rows:
+        for column in table.columns:
+            extra += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
+        if breaks + trailing != table.num_rows + int(extra.sum()):
+            raise _ScanMismatch("the records and the line breaks do not add up (blank lines in the body?)")
+    headers = [(v or "").strip() for v in table.slice(0, 1).to_pylist()[0].values()]
+    if [normalise_label(h) for h in headers] != [normalise_label(h) for h in header_cells]:
+        raise _ScanMismatch("the header differs between the scan and pyarrow")
+    lines = first_line + np.arange(table.num_rows, dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])
+    frame = table.slice(1).to_pandas()
+    frame.columns = range(width)
+    frame.index = pd.Index(lines[1:], name="row")
+    return RawExport(path, "csv", headers, frame, _bad_rows_frame([], [], []), footer, encoding)
 
 
 def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
