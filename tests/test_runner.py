@@ -214,6 +214,22 @@ def by_name(manifest):
     return {nb["name"]: nb for nb in manifest["notebooks"]}
 
 
+def run_on_in_process_dask(**run_args) -> runner.RunReport:
+    """:func:`runner.run` on a Dask cluster of one in-process worker (papermill changes the
+    working directory, so two workers would collide in one process)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        return runner.run(executor=executors.DaskExecutor(client=client), **run_args)
+
+
+def assert_same_entries(local: dict, other: dict, keys: list[str]) -> None:
+    """Every entry of ``other`` (manifest entries by name) agrees with ``local``'s on ``keys``."""
+    for name in other:
+        for key in keys:
+            assert local[name][key] == other[name][key], (name, key)
+
+
 # -- one run ---------------------------------------------------------------------------------------
 
 
@@ -375,24 +391,19 @@ def report_cards(index: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_dask_executor_gives_the_same_manifest_and_index(suite, first):
-    distributed = pytest.importorskip("distributed")
     out = suite["root"] / "dask-reports"
-    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        report = runner.run(
-            out_dir=out,
-            notebooks=[str(suite["broken"]), str(suite["panic"])],
-            parameter_files=[suite["base"], suite["layer"]],
-            overrides={"label": "from -p", "data_dir": str(suite["data"])},
-            executor=executors.DaskExecutor(client=client),
-            run_id="run-one",
-        )
+    report = run_on_in_process_dask(
+        out_dir=out,
+        notebooks=[str(suite["broken"]), str(suite["panic"])],
+        parameter_files=[suite["base"], suite["layer"]],
+        overrides={"label": "from -p", "data_dir": str(suite["data"])},
+        run_id="run-one",
+    )
     assert report.exit_code == 1 and report.published
     assert report.manifest["executor"]["kind"] == "dask"
     local, dask = by_name(first["manifest"]), by_name(report.manifest)
+    assert_same_entries(local, dask, ["status", "error", "summary", "parameters", "html", "executed", "title"])
     for name in dask:
-        for key in ["status", "error", "summary", "parameters", "html", "executed", "title"]:
-            assert local[name][key] == dask[name][key], (name, key)
         page = f"{name}.html"
         assert (out / "run-one" / page).read_text() == (first["dir"] / page).read_text()
     local_cards = report_cards(first["index"])
@@ -488,24 +499,18 @@ def test_per_org_index_groups_the_reports_under_escaped_org_headings(per_org):
 
 @pytest.mark.slow
 def test_per_org_on_dask_gives_the_same_manifest_entries(per_org):
-    distributed = pytest.importorskip("distributed")
-    # One in-process worker: papermill changes the working directory, so two would collide in one process.
-    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        report = runner.run(
-            out_dir=per_org["root"] / "dask-reports",
-            notebooks=[str(per_org["org_nb"]), str(per_org["plain"])],
-            overrides={"data_dir": str(per_org["data"])},
-            executor=executors.DaskExecutor(client=client),
-            run_id="by-org",
-            per_org=[],
-        )
+    report = run_on_in_process_dask(
+        out_dir=per_org["root"] / "dask-reports",
+        notebooks=[str(per_org["org_nb"]), str(per_org["plain"])],
+        overrides={"data_dir": str(per_org["data"])},
+        run_id="by-org",
+        per_org=[],
+    )
     assert report.exit_code == per_org["code"]
     local, dask = by_name(per_org["manifest"]), by_name(report.manifest)
     assert list(dask) == list(local)
-    for name in dask:
-        for key in ["org", "status", "error", "summary", "parameters", "html", "executed", "summary_file", "title"]:
-            assert local[name][key] == dask[name][key], (name, key)
+    assert_same_entries(local, dask, ["org", "status", "error", "summary", "parameters", "html", "executed",
+                                      "summary_file", "title"])
     assert report.manifest["per_org"] == per_org["manifest"]["per_org"]
 
 

@@ -195,6 +195,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-org", nargs="*", metavar="ORG",
                    help="run each notebook that declares `orgs` once per organisation (these, or with no names "
                         "every one in the data folder), into OUT/<run-id>/<org>/")
+    p.add_argument("--per-segment", nargs="*", metavar="SEGMENT",
+                   help="run each notebook that declares `segment` once per segment (these, or with no names "
+                        "every one in the opportunities), into OUT/<run-id>/[<org>/]<segment>/")
     p.add_argument("--run-id", metavar="ID", help="run folder name (default: UTC time and an input hash)")
     p.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="local processes (default) or a Dask distributed cluster")
@@ -232,6 +235,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kernel_name=args.kernel,
             cell_timeout=args.cell_timeout,
             per_org=args.per_org,
+            per_segment=args.per_segment,
         )
     ok = sum(r.ok for r in report.results)
     print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"

@@ -66,6 +66,13 @@ class NotebookTask:
     start_timeout: int = 120
     execution_timeout: int | None = None
     org: str | None = None  # set for per-organisation runs (``--per-org``): the one org passed as ``orgs``
+    segment: str | None = None  # set for per-segment runs (``--per-segment``): the segment passed as ``segment``
+
+    @property
+    def page_title(self) -> str:
+        """The title with what the report is restricted to: ``Qualification decay — Globex, Enterprise segment``."""
+        scope = ", ".join(part for part in (self.org, self.segment and f"{self.segment} segment") if part)
+        return f"{self.title} — {scope}" if scope else self.title
 
 
 @dataclass
@@ -143,7 +150,7 @@ def run_notebook(task: NotebookTask) -> NotebookResult:
             export_report(
                 task.executed,
                 task.html,
-                title=f"{task.title} — {task.org}" if task.org else task.title,
+                title=task.page_title,
                 run_id=task.run_id,
                 status=status,
                 error=error,
@@ -346,6 +353,9 @@ class DaskExecutor:
     Starts are reported at submission (the scheduler decides when a task runs).
     """
 
+    #: Seconds to keep trying a ``scheduler`` address before the run stops (nothing executed).
+    connect_timeout_s: float = 30
+
     def __init__(self, scheduler: str | None = None, *, jobs: int = 1, client: Any = None):
         if jobs < 1:
             raise ParameterError(f"--jobs must be at least 1, got {jobs}")
@@ -366,7 +376,7 @@ class DaskExecutor:
             return self._execute(self.client, tasks, on_event, as_completed)
         if self.scheduler:
             try:
-                client = Client(self.scheduler, timeout=30)
+                client = Client(self.scheduler, timeout=self.connect_timeout_s)
             except (OSError, TimeoutError) as err:
                 raise RunError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}",
                                hint="check --scheduler") from None

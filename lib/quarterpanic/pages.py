@@ -236,6 +236,7 @@ def write_index(
     reports: Sequence[Mapping[str, Any]],
     links: Sequence[tuple[str, str]] = (),
     orgs: Sequence[str | None] | None = None,
+    segments: Sequence[str | None] | None = None,
 ) -> Path:
     """Write the run's ``index.html``.
 
@@ -244,7 +245,8 @@ def write_index(
     ``error`` (text or None) and ``headline`` (the notebook's own summary line or None).
     ``links`` are extra ``(label, href)`` pairs for the footer. ``orgs`` (one per
     report, None for a report over every organisation) groups the reports under a
-    heading per organisation, in order of first appearance.
+    heading per organisation, in order of first appearance; ``segments`` (likewise, None
+    for a report over every segment) groups them further under a heading per segment.
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -255,7 +257,7 @@ def write_index(
         headline=headline,
         run_id=run_id,
         started_at=started_at,
-        groups=report_groups(reports, orgs),
+        groups=report_groups(reports, orgs, segments),
         reports=reports,
         links=links,
         csp=CONTENT_SECURITY_POLICY,
@@ -267,18 +269,42 @@ def write_index(
 
 
 def report_groups(
-    reports: Sequence[Mapping[str, Any]], orgs: Sequence[str | None] | None
+    reports: Sequence[Mapping[str, Any]],
+    orgs: Sequence[str | None] | None,
+    segments: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{"org", "heading", "reports"}]``: one group without a heading when ``orgs`` is None,
-    else one per organisation in order of first appearance (reports over every organisation
-    under "All organisations")."""
-    if orgs is None:
-        return [{"org": None, "heading": None, "reports": list(reports)}]
-    groups: dict[str | None, list[Mapping[str, Any]]] = {}
-    for report, org in zip(reports, orgs, strict=True):
-        groups.setdefault(org, []).append(report)
-    return [{"org": org, "heading": org if org is not None else "All organisations", "reports": members}
-            for org, members in groups.items()]
+    """The index's sections: ``[{"org", "heading", "sections": [{"segment", "heading", "level", "reports"}]}]``.
+
+    One group without a heading when ``orgs`` is None, else one per organisation in
+    order of first appearance (reports over every organisation under "All
+    organisations"). Inside each, one section without a heading when ``segments`` is
+    None, else one per segment ("Enterprise segment"; reports over every segment under
+    "All segments", which goes without a heading when a group has no other section).
+    """
+    def org_heading(org: str | None) -> str | None:
+        return None if orgs is None else (org if org is not None else "All organisations")
+
+    def segment_heading(segment: str | None, alone: bool) -> str | None:
+        if segments is None or (segment is None and alone):
+            return None
+        return f"{segment} segment" if segment is not None else "All segments"
+
+    no_keys = [None] * len(reports)
+    groups: dict[str | None, dict[str | None, list[Mapping[str, Any]]]] = {}
+    for report, org, segment in zip(reports, orgs or no_keys, segments or no_keys, strict=True):
+        groups.setdefault(org, {}).setdefault(segment, []).append(report)
+    return [
+        {
+            "org": org,
+            "heading": org_heading(org),
+            "sections": [
+                {"segment": segment, "heading": segment_heading(segment, len(sections) == 1),
+                 "level": 3 if orgs is not None else 2, "reports": members}
+                for segment, members in sections.items()
+            ],
+        }
+        for org, sections in groups.items()
+    ]
 
 
 def _css_sanitizer():

@@ -11,7 +11,10 @@ when complete)::
 
 With ``per_org`` (``--per-org``) every notebook that declares ``orgs`` runs
 once per organisation, with ``orgs: [ORG]``, into ``OUT/<run-id>/<org-slug>/``;
-the index groups the reports by organisation.
+with ``per_segment`` (``--per-segment``) every notebook that declares
+``segment`` runs once per segment of the opportunities, into
+``<segment-slug>/`` (``<org-slug>/<segment-slug>/`` with both). The index
+groups the reports by organisation, then segment.
 
 It then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
 when at least one notebook succeeded. Parameters are checked before anything
@@ -286,6 +289,7 @@ def run(
     kernel_name: str | None = None,
     cell_timeout: int | None = None,
     per_org: Sequence[str] | None = None,
+    per_segment: Sequence[str] | None = None,
 ) -> RunReport:
     """Execute the notebooks and publish the run folder; see the module docstring.
 
@@ -313,6 +317,11 @@ def run(
         Run each notebook that declares ``orgs`` once per organisation named here
         (an empty sequence: every organisation of the data folder), as separate tasks
         into ``<org-slug>/`` sub-folders. None (the default): one run per notebook.
+    per_segment:
+        Run each notebook that declares ``segment`` once per segment named here (an
+        empty sequence: every segment in the opportunities of the data folder), into
+        ``<segment-slug>/`` sub-folders (inside the organisation's with ``per_org``).
+        An organisation without opportunities in a segment is not run for it.
 
     Raises
     ------
@@ -333,8 +342,16 @@ def run(
     inputs = describe_inputs(data_dir)
     effective = {**resolved.chosen, "data_dir": str(data_dir)}
     org_folders = org_slugs(select_orgs(per_org, data_dir)) if per_org is not None else None
+    segments = None
+    if per_segment is not None and not any("segment" in declared for declared in resolved.declared.values()):
+        log.info("--per-segment: none of the selected notebooks declares `segment`; each runs once")
+    elif per_segment is not None:
+        covered = list(org_folders) if org_folders is not None else resolved.chosen.get("orgs") or []
+        segments = select_segments(per_segment, data_dir, orgs=covered, profile=resolved.chosen.get("profile"),
+                                   taken=(org_folders or {}).values())
     started_at = _utc_now()
-    run_id = run_id or new_run_id(_fingerprint(selected, effective, inputs, org_folders))
+    run_id = run_id or new_run_id(_fingerprint(selected, effective, inputs, org_folders,
+                                               segments.slugs if segments else None))
     out_dir = Path(out_dir).resolve()
     run_dir, partial = _claim_run_folder(out_dir, run_id)
     log.info("run %s: %d notebook(s) into %s", run_id, len(selected), run_dir)
@@ -342,22 +359,21 @@ def run(
     tasks = []
     for path in selected:
         stem = path.stem
-        if org_folders is not None and "orgs" in resolved.declared[stem]:
-            runs = [(org, partial / slug) for org, slug in org_folders.items()]
-        else:
-            runs = [(None, partial)]
-        for org, folder in runs:
-            folder.mkdir(exist_ok=True)
+        declared = resolved.declared[stem]
+        for org, segment, folder in _task_scopes(declared, partial, org_folders, segments, resolved.chosen):
+            folder.mkdir(parents=True, exist_ok=True)
             passed = resolved.for_notebook(stem)
-            if "data_dir" in resolved.declared[stem]:
+            if "data_dir" in declared:
                 passed["data_dir"] = str(data_dir)
             if org is not None:
                 passed["orgs"] = [org]
+            if segment is not None:
+                passed["segment"] = segment
             summary_path = str(folder / f"{stem}.summary.json")
-            if "summary_path" in resolved.declared[stem]:
+            if "summary_path" in declared:
                 passed["summary_path"] = summary_path
             tasks.append(NotebookTask(
-                name=stem if org is None else f"{folder.name}/{stem}",
+                name=(folder / stem).relative_to(partial).as_posix(),
                 source=str(path),
                 executed=str(folder / f"{stem}.ipynb"),
                 html=str(folder / f"{stem}.html"),
@@ -369,6 +385,7 @@ def run(
                 kernel_name=kernel_name,
                 execution_timeout=cell_timeout,
                 org=org,
+                segment=segment,
             ))
 
     clock = time.perf_counter()
@@ -393,6 +410,7 @@ def run(
         exit_code=exit_code,
         run_folder=partial,
         per_org=list(org_folders) if org_folders is not None else None,
+        per_segment=list(segments.slugs) if segments is not None else None,
     )
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     write_index(
@@ -415,6 +433,7 @@ def run(
         links=[("manifest.json", "manifest.json")]
         + [(_in_run(t.executed, partial), _in_run(t.executed, partial)) for t in tasks if Path(t.executed).is_file()],
         orgs=[task.org for task in tasks] if org_folders is not None else None,
+        segments=[task.segment for task in tasks] if segments is not None else None,
     )
     os.rename(partial, run_dir)
     published = any(r.ok for r in results) and switch_latest(out_dir, run_id, started_at)
@@ -454,15 +473,96 @@ def select_orgs(names: Sequence[str], data_dir: Path) -> list[str]:
 
 def org_slugs(orgs: Sequence[str]) -> dict[str, str]:
     """Organisation name -> folder name (``Globex Corporation`` -> ``globex-corporation``), unique."""
+    return folder_slugs(orgs, fallback="org")
+
+
+def folder_slugs(names: Sequence[str], *, fallback: str, taken: Iterable[str] = ()) -> dict[str, str]:
+    """Name -> folder name: lower case, every run of other characters than ``a-z0-9`` a ``-``.
+
+    Unique among ``names`` and different from every name in ``taken``: a clash
+    gets ``-2``, ``-3``, ... A name with no usable character is ``fallback``.
+    """
+    used = set(taken)
     slugs: dict[str, str] = {}
-    for org in orgs:
-        base = re.sub(r"[^a-z0-9]+", "-", org.lower()).strip("-") or "org"
+    for name in names:
+        base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or fallback
         slug, n = base, 1
-        while slug in slugs.values():
+        while slug in used:
             n += 1
             slug = f"{base}-{n}"
-        slugs[org] = slug
+        slugs[name] = slug
+        used.add(slug)
     return slugs
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The segments of a per-segment run: their folders, and which organisation has which."""
+
+    slugs: dict[str, str]  # segment -> folder name, in run order
+    by_org: dict[str, list[str]]  # organisation -> the segments of the run it has opportunities in
+
+    def segments_of(self, orgs: Iterable[str] | None = None) -> list[str]:
+        """The run's segments found in ``orgs`` (default: every organisation), in run order."""
+        present = {s for org, found in self.by_org.items() if not orgs or org in orgs for s in found}
+        return [segment for segment in self.slugs if segment in present]
+
+
+def segments_by_org(data_dir: Path, profile: str | None = None) -> dict[str, list[str]]:
+    """Organisation -> the segments its opportunities carry (sorted; blank segments left out).
+
+    Loads only the opportunity exports, through the reload cache
+    (:mod:`quarterpanic.cache`), which the notebooks then reuse.
+    """
+    from quarterpanic.loading import load_crm
+
+    opportunities = load_crm(data_dir, profile=profile, table="opportunities", cache=True).opportunities
+    segments = opportunities[["org", "segment"]].dropna()
+    segments = segments[segments["segment"].astype(str).str.strip() != ""].drop_duplicates()
+    return {str(org): sorted(map(str, group["segment"])) for org, group in segments.groupby("org", sort=True)}
+
+
+def select_segments(names: Sequence[str], data_dir: Path, *, orgs: Sequence[str] = (), profile: str | None = None,
+                    taken: Iterable[str] = ()) -> SegmentPlan:
+    """The segments of a per-segment run: ``names``, checked against the data, or every segment found.
+
+    ``orgs`` (default: every organisation) are the organisations the run covers;
+    a name must be a segment of at least one of them. Folder names avoid ``taken``
+    (the organisations' folders) so that no segment folder is also an organisation's.
+    """
+    by_org = segments_by_org(data_dir, profile)
+    found = sorted({s for org, segments in by_org.items() if not orgs or org in orgs for s in segments})
+    whose = f" of {', '.join(orgs)}" if orgs else ""
+    if not found:
+        raise RunError(f"--per-segment: the opportunities{whose} have no segment", path=data_dir,
+                       hint="fill the segment column of the opportunity exports, or run without --per-segment")
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        named = ", ".join(map(repr, unknown))
+        raise RunError(f"--per-segment: {named} not among the segments of the opportunities{whose}",
+                       path=data_dir, hint=f"segments: {', '.join(found)}")
+    chosen = list(dict.fromkeys(names)) if names else found
+    return SegmentPlan(slugs=folder_slugs(chosen, fallback="segment", taken=taken),
+                       by_org={org: [s for s in chosen if s in segments] for org, segments in by_org.items()})
+
+
+def _task_scopes(declared: Mapping[str, Any], run_folder: Path, org_folders: Mapping[str, str] | None,
+                 segments: SegmentPlan | None, chosen: Mapping[str, Any]) -> list[tuple[str | None, str | None, Path]]:
+    """``(org, segment, folder)`` for each run of one notebook: per organisation if it declares
+    ``orgs`` and the run is per-org, per segment (that organisation has) if it declares ``segment``."""
+    if org_folders is not None and "orgs" in declared:
+        org_runs = [(org, run_folder / slug) for org, slug in org_folders.items()]
+    else:
+        org_runs = [(None, run_folder)]
+    scopes = []
+    for org, folder in org_runs:
+        if segments is None or "segment" not in declared:
+            scopes.append((org, None, folder))
+            continue
+        # A notebook over every organisation that takes `orgs` sees only the chosen ones.
+        covered = [org] if org is not None else (chosen.get("orgs") if "orgs" in declared else None)
+        scopes += [(org, segment, folder / segments.slugs[segment]) for segment in segments.segments_of(covered)]
+    return scopes
 
 
 def _in_run(path: str | Path, run_folder: Path | None) -> str:
@@ -503,7 +603,7 @@ def new_run_id(fingerprint: str, now: dt.datetime | None = None) -> str:
 
 
 def _fingerprint(notebooks: Sequence[Path], effective: Mapping[str, Any], inputs: Mapping[str, Any],
-                 per_org: Mapping[str, str] | None = None) -> str:
+                 per_org: Mapping[str, str] | None = None, per_segment: Mapping[str, str] | None = None) -> str:
     digest = hashlib.sha256()
     for path in notebooks:
         digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
@@ -511,6 +611,8 @@ def _fingerprint(notebooks: Sequence[Path], effective: Mapping[str, Any], inputs
     digest.update(json.dumps([(f["path"], f["sha256"]) for f in inputs["files"]]).encode())
     if per_org is not None:
         digest.update(json.dumps(["per_org", list(per_org)]).encode())
+    if per_segment is not None:
+        digest.update(json.dumps(["per_segment", list(per_segment)]).encode())
     return digest.hexdigest()
 
 
@@ -616,11 +718,13 @@ def build_manifest(
     exit_code: int,
     run_folder: Path | None = None,
     per_org: Sequence[str] | None = None,
+    per_segment: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The run's ``manifest.json`` as a dict (see docs/RUNNING.md for every key).
 
     File names are relative to ``run_folder`` (default: bare file names). A
-    per-org run (``per_org`` set) records its organisations and each entry's ``org``.
+    per-org run (``per_org`` set) records its organisations and each entry's ``org``,
+    a per-segment run (``per_segment`` set) its segments and each entry's ``segment``.
     """
     ok = sum(r.ok for r in results)
     manifest = {
@@ -635,6 +739,7 @@ def build_manifest(
             {
                 "name": task.name,
                 **({"org": task.org} if per_org is not None else {}),
+                **({"segment": task.segment} if per_segment is not None else {}),
                 "title": task.title,
                 "source": _display_path(Path(task.source)),
                 "source_sha256": _sha256(Path(task.source)),
@@ -665,6 +770,8 @@ def build_manifest(
     }
     if per_org is not None:
         manifest["per_org"] = list(per_org)
+    if per_segment is not None:
+        manifest["per_segment"] = list(per_segment)
     return manifest
 
 
@@ -678,8 +785,9 @@ def headline_for(tasks: Sequence[NotebookTask], results: Sequence[NotebookResult
 
 
 def _headline_source(tasks: Sequence[NotebookTask]) -> str | None:
-    # A per-org panic index speaks for one organisation: it keeps its headline on its own line.
-    return next((t.name for t in tasks if t.name.startswith(HEADLINE_NOTEBOOK_PREFIX) and t.org is None), None)
+    # A per-org or per-segment panic index speaks for part of the data: it keeps its headline on its own line.
+    return next((t.name for t in tasks if t.name.startswith(HEADLINE_NOTEBOOK_PREFIX)
+                 and t.org is None and t.segment is None), None)
 
 
 def package_versions() -> dict[str, str | None]:
