@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -382,8 +383,12 @@ class DaskExecutor:
                                hint="check --scheduler") from None
             with client:
                 return self._execute(client, tasks, on_event, as_completed)
-        with LocalCluster(n_workers=self.jobs, threads_per_worker=1, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with warnings.catch_warnings():
+            # Without a dashboard the scheduler still serves HTTP (health checks), on 8787 or, when another
+            # cluster has that port, on a free one with a UserWarning that would land in every cron log.
+            warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+            cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, dashboard_address=None)
+        with cluster, Client(cluster) as client:
             return self._execute(client, tasks, on_event, as_completed)
 
     def _execute(self, client: Any, tasks: Sequence[NotebookTask], on_event: EventHandler,
