@@ -223,3 +223,14 @@ def test_unwritable_rejects_path_is_a_user_error(crm, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ExportError, match="cannot write the rejects file"):
         write_rejects(crm.rejects, blocker / "rejects.csv")
+
+
+def test_files_loaded_on_threads_give_the_same_tables_in_the_same_order(crm, monkeypatch):
+    from quarterpanic import loading
+
+    monkeypatch.setattr(loading, "LOAD_THREADS", 3)
+    threaded = load_crm([FIXTURES / name for name in GOOD])
+    for name in schemas.TABLES:
+        pd.testing.assert_frame_equal(threaded.table(name), crm.table(name))
+    pd.testing.assert_frame_equal(threaded.rejects, crm.rejects)
+    pd.testing.assert_frame_equal(threaded.accounting, crm.accounting)

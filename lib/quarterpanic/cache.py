@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -49,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
+from quarterpanic.schemas import constant_text
 
 if TYPE_CHECKING:
     from quarterpanic.loading import OrgInfo, _FileResult
@@ -96,6 +98,7 @@ class LoadCache:
         self._used: set[str] = set()
         self._digest_memo: dict | None = None
         self._digests_changed = False
+        self._lock = threading.RLock()  # load_crm loads files on several threads
 
     def __repr__(self) -> str:
         return f"LoadCache({str(self.root)!r})"
@@ -124,14 +127,15 @@ class LoadCache:
         stat = path.stat()
         signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
         name = str(path.resolve())
-        digests = self._digests()
-        known = digests.get(name)
+        with self._lock:
+            known = self._digests().get(name)
         if isinstance(known, list) and len(known) == 2 and known[0] == signature:
             return known[1]
         value = file_digest(path)
         if time.time() - max(stat.st_mtime, stat.st_ctime) > RACY_SECONDS:
-            digests[name] = [signature, value]
-            self._digests_changed = True
+            with self._lock:
+                self._digests()[name] = [signature, value]
+                self._digests_changed = True
         return value
 
     def _digests(self) -> dict:
@@ -162,14 +166,17 @@ class LoadCache:
              build: Callable[[Path, Profile, OrgInfo], _FileResult]) -> _FileResult:
         """The result of ``build(path, profile, org)``, from the cache when it holds one."""
         key = self.key(path, profile, org)
-        self._used.add(key)
+        with self._lock:
+            self._used.add(key)
         result = self.get(key, path)
         if result is not None:
-            self.stats.hits += 1
+            with self._lock:
+                self.stats.hits += 1
             log.info("%s: %s via %s from the cache: %d read, %d rejected", path, result.table, result.profile,
                      result.read, len(result.rejects))
             return result
-        self.stats.misses += 1
+        with self._lock:
+            self.stats.misses += 1
         result = build(path, profile, org)
         self.put(key, result)
         return result
@@ -195,7 +202,8 @@ class LoadCache:
                 raise ValueError("row counts or columns disagree with entry.json")
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
             log.warning("%s: cache entry %s cannot be used (%s); rebuilding it", path, folder, err)
-            self.stats.rebuilt += 1
+            with self._lock:
+                self.stats.rebuilt += 1
             shutil.rmtree(folder, ignore_errors=True)
             return None
         try:  # the entry's modification time is its last use, for pruning
@@ -203,9 +211,9 @@ class LoadCache:
         except OSError:
             pass
         file = str(path)
-        frame.insert(1, "source_file", _constant_text(file, len(frame)))
-        rejects.insert(0, "file", _constant_text(file, len(rejects)))
-        rejects.insert(0, "table", _constant_text(entry["table"], len(rejects)))
+        frame.insert(1, "source_file", constant_text(file, len(frame)))
+        rejects.insert(0, "file", constant_text(file, len(rejects)))
+        rejects.insert(0, "table", constant_text(entry["table"], len(rejects)))
         return _FileResult(path, entry["org"], entry["table"], entry["profile"], int(entry["read"]),
                            frame, rejects[REJECT_COLUMNS], entry.get("id_label"), entry.get("unique_ids"))
 
@@ -318,8 +326,3 @@ def code_fingerprint() -> str:
         digest.update((PACKAGE_DIR / name).read_bytes())
     return json.dumps({"quarterpanic": __version__, "format": CACHE_FORMAT, "code": digest.hexdigest(),
                        "pandas": pd.__version__, "pyarrow": pa.__version__, "pandera": pandera.__version__})
-
-
-def _constant_text(value: str, n: int) -> pd.api.extensions.ExtensionArray:
-    """``n`` copies of ``value`` as a ``str`` array, built in Arrow (one copy of the bytes)."""
-    return pd.array(pa.repeat(pa.scalar(value, pa.string()), n), dtype="str")

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
+#: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
+LOAD_THREADS = int(os.environ.get("QUARTERPANIC_LOAD_THREADS") or 1)
 REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
@@ -131,7 +135,7 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
     if fixed is not None and table is not None and fixed.table != table:
         raise ProfileError(f"profile {fixed.name} produces the {fixed.table} table, not {table}")
     orgs: dict[str, OrgInfo] = {}
-    results = []
+    jobs: list[tuple[Path, Profile, OrgInfo]] = []
     folder_orgs: dict[Path, OrgInfo | None] = {}
     profiles = None
     store = open_cache(cache)
@@ -158,13 +162,29 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
         if info.name in orgs and orgs[info.name].folder not in (None, info.folder) and info.folder is not None:
             log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
         orgs.setdefault(info.name, info)
-        if store is None:
-            results.append(load_file(file, chosen, orgs[info.name]))
-        else:
-            results.append(store.load(file, chosen, orgs[info.name], load_file))
+        jobs.append((file, chosen, orgs[info.name]))
+    results = _load_files(jobs, store)
     if store is not None:
         store.finish()
     return _assemble(results, orgs)
+
+
+def _load_files(jobs: list[tuple[Path, Profile, OrgInfo]], store: LoadCache | None) -> list[_FileResult]:
+    """``load_file`` for each job (through the cache when given), in order.
+
+    Files load on :data:`LOAD_THREADS` threads, largest first: most of the work
+    (pyarrow's parsing, its string and hashing kernels) runs without the GIL.
+    """
+    def one(job: tuple[Path, Profile, OrgInfo]) -> _FileResult:
+        return load_file(*job) if store is None else store.load(*job, load_file)
+
+    threads = min(LOAD_THREADS, len(jobs))
+    if threads <= 1:
+        return [one(job) for job in jobs]
+    sizes = [job[0].stat().st_size for job in jobs]
+    with ThreadPoolExecutor(threads, thread_name_prefix="quarterpanic-load") as pool:
+        futures = {i: pool.submit(one, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(jobs))]
 
 
 def _detect_for_table(headers: list[str], file: Path, table: str, profiles: list[Profile]) -> Profile | None:
@@ -247,10 +267,10 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> _FileResult:
     file = str(path)
     frame = mapped.frame
     frame.insert(0, "source_row", frame.index.to_numpy())
-    frame.insert(0, "source_file", file)
-    frame.insert(0, "org", org.name)
+    frame.insert(0, "source_file", schemas.constant_text(file, len(frame)))
+    frame.insert(0, "org", schemas.constant_text(org.name, len(frame)))
     if profile.table == "opportunities":
-        frame["size_class"] = org.size_class
+        frame["size_class"] = schemas.constant_text(org.size_class, len(frame))
     frame = frame.reindex(columns=canonical_columns(profile.table))
     problems = [
         raw.bad_rows.assign(column=""),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.typing import Series
 
 SIZE_CLASSES = ("small", "mid", "enterprise")
@@ -133,3 +134,12 @@ def empty(table: str) -> pd.DataFrame:
     """An empty canonical table with the right dtypes."""
     schema = TABLES[table].to_schema()
     return schema.coerce_dtype(pd.DataFrame({c: pd.Series(dtype="object") for c in schema.columns}))
+
+
+def constant_text(value: str, n: int) -> pd.api.extensions.ExtensionArray:
+    """``n`` copies of ``value`` as a ``str`` array, built in Arrow (one copy of the bytes).
+
+    For the provenance columns (org, source file): assigning a Python string
+    to a column builds an object array of ``n`` references first.
+    """
+    return pd.array(pyarrow.repeat(pyarrow.scalar(value, pyarrow.string()), n), dtype="str")
