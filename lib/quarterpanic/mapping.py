@@ -456,8 +456,11 @@ class _Context:
             canonical = self.parse(pd.Series([spec["map"][u] for u in uniques], dtype="object"), kind, {}, label)
             if len(canonical) and pd.isna(canonical).any():
                 raise ProfileError(f"columns.{name}.map: a value is not a valid {kind}", path=self.profile.source)
+            mask = matched.to_numpy()
+            if _arrow_strings(parsed) is not None:
+                return _put(parsed, matched, canonical.take(codes[mask]))
             parsed = parsed.copy()
-            parsed[matched.to_numpy()] = canonical.to_numpy()[codes[matched.to_numpy()]]
+            parsed[mask] = canonical.to_numpy()[codes[mask]]
         return parsed
 
     def constant(self, value: Any, kind: str, spec: dict, name: str) -> pd.Series:
@@ -548,8 +551,13 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
 
 def _put(values: pd.Series, mask: pd.Series, replacement: pd.Series) -> pd.Series:
     """``values`` with ``replacement`` (one value per True of ``mask``, in order) where ``mask``."""
+    array, new = _arrow_strings(values), _arrow_strings(replacement)
+    if array is not None and new is not None:
+        # Arrow's kernel on Arrow strings: no round trip through a million Python objects.
+        result = pc.replace_with_mask(array.combine_chunks(), pa.array(mask.to_numpy(dtype=bool)),
+                                      new.combine_chunks().cast(array.type))
+        return pd.Series(pd.array(result, dtype=values.dtype), index=values.index, name=values.name)
     if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
-        # Stays an Arrow string column: no round trip through a million Python objects.
         values = values.copy()
         values[mask.to_numpy()] = replacement.to_numpy()
         return values
