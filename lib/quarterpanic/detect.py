@@ -19,25 +19,30 @@ from quarterpanic.params import defaults
 
 log = logging.getLogger(__name__)
 
-# component name -> "module:function"
+# component name -> "module:function", a function (dataset, params, *, cache) -> findings
 COMPONENTS: dict[str, str] = {
     "qualification_decay": "quarterpanic.qualification:detect_qualification_decay",
     "reactive_order_taking": "quarterpanic.reactive:detect_reactive_order_taking",
 }
 
 
-def component_function(name: str) -> Callable[[Dataset, Mapping[str, Any]], pd.DataFrame]:
+def component_function(name: str) -> Callable[..., pd.DataFrame]:
     module_name, function_name = COMPONENTS[name].split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components: list[str] | None = None) -> pd.DataFrame:
-    """All findings of the chosen components (default: all), flagged under BH control."""
+def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components: list[str] | None = None, *,
+           cache: bool = False) -> pd.DataFrame:
+    """All findings of the chosen components (default: all), flagged under BH control.
+
+    With ``cache``, each component reuses its findings from an earlier run on
+    the same data, parameters and code (:mod:`quarterpanic.results_cache`).
+    """
     params = {**defaults(), **(params or {})}
     frames = []
     for name in components or list(COMPONENTS):
         log.info("running %s", name)
-        frames.append(component_function(name)(dataset, params))
+        frames.append(component_function(name)(dataset, params, cache=cache))
     if not frames:
         return empty_findings()
     findings = make_findings(pd.concat(frames, ignore_index=True))

@@ -35,7 +35,7 @@ import statsmodels.api as sm
 from scipy.special import expit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
-from quarterpanic import outcomes
+from quarterpanic import outcomes, results_cache
 from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
@@ -605,7 +605,8 @@ def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: li
 
 
 def detect_qualification_decay(
-    dataset: Dataset, params: Mapping[str, Any] | None = None, *, features: pd.DataFrame | None = None
+    dataset: Dataset, params: Mapping[str, Any] | None = None, *, features: pd.DataFrame | None = None,
+    cache: bool = False,
 ) -> pd.DataFrame:
     """All qualification-decay findings of a dataset: the main decay and its outcome-side metrics.
 
@@ -617,6 +618,9 @@ def detect_qualification_decay(
         Analysis parameters (:data:`quarterpanic.params.DEFAULTS`).
     features:
         :func:`opportunity_features` of ``dataset`` when already computed.
+    cache:
+        Reuse the findings of an earlier run on the same data, parameters and
+        code (:mod:`quarterpanic.results_cache`).
 
     Returns
     -------
@@ -624,6 +628,13 @@ def detect_qualification_decay(
     applies Benjamini–Hochberg across the whole run).
     """
     params = {**defaults(), **(params or {})}
+    return results_cache.cached("quarterpanic.qualification.detect_qualification_decay",
+                                lambda: _detect_qualification_decay(dataset, params, features), dataset, params,
+                                use=cache)
+
+
+def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],
+                                features: pd.DataFrame | None) -> pd.DataFrame:
     features = opportunity_features(dataset, params) if features is None else features
     if features.empty:
         return make_findings(pd.DataFrame(columns=["org"]))

@@ -57,7 +57,7 @@ weeks would look empty.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -66,7 +66,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
-from quarterpanic import turnaround
+from quarterpanic import results_cache, turnaround
 from quarterpanic.dataset import Dataset
 from quarterpanic.findings import ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, make_findings, register_metric
 from quarterpanic.onset import max_t_adjusted, profile_step
@@ -445,6 +445,7 @@ def analyse_reactive(
     *,
     segment: str = ALL_SEGMENTS,
     secondary: bool = True,
+    cache: bool = False,
 ) -> ReactiveAnalysis:
     """Run every step of the detector on ``dataset`` (already filtered to ``segment``).
 
@@ -460,8 +461,20 @@ def analyse_reactive(
     secondary:
         False computes only the main metric (the surge) and skips turnaround,
         wasted effort and after-hours work — for simulations.
+    cache:
+        Reuse the analysis of an earlier run on the same data, parameters and
+        code (:mod:`quarterpanic.results_cache`).
     """
     params = {**defaults(), **(params or {})}
+    analysis = results_cache.cached(
+        "quarterpanic.reactive.analyse_reactive", lambda: _analyse_reactive(dataset, params, segment, secondary),
+        dataset, params, extra={"segment": segment, "secondary": secondary}, use=cache,
+    )
+    # Parameters no detector reads are not part of the key: hand back the caller's own.
+    return replace(analysis, params=params)
+
+
+def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, secondary: bool) -> ReactiveAnalysis:
     group = ["org", "quarter"]
     grid = week_grid(dataset, params)
     requests = request_features(dataset, params)
@@ -542,7 +555,8 @@ def _findings(
     return findings.sort_values(["org", "quarter", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
-def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | None = None, *,
+                                 cache: bool = False) -> pd.DataFrame:
     """Findings of the reactive order-taking component (the ``detect`` registry entry).
 
     One main finding per organisation × complete quarter (``metric ==
@@ -553,7 +567,7 @@ def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | N
     qualification rule — ``wasted_effort_unqualified``. With
     ``params["segment"]`` only that segment is analysed (requests follow
     their deal's segment); with ``params["by_segment"]`` each segment is
-    analysed too.
+    analysed too. ``cache`` as in :func:`analyse_reactive`.
     """
     params = {**defaults(), **(params or {})}
     runs = []
@@ -564,5 +578,5 @@ def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | N
         if params.get("by_segment"):
             segments = sorted(dataset.opportunities["segment"].dropna().astype(str).unique())
             runs.extend((name, dataset.filter(segment=name)) for name in segments)
-    frames = [analyse_reactive(data, params, segment=name).findings for name, data in runs]
+    frames = [analyse_reactive(data, params, segment=name, cache=cache).findings for name, data in runs]
     return apply_fdr(make_findings(pd.concat(frames, ignore_index=True)), alpha=float(params["alpha"]))

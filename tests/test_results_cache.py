@@ -1,0 +1,152 @@
+"""The results cache: a hit returns exactly what the detector returns; changed data, parameters or code miss."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from quarterpanic import results_cache
+from quarterpanic.dataset import Dataset
+from quarterpanic.detect import detect
+from quarterpanic.params import defaults
+from quarterpanic.qualification import detect_qualification_decay, opportunity_features
+from quarterpanic.reactive import analyse_reactive
+from quarterpanic.sample import generate
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    sample = generate(seed=3, scale="small")
+    return Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(results_cache, "CACHE_DIR", tmp_path)
+    monkeypatch.delenv(results_cache.ENV_SWITCH, raising=False)
+    return tmp_path / results_cache.ENTRIES
+
+
+def entries(folder) -> list:
+    return sorted(folder.glob("*.pkl")) if folder.exists() else []
+
+
+def test_a_hit_returns_what_the_detectors_return(data, cache_dir):
+    fresh = detect(data)
+    assert entries(cache_dir) == []  # only callers that ask use the cache
+    first = detect(data, cache=True)
+    assert len(entries(cache_dir)) == 2  # one per component
+    again = detect(data, cache=True)
+    pd.testing.assert_frame_equal(first, fresh)
+    pd.testing.assert_frame_equal(again, fresh)
+    assert len(entries(cache_dir)) == 2
+
+
+def test_the_notebooks_calls_share_entries_with_detect(data, cache_dir):
+    params = defaults()
+    features = opportunity_features(data, params)
+    decay = detect_qualification_decay(data, params, features=features, cache=True)
+    analysis = analyse_reactive(data, params, cache=True)
+    assert len(entries(cache_dir)) == 2
+    detect(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}, "data_dir": "elsewhere"}, cache=True)
+    assert len(entries(cache_dir)) == 2  # neither changes what the detectors compute
+    pd.testing.assert_frame_equal(decay, detect_qualification_decay(data, params))
+    cached = analyse_reactive(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}}, cache=True)
+    assert cached.params["index_thresholds"] == {"watch": 1.0, "panic": 2.0}  # the caller's own parameters
+    fresh = analyse_reactive(data, params)
+    for name in ("findings", "requests", "weekly", "surge", "deferral", "stretch", "grid"):
+        pd.testing.assert_frame_equal(getattr(cached, name), getattr(fresh, name))
+        pd.testing.assert_frame_equal(getattr(analysis, name), getattr(fresh, name))
+    assert cached.shares.keys() == fresh.shares.keys()
+    for name in fresh.shares:
+        pd.testing.assert_frame_equal(cached.shares[name], fresh.shares[name])
+
+
+@pytest.mark.parametrize("change", ["alpha", "min_n", "onset_weeks", "qualification_rule", "quarters", "segment"])
+def test_a_changed_parameter_misses(data, change):
+    params = defaults()
+    changed = {
+        "alpha": {"alpha": 0.1},
+        "min_n": {"min_n": 25},
+        "onset_weeks": {"onset_weeks": [6, 12]},
+        "qualification_rule": {"qualification_rule": {**params["qualification_rule"], "min_bant": 2}},
+        "quarters": {"quarters": ["FY2025-Q1"]},
+        "segment": {"segment": "SMB"},
+    }[change]
+    name = "quarterpanic.qualification.detect_qualification_decay"
+    assert results_cache.result_key(name, data, params) != results_cache.result_key(name, data, {**params, **changed})
+
+
+def test_changed_data_misses(data, cache_dir):
+    params = defaults()
+    before = detect_qualification_decay(data, params, cache=True)
+    opportunities = data.opportunities.copy()
+    opportunities.loc[opportunities.index[:300], "bant_budget"] = False
+    changed = replace(data, opportunities=opportunities)
+    after = detect_qualification_decay(changed, params, cache=True)
+    assert len(entries(cache_dir)) == 2
+    pd.testing.assert_frame_equal(after, detect_qualification_decay(changed, params))
+    assert not before.equals(after)
+    name = "quarterpanic.qualification.detect_qualification_decay"
+    key = results_cache.result_key(name, data, params)
+    assert results_cache.result_key(name, replace(data, as_of=data.as_of - pd.Timedelta(days=1)), params) != key
+    assert results_cache.result_key(name, replace(data, size_classes={}), params) != key
+    recast = data.opportunities.astype({"amount": "float32"})
+    assert results_cache.result_key(name, replace(data, opportunities=recast), params) != key
+
+
+def test_changed_library_code_misses(data, tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    shutil.copytree(results_cache.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(results_cache, "PACKAGE_DIR", package)
+    name, params = "quarterpanic.reactive.analyse_reactive", defaults()
+    results_cache.code_fingerprint.cache_clear()
+    try:
+        before = results_cache.result_key(name, data, params)
+        (package / "turnaround.py").write_text((package / "turnaround.py").read_text() + "\n# changed\n")
+        results_cache.code_fingerprint.cache_clear()
+        assert results_cache.result_key(name, data, params) != before
+    finally:
+        results_cache.code_fingerprint.cache_clear()
+
+
+@pytest.mark.parametrize("value", ["off", "0", "false", "no"])
+def test_the_environment_turns_it_off(data, cache_dir, monkeypatch, value):
+    monkeypatch.setenv(results_cache.ENV_SWITCH, value)
+    calls = []
+    for _ in range(2):
+        results_cache.cached("f", lambda: calls.append(1) or 1, data, defaults())
+    assert calls == [1, 1]
+    assert entries(cache_dir) == []
+
+
+def test_an_unreadable_entry_is_recomputed(data, cache_dir):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"x": [1, 2]})
+
+    results_cache.cached("f", compute, data, defaults())
+    [entry] = entries(cache_dir)
+    entry.write_bytes(b"not a pickle")
+    result = results_cache.cached("f", compute, data, defaults())
+    pd.testing.assert_frame_equal(result, pd.DataFrame({"x": [1, 2]}))
+    assert calls == [1, 1]
+    assert results_cache.cached("f", compute, data, defaults()) is not None and calls == [1, 1]
+
+
+def test_old_entries_are_pruned(data, cache_dir, monkeypatch):
+    monkeypatch.setattr(results_cache, "MAX_ENTRIES", 3)
+    for i in range(5):
+        results_cache.cached(f"f{i}", lambda: i, data, defaults())
+    assert len(entries(cache_dir)) == 3
+
+
+def test_entries_beyond_the_size_limit_are_pruned(data, cache_dir, monkeypatch):
+    monkeypatch.setattr(results_cache, "MAX_BYTES", 1)
+    for i in range(3):
+        results_cache.cached(f"f{i}", lambda: i, data, defaults())
+    assert len(entries(cache_dir)) == 1  # the newest is always kept
