@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.regression.linear_model import OLS
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
@@ -330,10 +330,10 @@ def late_effect_ols(
     groups = pd.factorize(frame[cluster])[0]
     n_clusters = len(np.unique(groups))
     if n_clusters >= MIN_CLUSTERS:
-        result = sm.OLS(y, exog).fit(cov_type="cluster", cov_kwds={"groups": groups})
+        result = OLS(y, exog).fit(cov_type="cluster", cov_kwds={"groups": groups})
         df = n_clusters - 1
     else:
-        result = sm.OLS(y, exog).fit(cov_type="HC1")
+        result = OLS(y, exog).fit(cov_type="HC1")
         df = len(y) - exog.shape[1]
     b, se = float(result.params[1]), float(result.bse[1])
     return (b, se, df) if np.isfinite(se) and se > 0 else None

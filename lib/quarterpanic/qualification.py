@@ -31,7 +31,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod.families import Binomial
+from statsmodels.genmod.generalized_linear_model import GLM
 from scipy.special import expit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
@@ -501,7 +502,7 @@ def _glm_average_effect(
         for category in (PerfectSeparationWarning, ConvergenceWarning, RuntimeWarning):
             warnings.simplefilter("error", category)
         try:
-            result = sm.GLM(y, exog, family=sm.families.Binomial()).fit(
+            result = GLM(y, exog, family=Binomial()).fit(
                 cov_type="cluster", cov_kwds={"groups": clusters}
             )
         except (PerfectSeparationWarning, PerfectSeparationError, ConvergenceWarning, RuntimeWarning, ValueError,

@@ -62,7 +62,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod.families import Poisson
+from statsmodels.genmod.generalized_linear_model import GLM
 from scipy import stats
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
@@ -281,10 +282,10 @@ def _fit_late_effects(
         with warnings.catch_warnings():
             # Counts a step fits exactly (a regular series) trip statsmodels' separation check; the fit is fine.
             warnings.simplefilter("ignore", PerfectSeparationWarning)
-            result = sm.GLM(
+            result = GLM(
                 frame[events].to_numpy(dtype=float),
                 design,
-                family=sm.families.Poisson(),
+                family=Poisson(),
                 offset=np.log(frame[exposure].to_numpy(dtype=float)),
             ).fit(scale=1.0)
         # Each searched onset is one more parameter the residuals were fitted with.
