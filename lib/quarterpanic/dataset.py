@@ -12,10 +12,13 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from quarterpanic import schemas
 from quarterpanic.calendar import FiscalCalendar
 from quarterpanic.errors import ExportError
-from quarterpanic.paths import PROJ_ROOT
+from quarterpanic.paths import CACHE_DIR, PROJ_ROOT
+
+#: The canonical tables, in :data:`quarterpanic.schemas.TABLES` order (named here so that a dataset read
+#: from a snapshot does not import pandera).
+TABLE_NAMES = ("opportunities", "history", "leads", "requests")
 
 TIMESTAMP_COLUMNS = {
     "opportunities": ["created_at", "close_date"],
@@ -65,7 +68,7 @@ class Dataset:
         return sorted(set(self.calendars) | set(self.opportunities["org"].dropna().unique()))
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {name: getattr(self, name) for name in schemas.TABLES}
+        return {name: getattr(self, name) for name in TABLE_NAMES}
 
     def calendar(self, org: str) -> FiscalCalendar:
         return self.calendars.get(org) or FiscalCalendar()
@@ -80,8 +83,10 @@ class Dataset:
         as_of: Any = None,
     ) -> Dataset:
         """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar"}}``."""
+        from quarterpanic import schemas
+
         orgs = orgs or {}
-        frames = {name: tables.get(name, schemas.empty(name)) for name in schemas.TABLES}
+        frames = {name: tables[name] if name in tables else schemas.empty(name) for name in TABLE_NAMES}
         calendars = {
             org: FiscalCalendar.from_spec(calendar_override or info.get("fiscal_calendar") or info.get("calendar"))
             for org, info in orgs.items()
@@ -168,17 +173,28 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
     cache:
         The reload cache (:mod:`quarterpanic.cache`): ``True`` (the project's
         ``.cache/`` folder), a cache folder, or ``False`` to read every file.
+        With a cache, an unchanged folder loaded with the same parameters is
+        read back whole from a snapshot (:mod:`quarterpanic.snapshot`).
 
     Returns
     -------
     The dataset, cut at ``as_of`` when given, with the loader's ``rejects``
     and ``accounting``.
     """
-    from quarterpanic.loading import load_crm
+    from quarterpanic import snapshot
     from quarterpanic.params import defaults
 
     params = {**defaults(), **(params or {})}
     path = resolve_data_dir(data_dir if data_dir is not None else params["data_dir"])
+    if cache is False or cache is None or not isinstance(cache, (bool, str, Path)):
+        return _load(path, params, cache)
+    cache_dir = CACHE_DIR if cache is True else Path(cache).expanduser()
+    return snapshot.load(path, params, cache_dir, lambda: _load(path, params, cache))
+
+
+def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:
+    from quarterpanic.loading import load_crm
+
     crm = load_crm(path, profile=params.get("profile"), cache=cache)
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
     dataset = Dataset.from_tables(
