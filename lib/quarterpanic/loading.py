@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
 #: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
-LOAD_THREADS = int(os.environ.get("QUARTERPANIC_LOAD_THREADS") or 1)
+LOAD_THREADS = int(os.environ.get("QUARTERPANIC_LOAD_THREADS") or min(4, os.cpu_count() or 1))
 REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
