@@ -234,3 +234,11 @@ def test_files_loaded_on_threads_give_the_same_tables_in_the_same_order(crm, mon
         pd.testing.assert_frame_equal(threaded.table(name), crm.table(name))
     pd.testing.assert_frame_equal(threaded.rejects, crm.rejects)
     pd.testing.assert_frame_equal(threaded.accounting, crm.accounting)
+
+
+@pytest.mark.parametrize("text, expected", [("", 3), ("1", 1), ("8", 8), ("0", 3), ("two", 3), ("-1", 3)])
+def test_load_threads_from_the_environment(monkeypatch, text, expected):
+    from quarterpanic import loading
+
+    monkeypatch.setenv("QUARTERPANIC_LOAD_THREADS", text)
+    assert loading._load_threads(default=3) == expected

@@ -40,10 +40,23 @@ from quarterpanic.mapping import (
 
 log = logging.getLogger(__name__)
 
+
+def _load_threads(default: int = min(4, os.cpu_count() or 1)) -> int:
+    text = os.environ.get("QUARTERPANIC_LOAD_THREADS", "").strip()
+    if not text:
+        return default
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    log.warning("QUARTERPANIC_LOAD_THREADS=%r is not a positive whole number; loading on %d threads",
+                text, default)
+    return default
+
+
+#: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
+LOAD_THREADS = _load_threads()
+
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
-#: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
-LOAD_THREADS = int(os.environ.get("QUARTERPANIC_LOAD_THREADS") or min(4, os.cpu_count() or 1))
 REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
