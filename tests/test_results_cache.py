@@ -150,3 +150,19 @@ def test_entries_beyond_the_size_limit_are_pruned(data, cache_dir, monkeypatch):
     for i in range(3):
         results_cache.cached(f"f{i}", lambda: i, data, defaults())
     assert len(entries(cache_dir)) == 1  # the newest is always kept
+
+
+def test_opportunity_features_and_the_early_warning_reuse_them(data, cache_dir):
+    from quarterpanic import early_warning as ew
+
+    params = defaults()
+    fresh = opportunity_features(data, params)
+    pd.testing.assert_frame_equal(opportunity_features(data, params, cache=True), fresh)
+    pd.testing.assert_frame_equal(opportunity_features(data, params, cache=True), fresh)
+    assert len(entries(cache_dir)) == 1
+    findings = detect(data)
+    status, charts = ew.early_warning(data, params, findings=findings)
+    cached_status, cached_charts = ew.early_warning(data, params, findings=findings, cache=True)
+    pd.testing.assert_frame_equal(cached_status, status)
+    pd.testing.assert_frame_equal(cached_charts, charts)
+    assert len(entries(cache_dir)) == 1  # the same features

@@ -92,7 +92,7 @@ CHART_COLUMNS = [
 
 
 # -- the weekly series --------------------------------------------------------------------------------
-def weekly_series(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def weekly_series(dataset: Dataset, params: Mapping[str, Any] | None = None, *, cache: bool = False) -> pd.DataFrame:
     """Deals created and qualified, working days and unplanned requests, per org × quarter × week.
 
     Parameters
@@ -102,6 +102,8 @@ def weekly_series(dataset: Dataset, params: Mapping[str, Any] | None = None) -> 
     params:
         Uses ``orgs``, ``segment``, the qualification rule and the request
         type lists.
+    cache:
+        Reuse the opportunity features of an earlier run (:mod:`quarterpanic.results_cache`).
 
     Returns
     -------
@@ -120,7 +122,7 @@ def weekly_series(dataset: Dataset, params: Mapping[str, Any] | None = None) -> 
     if grid.empty:
         return pd.DataFrame(columns=WEEKLY_COLUMNS)
     requests = weekly_requests(request_features(dataset, params), grid)
-    features = opportunity_features(dataset, params)
+    features = opportunity_features(dataset, params, cache=cache)
     keys = ["org", "quarter", "week_of_quarter"]
     created = (
         features.assign(qualified=features["qualified"].astype(int))
@@ -407,7 +409,8 @@ def _baselines(weekly_org: pd.DataFrame, quarters: Sequence[str]) -> dict[str, B
 
 
 def calm_quarters(
-    dataset: Dataset, params: Mapping[str, Any] | None = None, findings: pd.DataFrame | None = None
+    dataset: Dataset, params: Mapping[str, Any] | None = None, findings: pd.DataFrame | None = None, *,
+    cache: bool = False,
 ) -> dict[str, list[str]]:
     """Each organisation's baseline quarters: ``params["baseline_quarters"]``, else its unflagged complete quarters.
 
@@ -419,7 +422,7 @@ def calm_quarters(
     if findings is None:
         from quarterpanic.detect import detect
 
-        findings = detect(dataset, {**params, "quarters": None})
+        findings = detect(dataset, {**params, "quarters": None}, cache=cache)
     if findings.empty:
         return {}
     roles = baseline_quarters(findings, params, complete_quarters(findings, dataset))
@@ -441,6 +444,7 @@ def early_warning(
     k: float = DEFAULT_K,
     false_alarm: float = FALSE_ALARM,
     n_simulations: int = N_SIMULATIONS,
+    cache: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The early-warning status of every organisation's open quarter.
 
@@ -458,6 +462,9 @@ def early_warning(
     k, false_alarm, n_simulations:
         CUSUM reference value, per-quarter false-alarm rate of both charts
         together, and the number of simulated calm quarters that set ``h``.
+    cache:
+        Reuse detector results and opportunity features of an earlier run on
+        the same data, parameters and code (:mod:`quarterpanic.results_cache`).
 
     Returns
     -------
@@ -472,8 +479,8 @@ def early_warning(
     params = {**defaults(), **(params or {})}
     if params.get("as_of") and pd.Timestamp(params["as_of"]) < dataset.as_of:
         dataset = dataset.cut(params["as_of"])
-    weekly = weekly_series(dataset, params)
-    baseline = calm_quarters(dataset, params, findings)
+    weekly = weekly_series(dataset, params, cache=cache)
+    baseline = calm_quarters(dataset, params, findings, cache=cache)
     rows, charts = [], []
     for org in sorted(weekly["org"].unique()):
         weekly_org = weekly[weekly["org"] == org]

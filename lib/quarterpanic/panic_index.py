@@ -575,7 +575,8 @@ DISCOUNT_COST_COLUMNS = [
 
 
 def discount_cost(
-    dataset: Any, scores: pd.DataFrame, index: pd.DataFrame | None = None, params: Mapping[str, Any] | None = None
+    dataset: Any, scores: pd.DataFrame, index: pd.DataFrame | None = None, params: Mapping[str, Any] | None = None,
+    *, cache: bool = False,
 ) -> pd.DataFrame:
     """Estimated revenue given away by quarter-end discounting, per org × quarter.
 
@@ -588,7 +589,9 @@ def discount_cost(
     larger by 1 / (1 − discount).
 
     Returns :data:`DISCOUNT_COST_COLUMNS` (``level`` from ``index`` when
-    given); the ``currency`` is the organisation's most frequent one.
+    given); the ``currency`` is the organisation's most frequent one. With
+    ``cache``, the opportunity features of an earlier run are reused
+    (:mod:`quarterpanic.results_cache`).
     """
     from quarterpanic.qualification import opportunity_features
 
@@ -596,7 +599,7 @@ def discount_cost(
     uplift = uplift[uplift["estimate"].notna() & uplift["onset_week"].notna()]
     if uplift.empty:
         return pd.DataFrame(columns=DISCOUNT_COST_COLUMNS)
-    features = opportunity_features(dataset, params)
+    features = opportunity_features(dataset, params, cache=cache)
     won = features[(features["outcome"] == "won") & features["close_quarter"].notna()]
     won = won.assign(close_quarter=won["close_quarter"].astype(str))
     currency = dataset.opportunities.groupby("org")["currency"].agg(

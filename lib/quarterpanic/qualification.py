@@ -203,7 +203,8 @@ FEATURE_COLUMNS = [
 ]
 
 
-def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = None, *,
+                         cache: bool = False) -> pd.DataFrame:
     """One row per opportunity with everything the detector and its charts use.
 
     Parameters
@@ -213,6 +214,9 @@ def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = No
     params:
         Analysis parameters; uses ``qualification_rule``,
         ``qualification_overrides``, ``orgs`` and ``segment``.
+    cache:
+        Reuse the features of an earlier run on the same data, parameters and
+        code (:mod:`quarterpanic.results_cache`).
 
     Returns
     -------
@@ -226,6 +230,11 @@ def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = No
     ``close_week`` of their close date.
     """
     params = {**defaults(), **(params or {})}
+    return results_cache.cached("quarterpanic.qualification.opportunity_features",
+                                lambda: _opportunity_features(dataset, params), dataset, params, use=cache)
+
+
+def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.DataFrame:
     opps = dataset.opportunities
     if params.get("orgs"):
         opps = opps[opps["org"].isin(params["orgs"])]
