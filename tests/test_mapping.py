@@ -210,3 +210,19 @@ def test_parse_bools():
     assert parsed.tolist()[:6] == [True, False, True, False, True, False]
     assert parsed.isna().tolist()[6:] == [True, True, True]
     assert bad.tolist() == [False] * 8 + [True]
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["a\r\nb", " x ", "", None, "y"], ["a\nb", "x", None, None, "y"]),
+    ([" x\n", "\t", "z\r\n"], ["x", None, "z"]),
+    (["one\ntwo", "three"], ["one\ntwo", "three"]),
+])
+def test_clean_text_trims_empties_and_crlf_on_arrow_and_object_columns(values, expected):
+    from quarterpanic.mapping import clean_text
+
+    for dtype in ("str", "object"):
+        cleaned = clean_text(pd.Series(values, dtype=dtype))
+        assert [None if pd.isna(v) else v for v in cleaned] == expected, dtype
+    # A slice of an Arrow column shares its parent's character bytes.
+    tail = clean_text(pd.Series(["a\r\nb"] + values, dtype="str").iloc[1:])
+    assert [None if pd.isna(v) else v for v in tail] == expected

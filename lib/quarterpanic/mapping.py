@@ -627,6 +627,17 @@ def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
     return array
 
 
+def _has_byte(array: pa.ChunkedArray | pa.Array, byte: bytes) -> bool:
+    """Whether the character data of an Arrow string array may hold ``byte`` (a look at the raw bytes)."""
+    code = ord(byte)
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None and data.size and (np.frombuffer(data, dtype=np.uint8) == code).any():
+            return True
+    return False
+
+
 def _factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
     """``pd.factorize(values)``: codes (-1 for missing) and the distinct values in order of appearance.
 
@@ -653,7 +664,9 @@ def _clean_text(values: pd.Series) -> pd.Series:
         text = _as_text(values).str.strip().str.replace("\r\n", "\n", regex=False)
         return text.where(text != "", None)
     # Arrow's kernels on the whole column: cheaper than finding its distinct values first.
-    text = pc.replace_substring(pc.utf8_trim_whitespace(array), "\r\n", "\n")
+    text = pc.utf8_trim_whitespace(array)
+    if _has_byte(text, b"\r"):
+        text = pc.replace_substring(text, "\r\n", "\n")
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
     return pd.Series(pd.array(text, dtype=values.dtype), index=values.index, name=values.name)
 
