@@ -728,11 +728,14 @@ def bench_suite(repeat: int = 1) -> Ratio:
                          f"papermill + nbconvert {floor_s:.1f} s", note=note)
     if ratio.passed is False:
         ratio.breakdown = per_notebook
-        ratio.note += ("The floor starts a kernel, runs one empty cell and exports the page, per notebook; "
-                       "the run's notebooks also import the library (pandas, pandera — which imports "
-                       "dask.dataframe when dask is installed —, statsmodels, seaborn), load the sample (through "
-                       "the warm cache), run the detectors and draw their charts. Each notebook's cell time and "
-                       "its slowest cells, from papermill's timings:")
+        ratio.note += ("The floor starts a kernel, runs one empty cell and exports the page, per notebook. "
+                       "The run's notebooks also import pandas and matplotlib (01) and scipy.stats and "
+                       "statsmodels (02-04), about 0.5-1.2 s per kernel; read the sample back from a dataset "
+                       "snapshot (a cold load parses the mappings and builds the pandera schemas, which imports "
+                       "dask.dataframe); take the detector results and opportunity features from the results "
+                       "cache (filled by 02 and 03, or by an earlier run); and compute and draw some 30 charts, "
+                       "0.25-0.6 s per chart cell, mostly matplotlib's text layout. Each notebook's cell time "
+                       "(kernel start included) and its slowest cells, from papermill's timings:")
     return ratio
 
 
