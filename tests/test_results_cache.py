@@ -7,7 +7,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from quarterpanic import results_cache
+from quarterpanic import pickle_store, results_cache
 from quarterpanic.dataset import Dataset
 from quarterpanic.detect import detect
 from quarterpanic.params import defaults
@@ -99,17 +99,17 @@ def test_changed_data_misses(data, cache_dir):
 
 def test_changed_library_code_misses(data, tmp_path, monkeypatch):
     package = tmp_path / "package"
-    shutil.copytree(results_cache.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(results_cache, "PACKAGE_DIR", package)
+    shutil.copytree(pickle_store.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(pickle_store, "PACKAGE_DIR", package)
     name, params = "quarterpanic.reactive.analyse_reactive", defaults()
-    results_cache.code_fingerprint.cache_clear()
+    pickle_store.source_hash.cache_clear()
     try:
         before = results_cache.result_key(name, data, params)
         (package / "turnaround.py").write_text((package / "turnaround.py").read_text() + "\n# changed\n")
-        results_cache.code_fingerprint.cache_clear()
+        pickle_store.source_hash.cache_clear()
         assert results_cache.result_key(name, data, params) != before
     finally:
-        results_cache.code_fingerprint.cache_clear()
+        pickle_store.source_hash.cache_clear()
 
 
 @pytest.mark.parametrize("value", ["off", "0", "false", "no"])

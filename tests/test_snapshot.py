@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from quarterpanic import schemas, snapshot
+from quarterpanic import pickle_store, schemas, snapshot
 from quarterpanic.dataset import TABLE_NAMES, load_dataset
 from quarterpanic.params import defaults
 from quarterpanic.paths import SALESDATA_DIR
@@ -89,16 +89,16 @@ def test_other_parameters_share_the_snapshot(folder):
 
 def test_changed_library_code_misses(folder, tmp_path, monkeypatch):
     package = tmp_path / "package"
-    shutil.copytree(snapshot.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(snapshot, "PACKAGE_DIR", package)
-    snapshot.code_fingerprint.cache_clear()
+    shutil.copytree(pickle_store.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(pickle_store, "PACKAGE_DIR", package)
+    pickle_store.source_hash.cache_clear()
     try:
         before = snapshot.snapshot_key(folder, defaults())
         (package / "mapping.py").write_text((package / "mapping.py").read_text() + "\n# changed\n")
-        snapshot.code_fingerprint.cache_clear()
+        pickle_store.source_hash.cache_clear()
         assert snapshot.snapshot_key(folder, defaults()) != before
     finally:
-        snapshot.code_fingerprint.cache_clear()
+        pickle_store.source_hash.cache_clear()
 
 
 def test_a_changed_shipped_profile_misses(folder, tmp_path, monkeypatch):

@@ -17,8 +17,8 @@ runs both again through :func:`quarterpanic.detect.detect`; a second
 * a hash of every quarterpanic module's source and the versions of the
   numerical libraries (:func:`code_fingerprint`) — a code change is a new key.
 
-Entries are pickles under ``<cache_dir>/results/``, written under a temporary
-name and renamed into place; an unreadable entry is recomputed. Only callers
+Entries are pickles under ``<cache_dir>/results/`` (:mod:`quarterpanic.pickle_store`:
+written atomically; an unreadable entry is recomputed). Only callers
 that ask for it (``cache=True``: the notebooks) use the cache; setting the
 environment variable ``QUARTERPANIC_RESULTS_CACHE=off`` turns it off for every
 caller. Beyond :data:`MAX_ENTRIES` entries or :data:`MAX_BYTES`, the least
@@ -27,18 +27,16 @@ recently used are removed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import pickle
-import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 import pandas as pd
 
-from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
+from quarterpanic import pickle_store
+from quarterpanic.paths import CACHE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +76,13 @@ def cached(name: str, compute: Callable[[], T], dataset: Any, params: Mapping[st
         return compute()
     folder = Path(cache_dir).expanduser() if cache_dir is not None else CACHE_DIR
     path = folder / ENTRIES / f"{result_key(name, dataset, params, extra)}.pkl"
-    try:
-        with path.open("rb") as handle:
-            result = pickle.load(handle)
-        os.utime(path)  # newest first when pruning
+    result = pickle_store.read(path)
+    if result is not pickle_store.MISSING:
         log.debug("results cache hit: %s", name)
         return result
-    except FileNotFoundError:
-        pass
-    except Exception as err:  # an unreadable entry is recomputed and replaced
-        log.warning("results cache entry %s unreadable (%s): recomputing", path.name, type(err).__name__)
     result = compute()
-    _store(path, result)
+    if pickle_store.write(path, result):
+        pickle_store.prune(path.parent, MAX_ENTRIES, MAX_BYTES)
     return result
 
 
@@ -97,7 +90,9 @@ def result_key(name: str, dataset: Any, params: Mapping[str, Any], extra: Mappin
     """The entry key of ``name`` run on ``dataset`` with ``params`` and ``extra`` (see the module docstring)."""
     digest = hashlib.sha256()
     relevant = {key: value for key, value in params.items() if key not in IGNORED_PARAMETERS}
-    for part in (code_fingerprint(), name, _canonical(relevant), _canonical(extra or {}), dataset_fingerprint(dataset)):
+    parts = (code_fingerprint(), name, pickle_store.canonical(relevant), pickle_store.canonical(extra or {}),
+             dataset_fingerprint(dataset))
+    for part in parts:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
@@ -107,60 +102,26 @@ def dataset_fingerprint(dataset: Any) -> str:
     """A hash of a dataset's content: each table's columns, dtypes and rows, the calendars, size classes, ``as_of``."""
     digest = hashlib.sha256()
     for name, table in dataset.tables().items():
-        digest.update(_canonical({"table": name, "columns": [str(c) for c in table.columns],
+        digest.update(pickle_store.canonical({"table": name, "columns": [str(c) for c in table.columns],
                                   "dtypes": [str(t) for t in table.dtypes], "index": str(table.index.dtype),
                                   "rows": len(table)}).encode("utf-8"))
         digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
     calendars = {str(org): repr(calendar) for org, calendar in dataset.calendars.items()}
-    digest.update(_canonical({"calendars": calendars, "size_classes": dict(dataset.size_classes),
+    digest.update(pickle_store.canonical({"calendars": calendars, "size_classes": dict(dataset.size_classes),
                               "as_of": str(dataset.as_of)}).encode("utf-8"))
     return digest.hexdigest()
 
 
-@cache
 def code_fingerprint() -> str:
     """A hash of every quarterpanic module's source, with the versions of the libraries the detectors use."""
+    return pickle_store.source_hash() + _versions()
+
+
+@cache
+def _versions() -> str:
     import numpy
     import scipy
     import statsmodels
 
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        digest.update(path.name.encode("utf-8"))
-        digest.update(path.read_bytes())
-    versions = {"format": RESULTS_FORMAT, "pandas": pd.__version__, "numpy": numpy.__version__,
-                "scipy": scipy.__version__, "statsmodels": statsmodels.__version__}
-    return digest.hexdigest() + _canonical(versions)
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
-
-
-def _store(path: Path, result: Any) -> None:
-    """Write ``result`` to ``path`` atomically, then prune; a cache that cannot be written is skipped."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-        with temporary.open("wb") as handle:
-            pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
-        _prune(path.parent)
-    except OSError as err:
-        log.warning("results cache not written (%s)", err)
-
-
-def _prune(folder: Path) -> None:
-    """Remove the least recently used entries beyond :data:`MAX_ENTRIES` or :data:`MAX_BYTES`."""
-    entries = []
-    for entry in folder.glob("*.pkl"):
-        try:
-            stat = entry.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((stat.st_mtime, stat.st_size, entry))
-    total = 0
-    for rank, (_, size, entry) in enumerate(sorted(entries, reverse=True)):
-        total += size
-        if rank >= MAX_ENTRIES or (rank > 0 and total > MAX_BYTES):
-            entry.unlink(missing_ok=True)
+    return pickle_store.canonical({"format": RESULTS_FORMAT, "pandas": pd.__version__, "numpy": numpy.__version__,
+                                   "scipy": scipy.__version__, "statsmodels": statsmodels.__version__})

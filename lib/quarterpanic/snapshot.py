@@ -23,26 +23,22 @@ whose changes the key would miss), when no file changed within the last
 :data:`RACY_SECONDS` (a second write in the same clock tick would not move
 its times), and for datasets of at most :data:`MAX_ROWS` rows (for larger
 ones the reload cache's Parquet is the better copy). Entries are pickles
-under ``<cache_dir>/datasets/``, written atomically; the most recently used
-:data:`MAX_ENTRIES` are kept.
+under ``<cache_dir>/datasets/`` (:mod:`quarterpanic.pickle_store`); the most
+recently used :data:`MAX_ENTRIES` are kept.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
-import pickle
 import time
-import uuid
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from quarterpanic.paths import PACKAGE_DIR, PROFILES_DIR
+from quarterpanic import pickle_store
+from quarterpanic.paths import PROFILES_DIR
 
-log = logging.getLogger(__name__)
 
 #: Parameters :func:`quarterpanic.dataset.load_dataset` reads besides the data folder.
 LOAD_PARAMETERS = ("profile", "fiscal_calendar", "as_of", "orgs", "segment")
@@ -69,18 +65,12 @@ def load(folder: Path, params: Mapping[str, Any], cache_dir: Path, build: Callab
     if key is None:
         return build()
     path = Path(cache_dir) / ENTRIES / f"{key}.pkl"
-    try:
-        with path.open("rb") as handle:
-            dataset = pickle.load(handle)
-        os.utime(path)
+    dataset = pickle_store.read(path)
+    if dataset is not pickle_store.MISSING:
         return dataset
-    except FileNotFoundError:
-        pass
-    except Exception as err:  # an unreadable snapshot is rebuilt
-        log.warning("dataset snapshot %s unreadable (%s): loading the exports", path.name, type(err).__name__)
     dataset = build()
-    if sum(len(table) for table in dataset.tables().values()) <= MAX_ROWS:
-        _store(path, dataset)
+    if sum(len(table) for table in dataset.tables().values()) <= MAX_ROWS and pickle_store.write(path, dataset):
+        pickle_store.prune(path.parent, MAX_ENTRIES)
     return dataset
 
 
@@ -100,26 +90,26 @@ def snapshot_key(folder: Path, params: Mapping[str, Any]) -> str | None:
         return None
     loading = {name: params.get(name) for name in LOAD_PARAMETERS}
     digest = hashlib.sha256()
-    for part in (code_fingerprint(), str(folder), _canonical(loading), _canonical(files), _canonical(profiles)):
+    for part in (code_fingerprint(), str(folder), pickle_store.canonical(loading), pickle_store.canonical(files), pickle_store.canonical(profiles)):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
 
 
-@cache
 def code_fingerprint() -> str:
     """A hash of every quarterpanic module's source, with the versions of the libraries loading relies on."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        digest.update(path.name.encode("utf-8"))
-        digest.update(path.read_bytes())
-    versions = {"format": SNAPSHOT_FORMAT}
+    return pickle_store.source_hash() + _versions()
+
+
+@cache
+def _versions() -> str:
+    versions: dict[str, Any] = {"format": SNAPSHOT_FORMAT}
     for package in ("pandas", "pyarrow", "pandera", "numpy"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    return digest.hexdigest() + _canonical(versions)
+    return pickle_store.canonical(versions)
 
 
 def _signatures(folder: Path) -> list[list] | None:
@@ -163,22 +153,3 @@ def _mappings_inside(folder: Path) -> bool:
             if not (beside or _shipped(mapping)):
                 return False
     return True
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
-
-
-def _store(path: Path, dataset: Any) -> None:
-    """Write ``dataset`` to ``path`` atomically and keep the :data:`MAX_ENTRIES` most recently used."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-        with temporary.open("wb") as handle:
-            pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
-        entries = sorted(((entry.stat().st_mtime, entry) for entry in path.parent.glob("*.pkl")), reverse=True)
-        for _, entry in entries[MAX_ENTRIES:]:
-            entry.unlink(missing_ok=True)
-    except OSError as err:
-        log.warning("dataset snapshot not written (%s)", err)
