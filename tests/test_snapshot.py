@@ -141,3 +141,10 @@ def test_large_datasets_are_not_snapshotted(folder, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     load_dataset(folder, defaults(), cache=cache_dir)
     assert snapshots(cache_dir) == []
+
+
+def test_the_environment_turns_snapshots_off(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv(snapshot.ENV_SWITCH, "off")
+    assert snapshot.snapshot_key(folder, defaults()) is None
+    load_dataset(folder, defaults(), cache=tmp_path / "cache")
+    assert snapshots(tmp_path / "cache") == []

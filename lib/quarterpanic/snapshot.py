@@ -24,7 +24,8 @@ whose changes the key would miss), when no file changed within the last
 its times), and for datasets of at most :data:`MAX_ROWS` rows (for larger
 ones the reload cache's Parquet is the better copy). Entries are pickles
 under ``<cache_dir>/datasets/`` (:mod:`quarterpanic.pickle_store`); the most
-recently used :data:`MAX_ENTRIES` are kept.
+recently used :data:`MAX_ENTRIES` are kept. ``QUARTERPANIC_SNAPSHOTS=off`` in the
+environment turns snapshots off (the reload cache still serves each file).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ from quarterpanic import pickle_store
 from quarterpanic.paths import PROFILES_DIR
 
 
+#: Environment variable that turns snapshots off ("off", "0", "false", "no").
+ENV_SWITCH = "QUARTERPANIC_SNAPSHOTS"
 #: Parameters :func:`quarterpanic.dataset.load_dataset` reads besides the data folder.
 LOAD_PARAMETERS = ("profile", "fiscal_calendar", "as_of", "orgs", "segment")
 #: A file changed this recently may change again within the file system's clock tick (as in the reload cache).
@@ -76,6 +79,8 @@ def load(folder: Path, params: Mapping[str, Any], cache_dir: Path, build: Callab
 
 def snapshot_key(folder: Path, params: Mapping[str, Any]) -> str | None:
     """The snapshot key of ``folder`` loaded with ``params``, or None when no snapshot may be used."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() in {"off", "0", "false", "no"}:
+        return None
     profile = params.get("profile")
     if profile is not None and not _shipped(str(profile)):
         return None
