@@ -600,13 +600,14 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     The title is the organisation's status sentence (without its name).
     """
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     from quarterpanic import plots
 
     rows = charts[charts["org"] == org]
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.6))
-    colors = dict(zip(CHARTS, plots.palette_colors(len(CHARTS))))
+    colors = dict(zip(CHARTS, sns.color_palette("colorblind", n_colors=len(CHARTS))))
     for name, part in rows.groupby("chart", sort=False):
         part = part.sort_values("week_of_quarter")
         ax.plot(part["week_of_quarter"], part["cusum"] / part["h"], marker="o", color=colors[name],

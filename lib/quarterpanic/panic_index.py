@@ -684,6 +684,7 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
 def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     """Stacked contributions of the components to one organisation's index, quarter by quarter."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     from quarterpanic import plots
 
@@ -692,7 +693,7 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     grid = grid[[c.metric for c in COMPONENTS if c.metric in grid.columns]]
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
-    colors = plots.palette_colors(len(COMPONENTS))
+    colors = sns.color_palette("colorblind", n_colors=len(COMPONENTS))
     positive, negative = np.zeros(len(grid)), np.zeros(len(grid))
     for color, name in zip(colors, grid.columns):
         values = grid[name].to_numpy()

@@ -4,54 +4,27 @@ Every helper takes the frame an analysis function returned plus column
 names, draws on ``ax`` (a new figure when omitted) and returns the axes.
 Titles are the caller's: they should state the finding ("Qualification fell
 by half after week 10"), not name the metric.
-
-Drawn with matplotlib alone: the theme is seaborn's ``whitegrid`` style and
-``colorblind`` palette written out (:data:`THEME`, :data:`COLORBLIND`), because
-importing seaborn imports ``scipy.stats`` (about half a second in every
-notebook kernel, most of which need nothing else from it), and its heatmap
-draws the whole figure once more to see whether tick labels overlap.
 """
 from __future__ import annotations
 
-import colorsys
 from typing import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.colors import ListedColormap, Normalize, to_rgb
+import seaborn as sns
 
 PANIC_COLOR = "#c0392b"
 CALM_COLOR = "#2c7fb8"
 WATCH_COLOR = "#e69f00"
 BASELINE_COLOR = "#7f7f7f"
 LEVEL_COLORS = {"calm": CALM_COLOR, "watch": WATCH_COLOR, "panic": PANIC_COLOR}
-#: seaborn's "colorblind" palette.
-COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
-              "#56b4e9"]
-#: What ``seaborn.set_theme(context="notebook", style="whitegrid", palette="colorblind")`` sets.
-THEME = {
-    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
-    "axes.labelsize": 12.0, "axes.linewidth": 1.25, "axes.titlesize": 12.0, "font.size": 12.0,
-    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
-    "grid.color": ".8", "grid.linewidth": 1.0, "legend.fontsize": 11.0, "legend.title_fontsize": 12.0,
-    "lines.solid_capstyle": "round", "patch.edgecolor": "w", "patch.force_edgecolor": True, "text.color": ".15",
-    "xtick.bottom": False, "xtick.color": ".15", "xtick.labelsize": 11.0, "xtick.major.size": 6.0,
-    "xtick.major.width": 1.25, "xtick.minor.size": 4.0, "xtick.minor.width": 1.0,
-    "ytick.color": ".15", "ytick.labelsize": 11.0, "ytick.left": False, "ytick.major.size": 6.0,
-    "ytick.major.width": 1.25, "ytick.minor.size": 4.0, "ytick.minor.width": 1.0,
-}
-
-
-def palette_colors(n: int) -> list[str]:
-    """``n`` colours of the colour-blind-safe palette (repeating after ten)."""
-    return [COLORBLIND[i % len(COLORBLIND)] for i in range(n)]
 
 
 def set_theme() -> None:
     """The house style: white grid, readable fonts, a colour-blind-safe palette."""
-    plt.rcParams.update({**THEME, "axes.prop_cycle": matplotlib.cycler(color=COLORBLIND)})
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.0)
     plt.rcParams.update(
         {
             "figure.figsize": (9, 4.5),
@@ -88,7 +61,7 @@ def band_plot(
     """Lines with shaded confidence bands, one per ``hue`` level."""
     ax = _axes(ax)
     groups = data.groupby(hue, sort=False) if hue else [(None, data)]
-    colors = iter(palette_colors(max(1, data[hue].nunique() if hue else 1)))
+    colors = iter(sns.color_palette("colorblind", n_colors=max(1, data[hue].nunique() if hue else 1)))
     for level, frame in groups:
         frame = frame.sort_values(x)
         color = (palette or {}).get(level) or next(colors)
@@ -146,10 +119,10 @@ def week_heatmap(
     """A row × week-of-quarter heatmap of ``value`` (e.g. quarter × week qualification rate)."""
     grid = data.pivot_table(index=row, columns=column, values=value, aggfunc="mean", observed=True)
     ax = _axes(ax, figsize=(10, max(2.5, 0.35 * len(grid) + 1.2)))
-    mesh = _heatmap(ax, grid, cmap=cmap, center=center, annot=len(grid.columns) <= 14,
-                    fmt="{:.0%}" if percent else "{:.2g}")
-    colorbar = ax.figure.colorbar(mesh, ax=ax, format=matplotlib.ticker.PercentFormatter(1.0) if percent else None)
-    colorbar.outline.set_linewidth(0)
+    sns.heatmap(
+        grid, ax=ax, cmap=cmap, center=center, annot=len(grid.columns) <= 14, fmt=".0%" if percent else ".2g",
+        cbar_kws={"format": matplotlib.ticker.PercentFormatter(1.0)} if percent else None, linewidths=0.5,
+    )
     ax.set_xlabel("Week of fiscal quarter")
     ax.set_ylabel("")
     return ax
@@ -237,7 +210,7 @@ def interval_plot(
     order = list(order) if order is not None else sorted(data[x].astype(str).unique())
     position = {label: i for i, label in enumerate(order)}
     levels = list(data[hue].drop_duplicates()) if hue else [None]
-    colors = palette_colors(max(1, len(levels)))
+    colors = sns.color_palette("colorblind", n_colors=max(1, len(levels)))
     width = 0.6 / max(1, len(levels))
     for i, level in enumerate(levels):
         frame = data[data[hue] == level] if hue else data
@@ -274,62 +247,9 @@ def count_heatmap(
     if column_order is not None:
         grid = grid.reindex(columns=list(column_order))
     ax = _axes(ax, figsize=(max(6, 0.75 * len(grid.columns) + 2), max(2.2, 0.45 * len(grid) + 1.2)))
-    _heatmap(ax, grid, cmap=cmap, annot=len(grid.columns) <= 20, fmt="{:,.0f}")
+    sns.heatmap(grid, ax=ax, cmap=cmap, annot=len(grid.columns) <= 20, fmt=",.0f", linewidths=0.5, cbar=False)
     ax.set_ylabel("")
     return ax
-
-
-def _heatmap(ax: plt.Axes, grid: pd.DataFrame, *, cmap: str, fmt: str, annot: bool = True,
-             center: float | None = None) -> matplotlib.collections.QuadMesh:
-    """``grid`` as coloured cells in white lines, first row on top, annotated with ``fmt``; empty cells blank.
-
-    Drawn as ``seaborn.heatmap`` does (colour range, a colour map re-centred on
-    ``center``, dark or white annotations by the cell's luminance).
-    """
-    values = grid.to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    colormap = matplotlib.colormaps[cmap]
-    if center is not None:
-        spread = max(vmax - center, center - vmin)
-        low, high = Normalize(center - spread, center + spread)([vmin, vmax])
-        colormap = ListedColormap(colormap(np.linspace(low, high, colormap.N)))
-    for side in ("left", "bottom", "top", "right"):
-        ax.spines[side].set_visible(False)
-    mesh = ax.pcolormesh(np.ma.masked_invalid(values), cmap=colormap, vmin=vmin, vmax=vmax, edgecolor="white",
-                         linewidth=0.5)
-    ax.set(xlim=(0, values.shape[1]), ylim=(0, values.shape[0]))
-    ax.invert_yaxis()
-    ax.grid(False)
-    ax.set_xticks(np.arange(values.shape[1]) + 0.5)
-    ax.set_yticks(np.arange(values.shape[0]) + 0.5)
-    x_labels = [str(c) for c in grid.columns]
-    # Vertical column labels when they would not fit their cells (11-point text, about 0.6 em a character).
-    cell_inches = ax.figure.get_figwidth() * ax.get_position().width / max(1, values.shape[1])
-    wide = max((len(label) for label in x_labels), default=0) * 11 * 0.6 / 72 > 0.9 * cell_inches
-    ax.set_xticklabels(x_labels, rotation="vertical" if wide else 0)
-    ax.set_yticklabels([str(i) for i in grid.index], rotation="horizontal", va="center")
-    ax.set(xlabel=grid.columns.name or "", ylabel=grid.index.name or "")
-    if annot:
-        colors = mesh.cmap(mesh.norm(values))
-        for (row, column), value in np.ndenumerate(values):
-            if np.isfinite(value):
-                ax.text(column + 0.5, row + 0.5, fmt.format(value), ha="center", va="center",
-                        color=".15" if _luminance(colors[row, column]) > 0.408 else "w")
-    return mesh
-
-
-def _desaturate(color: str, proportion: float = 0.75) -> tuple[float, float, float]:
-    """``color`` with its saturation scaled by ``proportion``, as seaborn's bar plots draw their bars."""
-    hue, lightness, saturation = colorsys.rgb_to_hls(*to_rgb(color))
-    return colorsys.hls_to_rgb(hue, lightness, saturation * proportion)
-
-
-def _luminance(color) -> float:
-    """Relative luminance of an RGB colour (WCAG), as seaborn uses to pick annotation colours."""
-    rgb = np.array(to_rgb(color))
-    rgb = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    return float(rgb.dot([0.2126, 0.7152, 0.0722]))
 
 
 def bar_plot(
@@ -345,19 +265,8 @@ def bar_plot(
     """Horizontal bars of ``value`` per ``label`` (in the frame's order), grouped by ``hue``."""
     n_labels = data[label].nunique()
     ax = _axes(ax, figsize=(9, max(2.2, 0.32 * n_labels * (1 + 0.3 * (data[hue].nunique() - 1 if hue else 0)) + 1)))
-    labels = list(data[label].drop_duplicates())
-    position = {name: i for i, name in enumerate(labels)}
-    levels = list(data[hue].drop_duplicates()) if hue else [None]
-    colors = [_desaturate(c) for c in (palette_colors(len(levels)) if hue else [color or CALM_COLOR])]
-    height = 0.8 / len(levels)
-    for i, level in enumerate(levels):
-        frame = data[data[hue] == level] if hue else data
-        ys = frame[label].map(position).to_numpy(dtype=float) + (i - (len(levels) - 1) / 2) * height
-        ax.barh(ys, frame[value].to_numpy(dtype=float), height=height, color=colors[i], label=level)
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels([str(name) for name in labels])
-    ax.set_ylim(len(labels) - 0.5, -0.5)  # first label on top
-    ax.set(xlabel=value, ylabel=label)
+    sns.barplot(data=data, y=label, x=value, hue=hue, ax=ax, orient="h", color=None if hue else (color or CALM_COLOR),
+                palette="colorblind" if hue else None, errorbar=None)
     if percent:
         percent_axis(ax, axis="x")
     ax.grid(axis="y", visible=False)

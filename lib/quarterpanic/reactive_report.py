@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from quarterpanic import plots, turnaround, words
 from quarterpanic.findings import METRICS, OK, main_findings
@@ -133,7 +134,7 @@ def plot_volume_by_type(
     days = grid.set_index("week_of_quarter")["working_days"].reindex(table.index).replace(0, np.nan)
     per_day = table.div(days, axis=0)
     unplanned = [t for t in list(totals.index[:top]) + ["other unplanned"] if t in per_day.columns]
-    colors = dict(zip(unplanned, plots.palette_colors(max(1, len(unplanned)))))
+    colors = dict(zip(unplanned, sns.color_palette("colorblind", n_colors=max(1, len(unplanned)))))
     colors[PLANNED_LABEL] = "#c8c8c8"
     bottom = np.zeros(len(per_day))
     for name in [PLANNED_LABEL] + unplanned:
