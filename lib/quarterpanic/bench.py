@@ -729,8 +729,8 @@ def bench_suite(repeat: int = 1) -> Ratio:
     if ratio.passed is False:
         ratio.breakdown = per_notebook
         ratio.note += ("The floor starts a kernel, runs one empty cell and exports the page, per notebook. "
-                       "The run's notebooks also import pandas and matplotlib (01) and scipy.stats and "
-                       "statsmodels (02-04), about 0.5-1.2 s per kernel; read the sample back from a dataset "
+                       "The run's notebooks also import pandas, matplotlib and seaborn (which imports "
+                       "scipy.stats, ~0.5 s, in every kernel) and statsmodels (02-04), about 0.7-1.2 s per kernel; read the sample back from a dataset "
                        "snapshot (a cold load parses the mappings and builds the pandera schemas, which imports "
                        "dask.dataframe); take the detector results and opportunity features from the results "
                        "cache (filled by 02 and 03, or by an earlier run); and compute and draw some 30 charts, "
