@@ -486,7 +486,7 @@ def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions
             read_options=pa_csv.ReadOptions(column_names=names, use_threads=True),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
                                               invalid_row_handler=lambda row: skipped.append(1) or "skip"),
-            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in names},
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.large_string() for c in names},
                                                   null_values=[""], strings_can_be_null=True),
         )
     except pa.ArrowInvalid as err:
@@ -593,7 +593,7 @@ def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: in
             read_options=pa_csv.ReadOptions(column_names=names, use_threads=True),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
                                               invalid_row_handler=lambda row: invalid.append(1) or "skip"),
-            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in names},
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.large_string() for c in names},
                                                   null_values=[""], strings_can_be_null=True),
         )
     except pa.ArrowInvalid as err:
