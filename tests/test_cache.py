@@ -185,7 +185,12 @@ def test_no_cache_writes_nothing(exports, tmp_path, monkeypatch):
 
 
 def test_load_dataset_uses_the_project_cache_by_default(tmp_path, monkeypatch):
+    from quarterpanic import dataset as qp_dataset
+
+    # The project cache of both layers: the files' entries and the whole-folder snapshots
+    # (a snapshot left in the real project cache by another test would skip the load).
     monkeypatch.setattr(qp_cache, "CACHE_DIR", tmp_path / "project_cache")
+    monkeypatch.setattr(qp_dataset, "CACHE_DIR", tmp_path / "project_cache")
     folder = FIXTURES / "datafolder"
     first = load_dataset(folder)
     entries = list((tmp_path / "project_cache" / qp_cache.ENTRIES).iterdir())
