@@ -242,3 +242,10 @@ def test_load_threads_from_the_environment(monkeypatch, text, expected):
 
     monkeypatch.setenv("QUARTERPANIC_LOAD_THREADS", text)
     assert loading._load_threads(default=3) == expected
+
+
+@pytest.mark.parametrize("value, n", [("salesdata/globex/Opportunités.csv", 4), ("", 2), ("x", 0)])
+def test_constant_text_is_n_copies_as_str(value, n):
+    column = pd.Series(schemas.constant_text(value, n))
+    assert str(column.dtype) == "str" and column.tolist() == [value] * n
+    pd.testing.assert_series_equal(column, pd.Series([value] * n, dtype="str"))

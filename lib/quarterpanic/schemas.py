@@ -15,6 +15,7 @@ finding can always be traced back to the export a user can open.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
@@ -142,4 +143,8 @@ def constant_text(value: str, n: int) -> pd.api.extensions.ExtensionArray:
     For the provenance columns (org, source file): assigning a Python string
     to a column builds an object array of ``n`` references first.
     """
-    return pd.array(pyarrow.repeat(pyarrow.scalar(value, pyarrow.string()), n), dtype="str")
+    data = value.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    array = pyarrow.Array.from_buffers(pyarrow.large_string(), n, [None, pyarrow.py_buffer(offsets),
+                                                                   pyarrow.py_buffer(data * n)])
+    return pd.array(array, dtype="str")
