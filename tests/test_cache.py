@@ -134,20 +134,23 @@ def test_the_same_file_under_another_path_is_a_hit_with_its_own_path(exports, tm
     assert_same(crm, load_crm(elsewhere / "salesforce_bad_rows.csv"))
 
 
-@pytest.mark.parametrize("damage", ["garbage parquet", "missing parquet", "truncated entry", "wrong counts",
+@pytest.mark.parametrize("damage", ["garbage frame", "missing rejects", "truncated frame", "truncated entry", "wrong counts",
                                     "wrong columns"])
 def test_corrupt_entries_are_ignored_and_rebuilt(exports, store, damage):
     load_crm(exports, cache=store)
     entries = sorted(p for p in store.entries.iterdir() if p.is_dir())
     assert len(entries) == len(MIXED)
     for entry in entries:
-        if damage == "garbage parquet":
-            (entry / "frame.parquet").write_bytes(b"PAR1 not really")
-        elif damage == "missing parquet":
-            (entry / "rejects.parquet").unlink()
+        if damage == "garbage frame":
+            (entry / "frame.arrow").write_bytes(b"ARROW1 not really")
+        elif damage == "missing rejects":
+            (entry / "rejects.arrow").unlink()
+        elif damage == "truncated frame":
+            data = (entry / "frame.arrow").read_bytes()
+            (entry / "frame.arrow").write_bytes(data[: len(data) // 2])
         elif damage == "wrong columns":
-            frame = pd.read_parquet(entry / "frame.parquet")
-            frame.rename(columns={frame.columns[-1]: "something_else"}).to_parquet(entry / "frame.parquet")
+            frame = pd.read_feather(entry / "frame.arrow")
+            frame.rename(columns={frame.columns[-1]: "something_else"}).to_feather(entry / "frame.arrow")
         elif damage == "truncated entry":
             (entry / "entry.json").write_text('{"format": 1, "rea', encoding="utf-8")
         else:

@@ -1,4 +1,4 @@
-"""Reload cache: each export's canonical rows, rejects and row count, kept as Parquet.
+"""Reload cache: each export's canonical rows, rejects and row count, kept as Arrow IPC (Feather) files.
 
 Reading and mapping an export is the slow part of :func:`quarterpanic.loading.load_crm`;
 a notebook re-run, a second report or ``quarterpanic run`` loads the same
@@ -15,8 +15,8 @@ number of records read — under a key made of
 The path a file is loaded under is not part of the key: ``source_file`` and the
 rejects' ``file`` are filled in from the path given on every load.
 
-An entry is a folder ``<cache_dir>/loads/<key>/`` with ``frame.parquet``,
-``rejects.parquet`` and ``entry.json`` (row counts, profile, table), written
+An entry is a folder ``<cache_dir>/loads/<key>/`` with ``frame.arrow``,
+``rejects.arrow`` and ``entry.json`` (row counts, profile, table), written
 under a temporary name and renamed into place, so a reader never sees half an
 entry. An entry that cannot be read, or whose row counts or columns disagree
 with ``entry.json``, is removed and rebuilt from the export. Duplicate ids
@@ -29,6 +29,13 @@ times and inode stay the same (a file written less than two seconds before it
 was hashed is hashed again next time: a second write in the same clock tick
 would not move its times). After a load that added entries, the least
 recently used ones are removed until the rest fit in ``max_bytes`` (8 GiB).
+
+The frames are uncompressed Arrow IPC: reading one back is a copy of its
+bytes, and pandas keeps the Arrow string columns as they are (no decoding) —
+about six times faster than LZ4 Parquet, for files about six times larger.
+On POSIX systems the files are memory-mapped, so the data is not even copied;
+removing an entry (pruning, a rebuild, ``rm -rf .cache``) is safe while a
+loaded frame still maps it, overwriting its files in place is not.
 """
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
 from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
 from quarterpanic.schemas import constant_text
@@ -59,12 +66,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout of an entry changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: The modules whose code decides what a file loads into.
 LOADING_MODULES = ("exports.py", "mapping.py", "loading.py", "schemas.py", "cache.py")
 ENTRIES = "loads"
-#: LZ4 without dictionary pages reads back fastest (the cache is read far more often than written).
-PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
+#: Uncompressed Arrow IPC reads back fastest (the cache is read far more often than written).
+IPC_OPTIONS = {"compression": "uncompressed"}
+#: Entries are memory-mapped where a mapped file may still be removed (pruning, rebuilding): not on Windows.
+_MAP_FILES = os.name == "posix"
 DIGESTS = "digests.json"
 #: A file changed this recently may change again within the file system's clock tick: hash it every time.
 RACY_SECONDS = 2.0
@@ -83,7 +92,7 @@ class CacheStats:
 
 
 class LoadCache:
-    """Per-file load results kept as Parquet under ``root`` (see the module docstring).
+    """Per-file load results kept as Arrow IPC files under ``root`` (see the module docstring).
 
     Args:
         root: the cache folder; entries go to ``root/loads/``.
@@ -193,8 +202,8 @@ class LoadCache:
             entry = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
             if entry.get("format") != CACHE_FORMAT:
                 raise ValueError(f"format {entry.get('format')!r}")
-            frame = pq.read_table(folder / "frame.parquet").to_pandas()
-            rejects = pq.read_table(folder / "rejects.parquet").to_pandas()
+            frame = feather.read_table(folder / "frame.arrow", memory_map=_MAP_FILES).to_pandas()
+            rejects = feather.read_table(folder / "rejects.arrow", memory_map=_MAP_FILES).to_pandas()
             if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
                     or entry["read"] != entry["accepted"] + entry["rejected"] \
                     or list(rejects.columns) != _REJECT_FIELDS \
@@ -226,10 +235,11 @@ class LoadCache:
         try:
             staging.mkdir(parents=True)
             frame = result.frame.drop(columns=["source_file"])
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.parquet",
-                           **PARQUET_OPTIONS)
+            feather.write_feather(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.arrow",
+                                  **IPC_OPTIONS)
             rejects = result.rejects[_REJECT_FIELDS]
-            pq.write_table(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.parquet")
+            feather.write_feather(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.arrow",
+                                  **IPC_OPTIONS)
             entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
                      "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
                      "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
