@@ -477,27 +477,11 @@ def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions
     body = body[~records.blank[body]]
     good = body[records.fields[body] == width]
     bad = body[records.fields[body] != width]
-    chunk = data[starts[header]:stops[end - 1]] if end > header else b""
-    skipped: list[int] = []
-    names = [f"c{i}" for i in range(width)]
-    try:
-        table = pa_csv.read_csv(
-            io.BytesIO(chunk),
-            read_options=pa_csv.ReadOptions(column_names=names, use_threads=True),
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
-                                              invalid_row_handler=lambda row: skipped.append(1) or "skip"),
-            convert_options=pa_csv.ConvertOptions(column_types={c: pa.large_string() for c in names},
-                                                  null_values=[""], strings_can_be_null=True),
-        )
-    except pa.ArrowInvalid as err:
-        raise _ScanMismatch(f"pyarrow could not parse it ({err})") from err
+    span = (int(starts[header]), int(stops[end - 1])) if end > header else (0, 0)
+    table, _ = _split(data, *span, delimiter, width)  # the scan found the ragged records already
     if table.num_rows != len(good) + 1:
         raise _ScanMismatch(f"pyarrow found {table.num_rows - 1} rows, the scan {len(good)}")
-    headers = [(v or "").strip() for v in table.slice(0, 1).to_pylist()[0].values()]
-    if [normalise_label(h) for h in headers] != [normalise_label(h) for h in records.cells(header)]:
-        raise _ScanMismatch("the header differs between the scan and pyarrow")
-    frame = table.slice(1).to_pandas()
-    frame.columns = range(width)
+    headers, frame = _headers_and_frame(table, records.cells(header), width)
     frame.index = pd.Index(records.lines[good].astype("int64"), name="row")
     return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width), footer, encoding)
 
@@ -585,6 +569,30 @@ def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: in
     The records' lines follow from their order and the line breaks inside
     their values; that they add up to the line breaks in the bytes is checked.
     """
+    table, invalid = _split(data, start, stop, delimiter, width)
+    if invalid:
+        raise _ScanMismatch(f"{invalid} records do not have {width} fields")
+    if table.num_rows == 0:
+        raise _ScanMismatch("no header record")
+    extra = np.zeros(table.num_rows, dtype=np.int64)
+    breaks = data.count(b"\n", start, stop)
+    trailing = 0 if stop == start or data[stop - 1:stop] == b"\n" else 1
+    if breaks + trailing != table.num_rows:
+        for column in table.columns:
+            extra += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
+        if breaks + trailing != table.num_rows + int(extra.sum()):
+            raise _ScanMismatch("the records and the line breaks do not add up (blank lines in the body?)")
+    headers, frame = _headers_and_frame(table, header_cells, width)
+    lines = first_line + np.arange(table.num_rows, dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])
+    frame.index = pd.Index(lines[1:], name="row")
+    return RawExport(path, "csv", headers, frame, _bad_rows_frame([], [], []), footer, encoding)
+
+
+def _split(data: bytes, start: int, stop: int, delimiter: str, width: int) -> tuple[pa.Table, int]:
+    """``data[start:stop]`` (a header record, then data records) split by pyarrow into ``width`` text columns.
+
+    Also returns how many records had another number of fields (skipped).
+    """
     names = [f"c{i}" for i in range(width)]
     invalid: list[int] = []
     try:
@@ -598,26 +606,17 @@ def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: in
         )
     except pa.ArrowInvalid as err:
         raise _ScanMismatch(f"pyarrow could not parse it ({err})") from err
-    if invalid:
-        raise _ScanMismatch(f"{len(invalid)} records do not have {width} fields")
-    if table.num_rows == 0:
-        raise _ScanMismatch("no header record")
-    extra = np.zeros(table.num_rows, dtype=np.int64)
-    breaks = data.count(b"\n", start, stop)
-    trailing = 0 if stop == start or data[stop - 1:stop] == b"\n" else 1
-    if breaks + trailing != table.num_rows:
-        for column in table.columns:
-            extra += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
-        if breaks + trailing != table.num_rows + int(extra.sum()):
-            raise _ScanMismatch("the records and the line breaks do not add up (blank lines in the body?)")
+    return table, len(invalid)
+
+
+def _headers_and_frame(table: pa.Table, header_cells: list[str], width: int) -> tuple[list[str], pd.DataFrame]:
+    """The header labels (the first row, as the scan read it) and the data rows as a frame."""
     headers = [(v or "").strip() for v in table.slice(0, 1).to_pylist()[0].values()]
     if [normalise_label(h) for h in headers] != [normalise_label(h) for h in header_cells]:
         raise _ScanMismatch("the header differs between the scan and pyarrow")
-    lines = first_line + np.arange(table.num_rows, dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])
     frame = table.slice(1).to_pandas()
     frame.columns = range(width)
-    frame.index = pd.Index(lines[1:], name="row")
-    return RawExport(path, "csv", headers, frame, _bad_rows_frame([], [], []), footer, encoding)
+    return headers, frame
 
 
 def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
