@@ -331,10 +331,9 @@ def _utf8_bytes(data: bytes, encoding: str, path: Path) -> tuple[bytes, str]:
     if auto_utf8:
         body = data[3:] if bom else data
         if _valid_utf8(body):
-            if auto:
-                if _looks_binary(body[:8192].decode("utf-8", errors="ignore")):
-                    raise ExportError("is a binary file, not a CSV/XLSX/Parquet table", path=path,
-                                      hint="export the report as CSV or Excel")
+            if auto and _looks_binary(body[:8192].decode("utf-8", errors="ignore")):
+                raise ExportError("is a binary file, not a CSV/XLSX/Parquet table", path=path,
+                                  hint="export the report as CSV or Excel")
             return body, ("utf-8-sig" if bom else "utf-8") if auto else encoding
     text, used = _decode(data, encoding, path)
     return text.lstrip("\ufeff").encode("utf-8"), used
@@ -395,13 +394,16 @@ def _layout(path: Path, records: _Records, options: ReadOptions,
             header_labels: list[str] | None) -> tuple[int, int, int]:
     """Index of the header record, end of the data records, footer line count."""
     header = _header_index(path, records, options, header_labels)
-    width = int(records.fields[header])
-    end = len(records.lines)
-    footer = 0
-    if options.footer != "none":
-        end = _footer_start(records, header, width)
-        footer = int(np.count_nonzero(~records.blank[end:]))
+    end, footer = _footer(records, header, int(records.fields[header]), options)
     return header, end, footer
+
+
+def _footer(records: _Records, header: int, width: int, options: ReadOptions) -> tuple[int, int]:
+    """Index of the first footer record (the number of records when none) and the footer's line count."""
+    if options.footer == "none":
+        return len(records.lines), 0
+    end = _footer_start(records, header, width)
+    return end, int(np.count_nonzero(~records.blank[end:]))
 
 
 def _header_index(path: Path, records: _Records, options: ReadOptions,
@@ -502,25 +504,19 @@ def _read_csv_sliced(path: Path, data: bytes, delimiter: str, options: ReadOptio
     head_end = data.rfind(b"\n", 0, _SLICE_HEAD_BYTES) + 1
     if head_end <= 0:
         raise _ScanMismatch("no line break in the head")
-    _, head_stops, head = _scan(data[:head_end], delimiter)
+    head_starts, _, head = _scan(data[:head_end], delimiter)
     header = _header_index(path, head, options, header_labels)
     if header >= len(head.lines) - 1 or head.fields[header] != len(head.cells(header)):
         raise _ScanMismatch("the header is not within the head of the file")
     width = int(head.fields[header])
-    header_start = int(head_stops[header - 1] + 1) if header else 0
     tail_start, tail_starts, tail = _tail(data, head_end, delimiter)
     _check_tail(data[tail_start:], delimiter, tail)
-    end = len(tail.lines)
-    footer = 0
-    if options.footer != "none":
-        end = _footer_start(tail, -1, width)
-        footer = int(np.count_nonzero(~tail.blank[end:]))
+    end, footer = _footer(tail, -1, width, options)
     while end > 0 and tail.blank[end - 1]:  # blank records before the footer are no records
         end -= 1
     body_end = tail_start + int(tail_starts[end]) if end < len(tail.lines) else len(data)
-    lines_before = data.count(b"\n", 0, header_start) + 1
-    return _pyarrow_body(path, data, header_start, body_end, lines_before, delimiter, width,
-                         head.cells(header), footer, encoding)
+    return _pyarrow_body(path, data, int(head_starts[header]), body_end, int(head.lines[header]), delimiter,
+                         width, head.cells(header), footer, encoding)
 
 
 def _tail(data: bytes, head_end: int, delimiter: str) -> tuple[int, np.ndarray, _Records]:

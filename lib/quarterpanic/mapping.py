@@ -655,10 +655,6 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
 
 def clean_text(values: pd.Series) -> pd.Series:
     """Trimmed strings; empty strings become missing; CRLF inside values becomes LF."""
-    return _clean_text(values)
-
-
-def _clean_text(values: pd.Series) -> pd.Series:
     array = _arrow_strings(values)
     if array is None:
         text = _as_text(values).str.strip().str.replace("\r\n", "\n", regex=False)
@@ -862,7 +858,7 @@ def parse_numbers(values: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.
 
 
 def _parse_number_text(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Series]:
-    cleaned = text = _clean_text(values)
+    cleaned = text = clean_text(values)
     negative = text.str.match(r"^\(.*\)$").fillna(False).astype(bool)
     text = text.str.strip("()").str.replace(_NUMBER_JUNK, "", regex=True)
     valid = text.str.match(_NUMBER_PATTERN[decimal]).fillna(False).astype(bool) & text.str.contains("[0-9]")
@@ -884,7 +880,7 @@ def parse_bools(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _parse_bool_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    text = _clean_text(values).str.lower()
+    text = clean_text(values).str.lower()
     parsed = pd.Series(pd.NA, index=values.index, dtype="boolean")
     parsed[text.isin(TRUE_WORDS).to_numpy()] = True
     parsed[text.isin(FALSE_WORDS).to_numpy()] = False
