@@ -44,7 +44,7 @@ validate: $(STAMP)
 
 ## bench: speed and memory ratios against side-by-side baselines
 bench: $(STAMP)
-	$(PY) -m quarterpanic.bench --out benchmarks/RESULTS.md
+	$(PY) benchmarks/bench.py --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) reports .cache

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from quarterpanic import schemas
+from quarterpanic.ingest import schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"

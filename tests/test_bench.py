@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from quarterpanic import bench
+from benchmarks import bench
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-import time
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from quarterpanic import cache as qp_cache
-from quarterpanic.cache import LoadCache, open_cache
 from quarterpanic.dataset import load_dataset
-from quarterpanic.loading import load_crm
+from quarterpanic.ingest import reload_cache as qp_cache
+from quarterpanic.ingest.loading import load_crm
+from quarterpanic.ingest.reload_cache import LoadCache, open_cache
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 MIXED = ["salesforce_opportunities_cp1252.csv", "salesforce_history.csv", "salesforce_leads.csv",
@@ -207,8 +207,8 @@ def test_load_dataset_uses_the_project_cache_by_default(tmp_path, monkeypatch):
 
 def test_digests_are_remembered_for_settled_files_only(exports, store, monkeypatch):
     hashed = []
-    real = qp_cache.file_digest
-    monkeypatch.setattr(qp_cache, "file_digest", lambda path: hashed.append(path) or real(path))
+    real = qp_cache.file_sha256
+    monkeypatch.setattr(qp_cache, "file_sha256", lambda path: hashed.append(path) or real(path))
     load_crm(exports, cache=store)
     assert len(hashed) == len(MIXED)
     assert not (store.root / qp_cache.DIGESTS).exists()  # just written: hashed on every load
@@ -232,8 +232,8 @@ def test_a_damaged_digest_memo_is_ignored(exports, store, monkeypatch):
 def test_a_remembered_digest_is_dropped_when_the_file_changes(exports, store, monkeypatch):
     monkeypatch.setattr(qp_cache, "RACY_SECONDS", -1.0)  # treat every file as settled
     hashed = []
-    real = qp_cache.file_digest
-    monkeypatch.setattr(qp_cache, "file_digest", lambda path: hashed.append(path) or real(path))
+    real = qp_cache.file_sha256
+    monkeypatch.setattr(qp_cache, "file_sha256", lambda path: hashed.append(path) or real(path))
     load_crm(exports, cache=store)
     assert (store.root / qp_cache.DIGESTS).exists()
     second = LoadCache(store.root)

@@ -1,7 +1,6 @@
 import pandas as pd
-from helpers import canonical_table as table
 
-from quarterpanic import schemas
+from helpers import canonical_table as table
 from quarterpanic.dataset import Dataset
 
 

@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic import early_warning as ew
+from quarterpanic.analysis import early_warning as ew
+from quarterpanic.analysis.detect import detect
 from quarterpanic.dataset import Dataset
-from quarterpanic.detect import detect
+from quarterpanic.report.words import early_warning_sentence
 from quarterpanic.sample import generate
 
 # An alarm before the injected onset week is a false alarm, not an early hit: the generator's
@@ -79,7 +80,7 @@ def test_status_sentence_names_signals_and_their_weeks():
     )
     status = ew._status("Globex", "FY2026-Q3", 9, 13, chart, 5)
     assert status["status"] == ew.WARNING
-    assert status["sentence"] == (
+    assert early_warning_sentence(status) == (
         "Globex, as of week 9 of FY2026-Q3: panic signals emerging in qualification decay (since week 8) "
         "and reactive order-taking (since week 9)."
     )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from quarterpanic.errors import ExportError
-from quarterpanic.exports import ReadOptions, normalise_label, read_export, read_headers
+from quarterpanic.ingest.exports import ReadOptions, normalise_label, read_export, read_headers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 

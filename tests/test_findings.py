@@ -3,8 +3,14 @@ import json
 import numpy as np
 import pandas as pd
 
-from quarterpanic.findings import (
-    FINDING_COLUMNS, INSUFFICIENT, apply_fdr, main_findings, make_findings, register_metric, to_json,
+from quarterpanic.analysis.findings import (
+    FINDING_COLUMNS,
+    INSUFFICIENT,
+    apply_fdr,
+    main_findings,
+    make_findings,
+    register_metric,
+    to_json,
 )
 
 register_metric("test_decay", component="test_decay", null=0.0, direction=+1, unit="share", description="t")

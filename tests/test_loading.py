@@ -9,9 +9,9 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from quarterpanic import schemas
 from quarterpanic.errors import ExportError, ProfileError
-from quarterpanic.loading import ACCOUNTING_COLUMNS, REJECT_COLUMNS, OrgInfo, load_crm, write_rejects
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.loading import ACCOUNTING_COLUMNS, REJECT_COLUMNS, OrgInfo, load_crm, write_rejects
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 GOOD = ["salesforce_opportunities_cp1252.csv", "salesforce_opportunities_bom.csv", "salesforce_history.csv",
@@ -193,15 +193,15 @@ def test_bad_org_yaml(tmp_path):
 
 def test_accounting_invariant_breach_is_caught(monkeypatch):
     """If a row were dropped without a reject, loading must fail loudly, never report it."""
-    import quarterpanic.loading as loading
+    import quarterpanic.ingest.files as files
 
-    real = loading.validate_table
+    real = files.validate_table
 
     def lossy(frame, table):
         valid, failures = real(frame, table)
         return valid.iloc[1:], failures
 
-    monkeypatch.setattr(loading, "validate_table", lossy)
+    monkeypatch.setattr(files, "validate_table", lossy)
     with pytest.raises(AssertionError, match="read 3 != accepted 2"):
         load_crm(FIXTURES / "salesforce_leads.csv")
 
@@ -226,7 +226,7 @@ def test_unwritable_rejects_path_is_a_user_error(crm, tmp_path):
 
 
 def test_files_loaded_on_threads_give_the_same_tables_in_the_same_order(crm, monkeypatch):
-    from quarterpanic import loading
+    from quarterpanic.ingest import loading
 
     monkeypatch.setattr(loading, "LOAD_THREADS", 3)
     threaded = load_crm([FIXTURES / name for name in GOOD])
@@ -238,7 +238,7 @@ def test_files_loaded_on_threads_give_the_same_tables_in_the_same_order(crm, mon
 
 @pytest.mark.parametrize("text, expected", [("", 3), ("1", 1), ("8", 8), ("0", 3), ("two", 3), ("-1", 3)])
 def test_load_threads_from_the_environment(monkeypatch, text, expected):
-    from quarterpanic import loading
+    from quarterpanic.ingest import loading
 
     monkeypatch.setenv("QUARTERPANIC_LOAD_THREADS", text)
     assert loading._load_threads(default=3) == expected

@@ -7,11 +7,16 @@ import pandas as pd
 import pytest
 
 from quarterpanic.errors import ExportError, ProfileError
-from quarterpanic.exports import read_export, read_headers
-from quarterpanic.mapping import (
-    detect_profile, known_profiles, load_profile, map_export, parse_bools, parse_dates, parse_numbers,
-    profile_from_dict, shipped_profiles,
+from quarterpanic.ingest.exports import read_export, read_headers
+from quarterpanic.ingest.mapping import map_export
+from quarterpanic.ingest.profiles import (
+    detect_profile,
+    known_profiles,
+    load_profile,
+    profile_from_dict,
+    shipped_profiles,
 )
+from quarterpanic.ingest.values import parse_bools, parse_dates, parse_numbers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 
@@ -218,7 +223,7 @@ def test_parse_bools():
     (["one\ntwo", "three"], ["one\ntwo", "three"]),
 ])
 def test_clean_text_trims_empties_and_crlf_on_arrow_and_object_columns(values, expected):
-    from quarterpanic.mapping import clean_text
+    from quarterpanic.ingest.values import clean_text
 
     for dtype in ("str", "object"):
         cleaned = clean_text(pd.Series(values, dtype=dtype))

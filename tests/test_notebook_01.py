@@ -1,8 +1,8 @@
 """notebooks/01_pipeline_overview.ipynb runs on a small generated sample and records its key figures."""
-import json
 from pathlib import Path
 
 import pytest
+
 from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,7 +12,6 @@ HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    pytest.importorskip("papermill")
     summary, notebook, _ = execute_notebook_on_sample(
         "01_pipeline_overview.ipynb", tmp_path_factory.mktemp("nb01"), seed=7, rename_org="Brightline Studio", new_name=HOSTILE_ORG)
     return summary, notebook

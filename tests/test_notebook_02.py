@@ -1,8 +1,8 @@
 """notebooks/02_qualification_decay.ipynb runs on a small generated sample and records its key figures."""
-import json
 from pathlib import Path
 
 import pytest
+
 from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,7 +12,6 @@ HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    pytest.importorskip("papermill")
     summary, notebook, sample = execute_notebook_on_sample(
         "02_qualification_decay.ipynb", tmp_path_factory.mktemp("nb02"), seed=11, rename_org="Northwind Traders", new_name=HOSTILE_ORG)
     truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})

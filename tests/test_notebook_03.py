@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,7 +12,6 @@ NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    pytest.importorskip("papermill")
     return execute_notebook_on_sample("03_reactive_order_taking.ipynb", tmp_path_factory.mktemp("nb03"), seed=11)
 
 

@@ -1,8 +1,8 @@
 """notebooks/04_panic_index.ipynb runs on a small generated sample and records its key figures."""
-import json
 from pathlib import Path
 
 import pytest
+
 from helpers import execute_notebook_on_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,7 +13,6 @@ LEVELS = {"calm", "watch", "panic", "insufficient data"}
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    pytest.importorskip("papermill")
     summary, notebook, _ = execute_notebook_on_sample(
         "04_panic_index.ipynb", tmp_path_factory.mktemp("nb04"), seed=7, rename_org="Northwind Traders", new_name=HOSTILE_ORG)
     return summary, notebook

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic.onset import max_t_adjusted, profile_step, selection_adjusted, split_fractions
+from quarterpanic.analysis.onset import max_t_adjusted, profile_step, selection_adjusted, split_fractions
 
 
 def weekly_binomial(rng, p_before, p_after, onset, n_per_week=60, weeks=13, group="g"):

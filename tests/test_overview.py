@@ -3,10 +3,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import canonical_table as table
 
-from quarterpanic import overview, schemas
+from helpers import canonical_table as table
+from quarterpanic.analysis import overview
 from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.ingest import schemas
+from quarterpanic.report.overview_report import (
+    accounting_headline,
+    coverage_headline,
+    funnel_headline,
+    month3_headline,
+    month3_spread_headline,
+    pipeline_headline,
+)
+from quarterpanic.report.plots import chart_text
 
 CALENDARS = {"A": FiscalCalendar(), "B": FiscalCalendar(start_month=2)}
 
@@ -100,9 +110,9 @@ def test_pipeline_month3_share_pools_quarters_per_org(opportunities):
     # Created in month 3 of their quarter: deals 5 (999) and 4 (50) in March, and deal 1 in December (100).
     assert (a["created"], a["month3_created"]) == (6, 3)
     assert a["estimate"] == pytest.approx((100 + 50 + 999) / (100 + 300 + 100 + 50 + 999 + 999))
-    assert overview.pipeline_headline(shares).startswith("New pipeline arrives at an even pace")
+    assert pipeline_headline(shares).startswith("New pipeline arrives at an even pace")
     late = table("opportunities", [opp("A", str(i), f"2025-03-{10 + i}", "2025-06-01") for i in range(15)])
-    assert overview.pipeline_headline(overview.pipeline_month3_share(late, CALENDARS)).startswith(
+    assert pipeline_headline(overview.pipeline_month3_share(late, CALENDARS)).startswith(
         "A creates 100% of its new pipeline in the quarter's last month (95% CI 100% to 100%; even pace: 34%)")
 
 
@@ -188,7 +198,7 @@ def test_coverage_by_source_and_quarter_status():
     later = overview.quarter_coverage({"opportunities": opps}, CALENDARS, as_of="2025-06-01")
     later_status = overview.quarter_status(later).set_index(["org", "quarter"])["status"]
     assert later_status[("B", "FY2026-Q1")] == "partial"
-    assert overview.coverage_headline(coverage) == (
+    assert coverage_headline(coverage) == (
         "2 organisations, 0-2 complete quarters each, Oct 2024 to Mar 2025; the current quarter is still open")
 
 
@@ -269,19 +279,19 @@ def test_relative_paths_shorten_files_inside_the_data_folder(tmp_path):
 
 def test_headlines_state_the_numbers(opportunities, accounting, rejects):
     shares = overview.month3_share(opportunities, CALENDARS, n_boot=20)
-    assert overview.month3_headline("A", shares.iloc[:1]) == "A books 80% of FY2025-Q1 in its last month (even pace: 34%)"
-    assert "A FY2025-Q1, 80% booked in month 3" in overview.month3_spread_headline(shares)
-    text = overview.accounting_headline(accounting, overview.top_reject_reasons(rejects))
+    assert month3_headline("A", shares.iloc[:1]) == "A books 80% of FY2025-Q1 in its last month (even pace: 34%)"
+    assert "A FY2025-Q1, 80% booked in month 3" in month3_spread_headline(shares)
+    text = accounting_headline(accounting, overview.top_reject_reasons(rejects))
     assert text == "96.8% of 160 rows read were accepted; 5 rejected, most often close_date: not a date"
     nearly_all = accounting.assign(read=[100_000, 50, 10], accepted=[99_999, 50, 10], rejected=[1, 0, 0])
-    assert overview.accounting_headline(nearly_all).startswith("99.9% of 100,060 rows read were accepted; 1 rejected")
+    assert accounting_headline(nearly_all).startswith("99.9% of 100,060 rows read were accepted; 1 rejected")
     coverage = overview.quarter_coverage({"opportunities": opportunities}, CALENDARS, as_of="2025-05-01", warmup_days=0)
     # The export starts in December: FY2024-Q4 is only partly covered.
-    assert overview.coverage_headline(coverage) == "A: 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
+    assert coverage_headline(coverage) == "A: 1 complete quarter (FY2025-Q1); FY2025-Q2 is still open"
     funnel = overview.funnel_counts(opportunities, schemas.empty("leads"), schemas.empty("history"), CALENDARS)
-    assert overview.funnel_headline(funnel) == "A wins 80% of the deals it closes"
-    assert overview.chart_text("$5 Deals $") == r"\$5 Deals \$"
-    assert overview.chart_text("one two three", width=8) == "one two\nthree"
+    assert funnel_headline(funnel) == "A wins 80% of the deals it closes"
+    assert chart_text("$5 Deals $") == r"\$5 Deals \$"
+    assert chart_text("one two three", width=8) == "one two\nthree"
 
 
 def test_funnel_rates_are_shares_of_their_cohort(opportunities):

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic import panic_index as pi
-from quarterpanic.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings
+from quarterpanic.analysis import panic_index as pi
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings
+from quarterpanic.report.index_report import effect_phrase, headline, multiplier_words, size_class_headline
 
 THRESHOLDS = {"index_thresholds": {"watch": 2.0, "panic": 3.0}}
 QUARTERS = [f"FY2025-Q{i}" for i in range(1, 5)] + [f"FY2026-Q{i}" for i in range(1, 5)]
@@ -40,8 +41,8 @@ def scores_of(findings, **params):
 
 
 def test_index_components_agree_with_the_metric_registry():
-    import quarterpanic.qualification  # noqa: F401  (registers the metrics)
-    import quarterpanic.reactive  # noqa: F401
+    import quarterpanic.analysis.qualification  # noqa: F401  (registers the metrics)
+    import quarterpanic.analysis.reactive  # noqa: F401
 
     for component in pi.COMPONENTS:
         metric = METRICS[component.metric]
@@ -143,10 +144,10 @@ def test_open_quarters_get_no_index():
 def test_plain_words_carry_size_and_uncertainty():
     decay = {"component": "qualification_decay", "estimate": 0.34, "ci_low": 0.25, "ci_high": 0.43,
              "onset_week": 9, "status": "ok"}
-    assert pi.effect_phrase(decay, short=True) == "late-quarter deals were qualified 34 points less often (95% CI 25–43)"
+    assert effect_phrase(decay, short=True) == "late-quarter deals were qualified 34 points less often (95% CI 25–43)"
     win = {"component": "win_rate_ratio", "estimate": 0.52, "ci_low": 0.44, "ci_high": 0.61, "status": "ok"}
-    assert pi.effect_phrase(win, short=True) == "late-quarter deals won 48% less often (95% CI 39–56%)"
-    assert pi.multiplier_words(3.1) == "tripled" and pi.multiplier_words(1.3) == "rose by 30%"
+    assert effect_phrase(win, short=True) == "late-quarter deals won 48% less often (95% CI 39–56%)"
+    assert multiplier_words(3.1) == "tripled" and multiplier_words(1.3) == "rose by 30%"
 
 
 def test_headline_names_the_most_panicked_organisation():
@@ -158,7 +159,7 @@ def test_headline_names_the_most_panicked_organisation():
     findings["flagged"] = (findings["org"] == "Globex") & (findings["quarter"] == "FY2026-Q4")
     scores = scores_of(findings)
     index = pi.panic_index(scores, THRESHOLDS)
-    text = pi.headline(index, scores)
+    text = headline(index, scores)
     assert text.startswith("Globex panicked in 1 of its last 8 quarters; in FY2026-Q4 late-quarter deals were "
                            "qualified 40 points less often")
     assert "sales-ops firefighting tripled" in text and "Calm Co: none of 8" in text
@@ -173,7 +174,7 @@ def test_size_classes_are_compared():
     assert list(table.index) == ["small", "enterprise"]
     assert table.loc["enterprise", "panic_quarters"] == 1 and table.loc["small", "quarters"] == 8
     assert 0 <= table.loc["enterprise", "panic_share_low"] <= 1 / 8 <= table.loc["enterprise", "panic_share_high"]
-    assert pi.size_class_headline(table.reset_index()) == "Enterprise organisations panicked most often (12% of quarters)"
+    assert size_class_headline(table.reset_index()) == "Enterprise organisations panicked most often (12% of quarters)"
 
 
 def test_json_quarters_have_the_documented_shape():
@@ -192,8 +193,8 @@ def test_json_quarters_have_the_documented_shape():
 
 @pytest.fixture(scope="module")
 def generated():
+    from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import Dataset
-    from quarterpanic.detect import detect
     from quarterpanic.sample import generate
 
     sample = generate(seed=5, scale="default")
@@ -220,7 +221,7 @@ def test_index_ranks_generated_panic_quarters_above_calm_ones(generated):
 
 @pytest.mark.slow
 def test_detect_json_has_quarters_beside_findings(generated):
-    from quarterpanic.detect import report_document
+    from quarterpanic.report.detect_output import report_document
 
     _, data, findings = generated
     document = json.loads(report_document(data, findings, THRESHOLDS))

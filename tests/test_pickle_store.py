@@ -5,7 +5,7 @@ import os
 
 import pandas as pd
 
-from quarterpanic import pickle_store
+from quarterpanic.store import entries as pickle_store
 
 
 def test_an_entry_reads_back_what_was_written(tmp_path):

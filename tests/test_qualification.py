@@ -3,14 +3,26 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import canonical_table as canonical
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
-from quarterpanic import outcomes, qualification, schemas
+from helpers import canonical_table as canonical
+from quarterpanic.analysis import outcomes, qualification
+from quarterpanic.analysis.features import FEATURE_COLUMNS, opportunity_features, quarter_roles
+from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, METRICS, UNITS, apply_fdr, to_json
+from quarterpanic.analysis.rule import qualified_at_creation, rule_for, stage_rank, stage_skips
 from quarterpanic.dataset import Dataset
-from quarterpanic.findings import FINDING_COLUMNS, INSUFFICIENT, METRICS, UNITS, apply_fdr, to_json
-from quarterpanic.words import describe
+from quarterpanic.report.qualification_report import (
+    chart_roles,
+    contrast_headline,
+    decay_headline,
+    forest_headline,
+    heatmap_headline,
+    summary_figures,
+    summary_headline,
+)
+from quarterpanic.report.words import describe
+from quarterpanic.sample import generate
 
 
 def opportunity(**fields):
@@ -60,7 +72,7 @@ def test_default_rule_needs_three_bant_flags_and_a_next_step():
         opportunity(opportunity_id="no-step", next_step="  "),
         opportunity(opportunity_id="missing-step", next_step=None),
     ])
-    qualified = qualification.qualified_at_creation(opps)
+    qualified = qualified_at_creation(opps)
     assert qualified.name == "qualified" and qualified.dtype == bool
     assert qualified.tolist() == [True, True, False, False, False]
 
@@ -70,7 +82,7 @@ def test_missing_bant_flags_count_as_not_met():
         opportunity(opportunity_id="1", bant_timeline=None),
         opportunity(opportunity_id="2", bant_timeline=None, bant_need=None),
     ])
-    assert qualification.qualified_at_creation(opps).tolist() == [True, False]
+    assert qualified_at_creation(opps).tolist() == [True, False]
 
 
 def test_overrides_change_the_rule_of_one_org_only():
@@ -80,8 +92,8 @@ def test_overrides_change_the_rule_of_one_org_only():
     ])
     rule = {"min_bant": 3}
     overrides = {"B": {"min_bant": 2, "require_next_step": False}}
-    assert qualification.qualified_at_creation(opps, rule, overrides).tolist() == [False, True]
-    assert qualification.rule_for("B", rule, overrides) == {"min_bant": 2, "require_next_step": False,
+    assert qualified_at_creation(opps, rule, overrides).tolist() == [False, True]
+    assert rule_for("B", rule, overrides) == {"min_bant": 2, "require_next_step": False,
                                                             "min_lead_score": None}
 
 
@@ -91,7 +103,7 @@ def test_min_lead_score_fails_missing_scores():
         opportunity(opportunity_id="2", lead_score=40.0),
         opportunity(opportunity_id="3", lead_score=None),
     ])
-    assert qualification.qualified_at_creation(opps, {"min_lead_score": 50}).tolist() == [True, False, False]
+    assert qualified_at_creation(opps, {"min_lead_score": 50}).tolist() == [True, False, False]
 
 
 # -- stage paths ----------------------------------------------------------------------------------
@@ -114,7 +126,7 @@ def test_stage_skips_count_forward_jumps_but_not_losses_or_moves_back():
         "hubspot": ["prospecting", "qualification", "needs_analysis", "proposal", "closedwon"],
         "unknown": ["Prospecting", "Discovery", "Proposal"],
     })
-    skips = qualification.stage_skips(history).set_index("opportunity_id")
+    skips = stage_skips(history).set_index("opportunity_id")
     assert skips["stage_skipped"].to_dict() == {
         "straight": False, "jump": True, "won-early": True, "lost-early": False, "back": False,
         "hubspot": True, "unknown": False,
@@ -123,7 +135,7 @@ def test_stage_skips_count_forward_jumps_but_not_losses_or_moves_back():
 
 
 def test_stage_rank_knows_closed_stages_and_leaves_unknown_missing():
-    ranks = qualification.stage_rank(pd.Series(["Closed Lost", "NEEDS ANALYSIS", "Demo", None]))
+    ranks = stage_rank(pd.Series(["Closed Lost", "NEEDS ANALYSIS", "Demo", None]))
     assert ranks.tolist()[:2] == [5, 2] and ranks.isna().tolist()[2:] == [True, True]
 
 
@@ -140,8 +152,8 @@ def test_features_censor_open_deals_and_place_them_in_the_fiscal_calendar():
     data = Dataset.from_tables({"opportunities": opps, "history": history},
                                {"A": {"size_class": "mid", "fiscal_calendar": {"start_month": 2}}},
                                as_of="2025-06-01")
-    features = qualification.opportunity_features(data)
-    assert list(features.columns) == qualification.FEATURE_COLUMNS
+    features = opportunity_features(data)
+    assert list(features.columns) == FEATURE_COLUMNS
     features = features.set_index("opportunity_id")
     assert features.loc["won", "quarter"] == "FY2026-Q1" and features.loc["won", "week_of_quarter"] == 1
     assert features.loc["won", "close_quarter"] == "FY2026-Q1" and features.loc["won", "close_week"] == 12
@@ -156,7 +168,7 @@ def test_features_censor_open_deals_and_place_them_in_the_fiscal_calendar():
 def test_stage_skips_are_unknown_for_an_org_without_stage_history():
     data = Dataset.from_tables({"opportunities": canonical("opportunities", [opportunity()])},
                                {"A": {"size_class": "mid"}})
-    assert qualification.opportunity_features(data)["stage_skipped"].isna().all()
+    assert opportunity_features(data)["stage_skipped"].isna().all()
 
 
 def test_open_deals_are_not_counted_as_losses_in_win_rates():
@@ -193,9 +205,9 @@ def test_weekly_mean_geometric_is_the_back_transformed_log_mean():
 
 def test_with_baseline_pools_the_baseline_quarters_per_org():
     data = bernoulli_dataset(per_quarter=200)
-    features = qualification.opportunity_features(data)
+    features = opportunity_features(data)
     params = {"quarters": ["FY2024-Q2"], "baseline_quarters": ["FY2024-Q1", "FY2024-Q3"]}
-    roles = qualification.quarter_roles(features, params)
+    roles = quarter_roles(features, params)
     assert roles.set_index("quarter")["baseline"].to_dict() == {
         "FY2024-Q1": True, "FY2024-Q2": False, "FY2024-Q3": True, "FY2024-Q4": False}
     curves = qualification.with_baseline(features, roles, qualification.qualification_rate_by_week)
@@ -206,18 +218,18 @@ def test_with_baseline_pools_the_baseline_quarters_per_org():
 
 def test_quarter_roles_default_baseline_is_every_complete_quarter_or_the_others():
     data = bernoulli_dataset(per_quarter=50, as_of="2024-11-15")
-    features = qualification.opportunity_features(data)
-    roles = qualification.quarter_roles(features).set_index("quarter")
+    features = opportunity_features(data)
+    roles = quarter_roles(features).set_index("quarter")
     assert roles["judged"].tolist() == [True, True, True, False]
     assert roles["baseline"].tolist() == [True, True, True, False]
-    shown = qualification.quarter_roles(features, {"quarters": ["FY2024-Q3"]}).set_index("quarter")
+    shown = quarter_roles(features, {"quarters": ["FY2024-Q3"]}).set_index("quarter")
     assert shown["baseline"].tolist() == [True, True, False, False]
 
 
 # -- the estimate ---------------------------------------------------------------------------------
 def test_known_drop_is_recovered_with_its_onset():
     data = bernoulli_dataset(seed=3, per_quarter=800, drop=0.3, onset=9, panic=(1,))
-    features = qualification.opportunity_features(data)
+    features = opportunity_features(data)
     found = qualification.decay_findings(features).set_index("quarter")
     panic = found.loc["FY2024-Q2"]
     assert panic["onset_week"] == 9 and panic["method"] == "glm" and panic["status"] == "ok"
@@ -278,8 +290,8 @@ def test_too_few_opportunities_on_a_side_is_insufficient_and_never_flagged():
 
 def test_min_n_parameter_sets_the_threshold():
     data = bernoulli_dataset(per_quarter=60)
-    low = qualification.decay_findings(qualification.opportunity_features(data), {"min_n": 10})
-    high = qualification.decay_findings(qualification.opportunity_features(data), {"min_n": 40})
+    low = qualification.decay_findings(opportunity_features(data), {"min_n": 10})
+    high = qualification.decay_findings(opportunity_features(data), {"min_n": 40})
     assert (low["status"] == "ok").all() and (high["status"] == INSUFFICIENT).all()
     assert ((low["n_before"] >= 10) & (low["n_after"] >= 10)).all()
 
@@ -336,7 +348,7 @@ def test_close_date_pushes_are_read_from_history():
     ])
     data = Dataset.from_tables({"opportunities": opps, "history": history}, {"A": {"size_class": "mid"}},
                                as_of="2025-06-01")
-    features = qualification.opportunity_features(data)
+    features = opportunity_features(data)
     pushes = outcomes.close_date_pushes(features, data).set_index("opportunity_id")
     assert pushes["pushed"].to_dict() == {"pushed": True, "kept": False, "pulled": False}
     assert pushes["quarter"].unique().tolist() == ["FY2025-Q1"]
@@ -389,14 +401,14 @@ def test_findings_have_the_standard_shape_and_are_json_ready():
 
 
 def test_registered_with_the_detect_runner():
-    from quarterpanic.detect import detect
+    from quarterpanic.analysis.detect import detect
 
     findings = detect(bernoulli_dataset(per_quarter=300), components=["qualification_decay"])
     assert findings["q_value"].notna().any()
 
 
 def test_detect_on_a_small_generated_sample_gives_one_main_finding_per_org_quarter():
-    sample = pytest.importorskip("quarterpanic.sample").generate(seed=1, scale="small")
+    sample = generate(seed=1, scale="small")
     data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
     findings = qualification.detect_qualification_decay(data)
     assert (findings["metric"] == "qualification_decay").sum() == len(sample.truth["quarters"])
@@ -421,24 +433,24 @@ def report_findings():
 
 def test_headlines_state_the_finding():
     findings = report_findings()
-    assert qualification.decay_headline(findings, "A") == (
+    assert decay_headline(findings, "A") == (
         "A: in FY2024-Q2 qualification fell from 70% to 39% from week 9 on (1 of 3 quarters flagged)")
-    assert qualification.decay_headline(findings, "A", ["FY2024-Q3"]).startswith(
+    assert decay_headline(findings, "A", ["FY2024-Q3"]).startswith(
         "A: no significant late-quarter drop in qualification in the quarters shown")
-    assert qualification.decay_headline(findings, "B") == "B: too few new deals per quarter to judge qualification"
-    assert qualification.summary_headline(findings) == (
+    assert decay_headline(findings, "B") == "B: too few new deals per quarter to judge qualification"
+    assert summary_headline(findings) == (
         "Qualification decay was flagged in 1 of 3 complete quarters judged (A: FY2024-Q2); "
         "1 more had too few new deals to judge")
-    assert qualification.forest_headline(findings).endswith("the largest drop was 31 points (A, FY2024-Q2)")
-    assert "FY2024-Q2" in qualification.heatmap_headline(findings, "A")
-    assert outcomes.contrast_headline(findings, "win_rate_ratio", "Late deals won at", "ratio") == (
+    assert forest_headline(findings).endswith("the largest drop was 31 points (A, FY2024-Q2)")
+    assert "FY2024-Q2" in heatmap_headline(findings, "A")
+    assert contrast_headline(findings, "win_rate_ratio", "Late deals won at", "ratio") == (
         "Late deals won at 0.50× in the 1 quarters flagged for decay (1.00× in the 2 others)")
 
 
 def test_summary_figures_are_json_ready():
-    from quarterpanic.artifacts import save_summary
+    from quarterpanic.report.artifacts import save_summary
 
-    summary = save_summary(qualification.summary_figures(report_findings()), None)
+    summary = save_summary(summary_figures(report_findings()), None)
     json.dumps(summary)
     assert summary["quarters_judged"] == 3 and summary["quarters_flagged"] == 1
     assert summary["quarters_insufficient"] == 1 and summary["flagged_quarters"] == {"A": ["FY2024-Q2"]}
@@ -448,9 +460,9 @@ def test_summary_figures_are_json_ready():
 
 def test_chart_roles_show_recent_quarters_against_a_calm_baseline():
     data = bernoulli_dataset(per_quarter=100, quarters=4, as_of="2024-11-15")
-    features = qualification.opportunity_features(data)
+    features = opportunity_features(data)
     findings = pd.DataFrame([dict(org="A", quarter="FY2024-Q1", segment="all", metric="qualification_decay",
                                   status="ok", p_value=0.001, flagged=True)])
-    roles = qualification.chart_roles(features, recent=1, findings=findings).set_index("quarter")
+    roles = chart_roles(features, recent=1, findings=findings).set_index("quarter")
     assert roles["shown"].tolist() == [False, False, True, True]  # last complete quarter and the open one
     assert roles["baseline"].tolist() == [False, True, False, False]  # FY2024-Q1 was flagged: not calm

@@ -2,18 +2,17 @@
 
 Every seed's sample is generated and analysed once (module-scoped fixtures);
 each test reads the pooled findings. Flags come from the full pipeline
-(:func:`quarterpanic.detect.detect`: Benjamini–Hochberg across the run).
+(:func:`quarterpanic.analysis.detect.detect`: Benjamini–Hochberg across the run).
 Only complete quarters are judged, so the open quarter of each sample is
 left out.
 """
-import numpy as np
 import pandas as pd
 import pytest
 
+from quarterpanic import sample
+from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.dataset import Dataset
-from quarterpanic.detect import detect
-
-sample = pytest.importorskip("quarterpanic.sample")
 
 pytestmark = pytest.mark.slow
 
@@ -99,13 +98,13 @@ def test_panic_of_mid_and_enterprise_orgs_is_found(default_runs):
 def test_calm_quarters_with_few_sellers_stay_calibrated():
     # Seller-clustered errors from 12 sellers are noisy; normal quantiles would flag ~8% of these
     # calm quarters at the 5% level (t quantiles with 11 df keep the onset-corrected test valid).
+    from quarterpanic.analysis import qualification
     from test_qualification import bernoulli_dataset
-    from quarterpanic import qualification
 
     p_values = []
     for seed in range(40):
         data = bernoulli_dataset(seed=seed, per_quarter=800, panic=(), quarters=4, owners=12)
-        p_values.append(qualification.decay_findings(qualification.opportunity_features(data))["p_value"])
+        p_values.append(qualification.decay_findings(opportunity_features(data))["p_value"])
     p_values = pd.concat(p_values)
     assert len(p_values) == 160
     assert (p_values < 0.05).mean() <= 0.05 and (p_values < 0.01).mean() <= 0.02

@@ -2,19 +2,30 @@
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import canonical_table as table
 import statsmodels.api as sm
 
-from quarterpanic import schemas, words
+from helpers import canonical_table as table
+from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, OK
+from quarterpanic.analysis.reactive import (
+    COMPONENT,
+    analyse_reactive,
+    candidate_weeks,
+    detect_reactive_order_taking,
+    estimate_surge,
+    share_change,
+)
+from quarterpanic.analysis.turnaround import km_summary, standardised_durations, turnaround_stretch, turnaround_times
+from quarterpanic.analysis.workload import (
+    backlog_at,
+    classify_requests,
+    deal_links,
+    wasted_effort,
+    week_grid,
+    weekly_requests,
+    working_days,
+)
 from quarterpanic.dataset import Dataset
-from quarterpanic.findings import FINDING_COLUMNS, INSUFFICIENT, OK
-from quarterpanic.reactive import (
-    COMPONENT, analyse_reactive, candidate_weeks, detect_reactive_order_taking, estimate_surge, share_change,
-)
-from quarterpanic.turnaround import km_summary, standardised_durations, turnaround_stretch, turnaround_times
-from quarterpanic.workload import (
-    backlog_at, classify_requests, deal_links, wasted_effort, week_grid, weekly_requests, working_days,
-)
+from quarterpanic.report import words
 
 
 def request(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
@@ -133,7 +144,7 @@ def test_weekly_requests_fill_empty_weeks_and_compute_shares():
     ]
     data = Dataset.from_tables({"requests": table("requests", rows), "opportunities": table("opportunities", [
         opportunity("9", "2025-01-02", won=True, close="2025-01-08")])}, {"A": {}}, as_of="2025-04-02")
-    from quarterpanic.workload import request_features
+    from quarterpanic.analysis.workload import request_features
 
     features = request_features(data)
     weekly = weekly_requests(features, week_grid(data), as_of=data.as_of, opportunities=data.opportunities,
@@ -352,7 +363,7 @@ def test_report_charts_state_the_numbers_in_their_titles():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from quarterpanic import reactive_report as report
+    from quarterpanic.report import reactive_report as report
 
     analysis = analyse_reactive(busy_dataset())
     focus = report.focus_quarters(analysis)

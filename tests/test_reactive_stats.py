@@ -13,10 +13,9 @@ default) from the onset week on.
 import pandas as pd
 import pytest
 
+from quarterpanic import sample
+from quarterpanic.analysis.reactive import COMPONENT, analyse_reactive
 from quarterpanic.dataset import Dataset
-from quarterpanic.reactive import COMPONENT, analyse_reactive
-
-sample = pytest.importorskip("quarterpanic.sample")
 
 pytestmark = pytest.mark.slow
 

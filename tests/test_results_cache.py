@@ -7,13 +7,15 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from quarterpanic import pickle_store, results_cache
+from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.qualification import detect_qualification_decay
+from quarterpanic.analysis.reactive import analyse_reactive
 from quarterpanic.dataset import Dataset
-from quarterpanic.detect import detect
 from quarterpanic.params import defaults
-from quarterpanic.qualification import detect_qualification_decay, opportunity_features
-from quarterpanic.reactive import analyse_reactive
 from quarterpanic.sample import generate
+from quarterpanic.store import entries as pickle_store
+from quarterpanic.store import results as results_cache
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_a_changed_parameter_misses(data, change):
         "quarters": {"quarters": ["FY2025-Q1"]},
         "segment": {"segment": "SMB"},
     }[change]
-    name = "quarterpanic.qualification.detect_qualification_decay"
+    name = "quarterpanic.analysis.qualification.detect_qualification_decay"
     assert results_cache.result_key(name, data, params) != results_cache.result_key(name, data, {**params, **changed})
 
 
@@ -89,7 +91,7 @@ def test_changed_data_misses(data, cache_dir):
     assert len(entries(cache_dir)) == 2
     pd.testing.assert_frame_equal(after, detect_qualification_decay(changed, params))
     assert not before.equals(after)
-    name = "quarterpanic.qualification.detect_qualification_decay"
+    name = "quarterpanic.analysis.qualification.detect_qualification_decay"
     key = results_cache.result_key(name, data, params)
     assert results_cache.result_key(name, replace(data, as_of=data.as_of - pd.Timedelta(days=1)), params) != key
     assert results_cache.result_key(name, replace(data, size_classes={}), params) != key
@@ -101,11 +103,11 @@ def test_changed_library_code_misses(data, tmp_path, monkeypatch):
     package = tmp_path / "package"
     shutil.copytree(pickle_store.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(pickle_store, "PACKAGE_DIR", package)
-    name, params = "quarterpanic.reactive.analyse_reactive", defaults()
+    name, params = "quarterpanic.analysis.reactive.analyse_reactive", defaults()
     pickle_store.source_hash.cache_clear()
     try:
         before = results_cache.result_key(name, data, params)
-        (package / "turnaround.py").write_text((package / "turnaround.py").read_text() + "\n# changed\n")
+        (package / "analysis" / "turnaround.py").write_text((package / "analysis" / "turnaround.py").read_text() + "\n# changed\n")
         pickle_store.source_hash.cache_clear()
         assert results_cache.result_key(name, data, params) != before
     finally:
@@ -153,7 +155,7 @@ def test_entries_beyond_the_size_limit_are_pruned(data, cache_dir, monkeypatch):
 
 
 def test_opportunity_features_and_the_early_warning_reuse_them(data, cache_dir):
-    from quarterpanic import early_warning as ew
+    from quarterpanic.analysis import early_warning as ew
 
     params = defaults()
     fresh = opportunity_features(data, params)

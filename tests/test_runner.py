@@ -19,9 +19,13 @@ import nbformat
 import pandas as pd
 import pytest
 
-from quarterpanic import cli, executors, params, paths, runner
+from quarterpanic import cli, params, paths
 from quarterpanic.errors import ParameterError
-from quarterpanic.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
+from quarterpanic.report.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
+from quarterpanic.run import executors, runner
+from quarterpanic.run.manifest import count_rows
+from quarterpanic.run.parameters import declared_parameters, format_parameters, resolve_parameters
+from quarterpanic.run.publish import claim_run_folder, new_run_id, switch_latest
 
 XSS = [
     "<script>alert(1)</script>",
@@ -72,7 +76,7 @@ def report_notebook(path: Path) -> Path:
         ("code", "\n".join([
             "import pandas as pd",
             "from IPython.display import Markdown, display",
-            "from quarterpanic.safe import escape_text, pseudonymize_names",
+            "from quarterpanic.report.safe import escape_text, pseudonymize_names",
             f"hostile = {XSS!r}",
             "display(pd.DataFrame({'account': hostile, 'amount': range(len(hostile))}))",
             "display(Markdown('Raw: ' + ' and '.join(hostile)))",
@@ -90,7 +94,7 @@ def report_notebook(path: Path) -> Path:
             "plt.show()",
         ])),
         ("code", "\n".join([
-            "from quarterpanic.artifacts import save_summary",
+            "from quarterpanic.report.artifacts import save_summary",
             "save_summary({'headline': 'Alpha looks calm', 'alpha': alpha, 'label': label,",
             "              'owners': list(owners['owner'])}, summary_path)",
         ])),
@@ -112,7 +116,7 @@ def panic_notebook(path: Path) -> Path:
         ("markdown", "# Panic index"),
         ("parameters", "threshold = 2.0  # panic level\nsummary_path = None  # where the summary JSON goes"),
         ("code", "\n".join([
-            "from quarterpanic.artifacts import save_summary",
+            "from quarterpanic.report.artifacts import save_summary",
             "save_summary({'headline': 'Northwind <script>alert(2)</script> panicked in FY2026-Q3',",
             "              'threshold': threshold}, summary_path)",
         ])),
@@ -428,7 +432,7 @@ def make_org_suite(root: Path) -> dict[str, Path]:
         ("markdown", "# By organisation"),
         ("parameters", "orgs = None  # organisations\nsummary_path = None  # where the summary JSON goes"),
         ("code", "\n".join([
-            "from quarterpanic.artifacts import save_summary",
+            "from quarterpanic.report.artifacts import save_summary",
             "save_summary({'orgs': orgs}, summary_path)",
             "if orgs and orgs[0].startswith('Initech'):",
             "    raise ValueError('no data for Initech')",
@@ -437,7 +441,7 @@ def make_org_suite(root: Path) -> dict[str, Path]:
     plain = write_notebook(nbs / "02_all.ipynb", [
         ("markdown", "# Every organisation"),
         ("parameters", "summary_path = None  # where the summary JSON goes"),
-        ("code", "from quarterpanic.artifacts import save_summary\nsave_summary({'ran': True}, summary_path)"),
+        ("code", "from quarterpanic.report.artifacts import save_summary\nsave_summary({'ran': True}, summary_path)"),
     ])
     return {"root": root, "data": root / "data", "org_nb": org_nb, "plain": plain}
 
@@ -568,21 +572,21 @@ def test_summary_path_belongs_to_the_runner(suite, tmp_path):
 
 
 def test_suite_keys_other_notebooks_use_are_accepted_but_not_passed(suite):
-    resolved = runner.resolve_parameters(
+    resolved = resolve_parameters(
         [suite["panic"]], [paths.PARAMETERS_DIR / "default.yaml"], {"threshold": 3},
         suite_notebooks=[suite["report"], suite["panic"]],
     )
     assert resolved.for_notebook("04_panic") == {"threshold": 3}
     assert "alpha" in resolved.unused and "reactive_types" in resolved.unused
     with pytest.raises(ParameterError, match="'label' must be str"):
-        runner.resolve_parameters([suite["panic"]], [], {"label": 3}, suite_notebooks=[suite["report"]])
+        resolve_parameters([suite["panic"]], [], {"label": 3}, suite_notebooks=[suite["report"]])
 
 
 def test_declared_parameters_come_from_papermill_inspection(suite):
-    declared = runner.declared_parameters(suite["report"])
+    declared = declared_parameters(suite["report"])
     assert list(declared) == ["data_dir", "alpha", "label", "pseudonymize", "summary_path"]
     assert declared["alpha"].default == 0.05 and declared["alpha"].help == "false discovery rate"
-    listing = runner.format_parameters([suite["report"], suite["panic"]])
+    listing = format_parameters([suite["report"], suite["panic"]])
     assert "01_alpha" in listing and "alpha: float = 0.05" in listing and "panic level" in listing
 
 
@@ -611,10 +615,10 @@ def test_run_ids_are_time_and_input_hash_and_must_be_folder_names(tmp_path):
     import datetime as dt
 
     when = dt.datetime(2026, 11, 27, 5, 30, tzinfo=dt.timezone.utc)
-    assert runner.new_run_id("abcdef0123456789", when) == "20261127T053000Z-abcdef01"
+    assert new_run_id("abcdef0123456789", when) == "20261127T053000Z-abcdef01"
     for bad in ["../x", ".hidden", "latest", "a b"]:
         with pytest.raises(runner.RunError):
-            runner._claim_run_folder(tmp_path, bad)
+            claim_run_folder(tmp_path, bad)
 
 
 # -- latest ----------------------------------------------------------------------------------------
@@ -624,7 +628,7 @@ def test_latest_switches_atomically_under_a_reader(tmp_path):
     for run_id in ["run-a", "run-b"]:
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id}))
-    runner.switch_latest(tmp_path, "run-a")
+    switch_latest(tmp_path, "run-a")
     failures, stop = [], threading.Event()
 
     def read() -> None:
@@ -637,7 +641,7 @@ def test_latest_switches_atomically_under_a_reader(tmp_path):
     reader = threading.Thread(target=read)
     reader.start()
     for i in range(300):
-        runner.switch_latest(tmp_path, "run-b" if i % 2 == 0 else "run-a")
+        switch_latest(tmp_path, "run-b" if i % 2 == 0 else "run-a")
     stop.set()
     reader.join()
     assert failures == []
@@ -649,15 +653,15 @@ def test_latest_is_not_moved_back_to_an_older_run(tmp_path):
     for run_id, started in [("new", "2026-11-27T06:00:00+00:00"), ("old", "2026-11-27T05:00:00+00:00")]:
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id, "started_at": started}))
-    assert runner.switch_latest(tmp_path, "new", "2026-11-27T06:00:00+00:00")
-    assert not runner.switch_latest(tmp_path, "old", "2026-11-27T05:00:00+00:00")
+    assert switch_latest(tmp_path, "new", "2026-11-27T06:00:00+00:00")
+    assert not switch_latest(tmp_path, "old", "2026-11-27T05:00:00+00:00")
     assert os.readlink(tmp_path / "latest") == "new"
 
 
 def test_a_real_folder_named_latest_is_refused(tmp_path):
     (tmp_path / "latest").mkdir()
     with pytest.raises(runner.RunError, match="not a symlink"):
-        runner.switch_latest(tmp_path, "run-a")
+        switch_latest(tmp_path, "run-a")
 
 
 # -- manifest details ------------------------------------------------------------------------------
@@ -668,7 +672,7 @@ def test_rows_are_counted_per_format(tmp_path):
     pd.DataFrame({"x": range(5)}).to_parquet(tmp_path / "b.parquet")
     pd.DataFrame({"x": range(4)}).to_excel(tmp_path / "c.xlsx", index=False)
     (tmp_path / "d.yaml").write_text("org: x\n")
-    assert [runner.count_rows(tmp_path / n) for n in ["a.csv", "b.parquet", "c.xlsx", "d.yaml"]] == [2, 5, 4, None]
+    assert [count_rows(tmp_path / n) for n in ["a.csv", "b.parquet", "c.xlsx", "d.yaml"]] == [2, 5, 4, None]
 
 
 def test_exit_codes_rank_a_dead_kernel_above_a_cell_error():

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from quarterpanic import executors, pages, runner
+from quarterpanic.report import pages
+from quarterpanic.run import executors, runner
 from test_runner import assert_same_entries, by_name, report_cards, run_cli, run_on_in_process_dask, write_notebook
 
 HOSTILE_SEGMENT = "Enterprise & <Co>"  # segment names are CRM text
@@ -24,7 +25,7 @@ OPPORTUNITIES = {  # org -> segments of its opportunities ("" is a blank segment
     "Acme": ["SMB", HOSTILE_SEGMENT, "SMB", ""],
     "Initech": ["SMB"],
 }
-RECORD = ("from quarterpanic.artifacts import save_summary\n"
+RECORD = ("from quarterpanic.report.artifacts import save_summary\n"
           "save_summary({'orgs': orgs, 'segment': segment}, summary_path)")
 
 

@@ -14,14 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic import schemas
 from quarterpanic.calendar import FiscalCalendar, annotate_by_org
 from quarterpanic.errors import ParameterError
-from quarterpanic.paths import PACKAGE_DIR, SALESDATA_DIR
-from quarterpanic.sample import EFFECTS, generate, load_scenario, write_sample
+from quarterpanic.ingest import schemas
+from quarterpanic.paths import SALESDATA_DIR
+from quarterpanic.sample import EFFECTS, generate, load_scenario
 
 BANT = ["bant_budget", "bant_authority", "bant_need", "bant_timeline"]
-LOADING_MISSING = not (PACKAGE_DIR / "loading.py").exists()
 
 
 @pytest.fixture(scope="module")
@@ -356,10 +355,9 @@ def assert_same_records(generated: dict[str, pd.DataFrame], loaded) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(LOADING_MISSING, reason="quarterpanic.loading (load_crm) is not written yet")
 def test_written_sample_loads_back_with_zero_rejects(tmp_path):
     from quarterpanic.cli import main
-    from quarterpanic.loading import load_crm
+    from quarterpanic.ingest.loading import load_crm
 
     assert main(["sample", "--out", str(tmp_path), "--seed", "5", "--scale", "small"]) == 0
     sample = generate(seed=5, scale="small")
@@ -378,9 +376,8 @@ def test_written_sample_loads_back_with_zero_rejects(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(LOADING_MISSING, reason="quarterpanic.loading (load_crm) is not written yet")
 def test_bundled_salesdata_is_the_seed_2026_sample_and_loads_cleanly():
-    from quarterpanic.loading import load_crm
+    from quarterpanic.ingest.loading import load_crm
 
     sample = generate(seed=2026, scale="default")
     truth = json.loads((SALESDATA_DIR / "truth.json").read_text())

@@ -7,10 +7,12 @@ import shutil
 import pandas as pd
 import pytest
 
-from quarterpanic import pickle_store, schemas, snapshot
 from quarterpanic.dataset import TABLE_NAMES, load_dataset
+from quarterpanic.ingest import schemas
 from quarterpanic.params import defaults
 from quarterpanic.paths import SALESDATA_DIR
+from quarterpanic.store import entries as pickle_store
+from quarterpanic.store import snapshots as snapshot
 
 FRAMES = list(TABLE_NAMES) + ["rejects", "accounting"]
 
@@ -94,7 +96,7 @@ def test_changed_library_code_misses(folder, tmp_path, monkeypatch):
     pickle_store.source_hash.cache_clear()
     try:
         before = snapshot.snapshot_key(folder, defaults())
-        (package / "mapping.py").write_text((package / "mapping.py").read_text() + "\n# changed\n")
+        (package / "ingest" / "mapping.py").write_text((package / "ingest" / "mapping.py").read_text() + "\n# changed\n")
         pickle_store.source_hash.cache_clear()
         assert snapshot.snapshot_key(folder, defaults()) != before
     finally:

@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 
-import quarterpanic.outcomes  # noqa: F401  (registers the outcome metrics)
-import quarterpanic.qualification  # noqa: F401
-import quarterpanic.reactive  # noqa: F401
-from quarterpanic.words import ci_text, describe, pct, points, size_text
+import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
+import quarterpanic.analysis.qualification  # noqa: F401
+import quarterpanic.analysis.reactive  # noqa: F401
+from quarterpanic.report.words import ci_text, describe, pct, points, size_text
 
 
 def finding(**fields):

@@ -53,7 +53,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from quarterpanic.loading import load_crm, write_rejects
+    from quarterpanic.ingest.loading import load_crm, write_rejects
 
     crm = load_crm(args.paths, profile=args.profile, table=args.table)
     summary = crm.accounting.copy()
@@ -95,9 +95,10 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import load_dataset
-    from quarterpanic.detect import detect, report_document, report_table
     from quarterpanic.params import load_params, parse_cli_value
+    from quarterpanic.report.detect_output import report_document, report_table
 
     overrides = {name: parse_cli_value(value) for name, value in args.parameter}
     if args.as_of:
@@ -106,16 +107,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     params["data_dir"] = args.data_dir
     dataset = load_dataset(args.data_dir, params)
     findings = detect(dataset, params)
-    if args.json:
-        print(report_document(dataset, findings, params))
-    else:
-        from quarterpanic.early_warning import early_warning
-
-        print(report_table(dataset, findings))
-        # The open quarter has no findings yet: its early warning says how it is going so far.
-        status, _ = early_warning(dataset, params, findings=None if params.get("quarters") else findings)
-        print("\nopen quarters (early warning):")
-        print("\n".join(f"  {sentence}" for sentence in status["sentence"]))
+    print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
 
 
@@ -211,11 +203,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from quarterpanic import executors, runner
     from quarterpanic.params import parse_cli_value
+    from quarterpanic.run import executors, runner
+    from quarterpanic.run.parameters import format_parameters
 
     if args.list_parameters:
-        sys.stdout.write(runner.format_parameters(runner.select_notebooks(args.notebooks)))
+        sys.stdout.write(format_parameters(runner.select_notebooks(args.notebooks)))
         return 0
     if args.executor == "dask":
         executor = executors.DaskExecutor(args.scheduler, jobs=args.jobs)

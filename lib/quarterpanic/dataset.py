@@ -1,6 +1,6 @@
 """What every analysis reads: the four canonical tables plus each organisation's calendar.
 
-A :class:`Dataset` comes from loaded exports (:func:`quarterpanic.loading.load_crm`)
+A :class:`Dataset` comes from loaded exports (:func:`quarterpanic.ingest.loading.load_crm`)
 or straight from the sample generator, so detectors are tested on generated
 data without writing files, and run on real exports the same way.
 """
@@ -14,9 +14,10 @@ import pandas as pd
 
 from quarterpanic.calendar import FiscalCalendar
 from quarterpanic.errors import ExportError
+from quarterpanic.params import defaults
 from quarterpanic.paths import CACHE_DIR, PROJ_ROOT
 
-#: The canonical tables, in :data:`quarterpanic.schemas.TABLES` order (named here so that a dataset read
+#: The canonical tables, in :data:`quarterpanic.ingest.schemas.TABLES` order (named here so that a dataset read
 #: from a snapshot does not import pandera).
 TABLE_NAMES = ("opportunities", "history", "leads", "requests")
 
@@ -35,7 +36,7 @@ class Dataset:
     Attributes
     ----------
     opportunities, history, leads, requests:
-        Canonical tables (see :mod:`quarterpanic.schemas`), each with ``org``.
+        Canonical tables (see :mod:`quarterpanic.ingest.schemas`), each with ``org``.
     calendars:
         Organisation → its :class:`FiscalCalendar`.
     size_classes:
@@ -83,7 +84,7 @@ class Dataset:
         as_of: Any = None,
     ) -> Dataset:
         """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar"}}``."""
-        from quarterpanic import schemas
+        from quarterpanic.ingest import schemas
 
         orgs = orgs or {}
         frames = {name: tables[name] if name in tables else schemas.empty(name) for name in TABLE_NAMES}
@@ -147,14 +148,22 @@ def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     return max(latest) if latest else None
 
 
-def resolve_data_dir(data_dir: str | Path) -> Path:
-    """A data folder as given, else relative to the project root (so notebooks run from anywhere)."""
-    path = Path(data_dir).expanduser()
-    if path.is_absolute() or path.exists():
+def resolve_data_dir(data_dir: str | Path | None, *, must_exist: bool = True) -> Path:
+    """A data folder as an absolute path: as given when absolute, else relative to the working folder
+    when it exists there, else to the project root (where ``salesdata/`` lives), so notebooks run from anywhere.
+
+    A folder found nowhere raises :class:`~quarterpanic.errors.ExportError`, or with ``must_exist=False``
+    resolves against the project root (``quarterpanic run`` records a missing folder in its manifest).
+    """
+    path = Path(data_dir if data_dir is not None else defaults()["data_dir"]).expanduser()
+    if path.is_absolute():
         return path
-    if (PROJ_ROOT / path).exists():
-        return PROJ_ROOT / path
-    raise ExportError("data folder not found", path=path, hint="set data_dir to a folder of CRM exports")
+    for base in (Path.cwd(), PROJ_ROOT):
+        if (base / path).exists():
+            return (base / path).resolve()
+    if must_exist:
+        raise ExportError("data folder not found", path=path, hint="set data_dir to a folder of CRM exports")
+    return (PROJ_ROOT / path).resolve()
 
 
 def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
@@ -171,18 +180,17 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
         Analysis parameters (see :mod:`quarterpanic.params`); uses
         ``profile``, ``fiscal_calendar``, ``as_of``, ``orgs`` and ``segment``.
     cache:
-        The reload cache (:mod:`quarterpanic.cache`): ``True`` (the project's
+        The reload cache (:mod:`quarterpanic.ingest.reload_cache`): ``True`` (the project's
         ``.cache/`` folder), a cache folder, or ``False`` to read every file.
         With a cache, an unchanged folder loaded with the same parameters is
-        read back whole from a snapshot (:mod:`quarterpanic.snapshot`).
+        read back whole from a snapshot (:mod:`quarterpanic.store.snapshots`).
 
     Returns
     -------
     The dataset, cut at ``as_of`` when given, with the loader's ``rejects``
     and ``accounting``.
     """
-    from quarterpanic import snapshot
-    from quarterpanic.params import defaults
+    from quarterpanic.store import snapshots as snapshot
 
     params = {**defaults(), **(params or {})}
     path = resolve_data_dir(data_dir if data_dir is not None else params["data_dir"])
@@ -193,7 +201,7 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
 
 
 def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:
-    from quarterpanic.loading import load_crm
+    from quarterpanic.ingest.loading import load_crm
 
     crm = load_crm(path, profile=params.get("profile"), cache=cache)
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}

@@ -41,3 +41,7 @@ class ParameterError(QuarterpanicError):
 
 class CalendarError(QuarterpanicError):
     """A fiscal calendar specification is invalid."""
+
+
+class RunError(QuarterpanicError):
+    """A run cannot start or reach its workers: no notebooks, a bad --run-id, an unreachable scheduler."""

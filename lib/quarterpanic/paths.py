@@ -10,5 +10,13 @@ NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
 PARAMETERS_DIR = PROJ_ROOT / "parameters"
 REPORTS_DIR = PROJ_ROOT / "reports"
 CACHE_DIR = PROJ_ROOT / ".cache"
-PROFILES_DIR = PACKAGE_DIR / "profiles"
-SCENARIOS_DIR = PACKAGE_DIR / "scenarios"
+PROFILES_DIR = PACKAGE_DIR / "ingest" / "vendor_profiles"
+SCENARIOS_DIR = PACKAGE_DIR / "sample" / "scenarios"
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the project folder when it lies inside it (for manifests and messages), else as is."""
+    try:
+        return Path(path).resolve().relative_to(PROJ_ROOT).as_posix()
+    except ValueError:
+        return str(path)

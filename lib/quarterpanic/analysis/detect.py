@@ -1,0 +1,49 @@
+"""Run every detector on a dataset and control false discoveries across all of them.
+
+Each component is a function ``(dataset, params) -> findings`` in its own
+module; :func:`detect` runs them, applies Benjamini–Hochberg per metric across
+the whole run (:func:`quarterpanic.analysis.findings.apply_fdr`) and returns one
+findings table.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+
+from quarterpanic.analysis.findings import apply_fdr, empty_findings, make_findings
+from quarterpanic.dataset import Dataset
+from quarterpanic.params import defaults
+
+log = logging.getLogger(__name__)
+
+# component name -> "module:function", a function (dataset, params, *, cache) -> findings
+COMPONENTS: dict[str, str] = {
+    "qualification_decay": "quarterpanic.analysis.qualification:detect_qualification_decay",
+    "reactive_order_taking": "quarterpanic.analysis.reactive:detect_reactive_order_taking",
+}
+
+
+def component_function(name: str) -> Callable[..., pd.DataFrame]:
+    module_name, function_name = COMPONENTS[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components: list[str] | None = None, *,
+           cache: bool = False) -> pd.DataFrame:
+    """All findings of the chosen components (default: all), flagged under BH control.
+
+    With ``cache``, each component reuses its findings from an earlier run on
+    the same data, parameters and code (:mod:`quarterpanic.store.results`).
+    """
+    params = {**defaults(), **(params or {})}
+    frames = []
+    for name in components or list(COMPONENTS):
+        log.info("running %s", name)
+        frames.append(component_function(name)(dataset, params, cache=cache))
+    if not frames:
+        return empty_findings()
+    findings = make_findings(pd.concat(frames, ignore_index=True))
+    return apply_fdr(findings, alpha=float(params["alpha"]))

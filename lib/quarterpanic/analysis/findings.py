@@ -1,0 +1,151 @@
+"""The findings table every detector returns, and its multiple-testing control.
+
+A finding is one estimate for one organisation × fiscal quarter (× segment):
+its size, 95% confidence interval, p-value, onset week, sample size and
+whether it is flagged. Each component (``qualification_decay``,
+``reactive_order_taking``, ...) has one *main* finding per org × quarter whose
+``metric`` equals the component name; secondary metrics follow.
+
+Flags come from :func:`apply_fdr`: Benjamini–Hochberg across every
+org × quarter × segment test of one metric in a run (statsmodels'
+``multipletests``), and only in the metric's panic direction.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.multitest import multipletests
+
+from quarterpanic.util import jsonable
+
+FINDING_COLUMNS = [
+    "org",
+    "quarter",
+    "segment",
+    "component",
+    "metric",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "onset_week",
+    "flagged",
+    "n",
+    "status",
+]
+
+OK = "ok"
+INSUFFICIENT = "insufficient data"
+ALL_SEGMENTS = "all"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric means, so that flags and sentences can be made from it.
+
+    ``null`` is the value of no effect; ``direction`` is +1 when panic makes the
+    estimate larger than ``null`` and -1 when smaller; ``unit`` says how
+    :mod:`quarterpanic.report.words` prints it: ``"share"`` (a difference of
+    probabilities, in percentage points), ``"proportion"`` (a level, in
+    percent), ``"relative"`` (a relative change, in signed percent),
+    ``"ratio"`` (×) or ``"count"`` (plain number).
+    """
+
+    name: str
+    component: str
+    null: float
+    direction: int
+    unit: str
+    description: str
+
+
+METRICS: dict[str, Metric] = {}
+UNITS = ("share", "proportion", "relative", "ratio", "count")
+
+
+def register_metric(
+    name: str, *, component: str, null: float, direction: int, unit: str, description: str
+) -> Metric:
+    """Declare a metric a detector reports (called once at import of the detector)."""
+    if unit not in UNITS:
+        raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
+    metric = Metric(name, component, float(null), int(direction), unit, description)
+    METRICS[name] = metric
+    return metric
+
+
+def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """A findings frame with the standard columns and dtypes.
+
+    Missing ``segment`` means all segments; missing ``flagged`` is False.
+    """
+    frame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records.copy()
+    defaults = {"segment": ALL_SEGMENTS, "flagged": False, "status": OK}
+    for column in FINDING_COLUMNS:
+        if column not in frame:
+            frame[column] = defaults.get(column, np.nan)
+    for column, default in defaults.items():
+        frame[column] = frame[column].astype("object").where(frame[column].notna(), default)
+    frame["flagged"] = frame["flagged"].astype(bool)
+    for column in ("estimate", "ci_low", "ci_high", "p_value"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["onset_week"] = pd.array(pd.to_numeric(frame["onset_week"], errors="coerce"), dtype="Int64")
+    frame["n"] = pd.array(pd.to_numeric(frame["n"], errors="coerce"), dtype="Int64")
+    for column in ("org", "quarter", "segment", "component", "metric", "status"):
+        frame[column] = frame[column].astype("object")
+    extra = [c for c in frame.columns if c not in FINDING_COLUMNS]
+    return frame[FINDING_COLUMNS + extra].reset_index(drop=True)
+
+
+def empty_findings() -> pd.DataFrame:
+    """A findings frame with no rows."""
+    return make_findings(pd.DataFrame(columns=FINDING_COLUMNS))
+
+
+def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Flag findings under Benjamini–Hochberg control, one family per metric.
+
+    A finding is flagged when its metric's BH-adjusted test rejects at
+    ``alpha`` *and* its estimate lies on the panic side of the metric's null.
+    Findings with ``status != "ok"`` or no p-value are never flagged and do not
+    count as tests. Adds a ``q_value`` column (the BH-adjusted p-value).
+    """
+    out = findings.copy()
+    out["flagged"] = False
+    out["q_value"] = np.nan
+    testable = (out["status"] == OK) & out["p_value"].notna()
+    for metric_name, rows in out[testable].groupby("metric").groups.items():
+        reject, q_values, _, _ = multipletests(out.loc[rows, "p_value"].to_numpy(), alpha=alpha, method="fdr_bh")
+        out.loc[rows, "q_value"] = q_values
+        metric = METRICS.get(metric_name)
+        if metric is None:
+            on_panic_side = np.ones(len(rows), dtype=bool)
+        else:
+            on_panic_side = metric.direction * (out.loc[rows, "estimate"].to_numpy() - metric.null) > 0
+        out.loc[rows, "flagged"] = reject & on_panic_side
+    return out
+
+
+def main_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """Only the main finding of each component (``metric == component``)."""
+    return findings[findings["metric"] == findings["component"]].reset_index(drop=True)
+
+
+def to_records(findings: pd.DataFrame) -> list[dict[str, Any]]:
+    """Findings as JSON-ready dicts with the standard keys (NaN → null)."""
+    records = []
+    for row in findings[FINDING_COLUMNS].itertuples(index=False):
+        record = {}
+        for key, value in zip(FINDING_COLUMNS, row):
+            record[key] = jsonable(value)
+        records.append(record)
+    return records
+
+
+def to_json(findings: pd.DataFrame, **extra: Any) -> str:
+    """The ``{"findings": [...]}`` document ``quarterpanic detect --json`` prints."""
+    return json.dumps({"findings": to_records(findings), **extra}, indent=2, default=jsonable)

@@ -1,0 +1,158 @@
+"""One export file loaded: read, mapped and validated against its canonical table.
+
+:func:`load_file` returns a :class:`FileResult`: the accepted rows, one reject per rejected
+source row (file, row, column, raw value, every reason) and the number of records read."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+from quarterpanic.errors import ExportError
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.exports import RawExport, read_export
+from quarterpanic.ingest.mapping import MappedExport, map_export
+from quarterpanic.ingest.orgs import OrgInfo
+from quarterpanic.ingest.profiles import Profile, canonical_columns
+
+log = logging.getLogger(__name__)
+REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
+_CHECK_REASONS = {
+    "not_nullable": "empty, but required",
+    "won_is_closed": "won but not closed",
+}
+
+
+@dataclass
+class FileResult:
+    path: Path
+    org: str
+    table: str
+    profile: str
+    read: int
+    frame: pd.DataFrame
+    rejects: pd.DataFrame
+    id_label: str | None = None
+    unique_ids: bool | None = None  # every accepted id differs (None: the table has no id)
+
+
+def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
+    """Read, map and validate one export; the rows it rejects, with reasons."""
+    raw = read_export(path, profile.read, header_labels=profile.identify or profile.required_labels())
+    mapped = map_export(raw, profile)
+    file = str(path)
+    frame = mapped.frame
+    frame.insert(0, "source_row", frame.index.to_numpy())
+    frame.insert(0, "source_file", schemas.constant_text(file, len(frame)))
+    frame.insert(0, "org", schemas.constant_text(org.name, len(frame)))
+    if profile.table == "opportunities":
+        frame["size_class"] = schemas.constant_text(org.size_class, len(frame))
+    frame = frame.reindex(columns=canonical_columns(profile.table))
+    problems = [
+        raw.bad_rows.assign(column=""),
+        mapped.problems,
+    ]
+    parse_failed = pd.Index(mapped.problems["row"].unique())
+    # Dropping nothing still copies every column: only drop when a value failed to parse.
+    parsed = frame.drop(index=parse_failed) if len(parse_failed) else frame
+    valid, failures = validate_table(parsed, profile.table)
+    problems.append(_describe_failures(failures, raw, mapped, profile))
+    rejects = one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
+    log.info("%s: %s via %s: %d read, %d rejected, %d footer lines", path, profile.table, profile.name,
+             raw.read, len(rejects), raw.footer_lines)
+    id_column = schemas.ID_COLUMNS[profile.table]
+    id_label = mapped.labels.get(id_column) if id_column else None
+    unique_ids = bool(valid[id_column].is_unique) if id_column else None
+    return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids)
+
+
+def validate_table(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate ``frame`` against the canonical model; the valid rows and the failure cases.
+
+    Rows named by pandera's failure cases are dropped and the rest validated
+    again, since a dataframe-level check can only run on rows that coerce.
+    """
+    model = schemas.TABLES[table]
+    failures = []
+    for _ in range(4):
+        try:
+            return model.validate(frame, lazy=True), _concat_failures(failures)
+        except pa.errors.SchemaErrors as err:
+            cases = err.failure_cases
+            rows = cases[cases["index"].notna()]
+            if rows.empty:
+                checks = ", ".join(sorted(set(cases["check"].astype(str))))
+                raise ExportError(f"the {table} table fails the schema as a whole ({checks})") from err
+            failures.append(rows)
+            frame = frame.drop(index=pd.Index(rows["index"].unique()).intersection(frame.index))
+    raise AssertionError(f"{table}: schema failures did not converge")
+
+
+def _concat_failures(failures: list[pd.DataFrame]) -> pd.DataFrame:
+    if not failures:
+        return pd.DataFrame(columns=["schema_context", "column", "check", "failure_case", "index"])
+    return pd.concat(failures, ignore_index=True)
+
+
+def _describe_failures(failures: pd.DataFrame, raw: RawExport, mapped: MappedExport,
+                       profile: Profile) -> pd.DataFrame:
+    """Pandera failure cases as problems: source row, source header, raw value, reason."""
+    if failures.empty:
+        return pd.DataFrame(columns=["row", "column", "value", "reason"])
+    # A dataframe-level check reports every column of a failing row: keep one.
+    whole_row = failures["schema_context"] == "DataFrameSchema"
+    failures = failures.assign(column=failures["column"].where(~whole_row, None))
+    failures = failures.drop_duplicates(subset=["index", "column", "check"])
+    rows = failures["index"].astype("int64").to_numpy()
+    columns, values, reasons = [], [], []
+    positions = {label: i for i, label in reversed(list(enumerate(raw.headers)))}
+    for row, name, check, case in zip(rows, failures["column"], failures["check"].astype(str),
+                                      failures["failure_case"]):
+        if name is None or pd.isna(name):
+            name = ""
+            label = _dataframe_check_label(check, mapped)
+        else:
+            label = mapped.labels.get(name, name)
+        pos = positions.get(label)
+        value = raw.frame.at[row, pos] if pos is not None and row in raw.frame.index else case
+        columns.append(label)
+        values.append("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
+        reasons.append(_reason(check, name))
+    return pd.DataFrame({"row": rows, "column": columns, "value": values, "reason": reasons})
+
+
+def _dataframe_check_label(check: str, mapped: MappedExport) -> str:
+    if check == "won_is_closed":
+        return mapped.labels.get("is_won", "is_won")
+    return ""
+
+
+def _reason(check: str, column: str) -> str:
+    if check in _CHECK_REASONS:
+        return _CHECK_REASONS[check]
+    if check.startswith("greater_than_or_equal_to("):
+        return f"must be at least {check[25:-1]}"
+    if check.startswith("less_than_or_equal_to("):
+        return f"must be at most {check[22:-1]}"
+    if check.startswith("isin("):
+        allowed = check[5:-1].strip("[]").replace("'", "")
+        return f"not one of {allowed}"
+    return f"fails check {check}"
+
+
+def one_per_row(problems: pd.DataFrame, table: str, file: str) -> pd.DataFrame:
+    """One reject per source row: the first problem's column and value, every reason."""
+    if problems.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS})
+    problems = problems.astype({"row": "int64"}).fillna({"column": "", "value": ""})
+    described = problems["column"].where(problems["column"] == "", problems["column"] + ": ") + problems["reason"]
+    grouped = problems.groupby("row", sort=True)
+    out = grouped[["column", "value"]].first()
+    out["reason"] = described.groupby(problems["row"]).agg("; ".join)
+    out = out.reset_index()
+    out.insert(0, "file", file)
+    out.insert(0, "table", table)
+    return out[REJECT_COLUMNS]

@@ -1,0 +1,269 @@
+"""``load_crm(path)``: exports in, validated canonical tables + rejects + row accounting out.
+
+A path is an export file, a folder of exports, or a data folder with one
+sub-folder per organisation (each with an ``org.yaml``, see
+docs/ARCHITECTURE.md). Every data record of every file ends up either in a
+canonical table or in ``rejects`` — ``read == accepted + rejected`` for every
+file, always. Rejects come from three places, all mapped back to the file, the
+source row, the source column and the raw value:
+
+1. records that are not tabular (a CSV line with the wrong number of fields);
+2. values that cannot be parsed (a bad date, a bad amount, a yes/no that is
+   neither);
+3. pandera failure cases of the canonical schema (a required value missing,
+   a negative amount, won but not closed, ...);
+
+and, across the files of one organisation, ids seen before: the first record
+is kept, later ones are rejected naming the first's file and row.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.exports import read_headers
+from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult, load_file, one_per_row
+from quarterpanic.ingest.orgs import OrgInfo, discover, org_without_yaml, read_org_yaml
+from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, shipped_profiles
+from quarterpanic.ingest.reload_cache import LoadCache, open_cache
+
+log = logging.getLogger(__name__)
+
+
+def _load_threads(default: int = min(4, os.cpu_count() or 1)) -> int:
+    text = os.environ.get("QUARTERPANIC_LOAD_THREADS", "").strip()
+    if not text:
+        return default
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    log.warning("QUARTERPANIC_LOAD_THREADS=%r is not a positive whole number; loading on %d threads",
+                text, default)
+    return default
+
+
+#: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
+LOAD_THREADS = _load_threads()
+ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
+
+
+@dataclass
+class CRM:
+    """The canonical tables of one or more organisations, with what was rejected.
+
+    ``rejects`` has columns table, file, row, column, value, reason (one row
+    per rejected source record); ``accounting`` has one row per file with
+    file, org, table, profile, read, accepted, rejected.
+    """
+
+    opportunities: pd.DataFrame
+    history: pd.DataFrame
+    leads: pd.DataFrame
+    requests: pd.DataFrame
+    rejects: pd.DataFrame
+    accounting: pd.DataFrame
+    orgs: dict[str, OrgInfo]
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A canonical table by name (``opportunities``, ``history``, ``leads``, ``requests``)."""
+        return getattr(self, name)
+
+
+def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Path | None = None,
+             table: str | None = None, cache: bool | str | Path | LoadCache = False) -> CRM:
+    """Load CRM exports into validated canonical tables.
+
+    Args:
+        path_or_paths: an export file, a folder of exports, a data folder with
+            one sub-folder per organisation, or a list of these.
+        profile: a shipped profile name or a mapping YAML path used for every
+            file; by default ``org.yaml``'s ``files:`` entry, else detected
+            from each file's headers.
+        table: restrict detection to one canonical table.
+        cache: keep each file's result in the reload cache and reuse it while
+            the file, its mapping and the loading code are unchanged
+            (:mod:`quarterpanic.ingest.reload_cache`): ``True`` for the project's ``.cache/``
+            folder, or a cache folder.
+
+    Returns:
+        A :class:`CRM`.
+
+    Raises:
+        ExportError / ProfileError: a file or a mapping cannot be used.
+    """
+    if table is not None and table not in schemas.TABLES:
+        raise ProfileError(f"unknown table {table!r}", hint=f"tables: {', '.join(schemas.TABLES)}")
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    if not paths:
+        raise ExportError("no export files given", hint="give a file or a folder of exports")
+    fixed = load_profile(profile) if profile is not None else None
+    if fixed is not None and table is not None and fixed.table != table:
+        raise ProfileError(f"profile {fixed.name} produces the {fixed.table} table, not {table}")
+    orgs: dict[str, OrgInfo] = {}
+    jobs: list[tuple[Path, Profile, OrgInfo]] = []
+    folder_orgs: dict[Path, OrgInfo | None] = {}
+    profiles = None
+    store = open_cache(cache)
+    for file in discover(paths):
+        folder = file.parent
+        if folder not in folder_orgs:
+            folder_orgs[folder] = read_org_yaml(folder)
+        org = folder_orgs[folder]
+        if fixed is not None:
+            chosen = fixed
+        elif org is not None and file.name in org.files:
+            chosen = load_profile(org.files[file.name], base=folder)
+            if table is not None and chosen.table != table:
+                continue
+        else:
+            if profiles is None:
+                profiles = shipped_profiles()
+            headers = read_headers(file, candidates=[p.identify for p in profiles])
+            chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
+                _detect_for_table(headers, file, table, profiles)
+            if chosen is None:
+                continue
+        info = org if org is not None else org_without_yaml(folder, chosen)
+        if info.name in orgs and orgs[info.name].folder not in (None, info.folder) and info.folder is not None:
+            log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
+        orgs.setdefault(info.name, info)
+        jobs.append((file, chosen, orgs[info.name]))
+    results = _load_files(jobs, store)
+    if store is not None:
+        store.finish()
+    return _assemble(results, orgs)
+
+
+def _load_files(jobs: list[tuple[Path, Profile, OrgInfo]], store: LoadCache | None) -> list[FileResult]:
+    """``load_file`` for each job (through the cache when given), in order.
+
+    Files load on :data:`LOAD_THREADS` threads, largest first: most of the work
+    (pyarrow's parsing, its string and hashing kernels) runs without the GIL.
+    """
+    def one(job: tuple[Path, Profile, OrgInfo]) -> FileResult:
+        return load_file(*job) if store is None else store.load(*job, load_file)
+
+    threads = min(LOAD_THREADS, len(jobs))
+    if threads <= 1:
+        return [one(job) for job in jobs]
+    sizes = [job[0].stat().st_size for job in jobs]
+    with ThreadPoolExecutor(threads, thread_name_prefix="quarterpanic-load") as pool:
+        futures = {i: pool.submit(one, jobs[i]) for i in sorted(range(len(jobs)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(jobs))]
+
+
+def _detect_for_table(headers: list[str], file: Path, table: str, profiles: list[Profile]) -> Profile | None:
+    """The profile of ``table`` for a file; None when the file is another table's export."""
+    try:
+        return detect_profile(headers, path=file, table=table, profiles=profiles)
+    except ExportError:
+        try:
+            other = detect_profile(headers, path=file, profiles=profiles)
+        except ExportError:
+            other = None
+        if other is not None:
+            log.info("%s: a %s export (%s), skipped for --table %s", file, other.table, other.name, table)
+            return None
+        raise
+
+
+def _reject_duplicates(results: list[FileResult], table: str,
+                       id_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the first record of each id per org; reject later ones naming the first."""
+    id_column = schemas.ID_COLUMNS[table]
+    frames = [r.frame for r in results]
+    data = pd.concat(frames, ignore_index=True) if frames else schemas.empty(table)
+    if id_column is None or data.empty:
+        return data, one_per_row(pd.DataFrame(), table, "")
+    orgs = [r.org for r in results]
+    if len(set(orgs)) == len(orgs) and all(r.unique_ids for r in results):
+        # One file per organisation, each without repeats: nothing to compare.
+        return data, one_per_row(pd.DataFrame(), table, "")
+    keys = ["org", id_column]
+    later = data.duplicated(keys, keep="first")
+    if not later.any():
+        return data, one_per_row(pd.DataFrame(), table, "")
+    first = data.groupby(keys, sort=False)[["source_file", "source_row"]].transform("first")
+    dups = data[later]
+    firsts = first[later]
+    same_file = firsts["source_file"] == dups["source_file"]
+    where = ("row " + firsts["source_row"].astype(str)).where(
+        same_file, firsts["source_file"] + " row " + firsts["source_row"].astype(str))
+    rejects = pd.DataFrame({
+        "table": table, "file": dups["source_file"], "row": dups["source_row"].astype("int64"),
+        "column": dups["source_file"].map(id_labels).fillna(id_column), "value": dups[id_column],
+        "reason": "duplicate id, first seen at " + where + " (kept)",
+    })
+    return data[~later].reset_index(drop=True), rejects[REJECT_COLUMNS].reset_index(drop=True)
+
+
+def _assemble(results: list[FileResult], orgs: dict[str, OrgInfo]) -> CRM:
+    tables = {}
+    rejects = [r.rejects for r in results]
+    for table in schemas.TABLES:
+        loaded = [r for r in results if r.table == table and len(r.frame)]
+        id_labels = {str(r.path): r.id_label for r in results if r.table == table and r.id_label}
+        kept, duplicates = _reject_duplicates(loaded, table, id_labels)
+        tables[table] = _validated(kept, table) if loaded else schemas.empty(table)
+        rejects.append(duplicates)
+    rejects = [r for r in rejects if len(r)]
+    all_rejects = pd.concat(rejects, ignore_index=True) if rejects else one_per_row(pd.DataFrame(), "", "")
+    all_rejects = all_rejects.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable")
+    all_rejects = all_rejects.reset_index(drop=True)
+    accounting = _accounting(results, tables, all_rejects)
+    return CRM(**tables, rejects=all_rejects, accounting=accounting,
+               orgs={name: info for name, info in orgs.items()})
+
+
+@functools.cache
+def _canonical_dtypes(table: str) -> pd.Series:
+    return schemas.empty(table).dtypes
+
+
+def _validated(kept: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The assembled table, validated again unless it is the validated files' rows in the canonical dtypes.
+
+    Every file's rows passed the model already and every check is per row, so
+    rows of files concatenated in the canonical dtypes pass it too.
+    """
+    canonical = _canonical_dtypes(table)
+    if list(kept.columns) == list(canonical.index) and (kept.dtypes == canonical).all():
+        return kept
+    return schemas.TABLES[table].validate(kept)
+
+
+def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame) -> pd.DataFrame:
+    # Counted from the final tables and rejects (one pass each), not carried over from the files.
+    accepted_by_file = {name: table["source_file"].value_counts() for name, table in tables.items() if len(table)}
+    rejected_by_file = rejects.groupby(["file", "table"]).size() if len(rejects) else pd.Series(dtype="int64")
+    rows = []
+    for r in results:
+        file = str(r.path)
+        accepted = int(accepted_by_file[r.table].get(file, 0)) if r.table in accepted_by_file else 0
+        rejected = int(rejected_by_file.get((file, r.table), 0))
+        if accepted + rejected != r.read:
+            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected}")
+        rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
+                     "read": r.read, "accepted": accepted, "rejected": rejected})
+    frame = pd.DataFrame(rows, columns=ACCOUNTING_COLUMNS)
+    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64"})
+
+
+def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``rejects`` as a UTF-8 CSV (with BOM, so Excel opens accents right)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rejects.reindex(columns=REJECT_COLUMNS).to_csv(path, index=False, encoding="utf-8-sig")
+    except OSError as err:
+        raise ExportError(f"cannot write the rejects file ({err.strerror})", path=path,
+                          hint="choose another place with --rejects") from err
+    return path

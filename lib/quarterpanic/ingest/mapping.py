@@ -1,0 +1,280 @@
+"""Applying a profile: rename, parse dates/numbers, derive fields.
+
+:func:`map_export` applies a profile (:mod:`quarterpanic.ingest.profiles`) to a
+:class:`~quarterpanic.ingest.exports.RawExport` and returns the canonical columns plus
+one *problem* per value that could not be parsed (a bad date, a bad amount), so
+loading can reject those rows with the raw value the user will find in the file.
+
+The per-column vocabulary is deliberately small:
+
+``column``   source header (a list: the first header present)
+``value``    a constant
+``map``      source value -> canonical value (trimmed, case-insensitive)
+``default``  used when the source is empty (or, with ``map``, not in the map)
+``contains`` list of words: True when any occurs as a whole word (case-insensitive), else False
+``format``   explicit strptime format for a date column
+``scale`` / ``divide``  multiply / divide a number (percent -> fraction, seconds -> hours)
+``coalesce`` list of column specs: per row, the first that has a value
+``any_of``   list of column specs (yes/no): True when any is True
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import cache, reduce
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.ingest.exports import RawExport, normalise_label
+from quarterpanic.ingest.profiles import (
+    PROVENANCE,
+    Profile,
+    canonical_columns,
+    canonical_schema,
+    has_fallback,
+    required_columns,
+    spec_labels,
+)
+from quarterpanic.ingest.values import (
+    arrow_strings,
+    as_text,
+    clean_text,
+    each_distinct,
+    factorize,
+    parse_bools,
+    parse_dates,
+    parse_numbers,
+    put_masked,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MappedExport:
+    """Canonical columns of one export (indexed by source row) and its parse problems.
+
+    ``problems`` has columns ``row, column, value, reason`` (``column`` is the
+    source header); ``labels`` maps each canonical column to its source header.
+    """
+
+    frame: pd.DataFrame
+    problems: pd.DataFrame
+    labels: dict[str, str]
+
+
+def map_export(raw: RawExport, profile: Profile) -> MappedExport:
+    """The canonical columns of ``raw`` (except org and provenance) per ``profile``.
+
+    Raises:
+        ExportError: a required canonical column has no source header in the file.
+    """
+    context = _Context(raw, profile)
+    missing = []
+    for name in required_columns(profile.table):
+        spec = profile.columns.get(name)
+        if spec is not None and not context.satisfiable(spec):
+            missing.append((name, spec))
+    if missing:
+        wanted = "; ".join(f"{' or '.join(spec_labels(spec)) or name} ({name})" for name, spec in missing)
+        shown = ", ".join(h for h in raw.headers if h)
+        raise ExportError(f"missing required column {wanted}; found: {shown}", path=raw.path,
+                          hint=f"check the export's columns or the {profile.name} mapping")
+    data = {}
+    for name in canonical_columns(profile.table):
+        if name in PROVENANCE:
+            continue
+        spec = profile.columns.get(name)
+        if spec is None:
+            continue
+        data[name] = context.evaluate(spec, name)
+    frame = pd.DataFrame(data, index=raw.frame.index)
+    if profile.table == "history":
+        _normalise_history(frame, context)
+    labels = {name: (context.label_of(profile.columns[name]) or name) for name in data}
+    return MappedExport(frame, context.problems(), labels)
+
+
+class _Context:
+    """Evaluates column specs against one raw export, collecting problems."""
+
+    def __init__(self, raw: RawExport, profile: Profile):
+        self.raw = raw
+        self.profile = profile
+        self.positions: dict[str, list[int]] = {}
+        for pos, label in enumerate(raw.headers):
+            self.positions.setdefault(normalise_label(label), []).append(pos)
+        self._problems: list[pd.DataFrame] = []
+
+    def present(self, label: str) -> bool:
+        return normalise_label(label) in self.positions
+
+    def satisfiable(self, spec: dict) -> bool:
+        if has_fallback(spec):
+            return True
+        if "column" in spec:
+            return any(self.present(label) for label in spec_labels(spec))
+        return any(self.satisfiable(sub) for sub in spec.get("coalesce", []) + spec.get("any_of", []))
+
+    def label_of(self, spec: dict) -> str | None:
+        """The source header actually used by a spec (first present)."""
+        for label in spec_labels(spec):
+            if self.present(label):
+                return self.raw.headers[self.positions[normalise_label(label)][0]]
+        return None
+
+    def source(self, spec: dict) -> pd.Series | None:
+        """The source column of a spec; repeated headers are joined with ';'."""
+        label = self.label_of(spec)
+        if label is None:
+            return None
+        columns = [self.raw.frame[pos] for pos in self.positions[normalise_label(label)]]
+        if len(columns) == 1:
+            return columns[0]
+        return reduce(_join_labels, columns)
+
+    def problems(self) -> pd.DataFrame:
+        if not self._problems:
+            return pd.DataFrame({"row": pd.Series(dtype="int64"), "column": pd.Series(dtype="str"),
+                                 "value": pd.Series(dtype="str"), "reason": pd.Series(dtype="str")})
+        return pd.concat(self._problems, ignore_index=True)
+
+    def problem(self, mask: pd.Series, raw: pd.Series, label: str, reason: str) -> None:
+        if mask.any():
+            bad = raw[mask]
+            self._problems.append(pd.DataFrame({
+                "row": bad.index.to_numpy(dtype="int64"), "column": label,
+                "value": bad.astype(str).to_numpy(), "reason": reason}))
+
+    def evaluate(self, spec: dict, name: str) -> pd.Series:
+        kind = _kind(self.profile.table, name)
+        if "coalesce" in spec:
+            parts = [self.evaluate(sub, name) for sub in spec["coalesce"]]
+            return reduce(lambda a, b: a.combine_first(b) if a.isna().any() else a, parts)
+        if "any_of" in spec:
+            parts = pd.concat([self.evaluate(sub, name).astype("boolean") for sub in spec["any_of"]], axis=1)
+            any_true = parts.fillna(False).any(axis=1).astype("boolean")
+            return any_true.mask(parts.isna().all(axis=1), pd.NA)
+        if "value" in spec:
+            return self.constant(spec["value"], kind, spec, name)
+        raw = self.source(spec)
+        if raw is None:
+            return self.constant(spec.get("default"), kind, spec, name)
+        if "contains" in spec:
+            pattern = "|".join(rf"\b{re.escape(w)}\b" for w in spec["contains"])
+            text = as_text(raw)
+            return text.str.contains(pattern, case=False, regex=True).fillna(False).astype("boolean")
+        label = self.label_of(spec) or name
+        if "map" not in spec:
+            parsed = self.parse(raw, kind, spec, label)
+            if "default" in spec:
+                parsed = parsed.where(raw.notna(), self.constant(spec["default"], kind, spec, name))
+            return parsed
+        keys = as_text(raw).str.strip().str.lower()
+        matched = keys.isin(list(spec["map"])).fillna(False).astype(bool)
+        if "default" in spec:
+            # Everything not in the map takes the default: nothing left to parse.
+            parsed = self.constant(spec["default"], kind, spec, name)
+        else:
+            parsed = self.parse(raw.where(~matched, None), kind, spec, label, raw=raw)
+        if matched.any():
+            # Parse each map value once, then spread it over the rows by code.
+            codes, uniques = factorize(keys.where(matched, None))
+            canonical = self.parse(pd.Series([spec["map"][u] for u in uniques], dtype="object"), kind, {}, label)
+            if len(canonical) and pd.isna(canonical).any():
+                raise ProfileError(f"columns.{name}.map: a value is not a valid {kind}", path=self.profile.source)
+            mask = matched.to_numpy()
+            if arrow_strings(parsed) is not None:
+                return put_masked(parsed, matched, canonical.take(codes[mask]))
+            parsed = parsed.copy()
+            parsed[mask] = canonical.to_numpy()[codes[mask]]
+        return parsed
+
+    def constant(self, value: Any, kind: str, spec: dict, name: str) -> pd.Series:
+        """``value`` parsed once and repeated on every row (missing when None)."""
+        if value is None:
+            return pd.Series(None, index=self.raw.frame.index, dtype=_EMPTY_DTYPES[kind])
+        one = pd.Series([value], dtype="object")
+        parsed = self.parse(one, kind, {k: v for k, v in spec.items() if k == "format"}, name, record=False)
+        if value is not None and parsed.isna().all():
+            raise ProfileError(f"columns.{name}: {value!r} is not a valid {kind}", path=self.profile.source,
+                               hint="fix the mapping")
+        return parsed.take(np.zeros(len(self.raw.frame), dtype=int)).set_axis(self.raw.frame.index)
+
+    def parse(self, values: pd.Series, kind: str, spec: dict, label: str, *,
+              raw: pd.Series | None = None, record: bool = True) -> pd.Series:
+        """``values`` as the canonical ``kind``; unparseable values become problems."""
+        raw = values if raw is None else raw
+        if kind == "date":
+            parsed, bad = parse_dates(values, self.profile.dates, spec.get("format"))
+            reason = f"not a date ({_order_hint(self.profile.dates, spec)})"
+        elif kind == "number":
+            parsed, bad = parse_numbers(values, self.profile.decimal)
+            reason = f"not a number (decimal mark {self.profile.decimal!r})"
+            if "scale" in spec:
+                parsed = parsed * float(spec["scale"])
+            if "divide" in spec:
+                parsed = parsed / float(spec["divide"])
+        elif kind == "bool":
+            parsed, bad = parse_bools(values)
+            reason = "not a yes/no value (Yes/No, True/False, 1/0)"
+        else:
+            return clean_text(values)
+        if record:
+            self.problem(bad, raw, label, reason)
+        return parsed
+
+
+_EMPTY_DTYPES = {"date": "datetime64[ns]", "number": "float64", "bool": "boolean", "text": "str"}
+
+
+@cache
+def _kind(table: str, name: str) -> str:
+    dtype = str(canonical_schema(table).columns[name].dtype)
+    if dtype.startswith("datetime"):
+        return "date"
+    if dtype.startswith(("float", "int")):
+        return "number"
+    if dtype in ("bool", "boolean"):
+        return "bool"
+    return "text"
+
+
+def _order_hint(order: str, spec: dict) -> str:
+    if spec.get("format"):
+        return f"expected {spec['format']}"
+    return {"month_first": "expected month first, e.g. 3/31/2025",
+            "day_first": "expected day first, e.g. 31/03/2025",
+            "iso": "expected YYYY-MM-DD"}[order]
+
+
+def _join_labels(left: pd.Series, right: pd.Series) -> pd.Series:
+    left, right = as_text(left), as_text(right)
+    both = left.notna() & right.notna()
+    return left.where(~both, left + ";" + right).fillna(right)
+
+
+def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
+    """Old/new values of amount and close-date changes as plain numbers and ISO dates."""
+    profile = context.profile
+    for column in ("old_value", "new_value"):
+        if column not in frame:
+            continue
+        label = context.label_of(profile.columns[column]) or column
+        values = frame[column]
+        amount = (frame["field"] == "amount").fillna(False) & values.notna()
+        if amount.any():
+            numbers, bad = parse_numbers(values[amount], profile.decimal)
+            context.problem(bad, values[amount], label, "not an amount")
+            values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
+        close = (frame["field"] == "close_date").fillna(False) & values.notna()
+        if close.any():
+            dates, bad = parse_dates(values[close], profile.dates)
+            context.problem(bad, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
+            values = put_masked(values, close,
+                          each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
+        frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values

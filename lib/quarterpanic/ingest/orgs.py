@@ -1,0 +1,118 @@
+"""Organisations in a data folder: which files are exports, and what each folder's ``org.yaml`` says.
+
+A data folder holds one sub-folder per organisation, each with an ``org.yaml``
+(name, size class, fiscal calendar, which profile reads which file; see docs/DATA.md)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.exports import export_kind
+from quarterpanic.ingest.profiles import Profile
+
+ORG_FILE = "org.yaml"
+DEFAULT_SIZE_CLASS = "mid"
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
+
+
+@dataclass
+class OrgInfo:
+    """An organisation: its name, size class and raw fiscal-calendar spec.
+
+    ``calendar`` is the ``fiscal_calendar`` map of ``org.yaml`` as written
+    (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``.
+    """
+
+    name: str
+    size_class: str = DEFAULT_SIZE_CLASS
+    calendar: dict = field(default_factory=dict)
+    folder: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def discover(paths: list[str | Path]) -> list[Path]:
+    """Export files under ``paths``, sorted within each folder.
+
+    A folder contributes its export files (.csv, .txt, .tsv, .xlsx, .xlsm,
+    .parquet) and those of its sub-folders, skipping hidden files and folders.
+    Symlinked folders are followed (an organisation's exports may live elsewhere),
+    each real folder once.
+    """
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise ExportError("file not found", path=path, hint="check the path")
+        if path.is_file():
+            files.append(path)
+            continue
+        found = sorted(p for p in _walk(path) if export_kind(p))
+        if not found:
+            raise ExportError("has no export files (.csv, .xlsx, .parquet)", path=path,
+                              hint="give a folder of exports or a data folder with one sub-folder per organisation")
+        files.extend(found)
+    unique = list(dict.fromkeys(files))
+    return unique
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder`` that is not hidden and not in a hidden folder, following symlinks once."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out.extend(Path(root) / name for name in names if not name.startswith(".") and (Path(root) / name).is_file())
+    return out
+
+
+def org_folders(data_dir: str | Path) -> list[Path]:
+    """The organisation folders of a data folder: its sub-folders (symlinked ones too) with an ``org.yaml``."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(child for child in folder.iterdir()
+                  if not child.name.startswith(".") and (child / ORG_FILE).is_file())
+
+
+def read_org_yaml(folder: Path) -> OrgInfo | None:
+    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``."""
+    path = folder / ORG_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise ProfileError(f"cannot be read ({type(err).__name__})", path=path, hint="fix the YAML") from err
+    if not isinstance(doc, dict):
+        raise ProfileError("must be a map with org:, size_class:, fiscal_calendar:", path=path)
+    unknown = set(doc) - ORG_KEYS
+    if unknown:
+        raise ProfileError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", path=path,
+                           hint=f"allowed: {', '.join(sorted(ORG_KEYS))}")
+    size_class = doc.get("size_class", DEFAULT_SIZE_CLASS)
+    if size_class not in schemas.SIZE_CLASSES:
+        raise ProfileError(f"size_class {size_class!r} is not one of {', '.join(schemas.SIZE_CLASSES)}", path=path)
+    calendar = doc.get("fiscal_calendar") or {}
+    files = doc.get("files") or {}
+    if not isinstance(calendar, dict) or not isinstance(files, dict):
+        raise ProfileError("fiscal_calendar: and files: must be maps", path=path)
+    return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
+                   folder=folder, files={str(k): str(v) for k, v in files.items()})
+
+
+def org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:
+    """A file outside an org folder: org from the mapping's constants, else its folder's name."""
+    constants = profile.constants
+    size_class = constants.get("size_class", DEFAULT_SIZE_CLASS)
+    name = str(constants.get("org") or folder.resolve().name or "default")
+    return OrgInfo(name=name, size_class=size_class)

@@ -1,0 +1,266 @@
+"""Vendor profiles and mapping YAML: how one kind of export becomes one canonical table.
+
+A *profile* (see docs/DATA.md for the format) names the table it produces, how to
+read the file, which headers identify it, and a column spec per canonical column.
+The shipped ones live in ``lib/quarterpanic/ingest/vendor_profiles/<name>.yaml``;
+a user's mapping YAML for any other CSV/XLSX/Parquet has the same format.
+:func:`detect_profile` picks the shipped profile whose identifying headers a file has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.exports import ReadOptions, normalise_label
+from quarterpanic.ingest.values import NUMBER_PATTERN
+from quarterpanic.paths import PROFILES_DIR
+
+DATE_ORDERS = ("month_first", "day_first", "iso")
+SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale", "divide", "coalesce", "any_of"}
+PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
+                "columns", "constants"}
+#: Canonical columns loading fills in; a profile may still set org or size_class as constants.
+PROVENANCE = ("org", "source_file", "source_row")
+
+
+@dataclass
+class Profile:
+    """How one kind of export becomes one canonical table."""
+
+    name: str
+    table: str
+    columns: dict[str, Any]
+    source: Path | None = None
+    vendor: str | None = None
+    description: str = ""
+    identify: list[str] = field(default_factory=list)
+    read: ReadOptions = field(default_factory=ReadOptions)
+    dates: str = "iso"
+    decimal: str = "."
+    constants: dict[str, Any] = field(default_factory=dict)
+
+    def labels(self, canonical: str) -> list[str]:
+        """Source headers a canonical column is read from, in spec order."""
+        return spec_labels(self.columns.get(canonical))
+
+    def required_labels(self) -> list[str]:
+        """Headers needed for the required canonical columns (first alternative each)."""
+        out = []
+        for name in required_columns(self.table):
+            spec = self.columns.get(name)
+            if spec is not None and not has_fallback(spec):
+                out.extend(spec_labels(spec)[:1])
+        return out
+
+
+def known_profiles() -> list[str]:
+    """Names of the shipped vendor profiles."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path, *, base: Path | None = None) -> Profile:
+    """A shipped profile by name, or a mapping YAML by path.
+
+    Args:
+        name_or_path: ``salesforce_opportunities`` or ``deals_mapping.yaml``.
+        base: folder a relative YAML path is looked up in first (an org folder).
+
+    Raises:
+        ProfileError: unknown name, missing file, or malformed YAML.
+    """
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        path = Path(text).expanduser()
+        if base is not None and not path.is_absolute() and (base / path).exists():
+            path = base / path
+        if not path.exists():
+            raise ProfileError("mapping file not found", path=path,
+                               hint=f"give a mapping YAML path or one of: {', '.join(known_profiles())}")
+        return _profile_from_file(path)
+    path = PROFILES_DIR / f"{text}.yaml"
+    if not path.exists():
+        raise ProfileError(f"unknown profile {text!r}",
+                           hint=f"known profiles: {', '.join(known_profiles())}; or give a mapping YAML path")
+    return _profile_from_file(path)
+
+
+def shipped_profiles() -> list[Profile]:
+    """All shipped profiles, loaded."""
+    return [load_profile(name) for name in known_profiles()]
+
+
+def _profile_from_file(path: Path) -> Profile:
+    return _cached_profile(path.resolve(), path.stat().st_mtime_ns, str(path))
+
+
+@cache
+def _cached_profile(path: Path, mtime_ns: int, shown: str) -> Profile:
+    """A profile file parsed once per version (every file of a folder asks again)."""
+    path = Path(shown)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"is not valid YAML{where}", path=path, hint="fix the YAML syntax") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProfileError(f"cannot be read ({err})", path=path) from err
+    if not isinstance(doc, dict):
+        raise ProfileError("is not a mapping YAML (expected keys table:, columns:)", path=path,
+                           hint="see parameters/example_mapping.yaml")
+    return profile_from_dict(doc, path=path)
+
+
+def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None = None) -> Profile:
+    """Build and check a :class:`Profile` from its YAML document."""
+    where = path or name or "mapping"
+
+    def fail(message: str, hint: str | None = None) -> ProfileError:
+        return ProfileError(message, path=where, hint=hint)
+
+    unknown = set(doc) - PROFILE_KEYS
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+                   f"allowed: {', '.join(sorted(PROFILE_KEYS))}")
+    table = doc.get("table")
+    if table not in schemas.TABLES:
+        raise fail(f"table must be one of {', '.join(schemas.TABLES)}, not {table!r}")
+    dates = doc.get("dates", "iso")
+    if dates not in DATE_ORDERS:
+        raise fail(f"dates must be one of {', '.join(DATE_ORDERS)}, not {dates!r}")
+    decimal = str(doc.get("decimal", "."))
+    if decimal not in NUMBER_PATTERN:
+        raise fail(f"decimal must be '.' or ',', not {decimal!r}")
+    read = doc.get("read") or {}
+    try:
+        read_options = ReadOptions(**read)
+    except TypeError as err:
+        raise fail(f"read: {err}", "allowed: encoding, delimiter, footer, sheet, header_row") from err
+    if read_options.footer not in ("auto", "none"):
+        raise fail(f"read.footer must be auto or none, not {read_options.footer!r}")
+    canonical = set(canonical_columns(table)) - set(PROVENANCE)
+    columns_doc = doc.get("columns") or {}
+    constants = doc.get("constants") or {}
+    if not isinstance(columns_doc, dict) or not isinstance(constants, dict):
+        raise fail("columns: and constants: must be maps of canonical column -> spec")
+    specs: dict[str, Any] = {}
+    for target, spec in {**columns_doc, **{k: {"value": v} for k, v in constants.items()}}.items():
+        if target in ("org", "size_class"):  # organisation facts: loading applies them
+            continue
+        if target not in canonical:
+            raise fail(f"{target!r} is not a column of the {table} table",
+                       f"columns: {', '.join(c for c in canonical_columns(table) if c in canonical)}")
+        specs[target] = _check_spec(spec, f"columns.{target}", fail)
+    if constants.get("size_class", schemas.SIZE_CLASSES[1]) not in schemas.SIZE_CLASSES:
+        raise fail(f"constants.size_class must be one of {', '.join(schemas.SIZE_CLASSES)}")
+    missing = [c for c in required_columns(table) if c not in specs and c != "size_class"]
+    if missing:
+        raise fail(f"no mapping for required column(s) {', '.join(missing)} of the {table} table")
+    return Profile(
+        name=str(doc.get("profile") or name or (path.stem if path else "mapping")),
+        table=table,
+        columns=specs,
+        source=path,
+        vendor=doc.get("vendor"),
+        description=str(doc.get("description") or ""),
+        identify=[str(x) for x in doc.get("identify") or []],
+        read=read_options,
+        dates=dates,
+        decimal=decimal,
+        constants=dict(constants),
+    )
+
+
+def _check_spec(spec: Any, where: str, fail) -> Any:
+    if isinstance(spec, str):
+        return {"column": spec}
+    if isinstance(spec, list) and all(isinstance(x, str) for x in spec):
+        return {"column": spec}
+    if not isinstance(spec, dict):
+        raise fail(f"{where}: expected a header name or a map with keys {', '.join(sorted(SPEC_KEYS))}")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise fail(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+                   f"allowed: {', '.join(sorted(SPEC_KEYS))}")
+    sources = [k for k in ("column", "value", "coalesce", "any_of") if k in spec]
+    if len(sources) != 1:
+        raise fail(f"{where}: give exactly one of column, value, coalesce, any_of")
+    out = dict(spec)
+    for key in ("coalesce", "any_of"):
+        if key in spec:
+            if not isinstance(spec[key], list) or not spec[key]:
+                raise fail(f"{where}.{key}: expected a list of column specs")
+            out[key] = [_check_spec(s, f"{where}.{key}[{i}]", fail) for i, s in enumerate(spec[key])]
+    if "map" in spec:
+        if not isinstance(spec["map"], dict):
+            raise fail(f"{where}.map: expected source value: canonical value pairs")
+        out["map"] = {" ".join(str(k).split()).lower(): v for k, v in spec["map"].items()}
+    if "contains" in spec:
+        words = spec["contains"]
+        out["contains"] = [str(w) for w in (words if isinstance(words, list) else [words])]
+    return out
+
+
+@cache
+def canonical_schema(table: str):
+    """The pandera schema of a canonical table (building one takes milliseconds)."""
+    return schemas.TABLES[table].to_schema()
+
+
+def canonical_columns(table: str) -> list[str]:
+    """The columns of a canonical table in schema order (cached :func:`schemas.columns`)."""
+    return list(canonical_schema(table).columns)
+
+
+@cache
+def required_columns(table: str) -> tuple[str, ...]:
+    schema = canonical_schema(table)
+    return tuple(name for name, col in schema.columns.items() if not col.nullable and name not in PROVENANCE)
+
+
+def spec_labels(spec: Any) -> list[str]:
+    if not spec:
+        return []
+    if "column" in spec:
+        col = spec["column"]
+        return [str(c) for c in (col if isinstance(col, list) else [col])]
+    return [label for sub in spec.get("coalesce", []) + spec.get("any_of", []) for label in spec_labels(sub)]
+
+
+def has_fallback(spec: dict) -> bool:
+    return "value" in spec or "default" in spec
+
+
+def detect_profile(headers: list[str], *, path: Path | str | None = None, table: str | None = None,
+                   profiles: list[Profile] | None = None) -> Profile:
+    """The one shipped profile whose identifying headers are all in ``headers``.
+
+    When several match and one's identifying headers include another's, the
+    more specific one wins; otherwise the choice is ambiguous.
+
+    Raises:
+        ExportError: no profile or more than one matches.
+    """
+    candidates = [p for p in (profiles if profiles is not None else shipped_profiles())
+                  if p.identify and (table is None or p.table == table)]
+    present = {normalise_label(h) for h in headers}
+    matches = [p for p in candidates if all(normalise_label(h) in present for h in p.identify)]
+    matches = [p for p in matches
+               if not any(set(map(normalise_label, p.identify)) < set(map(normalise_label, q.identify))
+                          for q in matches)]
+    shown = ", ".join(h for h in headers[:12] if h) + (", ..." if len(headers) > 12 else "")
+    if not matches:
+        what = f" {table}" if table else ""
+        raise ExportError(f"no{what} profile recognises its headers ({shown})", path=path,
+                          hint="pass --profile NAME or a mapping YAML "
+                               f"(profiles: {', '.join(p.name for p in candidates)})")
+    if len(matches) > 1:
+        raise ExportError(f"headers match several profiles ({', '.join(p.name for p in matches)})", path=path,
+                          hint="pass --profile NAME to choose one")
+    return matches[0]

@@ -1,0 +1,241 @@
+"""The panic index in words and charts: the executive headline, each component as a phrase, the index bars."""
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from quarterpanic.analysis import early_warning
+from quarterpanic.analysis.findings import ALL_SEGMENTS
+from quarterpanic.analysis.panic_index import CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, PANIC, WATCH
+from quarterpanic.report import plots
+from quarterpanic.report.words import CHART_LABELS
+from quarterpanic.util import finite_or_none
+
+
+def size_class_headline(sizes: pd.DataFrame) -> str:
+    """The size classes that panicked most often, from :func:`by_size_class` ("Mid and enterprise organisations
+    panicked most often (50% of quarters each)")."""
+    if sizes.empty or not sizes["panic_quarters"].any():
+        return "No size class had a quarter in panic"
+    top = sizes[sizes["panic_share"] == sizes["panic_share"].max()]
+    names = list(top["size_class"])
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    each = " each" if len(names) > 1 else ""
+    return f"{who.capitalize()} organisations panicked most often ({top['panic_share'].iloc[0]:.0%} of quarters{each})"
+
+
+# -- in plain words -----------------------------------------------------------------------------------
+def _finite(*values: Any) -> bool:
+    return all(finite_or_none(v) is not None for v in values)
+
+
+def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
+    """One component's finding as a phrase a reader without statistics understands.
+
+    ``row`` is a :func:`component_scores` row (or a findings row) of one of
+    :data:`COMPONENTS`; ``short=True`` leaves out the onset week. Examples:
+    "late-quarter deals were qualified 34 points less often (95% CI 25–43)",
+    "late-quarter deals won 48% less often (95% CI 39–56%)".
+    """
+    metric, estimate = row["component"] if "component" in row else row["metric"], finite_or_none(row["estimate"])
+    low, high = finite_or_none(row.get("ci_low")), finite_or_none(row.get("ci_high"))
+    if estimate is None or row.get("status") == "insufficient data":
+        return f"too little data to measure {metric.replace('_', ' ')}"
+    onset = finite_or_none(row.get("onset_week"))
+    late = "late-quarter deals" if short or onset is None else f"deals created from week {onset:.0f} on"
+    won_late = "deals won late" if short or onset is None else f"deals won from week {onset:.0f} on"
+    has_ci = _finite(low, high)
+    if metric == "qualification_decay":
+        size, direction = abs(100 * estimate), "less" if estimate >= 0 else "more"
+        ci = f" (95% CI {100 * low:.0f}–{100 * high:.0f})" if has_ci and estimate >= 0 else (
+            f" (95% CI {-100 * high:.0f}–{-100 * low:.0f})" if has_ci else "")
+        return f"{late} were qualified {size:.0f} points {direction} often{ci}"
+    if metric == "win_rate_ratio":
+        change = estimate - 1
+        if has_ci and high < 1:
+            ci = f" (95% CI {100 * (1 - high):.0f}–{100 * (1 - low):.0f}%)"
+        elif has_ci and low > 1:
+            ci = f" (95% CI {100 * (low - 1):.0f}–{100 * (high - 1):.0f}%)"
+        else:
+            ci = f" (95% CI from {100 * (1 - low):.0f}% less to {100 * (high - 1):.0f}% more)" if has_ci else ""
+        return f"{late} won {abs(100 * change):.0f}% {'less' if change <= 0 else 'more'} often{ci}"
+    if metric == "discount_uplift":
+        ci = f" (95% CI {100 * low:.1f} to {100 * high:.1f})" if has_ci else ""
+        return f"{won_late} carried {abs(100 * estimate):.1f} points {'more' if estimate >= 0 else 'less'} discount{ci}"
+    if metric == "reactive_order_taking":
+        ci = f" (95% CI {low:.1f}–{high:.1f}×)" if has_ci else ""
+        if short:
+            return f"sales-ops firefighting {multiplier_words(estimate)}{ci}"
+        since = f"from week {onset:.0f} on" if onset is not None else "late in the quarter"
+        return f"unplanned sales-ops requests per working day ran at {estimate:.1f}× the earlier weeks' pace {since}{ci}"
+    return f"{metric.replace('_', ' ')} {estimate:.3g}"
+
+
+def multiplier_words(ratio: float) -> str:
+    """A rate ratio in words: 2.0 → "doubled", 3.1 → "tripled", 1.4 → "rose by 40%", 0.7 → "fell by 30%"."""
+    if ratio >= 4.5:
+        return f"rose {ratio:.1f}-fold"
+    for low, words in ((3.5, "quadrupled"), (2.5, "tripled"), (1.75, "doubled")):
+        if ratio >= low:
+            return words
+    return f"rose by {100 * (ratio - 1):.0f}%" if ratio >= 1 else f"fell by {100 * (1 - ratio):.0f}%"
+
+
+def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
+    """The one sentence of the executive summary, made from the numbers.
+
+    The organisation with the most panic quarters (ties: the highest index),
+    how often it panicked, and what happened in its latest panic quarter;
+    then the other organisations' counts. E.g. "Globex Corporation panicked
+    in 4 of its last 10 quarters; in FY2026-Q3 late-quarter deals were
+    qualified 34 points less often (95% CI 25–43) and sales-ops firefighting
+    tripled (95% CI 2.4–3.6×). Northwind Traders: 3 of 10; Brightline Studio: none of 10."
+    """
+    table = index[(index["segment"] == ALL_SEGMENTS) & index["panic_index"].notna()]
+    if table.empty:
+        return "Too little data to compute a panic index for any quarter."
+    per_org = (
+        table.assign(_panic=table["level"] == PANIC)
+        .groupby("org")
+        .agg(panic=("_panic", "sum"), quarters=("quarter", "size"), peak=("panic_index", "max"))
+        .sort_values(["panic", "peak"], ascending=False)
+    )
+    org, top = per_org.index[0], per_org.iloc[0]
+    if top["panic"] == 0:
+        peak = table.loc[table["panic_index"].idxmax()]
+        return (
+            f"No organisation panicked in its complete quarters; the highest panic index was "
+            f"{peak['panic_index']:.1f} ({peak['org']}, {peak['quarter']}, {peak['level']})."
+        )
+    latest = table[(table["org"] == org) & (table["level"] == PANIC)]["quarter"].max()
+    rows = scores[(scores["org"] == org) & (scores["quarter"] == latest) & (scores["segment"] == ALL_SEGMENTS)]
+    rows = rows.set_index("component")
+    phrases = [
+        effect_phrase({**rows.loc[name].to_dict(), "component": name}, short=True)
+        for name in ("qualification_decay", "reactive_order_taking")
+        if name in rows.index and _finite(rows.loc[name, "estimate"])
+    ]
+    what = f"; in {latest} " + " and ".join(phrases) if phrases else f", most recently in {latest}"
+    others = [
+        f"{name}: {'none' if row['panic'] == 0 else int(row['panic'])} of {int(row['quarters'])}"
+        for name, row in per_org.iloc[1:].iterrows()
+    ]
+    tail = (". " + "; ".join(others)) if others else ""
+    return f"{org} panicked in {int(top['panic'])} of its last {int(top['quarters'])} quarters{what}{tail}."
+
+
+def top_findings(scores: pd.DataFrame, index: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """The components that pushed quarters furthest towards panic, in plain words.
+
+    Only quarters at ``watch`` or ``panic`` level and components with a
+    positive contribution, largest first. Returns ``org``, ``quarter``,
+    ``level``, ``panic_index``, ``component``, ``z``, ``contribution`` and
+    ``sentence`` (:func:`effect_phrase`).
+    """
+    hot = index[index["level"].isin([WATCH, PANIC])][KEYS + ["level", "panic_index"]]
+    rows = scores.merge(hot, on=KEYS, how="inner")
+    rows = rows[(rows["contribution"] > 0) & rows["estimate"].notna()]
+    rows = rows.sort_values("contribution", ascending=False).head(n).reset_index(drop=True)
+    rows["sentence"] = [effect_phrase(row) for row in rows.to_dict("records")]
+    return rows[["org", "quarter", "segment", "level", "panic_index", "component", "z", "contribution", "sentence"]]
+
+
+def index_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Org-wide index and level per quarter, one row per organisation (a compact table for readers)."""
+    rows = index[index["segment"] == ALL_SEGMENTS]
+    text = rows["panic_index"].map(lambda v: "" if pd.isna(v) else f"{round(v, 1) + 0.0:.1f}") + " " + rows["level"].map(
+        {PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a"})
+    return rows.assign(cell=text.str.strip()).pivot(index="org", columns="quarter", values="cell").fillna("")
+
+
+def money(value: float, currency: str = "") -> str:
+    """12_345_678 → "12.3M EUR"; 45_600 → "45.6k EUR"."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    size = abs(value)
+    text = f"{value / 1e6:.1f}M" if size >= 1e6 else f"{value / 1e3:.0f}k" if size >= 1e4 else f"{value:,.0f}"
+    return f"{text} {currency}".strip()
+
+
+# -- charts -------------------------------------------------------------------------------------------
+def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, ax: Any = None) -> Any:
+    """One organisation's panic index over its quarters: bars coloured by level, thresholds drawn.
+
+    The title states the finding ("Globex Corporation panicked in 4 of 10 quarters").
+    """
+    rows = index[(index["org"] == org) & (index["segment"] == ALL_SEGMENTS)].sort_values("quarter")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
+    colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
+    ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
+    for name, style in (("watch", ":"), ("panic", "--")):
+        ax.axhline(float(thresholds[name]), color=plots.LEVEL_COLORS[name], linestyle=style, linewidth=1.2,
+                   label=f"{name} from {float(thresholds[name]):g}")
+    ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
+    panic = int((rows["level"] == PANIC).sum())
+    verdict = f"panicked in {panic} of {len(rows)} quarters" if panic else f"stayed clear of panic in all {len(rows)} quarters"
+    plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (baseline SDs)")
+    ax.tick_params(axis="x", rotation=45 if len(rows) > 6 else 0)
+    ax.legend(loc="upper left")
+    return ax
+
+
+def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
+    """Stacked contributions of the components to one organisation's index, quarter by quarter."""
+    rows = scores[(scores["org"] == org) & (scores["segment"] == ALL_SEGMENTS)]
+    grid = rows.pivot_table(index="quarter", columns="component", values="contribution", aggfunc="sum").fillna(0)
+    grid = grid[[c.metric for c in COMPONENTS if c.metric in grid.columns]]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
+    colors = sns.color_palette("colorblind", n_colors=len(COMPONENTS))
+    positive, negative = np.zeros(len(grid)), np.zeros(len(grid))
+    for color, name in zip(colors, grid.columns):
+        values = grid[name].to_numpy()
+        bottom = np.where(values >= 0, positive, negative)
+        ax.bar(grid.index, values, bottom=bottom, color=color, label=name.replace("_", " "))
+        positive += np.clip(values, 0, None)
+        negative += np.clip(values, None, 0)
+    ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
+    totals = grid.sum(axis=1)
+    leader = rows[rows["quarter"] == totals.idxmax()].sort_values("contribution").iloc[-1]["component"] if len(rows) else ""
+    plots.label_axes(
+        ax, title=f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})"
+        if len(grid) else org, x="Fiscal quarter", y="Contribution to the index",
+    )
+    ax.tick_params(axis="x", rotation=45 if len(grid) > 6 else 0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return ax
+
+
+# -- the early warning's chart ---------------------------------------------------------------------------------------------
+def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = None) -> Any:
+    """One organisation's open-quarter CUSUMs, each as a share of its alarm line (1 = alarm).
+
+    The title is the organisation's status sentence (without its name).
+    """
+    rows = charts[charts["org"] == org]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.6))
+    colors = dict(zip(early_warning.CHARTS, sns.color_palette("colorblind", n_colors=len(early_warning.CHARTS))))
+    for name, part in rows.groupby("chart", sort=False):
+        part = part.sort_values("week_of_quarter")
+        ax.plot(part["week_of_quarter"], part["cusum"] / part["h"], marker="o", color=colors[name],
+                label=CHART_LABELS[name])
+    ax.axhline(1.0, color=plots.PANIC_COLOR, linestyle="--", linewidth=1.2, label="alarm line")
+    ax.axhline(0.5, color=plots.WATCH_COLOR, linestyle=":", linewidth=1.0, label="watch")
+    row = status[status["org"] == org]
+    sentence = str(row["sentence"].iloc[0]) if len(row) else org
+    title = sentence.split(", as of ", 1)[-1] if ", as of " in sentence else sentence
+    title = f"{org}: as of {title}" if ", as of " in sentence else title
+    plots.label_axes(ax, title=textwrap.fill(title, 70), x="Week of fiscal quarter", y="CUSUM / alarm line")
+    weeks_in_quarter = int(row["weeks_in_quarter"].iloc[0]) if len(row) else 13
+    ax.set_xlim(0.5, weeks_in_quarter + 0.5)
+    ax.set_ylim(bottom=0)
+    plots.week_ticks(ax, range(1, weeks_in_quarter + 1))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return ax

@@ -1,0 +1,138 @@
+"""Plain-language sentences from numbers, for readers who never see code.
+
+Every sentence carries the estimate's uncertainty ("95% CI ...") and says
+when the data were too thin to tell.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from quarterpanic.analysis import early_warning
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS
+
+
+def pct(value: float, digits: int = 0) -> str:
+    """0.314 -> '31%'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.{digits}f}%"
+
+
+def points(value: float, digits: int = 0) -> str:
+    """A difference of shares in percentage points: 0.35 -> '35 points'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.{digits}f} points"
+
+
+def ci_text(low: float, high: float, unit: str) -> str:
+    """'95% CI 25 to 43 points' in the metric's own unit."""
+    if _missing(low) or _missing(high):
+        return "uncertainty not estimable"
+    if unit == "share":
+        return f"95% CI {100 * low:.0f} to {100 * high:.0f} points"
+    if unit in ("proportion", "relative"):
+        return f"95% CI {100 * low:.0f}% to {100 * high:.0f}%"
+    if unit == "ratio":
+        return f"95% CI {low:.2f}× to {high:.2f}×"
+    return f"95% CI {low:.3g} to {high:.3g}"
+
+
+def p_text(p_value: float | None) -> str:
+    if _missing(p_value):
+        return ""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+def size_text(estimate: float, unit: str) -> str:
+    """The estimate in its unit: '35 points', '31%', '-12%', '2.95×', '14.8'."""
+    if unit == "share":
+        return points(estimate)
+    if unit == "proportion":
+        return pct(estimate)
+    if unit == "relative":
+        return f"{100 * estimate:+.0f}%"
+    if unit == "ratio":
+        return f"{estimate:.2f}×"
+    return f"{estimate:.3g}"
+
+
+_OPPOSITES = {" fell by": " rose by", " rose by": " fell by"}
+
+
+def describe(finding: Mapping[str, Any]) -> str:
+    """One sentence for one finding row (a dict or a DataFrame row)."""
+    where = f"{finding['org']}, {finding['quarter']}"
+    if finding.get("segment") not in (None, "all"):
+        where += f" ({finding['segment']})"
+    metric = METRICS.get(finding["metric"])
+    label = metric.description if metric else str(finding["metric"]).replace("_", " ")
+    if finding.get("status") == INSUFFICIENT:
+        return f"{where}: too little data to judge {_subject(label)} (n = {finding.get('n')})."
+    unit = metric.unit if metric else "value"
+    estimate = finding["estimate"]
+    low, high = finding.get("ci_low"), finding.get("ci_high")
+    # "fell by -12 points" reads as nonsense: say "rose by 12 points" instead.
+    for verb, opposite in _OPPOSITES.items():
+        if label.endswith(verb) and not _missing(estimate) and estimate < 0 and unit in ("share", "count"):
+            label = label[: -len(verb)] + opposite
+            estimate, low, high = -estimate, (None if _missing(high) else -high), (None if _missing(low) else -low)
+            break
+    onset = finding.get("onset_week")
+    since = f" from week {int(onset)} on" if not _missing(onset) else ""
+    verdict = "flagged" if finding.get("flagged") else "not flagged"
+    details = "; ".join(part for part in (ci_text(low, high, unit), p_text(finding.get("p_value")), verdict) if part)
+    return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
+
+
+def _subject(description: str) -> str:
+    """'the share ... fell by' -> 'the share ...' (the thing measured, without its verb)."""
+    for tail in (" fell by", " rose by", " changed by", " ran at", " was", " at", " by"):
+        if description.endswith(tail):
+            return description[: -len(tail)]
+    return description
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(value != value) or value is None or str(value) == "<NA>"
+    except (TypeError, ValueError):
+        return True
+
+
+# -- the early warning ---------------------------------------------------------------------------
+CHART_LABELS = {"qualification_decay": "qualification decay", "reactive_order_taking": "reactive order-taking"}
+
+
+def and_list(parts: Sequence[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    parts = list(parts)
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def early_warning_sentence(status: Mapping[str, Any]) -> str:
+    """One organisation's open-quarter status (a row of :func:`~quarterpanic.analysis.early_warning.early_warning`) in words."""
+    where = f"{status['org']}, as of week {status['week']} of {status['quarter']}"
+    level = status["status"]
+    if level == early_warning.NO_BASELINE:
+        return f"{where}: too few calm quarters ({status['baseline_quarters']}) to compare the quarter with."
+    if level == early_warning.NOT_STARTED:
+        return f"{where}: no data for this quarter yet."
+    if level == early_warning.WARNING:
+        parts = [f"{CHART_LABELS[s['component']]} (since week {s['since_week']})" for s in status["signals"]]
+        return f"{where}: panic signals emerging in {and_list(parts)}."
+    if level == early_warning.WATCH:
+        parts = [f"{CHART_LABELS[d['component']]} (CUSUM {d['cusum']:.1f} of {d['h']:.1f})" for d in status["details"]]
+        return f"{where}: watch — drifting towards the alarm line in {and_list(parts)}."
+    return f"{where}: no panic signals in {and_list([CHART_LABELS[d['component']] for d in status['details']])}."
+
+
+def early_warning_sentences(status: pd.DataFrame) -> pd.DataFrame:
+    """The early-warning status table with a ``sentence`` per organisation in place of its ``details``."""
+    sentences = [early_warning_sentence(row) for row in status.to_dict("records")]
+    out = status.drop(columns=["details"]).assign(sentence=sentences)
+    columns = [c for c in early_warning.STATUS_COLUMNS if c != "details"]
+    return out[columns[: columns.index("signals") + 1] + ["sentence"] + columns[columns.index("signals") + 1:]]

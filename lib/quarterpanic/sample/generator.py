@@ -1,0 +1,140 @@
+"""``generate`` and ``write_sample``: every organisation of a scenario from one random generator."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from quarterpanic.errors import ParameterError
+from quarterpanic.ingest import schemas
+from quarterpanic.sample import vendor_writers
+from quarterpanic.sample.plan import OrgPlan
+from quarterpanic.sample.scenario import load_scenario
+from quarterpanic.sample.tables import canonical, generate_org
+
+
+@dataclass
+class Sample:
+    """A generated sample CRM.
+
+    Attributes
+    ----------
+    tables:
+        The canonical tables ``opportunities``, ``history``, ``leads``, ``requests``.
+    truth:
+        What ``truth.json`` holds: ``as_of``, ``seed``, ``scenario``, ``scale`` and one
+        record per org x fiscal quarter with data (``org``, ``quarter``, ``open``,
+        ``panic``, ``onset_week``, ``effects``).
+    orgs:
+        Org name -> ``{"size_class", "fiscal_calendar", "format"}``.
+    as_of:
+        The moment of the export; nothing after it exists.
+    scenario:
+        The resolved scenario (default merged with overrides).
+    """
+
+    tables: dict[str, pd.DataFrame]
+    truth: dict
+    orgs: dict[str, dict]
+    as_of: pd.Timestamp
+    scenario: dict = field(repr=False, default_factory=dict)
+
+    def truth_frame(self) -> pd.DataFrame:
+        """``truth["quarters"]`` as a frame, one column per effect."""
+        rows = [{k: v for k, v in r.items() if k != "effects"} | r["effects"] for r in self.truth["quarters"]]
+        return pd.DataFrame(rows)
+
+
+# -- public API -----------------------------------------------------------------------------------
+def generate(scenario: str | Path | Mapping | None = None, seed: int = 0, scale: str = "default") -> Sample:
+    """Generate a sample CRM in memory.
+
+    Parameters
+    ----------
+    scenario:
+        ``None`` (the shipped default), ``"null"`` (no panic), a YAML path or a mapping
+        deep-merged over the default (see :func:`load_scenario`).
+    seed:
+        Seed of the one ``numpy.random.default_rng`` every draw comes from.
+    scale:
+        ``"small"`` (8 complete quarters, ~60 % volume: for tests), ``"default"``
+        (10 quarters) or ``"large"`` (20 quarters, ~1M opportunities).
+
+    Returns
+    -------
+    :class:`Sample` with canonical tables (provenance ``source_file="<generated>"``,
+    ``source_row`` 2..n+1 per org and table), truth, orgs and as_of.
+    """
+    return _collect(load_scenario(scenario), seed, scale)
+
+
+def write_sample(
+    out_dir: str | Path,
+    scenario: str | Path | Mapping | None = None,
+    seed: int = 0,
+    scale: str = "default",
+) -> Sample:
+    """Generate a sample and write it as a data folder of vendor exports.
+
+    Writes one sub-folder per org (its exports and ``org.yaml``), ``truth.json``
+    and ``scenario.yaml`` into ``out_dir``. Organisations are generated and
+    written one at a time; at scale ``large`` the returned :class:`Sample` keeps
+    no tables (they would not fit comfortably in memory), otherwise it is what
+    :func:`generate` returns for the same arguments.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = scale != "large"
+
+    def write(org: str, info: dict, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> None:
+        vendor_writers.write_org(out, org, info, tables, as_of)
+
+    sample = _collect(load_scenario(scenario), seed, scale, on_org=write, keep_tables=keep)
+    (out / "truth.json").write_text(json.dumps(sample.truth, indent=1) + "\n", encoding="utf-8")
+    (out / "scenario.yaml").write_text(
+        "# The resolved scenario this sample was generated from (quarterpanic.sample).\n"
+        + yaml.safe_dump(sample.scenario, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    return sample
+
+
+def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bool = True) -> Sample:
+    """Generate every org in scenario order from one rng; ``on_org(org, info, tables, as_of)`` sees each."""
+    if scale not in resolved["scales"]:
+        raise ParameterError(f"unknown scale {scale!r}", hint=f"use one of {sorted(resolved['scales'])}")
+    rng = np.random.default_rng(seed)
+    as_of = pd.Timestamp(resolved["as_of"])
+    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
+    records: list[dict] = []
+    orgs: dict[str, dict] = {}
+    for org_name, spec in resolved["orgs"].items():
+        plan = OrgPlan(org_name, spec, resolved, scale, as_of)
+        tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
+        records.extend(plan.truth_records())
+        orgs[org_name] = {
+            "size_class": spec["size_class"],
+            "fiscal_calendar": plan.calendar.to_spec(),
+            "format": spec["format"],
+        }
+        if on_org is not None:
+            on_org(org_name, orgs[org_name], tables, as_of)
+        if keep_tables:
+            for name, frame in tables.items():
+                parts[name].append(frame)
+        del tables
+    tables = {name: pd.concat(frames, ignore_index=True) if frames else schemas.empty(name)
+              for name, frames in parts.items()}
+    truth = {
+        "as_of": as_of.isoformat(),
+        "seed": int(seed),
+        "scenario": resolved.get("name", "custom"),
+        "scale": scale,
+        "quarters": records,
+    }
+    return Sample(tables=tables, truth=truth, orgs=orgs, as_of=as_of, scenario=resolved)
