@@ -1,14 +1,24 @@
-"""Helpers shared by the test modules (importable because pytest puts tests/ on sys.path)."""
+"""Helpers shared by the test modules (importable because tests/conftest.py puts tests/ on sys.path)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
+import nbformat
+import numpy as np
 import pandas as pd
+import pytest
 
+from quarterpanic import cli
+from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
+from quarterpanic.run import executors, runner
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "exports"
 HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
 
 
@@ -22,6 +32,36 @@ def canonical_table(name: str, rows, source_file: str = "f.csv") -> pd.DataFrame
     frame["source_file"] = source_file
     frame["source_row"] = range(2, len(frame) + 2)
     return schemas.TABLES[name].validate(frame[base.columns])
+
+
+def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
+                      as_of=None, org="A"):
+    """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for q in range(quarters):
+        start = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)
+        days = (start + pd.DateOffset(months=3) - start).days
+        created = start + pd.to_timedelta(rng.uniform(0, days, per_quarter), unit="D")
+        week = np.minimum((np.asarray((created - start).days) // 7) + 1, 13)
+        owner = rng.integers(0, owners, per_quarter)
+        p = p0 + np.linspace(-0.05, 0.05, owners)[owner] - np.where((q in panic) & (week >= onset), drop, 0.0)
+        qualified = rng.random(per_quarter) < p
+        n_flags = np.where(qualified, 4, rng.integers(0, 3, per_quarter))
+        closed = rng.random(per_quarter) < 0.8
+        frames.append(pd.DataFrame({
+            "org": org, "opportunity_id": [f"{org}{q}-{i}" for i in range(per_quarter)], "size_class": "mid",
+            "created_at": created, "close_date": created + pd.Timedelta(days=20), "stage": "Closed Won",
+            "is_closed": closed, "is_won": closed & (rng.random(per_quarter) < np.where(qualified, 0.4, 0.15)),
+            "owner": [f"o{o}" for o in owner], "segment": rng.choice(["SMB", "Mid-Market"], per_quarter),
+            "lead_source": rng.choice(["Web", "Referral", "Outbound"], per_quarter),
+            "bant_budget": n_flags >= 1, "bant_authority": n_flags >= 2, "bant_need": n_flags >= 3,
+            "bant_timeline": n_flags >= 4, "next_step": "Call", "amount": 1000.0, "discount": 0.1,
+            "lead_score": 60.0,
+        }))
+    opps = canonical_table("opportunities", pd.concat(frames, ignore_index=True))
+    end = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * quarters)
+    return Dataset.from_tables({"opportunities": opps}, {org: {"size_class": "mid"}}, as_of=as_of or end)
 
 
 def execute_notebook_on_sample(notebook: str, tmp_path: Path, *, seed: int, rename_org: str | None = None,
@@ -51,3 +91,179 @@ def execute_notebook_on_sample(notebook: str, tmp_path: Path, *, seed: int, rena
         cwd=str(tmp_path), progress_bar=False,
     )
     return json.loads(summary_path.read_text()), json.loads(out.read_text()), sample
+
+
+# -- runs: tiny notebooks, a suite of them, the CLI ------------------------------------------------
+XSS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    '"><svg onload=alert(3)>',
+    "[click me](javascript:alert(4))",
+]
+
+
+REAL_NAMES = ["Alice Archer", "Bob Baker"]
+
+
+
+def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
+    """A notebook of ("markdown" | "code" | "parameters", source) cells with the python3 kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, source in cells:
+        if kind == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            cell = nbformat.v4.new_code_cell(source)
+            if kind == "parameters":
+                cell.metadata["tags"] = ["parameters"]
+            nb.cells.append(cell)
+    nbformat.write(nb, str(path))
+    return path
+
+
+
+def report_notebook(path: Path) -> Path:
+    """Markdown headings, stdout, a warning and stderr, CRM names (hostile and real), a chart, a summary."""
+    return write_notebook(path, [
+        ("markdown", "# Alpha report\nWhat the alpha report shows."),
+        ("parameters", "\n".join([
+            'data_dir = "data"  # folder of exports',
+            "alpha = 0.05  # false discovery rate",
+            'label = "default label"  # a label to print',
+            "pseudonymize = False  # replace owner names",
+            "summary_path = None  # where the summary JSON goes",
+        ])),
+        ("markdown", "## Section one"),
+        ("code", "\n".join([
+            "import sys, warnings",
+            'print("label is", label, "alpha is", alpha)',
+            'warnings.warn("stray warning from a library")',
+            'print("noise on stderr", file=sys.stderr)',
+        ])),
+        ("code", "\n".join([
+            "import pandas as pd",
+            "from IPython.display import Markdown, display",
+            "from quarterpanic.report.safe import escape_text, pseudonymize_names",
+            f"hostile = {XSS!r}",
+            "display(pd.DataFrame({'account': hostile, 'amount': range(len(hostile))}))",
+            "display(Markdown('Raw: ' + ' and '.join(hostile)))",
+            "display(Markdown('Escaped: ' + escape_text(hostile[1])))",
+            f"owners = pd.DataFrame({{'owner': {REAL_NAMES!r}, 'deals': [3, 4]}})",
+            "if pseudonymize:",
+            "    owners = pseudonymize_names(owners, ['owner'])",
+            "display(owners)",
+        ])),
+        ("markdown", "## Section two"),
+        ("code", "\n".join([
+            "import matplotlib.pyplot as plt",
+            "fig, ax = plt.subplots(figsize=(4, 2))",
+            "ax.plot([1, 2, 3])",
+            "plt.show()",
+        ])),
+        ("code", "\n".join([
+            "from quarterpanic.report.artifacts import save_summary",
+            "save_summary({'headline': 'Alpha looks calm', 'alpha': alpha, 'label': label,",
+            "              'owners': list(owners['owner'])}, summary_path)",
+        ])),
+    ])
+
+
+
+def broken_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Broken report"),
+        ("parameters", "summary_path = None  # where the summary JSON goes"),
+        ("code", 'print("before the failure")'),
+        ("code", 'raise ValueError("boom <b>bold</b>")'),
+        ("code", 'print("never printed")'),
+    ])
+
+
+
+def panic_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Panic index"),
+        ("parameters", "threshold = 2.0  # panic level\nsummary_path = None  # where the summary JSON goes"),
+        ("code", "\n".join([
+            "from quarterpanic.report.artifacts import save_summary",
+            "save_summary({'headline': 'Northwind <script>alert(2)</script> panicked in FY2026-Q3',",
+            "              'threshold': threshold}, summary_path)",
+        ])),
+    ])
+
+
+
+def dying_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Dies"),
+        ("code", "import os\nos._exit(1)"),
+    ])
+
+
+
+def sleeping_notebook(path: Path) -> Path:
+    return write_notebook(path, [
+        ("markdown", "# Sleeps"),
+        ("code", "import time\ntime.sleep(60)"),
+    ])
+
+
+
+def make_suite(root: Path) -> dict[str, Path]:
+    """Notebooks, a data folder and two layered parameter files under ``root``."""
+    nbs = root / "notebooks"
+    nbs.mkdir(parents=True)
+    data = root / "data" / "acme"
+    data.mkdir(parents=True)
+    (data / "opportunities.csv").write_text("opportunity_id,account\n1,a\n2,b\n3,c\n")
+    (data / "org.yaml").write_text("org: Acme\n")
+    (root / "base.yaml").write_text("alpha: 0.1\nlabel: from base\n")
+    (root / "layer.yaml").write_text("alpha: 0.01\npseudonymize: true\n")
+    return {
+        "root": root,
+        "data": root / "data",
+        "report": report_notebook(nbs / "01_alpha.ipynb"),
+        "broken": broken_notebook(nbs / "02_broken.ipynb"),
+        "panic": panic_notebook(nbs / "04_panic.ipynb"),
+        "base": root / "base.yaml",
+        "layer": root / "layer.yaml",
+    }
+
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["run", *args])
+    return code, err.getvalue()
+
+
+
+def by_name(manifest):
+    return {nb["name"]: nb for nb in manifest["notebooks"]}
+
+
+
+def run_on_in_process_dask(**run_args) -> runner.RunReport:
+    """:func:`runner.run` on a Dask cluster of one in-process worker (papermill changes the
+    working directory, so two workers would collide in one process)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        return runner.run(executor=executors.DaskExecutor(client=client), **run_args)
+
+
+
+def assert_same_entries(local: dict, other: dict, keys: list[str]) -> None:
+    """Every entry of ``other`` (manifest entries by name) agrees with ``local``'s on ``keys``."""
+    for name in other:
+        for key in keys:
+            assert local[name][key] == other[name][key], (name, key)
+
+
+
+def report_cards(index: str) -> dict[str, str]:
+    """Each report's entry of an index page, keyed by its page name, without the duration."""
+    cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
+    return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}

@@ -2,11 +2,10 @@
 import json
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 # conda-forge spells a few packages differently; pip extras become separate packages.
 CONDA_NAMES = {"dask[distributed]": ["dask", "distributed"]}

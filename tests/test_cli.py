@@ -1,14 +1,11 @@
 """`quarterpanic validate`: summary table, rejects CSV, exit codes 0/1/2 with one-line errors."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from helpers import FIXTURES
 from quarterpanic.cli import main
-
-FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 
 
 def run(capsys, *args):

@@ -9,11 +9,11 @@ import openpyxl
 import pandas as pd
 import pytest
 
+from helpers import FIXTURES
 from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.loading import ACCOUNTING_COLUMNS, REJECT_COLUMNS, OrgInfo, load_crm, write_rejects
 
-FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 GOOD = ["salesforce_opportunities_cp1252.csv", "salesforce_opportunities_bom.csv", "salesforce_history.csv",
         "salesforce_leads.csv", "hubspot_deals.csv", "jira_requests.csv", "salesforce_bad_rows.csv",
         "salesforce_stray_quote.csv"]

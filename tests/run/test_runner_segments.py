@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_same_entries, by_name, report_cards, run_cli, run_on_in_process_dask, write_notebook
 from quarterpanic.report import pages
 from quarterpanic.run import executors, runner
-from test_runner import assert_same_entries, by_name, report_cards, run_cli, run_on_in_process_dask, write_notebook
 
 HOSTILE_SEGMENT = "Enterprise & <Co>"  # segment names are CRM text
 OPPORTUNITIES = {  # org -> segments of its opportunities ("" is a blank segment)

@@ -6,7 +6,6 @@ fixtures; the parallel, Dask and all-failed runs are one more run each.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -19,6 +18,17 @@ import nbformat
 import pandas as pd
 import pytest
 
+from helpers import (
+    assert_same_entries,
+    by_name,
+    dying_notebook,
+    make_suite,
+    report_cards,
+    run_cli,
+    run_on_in_process_dask,
+    sleeping_notebook,
+    write_notebook,
+)
 from quarterpanic import cli, params, paths
 from quarterpanic.errors import ParameterError
 from quarterpanic.report.safe import escape_text, pseudonym_map, pseudonymize_names, pseudonymize_tables
@@ -27,142 +37,7 @@ from quarterpanic.run.manifest import count_rows
 from quarterpanic.run.parameters import declared_parameters, format_parameters, resolve_parameters
 from quarterpanic.run.publish import claim_run_folder, new_run_id, switch_latest
 
-XSS = [
-    "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>",
-    '"><svg onload=alert(3)>',
-    "[click me](javascript:alert(4))",
-]
-REAL_NAMES = ["Alice Archer", "Bob Baker"]
-
-
 # -- tiny notebooks --------------------------------------------------------------------------------
-
-
-def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
-    """A notebook of ("markdown" | "code" | "parameters", source) cells with the python3 kernel."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, source in cells:
-        if kind == "markdown":
-            nb.cells.append(nbformat.v4.new_markdown_cell(source))
-        else:
-            cell = nbformat.v4.new_code_cell(source)
-            if kind == "parameters":
-                cell.metadata["tags"] = ["parameters"]
-            nb.cells.append(cell)
-    nbformat.write(nb, str(path))
-    return path
-
-
-def report_notebook(path: Path) -> Path:
-    """Markdown headings, stdout, a warning and stderr, CRM names (hostile and real), a chart, a summary."""
-    return write_notebook(path, [
-        ("markdown", "# Alpha report\nWhat the alpha report shows."),
-        ("parameters", "\n".join([
-            'data_dir = "data"  # folder of exports',
-            "alpha = 0.05  # false discovery rate",
-            'label = "default label"  # a label to print',
-            "pseudonymize = False  # replace owner names",
-            "summary_path = None  # where the summary JSON goes",
-        ])),
-        ("markdown", "## Section one"),
-        ("code", "\n".join([
-            "import sys, warnings",
-            'print("label is", label, "alpha is", alpha)',
-            'warnings.warn("stray warning from a library")',
-            'print("noise on stderr", file=sys.stderr)',
-        ])),
-        ("code", "\n".join([
-            "import pandas as pd",
-            "from IPython.display import Markdown, display",
-            "from quarterpanic.report.safe import escape_text, pseudonymize_names",
-            f"hostile = {XSS!r}",
-            "display(pd.DataFrame({'account': hostile, 'amount': range(len(hostile))}))",
-            "display(Markdown('Raw: ' + ' and '.join(hostile)))",
-            "display(Markdown('Escaped: ' + escape_text(hostile[1])))",
-            f"owners = pd.DataFrame({{'owner': {REAL_NAMES!r}, 'deals': [3, 4]}})",
-            "if pseudonymize:",
-            "    owners = pseudonymize_names(owners, ['owner'])",
-            "display(owners)",
-        ])),
-        ("markdown", "## Section two"),
-        ("code", "\n".join([
-            "import matplotlib.pyplot as plt",
-            "fig, ax = plt.subplots(figsize=(4, 2))",
-            "ax.plot([1, 2, 3])",
-            "plt.show()",
-        ])),
-        ("code", "\n".join([
-            "from quarterpanic.report.artifacts import save_summary",
-            "save_summary({'headline': 'Alpha looks calm', 'alpha': alpha, 'label': label,",
-            "              'owners': list(owners['owner'])}, summary_path)",
-        ])),
-    ])
-
-
-def broken_notebook(path: Path) -> Path:
-    return write_notebook(path, [
-        ("markdown", "# Broken report"),
-        ("parameters", "summary_path = None  # where the summary JSON goes"),
-        ("code", 'print("before the failure")'),
-        ("code", 'raise ValueError("boom <b>bold</b>")'),
-        ("code", 'print("never printed")'),
-    ])
-
-
-def panic_notebook(path: Path) -> Path:
-    return write_notebook(path, [
-        ("markdown", "# Panic index"),
-        ("parameters", "threshold = 2.0  # panic level\nsummary_path = None  # where the summary JSON goes"),
-        ("code", "\n".join([
-            "from quarterpanic.report.artifacts import save_summary",
-            "save_summary({'headline': 'Northwind <script>alert(2)</script> panicked in FY2026-Q3',",
-            "              'threshold': threshold}, summary_path)",
-        ])),
-    ])
-
-
-def dying_notebook(path: Path) -> Path:
-    return write_notebook(path, [
-        ("markdown", "# Dies"),
-        ("code", "import os\nos._exit(1)"),
-    ])
-
-
-def sleeping_notebook(path: Path) -> Path:
-    return write_notebook(path, [
-        ("markdown", "# Sleeps"),
-        ("code", "import time\ntime.sleep(60)"),
-    ])
-
-
-def make_suite(root: Path) -> dict[str, Path]:
-    """Notebooks, a data folder and two layered parameter files under ``root``."""
-    nbs = root / "notebooks"
-    nbs.mkdir(parents=True)
-    data = root / "data" / "acme"
-    data.mkdir(parents=True)
-    (data / "opportunities.csv").write_text("opportunity_id,account\n1,a\n2,b\n3,c\n")
-    (data / "org.yaml").write_text("org: Acme\n")
-    (root / "base.yaml").write_text("alpha: 0.1\nlabel: from base\n")
-    (root / "layer.yaml").write_text("alpha: 0.01\npseudonymize: true\n")
-    return {
-        "root": root,
-        "data": root / "data",
-        "report": report_notebook(nbs / "01_alpha.ipynb"),
-        "broken": broken_notebook(nbs / "02_broken.ipynb"),
-        "panic": panic_notebook(nbs / "04_panic.ipynb"),
-        "base": root / "base.yaml",
-        "layer": root / "layer.yaml",
-    }
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = cli.main(["run", *args])
-    return code, err.getvalue()
 
 
 def suite_args(suite: dict[str, Path], out: Path, run_id: str, *extra: str) -> list[str]:
@@ -212,26 +87,6 @@ def parallel(suite, first):
 def body(page: str) -> str:
     """The page after its <head> (which holds the lab template's CSS with every class name)."""
     return page.split("</head>", 1)[1]
-
-
-def by_name(manifest):
-    return {nb["name"]: nb for nb in manifest["notebooks"]}
-
-
-def run_on_in_process_dask(**run_args) -> runner.RunReport:
-    """:func:`runner.run` on a Dask cluster of one in-process worker (papermill changes the
-    working directory, so two workers would collide in one process)."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        return runner.run(executor=executors.DaskExecutor(client=client), **run_args)
-
-
-def assert_same_entries(local: dict, other: dict, keys: list[str]) -> None:
-    """Every entry of ``other`` (manifest entries by name) agrees with ``local``'s on ``keys``."""
-    for name in other:
-        for key in keys:
-            assert local[name][key] == other[name][key], (name, key)
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -385,12 +240,6 @@ def test_an_all_failed_run_does_not_move_latest_and_ranks_a_dead_kernel_first(su
     assert slept["status"] == "failed" and slept["error"]["ename"] == "CellTimeoutError"
     assert slept["error"]["cell_index"] == 1 and "time.sleep" not in slept["error"]["evalue"]
     assert "latest unchanged" in stderr
-
-
-def report_cards(index: str) -> dict[str, str]:
-    """Each report's entry of an index page, keyed by its page name, without the duration."""
-    cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
-    return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}
 
 
 @pytest.mark.slow

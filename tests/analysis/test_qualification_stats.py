@@ -9,6 +9,7 @@ left out.
 import pandas as pd
 import pytest
 
+from helpers import bernoulli_dataset
 from quarterpanic import sample
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.features import opportunity_features
@@ -98,8 +99,8 @@ def test_panic_of_mid_and_enterprise_orgs_is_found(default_runs):
 def test_calm_quarters_with_few_sellers_stay_calibrated():
     # Seller-clustered errors from 12 sellers are noisy; normal quantiles would flag ~8% of these
     # calm quarters at the 5% level (t quantiles with 11 df keep the onset-corrected test valid).
+
     from quarterpanic.analysis import qualification
-    from test_qualification import bernoulli_dataset
 
     p_values = []
     for seed in range(40):

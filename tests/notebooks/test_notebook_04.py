@@ -1,11 +1,9 @@
 """notebooks/04_panic_index.ipynb runs on a small generated sample and records its key figures."""
-from pathlib import Path
 
 import pytest
 
-from helpers import execute_notebook_on_sample
+from helpers import ROOT, execute_notebook_on_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 LEVELS = {"calm", "watch", "panic", "insufficient data"}

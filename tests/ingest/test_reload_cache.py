@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import FIXTURES
 from quarterpanic.dataset import load_dataset
 from quarterpanic.ingest import reload_cache as qp_cache
 from quarterpanic.ingest.loading import load_crm
 from quarterpanic.ingest.reload_cache import LoadCache, open_cache
 
-FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 MIXED = ["salesforce_opportunities_cp1252.csv", "salesforce_history.csv", "salesforce_leads.csv",
          "hubspot_deals.csv", "jira_requests.csv", "salesforce_bad_rows.csv", "salesforce_stray_quote.csv"]
 PARTS = ("opportunities", "history", "leads", "requests", "rejects", "accounting")

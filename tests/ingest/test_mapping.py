@@ -1,11 +1,10 @@
 """Profiles and mapping YAML: loading, detection, the column vocabulary, vectorised parsing."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from helpers import FIXTURES, ROOT
 from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.ingest.exports import read_export, read_headers
 from quarterpanic.ingest.mapping import map_export
@@ -17,8 +16,6 @@ from quarterpanic.ingest.profiles import (
     shipped_profiles,
 )
 from quarterpanic.ingest.values import parse_bools, parse_dates, parse_numbers
-
-FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 
 SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesforce_history",
            "salesforce_leads", "salesforce_opportunities"]
@@ -96,7 +93,7 @@ def test_mapping_file_errors(tmp_path):
 
 
 def test_example_mapping_in_parameters_is_valid():
-    example = Path(__file__).parents[1] / "parameters" / "example_mapping.yaml"
+    example = ROOT / "parameters" / "example_mapping.yaml"
     assert load_profile(example).table == "opportunities"
 
 

@@ -1,11 +1,9 @@
 """notebooks/01_pipeline_overview.ipynb runs on a small generated sample and records its key figures."""
-from pathlib import Path
 
 import pytest
 
-from helpers import execute_notebook_on_sample
+from helpers import ROOT, execute_notebook_on_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_pipeline_overview.ipynb"
 HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
 

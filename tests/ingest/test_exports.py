@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import openpyxl
 import pandas as pd
 import pytest
 
+from helpers import FIXTURES
 from quarterpanic.errors import ExportError
 from quarterpanic.ingest.exports import ReadOptions, normalise_label, read_export, read_headers
-
-FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 
 
 def test_windows_1252_crlf_multiline_and_salesforce_footer():

@@ -6,6 +6,7 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
+from helpers import bernoulli_dataset
 from helpers import canonical_table as canonical
 from quarterpanic.analysis import outcomes, qualification
 from quarterpanic.analysis.features import FEATURE_COLUMNS, opportunity_features, quarter_roles
@@ -33,34 +34,6 @@ def opportunity(**fields):
     return row
 
 
-def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
-                      as_of=None, org="A"):
-    """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for q in range(quarters):
-        start = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)
-        days = (start + pd.DateOffset(months=3) - start).days
-        created = start + pd.to_timedelta(rng.uniform(0, days, per_quarter), unit="D")
-        week = np.minimum((np.asarray((created - start).days) // 7) + 1, 13)
-        owner = rng.integers(0, owners, per_quarter)
-        p = p0 + np.linspace(-0.05, 0.05, owners)[owner] - np.where((q in panic) & (week >= onset), drop, 0.0)
-        qualified = rng.random(per_quarter) < p
-        n_flags = np.where(qualified, 4, rng.integers(0, 3, per_quarter))
-        closed = rng.random(per_quarter) < 0.8
-        frames.append(pd.DataFrame({
-            "org": org, "opportunity_id": [f"{org}{q}-{i}" for i in range(per_quarter)], "size_class": "mid",
-            "created_at": created, "close_date": created + pd.Timedelta(days=20), "stage": "Closed Won",
-            "is_closed": closed, "is_won": closed & (rng.random(per_quarter) < np.where(qualified, 0.4, 0.15)),
-            "owner": [f"o{o}" for o in owner], "segment": rng.choice(["SMB", "Mid-Market"], per_quarter),
-            "lead_source": rng.choice(["Web", "Referral", "Outbound"], per_quarter),
-            "bant_budget": n_flags >= 1, "bant_authority": n_flags >= 2, "bant_need": n_flags >= 3,
-            "bant_timeline": n_flags >= 4, "next_step": "Call", "amount": 1000.0, "discount": 0.1,
-            "lead_score": 60.0,
-        }))
-    opps = canonical("opportunities", pd.concat(frames, ignore_index=True))
-    end = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * quarters)
-    return Dataset.from_tables({"opportunities": opps}, {org: {"size_class": "mid"}}, as_of=as_of or end)
 
 
 # -- the rule -------------------------------------------------------------------------------------

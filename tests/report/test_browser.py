@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from test_runner import make_suite, run_cli
+from helpers import make_suite, run_cli
 
 pytestmark = pytest.mark.slow
 

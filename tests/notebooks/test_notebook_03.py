@@ -1,12 +1,10 @@
 """notebooks/03_reactive_order_taking.ipynb runs on a small generated sample and records its key figures."""
 import json
-from pathlib import Path
 
 import pytest
 
-from helpers import execute_notebook_on_sample
+from helpers import ROOT, execute_notebook_on_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
 
 
