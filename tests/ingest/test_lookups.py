@@ -177,3 +177,41 @@ def test_absent_flag(tmp_path):
     (org / "org.yaml").write_text("org: X\nfiles:\n  won.csv: won.yaml\nignore: [leads.csv]\n")
     opps = load_crm(tmp_path / "data").opportunities
     assert not opps["is_closed"].any()
+
+
+OPEN_AND_EARLY = """deal,seller,client,stage,created,closed,value
+D1,Ann,Acme,Won,2025-01-05,2025-03-28,1000
+D2,Bob,Globex,Open,2025-01-10,,500
+D3,Cid,Initech,Won,2025-02-02 15:00,2025-01-30,700
+D4,Ann,Acme,Lost,2025-03-01,,300
+D5,Ann,Acme,Won,2025-03-01 16:30,2025-03-01,300
+"""
+
+
+@pytest.mark.parametrize("policy", ["warn", "reject"])
+def test_open_deals_without_close_date_and_close_before_created(tmp_path, caplog, policy):
+    org = org_folder(tmp_path, org_yaml="org: Acme\nfiles:\n  pipeline.csv: pipeline_mapping.yaml\n"
+                                        f"close_before_created: {policy}\n")
+    (org / "pipeline.csv").write_text(OPEN_AND_EARLY)
+    store = LoadCache(tmp_path / "cache")
+    crm = load_crm(tmp_path / "data", cache=store)
+    opps = crm.opportunities.set_index("opportunity_id")
+    rejects = crm.rejects.set_index("row")
+    # An open deal may have no close date yet; a closed one may not.
+    assert "D2" in opps.index and pd.isna(opps.loc["D2", "close_date"])
+    assert "D4" not in opps.index and rejects.loc[5, ["column", "reason"]].tolist() == [
+        "closed", "closed: empty, but the deal is closed"]
+    # Closed the same day it was created is not early.
+    assert "D5" in opps.index
+    if policy == "warn":
+        assert "D3" in opps.index
+        assert "close before the day they were created (first at row 4)" in caplog.text
+    else:
+        assert "D3" not in opps.index
+        assert rejects.loc[4, ["column", "value", "reason"]].tolist() == [
+            "closed", "2025-01-30", "closed: close date before the created date"]
+    acc = crm.accounting.iloc[0]
+    assert acc["read"] == acc["accepted"] + acc["rejected"] + acc["ignored"] == 5
+    # The policy is part of the reload cache's key.
+    cached = load_crm(tmp_path / "data", cache=LoadCache(tmp_path / "cache"))
+    assert sorted(cached.opportunities["opportunity_id"]) == sorted(opps.index)

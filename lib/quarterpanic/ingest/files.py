@@ -24,6 +24,7 @@ REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 _CHECK_REASONS = {
     "not_nullable": "empty, but required",
     "won_is_closed": "won but not closed",
+    "closed_has_close_date": "empty, but the deal is closed",
 }
 
 
@@ -64,6 +65,9 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     parsed = frame.drop(index=skipped) if len(skipped) else frame
     valid, failures = validate_table(parsed, profile.table)
     problems.append(_describe_failures(failures, raw, mapped, profile))
+    if profile.table == "opportunities":
+        valid, early = _close_before_created(valid, org, path, mapped.labels.get("close_date", "close_date"))
+        problems.append(early)
     rejects = one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
     ignored = len(untracked.difference(rejects["row"]))
     log.info("%s: %s via %s: %d read, %d rejected, %d ignored, %d footer lines", path, profile.table, profile.name,
@@ -73,6 +77,28 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     unique_ids = bool(valid[id_column].is_unique) if id_column else None
     return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids,
                       ignored)
+
+
+def _close_before_created(frame: pd.DataFrame, org: OrgInfo, path: Path,
+                          label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deals whose close date falls before the day they were created: kept with a warning, or rejected.
+
+    Deals entered after the fact (a won deal typed in the week after it closed) are real bookings,
+    so they are kept by default; ``close_before_created: reject`` in org.yaml rejects them.
+    """
+    early = frame["close_date"].notna() & (frame["close_date"] < frame["created_at"].dt.normalize())
+    none = pd.DataFrame(columns=["row", "column", "value", "reason"])
+    if not early.any():
+        return frame, none
+    rows = frame.index[early]
+    if org.close_before_created == "reject":
+        problems = pd.DataFrame({"row": rows.to_numpy(dtype="int64"), "column": label,
+                                 "value": frame.loc[early, "close_date"].dt.strftime("%Y-%m-%d").to_numpy(),
+                                 "reason": "close date before the created date"})
+        return frame.drop(index=rows), problems
+    log.warning("%s: %d deal(s) close before the day they were created (first at row %d); kept as they are "
+                "(set close_before_created: reject in org.yaml to reject them)", path, len(rows), rows[0])
+    return frame, none
 
 
 def _untracked_history(frame: pd.DataFrame) -> pd.Index:
@@ -160,6 +186,8 @@ def _describe_failures(failures: pd.DataFrame, raw: RawExport, mapped: MappedExp
 def _dataframe_check_label(check: str, mapped: MappedExport) -> str:
     if check == "won_is_closed":
         return mapped.labels.get("is_won", "is_won")
+    if check == "closed_has_close_date":
+        return mapped.labels.get("close_date", "close_date")
     return ""
 
 

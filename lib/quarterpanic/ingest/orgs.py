@@ -18,7 +18,8 @@ from quarterpanic.ingest.profiles import Profile
 
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
-ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore"}
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created"}
+CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class OrgInfo:
     files: dict[str, str] = field(default_factory=dict)
     lookups: list[str] = field(default_factory=list)  # files other exports read by key, never loaded as a table
     ignore: list[str] = field(default_factory=list)  # file names or glob patterns to pass over
+    close_before_created: str = "warn"  # a deal closing before it was created: kept with a warning, or rejected
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -124,9 +126,13 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     if missing:
         raise ProfileError(f"lookups: {', '.join(missing)} not found in {folder}", path=path,
                            hint="fix the file name or remove it from lookups:")
+    early = doc.get("close_before_created", "warn")
+    if early not in CLOSE_BEFORE_CREATED:
+        raise ProfileError(f"close_before_created must be one of {', '.join(CLOSE_BEFORE_CREATED)}, not {early!r}",
+                           path=path)
     return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
-                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]))
+                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early)
 
 
 def org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:

@@ -121,7 +121,8 @@ class LoadCache:
     def key(self, path: Path, profile: Profile, org: OrgInfo) -> str:
         """The entry key of ``path`` loaded with ``profile`` for ``org``."""
         digest = hashlib.sha256()
-        for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class):
+        for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class,
+                     org.close_before_created):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         digest.update(self.file_sha256(path).encode("ascii"))
