@@ -143,14 +143,40 @@ def test_report_export_missing_a_column_is_named(tmp_path):
 
 def test_history_of_untracked_fields_is_ignored_and_validate_exits_0(tmp_path, capsys):
     from quarterpanic import cli
-    org = tmp_path / "acme"
+    org = tmp_path / "data" / "acme"
     write(org, "Opportunity.csv", OPPORTUNITY)
     write(org, "OpportunityFieldHistory.csv", FIELD_HISTORY + [
         "0175g0000001AAD,0065g00000AbCdF,0055g00000Jk1mO,2025-03-02T10:00:00Z,Owner,EntityId,Ann,Bob",
         "0175g0000001AAE,0065g00000AbCdF,0055g00000Jk1mO,2025-03-02T10:00:00Z,created,,,",
     ])
     (org / "org.yaml").write_text("org: Acme\n")
-    crm = loading.load_crm(tmp_path)
+    crm = loading.load_crm(tmp_path / "data")
     history = crm.accounting.set_index("table").loc["history"]
     assert (history["read"], history["accepted"], history["rejected"], history["ignored"]) == (5, 3, 0, 2)
-    assert cli.main(["validate", str(tmp_path), "--rejects", str(tmp_path / "rejects.csv")]) == 0
+    assert cli.main(["validate", str(tmp_path / "data"), "--rejects", str(tmp_path / "rejects.csv")]) == 0
+
+
+def test_whole_data_export_folder_validates_clean(tmp_path, capsys):
+    """Opportunity, OpportunityHistory, OpportunityFieldHistory, Lead, User and Account side by side."""
+    from quarterpanic import cli
+    org = tmp_path / "data" / "acme"
+    write(org, "Opportunity.csv", OPPORTUNITY)
+    write(org, "OpportunityFieldHistory.csv", FIELD_HISTORY)
+    write(org, "Lead.csv", LEAD)
+    write(org, "User.csv", USERS)
+    write(org, "Account.csv", ACCOUNTS)
+    write(org, "OpportunityHistory.csv", [
+        "Id,OpportunityId,CreatedById,CreatedDate,StageName,Amount,ExpectedRevenue,CloseDate,Probability,"
+        "ForecastCategory,IsDeleted",
+        "0085g000001AAA,0065g00000AbCdEAAV,0055g00000Jk1mNAAR,2025-01-15T09:05:00.000+0000,Prospecting,12500,"
+        "1250,2025-04-30,10,Pipeline,false",
+    ])
+    (org / "org.yaml").write_text("org: Acme\n")
+    rejects = str(tmp_path / "rejects.csv")
+    assert cli.main(["validate", str(tmp_path / "data"), "--rejects", rejects]) == 2
+    err = capsys.readouterr().err
+    assert "OpportunityHistory.csv: is Salesforce's OpportunityHistory" in err and "ignore:" in err
+    (org / "org.yaml").write_text("org: Acme\nignore: [OpportunityHistory.csv]\n")
+    assert cli.main(["validate", str(tmp_path / "data"), "--rejects", rejects]) == 0
+    crm = loading.load_crm(tmp_path / "data")
+    assert crm.opportunities.set_index("opportunity_id").loc["0065g00000AbCdF", "owner"] == "Alan Turing"

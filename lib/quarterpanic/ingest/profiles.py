@@ -29,6 +29,12 @@ LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "defa
 LOOKUP_MISSING = ("reject", "empty")
 PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
                 "columns", "constants"}
+#: Exports people often have that no analysis reads: identifying headers -> what to tell them.
+KNOWN_UNUSED = {
+    ("OpportunityId", "StageName", "CloseDate", "ExpectedRevenue", "CreatedDate"):
+        "is Salesforce's OpportunityHistory (stage snapshots), which is not read: OpportunityFieldHistory.csv "
+        "holds the same stage, amount and close-date changes",
+}
 #: Canonical columns loading fills in; a profile may still set org or size_class as constants.
 PROVENANCE = ("org", "source_file", "source_row")
 
@@ -315,6 +321,9 @@ def detect_profile(headers: list[str], *, path: Path | str | None = None, table:
                           for q in matches)]
     shown = ", ".join(h for h in headers[:12] if h) + (", ..." if len(headers) > 12 else "")
     if not matches:
+        for identify, what in KNOWN_UNUSED.items():
+            if all(normalise_label(h) in present for h in identify):
+                raise ExportError(what, path=path, hint="list it under ignore: in the folder's org.yaml")
         near = _near_miss(candidates, present)
         if near is not None:
             profile, absent = near
