@@ -67,7 +67,8 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     problems.append(_describe_failures(failures, raw, mapped, profile))
     if profile.table == "opportunities":
         valid, early = _close_before_created(valid, org, path, mapped.labels.get("close_date", "close_date"))
-        problems.append(early)
+        if len(early):
+            problems.append(early)
     rejects = one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
     ignored = len(untracked.difference(rejects["row"]))
     log.info("%s: %s via %s: %d read, %d rejected, %d ignored, %d footer lines", path, profile.table, profile.name,

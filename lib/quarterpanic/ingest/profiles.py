@@ -282,7 +282,8 @@ def canonical_columns(table: str) -> list[str]:
 @cache
 def required_columns(table: str) -> tuple[str, ...]:
     schema = canonical_schema(table)
-    return tuple(name for name, col in schema.columns.items() if not col.nullable and name not in PROVENANCE)
+    return tuple(name for name, col in schema.columns.items()
+                 if (not col.nullable or name in schemas.REQUIRED_NULLABLE.get(table, ())) and name not in PROVENANCE)
 
 
 def spec_labels(spec: Any) -> list[str]:

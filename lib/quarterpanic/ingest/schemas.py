@@ -123,6 +123,9 @@ TABLES: dict[str, type[_Canonical]] = {
     "requests": Requests,
 }
 
+#: Columns every export of the table must map although some rows may leave them empty (an open deal's close date).
+REQUIRED_NULLABLE = {"opportunities": ("close_date",)}
+
 ID_COLUMNS = {
     "opportunities": "opportunity_id",
     "history": None,
