@@ -115,6 +115,7 @@ def test_every_parameter_has_help():
     ("index_thresholds", {"watch": 3.0}, "watch (3.0) must be below panic (3.0)"),
     ("qualification_rule", {"min_bant": 5}, "'qualification_rule.min_bant' must be less than or equal to 4"),
     ("qualification_overrides", {"Globex": {"min_bnt": 2}}, "Globex: 'min_bnt' is not a rule key"),
+    ("fiscal_calendar", {"start_month": 13}, "'fiscal_calendar': start_month must be 1..12"),
 ])
 def test_values_out_of_range_are_refused_naming_source_and_key(tmp_path, key, value, words):
     path = write(tmp_path, "bad.yaml", yaml.safe_dump({key: value}))

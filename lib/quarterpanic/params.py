@@ -31,7 +31,8 @@ import pandas as pd
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from quarterpanic.errors import ParameterError
+from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.errors import CalendarError, ParameterError
 
 REACTIVE_TYPES = [
     "Discount Approval",
@@ -63,10 +64,17 @@ def _open_unit(value: float) -> float:
     return value
 
 
-def _a_date(value: Any) -> Any:
-    # YAML reads `as_of: 2025-11-14` as a date; notebooks, the manifest and the caches want the ISO text.
+def plain_dates(value: Any) -> Any:
+    """``value`` with every date as ISO text, in lists and mappings too.
+
+    YAML reads ``as_of: 2025-11-14`` as a date; notebooks, the manifest and the caches want the text.
+    """
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
+    if isinstance(value, dict):
+        return {k: plain_dates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_dates(v) for v in value]
     return value
 
 
@@ -91,6 +99,14 @@ def _onset_pair(value: list[int]) -> list[int]:
     return value
 
 
+def _calendar_spec(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        FiscalCalendar.from_spec(value)
+    except (CalendarError, TypeError) as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
 def _text_path(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
@@ -101,7 +117,7 @@ def _lists(value: Any) -> Any:
 
 
 Level = Annotated[float, AfterValidator(_open_unit)]
-DateText = Annotated[str, BeforeValidator(_a_date), AfterValidator(_parses_as_date)]
+DateText = Annotated[str, BeforeValidator(plain_dates), AfterValidator(_parses_as_date)]
 QuarterLabels = Annotated[list[str], BeforeValidator(_lists), AfterValidator(_quarter_labels)]
 Names = Annotated[list[str], BeforeValidator(_lists)]
 OnsetWeeks = Annotated[list[int], BeforeValidator(_lists), AfterValidator(_onset_pair)]
@@ -161,7 +177,7 @@ class Parameters(_Strict):
                                  "folder if it exists there, else the project folder)")
     profile: str | None = Field(
         None, description="vendor profile name or mapping YAML; null = pick it from each file's headers")
-    fiscal_calendar: dict[str, Any] | None = Field(
+    fiscal_calendar: Annotated[dict[str, Any], AfterValidator(_calendar_spec)] | None = Field(
         None, description="calendar spec overriding every org.yaml, e.g. {start_month: 2}; null = org.yaml")
     as_of: DateText | None = Field(
         None, description='analyse the data as it stood on this date ("2025-11-14"); null = latest record')
@@ -305,14 +321,14 @@ def check_type(key: str, value: Any, default: Any, source: str) -> None:
     raise ParameterError(f"parameter {key!r} must be {names}, got {type(value).__name__} {value!r}", path=source)
 
 
-def refuse_unknown(key: Any, known: Iterable[str], source: str, what: str = "parameter") -> None:
+def refuse_unknown(key: Any, known: Iterable[str], source: str) -> None:
     """A :class:`ParameterError` for ``key`` unless it is ``known``, suggesting the closest known key."""
     known = list(known)
     if key in known:
         return
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "see `quarterpanic run --list-parameters`"
-    raise ParameterError(f"unknown {what} {key!r}", path=source, hint=hint)
+    raise ParameterError(f"unknown parameter {key!r}", path=source, hint=hint)
 
 
 def validate(values: Mapping[str, Any], sources: Mapping[str, str] | str = "parameters") -> Parameters:

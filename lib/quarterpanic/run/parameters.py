@@ -3,7 +3,6 @@ parameter model (:mod:`quarterpanic.params`), and the values that must name some
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from quarterpanic.dataset import Dataset, load_dataset
 from quarterpanic.errors import ParameterError
 from quarterpanic.ingest.loading import load_crm
 from quarterpanic.ingest.orgs import org_folders, read_org_yaml
+from quarterpanic.params import plain_dates
 
 _TYPE_SAMPLES: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
 
@@ -122,17 +122,6 @@ def resolve_parameters(
                                      for source, update in layers], extra=extra)
     unused = sorted(k for k in chosen if k not in selected)
     return ResolvedParameters(chosen=chosen, sources=sources, declared=declared, unused=unused)
-
-
-def plain_dates(value: Any) -> Any:
-    # YAML reads `as_of: 2025-11-01` as a date; notebooks and the manifest want the ISO string.
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: plain_dates(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_dates(v) for v in value]
-    return value
 
 
 def format_parameters(notebooks: Sequence[Path]) -> str:

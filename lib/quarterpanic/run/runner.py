@@ -18,9 +18,10 @@ groups the reports by organisation, then segment.
 
 It then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
 when at least one notebook succeeded. Parameters are checked before anything
-executes: every key must be declared by a selected notebook (papermill's
-``inspect_notebook``) or be a suite parameter (:data:`quarterpanic.params.DEFAULTS`),
-and its value must fit the declared default's type.
+executes (:mod:`quarterpanic.run.parameters`): every key must be a parameter of
+the model (:class:`quarterpanic.params.Parameters`) with a value of its type and
+range, or be declared by a notebook of the suite (papermill's
+``inspect_notebook``); organisations, segments and quarters must be in the data.
 
 Notebooks run through an executor (:mod:`quarterpanic.run.executors`): in this
 process, in worker processes (``--jobs``) or on a Dask cluster.
