@@ -106,6 +106,8 @@ def test_every_parameter_has_help():
     ("min_n", 0, "'min_n' must be greater than or equal to 1"),
     ("min_requests", 2.5, "'min_requests' must be int, got float"),
     ("as_of", "not a date", "'as_of' must be a date"),
+    ("as_of", "", "'as_of' must be a date"),
+    ("as_of", "12/31/9999", "'as_of' must be a date"),
     ("onset_weeks", [12, 5], "'onset_weeks' must be [first, last]"),
     ("onset_weeks", [0, 5], "'onset_weeks' must be [first, last]"),
     ("onset_weeks", [5, 15], "'onset_weeks' must be [first, last]"),

@@ -80,9 +80,12 @@ def plain_dates(value: Any) -> Any:
 
 def _parses_as_date(value: str) -> str:
     try:
-        pd.Timestamp(value)
+        # "" and "NaT" parse, as no date; the data's timestamps are nanoseconds (years 1677 to 2262).
+        missing = pd.isna(pd.Timestamp(value).as_unit("ns"))
     except (ValueError, TypeError, OverflowError):
-        raise ValueError("must be a date such as 2025-11-14") from None
+        missing = True
+    if missing:
+        raise ValueError("must be a date between 1677 and 2262, such as 2025-11-14")
     return value
 
 
