@@ -97,15 +97,21 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import load_params, parse_cli_value
+    from quarterpanic.params import parse_cli_value, read_params_file, resolve
     from quarterpanic.report.detect_output import report_document, report_table
+    from quarterpanic.run.parameters import DataScope, check_scope
 
-    overrides = {name: parse_cli_value(value) for name, value in args.parameter}
+    layers = [(str(path), read_params_file(path)) for path in args.parameters]
+    layers.append(("-p", {name: parse_cli_value(value) for name, value in args.parameter}))
     if args.as_of:
-        overrides["as_of"] = args.as_of
-    params = load_params(args.parameters, overrides)
+        layers.append(("--as-of", {"as_of": args.as_of}))
+    params, sources = resolve(layers)
     params["data_dir"] = args.data_dir
-    dataset = load_dataset(args.data_dir, params)
+    # Loaded whole first, so that `orgs`, `segment` and `quarters` naming nothing are refused, listing what exists.
+    dataset = load_dataset(args.data_dir, {**params, "orgs": None, "segment": None})
+    check_scope(params, sources, DataScope.of_dataset(dataset))
+    if params["orgs"] or params["segment"]:
+        dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
