@@ -12,6 +12,7 @@ import pandas as pd
 
 from quarterpanic.analysis import early_warning
 from quarterpanic.analysis.findings import INSUFFICIENT, METRICS
+from quarterpanic.report.safe import escape_text
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -136,3 +137,24 @@ def early_warning_sentences(status: pd.DataFrame) -> pd.DataFrame:
     out = status.drop(columns=["details"]).assign(sentence=sentences)
     columns = [c for c in early_warning.STATUS_COLUMNS if c != "details"]
     return out[columns[: columns.index("signals") + 1] + ["sentence"] + columns[columns.index("signals") + 1:]]
+
+
+# -- Markdown for the pages ----------------------------------------------------------------------
+def bold_text(text: str) -> str:
+    """``text`` as bold Markdown, its CRM text escaped."""
+    return f"**{escape_text(text)}**"
+
+
+def bold_sentence(text: str) -> str:
+    """A headline as one bold Markdown sentence (a full stop added), its CRM text escaped."""
+    return bold_text(f"{text}.")
+
+
+def bullet_list(sentences: Sequence[str]) -> str:
+    """Sentences as a Markdown bullet list, each escaped (CRM text is never read as markup)."""
+    return "\n".join(f"* {escape_text(sentence)}" for sentence in sentences)
+
+
+def bold_names(names: Sequence[str]) -> str:
+    """``["A", "B"]`` -> ``"**A**, **B**"``, each name escaped."""
+    return ", ".join(f"**{escape_text(name)}**" for name in names)
