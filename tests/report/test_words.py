@@ -4,7 +4,8 @@ import pandas as pd
 import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
-from quarterpanic.report.words import bold_names, bold_sentence, bold_text, bullet_list, ci_text, describe, pct, points, size_text
+from quarterpanic.report.words import (bold_names, bold_sentence, bold_text, bullet_list, ci_text, describe,
+                                      markdown_lines, pct, points, size_text)
 
 
 def finding(**fields):
@@ -67,3 +68,9 @@ def test_bullet_list_has_one_escaped_bullet_per_sentence():
 
 def test_bold_names_lists_each_name_bold_and_escaped():
     assert bold_names(["A", "<b>B</b>"]) == "**A**, **&lt;b&gt;B&lt;/b&gt;**"
+
+
+def test_markdown_lines_give_one_line_per_row_or_the_note_for_none():
+    rows = pd.DataFrame({"org": ["A", "B"], "n": [1, 2]})
+    assert markdown_lines(rows, lambda row: f"* {row.org}: {row.n}", "none") == "* A: 1\n* B: 2"
+    assert markdown_lines(rows.iloc[:0], lambda row: f"* {row.org}", "none") == "none"

@@ -14,7 +14,7 @@ from quarterpanic.analysis.findings import ALL_SEGMENTS
 from quarterpanic.analysis.panic_index import CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, PANIC, WATCH
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import CHART_LABELS, bold_names
+from quarterpanic.report.words import CHART_LABELS, markdown_lines
 from quarterpanic.util import finite_or_none
 
 
@@ -278,26 +278,20 @@ def intro(as_of: pd.Timestamp, index: pd.DataFrame, size_classes: Mapping[str, s
 
 def top_findings_markdown(top: pd.DataFrame) -> str:
     """:func:`top_findings` as a Markdown bullet list (CRM text escaped), or a note that none reached *watch*."""
-    if top.empty:
-        return "No quarter reached the *watch* level."
-    return "\n".join(
+    return markdown_lines(top, lambda row: (
         f"* **{escape_text(row.org)}, {escape_text(row.quarter)}** (index {row.panic_index:.1f}, {row.level}): "
         f"{escape_text(row.sentence)}."
-        for row in top.itertuples()
-    )
+    ), "No quarter reached the *watch* level.")
 
 
 def discount_cost_markdown(totals: pd.DataFrame) -> str:
     """:func:`discount_cost_totals` as a Markdown bullet list per organisation (CRM text escaped)."""
-    if totals.empty:
-        return "No panic quarter with a measurable discount uplift."
-    return "\n".join(
+    return markdown_lines(totals, lambda row: (
         f"* **{escape_text(row.org)}** gave away about **{money(row.cost, row.currency)}** in extra discount "
         f"in {row.quarters} panic quarter{'s' if row.quarters != 1 else ''} "
         f"(95% CI {money(row.cost_low, row.currency)} to {money(row.cost_high, row.currency)}), "
         f"on {money(row.won_amount, row.currency)} won late."
-        for row in totals.itertuples()
-    )
+    ), "No panic quarter with a measurable discount uplift.")
 
 
 def discount_cost_table(costs: pd.DataFrame) -> pd.DataFrame:

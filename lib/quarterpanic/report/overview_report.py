@@ -12,7 +12,7 @@ from quarterpanic.analysis.overview import COMPLETE, OPEN, accounting_totals, fu
 from quarterpanic.report import plots
 from quarterpanic.report.plots import chart_text
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import bold_names
+from quarterpanic.report.words import bold_names, markdown_lines
 
 
 # -- headlines -------------------------------------------------------------------------------------
@@ -148,13 +148,11 @@ def intro(data_folder: str | Path, as_of: pd.Timestamp, orgs: Sequence[str]) -> 
 
 def month3_lines(shares: pd.DataFrame) -> str:
     """Every quarter's month-3 share with its interval, as a Markdown bullet list (CRM text escaped)."""
-    lines = [
+    return markdown_lines(shares, lambda row: (
         f"- **{escape_text(row.org)} {escape_text(row.quarter)}**: {row.estimate:.0%} of {row.won_amount:,.0f} booked "
         f"in month 3 (95% CI {row.ci_low:.0%} to {row.ci_high:.0%}; {row.won_deals} won deals)"
         + (" — back-loaded" if row.back_loaded else "")
-        for row in shares.itertuples()
-    ]
-    return "\n".join(lines) if lines else "No won deals in the quarters shown."
+    ), "No won deals in the quarters shown.")
 
 
 # -- charts ---------------------------------------------------------------------------------------

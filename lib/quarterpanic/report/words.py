@@ -6,7 +6,7 @@ when the data were too thin to tell.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -158,3 +158,8 @@ def bullet_list(sentences: Sequence[str]) -> str:
 def bold_names(names: Sequence[str]) -> str:
     """``["A", "B"]`` -> ``"**A**, **B**"``, each name escaped."""
     return ", ".join(f"**{escape_text(name)}**" for name in names)
+
+
+def markdown_lines(rows: pd.DataFrame, line: Callable[[Any], str], empty: str) -> str:
+    """One Markdown line per row (``line`` gets each ``itertuples`` row and escapes its CRM text), or ``empty``."""
+    return "\n".join(line(row) for row in rows.itertuples()) if len(rows) else empty
