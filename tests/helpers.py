@@ -273,7 +273,8 @@ def report_cards(index: str) -> dict[str, str]:
 NAME_PAYLOAD = " <img src=x onerror=alert(7)>"
 
 
-def write_hostile_names_sample(data_dir: Path, *, seed: int = 7, org: str = "Globex Corporation") -> dict[str, list[str]]:
+def write_hostile_names_sample(data_dir: Path, *, seed: int = 7,
+                               org: str = "Globex Corporation") -> dict[str, list[str]]:
     """Write a small sample whose ``org`` has every owner and account name followed by :data:`NAME_PAYLOAD`.
 
     The names are changed in the exports' text, as a CRM export would carry them. Returns
@@ -286,7 +287,8 @@ def write_hostile_names_sample(data_dir: Path, *, seed: int = 7, org: str = "Glo
     opps = opps[opps["org"] == org]
     names = {"owners": sorted(opps["owner"].dropna().unique()), "accounts": sorted(opps["account"].dropna().unique())}
     # One pass, longest name first, so that a name inside a longer one is not marked twice.
-    pattern = re.compile("|".join(re.escape(n) for n in sorted(names["owners"] + names["accounts"], key=len, reverse=True)))
+    longest_first = sorted(names["owners"] + names["accounts"], key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(name) for name in longest_first))
     folder = next(p.parent for p in data_dir.glob("*/org.yaml") if f"org: {org}" in p.read_text())
     for export in folder.glob("*.csv"):
         raw = export.read_bytes()

@@ -237,7 +237,8 @@ def test_late_unqualified_deals_are_the_largest_after_the_onset_of_the_latest_pa
 
     data = bernoulli_dataset(per_quarter=200, quarters=4, panic=(1, 2), onset=9)
     opps = data.opportunities
-    data.opportunities = opps.assign(amount=np.arange(len(opps), dtype=float) * 10, name=opps["opportunity_id"] + " deal",
+    data.opportunities = opps.assign(amount=np.arange(len(opps), dtype=float) * 10,
+                                     name=opps["opportunity_id"] + " deal",
                                      account="Acct " + opps["opportunity_id"], currency="EUR")
     features = opportunity_features(data)
     labels = sorted(features["quarter"].unique())
@@ -248,7 +249,8 @@ def test_late_unqualified_deals_are_the_largest_after_the_onset_of_the_latest_pa
     deals = pi.late_unqualified_deals(data, scores, index, n=3)
     assert list(deals.columns) == pi.LATE_DEAL_COLUMNS and len(deals) == 3
     # The latest panic quarter only, from its own onset week, unqualified deals, largest first.
-    eligible = features[(features["quarter"] == labels[2]) & (features["week_of_quarter"] >= 10) & ~features["qualified"]]
+    eligible = features[(features["quarter"] == labels[2]) & (features["week_of_quarter"] >= 10)
+                        & ~features["qualified"]]
     expected = eligible.sort_values("amount", ascending=False).head(3)
     assert deals["opportunity_id"].tolist() == expected["opportunity_id"].tolist()
     assert (deals["quarter"] == labels[2]).all() and (deals["onset_week"] == 10).all()

@@ -2,7 +2,6 @@
 import re
 
 import matplotlib.pyplot as plt
-import pandas as pd
 import pytest
 
 from helpers import bernoulli_dataset

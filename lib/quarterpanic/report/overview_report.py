@@ -216,7 +216,8 @@ def plot_month3_shares(shares: pd.DataFrame, orgs: Sequence[str]) -> plt.Figure:
 
 
 def plot_funnel(funnel: pd.DataFrame, rates: pd.DataFrame) -> plt.Axes:
-    """Bars of the opportunity steps' rates (:func:`funnel_rates`) per organisation, titled by :func:`funnel_headline`."""
+    """Bars of the opportunity steps' rates (:func:`funnel_rates`) per organisation,
+    titled by :func:`funnel_headline`."""
     opportunity_steps = rates[~rates["step"].str.startswith("leads ")]
     ax = plots.bar_plot(opportunity_steps, label="step", value="rate", hue="org", percent=True)
     return plots.label_axes(ax, title=chart_text(funnel_headline(funnel), 80),
