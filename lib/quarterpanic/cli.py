@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except QuarterpanicError as err:
         print(f"quarterpanic {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a run (RunInterrupted)
         print("quarterpanic: interrupted", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -211,6 +211,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from quarterpanic.params import parse_cli_value
     from quarterpanic.run import executors, runner
     from quarterpanic.run.parameters import format_parameters
+    from quarterpanic.run.processes import signals_interrupt
 
     if args.list_parameters:
         sys.stdout.write(format_parameters(runner.select_notebooks(args.notebooks)))
@@ -221,7 +222,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.scheduler:
             raise QuarterpanicError("--scheduler needs --executor dask")
         executor = executors.LocalExecutor(args.jobs)
-    with executors.Progress() as progress:
+    # SIGTERM (a scheduler stopping the job) stops the run like Ctrl-C: kernels and workers are killed.
+    with signals_interrupt(), executors.Progress() as progress:
         report = runner.run(
             out_dir=args.out,
             notebooks=args.notebooks,

@@ -232,6 +232,10 @@ def run(
     except QuarterpanicError:  # e.g. no Dask scheduler at that address: nothing ran, nothing to keep
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    except KeyboardInterrupt:  # the executor has stopped its kernels and workers
+        log.warning("run %s interrupted; its unfinished folder %s is left for inspection (delete it)",
+                    run_id, partial)
+        raise
     exit_code = exit_code_for(results)
     manifest = build_manifest(
         run_id=run_id,
