@@ -178,7 +178,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "Execute the notebooks with papermill into OUT/<run-id>/, export each as HTML without code, "
             "write index.html and manifest.json, then point OUT/latest at the run when every report is "
             "complete (a partial run stays in its own folder). Exit codes: 0 all reports complete, "
-            "1 a notebook cell failed, 138 a kernel died, 2 a usage mistake, 130/143 interrupted."
+            "1 a notebook cell failed, 138 a kernel died, 2 a usage mistake, "
+            "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP."
         ),
     )
     p.add_argument("-f", "--parameters-file", dest="parameter_files", action="append", default=[],
@@ -251,7 +252,8 @@ def _run_outcome(report: RunReport) -> str:
     if ok == total:
         return f"{where}  ({ok} of {total} reports complete; {shows}, which started later)"
     failed = ", ".join(r.name for r in report.results if not r.ok)
-    return f"{where}  (partial run, kept in its own folder: {ok} of {total} reports complete, failed: {failed}; {shows})"
+    return (f"{where}  (partial run, kept in its own folder: {ok} of {total} reports complete, "
+            f"failed: {failed}; {shows})")
 
 
 COMMANDS.append("run")
