@@ -207,10 +207,10 @@ def published(tmp_path_factory):
     out = suite["root"] / "reports"
     code, _ = run_cli(
         "--notebooks", str(suite["report"]), str(suite["broken"]), str(suite["panic"]),
-        "-p", "data_dir", str(suite["data"]), "--out", str(out),
+        "-p", "data_dir", str(suite["data"]), "--out", str(out), "--run-id", "browser",
     )
-    assert code == 1  # the broken notebook
-    return {"executable": executable, "latest": (out / "latest").resolve()}
+    assert code == 1  # the broken notebook: a partial run, kept in its folder but not published as latest
+    return {"executable": executable, "run_dir": out / "browser"}
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def browser(published, tmp_path):
 
 
 def test_pages_render_link_and_never_run_crm_text(published, browser, tmp_path):
-    index = published["latest"] / "index.html"
+    index = published["run_dir"] / "index.html"
     browser.open(index.as_uri())
     assert browser.console_errors() == []
     assert browser.evaluate("document.querySelector('h1').textContent").startswith("Northwind <script>")
@@ -244,13 +244,13 @@ def test_pages_render_link_and_never_run_crm_text(published, browser, tmp_path):
         assert back == index.as_uri(), name
         browser.screenshot(tmp_path / f"{name}.png")
 
-    alpha = published["latest"] / "01_alpha.html"
+    alpha = published["run_dir"] / "01_alpha.html"
     browser.open(alpha.as_uri())
     assert browser.evaluate("document.images.length") >= 1  # the chart
     text = browser.evaluate("document.body.innerText")
     assert "<script>alert(1)</script>" in text and "<img src=x onerror=alert(1)>" in text  # shown as text
     assert "contents" in text.lower() and "Section two" in text
-    broken = published["latest"] / "02_broken.html"
+    broken = published["run_dir"] / "02_broken.html"
     browser.open(broken.as_uri())
     assert "This report is incomplete" in browser.evaluate("document.body.innerText")
     # Following the back link really lands on the index.

@@ -17,7 +17,9 @@ with ``per_segment`` (``--per-segment``) every notebook that declares
 groups the reports by organisation, then segment.
 
 It then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
-when at least one notebook succeeded. Parameters are checked before anything
+when every notebook succeeded. A partial run (a notebook failed) keeps its own
+folder, its index names the failures, and ``latest`` keeps showing the last
+complete run (or does not exist before the first one). Parameters are checked before anything
 executes (:mod:`quarterpanic.run.parameters`): every key must be a parameter of
 the model (:class:`quarterpanic.params.Parameters`) with a value of its type and
 range, or be declared by a notebook of the suite (papermill's
@@ -62,7 +64,7 @@ from quarterpanic.run.parameters import (
     resolve_parameters,
     segments_by_org,
 )
-from quarterpanic.run.publish import claim_run_folder, new_run_id, run_fingerprint, switch_latest
+from quarterpanic.run.publish import claim_run_folder, latest_run, new_run_id, run_fingerprint, switch_latest
 from quarterpanic.util import utc_now
 
 log = logging.getLogger("quarterpanic.run.runner")
@@ -115,6 +117,7 @@ class RunReport:
     exit_code: int
     results: list[NotebookResult]
     published: bool  # whether OUT/latest now points at this run
+    latest: str | None = None  # the run OUT/latest points at afterwards (None: no complete run yet)
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -237,6 +240,10 @@ def run(
     except QuarterpanicError:  # e.g. no Dask scheduler at that address: nothing ran, nothing to keep
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    except KeyboardInterrupt:  # the executor has stopped its kernels and workers
+        log.warning("run %s interrupted; its unfinished folder %s is left for inspection (delete it)",
+                    run_id, partial)
+        raise
     exit_code = exit_code_for(results)
     manifest = build_manifest(
         run_id=run_id,
@@ -263,6 +270,7 @@ def run(
         started_at=started_at,
         reports=[
             {
+                "name": task.name,
                 "title": task.title,
                 "html": in_run(task.html, partial) if result.html_written else None,
                 "notebook": in_run(task.executed, partial),
@@ -279,13 +287,15 @@ def run(
         segments=[task.segment for task in tasks] if segments is not None else None,
     )
     os.rename(partial, run_dir)
-    published = any(r.ok for r in results) and switch_latest(out_dir, run_id, started_at)
+    # A reader of latest must never land on a failure page: only a complete run is published.
+    complete = bool(results) and all(r.ok for r in results)
+    published = complete and switch_latest(out_dir, run_id, started_at)
     for result in results:
         if not result.ok:
             log.info("%s %s: %s", result.name, result.status, error_summary(result.error or {}))
     log.info("run %s finished with exit code %d%s", run_id, exit_code, "; latest updated" if published else "")
     return RunReport(run_id=run_id, run_dir=run_dir, exit_code=exit_code, results=results,
-                     published=published, manifest=manifest)
+                     published=published, latest=latest_run(out_dir), manifest=manifest)
 
 
 def select_orgs(names: Sequence[str], data_dir: Path) -> list[str]:
