@@ -534,8 +534,8 @@ def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions
     body = body[~records.blank[body]]
     good = body[records.fields[body] == width]
     bad = body[records.fields[body] != width]
-    _check_lines_returned(path, _spans(records.lines, data.count(b"\n"), data.endswith(b"\n")),
-                          records.lines, body, bad, {})
+    _check_lines_returned(path, _spans(records.lines, data.count(b"\n"), data.endswith(b"\n")), records.lines,
+                          body, bad, lambda i: records.text(i).split("\n"), delimiter, width, set())
     span = (int(starts[header]), int(stops[end - 1])) if end > header else (0, 0)
     table, _ = _split(data, *span, delimiter, width)  # the scan found the ragged records already
     if table.num_rows != len(good) + 1:
@@ -752,7 +752,9 @@ def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
     good = body[(fields[body] == width) & ~odd[body]]
     bad = body[(fields[body] != width) | odd[body]]
     reasons = {i: why for i, why in malformed.items() if fields[i] == width}
-    _check_lines_returned(path, spans, starts, body, bad, malformed)
+    never_closed = {i for i, why in malformed.items() if "unexpected end of data" in why}
+    _check_lines_returned(path, spans, starts, body, bad, lambda i: text_lines[lines[i] - 1:lines[i] - 1 + spans[i]],
+                          delimiter, width, never_closed)
     frame = pd.DataFrame([rows[i] for i in good], columns=range(width), dtype="str")
     frame = frame.where(frame != "", None) if len(frame) else frame
     frame.index = pd.Index(starts[good], name="row")
@@ -793,27 +795,34 @@ def _malformed_quotes(text: str, text_lines: list[str], starts: np.ndarray, span
 
 
 def _check_lines_returned(path: Path, spans: np.ndarray, starts: np.ndarray, body: np.ndarray, bad: np.ndarray,
-                          malformed: dict[int, str]) -> None:
-    """Refuse the file when the data records consumed more lines than the reader gives back.
+                          record_lines: Callable[[int], list[str]], delimiter: str, width: int,
+                          never_closed: set[int]) -> None:
+    """Refuse the file when its data records consumed lines that the result does not give back.
 
     An accepted record gives back every line it covers (its values keep their
-    line breaks); a rejected one stands for one line, the line the reject
-    names. A rejected record covering several lines, which is what a quote
-    that does not close where its value ends produces, would hide the rest:
-    the lines consumed and the lines returned would not add up, so the file
-    is refused naming the line the quote opened on (a record runs on past its
-    first line only when a quote on that line is still open at its end).
+    line breaks), and so does a rejected record that really is one record (a
+    ragged line, or a multi-line one whose quotes are wrong only within it). A
+    rejected record that swallowed others gives back only its first line: a
+    quote opened on that line and was still open where its value should end,
+    running on over lines that are records themselves (as many delimiters as
+    the header less one) or to the end of the file (never closed). Then the
+    lines consumed and the lines returned do not add up, and the file is refused
+    naming the line the quote opened on (a record runs on past its first line
+    only when a quote on that line is still open at its end).
     """
+    def swallows(i: int) -> bool:
+        return i in never_closed or any(text.count(delimiter) >= width - 1 for text in record_lines(i)[1:])
+
     consumed = int(spans[body].sum())
-    returned = consumed - int(spans[bad].sum()) + len(bad)
+    swallowing = [int(i) for i in bad if spans[i] > 1 and swallows(int(i))]
+    returned = consumed - sum(int(spans[i]) - 1 for i in swallowing)
     if consumed == returned:
         return
-    first = int(bad[np.flatnonzero(spans[bad] > 1)[0]])
+    first = swallowing[0]
     line, last = int(starts[first]), int(starts[first] + spans[first] - 1)
-    what = "has quotes that do not close where a value ends" if first in malformed else \
-        "does not split into the header's fields"
-    raise ExportError(f"line {line}: a quote opened on this line runs on to line {last}, and the record {what} "
-                      f"({last - line + 1} lines would be lost as one record)", path=path,
+    what = "is never closed" if first in never_closed else f"is still open at the end of line {line}"
+    raise ExportError(f"line {line}: a quote opened on this line {what}, so lines {line}-{last} "
+                      f"({last - line + 1} lines, records among them) would be read as one record", path=path,
                       hint=f"close or remove the quote on line {line} (a quote inside a value is written \"\") "
                            "and export the file again")
 
