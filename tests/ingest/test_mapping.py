@@ -172,15 +172,15 @@ def test_parse_problems_carry_row_header_and_raw_value():
     ("iso", "2025/03/31", "2025-03-31"),
 ])
 def test_parse_dates_by_order(order, text, expected):
-    parsed, bad = parse_dates(pd.Series([text], dtype="str"), order)
+    parsed, bad, _ = parse_dates(pd.Series([text], dtype="str"), order)
     assert parsed.iloc[0] == pd.Timestamp(expected) and not bad.any()
 
 
 def test_parse_dates_rejects_the_wrong_order_and_reads_serials():
-    parsed, bad = parse_dates(pd.Series(["31/3/2025", "", None, "soon"], dtype="str"), "month_first")
+    parsed, bad, _ = parse_dates(pd.Series(["31/3/2025", "", None, "soon"], dtype="str"), "month_first")
     assert bad.tolist() == [True, False, False, True]
     mixed = pd.Series([pd.Timestamp("2025-03-31"), 45747, "3/31/2025", None], dtype="object")
-    parsed, bad = parse_dates(mixed, "month_first")
+    parsed, bad, _ = parse_dates(mixed, "month_first")
     assert parsed.tolist()[:3] == [pd.Timestamp("2025-03-31")] * 3 and not bad.any()
 
 
