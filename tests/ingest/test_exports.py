@@ -173,18 +173,6 @@ def sf_rows(n: int) -> list[str]:
     return [f"006{i:04d},Deal {i},{1000 + i},3/31/2025" for i in range(n)]
 
 
-@pytest.fixture(params=["whole", "sliced"])
-def reader(request, monkeypatch):
-    """Read small files through the whole-file reader and through the sliced one (threshold lowered)."""
-    from quarterpanic.ingest import exports
-
-    if request.param == "sliced":
-        monkeypatch.setattr(exports, "_SLICE_MIN_BYTES", 1 << 9)
-        monkeypatch.setattr(exports, "_SLICE_HEAD_BYTES", 300)
-        monkeypatch.setattr(exports, "_SLICE_TAIL_BYTES", 1 << 10)
-    return request.param
-
-
 def test_unclosed_quote_refuses_the_file_naming_the_line(tmp_path, reader):
     rows = sf_rows(40)
     rows[20] = rows[20].replace("Deal 20", '"Deal 20')  # the quote runs to the end of the file

@@ -105,16 +105,6 @@ def csv_module_records(export: Export) -> int:
     return len(rows) - 1 - export.footer_records
 
 
-@pytest.fixture(params=["whole", "sliced"])
-def reader(request, monkeypatch):
-    if request.param == "sliced":
-        monkeypatch.setattr(exports, "_SLICE_MIN_BYTES", 1 << 10)
-        monkeypatch.setattr(exports, "_SLICE_HEAD_BYTES", 600)
-        monkeypatch.setattr(exports, "_SLICE_TAIL_BYTES", 4 << 10)
-        monkeypatch.setattr(exports, "_FOOTER_SEARCH_ROWS", 10)
-    return request.param
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_record_is_accounted_for_or_the_file_refused(tmp_path, reader, seed):
     export = generate(seed)
@@ -147,12 +137,8 @@ def test_the_generator_puts_in_every_fault():
     assert any(e.footer_records == 1 for e in exports_) and any(e.footer_records > 1 for e in exports_)
 
 
-def test_the_sliced_reader_reads_some_of_the_exports_itself(tmp_path, monkeypatch):
+def test_the_sliced_reader_reads_some_of_the_exports_itself(tmp_path, monkeypatch, small_slices):
     """The sliced runs above test the sliced reader, not only its fallback to the whole-file scan."""
-    monkeypatch.setattr(exports, "_SLICE_MIN_BYTES", 1 << 10)
-    monkeypatch.setattr(exports, "_SLICE_HEAD_BYTES", 600)
-    monkeypatch.setattr(exports, "_SLICE_TAIL_BYTES", 4 << 10)
-    monkeypatch.setattr(exports, "_FOOTER_SEARCH_ROWS", 10)
     whole: list[int] = []
     original = exports._read_csv_fast
     monkeypatch.setattr(exports, "_read_csv_fast", lambda *a, **k: whole.append(1) or original(*a, **k))

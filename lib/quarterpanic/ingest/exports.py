@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from quarterpanic.errors import ExportError
+from quarterpanic.ingest.values import has_byte
 
 log = logging.getLogger(__name__)
 
@@ -653,7 +654,7 @@ def _check_quoted_records(data: bytes, start: int, stop: int, table: pa.Table, l
     located by their line, and checked; a doubt sends the file to the
     whole-file scan, which checks every quote.
     """
-    if not any(_holds_byte(column, b'"') for column in table.columns):
+    if not any(has_byte(column, b'"') for column in table.columns):
         return
     quoted = np.zeros(table.num_rows, dtype=bool)
     for column in table.columns:
@@ -671,16 +672,6 @@ def _check_quoted_records(data: bytes, start: int, stop: int, table: pa.Table, l
                 pass
         except csv.Error as err:
             raise _ScanMismatch(f"line {lines[row]}: the strict csv rules refuse its quotes ({err})") from err
-
-
-def _holds_byte(array: pa.ChunkedArray, byte: bytes) -> bool:
-    """Whether the character data of an Arrow string column holds ``byte`` (a look at the raw bytes)."""
-    code = ord(byte)
-    for chunk in array.chunks:
-        data = chunk.buffers()[2]
-        if data is not None and data.size and (np.frombuffer(data, dtype=np.uint8) == code).any():
-            return True
-    return False
 
 
 def _split(data: bytes, start: int, stop: int, delimiter: str, width: int) -> tuple[pa.Table, int]:

@@ -116,7 +116,7 @@ def arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
     return array
 
 
-def _has_byte(array: pa.ChunkedArray | pa.Array, byte: bytes) -> bool:
+def has_byte(array: pa.ChunkedArray | pa.Array, byte: bytes) -> bool:
     """Whether the character data of an Arrow string array may hold ``byte`` (a look at the raw bytes)."""
     code = ord(byte)
     chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
@@ -150,7 +150,7 @@ def clean_text(values: pd.Series) -> pd.Series:
         return text.where(text != "", None)
     # Arrow's kernels on the whole column: cheaper than finding its distinct values first.
     text = pc.utf8_trim_whitespace(array)
-    if _has_byte(text, b"\r"):
+    if has_byte(text, b"\r"):
         text = pc.replace_substring(text, "\r\n", "\n")
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
     return pd.Series(pd.array(text, dtype=values.dtype), index=values.index, name=values.name)
