@@ -13,7 +13,11 @@ records. Nothing here knows about vendors or canonical columns: that is
 CSV files are split with pyarrow after a vectorised scan of the bytes that
 finds where each record starts (so multi-line quoted fields keep exact line
 numbers). Files the fast path cannot handle (a stray quote inside an unquoted
-field, for instance) fall back to Python's :mod:`csv` module.
+field, for instance) fall back to Python's :mod:`csv` module. On every path
+the lines the records consumed are compared with the lines the result gives
+back: the sliced reader falls back to the whole-file scan when they do not add
+up, and the whole-file readers refuse a file in which a quote swallowed
+records, naming its line (:func:`_check_lines_returned`), instead of losing them.
 """
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ _SLICE_TAIL_TRIES = 100
 class ReadOptions:
     """How to read one file (the ``read:`` block of a profile).
 
-    encoding: ``auto`` (UTF-8, UTF-8 with BOM, UTF-16 with BOM, else
+    encoding: ``auto`` (UTF-8, UTF-8 with BOM, UTF-16 with or without BOM, else
         Windows-1252) or a Python codec name.
     delimiter: ``auto`` (the most frequent of ``, ; TAB |`` on the header line)
         or the character itself.
