@@ -228,3 +228,14 @@ def test_clean_text_trims_empties_and_crlf_on_arrow_and_object_columns(values, e
     # A slice of an Arrow column shares its parent's character bytes.
     tail = clean_text(pd.Series(["a\r\nb"] + values, dtype="str").iloc[1:])
     assert [None if pd.isna(v) else v for v in tail] == expected
+
+
+@pytest.mark.parametrize("text, far", [("4/10/2262 11:59 PM", False), ("4/11/2262 11:59 PM", True),
+                                       ("9/21/1677 12:05 AM", True), ("9/21/1677 1:00 AM", False), ("12/31/9999", True), ("1/1/1600 10:00", True)])
+def test_dates_at_the_edge_of_the_range_are_never_wrapped(text, far):
+    parsed, bad, outside = parse_dates(pd.Series([text, "3/31/2025"], dtype="str"), "month_first")
+    assert bad.tolist() == [far, False] and outside.tolist() == [far, False]
+    if far:
+        assert pd.isna(parsed.iloc[0])
+    else:
+        assert parsed.iloc[0] == pd.Timestamp(text)

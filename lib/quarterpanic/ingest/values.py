@@ -273,6 +273,9 @@ def _parse_date_and_time(text: pd.Series, order: str) -> pd.Series:
     iso = date_format[date_codes] == date_formats.index("ISO8601")
     ok = pairs[date_format[date_codes], time_format[time_codes]] & (~iso | two_digit.to_numpy(zero_copy_only=False))
     ok &= (date_codes >= 0) & (time_codes >= 0)
+    # On the last day a nanosecond timestamp holds, adding the time of day can overflow
+    # (and numpy wraps around silently): those few go to the format-by-format parser.
+    ok[ok] &= date_values[date_codes[ok]] < np.datetime64(DATE_RANGE[1], "ns")
     out[ok] = date_values[date_codes[ok]] + time_values[time_codes[ok]]
     return out
 
