@@ -63,7 +63,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     summary = crm.accounting.copy()
     totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
-              "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum())}
+              "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum()),
+              "unknown_deal": int(summary["unknown_deal"].sum())}
     import pandas as pd
 
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))

@@ -180,7 +180,7 @@ def _describe_failures(failures: pd.DataFrame, raw: RawExport, mapped: MappedExp
         value = raw.frame.at[row, pos] if pos is not None and row in raw.frame.index else case
         columns.append(label)
         values.append("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
-        reasons.append(_reason(check, name))
+        reasons.append(_reason(check, name, profile.columns.get(name) or {}))
     return pd.DataFrame({"row": rows, "column": columns, "value": values, "reason": reasons})
 
 
@@ -192,17 +192,24 @@ def _dataframe_check_label(check: str, mapped: MappedExport) -> str:
     return ""
 
 
-def _reason(check: str, column: str) -> str:
+def _reason(check: str, column: str, spec: dict) -> str:
+    """The words for a failed check, bounds in the export's units (``Discount (%)``: at most 100, not 1)."""
     if check in _CHECK_REASONS:
         return _CHECK_REASONS[check]
     if check.startswith("greater_than_or_equal_to("):
-        return f"must be at least {check[25:-1]}"
+        return f"must be at least {_in_export_units(check[25:-1], spec)}"
     if check.startswith("less_than_or_equal_to("):
-        return f"must be at most {check[22:-1]}"
+        return f"must be at most {_in_export_units(check[22:-1], spec)}"
     if check.startswith("isin("):
         allowed = check[5:-1].strip("[]").replace("'", "")
         return f"not one of {allowed}"
     return f"fails check {check}"
+
+
+def _in_export_units(bound: str, spec: dict) -> str:
+    """A canonical bound as the export writes it: undoing the spec's ``scale`` / ``divide``."""
+    value = float(bound) / float(spec.get("scale", 1)) * float(spec.get("divide", 1))
+    return f"{value:g}"
 
 
 def one_per_row(problems: pd.DataFrame, table: str, file: str) -> pd.DataFrame:

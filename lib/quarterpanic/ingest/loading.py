@@ -52,7 +52,9 @@ def _load_threads(default: int = min(4, os.cpu_count() or 1)) -> int:
 
 #: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
 LOAD_THREADS = _load_threads()
-ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected", "ignored"]
+ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected", "ignored", "unknown_deal"]
+#: Tables whose rows name a deal: their accepted rows naming none of the organisation's opportunities are counted.
+_DEAL_LINKS = ("history", "requests")
 
 
 @dataclass
@@ -61,7 +63,9 @@ class CRM:
 
     ``rejects`` has columns table, file, row, column, value, reason (one row
     per rejected source record); ``accounting`` has one row per file with
-    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads).
+    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads)
+    and unknown_deal (of the accepted history rows and requests, those naming a deal that is not among
+    their organisation's opportunities; 0 for the other tables).
     """
 
     opportunities: pd.DataFrame
@@ -256,6 +260,7 @@ def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], reje
     # Counted from the final tables and rejects (one pass each), not carried over from the files.
     accepted_by_file = {name: table["source_file"].value_counts() for name, table in tables.items() if len(table)}
     rejected_by_file = rejects.groupby(["file", "table"]).size() if len(rejects) else pd.Series(dtype="int64")
+    unknown_by_file = _unknown_deals(tables)
     rows = []
     for r in results:
         file = str(r.path)
@@ -265,9 +270,36 @@ def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], reje
             raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected} "
                                  f"+ ignored {r.ignored}")
         rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
-                     "read": r.read, "accepted": accepted, "rejected": rejected, "ignored": r.ignored})
+                     "read": r.read, "accepted": accepted, "rejected": rejected, "ignored": r.ignored,
+                     "unknown_deal": int(unknown_by_file.get((file, r.table), 0))})
     frame = pd.DataFrame(rows, columns=ACCOUNTING_COLUMNS)
-    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64", "ignored": "int64"})
+    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64", "ignored": "int64",
+                         "unknown_deal": "int64"})
+
+
+def _unknown_deals(tables: dict[str, pd.DataFrame]) -> dict[tuple[str, str], int]:
+    """(file, table) -> accepted history rows or requests naming a deal their organisation's opportunities lack.
+
+    They stay accepted (a report may be filtered differently from the
+    opportunities export), but are counted, so that a history export that
+    matches no deal is seen rather than silently analysed as nothing.
+    """
+    opportunities = tables["opportunities"]
+    counts: dict[tuple[str, str], int] = {}
+    for name in _DEAL_LINKS:
+        table = tables[name]
+        if not len(table):
+            continue
+        unknown = table["opportunity_id"].notna()
+        for org in table["org"].unique():
+            in_org = (table["org"] == org).to_numpy()
+            known = opportunities.loc[opportunities["org"] == org, "opportunity_id"]
+            unknown[in_org] &= ~table.loc[in_org, "opportunity_id"].isin(known).to_numpy()
+        for file, count in table.loc[unknown.to_numpy(), "source_file"].value_counts().items():
+            counts[(str(file), name)] = int(count)
+        if unknown.any():
+            log.info("%d %s rows name a deal that is not among the opportunities loaded", int(unknown.sum()), name)
+    return counts
 
 
 def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:

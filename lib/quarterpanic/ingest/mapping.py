@@ -44,6 +44,7 @@ from quarterpanic.ingest.profiles import (
     spec_labels,
 )
 from quarterpanic.ingest.values import (
+    DATE_RANGE,
     arrow_strings,
     as_text,
     clean_text,
@@ -150,13 +151,26 @@ class _Context:
         return None
 
     def source(self, spec: dict) -> pd.Series | None:
-        """The source column of a spec; repeated headers are joined with ';'."""
+        """The source column of a spec.
+
+        A header the file repeats is read as all its values joined with ';'
+        when the spec looks for words in it (``contains``: Jira's ``Labels``);
+        for any other spec it is ambiguous which column holds the value, and
+        the file is refused naming the header and its positions.
+        """
         label = self.label_of(spec)
         if label is None:
             return None
-        columns = [self.raw.frame[pos] for pos in self.positions[normalise_label(label)]]
+        positions = self.positions[normalise_label(label)]
+        columns = [self.raw.frame[pos] for pos in positions]
         if len(columns) == 1:
             return columns[0]
+        if "contains" not in spec:
+            count = {2: "twice", 3: "three times"}.get(len(positions), f"{len(positions)} times")
+            where = ", ".join(str(p + 1) for p in positions[:-1]) + f" and {positions[-1] + 1}"
+            raise ExportError(f"header {label!r} appears {count} (columns {where}) and the {self.profile.name} "
+                              "mapping reads one value from it", path=self.raw.path,
+                              hint="remove or rename the extra column and export again")
         return reduce(_join_labels, columns)
 
     def problems(self) -> pd.DataFrame:
@@ -220,6 +234,16 @@ class _Context:
             parsed = parsed.copy()
             parsed[mask] = canonical.to_numpy()[codes[mask]]
         return parsed
+
+    def finite(self, numbers: pd.Series, raw: pd.Series | None, label: str) -> pd.Series:
+        """``numbers`` with infinite values (``1e309``, ``inf`` in a Parquet file) missing and, given
+        ``raw``, each reported as a problem."""
+        infinite = pd.Series(np.isinf(numbers.to_numpy(dtype="float64", na_value=np.nan)), index=numbers.index)
+        if not infinite.any():
+            return numbers
+        if raw is not None:
+            self.problem(infinite, raw, label, NOT_FINITE)
+        return numbers.mask(infinite)
 
     def has_value(self, labels: list[str]) -> pd.Series:
         """Per row: any of ``labels`` holds a non-blank value (a missing header holds none)."""
@@ -297,7 +321,10 @@ class _Context:
         """``values`` as the canonical ``kind``; unparseable values become problems."""
         raw = values if raw is None else raw
         if kind == "date":
-            parsed, bad = parse_dates(values, self.profile.dates, spec.get("format"))
+            parsed, bad, far = parse_dates(values, self.profile.dates, spec.get("format"))
+            if record:
+                self.problem(far, raw, label, OUT_OF_RANGE)
+            bad &= ~far
             reason = f"not a date ({_order_hint(self.profile.dates, spec)})"
         elif kind == "number":
             parsed, bad = parse_numbers(values, self.profile.decimal)
@@ -306,6 +333,7 @@ class _Context:
                 parsed = parsed * float(spec["scale"])
             if "divide" in spec:
                 parsed = parsed / float(spec["divide"])
+            parsed = self.finite(parsed, raw if record else None, label)
         elif kind == "bool":
             parsed, bad = parse_bools(values)
             reason = "not a yes/no value (Yes/No, True/False, 1/0)"
@@ -316,6 +344,10 @@ class _Context:
         return parsed
 
 
+#: Reasons for values that parse but cannot be kept.
+OUT_OF_RANGE = (f"outside the dates this tool can hold ({DATE_RANGE[0]:%Y-%m-%d} to {DATE_RANGE[1]:%Y-%m-%d}); "
+                "a placeholder for 'no date' (like 12/31/9999) should be left empty")
+NOT_FINITE = "not a finite number (too large to hold)"
 _EMPTY_DTYPES = {"date": "datetime64[ns]", "number": "float64", "bool": "boolean", "text": "str"}
 
 
@@ -357,11 +389,13 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
         if amount.any():
             numbers, bad = parse_numbers(values[amount], profile.decimal)
             context.problem(bad, values[amount], label, "not an amount")
+            numbers = context.finite(numbers, values[amount], label)
             values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
         close = (frame["field"] == "close_date").fillna(False) & values.notna()
         if close.any():
-            dates, bad = parse_dates(values[close], profile.dates)
-            context.problem(bad, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
+            dates, bad, far = parse_dates(values[close], profile.dates)
+            context.problem(far, values[close], label, OUT_OF_RANGE)
+            context.problem(bad & ~far, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
             values = put_masked(values, close,
                           each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
         frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values

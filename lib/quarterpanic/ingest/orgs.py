@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
-from quarterpanic.ingest.profiles import Profile
+from quarterpanic.ingest.profiles import Profile, load_profile
 
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
@@ -94,7 +95,17 @@ def org_folders(data_dir: str | Path) -> list[Path]:
 
 
 def read_org_yaml(folder: Path) -> OrgInfo | None:
-    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``."""
+    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``.
+
+    The whole file is checked here, so that ``validate``, ``detect`` and every
+    load refuse the same mistakes with a message naming the file: its keys,
+    the organisation's name and size class, the fiscal calendar (built once to
+    see that it is one), and each ``files:`` entry (the export is in the folder,
+    the profile or mapping exists and is well formed).
+
+    Raises:
+        ProfileError: anything in ``org.yaml`` that cannot be used.
+    """
     path = folder / ORG_FILE
     if not path.exists():
         return None
@@ -111,10 +122,20 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     size_class = doc.get("size_class", DEFAULT_SIZE_CLASS)
     if size_class not in schemas.SIZE_CLASSES:
         raise ProfileError(f"size_class {size_class!r} is not one of {', '.join(schemas.SIZE_CLASSES)}", path=path)
+    name = doc.get("org")
+    if isinstance(name, (list, dict)):
+        raise ProfileError(f"org must be a name, not {name!r}", path=path)
     calendar = doc.get("fiscal_calendar") or {}
     files = doc.get("files") or {}
     if not isinstance(calendar, dict) or not isinstance(files, dict):
         raise ProfileError("fiscal_calendar: and files: must be maps", path=path)
+    try:
+        FiscalCalendar.from_spec(calendar)
+    except (CalendarError, TypeError, ValueError) as err:
+        raise ProfileError(f"fiscal_calendar: {err}", path=path,
+                           hint="see docs/DATA.md (start_month 1-12, naming end or start, ...)") from err
+    for file, profile in files.items():
+        _check_files_entry(path, str(file), profile)
     lists = {key: doc.get(key) or [] for key in ("lookups", "ignore")}
     for key, names in lists.items():
         if isinstance(names, str):
@@ -130,9 +151,24 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     if early not in CLOSE_BEFORE_CREATED:
         raise ProfileError(f"close_before_created must be one of {', '.join(CLOSE_BEFORE_CREATED)}, not {early!r}",
                            path=path)
-    return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
+    return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
                    lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early)
+
+
+def _check_files_entry(path: Path, file: str, profile: object) -> None:
+    """One ``files:`` entry of ``org.yaml`` (at ``path``): the export is there and its profile can be loaded."""
+    if not isinstance(profile, str) or not profile.strip():
+        raise ProfileError(f"files: {file}: expected a profile name or a mapping YAML, not {profile!r}", path=path)
+    if not (path.parent / file).is_file():
+        raise ProfileError(f"files: {file} is not in this folder", path=path,
+                           hint="fix the file name or remove the entry")
+    try:
+        load_profile(profile, base=path.parent)
+    except ProfileError as err:
+        if err.path is not None:  # the mapping YAML's own mistake names that file
+            raise
+        raise ProfileError(f"files: {file}: {err}", path=path) from err
 
 
 def org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:
