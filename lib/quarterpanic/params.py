@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "by_segment": False,  # also test each segment separately
     # -- statistics ------------------------------------------------------------------------------
     "alpha": 0.05,  # false discovery rate for flags (Benjamini-Hochberg across all tests)
+    "ci_level": 0.95,  # confidence level of every interval shown (separate from alpha, which only sets the flags)
     "onset_weeks": [5, 12],  # first and last week of quarter tried as the panic onset
     "min_n": 20,  # fewest opportunities on each side of the onset for a qualification verdict
     "min_requests": 20,  # fewest unplanned requests in a quarter for a reactive verdict

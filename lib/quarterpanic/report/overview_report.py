@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from quarterpanic.analysis.findings import ci_level_of
 from quarterpanic.analysis.overview import COMPLETE, OPEN, accounting_totals, funnel_table, quarter_status
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import ci_label
 
 
 # -- headlines -------------------------------------------------------------------------------------
@@ -90,7 +93,8 @@ def month3_spread_headline(shares: pd.DataFrame) -> str:
 
 
 def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
-    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)".
+    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)",
+    the interval labelled with its ``ci_level``.
 
     ``pipeline_shares`` holds :func:`pipeline_month3_share` rows per
     organisation; the sentence names the one furthest above an even pace,
@@ -104,7 +108,22 @@ def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
         return (f"New pipeline arrives at an even pace: no organisation creates significantly more of it in the "
                 f"quarter's last month (at most {_pct(top['estimate'])}; even pace: {_pct(top['even_share'])})")
     return (f"{top['org']} creates {_pct(top['estimate'])} of its new pipeline in the quarter's last month "
-            f"(95% CI {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; even pace: {_pct(top['even_share'])})")
+            f"({ci_label(ci_level_of(top))} {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; "
+            f"even pace: {_pct(top['even_share'])})")
+
+
+def month3_share_lines(shares: pd.DataFrame) -> list[str]:
+    """One Markdown line per quarter of :func:`month3_share`: its month-3 share with the interval, labelled by level.
+
+    E.g. "- **Globex FY2025-Q4**: 64% of 1,234,567 booked in month 3 (95% CI 58% to 70%; 41 won deals) — back-loaded";
+    names are escaped for Markdown.
+    """
+    return [
+        f"- **{escape_text(row['org'])} {escape_text(row['quarter'])}**: {_pct(row['estimate'])} of "
+        f"{row['won_amount']:,.0f} booked in month 3 ({ci_label(ci_level_of(row))} {_pct(row['ci_low'])} to "
+        f"{_pct(row['ci_high'])}; {row['won_deals']} won deals)" + (" — back-loaded" if row["back_loaded"] else "")
+        for row in shares.to_dict("records")
+    ]
 
 
 def funnel_headline(funnel: pd.DataFrame) -> str:
