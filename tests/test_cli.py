@@ -145,3 +145,10 @@ def test_detect_with_no_opportunity_says_so_in_one_line(capsys, tmp_path, rows):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("quarterpanic detect: error: ") and "no opportunity to analyse" in err
     assert f"quarterpanic validate {folder.parent}" in err
+
+
+def test_detect_with_no_opportunity_left_after_the_filters_names_them(capsys, tmp_path):
+    folder = shutil.copytree(FIXTURES / "datafolder" / "northwind", tmp_path / "data" / "northwind")
+    code, out, err = detect(capsys, folder.parent, "--as-of", "2020-01-01")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "no opportunity left to analyse after as_of '2020-01-01'" in err

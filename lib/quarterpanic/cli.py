@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from quarterpanic import __version__
 from quarterpanic.errors import NoDataError, QuarterpanicError
+
+if TYPE_CHECKING:  # pandas is imported by the commands that need it, so that --help stays fast
+    import pandas as pd
 
 log = logging.getLogger("quarterpanic")
 
@@ -118,9 +122,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     params["data_dir"] = args.data_dir
     dataset = load_dataset(args.data_dir, params)
     if dataset.opportunities.empty:
-        raise NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were "
-                          "rejected)", path=args.data_dir, hint=f"check the exports with `quarterpanic validate "
-                          f"{args.data_dir}`")
+        raise _no_opportunity(dataset.accounting, args.data_dir, params)
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     warning = rejected_rows_warning(dataset.accounting, args.data_dir)
@@ -129,6 +131,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.strict and warning:
         return EXIT_REJECTED
     return EXIT_FLAGGED if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+
+
+def _no_opportunity(accounting: pd.DataFrame, data_dir: str, params: dict) -> NoDataError:
+    """Why a dataset has no opportunity: the exports (none accepted) or the filters (as_of, orgs, segment)."""
+    opportunities = accounting[accounting["table"] == "opportunities"] if len(accounting) else accounting
+    if len(opportunities) and int(opportunities["accepted"].sum()):
+        filters = ", ".join(f"{key} {params[key]!r}" for key in ("as_of", "orgs", "segment") if params.get(key))
+        return NoDataError(f"no opportunity left to analyse after {filters or 'the filters'}", path=data_dir,
+                           hint="check those parameters against the data")
+    return NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were rejected)",
+                       path=data_dir, hint=f"check the exports with `quarterpanic validate {data_dir}`")
 
 
 COMMANDS.append("detect")
