@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 
 from quarterpanic.report import index_report, plots  # noqa: E402
 
-CURVE = {"week_of_quarter": [1, 2], "share": [0.2, 0.4], "ci_low": [0.1, 0.3], "ci_high": [0.3, 0.5], "role": ["a", "a"]}
+CURVE = {"week_of_quarter": [1, 2], "share": [0.2, 0.4], "ci_low": [0.1, 0.3], "ci_high": [0.3, 0.5],
+         "role": ["a", "a"]}
 FOREST = {"label": ["A · Q1"], "estimate": [0.3], "ci_low": [0.1], "ci_high": [0.5], "flagged": [True]}
 COUNTS = {"table": ["opportunities"], "label": ["Q1"], "rows": [12]}
 
@@ -21,7 +22,8 @@ CHARTS = {
                                                 hue="role", ax=ax), CURVE),
     "forest_plot": (lambda d, ax: plots.forest_plot(d, label="label", ax=ax), FOREST),
     "week_heatmap": (lambda d, ax: plots.week_heatmap(d, row="role", value="share", ax=ax), CURVE),
-    "cumulative_plot": (lambda d, ax: plots.cumulative_plot(d, x="week_of_quarter", y="share", hue="role", ax=ax), CURVE),
+    "cumulative_plot": (lambda d, ax: plots.cumulative_plot(d, x="week_of_quarter", y="share", hue="role", ax=ax),
+                        CURVE),
     "interval_plot": (lambda d, ax: plots.interval_plot(d, x="label", ax=ax), FOREST),
     "count_heatmap": (lambda d, ax: plots.count_heatmap(d, row="table", column="label", value="rows", ax=ax), COUNTS),
     "bar_plot": (lambda d, ax: plots.bar_plot(d, label="label", value="estimate", ax=ax), FOREST),

@@ -453,8 +453,8 @@ def discount_cost(
     For every org-wide quarter whose ``discount_uplift`` could be measured:
     the amount of the deals won in that quarter from its onset week on (by
     close week: the deals the uplift was measured on) times the uplift, with
-    the uplift's interval carried over (at its ``ci_level``) (the won amount is known, not
-    estimated). The amounts are taken as booked: when an export's amount is
+    the uplift's interval carried over at its ``ci_level`` (the won amount is
+    known, not estimated). The amounts are taken as booked: when an export's amount is
     already net of discount, the cost measured against list price would be
     larger by 1 / (1 − discount).
 

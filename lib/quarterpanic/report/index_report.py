@@ -164,7 +164,6 @@ def money(value: float, currency: str = "") -> str:
     return f"{text} {currency}".strip()
 
 
-# -- charts -------------------------------------------------------------------------------------------
 def discount_cost_lines(totals: pd.DataFrame) -> list[str]:
     """One Markdown line per organisation of :func:`~quarterpanic.analysis.panic_index.discount_cost_totals`.
 
@@ -181,6 +180,7 @@ def discount_cost_lines(totals: pd.DataFrame) -> list[str]:
     ]
 
 
+# -- charts -------------------------------------------------------------------------------------------
 def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, ax: Any = None) -> Any:
     """One organisation's panic index over its quarters: bars coloured by level, thresholds drawn.
 

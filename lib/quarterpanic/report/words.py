@@ -34,7 +34,7 @@ def ci_label(level: float) -> str:
     return f"{round(100 * float(level), 6):g}% CI"
 
 
-def ci_text(low: float, high: float, unit: str, level: float = 0.95) -> str:
+def ci_text(low: float, high: float, unit: str, level: float = DEFAULT_CI_LEVEL) -> str:
     """'95% CI 25 to 43 points' in the metric's own unit, labelled with the interval's ``level``."""
     if _missing(low) or _missing(high):
         return "uncertainty not estimable"
