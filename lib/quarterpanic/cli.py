@@ -63,7 +63,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     summary = crm.accounting.copy()
     totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
-              "rejected": int(summary["rejected"].sum())}
+              "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum())}
     import pandas as pd
 
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
@@ -112,15 +112,21 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import load_params, parse_cli_value
+    from quarterpanic.params import parse_cli_value, read_params_file, resolve
     from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
+    from quarterpanic.run.parameters import DataScope, check_scope
 
-    overrides = {name: parse_cli_value(value) for name, value in args.parameter}
+    layers = [(str(path), read_params_file(path)) for path in args.parameters]
+    layers.append(("-p", {name: parse_cli_value(value) for name, value in args.parameter}))
     if args.as_of:
-        overrides["as_of"] = args.as_of
-    params = load_params(args.parameters, overrides)
+        layers.append(("--as-of", {"as_of": args.as_of}))
+    params, sources = resolve(layers)
     params["data_dir"] = args.data_dir
-    dataset = load_dataset(args.data_dir, params)
+    # Loaded whole first, so that `orgs`, `segment` and `quarters` naming nothing are refused, listing what exists.
+    dataset = load_dataset(args.data_dir, {**params, "orgs": None, "segment": None})
+    check_scope(params, sources, DataScope.of_dataset(dataset))
+    if params["orgs"] or params["segment"]:
+        dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
     if dataset.opportunities.empty:
         raise _no_opportunity(dataset.accounting, args.data_dir, params)
     findings = detect(dataset, params)

@@ -21,8 +21,8 @@ from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
 from quarterpanic.params import defaults
 from quarterpanic.report.detect_output import report_document, report_table
-from quarterpanic.report.index_report import discount_cost_lines, effect_phrase
-from quarterpanic.report.overview_report import month3_share_lines
+from quarterpanic.report.index_report import discount_cost_markdown, effect_phrase
+from quarterpanic.report.overview_report import month3_lines
 from quarterpanic.report.words import describe
 from quarterpanic.sample import generate
 
@@ -101,7 +101,8 @@ def test_discount_cost_and_size_classes_carry_the_level(runs, small):
     assert len(costs) and (costs["ci_level"] == 0.9).all()
     totals = discount_cost_totals(costs)
     assert (totals["ci_level"] == 0.9).all() and (totals["cost_low"] <= totals["cost"]).all()
-    assert all("90% CI" in line for line in discount_cost_lines(totals))
+    lines = discount_cost_markdown(totals).splitlines()
+    assert lines and all("90% CI" in line for line in lines)
     sizes = {level: by_size_class(index, small.size_classes, ci_level=level) for level in (0.9, 0.99)}
     assert (sizes[0.99]["panic_share_low"] <= sizes[0.9]["panic_share_low"]).all()
     assert (sizes[0.9]["ci_level"] == 0.9).all()
@@ -110,7 +111,7 @@ def test_discount_cost_and_size_classes_carry_the_level(runs, small):
 def test_month3_shares_are_labelled_with_their_level(small):
     for level, label in ((0.9, "90% CI"), (0.99, "99% CI")):
         shares = month3_share(small.opportunities, small.calendars, n_boot=50, ci_level=level)
-        lines = month3_share_lines(shares)
+        lines = month3_lines(shares).splitlines()
         assert lines and all(label in line for line in lines)
     narrow, wide = (month3_share(small.opportunities, small.calendars, n_boot=200, ci_level=level)
                     for level in (0.9, 0.99))
