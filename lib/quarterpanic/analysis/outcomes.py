@@ -2,8 +2,8 @@
 
 The qualification-decay detector (:mod:`quarterpanic.analysis.qualification`) finds
 the week a quarter's qualification rate stepped down. This module measures
-the consequences at that onset, per organisation × quarter, each with a 95%
-confidence interval:
+the consequences at that onset, per organisation × quarter, each with a
+confidence interval at ``params["ci_level"]``:
 
 * ``win_rate_ratio`` — P(won | created at or after the onset) over
   P(won | created before), closed deals only (open deals are censored);
