@@ -13,7 +13,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from quarterpanic import __version__
-from quarterpanic.errors import QuarterpanicError
+from quarterpanic.errors import NoDataError, QuarterpanicError
+
+if TYPE_CHECKING:  # pandas is imported by the commands that need it, so that --help stays fast
+    import pandas as pd
 
 if TYPE_CHECKING:
     from quarterpanic.run.runner import RunReport
@@ -81,12 +84,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 COMMANDS.append("validate")
 
 
+#: ``detect`` exit codes beside 0 and the user-mistake code 2.
+EXIT_FLAGGED = 3
+EXIT_REJECTED = 4
+
+
 def _add_detect(sub: argparse._SubParsersAction) -> None:
     cmd = sub.add_parser(
         "detect",
         help="find quarter-end panic in a folder of CRM exports",
         description="Run every detector on a folder of CRM exports and print the findings: "
-        "a readable table, or with --json the machine-readable document for scheduled jobs.",
+        "a readable table, or with --json the machine-readable document for scheduled jobs. "
+        "Both carry the row accounting of every file; rejected rows are also named on stderr. "
+        f"Exit 0: done; {EXIT_FLAGGED}: a finding is flagged (with --fail-on-flag); "
+        f"{EXIT_REJECTED}: rows were rejected (with --strict); 2: nothing usable (a file cannot be used, "
+        "a bad parameter, no opportunity in the data).",
     )
     cmd.add_argument("data_dir", metavar="DATA_DIR", help="folder of exports, one sub-folder per organisation")
     cmd.add_argument("-f", "--parameters", action="append", default=[], metavar="PARAMS.yaml",
@@ -96,14 +108,16 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--as-of", metavar="DATE", help="analyse the data as it stood on DATE (in-quarter runs)")
     cmd.add_argument("--json", action="store_true", help="print the findings as JSON")
     cmd.add_argument("--fail-on-flag", action="store_true",
-                     help="exit 3 when any finding is flagged (for alerting)")
+                     help=f"exit {EXIT_FLAGGED} when any finding is flagged (for alerting)")
+    cmd.add_argument("--strict", action="store_true",
+                     help=f"exit {EXIT_REJECTED} when any row of the exports was rejected (the findings are printed)")
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import load_dataset
     from quarterpanic.params import parse_cli_value, read_params_file, resolve
-    from quarterpanic.report.detect_output import report_document, report_table
+    from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
     from quarterpanic.run.parameters import DataScope, check_scope
 
     layers = [(str(path), read_params_file(path)) for path in args.parameters]
@@ -117,9 +131,27 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     check_scope(params, sources, DataScope.of_dataset(dataset))
     if params["orgs"] or params["segment"]:
         dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
+    if dataset.opportunities.empty:
+        raise _no_opportunity(dataset.accounting, args.data_dir, params)
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
-    return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+    warning = rejected_rows_warning(dataset.accounting, args.data_dir)
+    if warning:
+        print(f"quarterpanic detect: warning: {warning}", file=sys.stderr)
+    if args.strict and warning:
+        return EXIT_REJECTED
+    return EXIT_FLAGGED if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+
+
+def _no_opportunity(accounting: pd.DataFrame, data_dir: str, params: dict) -> NoDataError:
+    """Why a dataset has no opportunity: the exports (none accepted) or the filters (as_of, orgs, segment)."""
+    opportunities = accounting[accounting["table"] == "opportunities"] if len(accounting) else accounting
+    if len(opportunities) and int(opportunities["accepted"].sum()):
+        filters = ", ".join(f"{key} {params[key]!r}" for key in ("as_of", "orgs", "segment") if params.get(key))
+        return NoDataError(f"no opportunity left to analyse after {filters or 'the filters'}", path=data_dir,
+                           hint="check those parameters against the data")
+    return NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were rejected)",
+                       path=data_dir, hint=f"check the exports with `quarterpanic validate {data_dir}`")
 
 
 COMMANDS.append("detect")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from quarterpanic.analysis import panic_index as pi
-from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings, z_of
 from quarterpanic.report.index_report import effect_phrase, headline, multiplier_words, size_class_headline
 
 THRESHOLDS = {"index_thresholds": {"watch": 2.0, "panic": 3.0}}
@@ -59,7 +59,7 @@ def test_each_component_is_standardised_against_its_own_calm_quarters():
     calm = np.array([0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04])
     centre = np.median(calm)
     mad_sd = 1.4826 * np.median(np.abs(calm - centre))
-    se = 0.02 / pi.Z95
+    se = 0.02 / z_of(0.95)
     assert not decay.loc["FY2026-Q4", "baseline"] and decay.loc["FY2025-Q1", "baseline"]
     assert decay.loc["FY2026-Q4", "centre"] == pytest.approx(centre)
     assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(mad_sd, se, 0.02))
@@ -72,7 +72,7 @@ def test_a_very_quiet_baseline_does_not_explode_the_z_scores():
     # Seven identical calm estimates: MAD = 0, so the scale falls back to the estimates' own standard error.
     findings = org_findings(decay=[0.05] * 7 + [0.09], panic=())
     decay = scores_of(findings).query("component == 'qualification_decay'").set_index("quarter")
-    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(0.02 / pi.Z95, 0.02))
+    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(0.02 / z_of(0.95), 0.02))
     assert decay.loc["FY2026-Q4", "z"] == pytest.approx(0.04 / decay.loc["FY2026-Q4", "scale"])
     # Same with a tiny standard error: the absolute floor of the component holds.
     tight = findings.copy()

@@ -25,7 +25,10 @@ or when that is None the complete quarters none of whose main findings
 the median of the baseline values; the scale is the largest of
 
 * the MAD-based standard deviation of the baseline values (1.4826 × MAD),
-* the median standard error of the baseline estimates (from their 95% CIs),
+* the median standard error of the baseline estimates, read off their intervals
+  as off a 95% interval (half its width over 1.96) whatever their ``ci_level``:
+  the quantile they were built with (normal, or t with their ``df``) is taken
+  out and the 95% one put in, so the index does not move with the level shown,
 * a small absolute floor per component (:data:`COMPONENTS`),
 
 so that a baseline of a handful of quarters that happen to agree closely
@@ -69,7 +72,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
-from quarterpanic.analysis.findings import ALL_SEGMENTS, OK, main_findings
+from quarterpanic.analysis.findings import ALL_SEGMENTS, DEFAULT_CI_LEVEL, OK, ci_level_of, main_findings, z_of
 from quarterpanic.params import defaults
 from quarterpanic.util import finite_or_none
 
@@ -78,7 +81,6 @@ LEVELS = (CALM, WATCH, PANIC, INSUFFICIENT_LEVEL)
 INSUFFICIENT_BASELINE = "insufficient baseline"
 MIN_BASELINE = 3  # baseline quarters with a value a component needs
 MAD_TO_SD = 1.4826  # MAD of a normal sample × this = its standard deviation
-Z95 = float(stats.norm.ppf(0.975))
 KEYS = ["org", "quarter", "segment"]
 
 
@@ -107,8 +109,8 @@ COMPONENTS: tuple[Component, ...] = (
 )
 MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
-    "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "onset_week", "flagged",
-    "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
+    "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
+    "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
@@ -198,6 +200,13 @@ def panic_side(estimate: pd.Series | np.ndarray, component: Component) -> np.nda
     return component.direction * values
 
 
+def _quantile(ci_level: pd.Series | np.ndarray, df: pd.Series) -> np.ndarray:
+    """The quantile each interval was built with: t with ``df`` degrees of freedom (normal when missing or infinite)."""
+    level = pd.to_numeric(pd.Series(np.asarray(ci_level)), errors="coerce").fillna(DEFAULT_CI_LEVEL).to_numpy(float)
+    dof = pd.to_numeric(pd.Series(np.asarray(df)), errors="coerce").fillna(np.inf).to_numpy(float)
+    return stats.t.ppf((1 + level) / 2, dof)
+
+
 def component_scores(
     findings: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
@@ -240,8 +249,11 @@ def component_scores(
     by_metric = {c.metric: c for c in components}
     rows = findings[findings["metric"].isin(by_metric)].astype({c: str for c in KEYS})
     rows = rows.drop_duplicates(KEYS + ["metric"])
+    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf)):
+        if column not in rows:
+            rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
-    cols = ["estimate", "ci_low", "ci_high", "onset_week", "flagged", "status"]
+    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "onset_week", "flagged", "status"]
     scores = grid.merge(
         rows[KEYS + ["metric"] + cols].rename(columns={"metric": "component"}), on=KEYS + ["component"], how="left"
     )
@@ -254,7 +266,8 @@ def component_scores(
         part = scores.loc[idx]
         value[scores.index.get_indexer(idx)] = panic_side(part["estimate"], component)
         spread = np.abs(panic_side(part["ci_high"], component) - panic_side(part["ci_low"], component))
-        se[scores.index.get_indexer(idx)] = spread / (2 * Z95)
+        se[scores.index.get_indexer(idx)] = spread / (2 * _quantile(part["ci_level"], part["df"])) * (
+            _quantile(np.full(len(part), 0.95), part["df"]) / z_of(0.95))
     usable = (scores["status"] == OK).to_numpy() & np.isfinite(value)
     scores["value"] = np.where(usable, value, np.nan)
     scores["se"] = np.where(usable, se, np.nan)
@@ -391,13 +404,14 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
 SIZE_ORDER = ("small", "mid", "enterprise")
 
 
-def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = None) -> pd.DataFrame:
+def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = None, *,
+                  ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     """The index compared across organisation size classes (org-wide rows only).
 
     Returns one row per size class: ``orgs``, ``quarters`` (with an index),
     ``panic_quarters``, ``watch_quarters``, ``panic_share`` with its Wilson
-    95% interval (``panic_share_low``, ``panic_share_high``),
-    ``median_index`` and ``max_index``.
+    interval at ``ci_level`` (``panic_share_low``, ``panic_share_high``,
+    ``ci_level``), ``median_index`` and ``max_index``.
     """
     table = index[(index["segment"] == ALL_SEGMENTS) & index["panic_index"].notna()].copy()
     if size_classes is not None:
@@ -413,10 +427,11 @@ def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = 
         .reset_index()
     )
     if out.empty:
-        return out.assign(panic_share=[], panic_share_low=[], panic_share_high=[])
+        return out.assign(panic_share=[], panic_share_low=[], panic_share_high=[], ci_level=[])
     out["panic_share"] = out["panic_quarters"] / out["quarters"]
-    low, high = proportion_confint(out["panic_quarters"], out["quarters"], method="wilson")
+    low, high = proportion_confint(out["panic_quarters"], out["quarters"], alpha=1 - ci_level, method="wilson")
     out["panic_share_low"], out["panic_share_high"] = np.asarray(low), np.asarray(high)
+    out["ci_level"] = float(ci_level)
     rank = {name: i for i, name in enumerate(SIZE_ORDER)}
     out = out.assign(_rank=out["size_class"].map(rank).fillna(len(rank))).sort_values("_rank").drop(columns="_rank")
     return out.reset_index(drop=True)
@@ -425,7 +440,7 @@ def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = 
 # -- what the discounting cost ------------------------------------------------------------------------
 DISCOUNT_COST_COLUMNS = [
     "org", "quarter", "level", "onset_week", "currency", "won_deals", "won_amount", "discount_uplift",
-    "cost", "cost_low", "cost_high",
+    "cost", "cost_low", "cost_high", "ci_level",
 ]
 
 
@@ -438,8 +453,8 @@ def discount_cost(
     For every org-wide quarter whose ``discount_uplift`` could be measured:
     the amount of the deals won in that quarter from its onset week on (by
     close week: the deals the uplift was measured on) times the uplift, with
-    the uplift's 95% interval carried over (the won amount is known, not
-    estimated). The amounts are taken as booked: when an export's amount is
+    the uplift's interval carried over at its ``ci_level`` (the won amount is
+    known, not estimated). The amounts are taken as booked: when an export's amount is
     already net of discount, the cost measured against list price would be
     larger by 1 / (1 − discount).
 
@@ -467,7 +482,7 @@ def discount_cost(
                 "org": row.org, "quarter": row.quarter, "onset_week": int(row.onset_week),
                 "currency": currency.get(row.org, ""), "won_deals": len(window), "won_amount": amount,
                 "discount_uplift": row.estimate, "cost": row.estimate * amount,
-                "cost_low": row.ci_low * amount, "cost_high": row.ci_high * amount,
+                "cost_low": row.ci_low * amount, "cost_high": row.ci_high * amount, "ci_level": row.ci_level,
             }
         )
     out = pd.DataFrame(records)
@@ -480,21 +495,24 @@ def discount_cost_totals(costs: pd.DataFrame) -> pd.DataFrame:
     """:func:`discount_cost` summed per organisation (and currency).
 
     The interval of a sum treats the quarters' estimates as independent
-    (standard errors from their 95% intervals, added in quadrature).
-    Returns ``org``, ``currency``, ``quarters``, ``won_amount``, ``cost``,
-    ``cost_low``, ``cost_high``.
+    (standard errors from their intervals, added in quadrature), at the
+    costs' ``ci_level``. Returns ``org``, ``currency``, ``quarters``,
+    ``won_amount``, ``cost``, ``cost_low``, ``cost_high``, ``ci_level``.
     """
     if costs.empty:
-        return pd.DataFrame(columns=["org", "currency", "quarters", "won_amount", "cost", "cost_low", "cost_high"])
-    se = (costs["cost_high"] - costs["cost_low"]) / (2 * Z95)
+        return pd.DataFrame(columns=["org", "currency", "quarters", "won_amount", "cost", "cost_low", "cost_high",
+                                     "ci_level"])
+    level = ci_level_of(costs)
+    se = (costs["cost_high"] - costs["cost_low"]) / (2 * z_of(level))
     out = (
         costs.assign(_var=se**2)
         .groupby(["org", "currency"], sort=True)
         .agg(quarters=("quarter", "size"), won_amount=("won_amount", "sum"), cost=("cost", "sum"), _var=("_var", "sum"))
         .reset_index()
     )
-    half = Z95 * np.sqrt(out.pop("_var"))
+    half = z_of(level) * np.sqrt(out.pop("_var"))
     out["cost_low"], out["cost_high"] = out["cost"] - half, out["cost"] + half
+    out["ci_level"] = level
     return out
 
 

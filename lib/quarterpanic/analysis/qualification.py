@@ -63,7 +63,7 @@ def qualification_rate_by_week(
     by: Sequence[str] = ("org", "quarter"),
     week: str = "week_of_quarter",
     method: str = "wilson",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Weekly share of new opportunities meeting the rule, with Wilson (or exact, ``"beta"``) intervals.
 
@@ -71,7 +71,7 @@ def qualification_rate_by_week(
     curves. Returns ``by`` × ``week`` rows with ``events`` (qualified), ``n``
     (created), ``rate``, ``ci_low``, ``ci_high``.
     """
-    return outcomes.weekly_proportion(features, "qualified", by=by, week=week, method=method, alpha=alpha)
+    return outcomes.weekly_proportion(features, "qualified", by=by, week=week, method=method, ci_level=ci_level)
 
 
 def with_baseline(
@@ -186,7 +186,7 @@ def decay_estimate(
     week: str = "week_of_quarter",
     controls: Sequence[str] = CONTROLS,
     cluster: str = "owner",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> dict[str, Any]:
     """The drop in the qualification rate from week ``onset`` on, in one quarter.
 
@@ -232,9 +232,9 @@ def decay_estimate(
         else:
             effect, se = fit
             df = n_clusters - 1
-            return {**info, **outcomes.wald_interval(-effect, se, alpha, df), "method": "glm"}
+            return {**info, **outcomes.wald_interval(-effect, se, ci_level, df), "method": "glm"}
     effect, se = _two_proportion(y, late)
-    return {**info, **outcomes.wald_interval(effect, se, alpha, None), "method": f"two-proportion ({reason})"}
+    return {**info, **outcomes.wald_interval(effect, se, ci_level, None), "method": f"two-proportion ({reason})"}
 
 
 def _glm_average_effect(
@@ -334,7 +334,7 @@ def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: li
         if pd.isna(row.onset_week):
             records.append({**record, "status": INSUFFICIENT, "method": "none"})
             continue
-        estimate = decay_estimate(frame, int(row.onset_week), controls=controls, alpha=float(params["alpha"]))
+        estimate = decay_estimate(frame, int(row.onset_week), controls=controls, ci_level=float(params["ci_level"]))
         estimate["p_value"] = max_t_adjusted(estimate["p_value"], row.candidate_fractions, alternative="two-sided")
         if not record["quarter_complete"]:
             estimate["p_value"] = np.nan
@@ -383,10 +383,12 @@ def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],
                                 features: pd.DataFrame | None) -> pd.DataFrame:
     features = opportunity_features(dataset, params) if features is None else features
     if features.empty:
-        return make_findings(pd.DataFrame(columns=["org"]))
-    roles = quarter_roles(features, params)
-    main = decay_findings(features, params, roles=roles)
-    secondary = outcomes.outcome_findings(
-        features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
-    )
-    return make_findings(pd.concat([main, secondary], ignore_index=True))
+        findings = make_findings(pd.DataFrame(columns=["org"]))
+    else:
+        roles = quarter_roles(features, params)
+        main = decay_findings(features, params, roles=roles)
+        secondary = outcomes.outcome_findings(
+            features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
+        )
+        findings = make_findings(pd.concat([main, secondary], ignore_index=True))
+    return findings.assign(ci_level=float(params["ci_level"]))

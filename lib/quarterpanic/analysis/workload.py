@@ -363,7 +363,7 @@ def share_by_week(
     events: str,
     total: str = "requests",
     by: Sequence[str] = ("org", "role"),
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Pooled share of ``events`` among ``total`` per week of quarter, with Wilson intervals.
 
@@ -386,7 +386,7 @@ def share_by_week(
     )
     pooled = pooled[pooled["total"] > 0].reset_index(drop=True)
     pooled["share"] = pooled["events"] / pooled["total"]
-    low, high = proportion_confint(pooled["events"], pooled["total"], alpha=alpha, method="wilson")
+    low, high = proportion_confint(pooled["events"], pooled["total"], alpha=1 - ci_level, method="wilson")
     pooled["ci_low"], pooled["ci_high"] = np.asarray(low), np.asarray(high)
     return pooled
 

@@ -14,7 +14,7 @@ from quarterpanic.analysis.findings import ALL_SEGMENTS
 from quarterpanic.analysis.panic_index import CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, PANIC, WATCH
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import CHART_LABELS, markdown_lines
+from quarterpanic.report.words import CHART_LABELS, ci_label, ci_level_of, markdown_lines
 from quarterpanic.util import finite_or_none
 
 
@@ -51,25 +51,26 @@ def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
     late = "late-quarter deals" if short or onset is None else f"deals created from week {onset:.0f} on"
     won_late = "deals won late" if short or onset is None else f"deals won from week {onset:.0f} on"
     has_ci = _finite(low, high)
+    label = ci_label(ci_level_of(row))
     if metric == "qualification_decay":
         size, direction = abs(100 * estimate), "less" if estimate >= 0 else "more"
-        ci = f" (95% CI {100 * low:.0f}–{100 * high:.0f})" if has_ci and estimate >= 0 else (
-            f" (95% CI {-100 * high:.0f}–{-100 * low:.0f})" if has_ci else "")
+        ci = f" ({label} {100 * low:.0f}–{100 * high:.0f})" if has_ci and estimate >= 0 else (
+            f" ({label} {-100 * high:.0f}–{-100 * low:.0f})" if has_ci else "")
         return f"{late} were qualified {size:.0f} points {direction} often{ci}"
     if metric == "win_rate_ratio":
         change = estimate - 1
         if has_ci and high < 1:
-            ci = f" (95% CI {100 * (1 - high):.0f}–{100 * (1 - low):.0f}%)"
+            ci = f" ({label} {100 * (1 - high):.0f}–{100 * (1 - low):.0f}%)"
         elif has_ci and low > 1:
-            ci = f" (95% CI {100 * (low - 1):.0f}–{100 * (high - 1):.0f}%)"
+            ci = f" ({label} {100 * (low - 1):.0f}–{100 * (high - 1):.0f}%)"
         else:
-            ci = f" (95% CI from {100 * (1 - low):.0f}% less to {100 * (high - 1):.0f}% more)" if has_ci else ""
+            ci = f" ({label} from {100 * (1 - low):.0f}% less to {100 * (high - 1):.0f}% more)" if has_ci else ""
         return f"{late} won {abs(100 * change):.0f}% {'less' if change <= 0 else 'more'} often{ci}"
     if metric == "discount_uplift":
-        ci = f" (95% CI {100 * low:.1f} to {100 * high:.1f})" if has_ci else ""
+        ci = f" ({label} {100 * low:.1f} to {100 * high:.1f})" if has_ci else ""
         return f"{won_late} carried {abs(100 * estimate):.1f} points {'more' if estimate >= 0 else 'less'} discount{ci}"
     if metric == "reactive_order_taking":
-        ci = f" (95% CI {low:.1f}–{high:.1f}×)" if has_ci else ""
+        ci = f" ({label} {low:.1f}–{high:.1f}×)" if has_ci else ""
         if short:
             return f"sales-ops firefighting {multiplier_words(estimate)}{ci}"
         since = f"from week {onset:.0f} on" if onset is not None else "late in the quarter"
@@ -170,6 +171,8 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     The title states the finding ("Globex Corporation panicked in 4 of 10 quarters").
     """
     rows = index[(index["org"] == org) & (index["segment"] == ALL_SEGMENTS)].sort_values("quarter")
+    if rows.empty:
+        return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
@@ -191,6 +194,8 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     rows = scores[(scores["org"] == org) & (scores["segment"] == ALL_SEGMENTS)]
     grid = rows.pivot_table(index="quarter", columns="component", values="contribution", aggfunc="sum").fillna(0)
     grid = grid[[c.metric for c in COMPONENTS if c.metric in grid.columns]]
+    if grid.empty:
+        return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
     colors = sns.color_palette("colorblind", n_colors=len(COMPONENTS))
@@ -220,6 +225,8 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     The title is the organisation's status sentence (without its name).
     """
     rows = charts[charts["org"] == org]
+    if rows.empty:
+        return plots.label_axes(plots.no_data(ax, figsize=(8, 3.6)), title=f"{org}: no open quarter to watch")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.6))
     colors = dict(zip(early_warning.CHARTS, sns.color_palette("colorblind", n_colors=len(early_warning.CHARTS))))
@@ -234,7 +241,8 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     title = sentence.split(", as of ", 1)[-1] if ", as of " in sentence else sentence
     title = f"{org}: as of {title}" if ", as of " in sentence else title
     plots.label_axes(ax, title=textwrap.fill(title, 70), x="Week of fiscal quarter", y="CUSUM / alarm line")
-    weeks_in_quarter = int(row["weeks_in_quarter"].iloc[0]) if len(row) else 13
+    known = row["weeks_in_quarter"].dropna()
+    weeks_in_quarter = int(known.iloc[0]) if len(known) else 13
     ax.set_xlim(0.5, weeks_in_quarter + 0.5)
     ax.set_ylim(bottom=0)
     plots.week_ticks(ax, range(1, weeks_in_quarter + 1))
@@ -285,11 +293,13 @@ def top_findings_markdown(top: pd.DataFrame) -> str:
 
 
 def discount_cost_markdown(totals: pd.DataFrame) -> str:
-    """:func:`discount_cost_totals` as a Markdown bullet list per organisation (CRM text escaped)."""
+    """:func:`discount_cost_totals` as a Markdown bullet list per organisation (CRM text escaped), the interval
+    labelled with its ``ci_level``."""
+    label = ci_label(ci_level_of(totals))
     return markdown_lines(totals, lambda row: (
         f"* **{escape_text(row.org)}** gave away about **{money(row.cost, row.currency)}** in extra discount "
         f"in {row.quarters} panic quarter{'s' if row.quarters != 1 else ''} "
-        f"(95% CI {money(row.cost_low, row.currency)} to {money(row.cost_high, row.currency)}), "
+        f"({label} {money(row.cost_low, row.currency)} to {money(row.cost_high, row.currency)}), "
         f"on {money(row.won_amount, row.currency)} won late."
     ), "No panic quarter with a measurable discount uplift.")
 

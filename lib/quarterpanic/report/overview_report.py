@@ -8,11 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from quarterpanic.analysis.findings import ci_level_of
 from quarterpanic.analysis.overview import COMPLETE, OPEN, accounting_totals, funnel_table, quarter_status
 from quarterpanic.report import plots
 from quarterpanic.report.plots import chart_text
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import bold_names, markdown_lines
+from quarterpanic.report.words import bold_names, ci_label, markdown_lines
 
 
 # -- headlines -------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ def month3_spread_headline(shares: pd.DataFrame) -> str:
 
 
 def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
-    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)".
+    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)",
+    the interval labelled with its ``ci_level``.
 
     ``pipeline_shares`` holds :func:`pipeline_month3_share` rows per
     organisation; the sentence names the one furthest above an even pace,
@@ -112,7 +114,8 @@ def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
         return (f"New pipeline arrives at an even pace: no organisation creates significantly more of it in the "
                 f"quarter's last month (at most {_pct(top['estimate'])}; even pace: {_pct(top['even_share'])})")
     return (f"{top['org']} creates {_pct(top['estimate'])} of its new pipeline in the quarter's last month "
-            f"(95% CI {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; even pace: {_pct(top['even_share'])})")
+            f"({ci_label(ci_level_of(top))} {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; "
+            f"even pace: {_pct(top['even_share'])})")
 
 
 def funnel_headline(funnel: pd.DataFrame) -> str:
@@ -147,10 +150,12 @@ def intro(data_folder: str | Path, as_of: pd.Timestamp, orgs: Sequence[str]) -> 
 
 
 def month3_lines(shares: pd.DataFrame) -> str:
-    """Every quarter's month-3 share with its interval, as a Markdown bullet list (CRM text escaped)."""
+    """Every quarter's month-3 share with its interval (labelled with its ``ci_level``), as a Markdown bullet list
+    (CRM text escaped)."""
+    label = ci_label(ci_level_of(shares))
     return markdown_lines(shares, lambda row: (
         f"- **{escape_text(row.org)} {escape_text(row.quarter)}**: {row.estimate:.0%} of {row.won_amount:,.0f} booked "
-        f"in month 3 (95% CI {row.ci_low:.0%} to {row.ci_high:.0%}; {row.won_deals} won deals)"
+        f"in month 3 ({label} {row.ci_low:.0%} to {row.ci_high:.0%}; {row.won_deals} won deals)"
         + (" — back-loaded" if row.back_loaded else "")
     ), "No won deals in the quarters shown.")
 

@@ -9,7 +9,7 @@ from pandas.io.formats.style import Styler
 
 from quarterpanic.analysis import outcomes, qualification
 from quarterpanic.analysis.features import quarter_roles
-from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK
+from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, ci_level_of
 from quarterpanic.analysis.qualification import COMPONENT
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -229,7 +229,8 @@ def plot_rate_curves(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.D
                      orgs: Sequence[str]) -> plt.Figure:
     """One row per organisation: the weekly qualification rate of the shown quarters and the pooled baseline,
     with Wilson bands, titled by :func:`decay_headline`."""
-    curves = qualification.with_baseline(features, roles, qualification.qualification_rate_by_week)
+    curves = qualification.with_baseline(features, roles, qualification.qualification_rate_by_week,
+                                         ci_level=ci_level_of(findings))
     fig, axes = plt.subplots(len(orgs), 1, figsize=(10, 3.8 * len(orgs)), squeeze=False)
     for ax, org in zip(axes[:, 0], orgs):
         shown = roles.loc[(roles["org"] == org) & roles["shown"], "quarter"]
@@ -281,15 +282,18 @@ def _weekly_panels(curves: pd.DataFrame, orgs: Sequence[str], *, x: str, y: str,
     return fig
 
 
-def _by_close(features: pd.DataFrame, roles: pd.DataFrame, curve: Callable[..., pd.DataFrame]) -> pd.DataFrame:
-    return qualification.with_baseline(features, roles, curve, by=("org", "close_quarter"), quarter="close_quarter")
+def _by_close(features: pd.DataFrame, roles: pd.DataFrame, curve: Callable[..., pd.DataFrame],
+              **kwargs: Any) -> pd.DataFrame:
+    return qualification.with_baseline(features, roles, curve, by=("org", "close_quarter"), quarter="close_quarter",
+                                       **kwargs)
 
 
 def plot_lead_score(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
                     orgs: Sequence[str]) -> plt.Figure:
     """Lead score at conversion by the week a deal was created, per organisation."""
     return _weekly_panels(
-        qualification.with_baseline(features, roles, outcomes.lead_score_by_week), orgs, x="week_of_quarter",
+        qualification.with_baseline(features, roles, outcomes.lead_score_by_week, ci_level=ci_level_of(findings)),
+        orgs, x="week_of_quarter",
         y="mean", title=contrast_headline(findings, "lead_score_drop", "Lead score at conversion fell by", "score"),
         xlabel="Week created", ylabel="Lead score at conversion")
 
@@ -298,7 +302,8 @@ def plot_win_rate(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.Data
                   orgs: Sequence[str]) -> plt.Figure:
     """The win rate of closed deals by the week they were created, per organisation."""
     return _weekly_panels(
-        qualification.with_baseline(features, roles, outcomes.win_rate_by_creation_week), orgs, x="week_of_quarter",
+        qualification.with_baseline(features, roles, outcomes.win_rate_by_creation_week,
+                                    ci_level=ci_level_of(findings)), orgs, x="week_of_quarter",
         y="rate", percent=True, xlabel="Week created", ylabel="Closed deals won",
         title=contrast_headline(findings, "win_rate_ratio",
                                 "Deals created after the onset won, relative to earlier deals, at", "ratio"))
@@ -308,7 +313,8 @@ def plot_discount(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.Data
                   orgs: Sequence[str]) -> plt.Figure:
     """The mean discount of won deals by the week they closed, per organisation."""
     return _weekly_panels(
-        _by_close(features, roles, outcomes.discount_by_close_week), orgs, x="close_week", y="mean", percent=True,
+        _by_close(features, roles, outcomes.discount_by_close_week, ci_level=ci_level_of(findings)), orgs,
+        x="close_week", y="mean", percent=True,
         quarter="close_quarter", xlabel="Week closed", ylabel="Discount of won deals",
         title=contrast_headline(findings, "discount_uplift", "The discount on deals won after the onset rose by",
                                 "points"))
@@ -318,7 +324,8 @@ def plot_deal_size(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.Dat
                    orgs: Sequence[str]) -> plt.Figure:
     """The typical (geometric-mean) amount of closed deals by the week they closed, per organisation."""
     return _weekly_panels(
-        _by_close(features, roles, outcomes.deal_size_by_close_week), orgs, x="close_week", y="mean",
+        _by_close(features, roles, outcomes.deal_size_by_close_week, ci_level=ci_level_of(findings)), orgs,
+        x="close_week", y="mean",
         quarter="close_quarter", xlabel="Week closed", sharey=False, ylabel="Typical amount of closed deals",
         title=contrast_headline(findings, "last_week_deal_size_change",
                                 "Deals closed in the last week changed in size by", "change"))
@@ -328,7 +335,8 @@ def plot_push_rates(features: pd.DataFrame, dataset: Dataset, findings: pd.DataF
                     orgs: Sequence[str]) -> plt.Figure:
     """One row per organisation: the share of deals due in a quarter's last two weeks pushed into the next
     quarter, with intervals against the median quarter."""
-    pushes = outcomes.push_rate_by_quarter(outcomes.close_date_pushes(features, dataset))
+    pushes = outcomes.push_rate_by_quarter(outcomes.close_date_pushes(features, dataset),
+                                           ci_level=ci_level_of(findings))
     fig, axes = plt.subplots(len(orgs), 1, figsize=(10, 3.4 * len(orgs)), squeeze=False, sharey=True)
     for ax, org in zip(axes[:, 0], orgs):
         rows = pushes[pushes["org"] == org]

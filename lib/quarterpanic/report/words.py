@@ -1,6 +1,7 @@
 """Plain-language sentences from numbers, for readers who never see code.
 
-Every sentence carries the estimate's uncertainty ("95% CI ...") and says
+Every sentence carries the estimate's uncertainty ("95% CI ...", labelled with
+the level the interval was computed at: the ``ci_level`` column) and says
 when the data were too thin to tell.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import INSUFFICIENT, METRICS
+from quarterpanic.analysis.findings import DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, ci_level_of
 from quarterpanic.report.safe import escape_text
 
 
@@ -29,17 +30,22 @@ def points(value: float, digits: int = 0) -> str:
     return f"{100 * value:.{digits}f} points"
 
 
-def ci_text(low: float, high: float, unit: str) -> str:
-    """'95% CI 25 to 43 points' in the metric's own unit."""
+def ci_label(level: float) -> str:
+    """'95% CI' for ``level`` 0.95: the label of an interval of that confidence level."""
+    return f"{round(100 * float(level), 6):g}% CI"
+
+
+def ci_text(low: float, high: float, unit: str, level: float = DEFAULT_CI_LEVEL) -> str:
+    """'95% CI 25 to 43 points' in the metric's own unit, labelled with the interval's ``level``."""
     if _missing(low) or _missing(high):
         return "uncertainty not estimable"
     if unit == "share":
-        return f"95% CI {100 * low:.0f} to {100 * high:.0f} points"
+        return f"{ci_label(level)} {100 * low:.0f} to {100 * high:.0f} points"
     if unit in ("proportion", "relative"):
-        return f"95% CI {100 * low:.0f}% to {100 * high:.0f}%"
+        return f"{ci_label(level)} {100 * low:.0f}% to {100 * high:.0f}%"
     if unit == "ratio":
-        return f"95% CI {low:.2f}× to {high:.2f}×"
-    return f"95% CI {low:.3g} to {high:.3g}"
+        return f"{ci_label(level)} {low:.2f}× to {high:.2f}×"
+    return f"{ci_label(level)} {low:.3g} to {high:.3g}"
 
 
 def p_text(p_value: float | None) -> str:
@@ -85,7 +91,8 @@ def describe(finding: Mapping[str, Any]) -> str:
     onset = finding.get("onset_week")
     since = f" from week {int(onset)} on" if not _missing(onset) else ""
     verdict = "flagged" if finding.get("flagged") else "not flagged"
-    details = "; ".join(part for part in (ci_text(low, high, unit), p_text(finding.get("p_value")), verdict) if part)
+    interval = ci_text(low, high, unit, ci_level_of(finding))
+    details = "; ".join(part for part in (interval, p_text(finding.get("p_value")), verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
 
 
