@@ -64,8 +64,9 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
             + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
 
 
-#: Row-accounting counts, in order; ``ignored`` only when the loader reports it.
-COUNT_COLUMNS = ["read", "accepted", "rejected", "ignored"]
+#: Row-accounting counts, in order (read = accepted + rejected + ignored; unknown_deal counts accepted rows
+#: naming a deal the organisation's opportunities lack).
+COUNT_COLUMNS = ["read", "accepted", "rejected", "ignored", "unknown_deal"]
 
 
 def accounting_records(accounting: pd.DataFrame) -> list[dict[str, Any]]:
