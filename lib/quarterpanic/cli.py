@@ -10,9 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+import pandas as pd
 
 from quarterpanic import __version__
+from quarterpanic.analysis.detect import detect
+from quarterpanic.dataset import load_dataset
 from quarterpanic.errors import QuarterpanicError
+from quarterpanic.params import load_params, parse_cli_value
+from quarterpanic.paths import REPORTS_DIR
+from quarterpanic.report.detect_output import report_document, report_table
 
 log = logging.getLogger("quarterpanic")
 
@@ -33,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
-    from quarterpanic.paths import REPORTS_DIR
-
     cmd = sub.add_parser(
         "validate",
         help="check every row of CRM exports and report what was rejected",
@@ -53,6 +59,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    # pandera (and the dask.dataframe it pulls in) takes a second or more to import; only validate and run read
+    # exports themselves, detect on an unchanged folder reads a dataset snapshot without it.
     from quarterpanic.ingest.loading import load_crm, write_rejects
 
     crm = load_crm(args.paths, profile=args.profile, table=args.table)
@@ -60,8 +68,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
               "rejected": int(summary["rejected"].sum())}
-    import pandas as pd
-
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
     path = write_rejects(crm.rejects, args.rejects)
     if totals["rejected"]:
@@ -95,11 +101,6 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from quarterpanic.analysis.detect import detect
-    from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import load_params, parse_cli_value
-    from quarterpanic.report.detect_output import report_document, report_table
-
     overrides = {name: parse_cli_value(value) for name, value in args.parameter}
     if args.as_of:
         overrides["as_of"] = args.as_of
@@ -131,8 +132,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # The generator validates its tables with pandera, which only this command needs (see _cmd_validate).
     from quarterpanic.sample import write_sample
 
     out = Path(args.out)
@@ -203,7 +203,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from quarterpanic.params import parse_cli_value
+    # papermill, nbformat and nbconvert take seconds to import (jsonschema compiles its format grammars);
+    # only this command executes notebooks.
     from quarterpanic.run import executors, runner
     from quarterpanic.run.parameters import format_parameters
 
