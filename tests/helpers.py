@@ -34,6 +34,21 @@ def canonical_table(name: str, rows, source_file: str = "f.csv") -> pd.DataFrame
     return schemas.TABLES[name].validate(frame[base.columns])
 
 
+def request_row(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
+                requester="ann", hours=None, rid=None):
+    """One canonical requests row (a dict for :func:`canonical_table`); unnamed fields take plain defaults."""
+    return dict(org=org, request_id=rid or f"R{created}", created_at=created, resolved_at=resolved,
+                request_type=type_, planned=planned, priority=priority, opportunity_id=opp, requester=requester,
+                handling_hours=hours)
+
+
+def opportunity_row(oid, created, *, org="A", won=False, closed=True, close="2025-03-01", segment="SMB"):
+    """One canonical opportunities row: won, lost (closed, not won) or still open."""
+    return dict(org=org, opportunity_id=oid, size_class="mid", created_at=created, close_date=close,
+                stage="Closed Won" if won else ("Closed Lost" if closed else "Proposal"), is_closed=closed,
+                is_won=won, segment=segment)
+
+
 def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
                       as_of=None, org="A"):
     """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
