@@ -282,3 +282,32 @@ def report_cards(index: str) -> dict[str, str]:
     """Each report's entry of an index page, keyed by its page name, without the duration."""
     cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
     return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}
+
+
+class NotebookOutputChecks:
+    """What every executed notebook shows its reader, checked the same way for each notebook.
+
+    A notebook's test module subclasses it as ``TestOutputs`` and sets ``min_images``; the module's ``executed``
+    fixture returns the notebook's summary, the executed notebook, then anything else.
+    """
+
+    min_images: int
+
+    def test_no_cell_failed(self, executed):
+        outputs = notebook_outputs(executed[1])
+        assert [o for o in outputs if o["output_type"] == "error"] == []
+
+    def test_draws_its_charts(self, executed):
+        images = [o for o in notebook_outputs(executed[1]) if "image/png" in o.get("data", {})]
+        assert len(images) >= self.min_images
+
+    def test_crm_text_in_outputs_is_escaped(self, executed):
+        for output in notebook_outputs(executed[1]):
+            data = output.get("data", {})
+            for kind in ("text/html", "text/markdown"):
+                assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+
+
+def notebook_outputs(notebook) -> list:
+    """Every output of every cell of an executed notebook."""
+    return [output for cell in notebook["cells"] for output in cell.get("outputs", [])]
