@@ -14,8 +14,8 @@ from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
 from quarterpanic.ingest.profiles import Profile
+from quarterpanic.paths import ORG_FILE
 
-ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
 

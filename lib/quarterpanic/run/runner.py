@@ -43,7 +43,8 @@ from quarterpanic import paths
 from quarterpanic.dataset import resolve_data_dir
 from quarterpanic.errors import QuarterpanicError, RunError
 from quarterpanic.ingest.loading import load_crm
-from quarterpanic.ingest.orgs import ORG_FILE, org_folders, read_org_yaml
+from quarterpanic.ingest.orgs import org_folders, read_org_yaml
+from quarterpanic.paths import ORG_FILE
 from quarterpanic.report.pages import error_summary, write_index
 from quarterpanic.run.executors import (
     STATUS_KERNEL_DIED,
