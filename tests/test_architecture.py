@@ -38,6 +38,13 @@ TIER = {layer: rank for rank, layers in enumerate(TIERS) for layer in layers}
 # Layers only the named layers may import, whatever their tier.
 IMPORTED_ONLY_BY = {"sample": {"sample", "cli"}}
 
+# Lower layers a layer may not reach past the one between them, and why.
+NO_SKIPPING = {
+    ("analysis", "ingest"): "analyses read the Dataset, never exports (and a notebook reading a snapshot never "
+                            "imports pandera)",
+    ("report", "ingest"): "reports show what the analysis returned, never exports",
+}
+
 # Third-party packages only one layer may import: charts are drawn in the report, never in the analysis.
 THIRD_PARTY_OWNERS = {"matplotlib": "report", "seaborn": "report"}
 
@@ -153,6 +160,8 @@ def layer_violations(imports: list[Import], root: str = "quarterpanic") -> list[
         elif source not in IMPORTED_ONLY_BY.get(target, {source}):
             problems.append(f"{imp.where} imports {imp.target}: only {sorted(IMPORTED_ONLY_BY[target])} "
                             f"may import {target}")
+        elif (source, target) in NO_SKIPPING:
+            problems.append(f"{imp.where} imports {imp.target}: {NO_SKIPPING[source, target]}")
     return problems
 
 
@@ -300,12 +309,14 @@ def test_sideways_imports_and_private_layers_are_reported(tmp_path):
         "ingest/loader.py": "",
         "analysis/__init__.py": "",
         "analysis/detector.py": "from quarterpanic.sample import generate\nimport matplotlib.pyplot as plt\n",
+        "analysis/reader.py": "from quarterpanic.ingest.loader import load\n",
         "sample/__init__.py": "def generate():\n    pass\n",
     })
     problems = layer_violations(import_graph(root))
     assert any("store may not import ingest" in p for p in problems)
     assert any("may import sample" in p for p in problems)
     assert any("imports matplotlib.pyplot: only report/ may" in p for p in problems)
+    assert any(p.startswith("quarterpanic.analysis.reader line 1") and "never exports" in p for p in problems)
 
 
 def test_a_cycle_is_reported(tmp_path):

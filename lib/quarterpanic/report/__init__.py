@@ -5,5 +5,6 @@ report helper per notebook (``overview_report``, ``qualification_report``, ``rea
 the key figures a notebook records (``artifacts``), what ``quarterpanic detect`` prints (``detect_output``), the
 published HTML pages and index (``pages``, templates in ``templates/``) and escaping and pseudonyms for CRM text
 (``safe``). A new chart is a function in ``plots`` (or the notebook's report helper) taking a tidy frame and an
-optional ``ax``. It may import ``analysis``, ``dataset`` and everything below them; never ``run`` or ``cli``.
+optional ``ax``. It may import ``analysis``, ``dataset``, ``store`` and the foundation modules; never ``ingest``
+(reports show what the analysis returned, not exports), ``run`` or ``cli``.
 """
