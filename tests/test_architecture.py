@@ -2,7 +2,7 @@
 
 Imports point one way only, down the stages (docs/ARCHITECTURE.md draws them)::
 
-    cli -> run -> report -> analysis -> dataset -> ingest -> calendar/params -> errors/paths/util
+    cli -> run -> report -> analysis -> dataset -> ingest -> params -> calendar -> errors/paths/util
 
 ``store`` (the caches) sits beside ``ingest`` and serves ``dataset`` and ``analysis``; ``sample`` sits beside
 ``dataset``, builds exports with ``ingest``'s profiles and schemas, and only the CLI imports it. A layer may
@@ -25,7 +25,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "lib" / "quarterpanic"
 # Lowest first. ``quarterpanic`` is the root package (it holds ``__version__`` and nothing else).
 TIERS: tuple[frozenset[str], ...] = (
     frozenset({"quarterpanic", "errors", "paths", "util"}),
-    frozenset({"calendar", "params"}),
+    frozenset({"calendar"}),
+    frozenset({"params"}),  # checks calendar specs with the calendar
     frozenset({"ingest", "store"}),
     frozenset({"dataset", "sample"}),
     frozenset({"analysis"}),

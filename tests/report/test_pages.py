@@ -107,7 +107,7 @@ def test_error_summary_and_error_html():
 
 
 def report(title, status="ok"):
-    return {"title": title, "html": f"{title}.html", "notebook": f"{title}.ipynb", "status": status,
+    return {"name": title, "title": title, "html": f"{title}.html", "notebook": f"{title}.ipynb", "status": status,
             "duration_s": 1.5, "error": None if status == "ok" else "cell 2: KeyError", "headline": None}
 
 
