@@ -54,7 +54,7 @@ LOCAL_IMPORTS = {
     ("quarterpanic.run.executors", "distributed"):
         "dask.distributed takes seconds to import and only `quarterpanic run --executor dask` uses it",
     ("quarterpanic.cli", "quarterpanic.run"):
-        "papermill, nbformat and nbconvert take seconds to import and only `quarterpanic run` executes notebooks",
+        "run/ imports papermill, nbformat and nbconvert (seconds); only `run` and detect's data-scope check use it",
     ("quarterpanic.cli", "quarterpanic.ingest"):
         "pandera (and dask.dataframe through it) takes a second or more; `detect` on a snapshot never needs it",
     ("quarterpanic.cli", "quarterpanic.sample"):
