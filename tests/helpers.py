@@ -34,6 +34,21 @@ def canonical_table(name: str, rows, source_file: str = "f.csv") -> pd.DataFrame
     return schemas.TABLES[name].validate(frame[base.columns])
 
 
+def request_row(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
+                requester="ann", hours=None, rid=None):
+    """One canonical requests row (a dict for :func:`canonical_table`); unnamed fields take plain defaults."""
+    return dict(org=org, request_id=rid or f"R{created}", created_at=created, resolved_at=resolved,
+                request_type=type_, planned=planned, priority=priority, opportunity_id=opp, requester=requester,
+                handling_hours=hours)
+
+
+def opportunity_row(oid, created, *, org="A", won=False, closed=True, close="2025-03-01", segment="SMB"):
+    """One canonical opportunities row: won, lost (closed, not won) or still open."""
+    return dict(org=org, opportunity_id=oid, size_class="mid", created_at=created, close_date=close,
+                stage="Closed Won" if won else ("Closed Lost" if closed else "Proposal"), is_closed=closed,
+                is_won=won, segment=segment)
+
+
 def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
                       as_of=None, org="A"):
     """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
@@ -299,3 +314,32 @@ def write_hostile_names_sample(data_dir: Path, *, seed: int = 7,
             encoding, text = "cp1252", raw.decode("cp1252")
         export.write_bytes(pattern.sub(lambda m: m.group(0) + NAME_PAYLOAD, text).encode(encoding))
     return names
+
+
+class NotebookOutputChecks:
+    """What every executed notebook shows its reader, checked the same way for each notebook.
+
+    A notebook's test module subclasses it as ``TestOutputs`` and sets ``min_images``; the module's ``executed``
+    fixture returns the notebook's summary, the executed notebook, then anything else.
+    """
+
+    min_images: int
+
+    def test_no_cell_failed(self, executed):
+        outputs = notebook_outputs(executed[1])
+        assert [o for o in outputs if o["output_type"] == "error"] == []
+
+    def test_draws_its_charts(self, executed):
+        images = [o for o in notebook_outputs(executed[1]) if "image/png" in o.get("data", {})]
+        assert len(images) >= self.min_images
+
+    def test_crm_text_in_outputs_is_escaped(self, executed):
+        for output in notebook_outputs(executed[1]):
+            data = output.get("data", {})
+            for kind in ("text/html", "text/markdown"):
+                assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+
+
+def notebook_outputs(notebook) -> list:
+    """Every output of every cell of an executed notebook."""
+    return [output for cell in notebook["cells"] for output in cell.get("outputs", [])]

@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quarterpanic import __version__
-from quarterpanic.errors import NoDataError, QuarterpanicError
+import pandas as pd
 
-if TYPE_CHECKING:  # pandas is imported by the commands that need it, so that --help stays fast
-    import pandas as pd
+from quarterpanic import __version__
+from quarterpanic.analysis.detect import detect
+from quarterpanic.dataset import load_dataset
+from quarterpanic.errors import NoDataError, QuarterpanicError
+from quarterpanic.params import parse_cli_value, read_params_file, resolve
+from quarterpanic.paths import REPORTS_DIR
+from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
 
 if TYPE_CHECKING:
     from quarterpanic.run.runner import RunReport
@@ -40,8 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
-    from quarterpanic.paths import REPORTS_DIR
-
     cmd = sub.add_parser(
         "validate",
         help="check every row of CRM exports and report what was rejected",
@@ -60,6 +63,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    # pandera (and the dask.dataframe it pulls in) takes a second or more to import; only validate and run read
+    # exports themselves, detect on an unchanged folder reads a dataset snapshot without it.
     from quarterpanic.ingest.loading import load_crm, write_rejects
 
     crm = load_crm(args.paths, profile=args.profile, table=args.table)
@@ -68,8 +73,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
               "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum()),
               "unknown_deal": int(summary["unknown_deal"].sum())}
-    import pandas as pd
-
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
     path = write_rejects(crm.rejects, args.rejects)
     if totals["rejected"]:
@@ -114,10 +117,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from quarterpanic.analysis.detect import detect
-    from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import parse_cli_value, read_params_file, resolve
-    from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
+    # run.parameters is imported here for the reason given in _cmd_run.
     from quarterpanic.run.parameters import DataScope, check_scope
 
     layers = [(str(path), read_params_file(path)) for path in args.parameters]
@@ -174,8 +174,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # The generator validates its tables with pandera, which only this command needs (see _cmd_validate).
     from quarterpanic.sample import write_sample
 
     out = Path(args.out)
@@ -248,7 +247,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from quarterpanic.params import parse_cli_value
+    # papermill, nbformat and nbconvert take seconds to import (jsonschema compiles its format grammars);
+    # only this command executes notebooks.
     from quarterpanic.run import executors, runner
     from quarterpanic.run.parameters import format_parameters
     from quarterpanic.run.processes import signals_interrupt

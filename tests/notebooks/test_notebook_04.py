@@ -4,7 +4,8 @@ import html
 
 import pytest
 
-from helpers import NAME_PAYLOAD, ROOT, execute_notebook_on_sample, run_cli, write_hostile_names_sample
+from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, run_cli,
+                     write_hostile_names_sample)
 from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
@@ -49,16 +50,8 @@ def test_summary_records_costs_sizes_and_the_open_quarter(executed):
 
 
 @pytest.mark.slow
-def test_notebook_shows_charts_and_escapes_crm_text(executed):
-    _, notebook = executed
-    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7
-    for output in outputs:
-        data = output.get("data", {})
-        for kind in ("text/html", "text/markdown"):
-            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+class TestOutputs(NotebookOutputChecks):
+    min_images = 7
 
 
 # -- real name fields: owners and accounts carrying markup, shown escaped or replaced by pseudonyms ---------

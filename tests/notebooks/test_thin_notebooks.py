@@ -30,6 +30,17 @@ def test_committed_notebook_carries_no_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_autoreload_first_one_literal_parameters_cell_and_the_summary_last(path):
+    code = [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+    assert "".join(code[0]["source"]).split() == ["%load_ext", "autoreload", "%autoreload", "2"]
+    parameters = [cell for cell in code if "parameters" in cell["metadata"].get("tags", [])]
+    assert len(parameters) == 1 and not parameters[0].get("outputs")
+    lines = [line for line in "".join(parameters[0]["source"]).splitlines() if line.strip()]
+    assert all("=" in line and "  # " in line for line in lines), "every parameter is one literal with a help comment"
+    assert "artifacts.save_summary" in "".join(code[-1]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_functions_loops_or_sentence_assembly_in_cells(path):
     for cell in code_cells(path):
         source = "".join(cell["source"])

@@ -5,7 +5,7 @@ import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metr
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
 from quarterpanic.report.words import (bold_names, bold_sentence, bold_text, bullet_list, ci_text, describe,
-                                      markdown_lines, pct, points, size_text)
+                                      findings_in_words, markdown_lines, pct, points, size_text)
 
 
 def finding(**fields):
@@ -47,6 +47,22 @@ def test_insufficient_data_says_so_without_numbers():
     text = describe(finding(status="insufficient data", estimate=np.nan, n=12))
     assert text == ("Globex, FY2026-Q3: too little data to judge the share of new deals meeting the "
                     "qualification rule (n = 12).")
+
+
+def test_findings_in_words_has_one_shape_for_every_notebook():
+    findings = pd.DataFrame([
+        finding(),
+        finding(metric="reactive_order_taking", estimate=3.1, ci_low=2.2, ci_high=4.4, flagged=False, p_value=0.2),
+        finding(quarter="FY2026-Q2", flagged=False, p_value=0.3),
+    ])
+    every = findings_in_words(findings)
+    assert list(every.columns) == ["org", "quarter", "segment", "metric", "flagged", "finding"]
+    assert every["finding"].tolist() == [describe(row) for row in findings.to_dict("records")]
+    decay = findings_in_words(findings, ["qualification_decay"])
+    assert decay["quarter"].tolist() == ["FY2026-Q3", "FY2026-Q2"]
+    flagged = findings_in_words(findings, flagged_only=True)
+    assert flagged[["quarter", "metric"]].values.tolist() == [["FY2026-Q3", "qualification_decay"]]
+    assert findings_in_words(findings, ["reactive_order_taking"], flagged_only=True).empty
 
 
 # -- Markdown for the pages ----------------------------------------------------------------------

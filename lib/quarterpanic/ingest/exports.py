@@ -31,10 +31,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from openpyxl.utils.exceptions import InvalidFileException
 
 from quarterpanic.errors import ExportError
 from quarterpanic.ingest.values import has_byte
@@ -166,8 +169,6 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
     data = _read_bytes(path, limit=1 << 16)
     kind = _sniff_kind(path, data)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
         try:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as err:
@@ -853,9 +854,6 @@ def _cell_text(value: object) -> str:
 
 
 def _xlsx_rows(path: Path, options: ReadOptions, limit: int | None = None) -> tuple[list[tuple], str]:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, KeyError, OSError, ValueError, Exception) as err:  # zip/xml errors vary
@@ -924,8 +922,6 @@ def _read_xlsx(path: Path, options: ReadOptions, header_labels: list[str] | None
 
 
 def _read_parquet(path: Path) -> RawExport:
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:

@@ -16,8 +16,8 @@ from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
 from quarterpanic.ingest.profiles import Profile, load_profile
+from quarterpanic.paths import ORG_FILE
 
-ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created"}
 CLOSE_BEFORE_CREATED = ("warn", "reject")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -173,8 +172,7 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     rows = index[(index["org"] == org) & (index["segment"] == ALL_SEGMENTS)].sort_values("quarter")
     if rows.empty:
         return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
+    ax = plots._axes(ax, figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
     ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
     for name, style in (("watch", ":"), ("panic", "--")):
@@ -196,8 +194,7 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     grid = grid[[c.metric for c in COMPONENTS if c.metric in grid.columns]]
     if grid.empty:
         return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
+    ax = plots._axes(ax, figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
     colors = sns.color_palette("colorblind", n_colors=len(COMPONENTS))
     positive, negative = np.zeros(len(grid)), np.zeros(len(grid))
     for color, name in zip(colors, grid.columns):
@@ -227,8 +224,7 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     rows = charts[charts["org"] == org]
     if rows.empty:
         return plots.label_axes(plots.no_data(ax, figsize=(8, 3.6)), title=f"{org}: no open quarter to watch")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.6))
+    ax = plots._axes(ax, figsize=(8, 3.6))
     colors = dict(zip(early_warning.CHARTS, sns.color_palette("colorblind", n_colors=len(early_warning.CHARTS))))
     for name, part in rows.groupby("chart", sort=False):
         part = part.sort_values("week_of_quarter")

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import bleach
 import jinja2
 import nbformat
+from bleach.css_sanitizer import CSSSanitizer
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
@@ -309,8 +310,6 @@ def report_groups(
 
 
 def _css_sanitizer():
-    from bleach.css_sanitizer import CSSSanitizer
-
     return CSSSanitizer()
 
 

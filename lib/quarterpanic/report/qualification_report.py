@@ -15,7 +15,7 @@ from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 from quarterpanic.report import plots
 from quarterpanic.report.plots import chart_text
-from quarterpanic.report.words import bold_sentence, describe, pct, points
+from quarterpanic.report.words import bold_sentence, findings_in_words, pct, points
 
 
 # -- for reports ----------------------------------------------------------------------------------
@@ -130,17 +130,6 @@ def _thin_complete(findings: pd.DataFrame) -> int:
     """How many complete quarters had too little data for a qualification verdict."""
     main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
     return int(((main["status"] == INSUFFICIENT) & main["quarter_complete"].astype(bool)).sum())
-
-
-def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """The findings as plain sentences (:func:`quarterpanic.report.words.describe`), one row each.
-
-    Returns ``org``, ``quarter``, ``segment``, ``metric``, ``flagged`` and
-    ``finding`` (the sentence); only the ``metrics`` given, if any.
-    """
-    rows = findings if metrics is None else findings[findings["metric"].isin(list(metrics))]
-    sentences = [describe(row) for row in rows.to_dict("records")]
-    return rows[["org", "quarter", "segment", "metric", "flagged"]].assign(finding=sentences).reset_index(drop=True)
 
 
 def summary_figures(findings: pd.DataFrame) -> dict[str, Any]:

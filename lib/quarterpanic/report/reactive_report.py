@@ -21,8 +21,9 @@ from quarterpanic.analysis.findings import METRICS, OK, main_findings
 from quarterpanic.analysis.reactive import COMPONENT, ReactiveAnalysis
 from quarterpanic.analysis.workload import share_by_week, wasted_effort, weekly_requests
 from quarterpanic.report import plots, words
-from quarterpanic.report.plots import chart_text
+from quarterpanic.report.plots import _axes, chart_text
 from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import findings_in_words  # for notebook 03
 
 FOCUS_LABEL_WIDTH = 40
 PANEL_TITLE_SIZE = 11
@@ -89,10 +90,6 @@ def _onset(analysis: ReactiveAnalysis, org: str, quarter: str) -> int | None:
     if row is None or pd.isna(row["onset_week"]) or row["status"] != OK:
         return None
     return int(row["onset_week"])
-
-
-def _axes(ax: plt.Axes | None, figsize: tuple[float, float] | None = None) -> plt.Axes:
-    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
 
 
 def _title(ax: plt.Axes, text: str, *, x: str, y: str) -> plt.Axes:
@@ -362,19 +359,6 @@ def plot_surge_forest(analysis: ReactiveAnalysis, *, ax: plt.Axes | None = None)
 
 
 # -- words and key figures -------------------------------------------------------------------------------
-def findings_in_words(findings: pd.DataFrame, *, flagged_only: bool = False) -> pd.DataFrame:
-    """One plain-language sentence per finding (``words.describe``), with its metric's short name."""
-    rows = findings[findings["flagged"]] if flagged_only else findings
-    return pd.DataFrame(
-        {
-            "org": rows["org"],
-            "quarter": rows["quarter"],
-            "measure": rows["metric"].map(lambda m: m.replace("_", " ")),
-            "finding": [words.describe(row) for row in rows.to_dict(orient="records")],
-        }
-    ).reset_index(drop=True)
-
-
 def summary_figures(analysis: ReactiveAnalysis) -> dict[str, Any]:
     """The notebook's key figures for ``artifacts.save_summary``."""
     findings = analysis.findings

@@ -96,6 +96,20 @@ def describe(finding: Mapping[str, Any]) -> str:
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
 
 
+def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None, *,
+                      flagged_only: bool = False) -> pd.DataFrame:
+    """The findings as plain sentences (:func:`describe`), one row each, for every notebook's tables.
+
+    Returns ``org``, ``quarter``, ``segment``, ``metric``, ``flagged`` and ``finding`` (the sentence); only
+    the ``metrics`` given, if any, and only flagged findings with ``flagged_only``.
+    """
+    rows = findings if metrics is None else findings[findings["metric"].isin(list(metrics))]
+    if flagged_only:
+        rows = rows[rows["flagged"].astype(bool)]
+    sentences = [describe(row) for row in rows.to_dict("records")]
+    return rows[["org", "quarter", "segment", "metric", "flagged"]].assign(finding=sentences).reset_index(drop=True)
+
+
 def _subject(description: str) -> str:
     """'the share ... fell by' -> 'the share ...' (the thing measured, without its verb)."""
     for tail in (" fell by", " rose by", " changed by", " ran at", " was", " at", " by"):

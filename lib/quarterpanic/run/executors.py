@@ -408,6 +408,7 @@ class DaskExecutor:
                 "jobs": self.jobs}
 
     def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
+        # dask.distributed takes seconds to import and only `quarterpanic run --executor dask` uses it.
         from distributed import Client, LocalCluster, as_completed
 
         if not log.isEnabledFor(logging.INFO):  # distributed logs every worker start at INFO; keep to -v

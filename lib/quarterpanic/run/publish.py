@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from quarterpanic.errors import RunError
-from quarterpanic.util import file_sha256
+from quarterpanic.util import file_sha256, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def new_run_id(fingerprint: str, now: dt.datetime | None = None) -> str:
     """``20261127T053000Z-1a2b3c4d``: UTC start time, then 8 hex digits of the inputs' hash
     (runs with equal suffixes had the same notebooks, parameters and data)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.fromisoformat(utc_now())
     return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
 
 

@@ -45,7 +45,7 @@ import nbformat
 from quarterpanic import paths
 from quarterpanic.dataset import resolve_data_dir
 from quarterpanic.errors import QuarterpanicError, RunError
-from quarterpanic.ingest.orgs import ORG_FILE
+from quarterpanic.paths import ORG_FILE
 from quarterpanic.report.pages import error_summary, write_index
 from quarterpanic.run.executors import (
     STATUS_KERNEL_DIED,
