@@ -64,6 +64,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
     path = write_rejects(crm.rejects, args.rejects)
+    print("\n" + _supported_analyses_text(crm))
     if totals["rejected"]:
         print(f"\n{totals['rejected']} rejected rows written to {path}; the first ones:")
         for reject in crm.rejects.head(5).itertuples(index=False):
@@ -71,6 +72,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print(f"\nevery row accepted (empty rejects file: {path})")
     return 0
+
+
+def _supported_analyses_text(crm) -> str:
+    from quarterpanic.analysis.inputs import supported_analyses
+    from quarterpanic.dataset import Dataset
+    from quarterpanic.report.words import supported_analyses_lines
+
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
+    tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests")}
+    return "\n".join(supported_analyses_lines(supported_analyses(Dataset.from_tables(tables, orgs))))
 
 
 COMMANDS.append("validate")

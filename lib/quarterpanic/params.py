@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
         "min_bant": 3,  # BANT flags (budget, authority, need, timeline) that must be true
         "require_next_step": True,  # a next step must be written down
         "min_lead_score": None,  # lowest lead score that counts as qualified; None = not used
+        # signals the rule uses: None = whatever the org's data hold (BANT and next step when present, else
+        # lead score, amount at creation, stage at creation, short planned cycle); or a list to pin them
+        "signals": None,
+        "short_cycle_days": 14,  # a close date set within this many days of creation, same quarter, is unqualified
     },
     "qualification_overrides": {},  # per-organisation rule changes: {org: {min_bant: 2}}
     # -- reactive order-taking -------------------------------------------------------------------

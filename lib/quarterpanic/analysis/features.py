@@ -6,7 +6,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from quarterpanic.analysis.rule import qualified_at_creation, stage_skips
+from quarterpanic.analysis.inputs import qualification_signals
+from quarterpanic.analysis.rule import qualified_by_signals, stage_skips
 from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -80,7 +81,7 @@ def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.Dat
             "team": _label(opps["team"]),
             "owner": _label(opps["owner"]),
             "lead_source": _label(opps["lead_source"]),
-            "qualified": qualified_at_creation(opps, params["qualification_rule"], params["qualification_overrides"]),
+            "qualified": _qualified(dataset, opps, params, created["quarter_end"]),
             "lead_score": pd.to_numeric(opps["lead_score"], errors="coerce").astype(float),
             "outcome": np.where(won, "won", np.where(closed, "lost", "open")),
             "won": np.where(closed, won.astype(float), np.nan),
@@ -99,6 +100,16 @@ def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.Dat
     has_history = out["org"].isin(skips["org"].unique())
     out["stage_skipped"] = out["stage_skipped"].astype("boolean").fillna(False).where(has_history, pd.NA)
     return out[FEATURE_COLUMNS].reset_index(drop=True)
+
+
+def _qualified(dataset: Dataset, opps: pd.DataFrame, params: Mapping[str, Any], quarter_end: pd.Series) -> pd.Series:
+    """The qualification rule at creation on the signals each organisation's data hold (False where none)."""
+    # An organisation without any usable signal is "not measured" in the findings (analysis.inputs); its
+    # deals count as unqualified here only so that the frame stays boolean for the curves.
+    signals = qualification_signals(dataset, params)
+    qualified = qualified_by_signals(opps, dataset.history, signals, params["qualification_rule"],
+                                     params["qualification_overrides"], quarter_end=quarter_end)
+    return qualified.fillna(False).astype(bool)
 
 
 def _label(values: pd.Series) -> pd.Series:

@@ -36,10 +36,14 @@ FINDING_COLUMNS = [
     "flagged",
     "n",
     "status",
+    "needs",
+    "signals",
 ]
 
 OK = "ok"
 INSUFFICIENT = "insufficient data"
+# The input the finding needs is absent from the data (see quarterpanic.analysis.inputs): no verdict possible.
+NOT_MEASURED = "not measured"
 ALL_SEGMENTS = "all"
 
 
@@ -82,6 +86,8 @@ def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.Dat
     """A findings frame with the standard columns and dtypes.
 
     Missing ``segment`` means all segments; missing ``flagged`` is False.
+    ``needs`` (what a ``not measured`` finding lacks) and ``signals`` (the
+    qualification signals used) are lists or None.
     """
     frame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records.copy()
     defaults = {"segment": ALL_SEGMENTS, "flagged": False, "status": OK}
@@ -95,8 +101,10 @@ def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.Dat
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["onset_week"] = pd.array(pd.to_numeric(frame["onset_week"], errors="coerce"), dtype="Int64")
     frame["n"] = pd.array(pd.to_numeric(frame["n"], errors="coerce"), dtype="Int64")
-    for column in ("org", "quarter", "segment", "component", "metric", "status"):
+    for column in ("org", "quarter", "segment", "component", "metric", "status", "needs", "signals"):
         frame[column] = frame[column].astype("object")
+    for column in ("needs", "signals"):
+        frame[column] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else None for v in frame[column]]
     extra = [c for c in frame.columns if c not in FINDING_COLUMNS]
     return frame[FINDING_COLUMNS + extra].reset_index(drop=True)
 

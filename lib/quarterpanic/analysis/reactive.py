@@ -69,6 +69,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from quarterpanic.analysis import turnaround
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, make_findings, register_metric
+from quarterpanic.analysis.inputs import mark_not_measured
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -512,7 +513,7 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
             "wasted_effort_unqualified": share_change(requests, flag="deal_unqualified", cluster="opportunity_id"),
         }
     findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment)
-    findings = apply_fdr(findings, alpha=float(params["alpha"]))
+    findings = apply_fdr(mark_not_measured(findings, dataset, params), alpha=float(params["alpha"]))
     return ReactiveAnalysis(
         params=params, as_of=dataset.as_of, segment=segment, grid=grid, requests=requests, weekly=weekly,
         surge=surge, deferral=deferral, stretch=stretch, shares=shares, findings=findings,

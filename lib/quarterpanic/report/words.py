@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import INSUFFICIENT, METRICS
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, NOT_MEASURED
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -72,6 +72,10 @@ def describe(finding: Mapping[str, Any]) -> str:
     label = metric.description if metric else str(finding["metric"]).replace("_", " ")
     if finding.get("status") == INSUFFICIENT:
         return f"{where}: too little data to judge {_subject(label)} (n = {finding.get('n')})."
+    if finding.get("status") == NOT_MEASURED:
+        needs = finding.get("needs")
+        lacking = "; ".join(needs) if isinstance(needs, (list, tuple)) and len(needs) else "its inputs"
+        return f"{where}: {_subject(label)} not measured — the data have no {lacking}."
     unit = metric.unit if metric else "value"
     estimate = finding["estimate"]
     low, high = finding.get("ci_low"), finding.get("ci_high")
@@ -136,3 +140,27 @@ def early_warning_sentences(status: pd.DataFrame) -> pd.DataFrame:
     out = status.drop(columns=["details"]).assign(sentence=sentences)
     columns = [c for c in early_warning.STATUS_COLUMNS if c != "details"]
     return out[columns[: columns.index("signals") + 1] + ["sentence"] + columns[columns.index("signals") + 1:]]
+
+
+def supported_analyses_lines(table: pd.DataFrame) -> list[str]:
+    """What ``quarterpanic validate`` says per organisation: the analyses its data support, and what unlocks the rest.
+
+    ``table`` is :func:`quarterpanic.analysis.inputs.supported_analyses`.
+    """
+    lines = ["analyses the data support, per organisation:"]
+    for org, rows in table.groupby("org", sort=True):
+        supported = rows.loc[rows["supported"], "metric"].tolist()
+        signals = next((s for s in rows["signals"] if s), [])
+        lines.append(f"  {org}: {len(supported)} of {len(rows)} analyses measurable")
+        if supported:
+            lines.append(f"    measured: {', '.join(supported)}")
+        if signals:
+            lines.append(f"    qualification signals used: {', '.join(signals)}")
+        unlock: dict[str, list[str]] = {}
+        for row in rows[~rows["supported"]].itertuples(index=False):
+            for need in row.needs:
+                unlock.setdefault(need, []).append(row.metric)
+        for need, metrics in unlock.items():
+            lines.append(f"    not measured: {', '.join(metrics)} — needs {need}")
+    return lines
+

@@ -1,0 +1,198 @@
+"""Findings whose inputs are absent are ``not measured`` with what they need; the qualification rule uses what exists."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import bernoulli_dataset
+from helpers import canonical_table as canonical
+from quarterpanic.analysis import inputs
+from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.findings import FINDING_COLUMNS, NOT_MEASURED, OK, apply_fdr, make_findings, to_records
+from quarterpanic.analysis.panic_index import NOT_ENOUGH_EVIDENCE, index_from_findings, quarter_records
+from quarterpanic.analysis.rule import SIGNALS, qualified_by_signals, rule_signals
+from quarterpanic.dataset import Dataset
+from quarterpanic.errors import ParameterError
+from quarterpanic.params import defaults
+from quarterpanic.report.detect_output import report_table
+from quarterpanic.report.words import describe, supported_analyses_lines
+from quarterpanic.sample import generate
+
+DEFAULT_RULE = defaults()["qualification_rule"]
+
+
+def deal(i, **fields):
+    row = dict(org="A", opportunity_id=str(i), size_class="mid", created_at="2025-01-10", close_date="2025-03-01",
+               stage="Prospecting", is_closed=False, is_won=False, owner="o1", amount=1000.0 + i)
+    row.update(fields)
+    return row
+
+
+def dataset_of(rows, history=()):
+    tables = {"opportunities": canonical("opportunities", rows)}
+    if history:
+        tables["history"] = canonical("history", list(history))
+    return Dataset.from_tables(tables, {"A": {"size_class": "mid"}}, as_of=pd.Timestamp("2025-06-30"))
+
+
+# -- what the data hold -----------------------------------------------------------------------------
+def test_missing_all_null_and_constant_columns_are_absent():
+    rows = [deal(i, lead_score=50.0, discount=None, next_step="Call" if i % 2 else None, bant_budget=True,
+                 is_won=bool(i % 2), is_closed=True) for i in range(6)]
+    present = inputs.input_presence(dataset_of(rows))["A"]
+    assert "amount" in present and "next_step" in present and "won" in present
+    assert "lead_score" not in present  # constant
+    assert "discount" not in present  # all null
+    assert "bant" not in present  # one flag, always true; the others missing
+    assert not present & {"history.stage", "history.close_date", "history.amount", "requests"}
+
+
+def test_history_fields_and_requests_count_per_org():
+    rows = [deal(i) for i in range(3)]
+    history = [dict(org="A", opportunity_id="0", changed_at="2025-01-11", field="stage", old_value="Prospecting",
+                    new_value="Proposal")]
+    present = inputs.input_presence(dataset_of(rows, history))["A"]
+    assert "history.stage" in present and "history.close_date" not in present
+
+
+# -- the rule's signals -----------------------------------------------------------------------------
+def test_default_rule_keeps_bant_and_next_step_where_they_exist():
+    assert rule_signals(DEFAULT_RULE, {"bant", "next_step", "lead_score", "history.stage"}) == (["bant", "next_step"], [])
+    assert rule_signals(DEFAULT_RULE, {"bant"}) == (["bant"], [])
+    with_score = {**DEFAULT_RULE, "min_lead_score": 40}
+    assert rule_signals(with_score, {"bant", "lead_score"}) == (["bant", "lead_score"], [])
+
+
+def test_default_rule_falls_back_to_the_signals_that_exist():
+    assert rule_signals(DEFAULT_RULE, {"lead_score", "history.close_date"}) == (["lead_score", "short_cycle"], [])
+    assert rule_signals(DEFAULT_RULE, {"amount", "history.amount", "history.stage"}) == (
+        ["amount_at_creation", "stage_at_creation"], [])
+    assert rule_signals(DEFAULT_RULE, {"amount"}) == ([], list(SIGNALS))
+
+
+def test_a_pinned_rule_is_not_measured_without_its_fields():
+    pinned = {**DEFAULT_RULE, "signals": ["bant", "short_cycle"]}
+    assert rule_signals(pinned, {"bant", "history.close_date"}) == (["bant", "short_cycle"], [])
+    assert rule_signals(pinned, {"bant"}) == ([], ["short_cycle"])
+    with pytest.raises(ParameterError):
+        rule_signals({**DEFAULT_RULE, "signals": ["vibes"]}, {"bant"})
+
+
+def test_fallback_signals_read_the_values_at_creation():
+    rows = [
+        deal(0, close_date="2025-01-15"),  # planned 5 days after creation, same quarter: short cycle
+        deal(1, close_date="2025-03-20"),  # long enough
+        deal(2, close_date="2025-03-20", stage="Proposal"),  # created in Proposal (no stage change)
+        deal(3, close_date="2025-03-20", stage="Proposal"),  # created in Prospecting, moved on later
+        deal(4, close_date="2025-04-20"),  # pushed: planned close at creation was 2025-01-12
+    ]
+    history = [
+        dict(org="A", opportunity_id="3", changed_at="2025-02-01", field="stage", old_value="Prospecting",
+             new_value="Proposal"),
+        dict(org="A", opportunity_id="4", changed_at="2025-01-11", field="close_date", old_value="2025-01-12",
+             new_value="2025-04-20"),
+    ]
+    data = dataset_of(rows, history)
+    quarter_end = pd.Series(pd.Timestamp("2025-03-31"), index=data.opportunities.index)
+    qualified = qualified_by_signals(data.opportunities, data.history, {"A": ["stage_at_creation", "short_cycle"]},
+                                     quarter_end=quarter_end)
+    assert qualified.tolist() == [False, True, False, True, False]
+    none = qualified_by_signals(data.opportunities, data.history, {"A": []})
+    assert none.isna().all()
+
+
+def test_signals_need_names_history_fields_together():
+    need = inputs.signals_need(SIGNALS)
+    assert need.startswith("BANT flags or next_step or lead_score or field history (")
+    assert "stage" in need and "close date" in need and "amount" in need
+
+
+# -- findings ---------------------------------------------------------------------------------------
+def test_not_measured_rows_lose_numbers_and_flags_and_say_what_they_need():
+    data = bernoulli_dataset(seed=1, quarters=3)  # BANT varies; no history, no requests, constant lead score
+    findings = make_findings([
+        dict(org="A", quarter="2024Q1", component="qualification_decay", metric="qualification_decay", estimate=0.3,
+             ci_low=0.1, ci_high=0.5, p_value=0.001, onset_week=9, n=500),
+        dict(org="A", quarter="2024Q1", component="qualification_decay", metric="lead_score_drop", estimate=0.0,
+             ci_low=0.0, ci_high=0.0, p_value=0.5, onset_week=9, n=500),
+        dict(org="A", quarter="2024Q1", component="reactive_order_taking", metric="reactive_order_taking",
+             estimate=1.0, ci_low=1.0, ci_high=1.0, p_value=0.001, onset_week=9, n=40),
+    ])
+    marked = apply_fdr(inputs.mark_not_measured(findings, data))
+    by_metric = marked.set_index("metric")
+    assert by_metric.loc["qualification_decay", "status"] == OK
+    assert by_metric.loc["qualification_decay", "signals"] == ["bant"]
+    assert bool(by_metric.loc["qualification_decay", "flagged"])
+    for metric, need in (("lead_score_drop", "lead_score"), ("reactive_order_taking", "ticket export (requests)")):
+        row = by_metric.loc[metric]
+        assert row["status"] == NOT_MEASURED and row["needs"] == [need] and not row["flagged"]
+        assert np.isnan(row[["estimate", "ci_low", "ci_high", "p_value"]].astype(float)).all()
+        assert pd.isna(row["onset_week"])
+    records = to_records(marked)
+    assert list(records[0]) == FINDING_COLUMNS
+    assert records[1]["estimate"] is None and records[1]["needs"] == ["lead_score"]
+    assert "not measured" in describe(marked.iloc[1]) and "nan" not in describe(marked.iloc[1])
+
+
+# -- the minimal export, end to end -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minimal():
+    sample = generate("minimal", seed=5, scale="small")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    return sample, data, detect(data)
+
+
+def test_minimal_export_marks_every_unsupported_metric(minimal):
+    _, data, findings = minimal
+    supported = inputs.supported_analyses(data)
+    assert set(supported.loc[supported["supported"], "metric"]) == {"last_week_deal_size_change"}
+    measurable = findings["metric"] == "last_week_deal_size_change"
+    unsupported = findings[~measurable]
+    assert not unsupported.empty and (unsupported["status"] == NOT_MEASURED).all()
+    assert unsupported["needs"].map(len).gt(0).all()
+    assert unsupported[["estimate", "ci_low", "ci_high", "p_value"]].isna().all().all()
+    assert not findings["flagged"].any() or findings.loc[findings["flagged"], "metric"].eq(
+        "last_week_deal_size_change").all()
+    qualification = findings[findings["metric"] == "qualification_decay"]
+    assert qualification["needs"].map(lambda n: "BANT flags or next_step" in n[0]).all()
+    assert (findings.loc[measurable, "status"] != NOT_MEASURED).all()
+    # Every org x quarter has a reactive row saying what it lacks, though no ticket export exists.
+    reactive = findings[findings["metric"] == "reactive_order_taking"]
+    assert len(reactive) == len(findings[findings["metric"] == "qualification_decay"])
+
+
+def test_minimal_export_index_is_never_calm_on_unmeasured_components(minimal):
+    _, data, findings = minimal
+    scores, index = index_from_findings(findings, None, data)
+    assert (index["level"] == NOT_ENOUGH_EVIDENCE).all() and index["panic_index"].isna().all()
+    assert index["rests_on"].map(len).eq(0).all()
+    records = quarter_records(scores, index)
+    for record in records:
+        assert record["level"] == NOT_ENOUGH_EVIDENCE and record["rests_on"] == []
+        assert set(record["not_measured"]) == set(record["components"])
+        assert all(c["status"] == NOT_MEASURED and c["needs"] for c in record["components"].values())
+
+
+def test_minimal_export_words_have_no_nan(minimal):
+    _, data, findings = minimal
+    text = report_table(data, findings)
+    sentences = [describe(row) for row in findings.to_dict("records")]
+    assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+    assert not any(re.search(r"\bnan\b", s, flags=re.IGNORECASE) for s in sentences)
+    assert "not measured" in text and "ticket export (requests)" in text
+    json.dumps(to_records(findings))
+    lines = "\n".join(supported_analyses_lines(inputs.supported_analyses(data)))
+    assert "Globex Corporation: 1 of" in lines and "needs ticket export (requests)" in lines
+
+
+def test_full_sample_signals_are_todays_rule():
+    sample = generate(seed=5, scale="small")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    signals = inputs.qualification_signals(data)
+    assert all(used == ["bant", "next_step"] for used in signals.values())
+    supported = inputs.supported_analyses(data)
+    assert supported["supported"].all()
