@@ -196,3 +196,71 @@ def test_full_sample_signals_are_todays_rule():
     assert all(used == ["bant", "next_step"] for used in signals.values())
     supported = inputs.supported_analyses(data)
     assert supported["supported"].all()
+
+
+# -- the pages' words ------------------------------------------------------------------------------
+def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
+    from quarterpanic.analysis.reactive import analyse_reactive
+    from quarterpanic.report import qualification_report, reactive_report
+
+    sample, data, findings = minimal
+    summary = qualification_report.summary_headline(findings)
+    assert summary.startswith("Qualification decay could not be judged in any quarter")
+    assert "0 of" not in summary and "needs" not in summary and "BANT flags" in summary
+    for org in sample.orgs:
+        assert "not measured" in qualification_report.decay_headline(findings, org)
+    assert "not measured" in qualification_report.forest_headline(findings)
+    surge = reactive_report.forest_headline(analyse_reactive(data).findings)
+    assert surge.startswith("Reactive order-taking not measured") and "ticket export" in surge
+
+
+def test_index_words_say_what_the_index_rests_on(minimal):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from quarterpanic.report import index_report
+
+    _, data, findings = minimal
+    scores, index = index_from_findings(findings, None, data)
+    text = index_report.headline(index, scores)
+    assert "No component of the index could be measured" in text and "BANT flags" in text
+    org = index["org"].iloc[0]
+    title = index_report.plot_index(index, {"watch": 2.0, "panic": 3.0}, org).get_title()
+    assert "stayed clear" not in title and "no panic index" in title
+    phrase = index_report.effect_phrase(scores.iloc[0].to_dict())
+    assert "not measured" in phrase and "nan" not in phrase
+    assert set(index_report.index_table(index).stack()) <= {"not measured", ""}
+
+
+def test_rests_on_names_the_measured_and_the_missing():
+    from quarterpanic.report.index_report import rests_on_sentence
+
+    index = pd.DataFrame({"segment": ["all"], "rests_on": [["reactive_order_taking"]],
+                          "not_measured": [["qualification_decay", "win_rate_ratio"]]})
+    scores = pd.DataFrame({"segment": ["all"] * 2, "status": [NOT_MEASURED] * 2,
+                           "needs": [["BANT flags or next_step"], ["BANT flags or next_step"]]})
+    assert rests_on_sentence(index, scores) == (
+        "The index rests on reactive order taking only; not measured: qualification decay and win rate ratio "
+        "(needs BANT flags or next_step).")
+    assert rests_on_sentence(index.assign(not_measured=[[]]), scores) == ""
+
+
+def test_month3_words_use_counts_when_there_are_no_amounts():
+    from quarterpanic.report.overview_report import month3_headline, month3_quarter_sentence, month3_spread_headline
+
+    shares = pd.DataFrame({
+        "org": ["A", "A"], "quarter": ["Q1", "Q2"], "won_deals": [10, 20], "month3_deals": [5, 8],
+        "won_amount": [0.0, 0.0], "month3_amount": [0.0, 0.0], "estimate": [np.nan, np.nan],
+        "ci_low": [np.nan, np.nan], "ci_high": [np.nan, np.nan], "even_share": [0.34, 0.34],
+    })
+    head = month3_headline("A", shares)
+    assert head == ("A closes 45% of each quarter's won deals in its last month "
+                    "(by count: the export has no amounts; even pace: 34%)")
+    spread = month3_spread_headline(shares)
+    assert spread.startswith("The most back-loaded quarter: A Q1, 50% of won deals closed in month 3")
+    assert spread.endswith("(by count of won deals: the export has no amounts)")
+    sentence = month3_quarter_sentence(shares.iloc[1])
+    assert sentence == "A Q2: 8 of 20 won deals (40%) closed in month 3 (by count: the export has no amounts)"
+    for text in (head, spread, sentence):
+        assert "nan" not in text and "no won deals" not in text
+    assert month3_headline("A", shares.assign(won_deals=0, month3_deals=0)) == "A: no won deals in the quarters shown"

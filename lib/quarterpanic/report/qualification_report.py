@@ -7,7 +7,7 @@ import pandas as pd
 
 from quarterpanic.analysis import outcomes
 from quarterpanic.analysis.features import quarter_roles
-from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK
+from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, NOT_MEASURED, OK
 from quarterpanic.analysis.qualification import COMPONENT
 from quarterpanic.params import defaults
 from quarterpanic.report.words import describe, pct, points
@@ -51,6 +51,21 @@ def chart_roles(
     return roles
 
 
+def not_measured_text(findings: pd.DataFrame, org: str | None = None) -> str:
+    """"<org>: qualification not measured — the data have no ..." for the organisations (of ``org``, or all)
+    whose qualification decay could not be measured at all; "" when it was measured everywhere."""
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    if org is not None:
+        main = main[main["org"] == org]
+    parts = []
+    for name, rows in main.groupby("org", sort=True):
+        if len(rows) and (rows["status"] == NOT_MEASURED).all():
+            needs = next((n for n in rows["needs"] if isinstance(n, list) and n), [])
+            lacking = "; ".join(needs) if needs else "qualification fields"
+            parts.append(f"{name}: qualification not measured — the data have no {lacking}")
+    return "; ".join(parts)
+
+
 def _judged_main(findings: pd.DataFrame) -> pd.DataFrame:
     main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
     return main[(main["status"] == OK) & main["p_value"].notna()]
@@ -65,7 +80,7 @@ def decay_headline(findings: pd.DataFrame, org: str, quarters: Sequence[str] | N
     """
     judged = _judged_main(findings[findings["org"] == org])
     if judged.empty:
-        return f"{org}: too few new deals per quarter to judge qualification"
+        return not_measured_text(findings, org) or f"{org}: too few new deals per quarter to judge qualification"
     flagged = judged[judged["flagged"]]
     named = flagged if quarters is None else flagged[flagged["quarter"].isin(list(quarters))]
     count = f"{len(flagged)} of {len(judged)} quarters flagged"
@@ -83,7 +98,7 @@ def heatmap_headline(findings: pd.DataFrame, org: str) -> str:
     """Title of a quarter × week heatmap: which quarters fell late, and the usual level of the others."""
     judged = _judged_main(findings[findings["org"] == org])
     if judged.empty:
-        return f"{org}: too few new deals per quarter to judge qualification"
+        return not_measured_text(findings, org) or f"{org}: too few new deals per quarter to judge qualification"
     overall = (judged["rate_before"] * judged["n_before"] + judged["rate_after"] * judged["n_after"]) / (
         judged["n_before"] + judged["n_after"])
     flagged = judged["flagged"].astype(bool)
@@ -98,7 +113,7 @@ def forest_headline(findings: pd.DataFrame) -> str:
     """Title of the forest plot of decay estimates: how many quarters were flagged, and the largest drop."""
     judged = _judged_main(findings)
     if judged.empty:
-        return "Too few new deals to judge qualification in any complete quarter"
+        return not_measured_text(findings) or "Too few new deals to judge qualification in any complete quarter"
     flagged = judged[judged["flagged"]]
     text = f"Qualification decay flagged in {len(flagged)} of {len(judged)} complete quarters"
     if len(flagged):
@@ -112,12 +127,17 @@ def summary_headline(findings: pd.DataFrame) -> str:
     judged = _judged_main(findings)
     flagged = judged[judged["flagged"]]
     thin = _thin_complete(findings)
+    absent = not_measured_text(findings)
+    if judged.empty and absent:
+        return f"Qualification decay could not be judged in any quarter ({absent})"
     text = f"Qualification decay was flagged in {len(flagged)} of {len(judged)} complete quarters judged"
     if len(flagged):
         text += " (" + "; ".join(
             f"{org}: {', '.join(rows['quarter'])}" for org, rows in flagged.groupby("org", sort=True)) + ")"
     if thin:
         text += f"; {thin} more had too few new deals to judge"
+    if absent:
+        text += f"; {absent}"
     return text
 
 
