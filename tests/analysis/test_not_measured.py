@@ -264,3 +264,41 @@ def test_month3_words_use_counts_when_there_are_no_amounts():
     for text in (head, spread, sentence):
         assert "nan" not in text and "no won deals" not in text
     assert month3_headline("A", shares.assign(won_deals=0, month3_deals=0)) == "A: no won deals in the quarters shown"
+
+
+# -- direction --------------------------------------------------------------------------------------
+def test_direction_and_sidedness_follow_the_metric():
+    import quarterpanic.analysis.reactive  # noqa: F401  (registers the reactive metrics)
+    import quarterpanic.analysis.qualification  # noqa: F401
+    from quarterpanic.analysis.findings import AWAY_FROM_PANIC, NEITHER, TOWARD_PANIC
+
+    findings = make_findings([
+        dict(org="A", quarter="Q1", component="qualification_decay", metric="win_rate_ratio", estimate=1.6,
+             ci_low=1.2, ci_high=2.1, p_value=0.001, n=200),  # late deals won *more* often: away from panic
+        dict(org="A", quarter="Q2", component="qualification_decay", metric="win_rate_ratio", estimate=0.5,
+             ci_low=0.3, ci_high=0.8, p_value=0.001, n=200),
+        dict(org="A", quarter="Q3", component="qualification_decay", metric="win_rate_ratio", estimate=0.9,
+             ci_low=0.6, ci_high=1.3, p_value=0.6, n=200),
+        dict(org="A", quarter="Q1", component="reactive_order_taking", metric="reactive_order_taking", estimate=2.0,
+             ci_low=1.5, ci_high=2.7, p_value=0.001, n=80),
+        dict(org="A", quarter="Q2", component="reactive_order_taking", metric="reactive_order_taking",
+             status="insufficient data", n=3),
+    ])
+    out = apply_fdr(findings)
+    assert out["direction"].tolist() == [AWAY_FROM_PANIC, TOWARD_PANIC, NEITHER, TOWARD_PANIC, None]
+    assert out["p_sided"].tolist() == ["two-sided", "two-sided", "two-sided", "one-sided", None]
+    assert out["flagged"].tolist() == [False, True, False, True, False]
+    sentence = describe(out.iloc[0])
+    assert "points away from panic" in sentence and "(two-sided)" in sentence and "not flagged" in sentence
+    assert "(one-sided)" in describe(out.iloc[3])
+    record = to_records(out)[0]
+    assert record["direction"] == AWAY_FROM_PANIC and record["p_sided"] == "two-sided"
+
+
+# -- as of ------------------------------------------------------------------------------------------
+def test_as_of_defaults_to_the_latest_timestamp_of_any_kind():
+    rows = [deal(0, created_at="2025-03-01 10:00", close_date="2025-05-20", is_closed=True, is_won=True),
+            deal(1, created_at="2025-03-02 11:00", close_date="2025-09-30")]  # open: its close date is a plan
+    opps = canonical("opportunities", rows)
+    data = Dataset.from_tables({"opportunities": opps}, {"A": {"size_class": "mid"}})
+    assert data.as_of == pd.Timestamp("2025-05-20")

@@ -86,6 +86,7 @@ register_metric(
     null=1.0,
     direction=+1,
     unit="ratio",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="unplanned sales-ops requests per working day, relative to the quarter's earlier weeks, ran at",
 )
 register_metric(
@@ -94,6 +95,7 @@ register_metric(
     null=1.0,
     direction=-1,
     unit="ratio",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="planned sales-ops work per working day, relative to the quarter's earlier weeks, ran at",
 )
 register_metric(
@@ -102,6 +104,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of requests raised outside 08:00-18:00 changed, late weeks vs earlier, by",
 )
 register_metric(
@@ -110,6 +113,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of deal requests spent on deals finally lost changed, late weeks vs earlier, by",
 )
 register_metric(
@@ -118,6 +122,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of deal requests spent on deals unqualified at creation changed, late weeks vs earlier, by",
 )
 

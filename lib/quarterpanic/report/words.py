@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, NOT_MEASURED
+from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NOT_MEASURED, SIDED
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -88,7 +88,13 @@ def describe(finding: Mapping[str, Any]) -> str:
     onset = finding.get("onset_week")
     since = f" from week {int(onset)} on" if not _missing(onset) else ""
     verdict = "flagged" if finding.get("flagged") else "not flagged"
-    details = "; ".join(part for part in (ci_text(low, high, unit), p_text(finding.get("p_value")), verdict) if part)
+    if finding.get("direction") == AWAY_FROM_PANIC:
+        # A clear move the other way is worth saying, and is never a panic signal.
+        verdict += ": points away from panic"
+    p_value = p_text(finding.get("p_value"))
+    if p_value and finding.get("p_sided") in SIDED:
+        p_value += f" ({finding['p_sided']})"
+    details = "; ".join(part for part in (ci_text(low, high, unit), p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
 
 
