@@ -302,3 +302,67 @@ def test_as_of_defaults_to_the_latest_timestamp_of_any_kind():
     opps = canonical("opportunities", rows)
     data = Dataset.from_tables({"opportunities": opps}, {"A": {"size_class": "mid"}})
     assert data.as_of == pd.Timestamp("2025-05-20")
+
+
+def test_the_summary_names_the_signals_when_bant_and_next_step_are_missing():
+    from quarterpanic.report.qualification_report import signals_text, summary_headline
+
+    main = make_findings([
+        dict(org="A", quarter="Q1", component="qualification_decay", metric="qualification_decay", estimate=0.1,
+             ci_low=0.0, ci_high=0.2, p_value=0.2, n=300, signals=["lead_score", "short_cycle"]),
+        dict(org="B", quarter="Q1", component="qualification_decay", metric="qualification_decay", estimate=0.1,
+             ci_low=0.0, ci_high=0.2, p_value=0.2, n=300, signals=["bant", "next_step"]),
+    ]).assign(quarter_complete=True)
+    assert signals_text(main) == "Qualification was judged on lead score and a realistic planned close date for A"
+    assert summary_headline(main).endswith(". Qualification was judged on lead score and a realistic planned "
+                                           "close date for A")
+    assert signals_text(main[main["org"] == "B"]) == ""
+
+
+def test_wasted_effort_uses_the_signals_and_leaves_unmeasured_orgs_missing():
+    from quarterpanic.analysis.workload import deal_links
+
+    rows = [deal(i, bant_budget=bool(i % 2), bant_authority=True, bant_need=True, bant_timeline=bool(i % 2),
+                 next_step="Call" if i % 2 else None) for i in range(4)]
+    rows += [deal(10 + i, org="B") for i in range(2)]
+    opps = canonical("opportunities", rows)
+    requests = pd.DataFrame({"org": ["A", "A", "B"], "opportunity_id": ["0", "1", "10"]})
+    linked = deal_links(requests, opps, history=None, signals={"A": ["bant", "next_step"], "B": []})
+    assert linked["deal_unqualified"].tolist()[:2] == [1.0, 0.0] and np.isnan(linked["deal_unqualified"].iloc[2])
+
+
+# -- the command line on a written minimal export ---------------------------------------------------
+@pytest.fixture(scope="module")
+def minimal_folder(tmp_path_factory):
+    from quarterpanic.sample import write_sample
+
+    out = tmp_path_factory.mktemp("minimal_export")
+    write_sample(out, scenario="minimal", seed=5, scale="small")
+    return out
+
+
+def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
+    from quarterpanic import cli
+
+    assert cli.main(["detect", str(minimal_folder), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for finding in document["findings"]:
+        if finding["metric"] == "last_week_deal_size_change":
+            assert finding["status"] != NOT_MEASURED
+            continue
+        assert finding["status"] == NOT_MEASURED and finding["needs"]
+        assert finding["estimate"] is None and finding["ci_low"] is None and finding["p_value"] is None
+        assert not finding["flagged"] and finding["direction"] is None
+    assert document["quarters"] and all(q["level"] == NOT_ENOUGH_EVIDENCE for q in document["quarters"])
+    assert not re.search(r"\bnan\b", json.dumps(document), flags=re.IGNORECASE)
+
+
+def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys):
+    from quarterpanic import cli
+
+    assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "analyses the data support, per organisation:" in out
+    assert out.count("1 of 13 analyses measurable") == 3
+    assert "measured: last_week_deal_size_change" in out
+    assert "needs ticket export (requests)" in out and "needs close-date history" in out

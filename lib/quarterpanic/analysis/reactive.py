@@ -69,7 +69,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from quarterpanic.analysis import turnaround
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, make_findings, register_metric
-from quarterpanic.analysis.inputs import mark_not_measured
+from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -510,7 +510,8 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
         deferral = estimate_surge(judged, events="planned", onsets=onsets, direction=-1, min_events=min_requests)
         requests = turnaround.turnaround_times(requests, dataset.as_of)
         requests = turnaround.standardised_durations(requests, reference=requests["window"] == "early")
-        requests = deal_links(requests, dataset.opportunities, params)
+        requests = deal_links(requests, dataset.opportunities, params, history=dataset.history,
+                              signals=qualification_signals(dataset, params))
         stretch = turnaround.turnaround_stretch(requests, group_cols=group)
         shares = {
             "after_hours_shift": share_change(requests, flag="is_after_hours", cluster="requester"),

@@ -138,7 +138,37 @@ def summary_headline(findings: pd.DataFrame) -> str:
         text += f"; {thin} more had too few new deals to judge"
     if absent:
         text += f"; {absent}"
-    return text
+    basis = signals_text(findings)
+    return text + (f". {basis}" if basis else "")
+
+
+SIGNAL_WORDS = {
+    "bant": "BANT flags", "next_step": "a written next step", "lead_score": "lead score",
+    "amount_at_creation": "an amount entered at creation", "stage_at_creation": "the stage at creation",
+    "short_cycle": "a realistic planned close date",
+}
+
+
+def signals_text(findings: pd.DataFrame) -> str:
+    """Which signals the qualification rule used, per organisation, when any differs from BANT and next step.
+
+    E.g. "Qualification was judged on lead score and the stage at creation for Northwind Traders (the export
+    has no BANT flags or next step)"; "" when every organisation was judged on today's rule.
+    """
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    if "signals" not in main:
+        return ""
+    used: dict[tuple[str, ...], list[str]] = {}
+    for org, rows in main.groupby("org", sort=True):
+        signals = next((tuple(s) for s in rows["signals"] if isinstance(s, list) and s), ())
+        if signals and signals != ("bant", "next_step"):
+            used.setdefault(signals, []).append(str(org))
+    parts = []
+    for signals, orgs in used.items():
+        names = [SIGNAL_WORDS.get(s, s) for s in signals]
+        what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"Qualification was judged on {what} for {', '.join(orgs)}")
+    return "; ".join(parts)
 
 
 def _thin_complete(findings: pd.DataFrame) -> int:
