@@ -366,3 +366,33 @@ def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys)
     assert out.count("1 of 13 analyses measurable") == 3
     assert "measured: last_week_deal_size_change" in out
     assert "needs ticket export (requests)" in out and "needs close-date history" in out
+
+
+# -- partial quarters -------------------------------------------------------------------------------
+def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
+    from quarterpanic.analysis.findings import PARTIAL
+    from quarterpanic.analysis.inputs import quarter_coverage
+
+    sample = generate({"export": {"data_start_week": 9}}, seed=2, scale="small")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    first = {}
+    for record in sample.truth["quarters"]:
+        first.setdefault(record["org"], record["quarter"])
+    findings = detect(data)
+    in_first = findings.apply(lambda r: first[r["org"]] == r["quarter"], axis=1)
+    assert in_first.any()
+    assert (findings.loc[in_first, "status"] == PARTIAL).all()
+    assert findings.loc[in_first, ["estimate", "p_value"]].isna().all().all()
+    assert not findings.loc[in_first, "flagged"].any()
+    assert (findings.loc[~in_first, "status"] != PARTIAL).all()
+    _, index = index_from_findings(findings, None, data)
+    assert not index.apply(lambda r: first[r["org"]] == r["quarter"], axis=1).any()
+    orgs = pd.Series(["A", "A", "A"])
+    starts = pd.Series(pd.to_datetime(["2024-01-01", "2024-04-01", "2024-07-01"]))
+    ends = pd.Series(pd.to_datetime(["2024-03-31", "2024-06-30", "2024-09-30"]))
+    rows = [deal(0, created_at="2024-02-20"), deal(1, created_at="2024-08-01")]
+    data = Dataset.from_tables({"opportunities": canonical("opportunities", rows)}, {"A": {"size_class": "mid"}},
+                               as_of=pd.Timestamp("2024-08-15"))
+    coverage = quarter_coverage(data, orgs, starts, ends)
+    assert coverage["partial"].tolist() == [True, False, False]
+    assert coverage["complete"].tolist() == [False, True, False]

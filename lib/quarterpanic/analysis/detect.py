@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from quarterpanic.analysis.findings import METRICS, apply_fdr, empty_findings, make_findings
-from quarterpanic.analysis.inputs import not_measured_rows
+from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
@@ -53,4 +53,4 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
     missing = not_measured_rows(findings, dataset, metrics, params)
     if not missing.empty:
         findings = make_findings(pd.concat([findings, missing], ignore_index=True))
-    return apply_fdr(findings, alpha=float(params["alpha"]))
+    return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))

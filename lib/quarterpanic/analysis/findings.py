@@ -46,6 +46,8 @@ OK = "ok"
 INSUFFICIENT = "insufficient data"
 # The input the finding needs is absent from the data (see quarterpanic.analysis.inputs): no verdict possible.
 NOT_MEASURED = "not measured"
+# The data cover only part of the quarter (they begin after its first week): shown, never judged.
+PARTIAL = "partial"
 # Which way a finding points (its 95% interval clear of the metric's null on one side, or neither).
 TOWARD_PANIC, AWAY_FROM_PANIC, NEITHER = "toward panic", "away from panic", "neither"
 SIDED = ("one-sided", "two-sided")

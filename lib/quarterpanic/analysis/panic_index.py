@@ -70,6 +70,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.findings import ALL_SEGMENTS, NOT_MEASURED, OK, main_findings
+from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
 from quarterpanic.util import finite_or_none
 
@@ -123,15 +124,18 @@ def complete_quarters(findings: pd.DataFrame, dataset: Any = None) -> pd.DataFra
     """Every org × quarter of ``findings`` and whether it is complete.
 
     With ``dataset`` a quarter is complete when its last day is over by
-    ``dataset.as_of`` (each organisation's calendar); otherwise the findings'
-    ``quarter_complete`` column decides (rows without it count as complete).
+    ``dataset.as_of`` and the data cover it from its first week (each
+    organisation's calendar; :func:`quarterpanic.analysis.inputs.quarter_coverage`);
+    otherwise the findings' ``quarter_complete`` column decides (rows without
+    it count as complete).
 
     Returns columns ``org``, ``quarter``, ``quarter_complete``.
     """
     pairs = findings[["org", "quarter"]].drop_duplicates().astype(str).reset_index(drop=True)
     if dataset is not None:
-        ends = quarter_ends(dataset, pairs)
-        pairs["quarter_complete"] = (ends + pd.Timedelta(days=1) <= dataset.as_of).to_numpy()
+        bounds = quarter_bounds(dataset, pairs["org"], pairs["quarter"])
+        coverage = quarter_coverage(dataset, pairs["org"], bounds["quarter_start"], bounds["quarter_end"])
+        pairs["quarter_complete"] = coverage["complete"].to_numpy()
     elif "quarter_complete" in findings:
         flags = findings.assign(_c=findings["quarter_complete"].astype("boolean").fillna(True).astype(bool))
         complete = flags.groupby(["org", "quarter"])["_c"].all().rename("quarter_complete").reset_index()

@@ -39,7 +39,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 from quarterpanic.analysis import outcomes
 from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
-from quarterpanic.analysis.inputs import mark_not_measured
+from quarterpanic.analysis.inputs import mark_not_measured, mark_partial
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -390,4 +390,5 @@ def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],
     secondary = outcomes.outcome_findings(
         features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
     )
-    return mark_not_measured(make_findings(pd.concat([main, secondary], ignore_index=True)), dataset, params)
+    findings = make_findings(pd.concat([main, secondary], ignore_index=True))
+    return mark_partial(mark_not_measured(findings, dataset, params), dataset)
