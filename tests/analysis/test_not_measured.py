@@ -384,6 +384,8 @@ def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
     assert (findings.loc[in_first, "status"] == PARTIAL).all()
     assert findings.loc[in_first, ["estimate", "p_value"]].isna().all().all()
     assert not findings.loc[in_first, "flagged"].any()
+    sentence = describe(findings[in_first].iloc[0])
+    assert "cover only part of this quarter" in sentence and "n/a" not in sentence
     assert (findings.loc[~in_first, "status"] != PARTIAL).all()
     _, index = index_from_findings(findings, None, data)
     assert not index.apply(lambda r: first[r["org"]] == r["quarter"], axis=1).any()

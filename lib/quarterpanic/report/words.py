@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NOT_MEASURED, SIDED
+from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -72,6 +72,8 @@ def describe(finding: Mapping[str, Any]) -> str:
     label = metric.description if metric else str(finding["metric"]).replace("_", " ")
     if finding.get("status") == INSUFFICIENT:
         return f"{where}: too little data to judge {_subject(label)} (n = {finding.get('n')})."
+    if finding.get("status") == PARTIAL:
+        return f"{where}: the data cover only part of this quarter, so {_subject(label)} is not judged."
     if finding.get("status") == NOT_MEASURED:
         needs = finding.get("needs")
         lacking = "; ".join(needs) if isinstance(needs, (list, tuple)) and len(needs) else "its inputs"
