@@ -138,7 +138,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--scale", choices=["small", "default", "large"], default="default",
                      help="small: 8 quarters, ~60%% volume (tests); large: 20 quarters, ~1M opportunities")
     cmd.add_argument("--scenario", metavar="NAME|FILE.yaml",
-                     help="shipped scenario name (default, null) or a scenario YAML merged over the default")
+                     help="shipped scenario name (default, null, minimal: a plain opportunity report only) "
+                          "or a scenario YAML merged over the default")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
