@@ -398,3 +398,15 @@ def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
     coverage = quarter_coverage(data, orgs, starts, ends)
     assert coverage["partial"].tolist() == [True, False, False]
     assert coverage["complete"].tolist() == [False, True, False]
+
+
+def test_the_index_records_say_which_signals_qualification_rests_on():
+    data = bernoulli_dataset(seed=2, quarters=4)
+    findings = detect(data, {"min_n": 10})
+    scores, index = index_from_findings(findings, None, data)
+    records = quarter_records(scores, index)
+    assert records
+    for record in records:
+        assert record["components"]["qualification_decay"]["signals"] == ["bant"]
+        assert record["components"]["reactive_order_taking"]["needs"] == ["ticket export (requests)"]
+        assert "reactive_order_taking" in record["not_measured"]

@@ -189,7 +189,7 @@ def test_json_quarters_have_the_documented_shape():
     assert set(record["components"]) == {c.metric for c in pi.COMPONENTS}
     assert set(record["rests_on"]) == {c.metric for c in pi.COMPONENTS} and record["not_measured"] == []
     assert set(record["components"]["qualification_decay"]) == {
-        "z", "weight", "contribution", "estimate", "status", "needs"}
+        "z", "weight", "contribution", "estimate", "status", "needs", "signals"}
     assert sum(c["contribution"] for c in record["components"].values()) == pytest.approx(record["panic_index"])
 
 

@@ -112,6 +112,7 @@ MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
     "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "onset_week", "flagged",
     "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline", "needs",
+    "signals",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
@@ -249,10 +250,12 @@ def component_scores(
     rows = rows.drop_duplicates(KEYS + ["metric"])
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
     cols = ["estimate", "ci_low", "ci_high", "onset_week", "flagged", "status"]
-    if "needs" not in rows:
-        rows = rows.assign(needs=None)
+    for column in ("needs", "signals"):
+        if column not in rows:
+            rows = rows.assign(**{column: None})
     scores = grid.merge(
-        rows[KEYS + ["metric"] + cols + ["needs"]].rename(columns={"metric": "component"}), on=KEYS + ["component"],
+        rows[KEYS + ["metric"] + cols + ["needs", "signals"]].rename(columns={"metric": "component"}),
+        on=KEYS + ["component"],
         how="left",
     )
     not_measured = (scores["status"] == NOT_MEASURED).to_numpy()
@@ -393,7 +396,9 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
     ``org``, ``quarter``, ``segment``, ``panic_index``, ``level``,
     ``rests_on`` (the components the index weighs), ``not_measured`` and
     ``components`` — ``{component: {"z", "weight", "contribution",
-    "estimate", "status", "needs"}}``; missing numbers are ``None``.
+    "estimate", "status", "needs", "signals"}}`` (``signals``: the
+    qualification signals a component was measured on); missing numbers are
+    ``None``.
     """
     records = []
     shown = index if not quarters else index[index["quarter"].isin(list(quarters))]
@@ -407,6 +412,7 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
                     "z": finite_or_none(item.z), "weight": finite_or_none(item.weight), "contribution": finite_or_none(item.contribution),
                     "estimate": finite_or_none(item.estimate), "status": item.status,
                     "needs": item.needs if isinstance(item.needs, list) else None,
+                    "signals": item.signals if isinstance(item.signals, list) else None,
                 }
         records.append(
             {
