@@ -410,3 +410,15 @@ def test_the_index_records_say_which_signals_qualification_rests_on():
         assert record["components"]["qualification_decay"]["signals"] == ["bant"]
         assert record["components"]["reactive_order_taking"]["needs"] == ["ticket export (requests)"]
         assert "reactive_order_taking" in record["not_measured"]
+
+
+def test_the_early_warning_does_not_call_unwatched_charts_calm(minimal):
+    from quarterpanic.analysis.early_warning import early_warning
+    from quarterpanic.report.words import early_warning_sentences
+
+    _, data, findings = minimal
+    status, charts = early_warning(data, findings=findings, n_simulations=200)
+    assert (status["status"] == NOT_MEASURED).all() and charts.empty
+    sentences = early_warning_sentences(status)["sentence"]
+    assert all("cannot be measured" in s and "ticket export (requests)" in s for s in sentences)
+    assert not any("no panic signals" in s or "no data for this quarter" in s for s in sentences)

@@ -133,6 +133,12 @@ def early_warning_sentence(status: Mapping[str, Any]) -> str:
         return f"{where}: too few calm quarters ({status['baseline_quarters']}) to compare the quarter with."
     if level == early_warning.NOT_STARTED:
         return f"{where}: no data for this quarter yet."
+    if level == NOT_MEASURED:
+        needs = []
+        for detail in status["details"]:
+            needs.extend(n for n in detail.get("needs", []) if n not in needs)
+        charts = and_list([CHART_LABELS[d["component"]] for d in status["details"]])
+        return f"{where}: nothing to watch — {charts} cannot be measured (the data have no {'; '.join(needs)})."
     if level == early_warning.WARNING:
         parts = [f"{CHART_LABELS[s['component']]} (since week {s['since_week']})" for s in status["signals"]]
         return f"{where}: panic signals emerging in {and_list(parts)}."
