@@ -1,26 +1,41 @@
-"""Findings whose inputs are absent are ``not measured`` with what they need; the qualification rule uses what exists."""
+"""Findings whose inputs are absent are ``not measured`` with what they need; the rule uses the signals that exist."""
 from __future__ import annotations
 
 import json
 import re
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import bernoulli_dataset
 from helpers import canonical_table as canonical
+from quarterpanic import cli
 from quarterpanic.analysis import inputs
 from quarterpanic.analysis.detect import detect
-from quarterpanic.analysis.findings import FINDING_COLUMNS, NOT_MEASURED, OK, apply_fdr, make_findings, to_records
+from quarterpanic.analysis.early_warning import early_warning
+from quarterpanic.analysis.findings import (
+    AWAY_FROM_PANIC, FINDING_COLUMNS, NEITHER, NOT_MEASURED, OK, PARTIAL, TOWARD_PANIC, apply_fdr, make_findings,
+    to_records,
+)
+from quarterpanic.analysis.inputs import quarter_coverage
 from quarterpanic.analysis.panic_index import NOT_ENOUGH_EVIDENCE, index_from_findings, quarter_records
+from quarterpanic.analysis.reactive import analyse_reactive
 from quarterpanic.analysis.rule import SIGNALS, qualified_by_signals, rule_signals
+from quarterpanic.analysis.workload import deal_links
 from quarterpanic.dataset import Dataset
 from quarterpanic.errors import ParameterError
 from quarterpanic.params import defaults
+from quarterpanic.report import index_report, qualification_report, reactive_report
 from quarterpanic.report.detect_output import report_table
-from quarterpanic.report.words import describe, supported_analyses_lines
-from quarterpanic.sample import generate
+from quarterpanic.report.index_report import rests_on_sentence
+from quarterpanic.report.overview_report import month3_headline, month3_quarter_sentence, month3_spread_headline
+from quarterpanic.report.qualification_report import signals_text, summary_headline
+from quarterpanic.report.words import describe, early_warning_sentences, supported_analyses_lines
+from quarterpanic.sample import generate, write_sample
+
+matplotlib.use("Agg")  # plot_index draws off-screen
 
 DEFAULT_RULE = defaults()["qualification_rule"]
 
@@ -61,7 +76,8 @@ def test_history_fields_and_requests_count_per_org():
 
 # -- the rule's signals -----------------------------------------------------------------------------
 def test_default_rule_keeps_bant_and_next_step_where_they_exist():
-    assert rule_signals(DEFAULT_RULE, {"bant", "next_step", "lead_score", "history.stage"}) == (["bant", "next_step"], [])
+    full = {"bant", "next_step", "lead_score", "history.stage"}
+    assert rule_signals(DEFAULT_RULE, full) == (["bant", "next_step"], [])
     assert rule_signals(DEFAULT_RULE, {"bant"}) == (["bant"], [])
     with_score = {**DEFAULT_RULE, "min_lead_score": 40}
     assert rule_signals(with_score, {"bant", "lead_score"}) == (["bant", "lead_score"], [])
@@ -200,9 +216,6 @@ def test_full_sample_signals_are_todays_rule():
 
 # -- the pages' words ------------------------------------------------------------------------------
 def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
-    from quarterpanic.analysis.reactive import analyse_reactive
-    from quarterpanic.report import qualification_report, reactive_report
-
     sample, data, findings = minimal
     summary = qualification_report.summary_headline(findings)
     assert summary.startswith("Qualification decay could not be judged in any quarter")
@@ -215,11 +228,6 @@ def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
 
 
 def test_index_words_say_what_the_index_rests_on(minimal):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from quarterpanic.report import index_report
-
     _, data, findings = minimal
     scores, index = index_from_findings(findings, None, data)
     text = index_report.headline(index, scores)
@@ -233,8 +241,6 @@ def test_index_words_say_what_the_index_rests_on(minimal):
 
 
 def test_rests_on_names_the_measured_and_the_missing():
-    from quarterpanic.report.index_report import rests_on_sentence
-
     index = pd.DataFrame({"segment": ["all"], "rests_on": [["reactive_order_taking"]],
                           "not_measured": [["qualification_decay", "win_rate_ratio"]]})
     scores = pd.DataFrame({"segment": ["all"] * 2, "status": [NOT_MEASURED] * 2,
@@ -246,8 +252,6 @@ def test_rests_on_names_the_measured_and_the_missing():
 
 
 def test_month3_words_use_counts_when_there_are_no_amounts():
-    from quarterpanic.report.overview_report import month3_headline, month3_quarter_sentence, month3_spread_headline
-
     shares = pd.DataFrame({
         "org": ["A", "A"], "quarter": ["Q1", "Q2"], "won_deals": [10, 20], "month3_deals": [5, 8],
         "won_amount": [0.0, 0.0], "month3_amount": [0.0, 0.0], "estimate": [np.nan, np.nan],
@@ -268,10 +272,6 @@ def test_month3_words_use_counts_when_there_are_no_amounts():
 
 # -- direction --------------------------------------------------------------------------------------
 def test_direction_and_sidedness_follow_the_metric():
-    import quarterpanic.analysis.reactive  # noqa: F401  (registers the reactive metrics)
-    import quarterpanic.analysis.qualification  # noqa: F401
-    from quarterpanic.analysis.findings import AWAY_FROM_PANIC, NEITHER, TOWARD_PANIC
-
     findings = make_findings([
         dict(org="A", quarter="Q1", component="qualification_decay", metric="win_rate_ratio", estimate=1.6,
              ci_low=1.2, ci_high=2.1, p_value=0.001, n=200),  # late deals won *more* often: away from panic
@@ -305,8 +305,6 @@ def test_as_of_defaults_to_the_latest_timestamp_of_any_kind():
 
 
 def test_the_summary_names_the_signals_when_bant_and_next_step_are_missing():
-    from quarterpanic.report.qualification_report import signals_text, summary_headline
-
     main = make_findings([
         dict(org="A", quarter="Q1", component="qualification_decay", metric="qualification_decay", estimate=0.1,
              ci_low=0.0, ci_high=0.2, p_value=0.2, n=300, signals=["lead_score", "short_cycle"]),
@@ -320,8 +318,6 @@ def test_the_summary_names_the_signals_when_bant_and_next_step_are_missing():
 
 
 def test_wasted_effort_uses_the_signals_and_leaves_unmeasured_orgs_missing():
-    from quarterpanic.analysis.workload import deal_links
-
     rows = [deal(i, bant_budget=bool(i % 2), bant_authority=True, bant_need=True, bant_timeline=bool(i % 2),
                  next_step="Call" if i % 2 else None) for i in range(4)]
     rows += [deal(10 + i, org="B") for i in range(2)]
@@ -334,16 +330,12 @@ def test_wasted_effort_uses_the_signals_and_leaves_unmeasured_orgs_missing():
 # -- the command line on a written minimal export ---------------------------------------------------
 @pytest.fixture(scope="module")
 def minimal_folder(tmp_path_factory):
-    from quarterpanic.sample import write_sample
-
     out = tmp_path_factory.mktemp("minimal_export")
     write_sample(out, scenario="minimal", seed=5, scale="small")
     return out
 
 
 def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
-    from quarterpanic import cli
-
     assert cli.main(["detect", str(minimal_folder), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     for finding in document["findings"]:
@@ -358,8 +350,6 @@ def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
 
 
 def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys):
-    from quarterpanic import cli
-
     assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
     out = capsys.readouterr().out
     assert "analyses the data support, per organisation:" in out
@@ -370,9 +360,6 @@ def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys)
 
 # -- partial quarters -------------------------------------------------------------------------------
 def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
-    from quarterpanic.analysis.findings import PARTIAL
-    from quarterpanic.analysis.inputs import quarter_coverage
-
     sample = generate({"export": {"data_start_week": 9}}, seed=2, scale="small")
     data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
     first = {}
@@ -413,9 +400,6 @@ def test_the_index_records_say_which_signals_qualification_rests_on():
 
 
 def test_the_early_warning_does_not_call_unwatched_charts_calm(minimal):
-    from quarterpanic.analysis.early_warning import early_warning
-    from quarterpanic.report.words import early_warning_sentences
-
     _, data, findings = minimal
     status, charts = early_warning(data, findings=findings, n_simulations=200)
     assert (status["status"] == NOT_MEASURED).all() and charts.empty

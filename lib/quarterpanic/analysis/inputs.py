@@ -287,8 +287,3 @@ def not_measured_rows(findings: pd.DataFrame, dataset: Dataset, metrics: Sequenc
     rows = rows[rows["_have"].isna()].drop(columns="_have")
     rows["component"] = rows["metric"].map(lambda m: METRICS[m].component if m in METRICS else m)
     return rows.assign(status=NOT_MEASURED, flagged=False)
-
-
-def measured(findings: pd.DataFrame) -> pd.Series:
-    """Whether each finding measured something (status other than ``not measured``)."""
-    return findings["status"].ne(NOT_MEASURED)

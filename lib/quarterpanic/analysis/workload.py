@@ -421,7 +421,8 @@ def deal_links(
     opps["deal_outcome"] = np.where(won, "won", np.where(closed, "lost", "open"))
     params = {**defaults(), **(params or {})}
     if signals is None:
-        qualified = qualified_at_creation(opportunities, params["qualification_rule"], params["qualification_overrides"])
+        rule, overrides = params["qualification_rule"], params["qualification_overrides"]
+        qualified = qualified_at_creation(opportunities, rule, overrides)
         opps["deal_unqualified"] = (~qualified).astype(float)
     else:
         qualified = qualified_by_signals(opportunities, schemas.empty("history") if history is None else history,

@@ -69,8 +69,8 @@ def _findings_table(dataset: Dataset, findings: pd.DataFrame) -> str:
         p_value=lambda f: f["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
         flagged=lambda f: f["flagged"].map({True: "FLAG", False: ""}),
     )
-    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status", "flagged",
-               "needs"]
+    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status",
+               "flagged", "needs"]
     flagged = int(main["flagged"].sum())
     header = f"data as of {dataset.as_of:%Y-%m-%d}: {flagged} of {len(main)} main findings flagged"
     return header + "\n" + shown[columns].to_string(index=False)
