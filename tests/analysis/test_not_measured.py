@@ -238,6 +238,9 @@ def test_index_words_say_what_the_index_rests_on(minimal):
     phrase = index_report.effect_phrase(scores.iloc[0].to_dict())
     assert "not measured" in phrase and "nan" not in phrase
     assert set(index_report.index_table(index).stack()) <= {"not measured", ""}
+    assert scores["contribution"].dtype == float and scores["z"].dtype == float
+    assert index_report.plot_contributions(scores, org).get_title() == (
+        f"{org}: no component of the index could be measured")
 
 
 def test_rests_on_names_the_measured_and_the_missing():

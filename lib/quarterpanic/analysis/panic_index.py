@@ -308,6 +308,8 @@ def _baseline_scales(scores: pd.DataFrame, components: Mapping[str, Component]) 
     columns = ["org", "segment", "component", "n_baseline", "centre", "scale"]
     out = pd.DataFrame(records, columns=columns)
     out["n_baseline"] = out["n_baseline"].astype(int)
+    # With no baseline value at all (nothing measured) the frame is empty: keep the numbers numeric.
+    out[["centre", "scale"]] = out[["centre", "scale"]].astype(float)
     return out
 
 

@@ -249,10 +249,10 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
     totals = grid.sum(axis=1)
     leader = rows[rows["quarter"] == totals.idxmax()].sort_values("contribution").iloc[-1]["component"] if len(rows) else ""
-    plots.label_axes(
-        ax, title=f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})"
-        if len(grid) else org, x="Fiscal quarter", y="Contribution to the index",
-    )
+    title = f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})" if len(grid) else org
+    if not rows["z"].notna().any():
+        title = f"{org}: no component of the index could be measured"
+    plots.label_axes(ax, title=title, x="Fiscal quarter", y="Contribution to the index")
     ax.tick_params(axis="x", rotation=45 if len(grid) > 6 else 0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
