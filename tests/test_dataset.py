@@ -27,7 +27,8 @@ def small_dataset(as_of=None):
 
 
 def test_as_of_defaults_to_the_latest_record():
-    assert small_dataset().as_of == pd.Timestamp("2025-03-15")
+    # Of any kind: deal 2 closed on 2025-04-01, after the last creation (request R2 on 2025-03-15).
+    assert small_dataset().as_of == pd.Timestamp("2025-04-01")
 
 
 def test_cut_forgets_what_was_not_known_yet():

@@ -17,11 +17,13 @@ import pandas as pd
 
 from quarterpanic import __version__
 from quarterpanic.analysis.detect import detect
-from quarterpanic.dataset import load_dataset
+from quarterpanic.analysis.inputs import supported_analyses
+from quarterpanic.dataset import Dataset, load_dataset
 from quarterpanic.errors import NoDataError, QuarterpanicError
 from quarterpanic.params import parse_cli_value, read_params_file, resolve
 from quarterpanic.paths import REPORTS_DIR
 from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
+from quarterpanic.report.words import supported_analyses_lines
 
 if TYPE_CHECKING:
     from quarterpanic.run.runner import RunReport
@@ -75,6 +77,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
               "unknown_deal": int(summary["unknown_deal"].sum())}
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
     path = write_rejects(crm.rejects, args.rejects)
+    print("\n" + _supported_analyses_text(crm))
     if totals["rejected"]:
         print(f"\n{totals['rejected']} rejected rows written to {path}; the first ones:")
         for reject in crm.rejects.head(5).itertuples(index=False):
@@ -82,6 +85,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print(f"\nevery row accepted (empty rejects file: {path})")
     return 0
+
+
+def _supported_analyses_text(crm) -> str:
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
+    tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests")}
+    return "\n".join(supported_analyses_lines(supported_analyses(Dataset.from_tables(tables, orgs))))
 
 
 COMMANDS.append("validate")
@@ -170,7 +179,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--scale", choices=["small", "default", "large"], default="default",
                      help="small: 8 quarters, ~60%% volume (tests); large: 20 quarters, ~1M opportunities")
     cmd.add_argument("--scenario", metavar="NAME|FILE.yaml",
-                     help="shipped scenario name (default, null) or a scenario YAML merged over the default")
+                     help="shipped scenario name (default, null, minimal: a plain opportunity report only) "
+                          "or a scenario YAML merged over the default")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -137,8 +137,21 @@ class Dataset:
 
 
 def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
-    """The latest creation or change time in the tables (what the data is 'as of')."""
+    """The latest timestamp of any kind in the tables (what the data is 'as of').
+
+    Created, changed, converted and resolved times, and the close dates of
+    closed deals: an export whose last deal was created in March but closed in
+    May is as of May, and a quarter that ended in April is complete.
+    """
     latest = []
+    opportunities = tables.get("opportunities")
+    if opportunities is not None and not opportunities.empty:
+        closed = opportunities.loc[opportunities["is_closed"].astype(bool), "close_date"].max()
+        if pd.notna(closed):
+            latest.append(pd.Timestamp(closed))
+    leads = tables.get("leads")
+    if leads is not None and not leads.empty and pd.notna(leads["converted_at"].max()):
+        latest.append(pd.Timestamp(leads["converted_at"].max()))
     for name, columns in (("opportunities", ["created_at"]), ("history", ["changed_at"]),
                           ("leads", ["created_at"]), ("requests", ["created_at", "resolved_at"])):
         frame = tables.get(name)

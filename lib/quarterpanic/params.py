@@ -25,7 +25,7 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Mapping, Union
+from typing import Annotated, Any, Iterable, Literal, Mapping, Union
 
 import pandas as pd
 import yaml
@@ -132,6 +132,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+#: The qualification signals a rule may pin (quarterpanic.analysis.rule.SIGNAL_INPUTS says what each needs).
+QualificationSignal = Literal["bant", "next_step", "lead_score", "amount_at_creation", "stage_at_creation",
+                              "short_cycle"]
+
+
 class QualificationRule(_Strict):
     """When a new deal counts as qualified."""
 
@@ -139,6 +144,12 @@ class QualificationRule(_Strict):
     require_next_step: bool = Field(True, description="a next step must be written down")
     min_lead_score: float | None = Field(
         None, description="lowest lead score that counts as qualified; null = not used")
+    signals: list[QualificationSignal] | None = Field(
+        None, description="signals the rule uses: null = whatever each org's data hold (BANT and next step where "
+                          "present, else lead score, amount at creation, stage at creation, short planned cycle); "
+                          "or a list to pin them")
+    short_cycle_days: int = Field(
+        14, ge=0, description="a close date set within this many days of creation, same quarter, is unqualified")
 
 
 class IndexThresholds(_Strict):

@@ -184,10 +184,12 @@ def test_json_quarters_have_the_documented_shape():
     json.dumps(records)
     assert len(records) == 8
     record = records[-1]
-    assert {"org", "quarter", "panic_index", "level", "components"} <= set(record)
+    assert {"org", "quarter", "panic_index", "level", "rests_on", "not_measured", "components"} <= set(record)
     assert record["level"] == "panic" and record["quarter"] == "FY2026-Q4"
     assert set(record["components"]) == {c.metric for c in pi.COMPONENTS}
-    assert set(record["components"]["qualification_decay"]) == {"z", "weight", "contribution", "estimate", "status"}
+    assert set(record["rests_on"]) == {c.metric for c in pi.COMPONENTS} and record["not_measured"] == []
+    assert set(record["components"]["qualification_decay"]) == {
+        "z", "weight", "contribution", "estimate", "status", "needs", "signals"}
     assert sum(c["contribution"] for c in record["components"].values()) == pytest.approx(record["panic_index"])
 
 

@@ -13,6 +13,7 @@ from quarterpanic.analysis.features import FEATURE_COLUMNS, opportunity_features
 from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, METRICS, UNITS, apply_fdr, to_json
 from quarterpanic.analysis.rule import qualified_at_creation, rule_for, stage_rank, stage_skips
 from quarterpanic.dataset import Dataset
+from quarterpanic.params import defaults
 from quarterpanic.report.qualification_report import (
     chart_roles,
     contrast_headline,
@@ -66,8 +67,8 @@ def test_overrides_change_the_rule_of_one_org_only():
     rule = {"min_bant": 3}
     overrides = {"B": {"min_bant": 2, "require_next_step": False}}
     assert qualified_at_creation(opps, rule, overrides).tolist() == [False, True]
-    assert rule_for("B", rule, overrides) == {"min_bant": 2, "require_next_step": False,
-                                                            "min_lead_score": None}
+    assert rule_for("B", rule, overrides) == {**defaults()["qualification_rule"], "min_bant": 2,
+                                             "require_next_step": False, "min_lead_score": None}
 
 
 def test_min_lead_score_fails_missing_scores():

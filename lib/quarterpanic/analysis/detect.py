@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from quarterpanic.analysis import qualification, reactive
-from quarterpanic.analysis.findings import apply_fdr, empty_findings, make_findings
+from quarterpanic.analysis.findings import METRICS, apply_fdr, empty_findings, make_findings
+from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
@@ -49,4 +50,10 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
     if not frames:
         return empty_findings()
     findings = make_findings(pd.concat(frames, ignore_index=True))
-    return apply_fdr(findings, alpha=float(params["alpha"]))
+    # An organisation a detector had no input for at all gets rows that say so, not silence.
+    names = components or list(COMPONENTS)
+    metrics = [name for name, metric in METRICS.items() if metric.component in names]
+    missing = not_measured_rows(findings, dataset, metrics, params)
+    if not missing.empty:
+        findings = make_findings(pd.concat([findings, missing], ignore_index=True))
+    return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))

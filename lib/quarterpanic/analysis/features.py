@@ -6,7 +6,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from quarterpanic.analysis.rule import qualified_at_creation, stage_skips
+from quarterpanic.analysis.inputs import qualification_signals, quarter_coverage
+from quarterpanic.analysis.rule import qualified_by_signals, stage_skips
 from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -40,7 +41,9 @@ def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = No
     Returns
     -------
     :data:`FEATURE_COLUMNS`: the creation ``quarter`` label, ``week_of_quarter``
-    and ``quarter_complete`` (quarter ended before ``dataset.as_of``) by the
+    and ``quarter_complete`` (quarter ended before ``dataset.as_of`` and the
+    organisation's records begin in its first week:
+    :func:`quarterpanic.analysis.inputs.quarter_coverage`) by the
     organisation's fiscal calendar; ``qualified`` (the rule at creation);
     ``stage_skipped`` (``<NA>`` for an organisation without stage history);
     ``outcome`` ``won`` / ``lost`` / ``open`` and ``won`` (1.0 / 0.0, NaN while
@@ -74,13 +77,14 @@ def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.Dat
             "quarter_end": created["quarter_end"],
             "week_of_quarter": created["week_of_quarter"].astype(int),
             "weeks_in_quarter": created["weeks_in_quarter"].astype(int),
-            "quarter_complete": (created["quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of).astype(bool),
+            "quarter_complete": quarter_coverage(dataset, opps["org"], created["quarter_start"],
+                                                 created["quarter_end"])["complete"],
             "created_at": opps["created_at"],
             "segment": _label(opps["segment"]),
             "team": _label(opps["team"]),
             "owner": _label(opps["owner"]),
             "lead_source": _label(opps["lead_source"]),
-            "qualified": qualified_at_creation(opps, params["qualification_rule"], params["qualification_overrides"]),
+            "qualified": _qualified(dataset, opps, params, created["quarter_end"]),
             "lead_score": pd.to_numeric(opps["lead_score"], errors="coerce").astype(float),
             "outcome": np.where(won, "won", np.where(closed, "lost", "open")),
             "won": np.where(closed, won.astype(float), np.nan),
@@ -99,6 +103,16 @@ def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.Dat
     has_history = out["org"].isin(skips["org"].unique())
     out["stage_skipped"] = out["stage_skipped"].astype("boolean").fillna(False).where(has_history, pd.NA)
     return out[FEATURE_COLUMNS].reset_index(drop=True)
+
+
+def _qualified(dataset: Dataset, opps: pd.DataFrame, params: Mapping[str, Any], quarter_end: pd.Series) -> pd.Series:
+    """The qualification rule at creation on the signals each organisation's data hold (False where none)."""
+    # An organisation without any usable signal is "not measured" in the findings (analysis.inputs); its
+    # deals count as unqualified here only so that the frame stays boolean for the curves.
+    signals = qualification_signals(dataset, params)
+    qualified = qualified_by_signals(opps, dataset.history, signals, params["qualification_rule"],
+                                     params["qualification_overrides"], quarter_end=quarter_end)
+    return qualified.fillna(False).astype(bool)
 
 
 def _label(values: pd.Series) -> pd.Series:

@@ -39,10 +39,21 @@ FINDING_COLUMNS = [
     "flagged",
     "n",
     "status",
+    "needs",
+    "signals",
+    "direction",
+    "p_sided",
 ]
 
 OK = "ok"
 INSUFFICIENT = "insufficient data"
+# The input the finding needs is absent from the data (see quarterpanic.analysis.inputs): no verdict possible.
+NOT_MEASURED = "not measured"
+# The data cover only part of the quarter (they begin after its first week): shown, never judged.
+PARTIAL = "partial"
+# Which way a finding points (its 95% interval clear of the metric's null on one side, or neither).
+TOWARD_PANIC, AWAY_FROM_PANIC, NEITHER = "toward panic", "away from panic", "neither"
+SIDED = ("one-sided", "two-sided")
 ALL_SEGMENTS = "all"
 #: The level of an interval whose row does not record one (the default of the ``ci_level`` parameter).
 DEFAULT_CI_LEVEL = float(DEFAULTS["ci_level"])
@@ -57,7 +68,9 @@ class Metric:
     :mod:`quarterpanic.report.words` prints it: ``"share"`` (a difference of
     probabilities, in percentage points), ``"proportion"`` (a level, in
     percent), ``"relative"`` (a relative change, in signed percent),
-    ``"ratio"`` (×) or ``"count"`` (plain number).
+    ``"ratio"`` (×) or ``"count"`` (plain number). ``sided`` says how its
+    p-value is defined: ``"one-sided"`` (in the panic direction) or
+    ``"two-sided"``.
     """
 
     name: str
@@ -66,6 +79,7 @@ class Metric:
     direction: int
     unit: str
     description: str
+    sided: str = "two-sided"
 
 
 METRICS: dict[str, Metric] = {}
@@ -73,12 +87,14 @@ UNITS = ("share", "proportion", "relative", "ratio", "count")
 
 
 def register_metric(
-    name: str, *, component: str, null: float, direction: int, unit: str, description: str
+    name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided"
 ) -> Metric:
     """Declare a metric a detector reports (called once at import of the detector)."""
     if unit not in UNITS:
         raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
-    metric = Metric(name, component, float(null), int(direction), unit, description)
+    if sided not in SIDED:
+        raise ValueError(f"metric {name}: sided must be one of {SIDED}, got {sided!r}")
+    metric = Metric(name, component, float(null), int(direction), unit, description, sided)
     METRICS[name] = metric
     return metric
 
@@ -114,6 +130,8 @@ def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.Dat
     """A findings frame with the standard columns and dtypes.
 
     Missing ``segment`` means all segments; missing ``flagged`` is False.
+    ``needs`` (what a ``not measured`` finding lacks) and ``signals`` (the
+    qualification signals used) are lists or None.
     """
     frame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records.copy()
     defaults = {"segment": ALL_SEGMENTS, "flagged": False, "status": OK}
@@ -127,8 +145,14 @@ def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.Dat
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["onset_week"] = pd.array(pd.to_numeric(frame["onset_week"], errors="coerce"), dtype="Int64")
     frame["n"] = pd.array(pd.to_numeric(frame["n"], errors="coerce"), dtype="Int64")
-    for column in ("org", "quarter", "segment", "component", "metric", "status"):
+    for column in ("org", "quarter", "segment", "component", "metric", "status", "needs", "signals", "direction",
+                   "p_sided"):
         frame[column] = frame[column].astype("object")
+    for column in ("needs", "signals"):
+        frame[column] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else None for v in frame[column]]
+    for column in ("direction", "p_sided"):
+        frame[column] = pd.Series([v if isinstance(v, str) else None for v in frame[column]], index=frame.index,
+                                  dtype=object)
     extra = [c for c in frame.columns if c not in FINDING_COLUMNS]
     return frame[FINDING_COLUMNS + extra].reset_index(drop=True)
 
@@ -144,7 +168,8 @@ def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     A finding is flagged when its metric's BH-adjusted test rejects at
     ``alpha`` *and* its estimate lies on the panic side of the metric's null.
     Findings with ``status != "ok"`` or no p-value are never flagged and do not
-    count as tests. Adds a ``q_value`` column (the BH-adjusted p-value).
+    count as tests. Adds a ``q_value`` column (the BH-adjusted p-value) and
+    sets ``direction`` and ``p_sided`` (:func:`with_direction`).
     """
     out = findings.copy()
     out["flagged"] = False
@@ -159,6 +184,30 @@ def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         else:
             on_panic_side = metric.direction * (out.loc[rows, "estimate"].to_numpy() - metric.null) > 0
         out.loc[rows, "flagged"] = reject & on_panic_side
+    return with_direction(out)
+
+
+def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
+    """``findings`` with ``direction`` and ``p_sided`` from the metrics' definitions.
+
+    ``direction`` is ``toward panic`` when a measured finding's 95% interval
+    lies wholly on the panic side of its metric's null, ``away from panic``
+    when wholly on the other side, ``neither`` when it covers the null, and
+    None when nothing was measured (no estimate). ``p_sided`` is the
+    metric's ``sided`` where a p-value exists.
+    """
+    out = findings.copy()
+    metrics = out["metric"].map(METRICS.get)
+    null = metrics.map(lambda m: m.null if m else np.nan).astype(float)
+    sign = metrics.map(lambda m: m.direction if m else np.nan).astype(float)
+    low = sign * (out["ci_low"].astype(float) - null)
+    high = sign * (out["ci_high"].astype(float) - null)
+    measured = (out["status"] == OK) & out["estimate"].notna()
+    direction = np.where(np.minimum(low, high) > 0, TOWARD_PANIC,
+                         np.where(np.maximum(low, high) < 0, AWAY_FROM_PANIC, NEITHER)).astype(object)
+    out["direction"] = pd.Series(np.where(measured, direction, None), index=out.index, dtype=object)
+    sided = metrics.map(lambda m: m.sided if m else None).to_numpy(dtype=object)
+    out["p_sided"] = pd.Series(np.where(out["p_value"].notna(), sided, None), index=out.index, dtype=object)
     return out
 
 

@@ -52,7 +52,8 @@ for _name, _null, _direction, _unit, _description in (
     ("lead_score_drop", 0.0, +1, "count", "the lead score at conversion fell by"),
     ("stage_skip_rate", 0.0, +1, "proportion", "the share of deals created after the onset that skipped a stage was"),
 ):
-    register_metric(_name, component=COMPONENT, null=_null, direction=_direction, unit=_unit, description=_description)
+    register_metric(_name, component=COMPONENT, null=_null, direction=_direction, unit=_unit, description=_description,
+                    sided="one-sided" if _name in ("stage_skip_rate", "close_date_push_rate") else "two-sided")
 
 
 # -- weekly curves --------------------------------------------------------------------------------

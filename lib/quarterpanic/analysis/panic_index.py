@@ -72,12 +72,17 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
-from quarterpanic.analysis.findings import ALL_SEGMENTS, DEFAULT_CI_LEVEL, OK, ci_level_of, main_findings, z_of
+from quarterpanic.analysis.findings import (
+    ALL_SEGMENTS, DEFAULT_CI_LEVEL, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
+)
+from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
 from quarterpanic.util import finite_or_none
 
 CALM, WATCH, PANIC, INSUFFICIENT_LEVEL = "calm", "watch", "panic", "insufficient data"
-LEVELS = (CALM, WATCH, PANIC, INSUFFICIENT_LEVEL)
+# No component of the quarter could be measured from the data (their inputs are absent): no level at all.
+NOT_ENOUGH_EVIDENCE = "not enough evidence"
+LEVELS = (CALM, WATCH, PANIC, INSUFFICIENT_LEVEL, NOT_ENOUGH_EVIDENCE)
 INSUFFICIENT_BASELINE = "insufficient baseline"
 MIN_BASELINE = 3  # baseline quarters with a value a component needs
 MAD_TO_SD = 1.4826  # MAD of a normal sample × this = its standard deviation
@@ -111,9 +116,11 @@ MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
     "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
     "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
+    "needs", "signals",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
+    "rests_on", "not_measured",
 ]
 
 
@@ -122,15 +129,18 @@ def complete_quarters(findings: pd.DataFrame, dataset: Any = None) -> pd.DataFra
     """Every org × quarter of ``findings`` and whether it is complete.
 
     With ``dataset`` a quarter is complete when its last day is over by
-    ``dataset.as_of`` (each organisation's calendar); otherwise the findings'
-    ``quarter_complete`` column decides (rows without it count as complete).
+    ``dataset.as_of`` and the data cover it from its first week (each
+    organisation's calendar; :func:`quarterpanic.analysis.inputs.quarter_coverage`);
+    otherwise the findings' ``quarter_complete`` column decides (rows without
+    it count as complete).
 
     Returns columns ``org``, ``quarter``, ``quarter_complete``.
     """
     pairs = findings[["org", "quarter"]].drop_duplicates().astype(str).reset_index(drop=True)
     if dataset is not None:
-        ends = quarter_ends(dataset, pairs)
-        pairs["quarter_complete"] = (ends + pd.Timedelta(days=1) <= dataset.as_of).to_numpy()
+        bounds = quarter_bounds(dataset, pairs["org"], pairs["quarter"])
+        coverage = quarter_coverage(dataset, pairs["org"], bounds["quarter_start"], bounds["quarter_end"])
+        pairs["quarter_complete"] = coverage["complete"].to_numpy()
     elif "quarter_complete" in findings:
         flags = findings.assign(_c=findings["quarter_complete"].astype("boolean").fillna(True).astype(bool))
         complete = flags.groupby(["org", "quarter"])["_c"].all().rename("quarter_complete").reset_index()
@@ -254,9 +264,15 @@ def component_scores(
             rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
     cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "onset_week", "flagged", "status"]
+    for column in ("needs", "signals"):
+        if column not in rows:
+            rows = rows.assign(**{column: None})
     scores = grid.merge(
-        rows[KEYS + ["metric"] + cols].rename(columns={"metric": "component"}), on=KEYS + ["component"], how="left"
+        rows[KEYS + ["metric"] + cols + ["needs", "signals"]].rename(columns={"metric": "component"}),
+        on=KEYS + ["component"],
+        how="left",
     )
+    not_measured = (scores["status"] == NOT_MEASURED).to_numpy()
     scores["symptom"] = scores["component"].map({c.metric: c.symptom for c in components})
     scores["flagged"] = scores["flagged"].astype("boolean").fillna(False).astype(bool)
     value = np.full(len(scores), np.nan)
@@ -274,7 +290,8 @@ def component_scores(
     scores = scores.merge(_baseline_scales(scores, by_metric), on=["org", "segment", "component"], how="left")
     scores["z"] = (scores["value"] - scores["centre"]) / scores["scale"]
     scores["status"] = np.where(
-        ~usable, "insufficient data", np.where(scores["z"].notna(), OK, INSUFFICIENT_BASELINE)
+        ~usable, np.where(not_measured, NOT_MEASURED, "insufficient data"),
+        np.where(scores["z"].notna(), OK, INSUFFICIENT_BASELINE),
     )
     raw_weight = scores["component"].map({c.metric: c.weight for c in components}).where(scores["z"].notna(), 0.0)
     total = raw_weight.groupby([scores[k] for k in KEYS]).transform("sum")
@@ -306,6 +323,8 @@ def _baseline_scales(scores: pd.DataFrame, components: Mapping[str, Component]) 
     columns = ["org", "segment", "component", "n_baseline", "centre", "scale"]
     out = pd.DataFrame(records, columns=columns)
     out["n_baseline"] = out["n_baseline"].astype(int)
+    # With no baseline value at all (nothing measured) the frame is empty: keep the numbers numeric.
+    out[["centre", "scale"]] = out[["centre", "scale"]].astype(float)
     return out
 
 
@@ -339,7 +358,10 @@ def panic_index(
     Returns
     -------
     :data:`INDEX_COLUMNS`: ``panic_index`` (sum of the contributions, the
-    weighted mean z; NaN when no component has one), ``level``,
+    weighted mean z; NaN when no component has one), ``level`` (``not enough
+    evidence`` when no component could be measured from the data),
+    ``rests_on`` (the components with a z-score), ``not_measured`` (the
+    components whose inputs are absent),
     ``n_components`` (components with a z-score), ``top_component`` (largest
     contribution) and ``baseline`` (a calm baseline quarter), sorted by org,
     segment and quarter.
@@ -356,6 +378,19 @@ def panic_index(
     table = table.merge(ranked[KEYS + ["component"]].rename(columns={"component": "top_component"}), on=KEYS, how="left")
     table["panic_index"] = table["panic_index"].where(table["n_components"] > 0)
     table["level"] = level_of(table["panic_index"], params["index_thresholds"])
+    rests = scores[has_z].groupby(KEYS, sort=False)["component"].agg(list).rename("rests_on")
+    absent = scores[scores["status"] == NOT_MEASURED].groupby(KEYS, sort=False)["component"].agg(list)
+    table = table.merge(rests.reset_index(), on=KEYS, how="left").merge(
+        absent.rename("not_measured").reset_index(), on=KEYS, how="left")
+    for column in ("rests_on", "not_measured"):
+        table[column] = [v if isinstance(v, list) else [] for v in table[column]]
+    # Nothing measured at all (every component lacks its input): refuse a level rather than call it calm.
+    nothing = (table["n_components"] == 0) & table["not_measured"].map(len).gt(0) & table["rests_on"].map(len).eq(0)
+    measured_any = scores[scores["status"] != NOT_MEASURED].groupby(KEYS, sort=False).size().rename("_measured")
+    table = table.merge(measured_any.reset_index(), on=KEYS, how="left")
+    nothing &= table["_measured"].fillna(0).eq(0).to_numpy()
+    table.loc[nothing, "level"] = NOT_ENOUGH_EVIDENCE
+    table = table.drop(columns="_measured")
     table["size_class"] = table["org"].map(dict(size_classes or {}))
     table["n_components"] = table["n_components"].astype(int)
     table["baseline"] = table["baseline"].astype(bool)
@@ -375,9 +410,12 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
     """The ``"quarters"`` entries of ``quarterpanic detect --json``.
 
     One dict per org × quarter × segment (only ``quarters`` when given):
-    ``org``, ``quarter``, ``segment``, ``panic_index``, ``level`` and
+    ``org``, ``quarter``, ``segment``, ``panic_index``, ``level``,
+    ``rests_on`` (the components the index weighs), ``not_measured`` and
     ``components`` — ``{component: {"z", "weight", "contribution",
-    "estimate", "status"}}``; missing numbers are ``None``.
+    "estimate", "status", "needs", "signals"}}`` (``signals``: the
+    qualification signals a component was measured on); missing numbers are
+    ``None``.
     """
     records = []
     shown = index if not quarters else index[index["quarter"].isin(list(quarters))]
@@ -390,11 +428,14 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
                 components[item.component] = {
                     "z": finite_or_none(item.z), "weight": finite_or_none(item.weight), "contribution": finite_or_none(item.contribution),
                     "estimate": finite_or_none(item.estimate), "status": item.status,
+                    "needs": item.needs if isinstance(item.needs, list) else None,
+                    "signals": item.signals if isinstance(item.signals, list) else None,
                 }
         records.append(
             {
                 "org": row.org, "quarter": row.quarter, "segment": row.segment,
-                "panic_index": finite_or_none(row.panic_index), "level": row.level, "components": components,
+                "panic_index": finite_or_none(row.panic_index), "level": row.level,
+                "rests_on": list(row.rests_on), "not_measured": list(row.not_measured), "components": components,
             }
         )
     return records

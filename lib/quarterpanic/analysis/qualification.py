@@ -39,6 +39,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 from quarterpanic.analysis import outcomes
 from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
+from quarterpanic.analysis.inputs import mark_not_measured, mark_partial
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -391,4 +392,5 @@ def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],
             features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
         )
         findings = make_findings(pd.concat([main, secondary], ignore_index=True))
+        findings = mark_partial(mark_not_measured(findings, dataset, params), dataset)
     return findings.assign(ci_level=float(params["ci_level"]))

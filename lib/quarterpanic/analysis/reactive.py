@@ -71,6 +71,7 @@ from quarterpanic.analysis import turnaround
 from quarterpanic.analysis.findings import (
     ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, empty_findings, make_findings, register_metric,
 )
+from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -87,6 +88,7 @@ register_metric(
     null=1.0,
     direction=+1,
     unit="ratio",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="unplanned sales-ops requests per working day, relative to the quarter's earlier weeks, ran at",
 )
 register_metric(
@@ -95,6 +97,7 @@ register_metric(
     null=1.0,
     direction=-1,
     unit="ratio",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="planned sales-ops work per working day, relative to the quarter's earlier weeks, ran at",
 )
 register_metric(
@@ -103,6 +106,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of requests raised outside 08:00-18:00 changed, late weeks vs earlier, by",
 )
 register_metric(
@@ -111,6 +115,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of deal requests spent on deals finally lost changed, late weeks vs earlier, by",
 )
 register_metric(
@@ -119,6 +124,7 @@ register_metric(
     null=0.0,
     direction=+1,
     unit="share",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the share of deal requests spent on deals unqualified at creation changed, late weeks vs earlier, by",
 )
 
@@ -517,7 +523,8 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
                                   ci_level=ci_level)
         requests = turnaround.turnaround_times(requests, dataset.as_of)
         requests = turnaround.standardised_durations(requests, reference=requests["window"] == "early")
-        requests = deal_links(requests, dataset.opportunities, params)
+        requests = deal_links(requests, dataset.opportunities, params, history=dataset.history,
+                              signals=qualification_signals(dataset, params))
         stretch = turnaround.turnaround_stretch(requests, group_cols=group, ci_level=ci_level)
         shares = {
             "after_hours_shift": share_change(requests, flag="is_after_hours", cluster="requester", ci_level=ci_level),
@@ -527,7 +534,7 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
         }
     findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment)
     findings["ci_level"] = ci_level
-    findings = apply_fdr(findings, alpha=float(params["alpha"]))
+    findings = apply_fdr(mark_not_measured(findings, dataset, params), alpha=float(params["alpha"]))
     return ReactiveAnalysis(
         params=params, as_of=dataset.as_of, segment=segment, grid=grid, requests=requests, weekly=weekly,
         surge=surge, deferral=deferral, stretch=stretch, shares=shares, findings=findings,

@@ -6,10 +6,26 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from quarterpanic.errors import ParameterError
 from quarterpanic.params import defaults
 
 BANT_COLUMNS = ("bant_budget", "bant_authority", "bant_need", "bant_timeline")
 STAGE_ORDER = ("Prospecting", "Qualification", "Needs Analysis", "Proposal", "Negotiation", "Closed")
+
+# Qualification signals: each is usable only when all of its inputs (names of
+# quarterpanic.analysis.inputs.INPUT_LABELS) are in the organisation's data.
+SIGNAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "bant": ("bant",),  # at least min_bant BANT flags true
+    "next_step": ("next_step",),  # a next step written down
+    "lead_score": ("lead_score",),  # lead score at least min_lead_score (else the org's median)
+    "amount_at_creation": ("amount", "history.amount"),  # an amount entered when the deal was created
+    "stage_at_creation": ("history.stage",),  # not created directly in a late stage (Proposal or later)
+    "short_cycle": ("history.close_date",),  # close date at creation not within short_cycle_days, same quarter
+}
+SIGNALS = tuple(SIGNAL_INPUTS)
+CLASSIC_SIGNALS = ("bant", "next_step")  # today's rule, kept wherever its fields exist
+FALLBACK_SIGNALS = ("lead_score", "amount_at_creation", "stage_at_creation", "short_cycle")
+LATE_STAGE = STAGE_ORDER.index("Proposal")
 
 
 # -- the rule -------------------------------------------------------------------------------------
@@ -19,6 +35,132 @@ def rule_for(org: str, rule: Mapping[str, Any] | None = None, overrides: Mapping
     base.update(rule or {})
     base.update((overrides or {}).get(org) or {})
     return base
+
+
+def rule_signals(rule: Mapping[str, Any], present: set[str] | frozenset[str]) -> tuple[list[str], list[str]]:
+    """The signals a rule uses on data with ``present`` inputs, and the signals it lacks.
+
+    A pinned rule (``rule["signals"]`` a list) uses exactly its signals and
+    lacks those whose inputs are absent (then nothing is used). The default
+    (``signals`` None) keeps today's rule where its fields exist — at least
+    ``min_bant`` BANT flags and a written next step (and ``min_lead_score``
+    when set), whichever of them the data hold — and otherwise combines every
+    usable fallback signal (:data:`FALLBACK_SIGNALS`). When nothing is usable,
+    the second list names every signal that would do.
+
+    Returns
+    -------
+    ``(used, lacking)``: ``used`` empty means qualification cannot be measured.
+    """
+    def usable(signal: str) -> bool:
+        return all(name in present for name in SIGNAL_INPUTS[signal])
+
+    pinned = rule.get("signals")
+    if pinned:
+        unknown = [s for s in pinned if s not in SIGNAL_INPUTS]
+        if unknown:
+            raise ParameterError(f"unknown qualification signal(s) {unknown}", hint=f"use some of {list(SIGNALS)}")
+        lacking = [s for s in pinned if not usable(s)]
+        return ([], lacking) if lacking else (list(pinned), [])
+    classic = [s for s, on in (("bant", rule.get("min_bant")), ("next_step", rule.get("require_next_step")))
+               if on and usable(s)]
+    if classic:
+        if rule.get("min_lead_score") is not None and usable("lead_score"):
+            classic.append("lead_score")
+        return classic, []
+    fallback = [s for s in FALLBACK_SIGNALS if usable(s)]
+    return (fallback, []) if fallback else ([], list(SIGNALS))
+
+
+def qualified_by_signals(
+    opportunities: pd.DataFrame,
+    history: pd.DataFrame,
+    signals: Mapping[str, Sequence[str]],
+    rule: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    quarter_end: pd.Series | None = None,
+) -> pd.Series:
+    """Whether each opportunity passed every qualification signal its organisation uses.
+
+    Parameters
+    ----------
+    opportunities:
+        Canonical opportunities.
+    history:
+        Canonical history: the first change of ``amount``, ``stage`` or
+        ``close_date`` gives the value at creation (the current value when the
+        field never changed).
+    signals:
+        ``{org: signals used}`` (:func:`rule_signals`); an organisation with
+        none gets ``<NA>`` (not measured, never "unqualified").
+    rule, overrides:
+        As for :func:`qualified_at_creation`.
+    quarter_end:
+        Last day of each opportunity's creation quarter (for ``short_cycle``:
+        a close date past it is not a short planned cycle).
+
+    Returns
+    -------
+    Nullable boolean Series named ``qualified``, indexed like ``opportunities``.
+    """
+    org = opportunities["org"].astype(str)
+    out = pd.Series(pd.NA, index=opportunities.index, dtype="boolean", name="qualified")
+    for name, rows in opportunities.groupby(org, sort=False).groups.items():
+        used = list(signals.get(name) or [])
+        if not used:
+            continue
+        opps = opportunities.loc[rows]
+        org_rule = rule_for(name, rule, overrides)
+        passed = pd.Series(True, index=opps.index)
+        classic = [s for s in used if s in CLASSIC_SIGNALS]
+        if classic:
+            # Today's rule on the fields it uses (lead score only through min_lead_score).
+            classic_rule = {**org_rule, "min_bant": org_rule["min_bant"] if "bant" in used else 0,
+                            "require_next_step": "next_step" in used,
+                            "min_lead_score": org_rule["min_lead_score"] if "lead_score" in used else None}
+            passed &= qualified_at_creation(opps, classic_rule)
+        else:
+            passed &= _fallback_signals(opps, history[history["org"] == name], used, org_rule,
+                                        None if quarter_end is None else quarter_end.loc[rows])
+        out.loc[rows] = passed.to_numpy(dtype=bool)
+    return out
+
+
+def _fallback_signals(opps: pd.DataFrame, history: pd.DataFrame, used: Sequence[str], rule: Mapping[str, Any],
+                      quarter_end: pd.Series | None) -> pd.Series:
+    """Every fallback signal of ``used`` on one organisation's opportunities."""
+    passed = pd.Series(True, index=opps.index)
+    if "lead_score" in used:
+        score = pd.to_numeric(opps["lead_score"], errors="coerce")
+        floor = rule.get("min_lead_score")
+        # Without a set floor, the organisation's median: a change in the share above it is what is measured.
+        floor = float(score.median()) if floor is None else float(floor)
+        passed &= (score >= floor).fillna(False).astype(bool)
+    if "amount_at_creation" in used:
+        amount = value_at_creation(opps, history, "amount", opps["amount"].astype(object))
+        passed &= (pd.to_numeric(amount, errors="coerce") > 0).fillna(False).astype(bool)
+    if "stage_at_creation" in used:
+        stage = value_at_creation(opps, history, "stage", opps["stage"].astype(object))
+        rank = stage_rank(pd.Series(stage, dtype="string"))
+        passed &= ~(rank >= LATE_STAGE).fillna(False).astype(bool)
+    if "short_cycle" in used:
+        planned = pd.to_datetime(value_at_creation(opps, history, "close_date", opps["close_date"].astype(object)),
+                                 errors="coerce")
+        days = (planned - opps["created_at"].dt.normalize()).dt.days
+        short = days <= int(rule.get("short_cycle_days") or 0)
+        if quarter_end is not None:
+            short &= planned <= pd.to_datetime(quarter_end)
+        passed &= ~short.fillna(False).astype(bool)
+    return passed
+
+
+def value_at_creation(opps: pd.DataFrame, history: pd.DataFrame, field: str, current: pd.Series) -> pd.Series:
+    """The value of ``field`` when each opportunity was created: the old value of its first change, else ``current``."""
+    changes = history[history["field"] == field].sort_values("changed_at", kind="stable")
+    first = changes.drop_duplicates("opportunity_id").set_index("opportunity_id")["old_value"]
+    at_creation = opps["opportunity_id"].map(first)
+    return at_creation.where(opps["opportunity_id"].isin(first.index), current)
 
 
 def qualified_at_creation(

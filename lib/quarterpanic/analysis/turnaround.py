@@ -34,6 +34,7 @@ register_metric(
     null=1.0,
     direction=+1,
     unit="ratio",
+    sided="one-sided",  # p-values are one-sided in the panic direction
     description="the median time to resolve a request (type for type), late weeks vs earlier, ran at",
 )
 

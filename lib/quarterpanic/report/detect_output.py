@@ -104,12 +104,15 @@ def _findings_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
         return f"no findings (data as of {_as_of(dataset)})"
     shown = main.sort_values(["flagged", "org", "quarter"], ascending=[False, True, True])
     shown = shown.assign(
-        ci=lambda f: f["ci_low"].map("{:.3g}".format) + " .. " + f["ci_high"].map("{:.3g}".format),
-        estimate=lambda f: f["estimate"].map("{:.3g}".format),
+        ci=lambda f: (f["ci_low"].map("{:.3g}".format) + " .. " + f["ci_high"].map("{:.3g}".format)).where(
+            f["ci_low"].notna() & f["ci_high"].notna(), ""),
+        estimate=lambda f: f["estimate"].map(lambda e: "" if pd.isna(e) else f"{e:.3g}"),
+        needs=lambda f: f["needs"].map(lambda n: "; ".join(n) if isinstance(n, list) else ""),
         p_value=lambda f: f["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
         flagged=lambda f: f["flagged"].map({True: "FLAG", False: ""}),
     )
-    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status", "flagged"]
+    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status",
+               "flagged", "needs"]
     flagged = int(main["flagged"].sum())
     header = (f"data as of {_as_of(dataset)}: {flagged} of {len(main)} main findings flagged "
               f"(flags at false discovery rate {float(params['alpha']):g}; intervals: {ci_label(params['ci_level'])})")

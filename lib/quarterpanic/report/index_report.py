@@ -9,8 +9,10 @@ import pandas as pd
 import seaborn as sns
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import ALL_SEGMENTS
-from quarterpanic.analysis.panic_index import CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, PANIC, WATCH
+from quarterpanic.analysis.findings import ALL_SEGMENTS, NOT_MEASURED
+from quarterpanic.analysis.panic_index import (
+    CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, NOT_ENOUGH_EVIDENCE, PANIC, WATCH,
+)
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
 from quarterpanic.report.words import CHART_LABELS, ci_label, ci_level_of, markdown_lines
@@ -44,6 +46,10 @@ def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
     """
     metric, estimate = row["component"] if "component" in row else row["metric"], finite_or_none(row["estimate"])
     low, high = finite_or_none(row.get("ci_low")), finite_or_none(row.get("ci_high"))
+    if row.get("status") == NOT_MEASURED:
+        needs = row.get("needs")
+        lacking = f" (needs {'; '.join(needs)})" if isinstance(needs, (list, tuple)) and len(needs) else ""
+        return f"{metric.replace('_', ' ')} not measured{lacking}"
     if estimate is None or row.get("status") == "insufficient data":
         return f"too little data to measure {metric.replace('_', ' ')}"
     onset = finite_or_none(row.get("onset_week"))
@@ -99,7 +105,8 @@ def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     """
     table = index[(index["segment"] == ALL_SEGMENTS) & index["panic_index"].notna()]
     if table.empty:
-        return "Too little data to compute a panic index for any quarter."
+        basis = rests_on_sentence(index, scores)
+        return "Too little data to compute a panic index for any quarter." + (f" {basis}" if basis else "")
     per_org = (
         table.assign(_panic=table["level"] == PANIC)
         .groupby("org")
@@ -127,7 +134,39 @@ def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
         for name, row in per_org.iloc[1:].iterrows()
     ]
     tail = (". " + "; ".join(others)) if others else ""
-    return f"{org} panicked in {int(top['panic'])} of its last {int(top['quarters'])} quarters{what}{tail}."
+    basis = rests_on_sentence(index, scores)
+    return f"{org} panicked in {int(top['panic'])} of its last {int(top['quarters'])} quarters{what}{tail}." + (
+        f" {basis}" if basis else "")
+
+
+def rests_on_sentence(index: pd.DataFrame, scores: pd.DataFrame) -> str:
+    """What the org-wide index rests on, when some component could not be measured ("" when all were).
+
+    E.g. "The index rests on reactive order-taking only; not measured: qualification decay, win rate
+    ratio and discount uplift (needs BANT flags or next_step or ...)."
+    """
+    rows = index[index["segment"] == ALL_SEGMENTS]
+    if "not_measured" not in rows or not rows["not_measured"].map(len).any():
+        return ""
+    used = [c.metric for c in COMPONENTS if any(c.metric in r for r in rows["rests_on"])]
+    absent = [c.metric for c in COMPONENTS if any(c.metric in r for r in rows["not_measured"])]
+    absent = [name for name in absent if name not in used] or absent
+    named = scores[(scores["segment"] == ALL_SEGMENTS) & (scores["status"] == NOT_MEASURED)]
+    needs: list[str] = []
+    for value in named["needs"]:
+        for need in value if isinstance(value, list) else []:
+            if need not in needs:
+                needs.append(need)
+
+    def words(names: list[str]) -> str:
+        labels = [n.replace("_", " ") for n in names]
+        return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+    need_text = f" (needs {'; '.join(needs)})" if needs else ""
+    if not used:
+        return f"No component of the index could be measured: {words(absent)} lack their inputs{need_text}."
+    only = " only" if len(used) == 1 else ""
+    return f"The index rests on {words(used)}{only}; not measured: {words(absent)}{need_text}."
 
 
 def top_findings(scores: pd.DataFrame, index: pd.DataFrame, n: int = 8) -> pd.DataFrame:
@@ -150,7 +189,7 @@ def index_table(index: pd.DataFrame) -> pd.DataFrame:
     """Org-wide index and level per quarter, one row per organisation (a compact table for readers)."""
     rows = index[index["segment"] == ALL_SEGMENTS]
     text = rows["panic_index"].map(lambda v: "" if pd.isna(v) else f"{round(v, 1) + 0.0:.1f}") + " " + rows["level"].map(
-        {PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a"})
+        {PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a", NOT_ENOUGH_EVIDENCE: "not measured"})
     return rows.assign(cell=text.str.strip()).pivot(index="org", columns="quarter", values="cell").fillna("")
 
 
@@ -180,7 +219,14 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
                    label=f"{name} from {float(thresholds[name]):g}")
     ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
     panic = int((rows["level"] == PANIC).sum())
-    verdict = f"panicked in {panic} of {len(rows)} quarters" if panic else f"stayed clear of panic in all {len(rows)} quarters"
+    # Only quarters with an index were judged: the others cannot have "stayed clear" of anything.
+    judged = int(rows["panic_index"].notna().sum())
+    if not judged:
+        verdict = "has no panic index: nothing it rests on could be measured"
+    elif panic:
+        verdict = f"panicked in {panic} of {judged} quarters"
+    else:
+        verdict = f"stayed clear of panic in all {judged} quarters"
     plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (baseline SDs)")
     ax.tick_params(axis="x", rotation=45 if len(rows) > 6 else 0)
     ax.legend(loc="upper left")
@@ -206,10 +252,10 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
     totals = grid.sum(axis=1)
     leader = rows[rows["quarter"] == totals.idxmax()].sort_values("contribution").iloc[-1]["component"] if len(rows) else ""
-    plots.label_axes(
-        ax, title=f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})"
-        if len(grid) else org, x="Fiscal quarter", y="Contribution to the index",
-    )
+    title = f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})" if len(grid) else org
+    if not rows["z"].notna().any():
+        title = f"{org}: no component of the index could be measured"
+    plots.label_axes(ax, title=title, x="Fiscal quarter", y="Contribution to the index")
     ax.tick_params(axis="x", rotation=45 if len(grid) > 6 else 0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax

@@ -77,8 +77,14 @@ def month3_headline(org: str, shares: pd.DataFrame) -> str:
     quarter is the median of their estimates.
     """
     rows = shares[shares["org"] == org]
-    if rows.empty or rows["estimate"].isna().all():
+    if rows.empty or not rows["won_deals"].sum():
         return f"{org}: no won deals in the quarters shown"
+    if rows["estimate"].isna().all():
+        # Won deals without amounts: the share of won *deals* is what the data can say.
+        counts = _count_shares(rows)
+        each = "each quarter's" if len(rows) > 1 else f"{rows['quarter'].iloc[0]}'s"
+        return (f"{org} closes {_pct(float(counts.median()))} of {each} won deals in its last month "
+                f"(by count: the export has no amounts; even pace: {_pct(float(rows['even_share'].median()))})")
     typical = float(rows["estimate"].median())
     even = float(rows["even_share"].median())
     each = "each quarter" if len(rows) > 1 else rows["quarter"].iloc[0]
@@ -88,14 +94,40 @@ def month3_headline(org: str, shares: pd.DataFrame) -> str:
 def month3_spread_headline(shares: pd.DataFrame) -> str:
     """E.g. "The most back-loaded quarter: Globex FY2025-Q4, 78% booked in month 3"."""
     rows = shares.dropna(subset=["estimate"])
+    by_count = ""
     if rows.empty:
-        return "No won deals in the quarters shown"
+        rows = shares[shares["won_deals"] > 0]
+        if rows.empty:
+            return "No won deals in the quarters shown"
+        # No amounts in the export: rank the quarters by the share of won deals instead, and say so.
+        rows = rows.assign(estimate=_count_shares(rows))
+        by_count = " (by count of won deals: the export has no amounts)"
     top = rows.loc[rows["estimate"].idxmax()]
     low = rows.loc[rows["estimate"].idxmin()]
-    text = f"The most back-loaded quarter: {top['org']} {top['quarter']}, {_pct(top['estimate'])} booked in month 3"
+    verb = "of won deals closed" if by_count else "booked"
+    text = f"The most back-loaded quarter: {top['org']} {top['quarter']}, {_pct(top['estimate'])} {verb} in month 3"
     if len(rows) > 1:
         text += f"; the least: {low['org']} {low['quarter']}, {_pct(low['estimate'])}"
-    return text
+    return text + by_count
+
+
+def _count_shares(rows: pd.DataFrame) -> pd.Series:
+    """Share of won deals (not amount) that closed in month 3, per row of :func:`month3_share`."""
+    return rows["month3_deals"] / rows["won_deals"].where(rows["won_deals"] > 0)
+
+
+def month3_quarter_sentence(row: pd.Series | dict) -> str:
+    """One quarter's month-3 bookings, e.g. "Globex FY2025-Q4: 64% of 1,234,000 booked in month 3 (95% CI 55%
+    to 71%; 88 won deals)"; by count, and saying so, when the export has no amounts."""
+    where = f"{row['org']} {row['quarter']}"
+    if not row["won_deals"]:
+        return f"{where}: no won deals"
+    if row["estimate"] is None or not np.isfinite(row["estimate"]):
+        share = row["month3_deals"] / row["won_deals"]
+        return (f"{where}: {row['month3_deals']} of {row['won_deals']} won deals ({_pct(share)}) closed in month 3 "
+                f"(by count: the export has no amounts)")
+    return (f"{where}: {_pct(row['estimate'])} of {row['won_amount']:,.0f} booked in month 3 "
+            f"(95% CI {_pct(row['ci_low'])} to {_pct(row['ci_high'])}; {row['won_deals']} won deals)")
 
 
 def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:

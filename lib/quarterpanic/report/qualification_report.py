@@ -9,7 +9,7 @@ from pandas.io.formats.style import Styler
 
 from quarterpanic.analysis import outcomes, qualification
 from quarterpanic.analysis.features import quarter_roles
-from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, ci_level_of
+from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
 from quarterpanic.analysis.qualification import COMPONENT
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -56,6 +56,21 @@ def chart_roles(
     return roles
 
 
+def not_measured_text(findings: pd.DataFrame, org: str | None = None) -> str:
+    """"<org>: qualification not measured — the data have no ..." for the organisations (of ``org``, or all)
+    whose qualification decay could not be measured at all; "" when it was measured everywhere."""
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    if org is not None:
+        main = main[main["org"] == org]
+    parts = []
+    for name, rows in main.groupby("org", sort=True):
+        if len(rows) and (rows["status"] == NOT_MEASURED).all():
+            needs = next((n for n in rows["needs"] if isinstance(n, list) and n), [])
+            lacking = "; ".join(needs) if needs else "qualification fields"
+            parts.append(f"{name}: qualification not measured — the data have no {lacking}")
+    return "; ".join(parts)
+
+
 def _judged_main(findings: pd.DataFrame) -> pd.DataFrame:
     main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
     return main[(main["status"] == OK) & main["p_value"].notna()]
@@ -70,7 +85,7 @@ def decay_headline(findings: pd.DataFrame, org: str, quarters: Sequence[str] | N
     """
     judged = _judged_main(findings[findings["org"] == org])
     if judged.empty:
-        return f"{org}: too few new deals per quarter to judge qualification"
+        return not_measured_text(findings, org) or f"{org}: too few new deals per quarter to judge qualification"
     flagged = judged[judged["flagged"]]
     named = flagged if quarters is None else flagged[flagged["quarter"].isin(list(quarters))]
     count = f"{len(flagged)} of {len(judged)} quarters flagged"
@@ -88,7 +103,7 @@ def heatmap_headline(findings: pd.DataFrame, org: str) -> str:
     """Title of a quarter × week heatmap: which quarters fell late, and the usual level of the others."""
     judged = _judged_main(findings[findings["org"] == org])
     if judged.empty:
-        return f"{org}: too few new deals per quarter to judge qualification"
+        return not_measured_text(findings, org) or f"{org}: too few new deals per quarter to judge qualification"
     overall = (judged["rate_before"] * judged["n_before"] + judged["rate_after"] * judged["n_after"]) / (
         judged["n_before"] + judged["n_after"])
     flagged = judged["flagged"].astype(bool)
@@ -103,7 +118,7 @@ def forest_headline(findings: pd.DataFrame) -> str:
     """Title of the forest plot of decay estimates: how many quarters were flagged, and the largest drop."""
     judged = _judged_main(findings)
     if judged.empty:
-        return "Too few new deals to judge qualification in any complete quarter"
+        return not_measured_text(findings) or "Too few new deals to judge qualification in any complete quarter"
     flagged = judged[judged["flagged"]]
     text = f"Qualification decay flagged in {len(flagged)} of {len(judged)} complete quarters"
     if len(flagged):
@@ -117,13 +132,48 @@ def summary_headline(findings: pd.DataFrame) -> str:
     judged = _judged_main(findings)
     flagged = judged[judged["flagged"]]
     thin = _thin_complete(findings)
+    absent = not_measured_text(findings)
+    if judged.empty and absent:
+        return f"Qualification decay could not be judged in any quarter ({absent})"
     text = f"Qualification decay was flagged in {len(flagged)} of {len(judged)} complete quarters judged"
     if len(flagged):
         text += " (" + "; ".join(
             f"{org}: {', '.join(rows['quarter'])}" for org, rows in flagged.groupby("org", sort=True)) + ")"
     if thin:
         text += f"; {thin} more had too few new deals to judge"
-    return text
+    if absent:
+        text += f"; {absent}"
+    basis = signals_text(findings)
+    return text + (f". {basis}" if basis else "")
+
+
+SIGNAL_WORDS = {
+    "bant": "BANT flags", "next_step": "a written next step", "lead_score": "lead score",
+    "amount_at_creation": "an amount entered at creation", "stage_at_creation": "the stage at creation",
+    "short_cycle": "a realistic planned close date",
+}
+
+
+def signals_text(findings: pd.DataFrame) -> str:
+    """Which signals the qualification rule used, per organisation, when any differs from BANT and next step.
+
+    E.g. "Qualification was judged on lead score and the stage at creation for Northwind Traders (the export
+    has no BANT flags or next step)"; "" when every organisation was judged on today's rule.
+    """
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    if "signals" not in main:
+        return ""
+    used: dict[tuple[str, ...], list[str]] = {}
+    for org, rows in main.groupby("org", sort=True):
+        signals = next((tuple(s) for s in rows["signals"] if isinstance(s, list) and s), ())
+        if signals and signals != ("bant", "next_step"):
+            used.setdefault(signals, []).append(str(org))
+    parts = []
+    for signals, orgs in used.items():
+        names = [SIGNAL_WORDS.get(s, s) for s in signals]
+        what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"Qualification was judged on {what} for {', '.join(orgs)}")
+    return "; ".join(parts)
 
 
 def _thin_complete(findings: pd.DataFrame) -> int:

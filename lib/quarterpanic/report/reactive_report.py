@@ -17,7 +17,7 @@ import seaborn as sns
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis import turnaround
-from quarterpanic.analysis.findings import METRICS, OK, main_findings
+from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, OK, main_findings
 from quarterpanic.analysis.reactive import COMPONENT, ReactiveAnalysis
 from quarterpanic.analysis.workload import share_by_week, wasted_effort, weekly_requests
 from quarterpanic.report import plots, words
@@ -333,7 +333,12 @@ def forest_headline(findings: pd.DataFrame) -> str:
     main = main_findings(findings)
     judged = main[main["status"] == OK]
     flagged = judged[judged["flagged"]]
-    text = f"{len(flagged)} of {len(main)} complete quarters show a significant surge of unplanned requests"
+    absent = main[main["status"] == NOT_MEASURED]
+    if judged.empty and len(absent):
+        needs = next((n for n in absent["needs"] if isinstance(n, list) and n), ["its inputs"])
+        return f"Reactive order-taking not measured: the data have no {'; '.join(needs)}"
+    # Quarters without a verdict (too thin, or not measured) were not judged: they are not in the count.
+    text = f"{len(flagged)} of {len(judged)} complete quarters judged show a significant surge of unplanned requests"
     if len(flagged):
         text += f" (up to {flagged['estimate'].max():.1f}× the earlier daily rate)"
     return text

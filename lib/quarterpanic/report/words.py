@@ -12,7 +12,9 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, ci_level_of
+from quarterpanic.analysis.findings import (
+    AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED, ci_level_of,
+)
 from quarterpanic.report.safe import escape_text
 
 
@@ -79,6 +81,12 @@ def describe(finding: Mapping[str, Any]) -> str:
     label = metric.description if metric else str(finding["metric"]).replace("_", " ")
     if finding.get("status") == INSUFFICIENT:
         return f"{where}: too little data to judge {_subject(label)} (n = {finding.get('n')})."
+    if finding.get("status") == PARTIAL:
+        return f"{where}: the data cover only part of this quarter, so {_subject(label)} is not judged."
+    if finding.get("status") == NOT_MEASURED:
+        needs = finding.get("needs")
+        lacking = "; ".join(needs) if isinstance(needs, (list, tuple)) and len(needs) else "its inputs"
+        return f"{where}: {_subject(label)} not measured — the data have no {lacking}."
     unit = metric.unit if metric else "value"
     estimate = finding["estimate"]
     low, high = finding.get("ci_low"), finding.get("ci_high")
@@ -91,8 +99,14 @@ def describe(finding: Mapping[str, Any]) -> str:
     onset = finding.get("onset_week")
     since = f" from week {int(onset)} on" if not _missing(onset) else ""
     verdict = "flagged" if finding.get("flagged") else "not flagged"
+    if finding.get("direction") == AWAY_FROM_PANIC:
+        # A clear move the other way is worth saying, and is never a panic signal.
+        verdict += ": points away from panic"
+    p_value = p_text(finding.get("p_value"))
+    if p_value and finding.get("p_sided") in SIDED:
+        p_value += f" ({finding['p_sided']})"
     interval = ci_text(low, high, unit, ci_level_of(finding))
-    details = "; ".join(part for part in (interval, p_text(finding.get("p_value")), verdict) if part)
+    details = "; ".join(part for part in (interval, p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
 
 
@@ -143,6 +157,12 @@ def early_warning_sentence(status: Mapping[str, Any]) -> str:
         return f"{where}: too few calm quarters ({status['baseline_quarters']}) to compare the quarter with."
     if level == early_warning.NOT_STARTED:
         return f"{where}: no data for this quarter yet."
+    if level == NOT_MEASURED:
+        needs = []
+        for detail in status["details"]:
+            needs.extend(n for n in detail.get("needs", []) if n not in needs)
+        charts = and_list([CHART_LABELS[d["component"]] for d in status["details"]])
+        return f"{where}: nothing to watch — {charts} cannot be measured (the data have no {'; '.join(needs)})."
     if level == early_warning.WARNING:
         parts = [f"{CHART_LABELS[s['component']]} (since week {s['since_week']})" for s in status["signals"]]
         return f"{where}: panic signals emerging in {and_list(parts)}."
@@ -184,3 +204,27 @@ def bold_names(names: Sequence[str]) -> str:
 def markdown_lines(rows: pd.DataFrame, line: Callable[[Any], str], empty: str) -> str:
     """One Markdown line per row (``line`` gets each ``itertuples`` row and escapes its CRM text), or ``empty``."""
     return "\n".join(line(row) for row in rows.itertuples()) if len(rows) else empty
+
+
+def supported_analyses_lines(table: pd.DataFrame) -> list[str]:
+    """What ``quarterpanic validate`` says per organisation: the analyses its data support, and what unlocks the rest.
+
+    ``table`` is :func:`quarterpanic.analysis.inputs.supported_analyses`.
+    """
+    lines = ["analyses the data support, per organisation:"]
+    for org, rows in table.groupby("org", sort=True):
+        supported = rows.loc[rows["supported"], "metric"].tolist()
+        signals = next((s for s in rows["signals"] if s), [])
+        lines.append(f"  {org}: {len(supported)} of {len(rows)} analyses measurable")
+        if supported:
+            lines.append(f"    measured: {', '.join(supported)}")
+        if signals:
+            lines.append(f"    qualification signals used: {', '.join(signals)}")
+        unlock: dict[str, list[str]] = {}
+        for row in rows[~rows["supported"]].itertuples(index=False):
+            for need in row.needs:
+                unlock.setdefault(need, []).append(row.metric)
+        for need, metrics in unlock.items():
+            lines.append(f"    not measured: {', '.join(metrics)} — needs {need}")
+    return lines
+

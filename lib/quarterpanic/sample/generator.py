@@ -13,6 +13,7 @@ import yaml
 from quarterpanic.errors import ParameterError
 from quarterpanic.ingest import schemas
 from quarterpanic.sample import vendor_writers
+from quarterpanic.sample.export import apply_export, is_full, measurable_effects
 from quarterpanic.sample.plan import OrgPlan
 from quarterpanic.sample.scenario import load_scenario
 from quarterpanic.sample.tables import canonical, generate_org
@@ -29,9 +30,13 @@ class Sample:
     truth:
         What ``truth.json`` holds: ``as_of``, ``seed``, ``scenario``, ``scale`` and one
         record per org x fiscal quarter with data (``org``, ``quarter``, ``open``,
-        ``panic``, ``onset_week``, ``effects``).
+        ``panic``, ``onset_week``, ``effects``). When a scenario's ``export`` leaves
+        things out (:mod:`quarterpanic.sample.export`), ``exports`` says what each org's
+        export holds, the effects it gives no input for are ``None`` and each record
+        says whether its quarter is ``partial`` (the data begin inside it).
     orgs:
-        Org name -> ``{"size_class", "fiscal_calendar", "format"}``.
+        Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
+        when the export leaves something out).
     as_of:
         The moment of the export; nothing after it exists.
     scenario:
@@ -116,12 +121,16 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     for org_name, spec in resolved["orgs"].items():
         plan = OrgPlan(org_name, spec, resolved, scale, as_of)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
+        tables = apply_export(tables, plan.export)
         records.extend(plan.truth_records())
         orgs[org_name] = {
             "size_class": spec["size_class"],
             "fiscal_calendar": plan.calendar.to_spec(),
             "format": spec["format"],
         }
+        if not is_full(plan.export):
+            orgs[org_name]["export"] = {**plan.export, "data_start": plan.data_start.isoformat(),
+                                        "measurable_effects": measurable_effects(plan.export)}
         if on_org is not None:
             on_org(org_name, orgs[org_name], tables, as_of)
         if keep_tables:
@@ -137,4 +146,7 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
         "scale": scale,
         "quarters": records,
     }
+    exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
+    if exports:
+        truth["exports"] = exports
     return Sample(tables=tables, truth=truth, orgs=orgs, as_of=as_of, scenario=resolved)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from quarterpanic.calendar import FiscalCalendar
 from quarterpanic.errors import ParameterError
+from quarterpanic.sample.export import export_spec, is_full, measurable_effects
 from quarterpanic.sample.scenario import EFFECTS, panic_entries
 
 SEGMENTS = {  # amount lognormal (median, sigma), cycle median days, discount mean
@@ -76,6 +77,9 @@ class OrgPlan:
         self.quarters = quarters
         self.nq = len(quarters)
         self.first_day = quarters["quarter_start"].iloc[0]
+        self.export = export_spec(scenario, spec)
+        # The CRM's records begin here: nothing is created (deals, leads, requests) before it.
+        self.data_start = self.first_day + pd.Timedelta(days=7 * (self.export["data_start_week"] - 1))
         self.open_end = quarters["quarter_end"].iloc[-1]
         self.w_as_of = _timestamp_work_time(as_of)
 
@@ -134,33 +138,43 @@ class OrgPlan:
 
     def truth_records(self) -> list[dict]:
         calm_month3 = self.expected_calm_month3_share()
+        full = is_full(self.export)
+        measurable = set(measurable_effects(self.export))
         records = []
         for q, row in self.quarters.iterrows():
             effects = {}
             for name in EFFECTS:
                 if name == "month3_bookings_share" and not self.panic[q]:
                     value = calm_month3[q]
+                elif name == "month3_bookings_share" and q == 0 and self.data_start > self.first_day:
+                    # Data that begin late in the quarter book mostly in month 3 anyway; the pull only
+                    # ever moves deals into month 3, so the share is the larger of the two.
+                    value = max(self.effects[name][q], calm_month3[q])
                 else:
                     value = self.effects[name][q]
-                effects[name] = round(float(value), 6)
-            records.append(
-                {
-                    "org": self.name,
-                    "quarter": row["quarter"],
-                    "open": bool(q == self.nq - 1),
-                    "panic": bool(self.panic[q]),
-                    "onset_week": int(self.onset[q]) if self.panic[q] else None,
-                    "effects": effects,
-                }
-            )
+                # An effect the export holds no input for is not in the data: its truth is unknown there.
+                effects[name] = round(float(value), 6) if full or name in measurable else None
+            record = {
+                "org": self.name,
+                "quarter": row["quarter"],
+                "open": bool(q == self.nq - 1),
+                "panic": bool(self.panic[q]),
+                "onset_week": int(self.onset[q]) if self.panic[q] else None,
+                "effects": effects,
+            }
+            if not full:
+                record["partial"] = bool(q == 0 and self.data_start > self.first_day)
+            records.append(record)
         return records
 
     # Creation rate and mix, shared by the generator and the expected calm shares.
     def creation_rate(self, day_week: np.ndarray, day_weeks: np.ndarray, busy: np.ndarray,
-                      working_days_per_quarter: np.ndarray) -> np.ndarray:
-        """Expected new opportunities per day (0 on weekends), with any quarter-end dip."""
+                      working_days_per_quarter: np.ndarray, days: pd.DatetimeIndex | None = None) -> np.ndarray:
+        """Expected new opportunities per day (0 on weekends and before the data start), with any quarter-end dip."""
         per_quarter = float(self.spec["opportunities_per_quarter"]) * self.volume
         rate = np.where(busy, per_quarter / working_days_per_quarter, 0.0)
+        if days is not None and self.data_start > self.first_day:
+            rate = np.where(np.asarray(days) >= self.data_start.to_datetime64(), rate, 0.0)
         dip = self.spec.get("quarter_end_creation_dip")
         if dip:
             late = day_week > day_weeks - int(dip["weeks"])
@@ -181,7 +195,7 @@ class OrgPlan:
         busy = np.is_busday(days.to_numpy().astype("datetime64[D]"))
         working = pd.Series(busy).groupby(labels).transform("sum").to_numpy()
         rate = self.creation_rate(feats["week_of_quarter"].to_numpy(int),
-                                  feats["weeks_in_quarter"].to_numpy(int), busy, working)
+                                  feats["weeks_in_quarter"].to_numpy(int), busy, working, days)
         segments = pd.Series(self.team_segment).value_counts(normalize=True)
         closes = np.zeros(len(days))
         for segment, share in segments.items():

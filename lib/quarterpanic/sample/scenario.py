@@ -85,7 +85,7 @@ def _merge(base: dict, override: Mapping) -> dict:
 
 
 def _checked(scenario: dict) -> dict:
-    known = {"name", "description", "as_of", "scales", "calm", "panic", "win_probability", "orgs"}
+    known = {"name", "description", "as_of", "scales", "calm", "panic", "win_probability", "orgs", "export"}
     unknown = sorted(set(scenario) - known)
     if unknown:
         raise ParameterError(f"unknown scenario key(s) {unknown}", hint=f"use only {sorted(known)}")

@@ -87,7 +87,8 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     day_q = plan.day_q[in_range]
     busy = plan.day_busy[in_range]
     working = np.bincount(day_q, weights=busy, minlength=plan.nq)[day_q]
-    rate = plan.creation_rate(plan.day_week[in_range], plan.day_weeks[in_range], busy, working)
+    rate = plan.creation_rate(plan.day_week[in_range], plan.day_weeks[in_range], busy, working,
+                              plan.days[in_range])
     counts = rng.poisson(rate)
     created_idx = np.repeat(np.arange(len(rate)), counts)
     n = len(created_idx)
@@ -414,7 +415,7 @@ def _history(plan: OrgPlan, o: dict, changes: dict, ids: np.ndarray, rng: np.ran
 # -- leads ----------------------------------------------------------------------------------------
 def _leads(plan: OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np.random.Generator) -> pd.DataFrame:
     """Converted leads (one per opportunity that came from a lead) and unconverted ones."""
-    w_first = work_time(np.array([plan.first_day], dtype="datetime64[D]"))[0] + 0.5
+    w_first = work_time(np.array([plan.data_start], dtype="datetime64[D]"))[0] + 0.5
     conv = np.flatnonzero(o["has_lead"])
     # Working hours from lead creation to conversion; leads of the first days are younger.
     lead_age = 60.0 * np.exp(rng.normal(0.0, 1.0, len(conv)))
@@ -464,6 +465,7 @@ def _requests(plan: OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np
     """Sales-ops requests: Poisson per working day, unplanned x r and planned x deferral in panic windows."""
     in_range = (plan.day_q < plan.nq) & plan.day_busy
     in_range &= plan.days.to_numpy() <= plan.as_of.to_datetime64()
+    in_range &= plan.days.to_numpy() >= plan.data_start.to_datetime64()
     day_idx = np.flatnonzero(in_range)
     window = plan.day_window[day_idx]
     q = plan.day_q[day_idx]

@@ -24,7 +24,7 @@ import csv
 import re
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -104,7 +104,9 @@ def _number(values: pd.Series, *, european: bool = False) -> pd.Series:
 
 
 def _flag(values: pd.Series, true: str, false: str) -> pd.Series:
-    return pd.Series(np.where(values.astype(bool), true, false), index=values.index, dtype=object)
+    flags = values.astype("boolean")
+    return pd.Series(np.where(flags.fillna(False).astype(bool), true, false), index=values.index,
+                     dtype=object).where(flags.notna(), "")
 
 
 # -- CSV dialects -----------------------------------------------------------------------------------
@@ -117,12 +119,14 @@ DIALECTS = {
 
 
 def _write_csv(path: Path, table: pd.DataFrame, rows: Callable[[pd.DataFrame], pd.DataFrame], dialect: str,
-               footer: list[str] | None = None) -> int:
-    """Write ``rows(chunk)`` for chunks of ``table``; returns the number of records written."""
+               footer: list[str] | None = None, omit: Collection[str] = ()) -> int:
+    """Write ``rows(chunk)`` for chunks of ``table`` without the ``omit`` headers; returns the records written."""
     spec = DIALECTS[dialect]
     with open(path, "w", encoding=spec["encoding"], newline="") as handle:
         for start in range(0, max(len(table), 1), CHUNK_ROWS):
             chunk = rows(table.iloc[start:start + CHUNK_ROWS])
+            if omit:
+                chunk = chunk.loc[:, [header not in omit for header in chunk.columns]]
             chunk.to_csv(handle, index=False, header=start == 0, sep=spec["sep"],
                          lineterminator=spec["lineterminator"], quoting=spec["quoting"])
         if footer:
@@ -144,6 +148,15 @@ def _label(profile: Profile, canonical: str) -> str:
     if not labels:
         raise KeyError(f"profile {profile.name} has no header for {canonical}")
     return labels[0]
+
+
+def _omitted(profile: Profile, export: Mapping | None) -> set[str]:
+    """The headers of the opportunity columns an export leaves out."""
+    return {_label(profile, c) for c in (export or {}).get("omit_columns", ()) if profile.labels(c)}
+
+
+def _exported(export: Mapping | None, table: str) -> bool:
+    return export is None or table in export["tables"]
 
 
 def _frame(columns: list[tuple[str, pd.Series]], index: pd.Index) -> pd.DataFrame:
@@ -216,7 +229,8 @@ def _lead_rows(profile: Profile, when: Callable, number: Callable,
 
 
 # -- Salesforce -------------------------------------------------------------------------------------
-def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, str]:
+def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp,
+                export: Mapping | None = None) -> dict[str, str]:
     opp_profile = load_profile("salesforce_opportunities")
     hist_profile = load_profile("salesforce_history")
     lead_profile = load_profile("salesforce_leads")
@@ -258,14 +272,16 @@ def _salesforce(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: 
                                  "Edited By", _owner_of(opps, history))
     lead_rows = _lead_rows(lead_profile, _us_datetime, _number)
 
-    _write_csv(folder / "opportunities.csv", opps, opportunity_rows, "salesforce", footer)
-    _write_csv(folder / "opportunity_field_history.csv", history, history_rows, "salesforce", footer)
-    _write_csv(folder / "leads.csv", leads, lead_rows, "salesforce", footer)
-    return {
-        "opportunities.csv": opp_profile.name,
-        "opportunity_field_history.csv": hist_profile.name,
-        "leads.csv": lead_profile.name,
-    }
+    _write_csv(folder / "opportunities.csv", opps, opportunity_rows, "salesforce", footer,
+               omit=_omitted(opp_profile, export))
+    files = {"opportunities.csv": opp_profile.name}
+    if _exported(export, "history"):
+        _write_csv(folder / "opportunity_field_history.csv", history, history_rows, "salesforce", footer)
+        files["opportunity_field_history.csv"] = hist_profile.name
+    if _exported(export, "leads"):
+        _write_csv(folder / "leads.csv", leads, lead_rows, "salesforce", footer)
+        files["leads.csv"] = lead_profile.name
+    return files
 
 
 # -- HubSpot ----------------------------------------------------------------------------------------
@@ -307,7 +323,8 @@ HUBSPOT_HISTORY_MAPPING = {
 }
 
 
-def _hubspot(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, str]:
+def _hubspot(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp,
+             export: Mapping | None = None) -> dict[str, str]:
     deal_profile = load_profile("hubspot_deals")
     lead_profile = profile_from_dict(HUBSPOT_LEADS_MAPPING, name="leads_mapping")
     hist_profile = profile_from_dict(HUBSPOT_HISTORY_MAPPING, name="deal_history_mapping")
@@ -346,16 +363,15 @@ def _hubspot(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
                                  _owner_of(opps, history), category=HUBSPOT_FORECAST_INTERNAL)
     lead_rows = _lead_rows(lead_profile, _iso_datetime, _number, extra=[("Lead Name", _lead_names)])
 
-    _write_csv(folder / "deals.csv", opps, deal_rows, "hubspot")
-    _write_csv(folder / "deal_property_history.csv", history, history_rows, "hubspot")
-    _write_csv(folder / "leads.csv", leads, lead_rows, "hubspot")
-    _write_mapping(folder / "deal_history_mapping.yaml", HUBSPOT_HISTORY_MAPPING)
-    _write_mapping(folder / "leads_mapping.yaml", HUBSPOT_LEADS_MAPPING)
-    return {
-        "deals.csv": deal_profile.name,
-        "deal_property_history.csv": "deal_history_mapping.yaml",
-        "leads.csv": "leads_mapping.yaml",
-    }
+    _write_csv(folder / "deals.csv", opps, deal_rows, "hubspot", omit=_omitted(deal_profile, export))
+    files = {"deals.csv": deal_profile.name}
+    if _exported(export, "history"):
+        _write_mapped(folder, "deal_property_history.csv", history, history_rows, "hubspot",
+                      "deal_history_mapping.yaml", HUBSPOT_HISTORY_MAPPING, files)
+    if _exported(export, "leads"):
+        _write_mapped(folder, "leads.csv", leads, lead_rows, "hubspot", "leads_mapping.yaml", HUBSPOT_LEADS_MAPPING,
+                      files)
+    return files
 
 
 def _lead_names(leads: pd.DataFrame) -> pd.Series:
@@ -437,7 +453,8 @@ GENERIC_LEADS_MAPPING = {
 }
 
 
-def _generic(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, str]:
+def _generic(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp,
+             export: Mapping | None = None) -> dict[str, str]:
     deal_profile = profile_from_dict(GENERIC_DEALS_MAPPING, name="deals_mapping")
     hist_profile = profile_from_dict(GENERIC_HISTORY_MAPPING, name="deal_changes_mapping")
     lead_profile = profile_from_dict(GENERIC_LEADS_MAPPING, name="leads_mapping")
@@ -485,17 +502,16 @@ def _generic(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
                                  "Changed By", _owner_of(opps, history))
     lead_rows = _lead_rows(lead_profile, _eu_datetime, european)
 
-    _write_csv(folder / "deals.csv", opps, deal_rows, "generic")
-    _write_csv(folder / "deal_changes.csv", history, history_rows, "generic")
-    _write_csv(folder / "leads.csv", leads, lead_rows, "generic")
+    _write_csv(folder / "deals.csv", opps, deal_rows, "generic", omit=_omitted(deal_profile, export))
     _write_mapping(folder / "deals_mapping.yaml", GENERIC_DEALS_MAPPING)
-    _write_mapping(folder / "deal_changes_mapping.yaml", GENERIC_HISTORY_MAPPING)
-    _write_mapping(folder / "leads_mapping.yaml", GENERIC_LEADS_MAPPING)
-    return {
-        "deals.csv": "deals_mapping.yaml",
-        "deal_changes.csv": "deal_changes_mapping.yaml",
-        "leads.csv": "leads_mapping.yaml",
-    }
+    files = {"deals.csv": "deals_mapping.yaml"}
+    if _exported(export, "history"):
+        _write_mapped(folder, "deal_changes.csv", history, history_rows, "generic", "deal_changes_mapping.yaml",
+                      GENERIC_HISTORY_MAPPING, files)
+    if _exported(export, "leads"):
+        _write_mapped(folder, "leads.csv", leads, lead_rows, "generic", "leads_mapping.yaml", GENERIC_LEADS_MAPPING,
+                      files)
+    return files
 
 
 # -- Jira -------------------------------------------------------------------------------------------
@@ -543,14 +559,16 @@ def org_folder_name(org: str) -> str:
 
 
 def write_org(out: Path, org: str, info: dict, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> Path:
-    """Write one organisation's exports, mapping YAMLs and ``org.yaml``."""
+    """Write one organisation's exports, mapping YAMLs and ``org.yaml`` (only what ``info["export"]`` holds)."""
     folder = Path(out) / org_folder_name(org)
     folder.mkdir(parents=True, exist_ok=True)
     fmt = info["format"]
     if fmt not in WRITERS:
         raise ValueError(f"unknown export format {fmt!r} for {org}; use one of {sorted(WRITERS)}")
-    files = WRITERS[fmt](folder, org, tables, as_of)
-    files.update(_jira(folder, tables["requests"], tables["opportunities"]))
+    export = info.get("export")
+    files = WRITERS[fmt](folder, org, tables, as_of, export)
+    if _exported(export, "requests"):
+        files.update(_jira(folder, tables["requests"], tables["opportunities"]))
     doc = {"org": org, "size_class": info["size_class"], "fiscal_calendar": info["fiscal_calendar"], "files": files}
     (folder / "org.yaml").write_text(
         f"# {org}: exports as of {as_of:%Y-%m-%d %H:%M} (generated by quarterpanic sample)\n"
@@ -558,6 +576,14 @@ def write_org(out: Path, org: str, info: dict, tables: dict[str, pd.DataFrame], 
         encoding="utf-8",
     )
     return folder
+
+
+def _write_mapped(folder: Path, name: str, table: pd.DataFrame, rows: Callable, dialect: str, mapping_name: str,
+                  mapping: dict, files: dict[str, str]) -> None:
+    """Write an export read through a mapping YAML written beside it, and record in ``files`` which reads which."""
+    _write_csv(folder / name, table, rows, dialect)
+    _write_mapping(folder / mapping_name, mapping)
+    files[name] = mapping_name
 
 
 def _write_mapping(path: Path, doc: dict) -> None:
