@@ -56,6 +56,7 @@ def test_a_hit_is_the_dataset_the_exports_load_into(folder, tmp_path):
 
 def test_no_cache_no_snapshot(folder, tmp_path, monkeypatch):
     monkeypatch.setattr("quarterpanic.dataset.CACHE_DIR", tmp_path / "project-cache")
+    monkeypatch.setattr("quarterpanic.ingest.reload_cache.CACHE_DIR", tmp_path / "project-cache")
     load_dataset(folder, defaults(), cache=False)
     assert not (tmp_path / "project-cache").exists()
     load_dataset(folder, defaults(), cache=True)
