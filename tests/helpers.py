@@ -267,3 +267,35 @@ def report_cards(index: str) -> dict[str, str]:
     """Each report's entry of an index page, keyed by its page name, without the duration."""
     cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
     return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}
+
+
+# -- real name fields: a sample whose owners and accounts carry markup ------------------------------
+NAME_PAYLOAD = " <img src=x onerror=alert(7)>"
+
+
+def write_hostile_names_sample(data_dir: Path, *, seed: int = 7,
+                               org: str = "Globex Corporation") -> dict[str, list[str]]:
+    """Write a small sample whose ``org`` has every owner and account name followed by :data:`NAME_PAYLOAD`.
+
+    The names are changed in the exports' text, as a CRM export would carry them. Returns
+    ``{"owners": [...], "accounts": [...]}``: the real (unchanged) names, which a pseudonymised page must never show.
+    """
+    from quarterpanic.sample import write_sample
+
+    sample = write_sample(data_dir, seed=seed, scale="small")
+    opps = sample.tables["opportunities"]
+    opps = opps[opps["org"] == org]
+    names = {"owners": sorted(opps["owner"].dropna().unique()), "accounts": sorted(opps["account"].dropna().unique())}
+    # One pass, longest name first, so that a name inside a longer one is not marked twice.
+    longest_first = sorted(names["owners"] + names["accounts"], key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(name) for name in longest_first))
+    folder = next(p.parent for p in data_dir.glob("*/org.yaml") if f"org: {org}" in p.read_text())
+    for export in folder.glob("*.csv"):
+        raw = export.read_bytes()
+        encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:  # a vendor writing Windows-1252; written back the same way
+            encoding, text = "cp1252", raw.decode("cp1252")
+        export.write_bytes(pattern.sub(lambda m: m.group(0) + NAME_PAYLOAD, text).encode(encoding))
+    return names

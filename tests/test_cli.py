@@ -19,7 +19,7 @@ def test_all_accepted_exits_0(capsys, tmp_path):
     code, out, err = run(capsys, FIXTURES / "salesforce_leads.csv", "--rejects", rejects)
     assert code == 0 and err == ""
     assert "salesforce_leads" in out and "every row accepted" in out
-    for column in ("file", "org", "table", "profile", "read", "accepted", "rejected"):
+    for column in ("file", "org", "table", "profile", "read", "accepted", "rejected", "ignored"):
         assert column in out.splitlines()[0]
     assert pd.read_csv(rejects, encoding="utf-8-sig").empty
 
@@ -30,7 +30,7 @@ def test_some_rejected_exits_1_and_writes_rejects(capsys, tmp_path):
                          "--rejects", rejects)
     assert code == 1 and err == ""
     total = [line for line in out.splitlines() if line.strip().startswith("total")][0]
-    assert total.split()[-3:] == ["12", "6", "6"]
+    assert total.split()[-4:] == ["12", "6", "6", "0"]
     assert f"6 rejected rows written to {rejects}" in out
     written = pd.read_csv(rejects, encoding="utf-8-sig", dtype=str)
     assert written["row"].tolist() == ["3", "4", "5", "6", "7", "8"]

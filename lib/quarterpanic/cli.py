@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from quarterpanic import __version__
 from quarterpanic.errors import QuarterpanicError
+
+if TYPE_CHECKING:
+    from quarterpanic.run.runner import RunReport
 
 log = logging.getLogger("quarterpanic")
 
@@ -59,7 +63,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     summary = crm.accounting.copy()
     totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
-              "rejected": int(summary["rejected"].sum())}
+              "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum())}
     import pandas as pd
 
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
@@ -97,15 +101,21 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from quarterpanic.analysis.detect import detect
     from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import load_params, parse_cli_value
+    from quarterpanic.params import parse_cli_value, read_params_file, resolve
     from quarterpanic.report.detect_output import report_document, report_table
+    from quarterpanic.run.parameters import DataScope, check_scope
 
-    overrides = {name: parse_cli_value(value) for name, value in args.parameter}
+    layers = [(str(path), read_params_file(path)) for path in args.parameters]
+    layers.append(("-p", {name: parse_cli_value(value) for name, value in args.parameter}))
     if args.as_of:
-        overrides["as_of"] = args.as_of
-    params = load_params(args.parameters, overrides)
+        layers.append(("--as-of", {"as_of": args.as_of}))
+    params, sources = resolve(layers)
     params["data_dir"] = args.data_dir
-    dataset = load_dataset(args.data_dir, params)
+    # Loaded whole first, so that `orgs`, `segment` and `quarters` naming nothing are refused, listing what exists.
+    dataset = load_dataset(args.data_dir, {**params, "orgs": None, "segment": None})
+    check_scope(params, sources, DataScope.of_dataset(dataset))
+    if params["orgs"] or params["segment"]:
+        dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
@@ -161,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except QuarterpanicError as err:
         print(f"quarterpanic {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a run (RunInterrupted)
         print("quarterpanic: interrupted", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -172,8 +182,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="execute the notebooks and publish code-free HTML reports (the scheduled entry point)",
         description=(
             "Execute the notebooks with papermill into OUT/<run-id>/, export each as HTML without code, "
-            "write index.html and manifest.json, then point OUT/latest at the run. Exit codes: 0 all "
-            "reports complete, 1 a notebook cell failed, 138 a kernel died, 2 a usage mistake."
+            "write index.html and manifest.json, then point OUT/latest at the run when every report is "
+            "complete (a partial run stays in its own folder). Exit codes: 0 all reports complete, "
+            "1 a notebook cell failed, 138 a kernel died, 2 a usage mistake, "
+            "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP."
         ),
     )
     p.add_argument("-f", "--parameters-file", dest="parameter_files", action="append", default=[],
@@ -206,6 +218,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from quarterpanic.params import parse_cli_value
     from quarterpanic.run import executors, runner
     from quarterpanic.run.parameters import format_parameters
+    from quarterpanic.run.processes import signals_interrupt
 
     if args.list_parameters:
         sys.stdout.write(format_parameters(runner.select_notebooks(args.notebooks)))
@@ -216,7 +229,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.scheduler:
             raise QuarterpanicError("--scheduler needs --executor dask")
         executor = executors.LocalExecutor(args.jobs)
-    with executors.Progress() as progress:
+    # SIGTERM (a scheduler stopping the job) stops the run like Ctrl-C: kernels and workers are killed.
+    with signals_interrupt(), executors.Progress() as progress:
         report = runner.run(
             out_dir=args.out,
             notebooks=args.notebooks,
@@ -230,10 +244,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             per_org=args.per_org,
             per_segment=args.per_segment,
         )
-    ok = sum(r.ok for r in report.results)
-    print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"
-          f"{'; latest updated' if report.published else '; latest unchanged'})", file=sys.stderr)
+    print(_run_outcome(report), file=sys.stderr)
     return report.exit_code
+
+
+def _run_outcome(report: RunReport) -> str:
+    """The run's last line: where its index is, whether it is partial, and what ``latest`` shows."""
+    ok, total = sum(r.ok for r in report.results), len(report.results)
+    where = report.run_dir / "index.html"
+    if report.published:
+        return f"{where}  ({ok} of {total} reports complete; latest updated)"
+    shows = f"latest unchanged: still {report.latest}" if report.latest else "latest unchanged: no complete run yet"
+    if ok == total:
+        return f"{where}  ({ok} of {total} reports complete; {shows}, which started later)"
+    failed = ", ".join(r.name for r in report.results if not r.ok)
+    return (f"{where}  (partial run, kept in its own folder: {ok} of {total} reports complete, "
+            f"failed: {failed}; {shows})")
 
 
 COMMANDS.append("run")

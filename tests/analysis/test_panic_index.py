@@ -229,3 +229,33 @@ def test_detect_json_has_quarters_beside_findings(generated):
     quarters = document["quarters"]
     assert quarters and all({"org", "quarter", "panic_index", "level", "components"} <= set(q) for q in quarters)
     assert {q["level"] for q in quarters} <= set(pi.LEVELS)
+
+
+def test_late_unqualified_deals_are_the_largest_after_the_onset_of_the_latest_panic_quarter():
+    from helpers import bernoulli_dataset
+    from quarterpanic.analysis.features import opportunity_features
+
+    data = bernoulli_dataset(per_quarter=200, quarters=4, panic=(1, 2), onset=9)
+    opps = data.opportunities
+    data.opportunities = opps.assign(amount=np.arange(len(opps), dtype=float) * 10,
+                                     name=opps["opportunity_id"] + " deal",
+                                     account="Acct " + opps["opportunity_id"], currency="EUR")
+    features = opportunity_features(data)
+    labels = sorted(features["quarter"].unique())
+    index = pd.DataFrame({"org": "A", "quarter": labels, "segment": "all",
+                          "level": ["calm", "panic", "panic", "watch"]})
+    scores = pd.DataFrame({"org": "A", "quarter": labels, "segment": "all", "component": "qualification_decay",
+                           "onset_week": [np.nan, 9.0, 10.0, 9.0]})
+    deals = pi.late_unqualified_deals(data, scores, index, n=3)
+    assert list(deals.columns) == pi.LATE_DEAL_COLUMNS and len(deals) == 3
+    # The latest panic quarter only, from its own onset week, unqualified deals, largest first.
+    eligible = features[(features["quarter"] == labels[2]) & (features["week_of_quarter"] >= 10)
+                        & ~features["qualified"]]
+    expected = eligible.sort_values("amount", ascending=False).head(3)
+    assert deals["opportunity_id"].tolist() == expected["opportunity_id"].tolist()
+    assert (deals["quarter"] == labels[2]).all() and (deals["onset_week"] == 10).all()
+    assert deals["account"].tolist() == ("Acct " + expected["opportunity_id"]).tolist()
+    assert (deals["currency"] == "EUR").all()
+    # A panic quarter without a measured onset, or no panic quarter at all, lists nothing.
+    assert pi.late_unqualified_deals(data, scores.assign(onset_week=np.nan), index).empty
+    assert pi.late_unqualified_deals(data, scores, index.assign(level="calm")).empty

@@ -20,10 +20,10 @@ GOOD = ["salesforce_opportunities_cp1252.csv", "salesforce_opportunities_bom.csv
 
 
 def assert_accounted(crm) -> None:
-    """Every record of every file is accepted or rejected, exactly once."""
+    """Every record of every file is accepted, rejected or ignored, exactly once."""
     acc = crm.accounting
     assert list(acc.columns) == ACCOUNTING_COLUMNS
-    assert (acc["read"] == acc["accepted"] + acc["rejected"]).all()
+    assert (acc["read"] == acc["accepted"] + acc["rejected"] + acc["ignored"]).all()
     for row in acc.itertuples():
         table = crm.table(row.table)
         accepted = table[table["source_file"] == row.file]
@@ -61,8 +61,10 @@ def test_rejects_name_file_row_column_value_and_reason(crm):
         "duplicate id, first seen at row 2")
     assert bad.loc[7, "column"] == "Stage" and "empty, but required" in bad.loc[7, "reason"]
     assert bad.loc[8, "column"] == "Amount" and bad.loc[8, "value"] == "-5"
-    history = crm.rejects[crm.rejects["table"] == "history"]
-    assert history["value"].tolist() == ["Probability (%)"]
+    # A change of a field no analysis reads (Probability) is ignored, not rejected.
+    assert crm.rejects[crm.rejects["table"] == "history"].empty
+    history = crm.accounting[crm.accounting["table"] == "history"].iloc[0]
+    assert (history["read"], history["accepted"], history["rejected"], history["ignored"]) == (5, 4, 0, 1)
 
 
 def test_provenance_points_at_the_source_line(crm):

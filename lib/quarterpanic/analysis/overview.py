@@ -42,7 +42,7 @@ COMPLETE = "complete"
 OPEN = "open"
 PARTIAL = "partial"
 WARMUP = "warm-up"
-ACCOUNTING_COUNTS = ["read", "accepted", "rejected"]
+ACCOUNTING_COUNTS = ["read", "accepted", "rejected", "ignored"]
 Calendars = Mapping[str, FiscalCalendar | Mapping[str, Any] | None]
 
 
@@ -235,16 +235,16 @@ def row_accounting(accounting: pd.DataFrame, by: Sequence[str] = ("org", "table"
     ----------
     accounting:
         The loader's accounting (``file, org, table, profile, read, accepted,
-        rejected``; one row per file).
+        rejected, ignored``; one row per file).
     by:
         Columns to group by; ``()`` gives one total row.
 
     Returns
     -------
-    ``by`` columns plus ``read, accepted, rejected, rejected_share``.
+    ``by`` columns plus ``read, accepted, rejected, ignored, rejected_share``.
     """
     by = [c for c in by if c in accounting.columns]
-    counts = accounting[ACCOUNTING_COUNTS].apply(pd.to_numeric).fillna(0).astype(int)
+    counts = accounting.reindex(columns=ACCOUNTING_COUNTS).apply(pd.to_numeric).fillna(0).astype(int)
     counts = pd.concat([accounting[by], counts], axis=1)
     out = counts.groupby(by, as_index=False)[ACCOUNTING_COUNTS].sum() if by else counts[ACCOUNTING_COUNTS].sum().to_frame().T
     out = out.reset_index(drop=True)
@@ -253,7 +253,7 @@ def row_accounting(accounting: pd.DataFrame, by: Sequence[str] = ("org", "table"
 
 
 def accounting_totals(accounting: pd.DataFrame) -> dict[str, int]:
-    """``{"files", "read", "accepted", "rejected"}`` over every file of the accounting."""
+    """``{"files", "read", "accepted", "rejected", "ignored"}`` over every file of the accounting."""
     total = row_accounting(accounting, by=()) if len(accounting) else None
     counts = {c: int(total[c].iloc[0]) if total is not None else 0 for c in ACCOUNTING_COUNTS}
     return {"files": int(len(accounting)), **counts}

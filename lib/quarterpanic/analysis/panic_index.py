@@ -496,3 +496,43 @@ def discount_cost_totals(costs: pd.DataFrame) -> pd.DataFrame:
     half = Z95 * np.sqrt(out.pop("_var"))
     out["cost_low"], out["cost_high"] = out["cost"] - half, out["cost"] + half
     return out
+
+
+# -- the deals behind a panic ---------------------------------------------------------------------------
+LATE_DEAL_COLUMNS = [
+    "org", "quarter", "onset_week", "opportunity_id", "name", "account", "owner", "week_of_quarter", "amount",
+    "currency", "outcome",
+]
+
+
+def late_unqualified_deals(
+    dataset: Any, scores: pd.DataFrame, index: pd.DataFrame, params: Mapping[str, Any] | None = None,
+    *, n: int = 5, cache: bool = False,
+) -> pd.DataFrame:
+    """The largest deals behind each organisation's latest panic quarter: the ``n`` largest (by amount) created
+    from its qualification-decay onset week on that did not meet the qualification rule.
+
+    Uses the org-wide ``panic`` quarters of ``index`` and the ``onset_week`` of their ``qualification_decay``
+    row in ``scores``; a quarter without an onset has no rows. Returns :data:`LATE_DEAL_COLUMNS`, one row per
+    deal, organisations in order and each quarter's deals largest first; ``name``, ``account`` and ``owner``
+    are the opportunity's as in ``dataset`` (pseudonyms when it was pseudonymised). With ``cache``, the
+    opportunity features of an earlier run are reused (:mod:`quarterpanic.store.results`).
+    """
+    panic = index[(index["segment"] == ALL_SEGMENTS) & (index["level"] == PANIC)]
+    latest = panic.sort_values("quarter").groupby("org", sort=True).tail(1)[["org", "quarter"]]
+    decay = scores[(scores["component"] == "qualification_decay") & (scores["segment"] == ALL_SEGMENTS)]
+    onsets = latest.merge(decay[["org", "quarter", "onset_week"]], on=["org", "quarter"], how="inner")
+    onsets = onsets[onsets["onset_week"].notna()]
+    if onsets.empty:
+        return pd.DataFrame(columns=LATE_DEAL_COLUMNS)
+    features = opportunity_features(dataset, params, cache=cache)
+    deals = features.merge(onsets, on=["org", "quarter"], how="inner")
+    deals = deals[(deals["week_of_quarter"] >= deals["onset_week"]) & ~deals["qualified"].astype(bool)]
+    deals = deals.sort_values(["org", "amount"], ascending=[True, False], na_position="last", kind="stable")
+    deals = deals.groupby("org", sort=True).head(n)
+    names = dataset.opportunities[["org", "opportunity_id", "name", "account", "currency"]].astype(
+        {"opportunity_id": str})
+    deals = deals.merge(names, on=["org", "opportunity_id"], how="left")
+    deals["onset_week"] = deals["onset_week"].astype(int)
+    deals["currency"] = deals["currency"].fillna("")
+    return deals[LATE_DEAL_COLUMNS].reset_index(drop=True)

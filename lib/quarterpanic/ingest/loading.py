@@ -2,9 +2,9 @@
 
 A path is an export file, a folder of exports, or a data folder with one
 sub-folder per organisation (each with an ``org.yaml``, see
-docs/ARCHITECTURE.md). Every data record of every file ends up either in a
-canonical table or in ``rejects`` — ``read == accepted + rejected`` for every
-file, always. Rejects come from three places, all mapped back to the file, the
+docs/ARCHITECTURE.md). Every data record of every file ends up in a canonical
+table, in ``rejects``, or counted as ignored (field-history rows of fields no
+analysis reads) — ``read == accepted + rejected + ignored`` for every file, always. Rejects come from three places, all mapped back to the file, the
 source row, the source column and the raw value:
 
 1. records that are not tabular (a CSV line with the wrong number of fields);
@@ -33,7 +33,7 @@ from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import read_headers
 from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult, load_file, one_per_row
 from quarterpanic.ingest.orgs import OrgInfo, discover, org_without_yaml, read_org_yaml
-from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, shipped_profiles
+from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, lookup_files, shipped_profiles
 from quarterpanic.ingest.reload_cache import LoadCache, open_cache
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _load_threads(default: int = min(4, os.cpu_count() or 1)) -> int:
 
 #: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
 LOAD_THREADS = _load_threads()
-ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
+ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected", "ignored"]
 
 
 @dataclass
@@ -61,7 +61,7 @@ class CRM:
 
     ``rejects`` has columns table, file, row, column, value, reason (one row
     per rejected source record); ``accounting`` has one row per file with
-    file, org, table, profile, read, accepted, rejected.
+    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads).
     """
 
     opportunities: pd.DataFrame
@@ -112,11 +112,14 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
     folder_orgs: dict[Path, OrgInfo | None] = {}
     profiles = None
     store = open_cache(cache)
+    unrecognised: list[tuple[Path, ExportError]] = []
     for file in discover(paths):
         folder = file.parent
         if folder not in folder_orgs:
             folder_orgs[folder] = read_org_yaml(folder)
         org = folder_orgs[folder]
+        if org is not None and org.skips(file):
+            continue
         if fixed is not None:
             chosen = fixed
         elif org is not None and file.name in org.files:
@@ -127,8 +130,12 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             if profiles is None:
                 profiles = shipped_profiles()
             headers = read_headers(file, candidates=[p.identify for p in profiles])
-            chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
-                _detect_for_table(headers, file, table, profiles)
+            try:
+                chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
+                    _detect_for_table(headers, file, table, profiles)
+            except ExportError as err:
+                unrecognised.append((file, err))
+                continue
             if chosen is None:
                 continue
         info = org if org is not None else org_without_yaml(folder, chosen)
@@ -136,6 +143,11 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
         orgs.setdefault(info.name, info)
         jobs.append((file, chosen, orgs[info.name]))
+    used_as_lookups = {(job_file.parent / name).resolve() for job_file, job_profile, _ in jobs
+                       for name in lookup_files(job_profile)}
+    for file, err in unrecognised:
+        if file.resolve() not in used_as_lookups:
+            raise err
     results = _load_files(jobs, store)
     if store is not None:
         store.finish()
@@ -249,12 +261,13 @@ def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], reje
         file = str(r.path)
         accepted = int(accepted_by_file[r.table].get(file, 0)) if r.table in accepted_by_file else 0
         rejected = int(rejected_by_file.get((file, r.table), 0))
-        if accepted + rejected != r.read:
-            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected}")
+        if accepted + rejected + r.ignored != r.read:
+            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected} "
+                                 f"+ ignored {r.ignored}")
         rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
-                     "read": r.read, "accepted": accepted, "rejected": rejected})
+                     "read": r.read, "accepted": accepted, "rejected": rejected, "ignored": r.ignored})
     frame = pd.DataFrame(rows, columns=ACCOUNTING_COLUMNS)
-    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64"})
+    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64", "ignored": "int64"})
 
 
 def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:

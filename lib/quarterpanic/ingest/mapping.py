@@ -16,6 +16,9 @@ The per-column vocabulary is deliberately small:
 ``scale`` / ``divide``  multiply / divide a number (percent -> fraction, seconds -> hours)
 ``coalesce`` list of column specs: per row, the first that has a value
 ``any_of``   list of column specs (yes/no): True when any is True
+``present`` / ``absent``  header(s): True when the row has (or lacks) a value in any of them
+``lookup``   fill from another file of the same folder by key:
+             ``{lookup: teams.csv, key: Owner, on: Seller, value: Team, missing: reject|empty}``
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import cache, reduce
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -67,13 +71,23 @@ class MappedExport:
     labels: dict[str, str]
 
 
-def map_export(raw: RawExport, profile: Profile) -> MappedExport:
+#: Reads a lookup file named in a profile: the file's :class:`RawExport`, or None when it does not exist.
+LookupReader = Callable[[str], "RawExport | None"]
+
+
+def map_export(raw: RawExport, profile: Profile, lookups: LookupReader | None = None) -> MappedExport:
     """The canonical columns of ``raw`` (except org and provenance) per ``profile``.
+
+    Args:
+        raw: the export as read.
+        profile: how its headers become canonical columns.
+        lookups: reads the lookup files the profile's ``lookup:`` specs name (None: no lookups,
+            and a required column that needs one is missing).
 
     Raises:
         ExportError: a required canonical column has no source header in the file.
     """
-    context = _Context(raw, profile)
+    context = _Context(raw, profile, lookups)
     missing = []
     for name in required_columns(profile.table):
         spec = profile.columns.get(name)
@@ -102,9 +116,10 @@ def map_export(raw: RawExport, profile: Profile) -> MappedExport:
 class _Context:
     """Evaluates column specs against one raw export, collecting problems."""
 
-    def __init__(self, raw: RawExport, profile: Profile):
+    def __init__(self, raw: RawExport, profile: Profile, lookups: LookupReader | None = None):
         self.raw = raw
         self.profile = profile
+        self.lookups = lookups
         self.positions: dict[str, list[int]] = {}
         for pos, label in enumerate(raw.headers):
             self.positions.setdefault(normalise_label(label), []).append(pos)
@@ -116,12 +131,19 @@ class _Context:
     def satisfiable(self, spec: dict) -> bool:
         if has_fallback(spec):
             return True
+        if "lookup" in spec:
+            return self.present(spec["lookup"]["key"]) and self.lookup_table(spec["lookup"]) is not None
+        if "present" in spec or "absent" in spec:
+            return True
         if "column" in spec:
             return any(self.present(label) for label in spec_labels(spec))
         return any(self.satisfiable(sub) for sub in spec.get("coalesce", []) + spec.get("any_of", []))
 
     def label_of(self, spec: dict) -> str | None:
         """The source header actually used by a spec (first present)."""
+        if "coalesce" in spec or "any_of" in spec:
+            return next(filter(None, (self.label_of(sub) for sub in spec.get("coalesce", []) + spec.get("any_of", []))),
+                        None)
         for label in spec_labels(spec):
             if self.present(label):
                 return self.raw.headers[self.positions[normalise_label(label)][0]]
@@ -161,6 +183,11 @@ class _Context:
             return any_true.mask(parts.isna().all(axis=1), pd.NA)
         if "value" in spec:
             return self.constant(spec["value"], kind, spec, name)
+        if "present" in spec or "absent" in spec:
+            has = self.has_value(spec.get("present") or spec.get("absent"))
+            return (has if "present" in spec else ~has).astype("boolean")
+        if "lookup" in spec:
+            return self.looked_up(spec, kind, name)
         raw = self.source(spec)
         if raw is None:
             return self.constant(spec.get("default"), kind, spec, name)
@@ -192,6 +219,66 @@ class _Context:
                 return put_masked(parsed, matched, canonical.take(codes[mask]))
             parsed = parsed.copy()
             parsed[mask] = canonical.to_numpy()[codes[mask]]
+        return parsed
+
+    def has_value(self, labels: list[str]) -> pd.Series:
+        """Per row: any of ``labels`` holds a non-blank value (a missing header holds none)."""
+        has = pd.Series(False, index=self.raw.frame.index)
+        for label in labels:
+            raw = self.source({"column": label})
+            if raw is not None:
+                text = as_text(raw)
+                has |= (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
+        return has
+
+    def lookup_table(self, lookup: dict) -> dict[str, Any] | None:
+        """``on`` value -> ``value`` value of a lookup file, or None when the file is not there."""
+        table = self.lookups(lookup["file"]) if self.lookups is not None else None
+        if table is None:
+            return None
+        positions = {normalise_label(label): pos for pos, label in reversed(list(enumerate(table.headers)))}
+        absent = [lookup[k] for k in ("on", "value") if normalise_label(lookup[k]) not in positions]
+        if absent:
+            raise ExportError(f"lookup file has no column {' or '.join(absent)} (needed by the "
+                              f"{self.profile.name} mapping); found: {', '.join(h for h in table.headers if h)}",
+                              path=table.path, hint="fix the lookup's on:/value: headers")
+        keys = as_text(table.frame[positions[normalise_label(lookup["on"])]]).str.strip()
+        values = table.frame[positions[normalise_label(lookup["value"])]]
+        pairs = pd.DataFrame({"key": keys, "value": as_text(values)}).dropna(subset=["key"])
+        pairs = pairs[pairs["key"] != ""]
+        conflicting = pairs.drop_duplicates().duplicated("key", keep=False)
+        if conflicting.any():
+            key = pairs.loc[conflicting.reindex(pairs.index, fill_value=False), "key"].iloc[0]
+            lines = " and ".join(str(line) for line in pairs.index[pairs["key"] == key][:2])
+            raise ExportError(f"lines {lines}: {lookup['on']} {key!r} appears more than once with different "
+                              f"{lookup['value']} values", path=table.path,
+                              hint="a lookup file needs one row per key; remove the duplicates")
+        return dict(zip(pairs["key"], pairs["value"]))
+
+    def looked_up(self, spec: dict, kind: str, name: str) -> pd.Series:
+        """A column filled from a lookup file by key; unmatched keys rejected or left empty."""
+        lookup = spec["lookup"]
+        table = self.lookup_table(lookup)
+        keys = self.source({"column": lookup["key"]})
+        if table is None or keys is None:
+            return self.constant(spec.get("default"), kind, spec, name)
+        label = self.label_of({"column": lookup["key"]}) or lookup["key"]
+        keys = as_text(keys).str.strip()
+        found = keys.map(table)
+        unmatched = keys.notna() & (keys != "") & found.isna()
+        if lookup["missing"] == "reject" and "default" not in spec:
+            self.problem(unmatched.fillna(False).astype(bool), keys, label,
+                         f"not found in {lookup['file']} (column {lookup['on']})")
+        elif unmatched.any():
+            log.warning("%s: %d value(s) of %s not found in %s; %s left empty", self.raw.path,
+                        int(unmatched.sum()), label, lookup["file"], name)
+        values = found.astype("object").where(found.notna(), None)
+        if "map" in spec:
+            mapped = values.map(lambda v: None if v is None else spec["map"].get(" ".join(str(v).split()).lower()))
+            values = mapped.where(mapped.notna(), values)
+        parsed = self.parse(values, kind, spec, f"{lookup['file']}: {lookup['value']}")
+        if "default" in spec:
+            parsed = parsed.where(values.notna(), self.constant(spec["default"], kind, spec, name))
         return parsed
 
     def constant(self, value: Any, kind: str, spec: dict, name: str) -> pd.Series:

@@ -4,6 +4,7 @@ A data folder holds one sub-folder per organisation, each with an ``org.yaml``
 (name, size class, fiscal calendar, which profile reads which file; see docs/DATA.md)."""
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from quarterpanic.ingest.profiles import Profile
 
 ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
-ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created"}
+CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
 @dataclass
@@ -33,6 +35,13 @@ class OrgInfo:
     calendar: dict = field(default_factory=dict)
     folder: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)  # files other exports read by key, never loaded as a table
+    ignore: list[str] = field(default_factory=list)  # file names or glob patterns to pass over
+    close_before_created: str = "warn"  # a deal closing before it was created: kept with a warning, or rejected
+
+    def skips(self, path: Path) -> bool:
+        """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
+        return path.name in self.lookups or any(fnmatch.fnmatch(path.name, pattern) for pattern in self.ignore)
 
 
 def discover(paths: list[str | Path]) -> list[Path]:
@@ -106,8 +115,24 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     files = doc.get("files") or {}
     if not isinstance(calendar, dict) or not isinstance(files, dict):
         raise ProfileError("fiscal_calendar: and files: must be maps", path=path)
+    lists = {key: doc.get(key) or [] for key in ("lookups", "ignore")}
+    for key, names in lists.items():
+        if isinstance(names, str):
+            lists[key] = names = [names]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ProfileError(f"{key}: must be a list of file names", path=path,
+                               hint=f"e.g. {key}: [accounts.csv]")
+    missing = [name for name in lists["lookups"] if not (folder / name).is_file()]
+    if missing:
+        raise ProfileError(f"lookups: {', '.join(missing)} not found in {folder}", path=path,
+                           hint="fix the file name or remove it from lookups:")
+    early = doc.get("close_before_created", "warn")
+    if early not in CLOSE_BEFORE_CREATED:
+        raise ProfileError(f"close_before_created must be one of {', '.join(CLOSE_BEFORE_CREATED)}, not {early!r}",
+                           path=path)
     return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
-                   folder=folder, files={str(k): str(v) for k, v in files.items()})
+                   folder=folder, files={str(k): str(v) for k, v in files.items()},
+                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early)
 
 
 def org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:

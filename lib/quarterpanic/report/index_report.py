@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,7 +13,8 @@ from quarterpanic.analysis import early_warning
 from quarterpanic.analysis.findings import ALL_SEGMENTS
 from quarterpanic.analysis.panic_index import CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, PANIC, WATCH
 from quarterpanic.report import plots
-from quarterpanic.report.words import CHART_LABELS
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import CHART_LABELS, markdown_lines
 from quarterpanic.util import finite_or_none
 
 
@@ -239,3 +240,122 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     plots.week_ticks(ax, range(1, weeks_in_quarter + 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
+
+
+def plot_index_by_org(index: pd.DataFrame, thresholds: Mapping[str, float], orgs: Sequence[str]) -> list[Any]:
+    """:func:`plot_index` for each organisation, one figure each."""
+    return [plot_index(index, thresholds, org) for org in orgs]
+
+
+def plot_contributions_by_org(scores: pd.DataFrame, orgs: Sequence[str]) -> list[Any]:
+    """:func:`plot_contributions` for each organisation, one figure each."""
+    return [plot_contributions(scores, org) for org in orgs]
+
+
+def plot_charts_by_org(charts: pd.DataFrame, status: pd.DataFrame) -> list[Any]:
+    """:func:`plot_charts` for each organisation of ``status`` that has an early-warning chart."""
+    return [plot_charts(charts, status, org) for org in status["org"] if (charts["org"] == org).any()]
+
+
+def plot_size_classes(sizes: pd.DataFrame) -> Any:
+    """The share of quarters in panic per size class (:func:`by_size_class`) with Wilson intervals, titled by
+    :func:`size_class_headline`; None, drawing nothing, when ``sizes`` is empty."""
+    if sizes.empty:
+        return None
+    ax = plots.interval_plot(sizes, x="size_class", estimate="panic_share", low="panic_share_low",
+                             high="panic_share_high", order=list(sizes["size_class"]), percent=True)
+    return plots.label_axes(ax, title=size_class_headline(sizes), x="Size class", y="Share of quarters in panic")
+
+
+# -- Markdown -------------------------------------------------------------------------------------------
+def intro(as_of: pd.Timestamp, index: pd.DataFrame, size_classes: Mapping[str, str]) -> str:
+    """The page's first line (Markdown, CRM text escaped): the as-of time, each organisation of ``index`` with
+    its size class, how many complete quarters have an index."""
+    orgs = ", ".join(f"**{escape_text(org)}** ({escape_text(size_classes.get(org, 'size unknown'))})"
+                     for org in sorted(index["org"].unique()))
+    return f"As of **{as_of:%Y-%m-%d %H:%M}**: {orgs}; {len(index)} complete quarters with an index."
+
+
+def top_findings_markdown(top: pd.DataFrame) -> str:
+    """:func:`top_findings` as a Markdown bullet list (CRM text escaped), or a note that none reached *watch*."""
+    return markdown_lines(top, lambda row: (
+        f"* **{escape_text(row.org)}, {escape_text(row.quarter)}** (index {row.panic_index:.1f}, {row.level}): "
+        f"{escape_text(row.sentence)}."
+    ), "No quarter reached the *watch* level.")
+
+
+def discount_cost_markdown(totals: pd.DataFrame) -> str:
+    """:func:`discount_cost_totals` as a Markdown bullet list per organisation (CRM text escaped)."""
+    return markdown_lines(totals, lambda row: (
+        f"* **{escape_text(row.org)}** gave away about **{money(row.cost, row.currency)}** in extra discount "
+        f"in {row.quarters} panic quarter{'s' if row.quarters != 1 else ''} "
+        f"(95% CI {money(row.cost_low, row.currency)} to {money(row.cost_high, row.currency)}), "
+        f"on {money(row.won_amount, row.currency)} won late."
+    ), "No panic quarter with a measurable discount uplift.")
+
+
+def discount_cost_table(costs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`discount_cost` rows rounded for reading (shares to 0.001, amounts to whole units)."""
+    return costs.round({"discount_uplift": 3, "won_amount": 0, "cost": 0, "cost_low": 0, "cost_high": 0})
+
+
+OUTCOME_WORDS = {"won": "won", "lost": "lost", "open": "still open"}
+
+
+def late_deals_headline(deals: pd.DataFrame) -> str:
+    """One Markdown sentence (CRM text escaped) on :func:`late_unqualified_deals`: the largest such deal of
+    each organisation, with its account and owner, or a note that there were none."""
+    if deals.empty:
+        return "No panic quarter with a measured qualification onset: no late unqualified deals to list."
+    parts = []
+    for org, rows in deals.groupby("org", sort=True):
+        top = rows.iloc[0]
+        parts.append(
+            f"in **{escape_text(org)}** ({escape_text(top['quarter'])}), **{escape_text(top['account'])}** "
+            f"({money(top['amount'], top['currency'])}, owned by **{escape_text(top['owner'])}**, "
+            f"{OUTCOME_WORDS.get(top['outcome'], escape_text(top['outcome']))})"
+        )
+    return "The largest unqualified deal opened after the onset: " + "; ".join(parts) + "."
+
+
+def late_deals_table(deals: pd.DataFrame) -> pd.DataFrame:
+    """:func:`late_unqualified_deals` for the page: who owned which deal, for which account, and how it ended.
+
+    Indexed by ``Organisation`` and ``Quarter``, with ``Opportunity``, ``Account``, ``Owner``, ``Week created``,
+    ``Amount`` (:func:`money`) and ``Outcome``; pandas escapes the names when the table is shown as HTML.
+    """
+    return pd.DataFrame({
+        "Organisation": deals["org"],
+        "Quarter": deals["quarter"],
+        "Opportunity": deals["name"],
+        "Account": deals["account"],
+        "Owner": deals["owner"],
+        "Week created": deals["week_of_quarter"],
+        "Amount": [money(amount, currency) for amount, currency in zip(deals["amount"], deals["currency"])],
+        "Outcome": deals["outcome"].map(OUTCOME_WORDS),
+    }).set_index(["Organisation", "Quarter"])
+
+
+# -- key figures ----------------------------------------------------------------------------------------
+def summary_figures(
+    *, headline: str, as_of: pd.Timestamp, thresholds: Mapping[str, float], index: pd.DataFrame,
+    scores: pd.DataFrame, top: pd.DataFrame, costs: pd.DataFrame, totals: pd.DataFrame, sizes: pd.DataFrame,
+    status: pd.DataFrame,
+) -> dict[str, Any]:
+    """Key figures of the executive summary for :func:`quarterpanic.report.artifacts.save_summary`."""
+    return {
+        "headline": headline,
+        "as_of": as_of,
+        "index_thresholds": thresholds,
+        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "level", "n_components",
+                        "top_component"]],
+        "levels": {org: dict(index[index["org"] == org]["level"].value_counts())
+                   for org in sorted(index["org"].unique())},
+        "components": scores[["org", "quarter", "segment", "component", "estimate", "z", "weight", "contribution",
+                              "status"]],
+        "top_findings": top,
+        "discount_cost": costs,
+        "discount_cost_totals": totals,
+        "size_classes": sizes,
+        "early_warning": status.drop(columns=["signals"]).assign(signals=[list(s) for s in status["signals"]]),
+    }

@@ -240,7 +240,8 @@ def write_index(
 ) -> Path:
     """Write the run's ``index.html``.
 
-    ``reports`` holds one mapping per notebook with ``title``, ``html`` (file
+    ``reports`` holds one mapping per notebook with ``name`` (the task's, named in the
+    notice an incomplete run gets), ``title``, ``html`` (file
     name or None), ``notebook`` (executed copy), ``status``, ``duration_s``,
     ``error`` (text or None) and ``headline`` (the notebook's own summary line or None).
     ``links`` are extra ``(label, href)`` pairs for the footer. ``orgs`` (one per

@@ -22,6 +22,7 @@ from quarterpanic.analysis.reactive import COMPONENT, ReactiveAnalysis
 from quarterpanic.analysis.workload import share_by_week, wasted_effort, weekly_requests
 from quarterpanic.report import plots, words
 from quarterpanic.report.plots import chart_text
+from quarterpanic.report.safe import escape_text
 
 FOCUS_LABEL_WIDTH = 40
 PANEL_TITLE_SIZE = 11
@@ -424,3 +425,15 @@ def wasted_effort_table(analysis: ReactiveAnalysis) -> pd.DataFrame:
     shares = ["lost_share", "unqualified_share", "lost_hours_share", "unqualified_hours_share"]
     table[shares] = table[shares].round(3)
     return table
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+NOTHING_FLAGGED = "Nothing was flagged."
+
+
+def intro(as_of: pd.Timestamp, analysis: ReactiveAnalysis, focus: pd.DataFrame, segment: str | None = None) -> str:
+    """The page's first line (Markdown, CRM text escaped): the as-of time, how many requests, the organisations
+    (``focus``'s) and the segment, when one was chosen."""
+    where = f" (segment **{escape_text(segment)}**)" if segment else ""
+    return (f"As of **{as_of:%Y-%m-%d %H:%M}**, {len(analysis.requests):,} sales-ops requests of "
+            f"{words.bold_names(focus['org'])}{where}.")

@@ -6,12 +6,13 @@ when the data were too thin to tell.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
 from quarterpanic.analysis.findings import INSUFFICIENT, METRICS
+from quarterpanic.report.safe import escape_text
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -136,3 +137,29 @@ def early_warning_sentences(status: pd.DataFrame) -> pd.DataFrame:
     out = status.drop(columns=["details"]).assign(sentence=sentences)
     columns = [c for c in early_warning.STATUS_COLUMNS if c != "details"]
     return out[columns[: columns.index("signals") + 1] + ["sentence"] + columns[columns.index("signals") + 1:]]
+
+
+# -- Markdown for the pages ----------------------------------------------------------------------
+def bold_text(text: str) -> str:
+    """``text`` as bold Markdown, its CRM text escaped."""
+    return f"**{escape_text(text)}**"
+
+
+def bold_sentence(text: str) -> str:
+    """A headline as one bold Markdown sentence (a full stop added), its CRM text escaped."""
+    return bold_text(f"{text}.")
+
+
+def bullet_list(sentences: Sequence[str]) -> str:
+    """Sentences as a Markdown bullet list, each escaped (CRM text is never read as markup)."""
+    return "\n".join(f"* {escape_text(sentence)}" for sentence in sentences)
+
+
+def bold_names(names: Sequence[str]) -> str:
+    """``["A", "B"]`` -> ``"**A**, **B**"``, each name escaped."""
+    return ", ".join(f"**{escape_text(name)}**" for name in names)
+
+
+def markdown_lines(rows: pd.DataFrame, line: Callable[[Any], str], empty: str) -> str:
+    """One Markdown line per row (``line`` gets each ``itertuples`` row and escapes its CRM text), or ``empty``."""
+    return "\n".join(line(row) for row in rows.itertuples()) if len(rows) else empty

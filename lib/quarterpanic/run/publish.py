@@ -75,6 +75,14 @@ def switch_latest(out_dir: Path, run_id: str, started_at: str | None = None) -> 
     return True
 
 
+def latest_run(out_dir: Path) -> str | None:
+    """The run folder ``out_dir/latest`` points at, or None when there is no such link."""
+    try:
+        return os.readlink(Path(out_dir) / "latest")
+    except OSError:
+        return None
+
+
 def _manifest_of(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((run_dir / "manifest.json").read_text())
