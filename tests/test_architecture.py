@@ -27,7 +27,8 @@ TIERS: tuple[frozenset[str], ...] = (
     frozenset({"quarterpanic", "errors", "paths", "util"}),
     frozenset({"calendar"}),
     frozenset({"params"}),  # checks calendar specs with the calendar
-    frozenset({"ingest", "store"}),
+    frozenset({"store"}),  # verified entries on disk, for whatever a layer above gives it (loaded files too)
+    frozenset({"ingest"}),
     frozenset({"dataset", "sample"}),
     frozenset({"analysis"}),
     frozenset({"report"}),

@@ -48,6 +48,10 @@ class Dataset:
     rejects, accounting:
         The loader's rejected rows and per-file row accounting (empty for
         generated data).
+
+    A dataset is not changed in place (:meth:`cut`, :meth:`filter` and
+    ``dataclasses.replace`` return new ones): the results cache keeps each
+    table's content hash on the dataset while the same frame is in its place.
     """
 
     opportunities: pd.DataFrame

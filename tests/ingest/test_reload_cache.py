@@ -14,6 +14,7 @@ from quarterpanic.dataset import load_dataset
 from quarterpanic.ingest import reload_cache as qp_cache
 from quarterpanic.ingest.loading import load_crm
 from quarterpanic.ingest.reload_cache import LoadCache, open_cache
+from quarterpanic.store import entries as checked
 
 MIXED = ["salesforce_opportunities_cp1252.csv", "salesforce_history.csv", "salesforce_leads.csv",
          "hubspot_deals.csv", "jira_requests.csv", "salesforce_bad_rows.csv", "salesforce_stray_quote.csv"]
@@ -153,10 +154,10 @@ def test_corrupt_entries_are_ignored_and_rebuilt(exports, store, damage):
             frame.rename(columns={frame.columns[-1]: "something_else"}).to_feather(entry / "frame.arrow")
         elif damage == "truncated entry":
             (entry / "entry.json").write_text('{"format": 1, "rea', encoding="utf-8")
-        else:
-            doc = json.loads((entry / "entry.json").read_text(encoding="utf-8"))
-            doc["read"] += 1
-            (entry / "entry.json").write_text(json.dumps(doc), encoding="utf-8")
+        else:  # a well-formed entry (its checksums match) whose counts disagree with its frames
+            doc = json.loads((entry / "entry.json").read_text(encoding="utf-8"))["entry"]
+            doc["meta"]["read"] += 1
+            (entry / "entry.json").write_bytes(checked.manifest_bytes(doc))
     crm = load_crm(exports, cache=store)
     assert store.stats.rebuilt == len(MIXED) and store.stats.hits == 0
     assert_same(crm, load_crm(exports))

@@ -1,6 +1,7 @@
 """The results cache: a hit returns exactly what the detector returns; changed data, parameters or code miss."""
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 
@@ -11,10 +12,11 @@ from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.qualification import detect_qualification_decay
 from quarterpanic.analysis.reactive import analyse_reactive
+from quarterpanic.calendar import FiscalCalendar
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 from quarterpanic.sample import generate
-from quarterpanic.store import entries as pickle_store
+from quarterpanic.store import entries as checked
 from quarterpanic.store import results as results_cache
 
 
@@ -32,7 +34,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def entries(folder) -> list:
-    return sorted(folder.glob("*.pkl")) if folder.exists() else []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
 
 def test_a_hit_returns_what_the_detectors_return(data, cache_dir):
@@ -48,12 +50,12 @@ def test_a_hit_returns_what_the_detectors_return(data, cache_dir):
 
 def test_the_notebooks_calls_share_entries_with_detect(data, cache_dir):
     params = defaults()
-    features = opportunity_features(data, params)
+    features = opportunity_features(data, params, cache=True)  # as notebook 02
     decay = detect_qualification_decay(data, params, features=features, cache=True)
     analysis = analyse_reactive(data, params, cache=True)
-    assert len(entries(cache_dir)) == 2
+    assert len(entries(cache_dir)) == 3
     detect(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}, "data_dir": "elsewhere"}, cache=True)
-    assert len(entries(cache_dir)) == 2  # neither changes what the detectors compute
+    assert len(entries(cache_dir)) == 3  # neither changes what the detectors compute
     pd.testing.assert_frame_equal(decay, detect_qualification_decay(data, params))
     cached = analyse_reactive(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}}, cache=True)
     assert cached.params["index_thresholds"] == {"watch": 1.0, "panic": 2.0}  # the caller's own parameters
@@ -99,19 +101,23 @@ def test_changed_data_misses(data, cache_dir):
     assert results_cache.result_key(name, replace(data, opportunities=recast), params) != key
 
 
-def test_changed_library_code_misses(data, tmp_path, monkeypatch):
+def test_edited_library_code_misses_within_the_same_session(data, tmp_path, cache_dir, monkeypatch):
+    """As under ``%autoreload 2``: a module edited between two calls of one Python session is a new key."""
     package = tmp_path / "package"
-    shutil.copytree(pickle_store.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(pickle_store, "PACKAGE_DIR", package)
+    shutil.copytree(checked.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(checked, "PACKAGE_DIR", package)
     name, params = "quarterpanic.analysis.reactive.analyse_reactive", defaults()
-    pickle_store.source_hash.cache_clear()
-    try:
-        before = results_cache.result_key(name, data, params)
-        (package / "analysis" / "turnaround.py").write_text((package / "analysis" / "turnaround.py").read_text() + "\n# changed\n")
-        pickle_store.source_hash.cache_clear()
-        assert results_cache.result_key(name, data, params) != before
-    finally:
-        pickle_store.source_hash.cache_clear()
+    before = results_cache.result_key(name, data, params)
+    assert results_cache.result_key(name, data, params) == before
+    module = package / "analysis" / "turnaround.py"
+    module.write_text(module.read_text() + "\n# changed\n")
+    assert results_cache.result_key(name, data, params) != before
+    calls = []
+    results_cache.cached("f", lambda: calls.append(1) or "old code", data, params)
+    assert results_cache.cached("f", lambda: calls.append(1) or "old code", data, params) == "old code"
+    os.utime(module, ns=(1, 1))  # touched only
+    assert results_cache.cached("f", lambda: calls.append(1) or "new code", data, params) == "new code"
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("value", ["off", "0", "false", "no"])
@@ -133,7 +139,7 @@ def test_an_unreadable_entry_is_recomputed(data, cache_dir):
 
     results_cache.cached("f", compute, data, defaults())
     [entry] = entries(cache_dir)
-    entry.write_bytes(b"not a pickle")
+    (entry / "frame0.arrow").write_bytes(b"ARROW1 not a frame")
     result = results_cache.cached("f", compute, data, defaults())
     pd.testing.assert_frame_equal(result, pd.DataFrame({"x": [1, 2]}))
     assert calls == [1, 1]
@@ -168,3 +174,49 @@ def test_opportunity_features_and_the_early_warning_reuse_them(data, cache_dir):
     pd.testing.assert_frame_equal(cached_status, status)
     pd.testing.assert_frame_equal(cached_charts, charts)
     assert len(entries(cache_dir)) == 1  # the same features
+
+
+def test_features_handed_in_are_part_of_the_key(data, cache_dir):
+    params = defaults()
+    features = opportunity_features(data, params)
+    one_org = features[features["org"] == data.orgs[0]]
+    everything = detect_qualification_decay(data, params, features=features, cache=True)
+    only_one = detect_qualification_decay(data, params, features=one_org, cache=True)
+    assert set(everything["org"]) == set(data.orgs) and set(only_one["org"]) == {data.orgs[0]}
+    pd.testing.assert_frame_equal(only_one, detect_qualification_decay(data, params, features=one_org))
+    pd.testing.assert_frame_equal(everything, detect_qualification_decay(data, params, cache=True))
+    assert len(entries(cache_dir)) == 3  # the features, and the findings of each set of features
+
+
+def test_a_dataset_is_hashed_once_and_anew_when_a_table_is_replaced(data, monkeypatch):
+    hashed = []
+    real = results_cache.frame_fingerprint
+    monkeypatch.setattr(results_cache, "frame_fingerprint", lambda frame: hashed.append(1) or real(frame))
+    fresh = replace(data, calendars=dict(data.calendars))
+    first = results_cache.dataset_fingerprint(fresh)
+    assert len(hashed) == 4
+    assert results_cache.dataset_fingerprint(fresh) == first and len(hashed) == 4
+    fresh.leads = fresh.leads.iloc[:-1]
+    assert results_cache.dataset_fingerprint(fresh) != first and len(hashed) == 5
+    before = results_cache.dataset_fingerprint(fresh)
+    fresh.size_classes = {}
+    assert results_cache.dataset_fingerprint(fresh) != before  # the small parts are hashed on every call
+    before = results_cache.dataset_fingerprint(fresh)
+    fresh.calendars[data.orgs[0]] = FiscalCalendar(start_month=5)
+    assert results_cache.dataset_fingerprint(fresh) != before and len(hashed) == 5
+
+
+def test_the_cached_detectors_leave_the_dataset_as_it_was(data):
+    """Datasets are not changed in place (what lets a table's hash be kept on the dataset)."""
+    from quarterpanic.analysis import early_warning as ew
+    from quarterpanic.analysis import panic_index as pi
+
+    before = {name: table.copy(deep=True) for name, table in data.tables().items()}
+    params = defaults()
+    findings = detect(data, params)
+    detect_qualification_decay(data, params, features=opportunity_features(data, params))
+    analyse_reactive(data, {**params, "by_segment": True})
+    scores, index = pi.index_from_findings(findings, params, data)
+    ew.early_warning(data, params, findings=findings)
+    for name, table in data.tables().items():
+        pd.testing.assert_frame_equal(table, before[name])

@@ -11,7 +11,7 @@ from quarterpanic.dataset import TABLE_NAMES, load_dataset
 from quarterpanic.ingest import schemas
 from quarterpanic.params import defaults
 from quarterpanic.paths import SALESDATA_DIR
-from quarterpanic.store import entries as pickle_store
+from quarterpanic.store import entries as checked
 from quarterpanic.store import snapshots as snapshot
 
 FRAMES = list(TABLE_NAMES) + ["rejects", "accounting"]
@@ -27,7 +27,8 @@ def folder(tmp_path, monkeypatch):
 
 
 def snapshots(cache_dir) -> list:
-    return sorted((cache_dir / snapshot.ENTRIES).glob("*.pkl"))
+    folder = cache_dir / snapshot.ENTRIES
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
 
 def assert_same(left, right):
@@ -55,6 +56,7 @@ def test_a_hit_is_the_dataset_the_exports_load_into(folder, tmp_path):
 
 def test_no_cache_no_snapshot(folder, tmp_path, monkeypatch):
     monkeypatch.setattr("quarterpanic.dataset.CACHE_DIR", tmp_path / "project-cache")
+    monkeypatch.setattr("quarterpanic.ingest.reload_cache.CACHE_DIR", tmp_path / "project-cache")
     load_dataset(folder, defaults(), cache=False)
     assert not (tmp_path / "project-cache").exists()
     load_dataset(folder, defaults(), cache=True)
@@ -91,16 +93,11 @@ def test_other_parameters_share_the_snapshot(folder):
 
 def test_changed_library_code_misses(folder, tmp_path, monkeypatch):
     package = tmp_path / "package"
-    shutil.copytree(pickle_store.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(pickle_store, "PACKAGE_DIR", package)
-    pickle_store.source_hash.cache_clear()
-    try:
-        before = snapshot.snapshot_key(folder, defaults())
-        (package / "ingest" / "mapping.py").write_text((package / "ingest" / "mapping.py").read_text() + "\n# changed\n")
-        pickle_store.source_hash.cache_clear()
-        assert snapshot.snapshot_key(folder, defaults()) != before
-    finally:
-        pickle_store.source_hash.cache_clear()
+    shutil.copytree(checked.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(checked, "PACKAGE_DIR", package)
+    before = snapshot.snapshot_key(folder, defaults())
+    (package / "ingest" / "mapping.py").write_text((package / "ingest" / "mapping.py").read_text() + "\n# changed\n")
+    assert snapshot.snapshot_key(folder, defaults()) != before
 
 
 def test_a_changed_shipped_profile_misses(folder, tmp_path, monkeypatch):
@@ -133,7 +130,7 @@ def test_an_unreadable_snapshot_is_rebuilt(folder, tmp_path):
     cache_dir = tmp_path / "cache"
     fresh = load_dataset(folder, defaults(), cache=cache_dir)
     [entry] = snapshots(cache_dir)
-    entry.write_bytes(b"not a pickle")
+    (entry / "frame0.arrow").write_bytes(b"ARROW1 not a frame")
     assert_same(load_dataset(folder, defaults(), cache=cache_dir), fresh)
     assert_same(load_dataset(folder, defaults(), cache=cache_dir), fresh)
 

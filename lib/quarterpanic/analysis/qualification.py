@@ -375,9 +375,16 @@ def detect_qualification_decay(
     applies Benjamini–Hochberg across the whole run).
     """
     params = {**defaults(), **(params or {})}
+    extra = None
+    if features is not None and results_cache.enabled(cache):
+        # Features handed in are the detector's input: other features are another key. The dataset's own
+        # features (what the notebooks hand in) share the entry of a call without them, as detect() makes.
+        handed_in = results_cache.frame_fingerprint(features)
+        if handed_in != results_cache.frame_fingerprint(opportunity_features(dataset, params, cache=True)):
+            extra = {"features": handed_in}
     return results_cache.cached("quarterpanic.analysis.qualification.detect_qualification_decay",
                                 lambda: _detect_qualification_decay(dataset, params, features), dataset, params,
-                                use=cache)
+                                extra=extra, use=cache)
 
 
 def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],

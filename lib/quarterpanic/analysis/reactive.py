@@ -476,11 +476,12 @@ def analyse_reactive(
         code (:mod:`quarterpanic.store.results`).
     """
     params = {**defaults(), **(params or {})}
+    # Parameters no detector reads are not part of the key: the entry keeps none, the caller gets its own.
     analysis = results_cache.cached(
-        "quarterpanic.analysis.reactive.analyse_reactive", lambda: _analyse_reactive(dataset, params, segment, secondary),
+        "quarterpanic.analysis.reactive.analyse_reactive",
+        lambda: replace(_analyse_reactive(dataset, params, segment, secondary), params={}),
         dataset, params, extra={"segment": segment, "secondary": secondary}, use=cache,
     )
-    # Parameters no detector reads are not part of the key: hand back the caller's own.
     return replace(analysis, params=params)
 
 

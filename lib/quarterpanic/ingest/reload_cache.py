@@ -9,22 +9,26 @@ number of records read — under a key made of
 * the SHA-256 of the file's bytes (a changed export is a new key),
 * the profile or mapping as parsed (a changed mapping is a new key),
 * the organisation the rows are tagged with (name and size class),
-* the quarterpanic version and a hash of the loading code itself, and the
-  pandas / pyarrow / pandera versions (a code change is a new key).
+* the quarterpanic version, the path, size and modification time of each
+  module the loading code is made of (read on every load, so an edit under
+  ``%autoreload`` is a new key at once), and the pandas / pyarrow / pandera
+  versions.
 
 The path a file is loaded under is not part of the key: ``source_file`` and the
 rejects' ``file`` are filled in from the path given on every load.
 
 An entry is a folder ``<cache_dir>/loads/<key>/`` with ``frame.arrow``,
-``rejects.arrow`` and ``entry.json`` (row counts, profile, table), written
-under a temporary name and renamed into place, so a reader never sees half an
-entry. An entry that cannot be read, or whose row counts or columns disagree
-with ``entry.json``, is removed and rebuilt from the export. Duplicate ids
-across files and the final accounting are worked out on every load, cached or
-not.
+``rejects.arrow`` and ``entry.json`` (the key, each file's size and checksum,
+row counts, profile, table, and a checksum of its own), written under a
+temporary name and renamed into place, so a reader never sees half an entry
+(:mod:`quarterpanic.store.entries`). Every file is read into memory and
+verified before it is parsed: an entry that is damaged, sits under another
+key, or whose row counts or columns disagree with ``entry.json`` is removed,
+reported in one warning line and rebuilt from the export. Duplicate ids across
+files and the final accounting are worked out on every load, cached or not.
 
-Hashing a gigabyte of exports takes about a second, so ``digests.json``
-remembers each file's digest while its size, modification and status-change
+Hashing a gigabyte of exports takes about a second, so ``digests.json`` (with
+a checksum: a damaged one is ignored) remembers each file's digest while its size, modification and status-change
 times and inode stay the same (a file written less than two seconds before it
 was hashed is hashed again next time: a second write in the same clock tick
 would not move its times). After a load that added entries, the least
@@ -33,9 +37,6 @@ recently used ones are removed until the rest fit in ``max_bytes`` (8 GiB).
 The frames are uncompressed Arrow IPC: reading one back is a copy of its
 bytes, and pandas keeps the Arrow string columns as they are (no decoding) —
 about six times faster than LZ4 Parquet, for files about six times larger.
-On POSIX systems the files are memory-mapped, so the data is not even copied;
-removing an entry (pruning, a rebuild, ``rm -rf .cache``) is safe while a
-loaded frame still maps it, overwriting its files in place is not.
 """
 from __future__ import annotations
 
@@ -48,34 +49,29 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import pandera
 import pyarrow as pa
-import pyarrow.feather as feather
 
 from quarterpanic import __version__
 from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult
 from quarterpanic.ingest.orgs import OrgInfo
 from quarterpanic.ingest.profiles import Profile, canonical_columns, lookup_files
 from quarterpanic.ingest.schemas import constant_text
-from quarterpanic.paths import CACHE_DIR
+from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
+from quarterpanic.store import entries as checked
 from quarterpanic.util import file_sha256
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout of an entry changes.
-CACHE_FORMAT = 2
-#: The reload cache depends on the code of the whole ingest package (this folder).
-INGEST_DIR = Path(__file__).resolve().parent
+CACHE_FORMAT = 3
+#: The modules (relative to the package folder) whose code decides what a file loads into.
+LOADING_MODULES = ("__init__.py", "errors.py", "paths.py", "util.py", "ingest/*.py")
 ENTRIES = "loads"
-#: Uncompressed Arrow IPC reads back fastest (the cache is read far more often than written).
-IPC_OPTIONS = {"compression": "uncompressed"}
-#: Entries are memory-mapped where a mapped file may still be removed (pruning, rebuilding): not on Windows.
-_MAP_FILES = os.name == "posix"
 DIGESTS = "digests.json"
 #: A file changed this recently may change again within the file system's clock tick: hash it every time.
 RACY_SECONDS = 2.0
@@ -157,12 +153,21 @@ class LoadCache:
 
     def _digests(self) -> dict:
         if self._digest_memo is None:
+            self._digest_memo = {}
+            path = self.root / DIGESTS
             try:
-                self._digest_memo = json.loads((self.root / DIGESTS).read_text(encoding="utf-8"))
-                if not isinstance(self._digest_memo, dict):
-                    raise ValueError("not a map")
-            except (OSError, ValueError):
-                self._digest_memo = {}
+                document = json.loads(path.read_bytes())
+                files = document["files"]
+                if checked.checksum(json.dumps(files, sort_keys=True).encode("utf-8")) != document["checksum"] \
+                        or not isinstance(files, dict):
+                    raise ValueError("it does not match its checksum")
+                self._digest_memo = files
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError, checked.BadEntry) as err:
+                # Every file is hashed again; the memo is rewritten after the load.
+                log.warning("cache file %s cannot be used (%s): ignored", path, err)
+                checked.discard(path)
         return self._digest_memo
 
     def save_digests(self) -> None:
@@ -170,9 +175,13 @@ class LoadCache:
         if not self._digests_changed:
             return
         staging = self.root / f".{DIGESTS}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        files = self._digest_memo
+        document = {"checksum": checked.checksum(json.dumps(files, sort_keys=True).encode("utf-8")), "files": files}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            staging.write_text(json.dumps(self._digest_memo), encoding="utf-8")
+            staging.write_text(json.dumps(document), encoding="utf-8")
+            if (self.root / DIGESTS).is_dir():
+                checked.discard(self.root / DIGESTS)
             os.replace(staging, self.root / DIGESTS)
             self._digests_changed = False
         except OSError as err:
@@ -199,31 +208,26 @@ class LoadCache:
         return result
 
     def get(self, key: str, path: Path) -> FileResult | None:
-        """The cached result for ``key`` with ``path`` as its file; None when absent or unreadable."""
+        """The cached result for ``key`` with ``path`` as its file; None when absent or unusable (then removed)."""
         folder = self.entries / key
-        if not folder.is_dir():
-            return None
         try:
-            entry = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+            found = checked.read_tables(folder, key)
+            if found is None:
+                return None
+            tables, entry = found
             if entry.get("format") != CACHE_FORMAT:
-                raise ValueError(f"format {entry.get('format')!r}")
-            frame = feather.read_table(folder / "frame.arrow", memory_map=_MAP_FILES).to_pandas()
-            rejects = feather.read_table(folder / "rejects.arrow", memory_map=_MAP_FILES).to_pandas()
+                raise checked.BadEntry(f"format {entry.get('format')!r}")
+            frame, rejects = tables["frame"].to_pandas(), tables["rejects"].to_pandas()
             if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
                     or entry["read"] != entry["accepted"] + entry["rejected"] + entry["ignored"] \
                     or list(rejects.columns) != _REJECT_FIELDS \
                     or list(frame.columns) != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
-                raise ValueError("row counts or columns disagree with entry.json")
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
-            log.warning("%s: cache entry %s cannot be used (%s); rebuilding it", path, folder, err)
+                raise checked.BadEntry("row counts or columns disagree with entry.json")
+        except (checked.BadEntry, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+            checked.report_bad(folder, f"{path}: {err}")
             with self._lock:
                 self.stats.rebuilt += 1
-            shutil.rmtree(folder, ignore_errors=True)
             return None
-        try:  # the entry's modification time is its last use, for pruning
-            os.utime(folder / "entry.json")
-        except OSError:
-            pass
         file = str(path)
         frame.insert(1, "source_file", constant_text(file, len(frame)))
         rejects.insert(0, "file", constant_text(file, len(rejects)))
@@ -237,27 +241,15 @@ class LoadCache:
         folder = self.entries / key
         if folder.is_dir():
             return
-        staging = self.entries / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        try:
-            staging.mkdir(parents=True)
-            frame = result.frame.drop(columns=["source_file"])
-            feather.write_feather(pa.Table.from_pandas(frame, preserve_index=True), staging / "frame.arrow",
-                                  **IPC_OPTIONS)
-            rejects = result.rejects[_REJECT_FIELDS]
-            feather.write_feather(pa.Table.from_pandas(rejects, preserve_index=False), staging / "rejects.arrow",
-                                  **IPC_OPTIONS)
-            entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
-                     "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
-                     "ignored": int(result.ignored),
-                     "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
-            (staging / "entry.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
-            os.rename(staging, folder)
-        except OSError as err:
-            # Another process may have stored the same entry first: theirs is as good as ours.
-            if not folder.is_dir():
-                log.warning("%s: cannot write the cache entry (%s)", result.path, err)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        frame = result.frame.drop(columns=["source_file"])
+        rejects = result.rejects[_REJECT_FIELDS]
+        tables = {"frame": pa.Table.from_pandas(frame, preserve_index=True),
+                  "rejects": pa.Table.from_pandas(rejects, preserve_index=False)}
+        entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
+                 "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
+                 "ignored": int(result.ignored),
+                 "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
+        checked.write_tables(folder, key, tables, entry)
 
     def finish(self) -> None:
         """After a load: write the remembered digests and, if entries were added, prune to ``max_bytes``."""
@@ -267,26 +259,7 @@ class LoadCache:
 
     def prune(self) -> None:
         """Remove the least recently used entries until the rest fit in ``max_bytes``; keep this load's."""
-        entries = []
-        try:
-            folders = [p for p in self.entries.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        except OSError:
-            return
-        for folder in folders:
-            try:
-                size = sum(f.stat().st_size for f in folder.iterdir())
-                used = (folder / "entry.json").stat().st_mtime
-            except OSError:
-                size, used = 0, 0.0
-            entries.append((used, size, folder))
-        total = sum(size for _, size, _ in entries)
-        for used, size, folder in sorted(entries, key=lambda e: e[0]):
-            if total <= self.max_bytes:
-                break
-            if folder.name in self._used:
-                continue
-            shutil.rmtree(folder, ignore_errors=True)
-            total -= size
+        checked.prune(self.entries, max_bytes=self.max_bytes, keep=self._used)
 
     def clear(self) -> None:
         """Remove every entry and every remembered digest."""
@@ -326,12 +299,9 @@ def profile_fingerprint(profile: Profile) -> str:
     return json.dumps(doc, sort_keys=True, default=str)
 
 
-@cache
 def code_fingerprint() -> str:
-    """quarterpanic's version, a hash of the loading modules, and the library versions they rely on."""
-    digest = hashlib.sha256()
-    for path in sorted(INGEST_DIR.glob("*.py")):
-        digest.update(path.name.encode("utf-8"))
-        digest.update(path.read_bytes())
-    return json.dumps({"quarterpanic": __version__, "format": CACHE_FORMAT, "code": digest.hexdigest(),
+    """quarterpanic's version, the loading modules' paths, sizes and modification times (read now: stat only),
+    and the library versions they rely on."""
+    return json.dumps({"quarterpanic": __version__, "format": CACHE_FORMAT,
+                       "code": checked.source_signature(PACKAGE_DIR, LOADING_MODULES),
                        "pandas": pd.__version__, "pyarrow": pa.__version__, "pandera": pandera.__version__})
