@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 COMPONENTS: dict[str, str] = {
     "qualification_decay": "quarterpanic.analysis.qualification:detect_qualification_decay",
     "reactive_order_taking": "quarterpanic.analysis.reactive:detect_reactive_order_taking",
+    "bookings_backloading": "quarterpanic.analysis.backloading:detect_bookings_backloading",
 }
 
 
