@@ -13,7 +13,7 @@ from quarterpanic import sample
 from quarterpanic.analysis.detect import detect
 from quarterpanic.dataset import Dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stats]
 
 SEEDS = range(300, 330)
 
