@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 QP     := $(VENV)/bin/quarterpanic
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup report test test-fast lab sample validate bench clean
+.PHONY: setup report test test-stats test-fast lab sample validate bench clean
 
 setup: $(STAMP)
 
@@ -21,10 +21,16 @@ $(STAMP): pyproject.toml requirements.lock
 report: $(STAMP)
 	$(QP) run --out reports
 
-## test: the whole test suite (unit, statistical, notebooks, browser)
 # One BLAS thread per worker: two xdist workers on two cores must not oversubscribe.
+PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
+
+## test: the test suite (unit, notebooks, browser) without the long statistical runs; under 5 minutes on 2 cores
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
+	$(PYTEST) -m "not stats"
+
+## test-stats: the long statistical runs (many seeds against the generator's truth); CI runs them after `make test`
+test-stats: $(STAMP)
+	$(PYTEST) -m stats
 
 ## test-fast: unit tests only, for the edit-run loop
 test-fast: $(STAMP)

@@ -34,6 +34,21 @@ def canonical_table(name: str, rows, source_file: str = "f.csv") -> pd.DataFrame
     return schemas.TABLES[name].validate(frame[base.columns])
 
 
+def request_row(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
+                requester="ann", hours=None, rid=None):
+    """One canonical requests row (a dict for :func:`canonical_table`); unnamed fields take plain defaults."""
+    return dict(org=org, request_id=rid or f"R{created}", created_at=created, resolved_at=resolved,
+                request_type=type_, planned=planned, priority=priority, opportunity_id=opp, requester=requester,
+                handling_hours=hours)
+
+
+def opportunity_row(oid, created, *, org="A", won=False, closed=True, close="2025-03-01", segment="SMB"):
+    """One canonical opportunities row: won, lost (closed, not won) or still open."""
+    return dict(org=org, opportunity_id=oid, size_class="mid", created_at=created, close_date=close,
+                stage="Closed Won" if won else ("Closed Lost" if closed else "Proposal"), is_closed=closed,
+                is_won=won, segment=segment)
+
+
 def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, panic=(1,), quarters=4, owners=12,
                       as_of=None, org="A"):
     """Calendar-year quarters; in panic quarters P(qualified) falls by ``drop`` from week ``onset`` on."""
@@ -267,3 +282,64 @@ def report_cards(index: str) -> dict[str, str]:
     """Each report's entry of an index page, keyed by its page name, without the duration."""
     cards = re.findall(r'<li class="qp-report".*?</li>', index, re.DOTALL)
     return {re.search(r'href="([^"]+)"', c).group(1): re.sub(r"[\d.]+ s<", "", c) for c in cards}
+
+
+# -- real name fields: a sample whose owners and accounts carry markup ------------------------------
+NAME_PAYLOAD = " <img src=x onerror=alert(7)>"
+
+
+def write_hostile_names_sample(data_dir: Path, *, seed: int = 7,
+                               org: str = "Globex Corporation") -> dict[str, list[str]]:
+    """Write a small sample whose ``org`` has every owner and account name followed by :data:`NAME_PAYLOAD`.
+
+    The names are changed in the exports' text, as a CRM export would carry them. Returns
+    ``{"owners": [...], "accounts": [...]}``: the real (unchanged) names, which a pseudonymised page must never show.
+    """
+    from quarterpanic.sample import write_sample
+
+    sample = write_sample(data_dir, seed=seed, scale="small")
+    opps = sample.tables["opportunities"]
+    opps = opps[opps["org"] == org]
+    names = {"owners": sorted(opps["owner"].dropna().unique()), "accounts": sorted(opps["account"].dropna().unique())}
+    # One pass, longest name first, so that a name inside a longer one is not marked twice.
+    longest_first = sorted(names["owners"] + names["accounts"], key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(name) for name in longest_first))
+    folder = next(p.parent for p in data_dir.glob("*/org.yaml") if f"org: {org}" in p.read_text())
+    for export in folder.glob("*.csv"):
+        raw = export.read_bytes()
+        encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:  # a vendor writing Windows-1252; written back the same way
+            encoding, text = "cp1252", raw.decode("cp1252")
+        export.write_bytes(pattern.sub(lambda m: m.group(0) + NAME_PAYLOAD, text).encode(encoding))
+    return names
+
+
+class NotebookOutputChecks:
+    """What every executed notebook shows its reader, checked the same way for each notebook.
+
+    A notebook's test module subclasses it as ``TestOutputs`` and sets ``min_images``; the module's ``executed``
+    fixture returns the notebook's summary, the executed notebook, then anything else.
+    """
+
+    min_images: int
+
+    def test_no_cell_failed(self, executed):
+        outputs = notebook_outputs(executed[1])
+        assert [o for o in outputs if o["output_type"] == "error"] == []
+
+    def test_draws_its_charts(self, executed):
+        images = [o for o in notebook_outputs(executed[1]) if "image/png" in o.get("data", {})]
+        assert len(images) >= self.min_images
+
+    def test_crm_text_in_outputs_is_escaped(self, executed):
+        for output in notebook_outputs(executed[1]):
+            data = output.get("data", {})
+            for kind in ("text/html", "text/markdown"):
+                assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+
+
+def notebook_outputs(notebook) -> list:
+    """Every output of every cell of an executed notebook."""
+    return [output for cell in notebook["cells"] for output in cell.get("outputs", [])]

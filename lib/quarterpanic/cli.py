@@ -10,9 +10,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from quarterpanic import __version__
-from quarterpanic.errors import QuarterpanicError
+from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.inputs import supported_analyses
+from quarterpanic.dataset import Dataset, load_dataset
+from quarterpanic.errors import NoDataError, QuarterpanicError
+from quarterpanic.params import parse_cli_value, read_params_file, resolve
+from quarterpanic.paths import REPORTS_DIR
+from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
+from quarterpanic.report.words import supported_analyses_lines
+
+if TYPE_CHECKING:
+    from quarterpanic.run.runner import RunReport
 
 log = logging.getLogger("quarterpanic")
 
@@ -33,8 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
-    from quarterpanic.paths import REPORTS_DIR
-
     cmd = sub.add_parser(
         "validate",
         help="check every row of CRM exports and report what was rejected",
@@ -53,15 +65,16 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    # pandera (and the dask.dataframe it pulls in) takes a second or more to import; only validate and run read
+    # exports themselves, detect on an unchanged folder reads a dataset snapshot without it.
     from quarterpanic.ingest.loading import load_crm, write_rejects
 
     crm = load_crm(args.paths, profile=args.profile, table=args.table)
     summary = crm.accounting.copy()
     totals = {"file": f"total ({len(summary)} files)", "org": "", "table": "", "profile": "",
               "read": int(summary["read"].sum()), "accepted": int(summary["accepted"].sum()),
-              "rejected": int(summary["rejected"].sum())}
-    import pandas as pd
-
+              "rejected": int(summary["rejected"].sum()), "ignored": int(summary["ignored"].sum()),
+              "unknown_deal": int(summary["unknown_deal"].sum())}
     print(pd.concat([summary, pd.DataFrame([totals])], ignore_index=True).to_string(index=False))
     path = write_rejects(crm.rejects, args.rejects)
     print("\n" + _supported_analyses_text(crm))
@@ -75,10 +88,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _supported_analyses_text(crm) -> str:
-    from quarterpanic.analysis.inputs import supported_analyses
-    from quarterpanic.dataset import Dataset
-    from quarterpanic.report.words import supported_analyses_lines
-
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
     tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests")}
     return "\n".join(supported_analyses_lines(supported_analyses(Dataset.from_tables(tables, orgs))))
@@ -87,12 +96,21 @@ def _supported_analyses_text(crm) -> str:
 COMMANDS.append("validate")
 
 
+#: ``detect`` exit codes beside 0 and the user-mistake code 2.
+EXIT_FLAGGED = 3
+EXIT_REJECTED = 4
+
+
 def _add_detect(sub: argparse._SubParsersAction) -> None:
     cmd = sub.add_parser(
         "detect",
         help="find quarter-end panic in a folder of CRM exports",
         description="Run every detector on a folder of CRM exports and print the findings: "
-        "a readable table, or with --json the machine-readable document for scheduled jobs.",
+        "a readable table, or with --json the machine-readable document for scheduled jobs. "
+        "Both carry the row accounting of every file; rejected rows are also named on stderr. "
+        f"Exit 0: done; {EXIT_FLAGGED}: a finding is flagged (with --fail-on-flag); "
+        f"{EXIT_REJECTED}: rows were rejected (with --strict); 2: nothing usable (a file cannot be used, "
+        "a bad parameter, no opportunity in the data).",
     )
     cmd.add_argument("data_dir", metavar="DATA_DIR", help="folder of exports, one sub-folder per organisation")
     cmd.add_argument("-f", "--parameters", action="append", default=[], metavar="PARAMS.yaml",
@@ -102,24 +120,47 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--as-of", metavar="DATE", help="analyse the data as it stood on DATE (in-quarter runs)")
     cmd.add_argument("--json", action="store_true", help="print the findings as JSON")
     cmd.add_argument("--fail-on-flag", action="store_true",
-                     help="exit 3 when any finding is flagged (for alerting)")
+                     help=f"exit {EXIT_FLAGGED} when any finding is flagged (for alerting)")
+    cmd.add_argument("--strict", action="store_true",
+                     help=f"exit {EXIT_REJECTED} when any row of the exports was rejected (the findings are printed)")
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from quarterpanic.analysis.detect import detect
-    from quarterpanic.dataset import load_dataset
-    from quarterpanic.params import load_params, parse_cli_value
-    from quarterpanic.report.detect_output import report_document, report_table
+    # run.parameters is imported here for the reason given in _cmd_run.
+    from quarterpanic.run.parameters import DataScope, check_scope
 
-    overrides = {name: parse_cli_value(value) for name, value in args.parameter}
+    layers = [(str(path), read_params_file(path)) for path in args.parameters]
+    layers.append(("-p", {name: parse_cli_value(value) for name, value in args.parameter}))
     if args.as_of:
-        overrides["as_of"] = args.as_of
-    params = load_params(args.parameters, overrides)
+        layers.append(("--as-of", {"as_of": args.as_of}))
+    params, sources = resolve(layers)
     params["data_dir"] = args.data_dir
-    dataset = load_dataset(args.data_dir, params)
+    # Loaded whole first, so that `orgs`, `segment` and `quarters` naming nothing are refused, listing what exists.
+    dataset = load_dataset(args.data_dir, {**params, "orgs": None, "segment": None})
+    check_scope(params, sources, DataScope.of_dataset(dataset))
+    if params["orgs"] or params["segment"]:
+        dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
+    if dataset.opportunities.empty:
+        raise _no_opportunity(dataset.accounting, args.data_dir, params)
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
-    return 3 if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+    warning = rejected_rows_warning(dataset.accounting, args.data_dir)
+    if warning:
+        print(f"quarterpanic detect: warning: {warning}", file=sys.stderr)
+    if args.strict and warning:
+        return EXIT_REJECTED
+    return EXIT_FLAGGED if args.fail_on_flag and bool(findings["flagged"].any()) else 0
+
+
+def _no_opportunity(accounting: pd.DataFrame, data_dir: str, params: dict) -> NoDataError:
+    """Why a dataset has no opportunity: the exports (none accepted) or the filters (as_of, orgs, segment)."""
+    opportunities = accounting[accounting["table"] == "opportunities"] if len(accounting) else accounting
+    if len(opportunities) and int(opportunities["accepted"].sum()):
+        filters = ", ".join(f"{key} {params[key]!r}" for key in ("as_of", "orgs", "segment") if params.get(key))
+        return NoDataError(f"no opportunity left to analyse after {filters or 'the filters'}", path=data_dir,
+                           hint="check those parameters against the data")
+    return NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were rejected)",
+                       path=data_dir, hint=f"check the exports with `quarterpanic validate {data_dir}`")
 
 
 COMMANDS.append("detect")
@@ -138,12 +179,12 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--scale", choices=["small", "default", "large"], default="default",
                      help="small: 8 quarters, ~60%% volume (tests); large: 20 quarters, ~1M opportunities")
     cmd.add_argument("--scenario", metavar="NAME|FILE.yaml",
-                     help="shipped scenario name (default, null) or a scenario YAML merged over the default")
+                     help="shipped scenario name (default, null, minimal: a plain opportunity report only) "
+                          "or a scenario YAML merged over the default")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # The generator validates its tables with pandera, which only this command needs (see _cmd_validate).
     from quarterpanic.sample import write_sample
 
     out = Path(args.out)
@@ -172,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except QuarterpanicError as err:
         print(f"quarterpanic {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a run (RunInterrupted)
         print("quarterpanic: interrupted", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -183,8 +224,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="execute the notebooks and publish code-free HTML reports (the scheduled entry point)",
         description=(
             "Execute the notebooks with papermill into OUT/<run-id>/, export each as HTML without code, "
-            "write index.html and manifest.json, then point OUT/latest at the run. Exit codes: 0 all "
-            "reports complete, 1 a notebook cell failed, 138 a kernel died, 2 a usage mistake."
+            "write index.html and manifest.json, then point OUT/latest at the run when every report is "
+            "complete (a partial run stays in its own folder). Exit codes: 0 all reports complete, "
+            "1 a notebook cell failed, 138 a kernel died, 2 a usage mistake, "
+            "130/143/129 stopped by SIGINT/SIGTERM/SIGHUP."
         ),
     )
     p.add_argument("-f", "--parameters-file", dest="parameter_files", action="append", default=[],
@@ -214,9 +257,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from quarterpanic.params import parse_cli_value
+    # papermill, nbformat and nbconvert take seconds to import (jsonschema compiles its format grammars);
+    # only this command executes notebooks.
     from quarterpanic.run import executors, runner
     from quarterpanic.run.parameters import format_parameters
+    from quarterpanic.run.processes import signals_interrupt
 
     if args.list_parameters:
         sys.stdout.write(format_parameters(runner.select_notebooks(args.notebooks)))
@@ -227,7 +272,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.scheduler:
             raise QuarterpanicError("--scheduler needs --executor dask")
         executor = executors.LocalExecutor(args.jobs)
-    with executors.Progress() as progress:
+    # SIGTERM (a scheduler stopping the job) stops the run like Ctrl-C: kernels and workers are killed.
+    with signals_interrupt(), executors.Progress() as progress:
         report = runner.run(
             out_dir=args.out,
             notebooks=args.notebooks,
@@ -241,10 +287,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             per_org=args.per_org,
             per_segment=args.per_segment,
         )
-    ok = sum(r.ok for r in report.results)
-    print(f"{report.run_dir / 'index.html'}  ({ok} of {len(report.results)} reports complete"
-          f"{'; latest updated' if report.published else '; latest unchanged'})", file=sys.stderr)
+    print(_run_outcome(report), file=sys.stderr)
     return report.exit_code
+
+
+def _run_outcome(report: RunReport) -> str:
+    """The run's last line: where its index is, whether it is partial, and what ``latest`` shows."""
+    ok, total = sum(r.ok for r in report.results), len(report.results)
+    where = report.run_dir / "index.html"
+    if report.published:
+        return f"{where}  ({ok} of {total} reports complete; latest updated)"
+    shows = f"latest unchanged: still {report.latest}" if report.latest else "latest unchanged: no complete run yet"
+    if ok == total:
+        return f"{where}  ({ok} of {total} reports complete; {shows}, which started later)"
+    failed = ", ".join(r.name for r in report.results if not r.ok)
+    return (f"{where}  (partial run, kept in its own folder: {ok} of {total} reports complete, "
+            f"failed: {failed}; {shows})")
 
 
 COMMANDS.append("run")

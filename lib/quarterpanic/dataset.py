@@ -16,6 +16,7 @@ from quarterpanic.calendar import FiscalCalendar
 from quarterpanic.errors import ExportError
 from quarterpanic.params import defaults
 from quarterpanic.paths import CACHE_DIR, PROJ_ROOT
+from quarterpanic.store import snapshots as snapshot
 
 #: The canonical tables, in :data:`quarterpanic.ingest.schemas.TABLES` order (named here so that a dataset read
 #: from a snapshot does not import pandera).
@@ -84,6 +85,8 @@ class Dataset:
         as_of: Any = None,
     ) -> Dataset:
         """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar"}}``."""
+        # The ingest layer imports pandera (and dask.dataframe through it): a second or more that a dataset read
+        # back from a snapshot never needs, so only building or loading tables pays it.
         from quarterpanic.ingest import schemas
 
         orgs = orgs or {}
@@ -203,8 +206,6 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
     The dataset, cut at ``as_of`` when given, with the loader's ``rejects``
     and ``accounting``.
     """
-    from quarterpanic.store import snapshots as snapshot
-
     params = {**defaults(), **(params or {})}
     path = resolve_data_dir(data_dir if data_dir is not None else params["data_dir"])
     if cache is False or cache is None or not isinstance(cache, (bool, str, Path)):
@@ -214,6 +215,7 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
 
 
 def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:
+    # Imported here for the reason given in Dataset.from_tables.
     from quarterpanic.ingest.loading import load_crm
 
     crm = load_crm(path, profile=params.get("profile"), cache=cache)

@@ -35,6 +35,10 @@ class ProfileError(QuarterpanicError):
     """A vendor profile or column-mapping YAML is unknown or malformed."""
 
 
+class NoDataError(QuarterpanicError):
+    """The exports hold nothing to analyse (header-only files, every row rejected)."""
+
+
 class ParameterError(QuarterpanicError):
     """A run parameter is unknown, mistyped or out of range."""
 

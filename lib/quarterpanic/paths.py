@@ -12,6 +12,8 @@ REPORTS_DIR = PROJ_ROOT / "reports"
 CACHE_DIR = PROJ_ROOT / ".cache"
 PROFILES_DIR = PACKAGE_DIR / "ingest" / "vendor_profiles"
 SCENARIOS_DIR = PACKAGE_DIR / "sample" / "scenarios"
+#: The file that makes a sub-folder of a data folder an organisation (read by ingest, keyed by the snapshots).
+ORG_FILE = "org.yaml"
 
 
 def display_path(path: Path) -> str:

@@ -1,6 +1,4 @@
 """The in-quarter early warning: CUSUM arithmetic, calibration, status, and a check on generated truth."""
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,10 +125,9 @@ def backtest_against_truth(seeds=SEEDS) -> pd.DataFrame:
 
 
 @pytest.mark.slow
+@pytest.mark.stats
 def test_warning_fires_within_two_weeks_of_onset_and_rarely_in_calm_quarters():
-    started = time.perf_counter()
     results = backtest_against_truth()
-    elapsed = time.perf_counter() - started
     panic, calm = results[results["panic"]], results[~results["panic"]]
     assert len(results) >= 50 and len(panic) >= 25 and len(calm) >= 25
     delay = panic["alarm_week"].astype(float) - panic["onset_week"].astype(float)
@@ -138,7 +135,6 @@ def test_warning_fires_within_two_weeks_of_onset_and_rarely_in_calm_quarters():
     false_alarm = calm["alarm_week"].notna().mean()
     print(f"\n{len(panic)} panic quarters: hit {hit.mean():.1%}, early {(delay < -EARLY_TOLERANCE).mean():.1%}, "
           f"late or missed {(~hit & ~(delay < -EARLY_TOLERANCE)).mean():.1%}; "
-          f"{len(calm)} calm quarters: false alarms {false_alarm:.1%}; {elapsed:.0f} s")
+          f"{len(calm)} calm quarters: false alarms {false_alarm:.1%}")
     assert hit.mean() >= 0.80
     assert false_alarm <= 0.05
-    assert elapsed < 90

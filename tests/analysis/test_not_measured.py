@@ -1,26 +1,41 @@
-"""Findings whose inputs are absent are ``not measured`` with what they need; the qualification rule uses what exists."""
+"""Findings whose inputs are absent are ``not measured`` with what they need; the rule uses the signals that exist."""
 from __future__ import annotations
 
 import json
 import re
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import bernoulli_dataset
 from helpers import canonical_table as canonical
+from quarterpanic import cli
 from quarterpanic.analysis import inputs
 from quarterpanic.analysis.detect import detect
-from quarterpanic.analysis.findings import FINDING_COLUMNS, NOT_MEASURED, OK, apply_fdr, make_findings, to_records
+from quarterpanic.analysis.early_warning import early_warning
+from quarterpanic.analysis.findings import (
+    AWAY_FROM_PANIC, FINDING_COLUMNS, NEITHER, NOT_MEASURED, OK, PARTIAL, TOWARD_PANIC, apply_fdr, make_findings,
+    to_records,
+)
+from quarterpanic.analysis.inputs import quarter_coverage
 from quarterpanic.analysis.panic_index import NOT_ENOUGH_EVIDENCE, index_from_findings, quarter_records
+from quarterpanic.analysis.reactive import analyse_reactive
 from quarterpanic.analysis.rule import SIGNALS, qualified_by_signals, rule_signals
+from quarterpanic.analysis.workload import deal_links
 from quarterpanic.dataset import Dataset
 from quarterpanic.errors import ParameterError
 from quarterpanic.params import defaults
+from quarterpanic.report import index_report, qualification_report, reactive_report
 from quarterpanic.report.detect_output import report_table
-from quarterpanic.report.words import describe, supported_analyses_lines
-from quarterpanic.sample import generate
+from quarterpanic.report.index_report import rests_on_sentence
+from quarterpanic.report.overview_report import month3_headline, month3_quarter_sentence, month3_spread_headline
+from quarterpanic.report.qualification_report import signals_text, summary_headline
+from quarterpanic.report.words import describe, early_warning_sentences, supported_analyses_lines
+from quarterpanic.sample import generate, write_sample
+
+matplotlib.use("Agg")  # plot_index draws off-screen
 
 DEFAULT_RULE = defaults()["qualification_rule"]
 
@@ -61,7 +76,8 @@ def test_history_fields_and_requests_count_per_org():
 
 # -- the rule's signals -----------------------------------------------------------------------------
 def test_default_rule_keeps_bant_and_next_step_where_they_exist():
-    assert rule_signals(DEFAULT_RULE, {"bant", "next_step", "lead_score", "history.stage"}) == (["bant", "next_step"], [])
+    full = {"bant", "next_step", "lead_score", "history.stage"}
+    assert rule_signals(DEFAULT_RULE, full) == (["bant", "next_step"], [])
     assert rule_signals(DEFAULT_RULE, {"bant"}) == (["bant"], [])
     with_score = {**DEFAULT_RULE, "min_lead_score": 40}
     assert rule_signals(with_score, {"bant", "lead_score"}) == (["bant", "lead_score"], [])
@@ -200,9 +216,6 @@ def test_full_sample_signals_are_todays_rule():
 
 # -- the pages' words ------------------------------------------------------------------------------
 def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
-    from quarterpanic.analysis.reactive import analyse_reactive
-    from quarterpanic.report import qualification_report, reactive_report
-
     sample, data, findings = minimal
     summary = qualification_report.summary_headline(findings)
     assert summary.startswith("Qualification decay could not be judged in any quarter")
@@ -215,11 +228,6 @@ def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
 
 
 def test_index_words_say_what_the_index_rests_on(minimal):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from quarterpanic.report import index_report
-
     _, data, findings = minimal
     scores, index = index_from_findings(findings, None, data)
     text = index_report.headline(index, scores)
@@ -230,11 +238,12 @@ def test_index_words_say_what_the_index_rests_on(minimal):
     phrase = index_report.effect_phrase(scores.iloc[0].to_dict())
     assert "not measured" in phrase and "nan" not in phrase
     assert set(index_report.index_table(index).stack()) <= {"not measured", ""}
+    assert scores["contribution"].dtype == float and scores["z"].dtype == float
+    assert index_report.plot_contributions(scores, org).get_title() == (
+        f"{org}: no component of the index could be measured")
 
 
 def test_rests_on_names_the_measured_and_the_missing():
-    from quarterpanic.report.index_report import rests_on_sentence
-
     index = pd.DataFrame({"segment": ["all"], "rests_on": [["reactive_order_taking"]],
                           "not_measured": [["qualification_decay", "win_rate_ratio"]]})
     scores = pd.DataFrame({"segment": ["all"] * 2, "status": [NOT_MEASURED] * 2,
@@ -246,8 +255,6 @@ def test_rests_on_names_the_measured_and_the_missing():
 
 
 def test_month3_words_use_counts_when_there_are_no_amounts():
-    from quarterpanic.report.overview_report import month3_headline, month3_quarter_sentence, month3_spread_headline
-
     shares = pd.DataFrame({
         "org": ["A", "A"], "quarter": ["Q1", "Q2"], "won_deals": [10, 20], "month3_deals": [5, 8],
         "won_amount": [0.0, 0.0], "month3_amount": [0.0, 0.0], "estimate": [np.nan, np.nan],
@@ -268,10 +275,6 @@ def test_month3_words_use_counts_when_there_are_no_amounts():
 
 # -- direction --------------------------------------------------------------------------------------
 def test_direction_and_sidedness_follow_the_metric():
-    import quarterpanic.analysis.reactive  # noqa: F401  (registers the reactive metrics)
-    import quarterpanic.analysis.qualification  # noqa: F401
-    from quarterpanic.analysis.findings import AWAY_FROM_PANIC, NEITHER, TOWARD_PANIC
-
     findings = make_findings([
         dict(org="A", quarter="Q1", component="qualification_decay", metric="win_rate_ratio", estimate=1.6,
              ci_low=1.2, ci_high=2.1, p_value=0.001, n=200),  # late deals won *more* often: away from panic
@@ -302,3 +305,107 @@ def test_as_of_defaults_to_the_latest_timestamp_of_any_kind():
     opps = canonical("opportunities", rows)
     data = Dataset.from_tables({"opportunities": opps}, {"A": {"size_class": "mid"}})
     assert data.as_of == pd.Timestamp("2025-05-20")
+
+
+def test_the_summary_names_the_signals_when_bant_and_next_step_are_missing():
+    main = make_findings([
+        dict(org="A", quarter="Q1", component="qualification_decay", metric="qualification_decay", estimate=0.1,
+             ci_low=0.0, ci_high=0.2, p_value=0.2, n=300, signals=["lead_score", "short_cycle"]),
+        dict(org="B", quarter="Q1", component="qualification_decay", metric="qualification_decay", estimate=0.1,
+             ci_low=0.0, ci_high=0.2, p_value=0.2, n=300, signals=["bant", "next_step"]),
+    ]).assign(quarter_complete=True)
+    assert signals_text(main) == "Qualification was judged on lead score and a realistic planned close date for A"
+    assert summary_headline(main).endswith(". Qualification was judged on lead score and a realistic planned "
+                                           "close date for A")
+    assert signals_text(main[main["org"] == "B"]) == ""
+
+
+def test_wasted_effort_uses_the_signals_and_leaves_unmeasured_orgs_missing():
+    rows = [deal(i, bant_budget=bool(i % 2), bant_authority=True, bant_need=True, bant_timeline=bool(i % 2),
+                 next_step="Call" if i % 2 else None) for i in range(4)]
+    rows += [deal(10 + i, org="B") for i in range(2)]
+    opps = canonical("opportunities", rows)
+    requests = pd.DataFrame({"org": ["A", "A", "B"], "opportunity_id": ["0", "1", "10"]})
+    linked = deal_links(requests, opps, history=None, signals={"A": ["bant", "next_step"], "B": []})
+    assert linked["deal_unqualified"].tolist()[:2] == [1.0, 0.0] and np.isnan(linked["deal_unqualified"].iloc[2])
+
+
+# -- the command line on a written minimal export ---------------------------------------------------
+@pytest.fixture(scope="module")
+def minimal_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minimal_export")
+    write_sample(out, scenario="minimal", seed=5, scale="small")
+    return out
+
+
+def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
+    assert cli.main(["detect", str(minimal_folder), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for finding in document["findings"]:
+        if finding["metric"] == "last_week_deal_size_change":
+            assert finding["status"] != NOT_MEASURED
+            continue
+        assert finding["status"] == NOT_MEASURED and finding["needs"]
+        assert finding["estimate"] is None and finding["ci_low"] is None and finding["p_value"] is None
+        assert not finding["flagged"] and finding["direction"] is None
+    assert document["quarters"] and all(q["level"] == NOT_ENOUGH_EVIDENCE for q in document["quarters"])
+    assert not re.search(r"\bnan\b", json.dumps(document), flags=re.IGNORECASE)
+
+
+def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys):
+    assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "analyses the data support, per organisation:" in out
+    assert out.count("1 of 13 analyses measurable") == 3
+    assert "measured: last_week_deal_size_change" in out
+    assert "needs ticket export (requests)" in out and "needs close-date history" in out
+
+
+# -- partial quarters -------------------------------------------------------------------------------
+def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
+    sample = generate({"export": {"data_start_week": 9}}, seed=2, scale="small")
+    data = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    first = {}
+    for record in sample.truth["quarters"]:
+        first.setdefault(record["org"], record["quarter"])
+    findings = detect(data)
+    in_first = findings.apply(lambda r: first[r["org"]] == r["quarter"], axis=1)
+    assert in_first.any()
+    assert (findings.loc[in_first, "status"] == PARTIAL).all()
+    assert findings.loc[in_first, ["estimate", "p_value"]].isna().all().all()
+    assert not findings.loc[in_first, "flagged"].any()
+    sentence = describe(findings[in_first].iloc[0])
+    assert "cover only part of this quarter" in sentence and "n/a" not in sentence
+    assert (findings.loc[~in_first, "status"] != PARTIAL).all()
+    _, index = index_from_findings(findings, None, data)
+    assert not index.apply(lambda r: first[r["org"]] == r["quarter"], axis=1).any()
+    orgs = pd.Series(["A", "A", "A"])
+    starts = pd.Series(pd.to_datetime(["2024-01-01", "2024-04-01", "2024-07-01"]))
+    ends = pd.Series(pd.to_datetime(["2024-03-31", "2024-06-30", "2024-09-30"]))
+    rows = [deal(0, created_at="2024-02-20"), deal(1, created_at="2024-08-01")]
+    data = Dataset.from_tables({"opportunities": canonical("opportunities", rows)}, {"A": {"size_class": "mid"}},
+                               as_of=pd.Timestamp("2024-08-15"))
+    coverage = quarter_coverage(data, orgs, starts, ends)
+    assert coverage["partial"].tolist() == [True, False, False]
+    assert coverage["complete"].tolist() == [False, True, False]
+
+
+def test_the_index_records_say_which_signals_qualification_rests_on():
+    data = bernoulli_dataset(seed=2, quarters=4)
+    findings = detect(data, {"min_n": 10})
+    scores, index = index_from_findings(findings, None, data)
+    records = quarter_records(scores, index)
+    assert records
+    for record in records:
+        assert record["components"]["qualification_decay"]["signals"] == ["bant"]
+        assert record["components"]["reactive_order_taking"]["needs"] == ["ticket export (requests)"]
+        assert "reactive_order_taking" in record["not_measured"]
+
+
+def test_the_early_warning_does_not_call_unwatched_charts_calm(minimal):
+    _, data, findings = minimal
+    status, charts = early_warning(data, findings=findings, n_simulations=200)
+    assert (status["status"] == NOT_MEASURED).all() and charts.empty
+    sentences = early_warning_sentences(status)["sentence"]
+    assert all("cannot be measured" in s and "ticket export (requests)" in s for s in sentences)
+    assert not any("no panic signals" in s or "no data for this quarter" in s for s in sentences)

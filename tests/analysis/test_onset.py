@@ -173,6 +173,7 @@ def one_sided_p_at_onset(prof, kind, direction):
 
 
 @pytest.mark.slow
+@pytest.mark.stats  # 4000 simulated calm series per kind: make test-stats (and CI) runs it
 @pytest.mark.parametrize("kind, direction", [("binomial", -1), ("poisson", +1)])
 def test_max_t_keeps_calm_series_at_the_nominal_rate_and_bonferroni_does_not(kind, direction):
     rng = np.random.default_rng(7)

@@ -251,9 +251,10 @@ def test_row_accounting_and_totals(accounting):
     per_org = overview.row_accounting(accounting, by=["org"]).set_index("org")
     assert per_org.loc["A", "read"] == 150 and per_org.loc["B", "rejected_share"] == pytest.approx(0.2)
     totals = overview.accounting_totals(accounting)
-    assert totals == {"files": 3, "read": 160, "accepted": 155, "rejected": 5}
+    assert totals == {"files": 3, "read": 160, "accepted": 155, "rejected": 5, "ignored": 0}
     assert totals["read"] == totals["accepted"] + totals["rejected"]
-    assert overview.accounting_totals(accounting.iloc[:0]) == {"files": 0, "read": 0, "accepted": 0, "rejected": 0}
+    assert overview.accounting_totals(accounting.iloc[:0]) == {"files": 0, "read": 0, "accepted": 0, "rejected": 0,
+                                                               "ignored": 0}
 
 
 def test_accounting_for_orgs_keeps_their_files_and_rejects(accounting, rejects):

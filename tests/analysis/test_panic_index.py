@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from quarterpanic.analysis import panic_index as pi
-from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings, z_of
 from quarterpanic.report.index_report import effect_phrase, headline, multiplier_words, size_class_headline
 
 THRESHOLDS = {"index_thresholds": {"watch": 2.0, "panic": 3.0}}
@@ -59,7 +59,7 @@ def test_each_component_is_standardised_against_its_own_calm_quarters():
     calm = np.array([0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04])
     centre = np.median(calm)
     mad_sd = 1.4826 * np.median(np.abs(calm - centre))
-    se = 0.02 / pi.Z95
+    se = 0.02 / z_of(0.95)
     assert not decay.loc["FY2026-Q4", "baseline"] and decay.loc["FY2025-Q1", "baseline"]
     assert decay.loc["FY2026-Q4", "centre"] == pytest.approx(centre)
     assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(mad_sd, se, 0.02))
@@ -72,7 +72,7 @@ def test_a_very_quiet_baseline_does_not_explode_the_z_scores():
     # Seven identical calm estimates: MAD = 0, so the scale falls back to the estimates' own standard error.
     findings = org_findings(decay=[0.05] * 7 + [0.09], panic=())
     decay = scores_of(findings).query("component == 'qualification_decay'").set_index("quarter")
-    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(0.02 / pi.Z95, 0.02))
+    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(0.02 / z_of(0.95), 0.02))
     assert decay.loc["FY2026-Q4", "z"] == pytest.approx(0.04 / decay.loc["FY2026-Q4", "scale"])
     # Same with a tiny standard error: the absolute floor of the component holds.
     tight = findings.copy()
@@ -189,7 +189,7 @@ def test_json_quarters_have_the_documented_shape():
     assert set(record["components"]) == {c.metric for c in pi.COMPONENTS}
     assert set(record["rests_on"]) == {c.metric for c in pi.COMPONENTS} and record["not_measured"] == []
     assert set(record["components"]["qualification_decay"]) == {
-        "z", "weight", "contribution", "estimate", "status", "needs"}
+        "z", "weight", "contribution", "estimate", "status", "needs", "signals"}
     assert sum(c["contribution"] for c in record["components"].values()) == pytest.approx(record["panic_index"])
 
 
@@ -231,3 +231,33 @@ def test_detect_json_has_quarters_beside_findings(generated):
     quarters = document["quarters"]
     assert quarters and all({"org", "quarter", "panic_index", "level", "components"} <= set(q) for q in quarters)
     assert {q["level"] for q in quarters} <= set(pi.LEVELS)
+
+
+def test_late_unqualified_deals_are_the_largest_after_the_onset_of_the_latest_panic_quarter():
+    from helpers import bernoulli_dataset
+    from quarterpanic.analysis.features import opportunity_features
+
+    data = bernoulli_dataset(per_quarter=200, quarters=4, panic=(1, 2), onset=9)
+    opps = data.opportunities
+    data.opportunities = opps.assign(amount=np.arange(len(opps), dtype=float) * 10,
+                                     name=opps["opportunity_id"] + " deal",
+                                     account="Acct " + opps["opportunity_id"], currency="EUR")
+    features = opportunity_features(data)
+    labels = sorted(features["quarter"].unique())
+    index = pd.DataFrame({"org": "A", "quarter": labels, "segment": "all",
+                          "level": ["calm", "panic", "panic", "watch"]})
+    scores = pd.DataFrame({"org": "A", "quarter": labels, "segment": "all", "component": "qualification_decay",
+                           "onset_week": [np.nan, 9.0, 10.0, 9.0]})
+    deals = pi.late_unqualified_deals(data, scores, index, n=3)
+    assert list(deals.columns) == pi.LATE_DEAL_COLUMNS and len(deals) == 3
+    # The latest panic quarter only, from its own onset week, unqualified deals, largest first.
+    eligible = features[(features["quarter"] == labels[2]) & (features["week_of_quarter"] >= 10)
+                        & ~features["qualified"]]
+    expected = eligible.sort_values("amount", ascending=False).head(3)
+    assert deals["opportunity_id"].tolist() == expected["opportunity_id"].tolist()
+    assert (deals["quarter"] == labels[2]).all() and (deals["onset_week"] == 10).all()
+    assert deals["account"].tolist() == ("Acct " + expected["opportunity_id"]).tolist()
+    assert (deals["currency"] == "EUR").all()
+    # A panic quarter without a measured onset, or no panic quarter at all, lists nothing.
+    assert pi.late_unqualified_deals(data, scores.assign(onset_week=np.nan), index).empty
+    assert pi.late_unqualified_deals(data, scores, index.assign(level="calm")).empty

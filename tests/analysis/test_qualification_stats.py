@@ -15,7 +15,8 @@ from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.dataset import Dataset
 
-pytestmark = pytest.mark.slow
+# 50 seeds: `make test-stats` (and CI) runs these, `make test` leaves them out.
+pytestmark = [pytest.mark.slow, pytest.mark.stats]
 
 SEEDS = range(50)
 MAIN = "qualification_decay"

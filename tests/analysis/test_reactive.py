@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from helpers import canonical_table as table
+from helpers import canonical_table as table, opportunity_row as opportunity, request_row as request
 from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, OK
 from quarterpanic.analysis.reactive import (
     COMPONENT,
@@ -14,152 +14,8 @@ from quarterpanic.analysis.reactive import (
     estimate_surge,
     share_change,
 )
-from quarterpanic.analysis.turnaround import km_summary, standardised_durations, turnaround_stretch, turnaround_times
-from quarterpanic.analysis.workload import (
-    backlog_at,
-    classify_requests,
-    deal_links,
-    wasted_effort,
-    week_grid,
-    weekly_requests,
-    working_days,
-)
 from quarterpanic.dataset import Dataset
 from quarterpanic.report import words
-
-
-def request(created, *, org="A", type_="Rush Quote", planned=False, resolved=None, priority="Medium", opp=None,
-            requester="ann", hours=None, rid=None):
-    return dict(org=org, request_id=rid or f"R{created}", created_at=created, resolved_at=resolved,
-                request_type=type_, planned=planned, priority=priority, opportunity_id=opp, requester=requester,
-                handling_hours=hours)
-
-
-def opportunity(oid, created, *, org="A", won=False, closed=True, close="2025-03-01", segment="SMB"):
-    return dict(org=org, opportunity_id=oid, size_class="mid", created_at=created, close_date=close,
-                stage="Closed Won" if won else ("Closed Lost" if closed else "Proposal"), is_closed=closed,
-                is_won=won, segment=segment)
-
-
-# -- classification ------------------------------------------------------------------------------
-def test_request_types_decide_and_the_planned_flag_fills_in_unknown_types():
-    requests = pd.DataFrame(
-        {
-            "request_type": ["Rush Quote", "enablement ", "Something Else", "Something Else", "Discount Approval"],
-            # The flag says planned for the rush quote and unplanned for enablement: the types win.
-            "planned": [True, False, True, False, False],
-            "priority": ["high", "Low", None, "Critical", "Medium"],
-            "created_at": pd.to_datetime(
-                ["2025-01-06 07:59", "2025-01-06 08:00", "2025-01-06 17:59", "2025-01-06 18:00", "2025-01-11 10:00"]
-            ),
-        }
-    )
-    out = classify_requests(requests)
-    assert out["is_unplanned"].tolist() == [True, False, False, True, True]
-    assert (out["is_planned"] == ~out["is_unplanned"]).all()
-    assert out["is_urgent"].tolist() == [True, False, False, True, False]
-    assert out["is_exception"].tolist() == [False, False, False, False, True]
-    assert out["is_after_hours"].tolist() == [True, False, False, True, False]
-    assert out["is_weekend"].tolist() == [False, False, False, False, True]
-
-
-def test_custom_type_lists_come_from_params():
-    requests = pd.DataFrame({"request_type": ["Fire Drill"], "planned": [True], "priority": ["P1"],
-                             "created_at": pd.to_datetime(["2025-01-06 10:00"])})
-    out = classify_requests(requests, {"reactive_types": ["Fire Drill"], "urgent_priorities": ["P1"]})
-    assert out["is_unplanned"].iloc[0] and out["is_urgent"].iloc[0]
-
-
-# -- exposure ------------------------------------------------------------------------------------
-def test_working_days_count_weekdays_begun_by_as_of():
-    start = pd.Series(pd.to_datetime(["2025-01-06", "2025-01-06", "2025-01-06", "2025-01-13"]))  # Mondays
-    end = start + pd.Timedelta(days=6)
-    assert working_days(start, end, "2025-02-01").tolist() == [5, 5, 5, 5]
-    # As of Wednesday noon: Mon, Tue, Wed have begun; the next week has not.
-    assert working_days(start, end, "2025-01-08 12:00").tolist() == [3, 3, 3, 0]
-    # As of Wednesday midnight, Wednesday has not begun.
-    assert working_days(start, end, "2025-01-08").tolist() == [2, 2, 2, 0]
-
-
-def grid_dataset(as_of="2025-05-14 12:00", first="2025-01-02"):
-    opps = table("opportunities", [opportunity("1", first)])
-    requests = table("requests", [request(first)])
-    return Dataset.from_tables({"opportunities": opps, "requests": requests}, {"A": {"size_class": "mid"}},
-                               as_of=as_of)
-
-
-def test_week_grid_covers_each_quarter_with_working_days_and_roles():
-    grid = week_grid(grid_dataset())
-    q1 = grid[grid["quarter"] == "FY2025-Q1"]
-    assert len(q1) == 13 and q1["week_of_quarter"].tolist() == list(range(1, 14))
-    # Month-based quarter: the 13th week takes the odd days (Mar 26 - Mar 31).
-    assert q1["week_end"].iloc[-1] == pd.Timestamp("2025-03-31") and q1["week_start"].iloc[-1] == pd.Timestamp("2025-03-26")
-    assert q1["working_days"].sum() == np.busday_count("2025-01-01", "2025-04-01")
-    assert q1["quarter_complete"].all() and q1["judged"].all()
-    q2 = grid[grid["quarter"] == "FY2025-Q2"]
-    # Open quarter: working days only up to as_of (Wed 14 May counts), none after.
-    assert q2["working_days"].sum() == np.busday_count("2025-04-01", "2025-05-15")
-    assert not q2["quarter_complete"].any() and not q2["judged"].any()
-    assert (q2.loc[q2["week_start"] > pd.Timestamp("2025-05-14"), "working_days"] == 0).all()
-
-
-def test_a_quarter_the_data_start_in_the_middle_of_is_not_judged():
-    grid = week_grid(grid_dataset(as_of="2025-07-02", first="2025-02-10"))
-    judged = grid.groupby("quarter")["judged"].first()
-    assert not judged["FY2025-Q1"] and judged["FY2025-Q2"]
-
-
-def test_quarters_and_baseline_quarters_params_pick_roles():
-    grid = week_grid(grid_dataset(as_of="2025-10-02"), {"quarters": ["FY2025-Q3"]})
-    roles = grid.groupby("quarter")[["judged", "baseline"]].first()
-    assert roles.loc["FY2025-Q3"].tolist() == [True, False]
-    assert roles.loc["FY2025-Q1"].tolist() == [False, True]
-    grid = week_grid(grid_dataset(as_of="2025-10-02"), {"quarters": ["FY2025-Q3"], "baseline_quarters": ["FY2025-Q2"]})
-    assert grid.groupby("quarter")["baseline"].first().to_dict() == {
-        "FY2025-Q1": False, "FY2025-Q2": True, "FY2025-Q3": False, "FY2025-Q4": False,
-    }
-
-
-# -- weekly series and backlog -------------------------------------------------------------------
-def test_backlog_counts_requests_open_at_each_week_end():
-    requests = pd.DataFrame(
-        {
-            "org": "A",
-            "created_at": pd.to_datetime(["2025-01-06 09:00", "2025-01-07 09:00", "2025-01-14 09:00", "2025-01-20 09:00"]),
-            "resolved_at": pd.to_datetime(["2025-01-08 09:00", "2025-01-16 09:00", None, None]),
-        }
-    )
-    weeks = pd.DataFrame({"org": "A", "week_end": pd.to_datetime(["2025-01-12", "2025-01-19", "2025-01-26"])})
-    assert backlog_at(requests, weeks, as_of="2025-02-01").tolist() == [1, 1, 2]
-    # Counted at as_of when the week has not ended: Jan 20 is not created yet at Jan 19 noon.
-    assert backlog_at(requests, weeks, as_of="2025-01-15 12:00").tolist() == [1, 2, 2]
-
-
-def test_weekly_requests_fill_empty_weeks_and_compute_shares():
-    rows = [
-        request("2025-01-06 09:00", type_="Discount Approval", priority="High", rid="1"),
-        request("2025-01-06 19:00", type_="Enablement", planned=True, rid="2"),
-        request("2025-01-07 10:00", rid="3", resolved="2025-01-08 10:00"),
-        request("2025-02-04 10:00", rid="4"),
-    ]
-    data = Dataset.from_tables({"requests": table("requests", rows), "opportunities": table("opportunities", [
-        opportunity("9", "2025-01-02", won=True, close="2025-01-08")])}, {"A": {}}, as_of="2025-04-02")
-    from quarterpanic.analysis.workload import request_features
-
-    features = request_features(data)
-    weekly = weekly_requests(features, week_grid(data), as_of=data.as_of, opportunities=data.opportunities,
-                             calendars=data.calendars)
-    week1 = weekly[(weekly["quarter"] == "FY2025-Q1") & (weekly["week_of_quarter"] == 1)].iloc[0]
-    assert (week1["requests"], week1["unplanned"], week1["planned"], week1["urgent"], week1["exception"]) == (3, 2, 1, 1, 1)
-    assert week1["after_hours_share"] == pytest.approx(1 / 3) and week1["working_days"] == 5  # Wed 1 Jan..Tue 7 Jan
-    assert week1["unplanned_per_day"] == pytest.approx(2 / 5)
-    assert week1["backlog"] == 3 and week1["won_deals"] == 0  # request 3 is resolved on 8 Jan
-    week2 = weekly[(weekly["quarter"] == "FY2025-Q1") & (weekly["week_of_quarter"] == 2)].iloc[0]
-    assert week2["requests"] == 0 and np.isnan(week2["unplanned_share"]) and week2["won_deals"] == 1
-    assert weekly.groupby("quarter")["requests"].sum()["FY2025-Q1"] == 4
-    by_type = weekly_requests(features, week_grid(data), by=["request_type"])
-    assert set(by_type["request_type"]) == {"Discount Approval", "Enablement", "Rush Quote"}
-    assert by_type["requests"].sum() == 4
 
 
 # -- the surge model -----------------------------------------------------------------------------
@@ -226,42 +82,7 @@ def test_candidates_leave_two_weeks_on_each_side():
     assert candidate_weeks([2, 13], pd.Series([13, 14])) == list(range(3, 13))
 
 
-# -- turnaround ----------------------------------------------------------------------------------
-def test_kaplan_meier_median_is_unbiased_under_heavy_censoring_while_the_naive_one_is_not():
-    rng = np.random.default_rng(7)
-    n, mean_hours = 4000, 72.0
-    created = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.uniform(0, 10 * 24, n), unit="h")
-    durations = rng.exponential(mean_hours, n)
-    resolved = created + pd.to_timedelta(durations, unit="h")
-    as_of = pd.Timestamp("2025-01-11")  # a third of the requests are still open
-    times = turnaround_times(pd.DataFrame({"org": "A", "created_at": created, "resolved_at": resolved}), as_of)
-    assert 0.25 < (~times["resolved"]).mean() < 0.4
-    summary = km_summary(times, ["org"]).iloc[0]
-    true_median = mean_hours * np.log(2)
-    assert summary["median"] == pytest.approx(true_median, rel=0.06)
-    assert summary["median_low"] < true_median < summary["median_high"]
-    assert summary["naive_median"] < 0.85 * true_median
-    # Resolutions recorded after as_of were not known yet.
-    assert not times.loc[resolved > as_of, "resolved"].any()
-
-
-def test_stretch_is_measured_type_for_type_despite_a_shifting_mix():
-    rng = np.random.default_rng(3)
-    rows = []
-    for window, n_quick, n_slow, stretch in (("early", 300, 300, 1.0), ("late", 550, 50, 2.0)):
-        for type_, n, median in (("Rush Quote", n_quick, 4.0), ("Enablement", n_slow, 100.0)):
-            hours = median * np.exp(rng.normal(0, 0.5, n)) * stretch
-            rows.append(pd.DataFrame({"org": "A", "quarter": "Q1", "window": window, "request_type": type_,
-                                      "duration_hours": hours, "resolved": True}))
-    times = pd.concat(rows, ignore_index=True)
-    raw = turnaround_stretch(times, duration="duration_hours").iloc[0]
-    assert raw["estimate"] < 1  # the mix of quick requests hides the slow-down
-    out = turnaround_stretch(standardised_durations(times, reference=times["window"] == "early")).iloc[0]
-    assert out["status"] == OK and out["ci_low"] < 2.0 < out["ci_high"] and out["estimate"] == pytest.approx(2, rel=0.15)
-    assert out["p_value"] < 0.001
-
-
-# -- shares and wasted effort --------------------------------------------------------------------
+# -- shares --------------------------------------------------------------------------
 def test_share_change_matches_statsmodels_cluster_robust_ols():
     rng = np.random.default_rng(5)
     n = 600
@@ -289,26 +110,6 @@ def test_share_change_matches_statsmodels_cluster_robust_ols():
     plain = share_change(items, flag="lost").set_index("quarter")
     half_width = (plain.loc[quarters[0], "ci_high"] - plain.loc[quarters[0], "ci_low"]) / 2
     assert half_width == pytest.approx(1.959964 * hc1.bse[3], rel=1e-5)
-
-
-def test_wasted_effort_counts_lost_deals_and_leaves_open_ones_out():
-    opps = table("opportunities", [
-        opportunity("won", "2025-01-02", won=True), opportunity("lost", "2025-01-02"),
-        opportunity("open", "2025-01-02", closed=False),
-    ])
-    requests = pd.DataFrame([
-        request("2025-01-06", opp="won", hours=1.0, rid="1"), request("2025-01-07", opp="lost", hours=3.0, rid="2"),
-        request("2025-01-08", opp="lost", hours=None, rid="3"), request("2025-01-09", opp="open", hours=5.0, rid="4"),
-        request("2025-01-10", opp=None, rid="5"),
-    ])
-    requests["window"] = "early"
-    linked = deal_links(requests, opps)
-    assert linked["deal_outcome"].tolist() == ["won", "lost", "lost", "open", "no deal"]
-    assert linked["deal_lost"].tolist()[:3] == [0.0, 1.0, 1.0] and linked["deal_lost"].isna().tolist()[3:] == [True, True]
-    row = wasted_effort(linked, by=["org"]).iloc[0]
-    assert (row["requests"], row["deal_requests"], row["on_lost"], row["on_open"]) == (5, 4, 2, 1)
-    assert row["lost_share"] == pytest.approx(2 / 3)
-    assert row["lost_hours_share"] == pytest.approx(3 / 4)
 
 
 # -- the detector --------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from quarterpanic import sample
 from quarterpanic.analysis.reactive import COMPONENT, analyse_reactive
 from quarterpanic.dataset import Dataset
 
-pytestmark = pytest.mark.slow
+# 50 seeds: `make test-stats` (and CI) runs these, `make test` leaves them out.
+pytestmark = [pytest.mark.slow, pytest.mark.stats]
 
 SEEDS = range(50)
 

@@ -162,3 +162,87 @@ def test_legacy_xls_and_fake_xlsx_are_refused(tmp_path):
 
 def test_normalise_label():
     assert normalise_label("\ufeff  Opportunity   ID ") == "opportunity id"
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 12)
+
+SF_HEADER = "Opportunity ID,Opportunity Name,Amount,Close Date"
+
+
+def sf_rows(n: int) -> list[str]:
+    return [f"006{i:04d},Deal {i},{1000 + i},3/31/2025" for i in range(n)]
+
+
+def test_unclosed_quote_refuses_the_file_naming_the_line(tmp_path, reader):
+    rows = sf_rows(40)
+    rows[20] = rows[20].replace("Deal 20", '"Deal 20')  # the quote runs to the end of the file
+    path = tmp_path / "unclosed.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ExportError, match="line 22") as err:
+        read_export(path)
+    assert "quote" in str(err.value) and "\n" not in str(err.value)
+    path.write_text(SF_HEADER + "\n" + "\n".join(sf_rows(400) + rows) + "\n")
+    with pytest.raises(ExportError, match="line 422") as err:
+        read_export(path)
+    assert "quote" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_quote_closed_rows_later_refuses_the_file(tmp_path, reader):
+    rows = sf_rows(400)
+    rows[200] = rows[200].replace("Deal 200", '"Deal 200')
+    rows[205] = rows[205].replace("Deal 205", '"Deal 205"')  # a later quoted value closes the stray quote
+    path = tmp_path / "swallow.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ExportError, match="line 202"):
+        read_export(path)
+
+
+def test_a_cell_over_128_kib_is_read(tmp_path, reader):
+    rows = sf_rows(400)
+    big = "x" * (200 << 10)
+    rows[5] = rows[5].replace("Deal 5", f'"{big}"')  # within the rows searched for the header
+    path = tmp_path / "big_cell.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    raw = read_export(path)
+    assert raw.read == 400 and raw.bad_rows.empty
+    assert raw.frame.loc[7, 1] == big
+
+
+def test_undoubled_quotes_inside_a_quoted_value_are_reported(tmp_path, reader):
+    rows = sf_rows(400)
+    rows[200] = rows[200].replace("Deal 200", '"X "Best" Co"')
+    path = tmp_path / "best.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    raw = read_export(path)
+    assert raw.read == 400
+    assert raw.bad_rows["row"].tolist() == [202]
+    assert "quote" in raw.bad_rows["reason"].iloc[0]
+    assert 202 not in raw.frame.index
+
+
+def test_doubled_quotes_and_stray_quotes_in_unquoted_values_are_read(tmp_path, reader):
+    rows = sf_rows(400)
+    rows[200] = rows[200].replace("Deal 200", '"X ""Best"" Co"')
+    rows[201] = rows[201].replace("Deal 201", '27" monitors')
+    path = tmp_path / "ok_quotes.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    raw = read_export(path)
+    assert raw.read == 400 and raw.bad_rows.empty
+    assert raw.frame.loc[202, 1] == 'X "Best" Co' and raw.frame.loc[203, 1] == '27" monitors'
+
+
+def test_grand_totals_footer_without_a_blank_line(tmp_path, reader):
+    path = tmp_path / "totals.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(sf_rows(400)) + "\nGrand Totals (400 records),,479800,\n")
+    raw = read_export(path)
+    assert raw.read == 400 and raw.bad_rows.empty and raw.footer_lines == 1
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_read(tmp_path, codec):
+    path = tmp_path / "u16.csv"
+    path.write_bytes((SF_HEADER + "\r\n" + "\r\n".join(sf_rows(3)) + "\r\nCafé,Crème,1,3/31/2025\r\n").encode(codec))
+    raw = read_export(path)
+    assert raw.encoding == codec and raw.headers == SF_HEADER.split(",")
+    assert raw.read == 4 and raw.frame.loc[5, 1] == "Crème"
+    assert read_headers(path) == SF_HEADER.split(",")

@@ -20,10 +20,10 @@ GOOD = ["salesforce_opportunities_cp1252.csv", "salesforce_opportunities_bom.csv
 
 
 def assert_accounted(crm) -> None:
-    """Every record of every file is accepted or rejected, exactly once."""
+    """Every record of every file is accepted, rejected or ignored, exactly once."""
     acc = crm.accounting
     assert list(acc.columns) == ACCOUNTING_COLUMNS
-    assert (acc["read"] == acc["accepted"] + acc["rejected"]).all()
+    assert (acc["read"] == acc["accepted"] + acc["rejected"] + acc["ignored"]).all()
     for row in acc.itertuples():
         table = crm.table(row.table)
         accepted = table[table["source_file"] == row.file]
@@ -61,8 +61,10 @@ def test_rejects_name_file_row_column_value_and_reason(crm):
         "duplicate id, first seen at row 2")
     assert bad.loc[7, "column"] == "Stage" and "empty, but required" in bad.loc[7, "reason"]
     assert bad.loc[8, "column"] == "Amount" and bad.loc[8, "value"] == "-5"
-    history = crm.rejects[crm.rejects["table"] == "history"]
-    assert history["value"].tolist() == ["Probability (%)"]
+    # A change of a field no analysis reads (Probability) is ignored, not rejected.
+    assert crm.rejects[crm.rejects["table"] == "history"].empty
+    history = crm.accounting[crm.accounting["table"] == "history"].iloc[0]
+    assert (history["read"], history["accepted"], history["rejected"], history["ignored"]) == (5, 4, 0, 1)
 
 
 def test_provenance_points_at_the_source_line(crm):
@@ -249,3 +251,117 @@ def test_constant_text_is_n_copies_as_str(value, n):
     column = pd.Series(schemas.constant_text(value, n))
     assert str(column.dtype) == "str" and column.tolist() == [value] * n
     pd.testing.assert_series_equal(column, pd.Series([value] * n, dtype="str"))
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 12)
+
+OPP_HEADER = "Opportunity ID,Opportunity Name,Created Date,Close Date,Stage,Amount,Discount (%),Lead Score"
+
+
+def opportunities(tmp_path: Path, *rows: str, header: str = OPP_HEADER) -> Path:
+    path = tmp_path / "opportunities.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def reject_reasons(crm) -> dict[int, str]:
+    return dict(zip(crm.rejects["row"], crm.rejects["reason"]))
+
+
+@pytest.mark.parametrize("close", ["12/31/9999", "1/1/1600", "2300-01-01", "12/31/9999 11:59 PM"])
+def test_dates_outside_the_supported_range_are_rejected_per_row(tmp_path, close):
+    path = opportunities(tmp_path, "A,a,1/2/2025,3/31/2025,Prospecting,10,,",
+                         f"B,b,1/2/2025,{close},Prospecting,10,,")
+    crm = load_crm(path, profile="salesforce_opportunities")
+    assert_accounted(crm)
+    assert crm.opportunities["opportunity_id"].tolist() == ["A"]
+    (reject,) = crm.rejects.itertuples()
+    assert (reject.row, reject.column, reject.value) == (3, "Close Date", close)
+    assert "outside the dates" in reject.reason and "1677" in reject.reason
+
+
+def test_far_dates_in_parquet_and_excel_serials_are_rejected_per_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "leads.parquet"
+    pq.write_table(pa.table({
+        "Lead ID": ["L1", "L2", "L3", "L4"],
+        "Create Date": pa.array([dt.date(2025, 1, 1), dt.date(9999, 12, 31), dt.date(2025, 1, 2),
+                                 dt.date(2025, 1, 3)], pa.date32()),
+        "Lead Status": ["Open"] * 4,
+        "Converted Date": pa.array([None, None, dt.datetime(3000, 1, 1), None], pa.timestamp("us")),
+    }), path)
+    crm = load_crm(path)
+    assert_accounted(crm)
+    assert crm.leads["lead_id"].tolist() == ["L1", "L4"]
+    assert crm.rejects["row"].tolist() == [3, 4]
+    assert crm.rejects["reason"].str.contains("outside the dates").all()
+    serial = tmp_path / "serial.parquet"
+    pd.DataFrame({"Lead ID": ["L1", "L2"], "Create Date": [45747.0, 1e12], "Lead Status": ["Open", "Open"]}) \
+        .to_parquet(serial)
+    crm = load_crm(serial)
+    assert crm.leads["lead_id"].tolist() == ["L1"]
+    assert crm.rejects["row"].tolist() == [3] and "outside the dates" in crm.rejects["reason"].iloc[0]
+
+
+def test_non_finite_numbers_are_rejected_per_row(tmp_path):
+    path = opportunities(tmp_path, "A,a,1/2/2025,3/31/2025,Prospecting,1e309,,",
+                         "B,b,1/2/2025,3/31/2025,Prospecting,10,,1e400",
+                         "C,c,1/2/2025,3/31/2025,Prospecting,10,,-1e309",
+                         "D,d,1/2/2025,3/31/2025,Prospecting,1e300,,5")
+    crm = load_crm(path, profile="salesforce_opportunities")
+    assert_accounted(crm)
+    assert crm.opportunities["opportunity_id"].tolist() == ["D"]
+    reasons = reject_reasons(crm)
+    assert set(reasons) == {2, 3, 4}
+    assert all("not a finite number" in reason for reason in reasons.values())
+    assert crm.rejects.set_index("row").loc[3, ["column", "value"]].tolist() == ["Lead Score", "1e400"]
+    parquet = tmp_path / "leads.parquet"
+    pd.DataFrame({"Lead ID": ["L1", "L2"], "Create Date": pd.to_datetime(["2025-01-01", "2025-01-02"]),
+                  "Lead Status": ["Open", "Open"], "Lead Score": [float("inf"), 3.0]}).to_parquet(parquet)
+    crm = load_crm(parquet)
+    assert crm.leads["lead_id"].tolist() == ["L2"] and "not a finite number" in crm.rejects["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("repeated, positions", [("Opportunity ID", "columns 1 and 9"),
+                                                  ("Close Date", "columns 4 and 9")])
+def test_a_repeated_header_the_profile_reads_refuses_the_file(tmp_path, repeated, positions):
+    path = opportunities(tmp_path, "A,a,1/2/2025,3/31/2025,Prospecting,10,,,X",
+                         header=OPP_HEADER + "," + repeated)
+    with pytest.raises(ExportError, match=f"header {repeated!r} appears twice \\({positions}\\)") as err:
+        load_crm(path, profile="salesforce_opportunities")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_repeated_header_the_profile_does_not_read_is_ignored(tmp_path):
+    path = opportunities(tmp_path, "A,a,1/2/2025,3/31/2025,Prospecting,10,,,x,y",
+                         header=OPP_HEADER + ",Type,Type")
+    crm = load_crm(path, profile="salesforce_opportunities")
+    assert crm.opportunities["opportunity_id"].tolist() == ["A"]
+
+
+def test_bounds_are_shown_in_the_units_of_the_export(tmp_path):
+    path = opportunities(tmp_path, "A,a,1/2/2025,3/31/2025,Prospecting,10,250,", "B,b,1/2/2025,3/31/2025,Prospecting,10,15,")
+    crm = load_crm(path, profile="salesforce_opportunities")
+    (reject,) = crm.rejects.itertuples()
+    assert (reject.row, reject.column, reject.value) == (2, "Discount (%)", "250")
+    assert reject.reason == "Discount (%): must be at most 100"
+    assert crm.opportunities["discount"].tolist() == [0.15]
+
+
+def test_history_rows_and_requests_for_unknown_deals_are_counted(tmp_path):
+    opportunities(tmp_path, "006A,a,1/2/2025,3/31/2025,Prospecting,10,,")
+    (tmp_path / "history.csv").write_text(
+        "Opportunity ID,Field / Event,Old Value,New Value,Edit Date\n"
+        "006A,Stage,Prospecting,Negotiation,3/1/2025 10:00 AM\n"
+        "006Z,Stage,Prospecting,Negotiation,3/1/2025 10:00 AM\n"
+        "006Y,Stage,Prospecting,Negotiation,3/1/2025 10:00 AM\n")
+    shutil.copy(FIXTURES / "jira_requests.csv", tmp_path / "requests.csv")
+    crm = load_crm(tmp_path)
+    assert_accounted(crm)
+    unknown = dict(zip(crm.accounting["file"].map(lambda f: Path(f).name), crm.accounting["unknown_deal"]))
+    requests = crm.requests
+    linked = requests["opportunity_id"].notna() & ~requests["opportunity_id"].isin(["006A"])
+    assert unknown == {"history.csv": 2, "opportunities.csv": 0, "requests.csv": int(linked.sum())}
+    assert unknown["requests.csv"] > 0

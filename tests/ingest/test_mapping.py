@@ -17,8 +17,9 @@ from quarterpanic.ingest.profiles import (
 )
 from quarterpanic.ingest.values import parse_bools, parse_dates, parse_numbers
 
-SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesforce_history",
-           "salesforce_leads", "salesforce_opportunities"]
+SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesforce_api_field_history",
+           "salesforce_api_lead", "salesforce_api_opportunity", "salesforce_history", "salesforce_leads",
+           "salesforce_opportunities"]
 
 
 def test_shipped_profiles_load_and_identify_themselves():
@@ -172,15 +173,15 @@ def test_parse_problems_carry_row_header_and_raw_value():
     ("iso", "2025/03/31", "2025-03-31"),
 ])
 def test_parse_dates_by_order(order, text, expected):
-    parsed, bad = parse_dates(pd.Series([text], dtype="str"), order)
+    parsed, bad, _ = parse_dates(pd.Series([text], dtype="str"), order)
     assert parsed.iloc[0] == pd.Timestamp(expected) and not bad.any()
 
 
 def test_parse_dates_rejects_the_wrong_order_and_reads_serials():
-    parsed, bad = parse_dates(pd.Series(["31/3/2025", "", None, "soon"], dtype="str"), "month_first")
+    parsed, bad, _ = parse_dates(pd.Series(["31/3/2025", "", None, "soon"], dtype="str"), "month_first")
     assert bad.tolist() == [True, False, False, True]
     mixed = pd.Series([pd.Timestamp("2025-03-31"), 45747, "3/31/2025", None], dtype="object")
-    parsed, bad = parse_dates(mixed, "month_first")
+    parsed, bad, _ = parse_dates(mixed, "month_first")
     assert parsed.tolist()[:3] == [pd.Timestamp("2025-03-31")] * 3 and not bad.any()
 
 
@@ -228,3 +229,14 @@ def test_clean_text_trims_empties_and_crlf_on_arrow_and_object_columns(values, e
     # A slice of an Arrow column shares its parent's character bytes.
     tail = clean_text(pd.Series(["a\r\nb"] + values, dtype="str").iloc[1:])
     assert [None if pd.isna(v) else v for v in tail] == expected
+
+
+@pytest.mark.parametrize("text, far", [("4/10/2262 11:59 PM", False), ("4/11/2262 11:59 PM", True),
+                                       ("9/21/1677 12:05 AM", True), ("9/21/1677 1:00 AM", False), ("12/31/9999", True), ("1/1/1600 10:00", True)])
+def test_dates_at_the_edge_of_the_range_are_never_wrapped(text, far):
+    parsed, bad, outside = parse_dates(pd.Series([text, "3/31/2025"], dtype="str"), "month_first")
+    assert bad.tolist() == [far, False] and outside.tolist() == [far, False]
+    if far:
+        assert pd.isna(parsed.iloc[0])
+    else:
+        assert parsed.iloc[0] == pd.Timestamp(text)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import ROOT, execute_notebook_on_sample
+from helpers import ROOT, NotebookOutputChecks, execute_notebook_on_sample
 
 NOTEBOOK = ROOT / "notebooks" / "01_pipeline_overview.ipynb"
 HOSTILE_ORG = "Brightline <img src=x onerror=alert(1)> Studio"
@@ -30,13 +30,5 @@ def test_summary_records_row_accounting_and_month3_shares(executed):
 
 
 @pytest.mark.slow
-def test_notebook_shows_charts_and_escapes_crm_text(executed):
-    _, notebook = executed
-    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7
-    for output in outputs:
-        data = output.get("data", {})
-        for kind in ("text/html", "text/markdown"):
-            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+class TestOutputs(NotebookOutputChecks):
+    min_images = 7

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import ROOT, execute_notebook_on_sample
+from helpers import ROOT, NotebookOutputChecks, execute_notebook_on_sample
 
 NOTEBOOK = ROOT / "notebooks" / "02_qualification_decay.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
@@ -41,13 +41,5 @@ def test_summary_records_flagged_quarters_and_estimates(executed):
 
 
 @pytest.mark.slow
-def test_notebook_shows_charts_and_escapes_crm_text(executed):
-    _, notebook, _ = executed
-    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 9
-    for output in outputs:
-        data = output.get("data", {})
-        for kind in ("text/html", "text/markdown"):
-            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+class TestOutputs(NotebookOutputChecks):
+    min_images = 9

@@ -1,9 +1,7 @@
 """notebooks/03_reactive_order_taking.ipynb runs on a small generated sample and records its key figures."""
-import json
-
 import pytest
 
-from helpers import ROOT, execute_notebook_on_sample
+from helpers import ROOT, NotebookOutputChecks, execute_notebook_on_sample
 
 NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
 
@@ -11,18 +9,6 @@ NOTEBOOK = ROOT / "notebooks" / "03_reactive_order_taking.ipynb"
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     return execute_notebook_on_sample("03_reactive_order_taking.ipynb", tmp_path_factory.mktemp("nb03"), seed=11)
-
-
-def test_committed_notebook_is_clean_and_parameterised():
-    notebook = json.loads(NOTEBOOK.read_text())
-    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    assert "".join(code[0]["source"]).split() == ["%load_ext", "autoreload", "%autoreload", "2"]
-    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code)
-    parameters = [cell for cell in code if "parameters" in cell["metadata"].get("tags", [])]
-    assert len(parameters) == 1
-    lines = [line for line in "".join(parameters[0]["source"]).splitlines() if line.strip()]
-    assert all("=" in line and "  # " in line for line in lines), "every parameter is one literal with a help comment"
-    assert "artifacts.save_summary" in "".join(code[-1]["source"])
 
 
 @pytest.mark.slow
@@ -47,9 +33,5 @@ def test_summary_records_the_surge_verdicts(executed):
 
 
 @pytest.mark.slow
-def test_notebook_draws_its_charts_without_errors(executed):
-    _, notebook, _ = executed
-    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7  # forest, volume, urgent, planned, turnaround, backlog, wasted effort
+class TestOutputs(NotebookOutputChecks):
+    min_images = 7  # forest, volume, urgent, planned, turnaround, backlog, wasted effort

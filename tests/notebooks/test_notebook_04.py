@@ -1,8 +1,12 @@
 """notebooks/04_panic_index.ipynb runs on a small generated sample and records its key figures."""
 
+import html
+
 import pytest
 
-from helpers import ROOT, execute_notebook_on_sample
+from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, run_cli,
+                     write_hostile_names_sample)
+from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
@@ -46,13 +50,48 @@ def test_summary_records_costs_sizes_and_the_open_quarter(executed):
 
 
 @pytest.mark.slow
-def test_notebook_shows_charts_and_escapes_crm_text(executed):
-    _, notebook = executed
-    outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7
-    for output in outputs:
-        data = output.get("data", {})
-        for kind in ("text/html", "text/markdown"):
-            assert "<img" not in "".join(data.get(kind, "")), f"raw CRM text in {kind} output"
+class TestOutputs(NotebookOutputChecks):
+    min_images = 7
+
+
+# -- real name fields: owners and accounts carrying markup, shown escaped or replaced by pseudonyms ---------
+@pytest.fixture(scope="module")
+def named_pages(tmp_path_factory):
+    """The published 04 page on a sample whose Globex owners and accounts end in markup, without and with pseudonyms."""
+    root = tmp_path_factory.mktemp("nb04names")
+    names = write_hostile_names_sample(root / "data")
+    pages = {}
+    for pseudonymize in ("false", "true"):
+        out = root / f"reports-{pseudonymize}"
+        code, stderr = run_cli("--notebooks", str(NOTEBOOK), "-p", "data_dir", str(root / "data"),
+                               "-p", "pseudonymize", pseudonymize, "--out", str(out))
+        assert code == 0, stderr
+        pages[pseudonymize] = (out / "latest" / "04_panic_index.html").read_text()
+    return names, pages
+
+
+def spellings(name):
+    """How a name can appear in a page: as is, HTML-escaped, Markdown-escaped."""
+    return {name, html.escape(name, quote=False), escape_text(name)}
+
+
+@pytest.mark.slow
+def test_the_deals_behind_the_panic_show_real_names_escaped(named_pages):
+    names, pages = named_pages
+    page = pages["false"]
+    assert "The deals behind the panic" in page and "Globex Corporation" in page
+    shown = [owner for owner in names["owners"] if any(f"{s} &lt;img" in page for s in spellings(owner))]
+    assert shown, "no Globex owner in the names table"
+    assert any(f"{s} &lt;img src=x onerror=alert(7)&gt;" in page for a in names["accounts"] for s in spellings(a))
+    assert NAME_PAYLOAD.strip() not in page  # never markup
+
+
+@pytest.mark.slow
+def test_with_pseudonymize_no_real_name_reaches_the_page(named_pages):
+    names, pages = named_pages
+    page = pages["true"]
+    assert "The deals behind the panic" in page
+    leaked = [n for n in names["owners"] + names["accounts"] if any(s in page for s in spellings(n))]
+    assert leaked == []
+    assert "onerror" not in page  # the payload went with the names
+    assert "Owner " in page and "Account " in page

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import make_suite, run_cli
+from helpers import NAME_PAYLOAD, ROOT, make_suite, run_cli, write_hostile_names_sample
 
 pytestmark = pytest.mark.slow
 
@@ -207,10 +207,10 @@ def published(tmp_path_factory):
     out = suite["root"] / "reports"
     code, _ = run_cli(
         "--notebooks", str(suite["report"]), str(suite["broken"]), str(suite["panic"]),
-        "-p", "data_dir", str(suite["data"]), "--out", str(out),
+        "-p", "data_dir", str(suite["data"]), "--out", str(out), "--run-id", "browser",
     )
-    assert code == 1  # the broken notebook
-    return {"executable": executable, "latest": (out / "latest").resolve()}
+    assert code == 1  # the broken notebook: a partial run, kept in its folder but not published as latest
+    return {"executable": executable, "run_dir": out / "browser"}
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def browser(published, tmp_path):
 
 
 def test_pages_render_link_and_never_run_crm_text(published, browser, tmp_path):
-    index = published["latest"] / "index.html"
+    index = published["run_dir"] / "index.html"
     browser.open(index.as_uri())
     assert browser.console_errors() == []
     assert browser.evaluate("document.querySelector('h1').textContent").startswith("Northwind <script>")
@@ -244,13 +244,13 @@ def test_pages_render_link_and_never_run_crm_text(published, browser, tmp_path):
         assert back == index.as_uri(), name
         browser.screenshot(tmp_path / f"{name}.png")
 
-    alpha = published["latest"] / "01_alpha.html"
+    alpha = published["run_dir"] / "01_alpha.html"
     browser.open(alpha.as_uri())
     assert browser.evaluate("document.images.length") >= 1  # the chart
     text = browser.evaluate("document.body.innerText")
     assert "<script>alert(1)</script>" in text and "<img src=x onerror=alert(1)>" in text  # shown as text
     assert "contents" in text.lower() and "Section two" in text
-    broken = published["latest"] / "02_broken.html"
+    broken = published["run_dir"] / "02_broken.html"
     browser.open(broken.as_uri())
     assert "This report is incomplete" in browser.evaluate("document.body.innerText")
     # Following the back link really lands on the index.
@@ -258,3 +258,37 @@ def test_pages_render_link_and_never_run_crm_text(published, browser, tmp_path):
     assert browser.evaluate("document.querySelectorAll('li.qp-report').length") == 3
     assert browser.dialogs == []  # no alert() ever opened
     assert (tmp_path / "01_alpha.png").stat().st_size > 10_000
+
+
+# -- real name fields: the panic index page on a sample whose owners and accounts carry markup ----------------
+@pytest.fixture(scope="module")
+def published_names(tmp_path_factory):
+    executable = find_chromium()
+    if not executable:
+        pytest.skip(INSTALL_HINT)
+    root = tmp_path_factory.mktemp("names")
+    names = write_hostile_names_sample(root / "data")
+    out = root / "reports"
+    code, stderr = run_cli("--notebooks", str(ROOT / "notebooks" / "04_panic_index.ipynb"),
+                           "-p", "data_dir", str(root / "data"), "--out", str(out))
+    assert code == 0, stderr
+    return {"executable": executable, "page": (out / "latest" / "04_panic_index.html").resolve(), "names": names}
+
+
+def test_owner_and_account_names_show_as_text_and_never_run(published_names, tmp_path):
+    chromium = Chromium(published_names["executable"], tmp_path / "profile")
+    try:
+        chromium.open(published_names["page"].as_uri())
+        assert chromium.console_errors() == []
+        text = chromium.evaluate("document.body.innerText")
+        assert "The deals behind the panic" in text
+        payload = NAME_PAYLOAD.strip()
+        owners = [o for o in published_names["names"]["owners"] if f"{o} {payload}" in text]
+        accounts = [a for a in published_names["names"]["accounts"] if f"{a} {payload}" in text]
+        assert owners and accounts  # the names table shows them, as text
+        # Not one element came from the names: no <img> outside the charts, no handler attribute, no dialog.
+        assert chromium.evaluate("document.querySelectorAll('[onerror]').length") == 0
+        assert chromium.evaluate("[...document.images].filter(i => !i.src.startsWith('data:')).length") == 0
+        assert chromium.dialogs == []
+    finally:
+        chromium.close()

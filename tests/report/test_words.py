@@ -4,7 +4,8 @@ import pandas as pd
 import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
-from quarterpanic.report.words import ci_text, describe, pct, points, size_text
+from quarterpanic.report.words import (bold_names, bold_sentence, bold_text, bullet_list, ci_text, describe,
+                                      findings_in_words, markdown_lines, pct, points, size_text)
 
 
 def finding(**fields):
@@ -46,3 +47,46 @@ def test_insufficient_data_says_so_without_numbers():
     text = describe(finding(status="insufficient data", estimate=np.nan, n=12))
     assert text == ("Globex, FY2026-Q3: too little data to judge the share of new deals meeting the "
                     "qualification rule (n = 12).")
+
+
+def test_findings_in_words_has_one_shape_for_every_notebook():
+    findings = pd.DataFrame([
+        finding(),
+        finding(metric="reactive_order_taking", estimate=3.1, ci_low=2.2, ci_high=4.4, flagged=False, p_value=0.2),
+        finding(quarter="FY2026-Q2", flagged=False, p_value=0.3),
+    ])
+    every = findings_in_words(findings)
+    assert list(every.columns) == ["org", "quarter", "segment", "metric", "flagged", "finding"]
+    assert every["finding"].tolist() == [describe(row) for row in findings.to_dict("records")]
+    decay = findings_in_words(findings, ["qualification_decay"])
+    assert decay["quarter"].tolist() == ["FY2026-Q3", "FY2026-Q2"]
+    flagged = findings_in_words(findings, flagged_only=True)
+    assert flagged[["quarter", "metric"]].values.tolist() == [["FY2026-Q3", "qualification_decay"]]
+    assert findings_in_words(findings, ["reactive_order_taking"], flagged_only=True).empty
+
+
+# -- Markdown for the pages ----------------------------------------------------------------------
+HOSTILE = "Globex <img src=x onerror=alert(1)> *Corp*"
+
+
+def test_bold_sentence_escapes_crm_text_and_ends_with_one_full_stop():
+    text = bold_sentence(f"{HOSTILE} panicked")
+    assert text.startswith("**Globex &lt;img") and text.endswith(" panicked.**")
+    assert "<img" not in text and r"\*Corp\*" in text
+    assert bold_text("a_b") == r"**a\_b**"
+
+
+def test_bullet_list_has_one_escaped_bullet_per_sentence():
+    text = bullet_list([HOSTILE, "second"])
+    assert text.splitlines() == [f"* Globex &lt;img src=x onerror=alert\\(1\\)&gt; \\*Corp\\*", "* second"]
+    assert bullet_list([]) == ""
+
+
+def test_bold_names_lists_each_name_bold_and_escaped():
+    assert bold_names(["A", "<b>B</b>"]) == "**A**, **&lt;b&gt;B&lt;/b&gt;**"
+
+
+def test_markdown_lines_give_one_line_per_row_or_the_note_for_none():
+    rows = pd.DataFrame({"org": ["A", "B"], "n": [1, 2]})
+    assert markdown_lines(rows, lambda row: f"* {row.org}: {row.n}", "none") == "* A: 1\n* B: 2"
+    assert markdown_lines(rows.iloc[:0], lambda row: f"* {row.org}", "none") == "none"

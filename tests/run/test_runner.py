@@ -35,7 +35,7 @@ from quarterpanic.report.safe import escape_text, pseudonym_map, pseudonymize_na
 from quarterpanic.run import executors, runner
 from quarterpanic.run.manifest import count_rows
 from quarterpanic.run.parameters import declared_parameters, format_parameters, resolve_parameters
-from quarterpanic.run.publish import claim_run_folder, new_run_id, switch_latest
+from quarterpanic.run.publish import claim_run_folder, latest_run, new_run_id, switch_latest
 
 # -- tiny notebooks --------------------------------------------------------------------------------
 
@@ -65,7 +65,7 @@ def first(suite):
         "out": out,
         "dir": run_dir,
         "manifest": json.loads((run_dir / "manifest.json").read_text()),
-        "latest": os.readlink(out / "latest"),
+        "latest": latest_run(out),
         "index": (run_dir / "index.html").read_text(),
         "pages": {p.stem: p.read_text() for p in run_dir.glob("*.html") if p.name != "index.html"},
     }
@@ -80,7 +80,7 @@ def parallel(suite, first):
         "stderr": stderr,
         "dir": run_dir,
         "manifest": json.loads((run_dir / "manifest.json").read_text()),
-        "latest": os.readlink(first["out"] / "latest"),
+        "latest": latest_run(first["out"]),
     }
 
 
@@ -195,8 +195,39 @@ def test_a_failing_notebook_is_named_and_the_others_are_published(first):
     page = first["pages"]["02_broken"]
     assert "before the failure" in page and "never printed" not in page
     assert "This report is incomplete" in page and "Traceback" not in page
-    assert first["latest"] == "run-one"  # one success is enough to publish
     assert "[02_broken] failed" in first["stderr"] and "[01_alpha] ok" in first["stderr"]
+
+
+@pytest.mark.slow
+def test_a_first_partial_run_is_kept_in_its_folder_and_creates_no_latest(first):
+    assert first["latest"] is None and not os.path.lexists(first["out"] / "latest")
+    assert first["code"] == 1  # a cell error; a dead kernel would make it 138
+    assert "Incomplete run: 1 of 3 reports did not complete (02_broken)" in first["index"]
+    last = first["stderr"].strip().splitlines()[-1]
+    assert last.startswith(str(first["dir"] / "index.html")) and "partial run" in last
+    assert "failed: 02_broken" in last and "no complete run yet" in last
+
+
+@pytest.mark.slow
+def test_a_partial_run_after_a_complete_one_leaves_latest_on_the_complete_one(suite, tmp_path):
+    out = tmp_path / "reports"
+    common = ["-p", "data_dir", str(suite["data"]), "--out", str(out)]
+    code, stderr = run_cli("--notebooks", str(suite["panic"]), "--run-id", "good", *common)
+    assert code == 0 and latest_run(out) == "good" and "latest updated" in stderr
+    assert "Incomplete run" not in (out / "good" / "index.html").read_text()
+
+    code, stderr = run_cli("--notebooks", str(suite["panic"]), str(suite["broken"]), "--run-id", "partial", *common)
+    assert code == 1
+    assert latest_run(out) == "good"
+    assert json.loads((out / "latest" / "manifest.json").read_text())["status"] == "ok"
+    manifest = json.loads((out / "partial" / "manifest.json").read_text())
+    assert manifest["status"] == "partial" and manifest["exit_code"] == 1
+    index = (out / "partial" / "index.html").read_text()
+    assert "Incomplete run: 1 of 2 reports did not complete (02_broken)" in index
+    assert 'href="02_broken.html"' in index and (out / "partial" / "02_broken.html").is_file()
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(str(out / "partial" / "index.html"))
+    assert "partial run" in last and "failed: 02_broken" in last and "still good" in last
 
 
 @pytest.mark.slow
@@ -220,7 +251,7 @@ def test_parallel_jobs_give_the_same_outputs(first, parallel):
         if page == "index.html":  # durations and start times differ
             text_one, text_two = (re.sub(r"[\d.]+ s<|started [^·]+·", "", t) for t in (text_one, text_two))
         assert text_one == text_two, page
-    assert parallel["latest"] == "run-two"  # the newer successful run is published
+    assert parallel["latest"] is None  # partial runs are never published
 
 
 @pytest.mark.slow
@@ -230,7 +261,7 @@ def test_an_all_failed_run_does_not_move_latest_and_ranks_a_dead_kernel_first(su
     code, stderr = run_cli("--notebooks", str(dying), str(sleeping), "--cell-timeout", "2",
                            "--out", str(first["out"]), "--run-id", "run-failed")
     assert code == 138  # a dead kernel outranks a cell error
-    assert os.readlink(first["out"] / "latest") == parallel["latest"]
+    assert latest_run(first["out"]) == parallel["latest"]
     manifest = json.loads((first["out"] / "run-failed" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     died = by_name(manifest)["03_dies"]
@@ -252,7 +283,7 @@ def test_dask_executor_gives_the_same_manifest_and_index(suite, first):
         overrides={"label": "from -p", "data_dir": str(suite["data"])},
         run_id="run-one",
     )
-    assert report.exit_code == 1 and report.published
+    assert report.exit_code == 1 and not report.published
     assert report.manifest["executor"]["kind"] == "dask"
     local, dask = by_name(first["manifest"]), by_name(report.manifest)
     assert_same_entries(local, dask, ["status", "error", "summary", "parameters", "html", "executed", "title"])
@@ -310,8 +341,8 @@ def per_org(tmp_path_factory):
 
 @pytest.mark.slow
 def test_per_org_runs_each_org_notebook_once_per_org_and_the_others_once(per_org):
-    assert per_org["code"] == 1  # Initech's report failed; Acme's and the plain one are still published
-    assert os.readlink(per_org["out"] / "latest") == "by-org"
+    assert per_org["code"] == 1  # Initech's report failed; Acme's and the plain one are still written
+    assert latest_run(per_org["out"]) is None  # but the run is partial, so not published
     run_dir = per_org["dir"]
     for folder in ORGS.values():
         assert {p.name for p in (run_dir / folder).iterdir()} == {

@@ -87,8 +87,8 @@ EXPECTED = {  # task name -> (org, segment)
 
 @pytest.mark.slow
 def test_per_segment_runs_each_segment_notebook_per_segment_each_org_has(by_segment):
-    assert by_segment["code"] == 1  # Initech's org × segment report failed, the others are published
-    assert os.readlink(by_segment["out"] / "latest") == "by-segment"
+    assert by_segment["code"] == 1  # Initech's org × segment report failed, the others are written
+    assert not os.path.lexists(by_segment["out"] / "latest")  # a partial run is not published
     manifest = by_segment["manifest"]
     assert manifest["per_org"] == ["Acme", "Initech"]
     assert manifest["per_segment"] == [HOSTILE_SEGMENT, "SMB"]  # every segment found; blank ones are none

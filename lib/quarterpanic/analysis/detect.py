@@ -7,30 +7,33 @@ findings table.
 """
 from __future__ import annotations
 
-import importlib
 import logging
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from quarterpanic.analysis import backloading, qualification, reactive
 from quarterpanic.analysis.findings import METRICS, apply_fdr, empty_findings, make_findings
-from quarterpanic.analysis.inputs import not_measured_rows
+from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
 log = logging.getLogger(__name__)
 
-# component name -> "module:function", a function (dataset, params, *, cache) -> findings
-COMPONENTS: dict[str, str] = {
-    "qualification_decay": "quarterpanic.analysis.qualification:detect_qualification_decay",
-    "reactive_order_taking": "quarterpanic.analysis.reactive:detect_reactive_order_taking",
-    "bookings_backloading": "quarterpanic.analysis.backloading:detect_bookings_backloading",
+# component name -> (module, function name) of a function (dataset, params, *, cache) -> findings; the function is
+# looked up when it runs, so a detector patched in its module is the one detect calls
+COMPONENTS: dict[str, tuple[ModuleType, str]] = {
+    "qualification_decay": (qualification, "detect_qualification_decay"),
+    "reactive_order_taking": (reactive, "detect_reactive_order_taking"),
+    "bookings_backloading": (backloading, "detect_bookings_backloading"),
 }
 
 
 def component_function(name: str) -> Callable[..., pd.DataFrame]:
-    module_name, function_name = COMPONENTS[name].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+    """The detector function of one component of :data:`COMPONENTS`."""
+    module, function_name = COMPONENTS[name]
+    return getattr(module, function_name)
 
 
 def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components: list[str] | None = None, *,
@@ -54,4 +57,4 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
     missing = not_measured_rows(findings, dataset, metrics, params)
     if not missing.empty:
         findings = make_findings(pd.concat([findings, missing], ignore_index=True))
-    return apply_fdr(findings, alpha=float(params["alpha"]))
+    return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))

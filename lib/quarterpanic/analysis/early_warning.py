@@ -67,6 +67,8 @@ from scipy import stats
 
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.findings import NOT_MEASURED
+from quarterpanic.analysis.inputs import supported_analyses
 from quarterpanic.analysis.panic_index import baseline_quarters, complete_quarters
 from quarterpanic.analysis.reactive import request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -468,7 +470,8 @@ def early_warning(
     organisation — ``week`` (week of quarter of ``as_of``), ``status``
     (``panic signals``: a chart has alarmed this quarter; ``watch``: a chart
     is past half its threshold; ``calm``; ``insufficient baseline``; ``not
-    started``), ``signals`` (``[{"component", "since_week", "start_week"}]``)
+    started``; ``not measured``: the data hold the input of neither chart, and
+    ``details`` say what each needs), ``signals`` (``[{"component", "since_week", "start_week"}]``)
     and ``details`` (what a sentence needs: the charts near their alarm line
     with their CUSUM and threshold, or the calm charts watched;
     :func:`quarterpanic.report.words.early_warning_sentences`). ``charts`` is :func:`chart_quarter` of every
@@ -479,6 +482,10 @@ def early_warning(
         dataset = dataset.cut(params["as_of"])
     weekly = weekly_series(dataset, params, cache=cache)
     baseline = calm_quarters(dataset, params, findings, cache=cache)
+    # A chart whose input the organisation's data lack watches nothing: it must not read as calm.
+    support = supported_analyses(dataset, params)
+    support = support[support["metric"].isin(CHARTS)]
+    unwatched = {org: rows for org, rows in support[~support["supported"]].groupby("org")}
     rows, charts = [], []
     for org in sorted(weekly["org"].unique()):
         weekly_org = weekly[weekly["org"] == org]
@@ -491,8 +498,14 @@ def early_warning(
         chart = chart_quarter(
             weeks, _baselines(weekly_org, quarters), k=k, false_alarm=false_alarm, n_simulations=n_simulations
         ) if not weeks.empty else pd.DataFrame(columns=CHART_COLUMNS)
+        lacking = unwatched.get(org, support.iloc[:0])
+        chart = chart[~chart["chart"].isin(lacking["metric"])]
         charts.append(chart)
-        rows.append(_status(org, quarter, week, int(features["weeks_in_quarter"]), chart, len(quarters)))
+        status = _status(org, quarter, week, int(features["weeks_in_quarter"]), chart, len(quarters))
+        if chart.empty and len(lacking) == len(CHARTS):
+            status = {**status, "status": NOT_MEASURED,
+                      "details": [{"component": r.metric, "needs": list(r.needs)} for r in lacking.itertuples()]}
+        rows.append(status)
     status = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     charts = [c for c in charts if not c.empty]
     return status, (pd.concat(charts, ignore_index=True) if charts else pd.DataFrame(columns=CHART_COLUMNS))

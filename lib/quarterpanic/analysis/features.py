@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from quarterpanic.analysis.inputs import qualification_signals
+from quarterpanic.analysis.inputs import qualification_signals, quarter_coverage
 from quarterpanic.analysis.rule import qualified_by_signals, stage_skips
 from quarterpanic.calendar import fiscal_features_by_org
 from quarterpanic.dataset import Dataset
@@ -41,7 +41,9 @@ def opportunity_features(dataset: Dataset, params: Mapping[str, Any] | None = No
     Returns
     -------
     :data:`FEATURE_COLUMNS`: the creation ``quarter`` label, ``week_of_quarter``
-    and ``quarter_complete`` (quarter ended before ``dataset.as_of``) by the
+    and ``quarter_complete`` (quarter ended before ``dataset.as_of`` and the
+    organisation's records begin in its first week:
+    :func:`quarterpanic.analysis.inputs.quarter_coverage`) by the
     organisation's fiscal calendar; ``qualified`` (the rule at creation);
     ``stage_skipped`` (``<NA>`` for an organisation without stage history);
     ``outcome`` ``won`` / ``lost`` / ``open`` and ``won`` (1.0 / 0.0, NaN while
@@ -75,7 +77,8 @@ def _opportunity_features(dataset: Dataset, params: Mapping[str, Any]) -> pd.Dat
             "quarter_end": created["quarter_end"],
             "week_of_quarter": created["week_of_quarter"].astype(int),
             "weeks_in_quarter": created["weeks_in_quarter"].astype(int),
-            "quarter_complete": (created["quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of).astype(bool),
+            "quarter_complete": quarter_coverage(dataset, opps["org"], created["quarter_start"],
+                                                 created["quarter_end"])["complete"],
             "created_at": opps["created_at"],
             "segment": _label(opps["segment"]),
             "team": _label(opps["team"]),

@@ -1,7 +1,8 @@
 """The findings table every detector returns, and its multiple-testing control.
 
 A finding is one estimate for one organisation × fiscal quarter (× segment):
-its size, 95% confidence interval, p-value, onset week, sample size and
+its size, confidence interval (at the run's ``ci_level``, recorded in a
+``ci_level`` column), p-value, onset week, sample size and
 whether it is flagged. Each component (``qualification_decay``,
 ``reactive_order_taking``, ...) has one *main* finding per org × quarter whose
 ``metric`` equals the component name; secondary metrics follow.
@@ -18,8 +19,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from quarterpanic.params import DEFAULTS
 from quarterpanic.util import jsonable
 
 FINDING_COLUMNS = [
@@ -46,10 +49,14 @@ OK = "ok"
 INSUFFICIENT = "insufficient data"
 # The input the finding needs is absent from the data (see quarterpanic.analysis.inputs): no verdict possible.
 NOT_MEASURED = "not measured"
+# The data cover only part of the quarter (they begin after its first week): shown, never judged.
+PARTIAL = "partial"
 # Which way a finding points (its 95% interval clear of the metric's null on one side, or neither).
 TOWARD_PANIC, AWAY_FROM_PANIC, NEITHER = "toward panic", "away from panic", "neither"
 SIDED = ("one-sided", "two-sided")
 ALL_SEGMENTS = "all"
+#: The level of an interval whose row does not record one (the default of the ``ci_level`` parameter).
+DEFAULT_CI_LEVEL = float(DEFAULTS["ci_level"])
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,33 @@ def register_metric(
     metric = Metric(name, component, float(null), int(direction), unit, description, sided)
     METRICS[name] = metric
     return metric
+
+
+def ci_level_of(row: Mapping[str, Any] | pd.DataFrame) -> float:
+    """The confidence level of the intervals of a row or a frame: its ``ci_level``, else the default 0.95.
+
+    Detectors record the level they used in a ``ci_level`` column, so that a
+    sentence or a chart names the level of the interval it shows, and a
+    standard error taken back from an interval uses the right quantile.
+    """
+    if isinstance(row, pd.DataFrame):
+        levels = row["ci_level"].dropna().unique() if "ci_level" in row else []
+        if len(levels) > 1:
+            raise ValueError(f"intervals of several confidence levels in one frame: {sorted(levels)}")
+        return float(levels[0]) if len(levels) else DEFAULT_CI_LEVEL
+    level = row.get("ci_level")
+    return DEFAULT_CI_LEVEL if level is None or pd.isna(level) else float(level)
+
+
+def z_of(ci_level: float | pd.Series) -> Any:
+    """The normal quantile of a two-sided interval at ``ci_level``: a float, or an array for a column.
+
+    Missing levels in a column count as the default.
+    """
+    if np.ndim(ci_level) == 0:
+        return float(stats.norm.ppf((1 + float(ci_level)) / 2))
+    level = pd.to_numeric(pd.Series(ci_level), errors="coerce").fillna(DEFAULT_CI_LEVEL).to_numpy(dtype=float)
+    return stats.norm.ppf((1 + level) / 2)
 
 
 def make_findings(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from quarterpanic.analysis.findings import METRICS, NOT_MEASURED
+from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, PARTIAL
 from quarterpanic.analysis.rule import BANT_COLUMNS, SIGNAL_INPUTS, rule_for, rule_signals
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -94,6 +94,68 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
     for org in dataset.requests["org"].astype(str).unique():
         present.setdefault(org, set()).add("requests")
     return present
+
+
+# -- which quarters the data cover ----------------------------------------------------------------
+FIRST_WEEK = pd.Timedelta(days=7)
+
+
+def data_starts(dataset: Dataset) -> dict[str, pd.Timestamp]:
+    """The first day of each organisation's records (its earliest opportunity or request created)."""
+    stamps = pd.concat([dataset.opportunities[["org", "created_at"]], dataset.requests[["org", "created_at"]]],
+                       ignore_index=True).dropna()
+    first = stamps.groupby(stamps["org"].astype(str))["created_at"].min().dt.normalize()
+    return {str(org): pd.Timestamp(day) for org, day in first.items()}
+
+
+def quarter_coverage(dataset: Dataset, orgs: pd.Series, quarter_start: pd.Series,
+                     quarter_end: pd.Series) -> pd.DataFrame:
+    """Whether each org × quarter is complete, and whether the data only partly cover it.
+
+    The one definition every analysis uses: a quarter is *complete* when it
+    ended by ``dataset.as_of`` and the organisation's records begin within its
+    first week; a quarter that ended but whose records begin later is
+    *partial* (an export that starts in the quarter's last month): shown as
+    such, never judged.
+
+    Returns ``complete`` and ``partial`` (bool), indexed like ``orgs``.
+    """
+    starts = data_starts(dataset)
+    first = pd.to_datetime(orgs.astype(str).map(starts))
+    over = (pd.to_datetime(quarter_end) + pd.Timedelta(days=1) <= dataset.as_of).to_numpy(dtype=bool)
+    started = (first.isna() | (first < pd.to_datetime(quarter_start) + FIRST_WEEK)).to_numpy(dtype=bool)
+    return pd.DataFrame({"complete": over & started, "partial": over & ~started}, index=orgs.index)
+
+
+def quarter_bounds(dataset: Dataset, orgs: pd.Series, quarters: pd.Series) -> pd.DataFrame:
+    """``quarter_start`` and ``quarter_end`` of each org × quarter label, by the organisation's calendar."""
+    out = pd.DataFrame({"quarter_start": pd.NaT, "quarter_end": pd.NaT}, index=orgs.index, dtype="datetime64[ns]")
+    for org, rows in orgs.astype(str).groupby(orgs.astype(str)).groups.items():
+        table = dataset.calendar(org).quarters(dataset.as_of - pd.Timedelta(days=366 * 12),
+                                               dataset.as_of + pd.Timedelta(days=400))
+        table = table.assign(quarter=table["quarter"].astype(str)).set_index("quarter")
+        labels = quarters.loc[rows].astype(str)
+        for column in ("quarter_start", "quarter_end"):
+            out.loc[rows, column] = labels.map(table[column]).to_numpy(dtype="datetime64[ns]")
+    return out
+
+
+def mark_partial(findings: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """``findings`` of quarters the data only partly cover set to ``partial``: no numbers, no flag, no verdict."""
+    if findings.empty:
+        return findings
+    bounds = quarter_bounds(dataset, findings["org"], findings["quarter"])
+    partial = quarter_coverage(dataset, findings["org"], bounds["quarter_start"], bounds["quarter_end"])["partial"]
+    partial &= findings["status"].ne(NOT_MEASURED)
+    if not partial.any():
+        return findings
+    out = findings.copy()
+    out.loc[partial, NUMBERS] = np.nan
+    out.loc[partial, "status"] = PARTIAL
+    out.loc[partial, "flagged"] = False
+    if "quarter_complete" in out:
+        out.loc[partial, "quarter_complete"] = False
+    return out
 
 
 # -- what a metric needs --------------------------------------------------------------------------
@@ -229,8 +291,3 @@ def not_measured_rows(findings: pd.DataFrame, dataset: Dataset, metrics: Sequenc
     rows = rows[rows["_have"].isna()].drop(columns="_have")
     rows["component"] = rows["metric"].map(lambda m: METRICS[m].component if m in METRICS else m)
     return rows.assign(status=NOT_MEASURED, flagged=False)
-
-
-def measured(findings: pd.DataFrame) -> pd.Series:
-    """Whether each finding measured something (status other than ``not measured``)."""
-    return findings["status"].ne(NOT_MEASURED)

@@ -2,8 +2,8 @@
 
 The qualification-decay detector (:mod:`quarterpanic.analysis.qualification`) finds
 the week a quarter's qualification rate stepped down. This module measures
-the consequences at that onset, per organisation × quarter, each with a 95%
-confidence interval:
+the consequences at that onset, per organisation × quarter, each with a
+confidence interval at ``params["ci_level"]``:
 
 * ``win_rate_ratio`` — P(won | created at or after the onset) over
   P(won | created before), closed deals only (open deals are censored);
@@ -64,7 +64,7 @@ def weekly_proportion(
     by: Sequence[str] = ("org", "quarter"),
     week: str = "week_of_quarter",
     method: str = "wilson",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """The weekly share of rows where ``value`` is true, with confidence intervals.
 
@@ -95,7 +95,9 @@ def weekly_proportion(
     )
     counts["events"] = counts["events"].astype(int)
     counts["rate"] = counts["events"] / counts["n"]
-    low, high = proportion_confint(counts["events"].to_numpy(), counts["n"].to_numpy(), alpha=alpha, method=method)
+    low, high = proportion_confint(
+        counts["events"].to_numpy(), counts["n"].to_numpy(), alpha=1 - ci_level, method=method
+    )
     counts["ci_low"], counts["ci_high"] = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     return counts
 
@@ -107,7 +109,7 @@ def weekly_mean(
     by: Sequence[str] = ("org", "quarter"),
     week: str = "week_of_quarter",
     geometric: bool = False,
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
     min_n: int = 5,
 ) -> pd.DataFrame:
     """The weekly mean of ``value`` with a t interval.
@@ -128,7 +130,7 @@ def weekly_mean(
         values = np.log(values.where(values > 0))
     known = data.assign(_value=values)[values.notna()]
     summary = known.groupby(keys, observed=True, sort=True)["_value"].agg(n="size", mean="mean", sd="std").reset_index()
-    half = stats.t.ppf(1 - alpha / 2, np.maximum(summary["n"] - 1, 1)) * summary["sd"] / np.sqrt(summary["n"])
+    half = stats.t.ppf((1 + ci_level) / 2, np.maximum(summary["n"] - 1, 1)) * summary["sd"] / np.sqrt(summary["n"])
     half = half.where(summary["n"] >= min_n)
     summary["ci_low"], summary["ci_high"] = summary["mean"] - half, summary["mean"] + half
     if geometric:
@@ -260,11 +262,11 @@ def _close_date_spells(features: pd.DataFrame, changes: pd.DataFrame) -> pd.Data
 
 
 def push_rate_by_quarter(
-    pushes: pd.DataFrame, *, by: Sequence[str] = ("org", "quarter"), method: str = "wilson", alpha: float = 0.05
+    pushes: pd.DataFrame, *, by: Sequence[str] = ("org", "quarter"), method: str = "wilson", ci_level: float = 0.95
 ) -> pd.DataFrame:
     """Share of deals due in the last two weeks that were pushed into the next quarter, per quarter."""
     pushes = pushes.assign(_week=0)
-    rates = weekly_proportion(pushes, "pushed", by=by, week="_week", method=method, alpha=alpha)
+    rates = weekly_proportion(pushes, "pushed", by=by, week="_week", method=method, ci_level=ci_level)
     return rates.drop(columns="_week")
 
 
@@ -296,23 +298,28 @@ def control_dummies(frame: pd.DataFrame, controls: Sequence[str], y: np.ndarray)
     return np.column_stack(columns) if columns else np.empty((len(y), 0))
 
 
-def wald_interval(estimate: float, se: float, alpha: float = 0.05, df: float | None = None) -> dict[str, float]:
+def wald_interval(estimate: float, se: float, ci_level: float = 0.95, df: float | None = None) -> dict[str, float]:
     """Two-sided interval and p-value of an estimate with standard error ``se``.
 
     Uses the t distribution with ``df`` degrees of freedom, or the normal
-    when ``df`` is None.
+    when ``df`` is None; ``df`` is returned too (infinite for the normal), so
+    that a standard error can be read back off the interval at any level
+    (:func:`quarterpanic.analysis.panic_index.component_scores`).
     """
+    dof = float(df) if df else np.inf
     if not se > 0:
-        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate, "p_value": float(estimate == 0) or np.nan}
+        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate, "p_value": float(estimate == 0) or np.nan,
+                "df": dof}
     if df:
-        quantile, tail = stats.t.ppf(1 - alpha / 2, df), stats.t.sf(abs(estimate) / se, df)
+        quantile, tail = stats.t.ppf((1 + ci_level) / 2, df), stats.t.sf(abs(estimate) / se, df)
     else:
-        quantile, tail = stats.norm.ppf(1 - alpha / 2), stats.norm.sf(abs(estimate) / se)
+        quantile, tail = stats.norm.ppf((1 + ci_level) / 2), stats.norm.sf(abs(estimate) / se)
     return {
         "estimate": float(estimate),
         "ci_low": float(estimate - quantile * se),
         "ci_high": float(estimate + quantile * se),
         "p_value": float(2 * tail),
+        "df": dof,
     }
 
 
@@ -372,7 +379,7 @@ def _closed_with_stage_path(created: pd.DataFrame) -> pd.DataFrame:
     return created[(created["outcome"] != "open") & created["stage_skipped"].notna()]
 
 
-def win_rate_ratio(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
+def win_rate_ratio(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
     """Win rate of closed deals created from week ``onset`` on over that of earlier ones.
 
     Katz log interval (0.5 added to every cell when a side has no wins);
@@ -390,12 +397,12 @@ def win_rate_ratio(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> di
         x_after, x_before, n_after, n_before = x_after + 0.5, x_before + 0.5, n_after + 1, n_before + 1
     log_ratio = np.log((x_after / n_after) / (x_before / n_before))
     se = np.sqrt(1 / x_after - 1 / n_after + 1 / x_before - 1 / n_before)
-    out = wald_interval(log_ratio, se, alpha)
+    out = wald_interval(log_ratio, se, ci_level)
     return {**{k: float(np.exp(out[k])) for k in ("estimate", "ci_low", "ci_high")}, "p_value": out["p_value"]}
 
 
 def _late_shift(
-    frame: pd.DataFrame, value: np.ndarray, late: np.ndarray, alpha: float, sign: float = 1.0
+    frame: pd.DataFrame, value: np.ndarray, late: np.ndarray, ci_level: float, sign: float = 1.0
 ) -> dict[str, float] | None:
     """``sign`` × the OLS effect of ``late`` on ``value`` (segment controls, seller clusters)."""
     keep = np.isfinite(value)
@@ -406,22 +413,22 @@ def _late_shift(
     if fit is None:
         return None
     b, se, df = fit
-    return {**wald_interval(sign * b, se, alpha, df), "se": se}
+    return {**wald_interval(sign * b, se, ci_level, df), "se": se}
 
 
-def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
+def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
     """Extra discount (fraction points) of deals won from close week ``onset`` on, segment-adjusted."""
     won = _won_deals(closed_in_quarter)
-    return _late_shift(won, won["discount"].to_numpy(dtype=float), _split(won, "close_week", onset), alpha)
+    return _late_shift(won, won["discount"].to_numpy(dtype=float), _split(won, "close_week", onset), ci_level)
 
 
-def lead_score_drop(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
+def lead_score_drop(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
     """How many points lower the lead score at conversion is from week ``onset`` on, segment-adjusted."""
     score = created["lead_score"].to_numpy(dtype=float)
-    return _late_shift(created, score, _split(created, "week_of_quarter", onset), alpha, sign=-1.0)
+    return _late_shift(created, score, _split(created, "week_of_quarter", onset), ci_level, sign=-1.0)
 
 
-def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, alpha: float = 0.05) -> dict[str, float] | None:
+def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, ci_level: float = 0.95) -> dict[str, float] | None:
     """Relative size of deals closed in the quarter's last week, from a log-amount regression.
 
     With b the coefficient of "closed in the last week" (segment controls,
@@ -431,7 +438,7 @@ def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, alpha: float = 0
     """
     frame = closed_in_quarter[closed_in_quarter["amount"] > 0]
     last = (frame["close_week"].to_numpy(dtype=float) == frame["close_weeks_in_quarter"].to_numpy(dtype=float))
-    out = _late_shift(frame, np.log(frame["amount"].to_numpy(dtype=float)), last.astype(float), alpha)
+    out = _late_shift(frame, np.log(frame["amount"].to_numpy(dtype=float)), last.astype(float), ci_level)
     if out is None:
         return None
     return {
@@ -442,7 +449,7 @@ def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, alpha: float = 0
     }
 
 
-def stage_skip_rate(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> dict[str, float] | None:
+def stage_skip_rate(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
     """Share of closed deals created from week ``onset`` on whose stage path skipped a stage.
 
     Wilson interval; the p-value is one-sided: late deals skip more often
@@ -453,18 +460,18 @@ def stage_skip_rate(created: pd.DataFrame, onset: int, alpha: float = 0.05) -> d
     skipped = closed["stage_skipped"].to_numpy(dtype=bool)
     if min(late.sum(), (~late).sum()) < MIN_SIDE_N:
         return None
-    return _share_above(int(skipped[late].sum()), int(late.sum()), int(skipped[~late].sum()), int((~late).sum()), alpha)
+    return _share_above(int(skipped[late].sum()), int(late.sum()), int(skipped[~late].sum()), int((~late).sum()), ci_level)
 
 
-def close_date_push_rate(pushes: pd.DataFrame, reference: pd.DataFrame, alpha: float = 0.05) -> dict[str, float] | None:
+def close_date_push_rate(pushes: pd.DataFrame, reference: pd.DataFrame, ci_level: float = 0.95) -> dict[str, float] | None:
     """Share of due deals pushed past quarter end; one-sided p-value against ``reference`` (baseline quarters)."""
     if len(pushes) < MIN_SIDE_N or len(reference) < MIN_SIDE_N:
         return None
-    return _share_above(int(pushes["pushed"].sum()), len(pushes), int(reference["pushed"].sum()), len(reference), alpha)
+    return _share_above(int(pushes["pushed"].sum()), len(pushes), int(reference["pushed"].sum()), len(reference), ci_level)
 
 
-def _share_above(events: int, n: int, ref_events: int, ref_n: int, alpha: float) -> dict[str, float]:
-    low, high = proportion_confint(events, n, alpha=alpha, method="wilson")
+def _share_above(events: int, n: int, ref_events: int, ref_n: int, ci_level: float) -> dict[str, float]:
+    low, high = proportion_confint(events, n, alpha=1 - ci_level, method="wilson")
     return {
         "estimate": events / n,
         "ci_low": float(low),
@@ -547,7 +554,7 @@ def outcome_findings(
     candidates.
     """
     params = {**defaults(), **(params or {})}
-    alpha = float(params["alpha"])
+    ci_level = float(params["ci_level"])
     pushes = close_date_pushes(features, dataset)
     if roles is not None:
         baseline = roles.loc[roles["baseline"], ["org", "quarter"]]
@@ -572,21 +579,21 @@ def outcome_findings(
         estimates: dict[str, tuple[dict | None, int]] = {}
         if has_onset:
             onset = int(onset)
-            estimates["win_rate_ratio"] = (win_rate_ratio(created, onset, alpha), int(created["won"].notna().sum()))
+            estimates["win_rate_ratio"] = (win_rate_ratio(created, onset, ci_level), int(created["won"].notna().sum()))
             estimates["discount_uplift"] = (
-                discount_uplift(closed_here, onset, alpha), int((closed_here["outcome"] == "won").sum()))
-            estimates["lead_score_drop"] = (lead_score_drop(created, onset, alpha), int(created["lead_score"].notna().sum()))
-            estimates["stage_skip_rate"] = (stage_skip_rate(created, onset, alpha), int((created["outcome"] != "open").sum()))
+                discount_uplift(closed_here, onset, ci_level), int((closed_here["outcome"] == "won").sum()))
+            estimates["lead_score_drop"] = (lead_score_drop(created, onset, ci_level), int(created["lead_score"].notna().sum()))
+            estimates["stage_skip_rate"] = (stage_skip_rate(created, onset, ci_level), int((created["outcome"] != "open").sum()))
             split_weeks = onset_split_weeks(created, closed_here)
         else:
             for metric in ONSET_METRICS:
                 estimates[metric] = (None, len(created))
         if complete:
-            estimates["last_week_deal_size_change"] = (last_week_deal_size_change(closed_here, alpha), len(closed_here))
+            estimates["last_week_deal_size_change"] = (last_week_deal_size_change(closed_here, ci_level), len(closed_here))
             due = _segment(pushes_by.get((org, quarter), empty_pushes), segment)
             reference = _segment(reference_by.get((org,), empty_pushes), segment)
             reference = reference[reference["quarter"] != quarter]
-            estimates["close_date_push_rate"] = (close_date_push_rate(due, reference, alpha), len(due))
+            estimates["close_date_push_rate"] = (close_date_push_rate(due, reference, ci_level), len(due))
         for metric, (estimate, n) in estimates.items():
             record = {**common, "metric": metric, **_verdict(estimate, n)}
             if metric in ONSET_METRICS and has_onset:

@@ -42,7 +42,7 @@ COMPLETE = "complete"
 OPEN = "open"
 PARTIAL = "partial"
 WARMUP = "warm-up"
-ACCOUNTING_COUNTS = ["read", "accepted", "rejected"]
+ACCOUNTING_COUNTS = ["read", "accepted", "rejected", "ignored"]
 Calendars = Mapping[str, FiscalCalendar | Mapping[str, Any] | None]
 
 
@@ -235,16 +235,16 @@ def row_accounting(accounting: pd.DataFrame, by: Sequence[str] = ("org", "table"
     ----------
     accounting:
         The loader's accounting (``file, org, table, profile, read, accepted,
-        rejected``; one row per file).
+        rejected, ignored``; one row per file).
     by:
         Columns to group by; ``()`` gives one total row.
 
     Returns
     -------
-    ``by`` columns plus ``read, accepted, rejected, rejected_share``.
+    ``by`` columns plus ``read, accepted, rejected, ignored, rejected_share``.
     """
     by = [c for c in by if c in accounting.columns]
-    counts = accounting[ACCOUNTING_COUNTS].apply(pd.to_numeric).fillna(0).astype(int)
+    counts = accounting.reindex(columns=ACCOUNTING_COUNTS).apply(pd.to_numeric).fillna(0).astype(int)
     counts = pd.concat([accounting[by], counts], axis=1)
     out = counts.groupby(by, as_index=False)[ACCOUNTING_COUNTS].sum() if by else counts[ACCOUNTING_COUNTS].sum().to_frame().T
     out = out.reset_index(drop=True)
@@ -253,7 +253,7 @@ def row_accounting(accounting: pd.DataFrame, by: Sequence[str] = ("org", "table"
 
 
 def accounting_totals(accounting: pd.DataFrame) -> dict[str, int]:
-    """``{"files", "read", "accepted", "rejected"}`` over every file of the accounting."""
+    """``{"files", "read", "accepted", "rejected", "ignored"}`` over every file of the accounting."""
     total = row_accounting(accounting, by=()) if len(accounting) else None
     counts = {c: int(total[c].iloc[0]) if total is not None else 0 for c in ACCOUNTING_COUNTS}
     return {"files": int(len(accounting)), **counts}
@@ -416,7 +416,7 @@ def month3_share(
     by: Sequence[str] = ("org", "quarter"),
     weight: str = "amount",
     n_boot: int = 1000,
-    ci: float = 0.95,
+    ci_level: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Share of each quarter's bookings that closed in the quarter's last fiscal month.
@@ -438,18 +438,18 @@ def month3_share(
         per quarter, ``("org",)`` for one pooled estimate per organisation.
     weight:
         ``"amount"`` (bookings) or ``"deals"`` (count of won deals).
-    n_boot, ci, seed:
+    n_boot, ci_level, seed:
         Bootstrap replicates, interval level and random seed.
 
     Returns
     -------
     ``by`` columns plus ``won_deals, month3_deals, won_amount,
-    month3_amount, estimate, ci_low, ci_high, even_share`` (the share an
+    month3_amount, estimate, ci_low, ci_high, ci_level, even_share`` (the share an
     evenly paced quarter would have; averaged over quarters when pooled) and
     ``back_loaded`` (the whole interval lies above ``even_share``).
     """
     won = opportunities[opportunities["is_won"].astype(bool)]
-    out = _month3_ratio(won, "close_date", calendars, by=by, weight=weight, n_boot=n_boot, ci=ci, seed=seed)
+    out = _month3_ratio(won, "close_date", calendars, by=by, weight=weight, n_boot=n_boot, ci_level=ci_level, seed=seed)
     return out.rename(columns={"records": "won_deals", "month3_records": "month3_deals", "amount": "won_amount"})
 
 
@@ -460,7 +460,7 @@ def pipeline_month3_share(
     by: Sequence[str] = ("org",),
     weight: str = "amount",
     n_boot: int = 1000,
-    ci: float = 0.95,
+    ci_level: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Share of new pipeline created in the quarter's last fiscal month (see :func:`month3_share`).
@@ -468,10 +468,11 @@ def pipeline_month3_share(
     Returns
     -------
     ``by`` columns plus ``created, month3_created, created_amount,
-    month3_amount, estimate, ci_low, ci_high, even_share, back_loaded``;
+    month3_amount, estimate, ci_low, ci_high, ci_level, even_share, back_loaded``;
     pooled over quarters per organisation by default.
     """
-    out = _month3_ratio(opportunities, "created_at", calendars, by=by, weight=weight, n_boot=n_boot, ci=ci, seed=seed)
+    out = _month3_ratio(opportunities, "created_at", calendars, by=by, weight=weight, n_boot=n_boot, ci_level=ci_level,
+                        seed=seed)
     return out.rename(columns={"records": "created", "month3_records": "month3_created", "amount": "created_amount"})
 
 
@@ -483,7 +484,7 @@ def _month3_ratio(
     by: Sequence[str],
     weight: str,
     n_boot: int,
-    ci: float,
+    ci_level: float,
     seed: int,
 ) -> pd.DataFrame:
     """Share of ``amount`` (or of records) dated in month 3 of its quarter, per ``by`` group, with bootstrap CI."""
@@ -491,7 +492,7 @@ def _month3_ratio(
         raise ValueError(f"weight must be 'amount' or 'deals', got {weight!r}")
     by = list(by)
     columns = by + ["records", "month3_records", "amount", "month3_amount", "estimate", "ci_low", "ci_high",
-                    "even_share", "back_loaded"]
+                    "ci_level", "even_share", "back_loaded"]
     frame = records[["org", date_column, "amount"]].reset_index(drop=True)
     frame["amount"] = pd.to_numeric(frame["amount"]).fillna(0.0).astype(float)
     frame = annotate_by_org(frame, date_column, calendars)
@@ -513,7 +514,8 @@ def _month3_ratio(
     value = frame["amount"].to_numpy() if weight == "amount" else np.ones(len(frame))
     numerator = value * frame["in_month3"].to_numpy()
     out["estimate"] = _group_sums(numerator[:, None], codes)[:, 0] / _positive(_group_sums(value[:, None], codes)[:, 0])
-    out["ci_low"], out["ci_high"] = _bootstrap_ratio_ci(numerator, value, codes, n_boot=n_boot, ci=ci, seed=seed)
+    out["ci_low"], out["ci_high"] = _bootstrap_ratio_ci(numerator, value, codes, n_boot=n_boot, ci=ci_level, seed=seed)
+    out["ci_level"] = float(ci_level)
     even = even_month3_share(calendars, frame[["org", "quarter"]])
     even = frame[list(dict.fromkeys(["org", "quarter"] + by))].drop_duplicates().merge(
         even, on=["org", "quarter"], how="left"

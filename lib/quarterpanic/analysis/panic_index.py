@@ -25,7 +25,10 @@ or when that is None the complete quarters none of whose main findings
 the median of the baseline values; the scale is the largest of
 
 * the MAD-based standard deviation of the baseline values (1.4826 × MAD),
-* the median standard error of the baseline estimates (from their 95% CIs),
+* the median standard error of the baseline estimates, read off their intervals
+  as off a 95% interval (half its width over 1.96) whatever their ``ci_level``:
+  the quantile they were built with (normal, or t with their ``df``) is taken
+  out and the 95% one put in, so the index does not move with the level shown,
 * a small absolute floor per component (:data:`COMPONENTS`),
 
 so that a baseline of a handful of quarters that happen to agree closely
@@ -69,7 +72,10 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
-from quarterpanic.analysis.findings import ALL_SEGMENTS, NOT_MEASURED, OK, main_findings
+from quarterpanic.analysis.findings import (
+    ALL_SEGMENTS, DEFAULT_CI_LEVEL, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
+)
+from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
 from quarterpanic.util import finite_or_none
 
@@ -80,7 +86,6 @@ LEVELS = (CALM, WATCH, PANIC, INSUFFICIENT_LEVEL, NOT_ENOUGH_EVIDENCE)
 INSUFFICIENT_BASELINE = "insufficient baseline"
 MIN_BASELINE = 3  # baseline quarters with a value a component needs
 MAD_TO_SD = 1.4826  # MAD of a normal sample × this = its standard deviation
-Z95 = float(stats.norm.ppf(0.975))
 KEYS = ["org", "quarter", "segment"]
 
 
@@ -109,8 +114,9 @@ COMPONENTS: tuple[Component, ...] = (
 )
 MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
-    "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "onset_week", "flagged",
-    "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline", "needs",
+    "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
+    "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
+    "needs", "signals",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
@@ -123,15 +129,18 @@ def complete_quarters(findings: pd.DataFrame, dataset: Any = None) -> pd.DataFra
     """Every org × quarter of ``findings`` and whether it is complete.
 
     With ``dataset`` a quarter is complete when its last day is over by
-    ``dataset.as_of`` (each organisation's calendar); otherwise the findings'
-    ``quarter_complete`` column decides (rows without it count as complete).
+    ``dataset.as_of`` and the data cover it from its first week (each
+    organisation's calendar; :func:`quarterpanic.analysis.inputs.quarter_coverage`);
+    otherwise the findings' ``quarter_complete`` column decides (rows without
+    it count as complete).
 
     Returns columns ``org``, ``quarter``, ``quarter_complete``.
     """
     pairs = findings[["org", "quarter"]].drop_duplicates().astype(str).reset_index(drop=True)
     if dataset is not None:
-        ends = quarter_ends(dataset, pairs)
-        pairs["quarter_complete"] = (ends + pd.Timedelta(days=1) <= dataset.as_of).to_numpy()
+        bounds = quarter_bounds(dataset, pairs["org"], pairs["quarter"])
+        coverage = quarter_coverage(dataset, pairs["org"], bounds["quarter_start"], bounds["quarter_end"])
+        pairs["quarter_complete"] = coverage["complete"].to_numpy()
     elif "quarter_complete" in findings:
         flags = findings.assign(_c=findings["quarter_complete"].astype("boolean").fillna(True).astype(bool))
         complete = flags.groupby(["org", "quarter"])["_c"].all().rename("quarter_complete").reset_index()
@@ -201,6 +210,13 @@ def panic_side(estimate: pd.Series | np.ndarray, component: Component) -> np.nda
     return component.direction * values
 
 
+def _quantile(ci_level: pd.Series | np.ndarray, df: pd.Series) -> np.ndarray:
+    """The quantile each interval was built with: t with ``df`` degrees of freedom (normal when missing or infinite)."""
+    level = pd.to_numeric(pd.Series(np.asarray(ci_level)), errors="coerce").fillna(DEFAULT_CI_LEVEL).to_numpy(float)
+    dof = pd.to_numeric(pd.Series(np.asarray(df)), errors="coerce").fillna(np.inf).to_numpy(float)
+    return stats.t.ppf((1 + level) / 2, dof)
+
+
 def component_scores(
     findings: pd.DataFrame,
     params: Mapping[str, Any] | None = None,
@@ -243,12 +259,17 @@ def component_scores(
     by_metric = {c.metric: c for c in components}
     rows = findings[findings["metric"].isin(by_metric)].astype({c: str for c in KEYS})
     rows = rows.drop_duplicates(KEYS + ["metric"])
+    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf)):
+        if column not in rows:
+            rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
-    cols = ["estimate", "ci_low", "ci_high", "onset_week", "flagged", "status"]
-    if "needs" not in rows:
-        rows = rows.assign(needs=None)
+    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "onset_week", "flagged", "status"]
+    for column in ("needs", "signals"):
+        if column not in rows:
+            rows = rows.assign(**{column: None})
     scores = grid.merge(
-        rows[KEYS + ["metric"] + cols + ["needs"]].rename(columns={"metric": "component"}), on=KEYS + ["component"],
+        rows[KEYS + ["metric"] + cols + ["needs", "signals"]].rename(columns={"metric": "component"}),
+        on=KEYS + ["component"],
         how="left",
     )
     not_measured = (scores["status"] == NOT_MEASURED).to_numpy()
@@ -261,7 +282,8 @@ def component_scores(
         part = scores.loc[idx]
         value[scores.index.get_indexer(idx)] = panic_side(part["estimate"], component)
         spread = np.abs(panic_side(part["ci_high"], component) - panic_side(part["ci_low"], component))
-        se[scores.index.get_indexer(idx)] = spread / (2 * Z95)
+        se[scores.index.get_indexer(idx)] = spread / (2 * _quantile(part["ci_level"], part["df"])) * (
+            _quantile(np.full(len(part), 0.95), part["df"]) / z_of(0.95))
     usable = (scores["status"] == OK).to_numpy() & np.isfinite(value)
     scores["value"] = np.where(usable, value, np.nan)
     scores["se"] = np.where(usable, se, np.nan)
@@ -301,6 +323,8 @@ def _baseline_scales(scores: pd.DataFrame, components: Mapping[str, Component]) 
     columns = ["org", "segment", "component", "n_baseline", "centre", "scale"]
     out = pd.DataFrame(records, columns=columns)
     out["n_baseline"] = out["n_baseline"].astype(int)
+    # With no baseline value at all (nothing measured) the frame is empty: keep the numbers numeric.
+    out[["centre", "scale"]] = out[["centre", "scale"]].astype(float)
     return out
 
 
@@ -389,7 +413,9 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
     ``org``, ``quarter``, ``segment``, ``panic_index``, ``level``,
     ``rests_on`` (the components the index weighs), ``not_measured`` and
     ``components`` — ``{component: {"z", "weight", "contribution",
-    "estimate", "status", "needs"}}``; missing numbers are ``None``.
+    "estimate", "status", "needs", "signals"}}`` (``signals``: the
+    qualification signals a component was measured on); missing numbers are
+    ``None``.
     """
     records = []
     shown = index if not quarters else index[index["quarter"].isin(list(quarters))]
@@ -403,6 +429,7 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
                     "z": finite_or_none(item.z), "weight": finite_or_none(item.weight), "contribution": finite_or_none(item.contribution),
                     "estimate": finite_or_none(item.estimate), "status": item.status,
                     "needs": item.needs if isinstance(item.needs, list) else None,
+                    "signals": item.signals if isinstance(item.signals, list) else None,
                 }
         records.append(
             {
@@ -418,13 +445,14 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
 SIZE_ORDER = ("small", "mid", "enterprise")
 
 
-def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = None) -> pd.DataFrame:
+def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = None, *,
+                  ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     """The index compared across organisation size classes (org-wide rows only).
 
     Returns one row per size class: ``orgs``, ``quarters`` (with an index),
     ``panic_quarters``, ``watch_quarters``, ``panic_share`` with its Wilson
-    95% interval (``panic_share_low``, ``panic_share_high``),
-    ``median_index`` and ``max_index``.
+    interval at ``ci_level`` (``panic_share_low``, ``panic_share_high``,
+    ``ci_level``), ``median_index`` and ``max_index``.
     """
     table = index[(index["segment"] == ALL_SEGMENTS) & index["panic_index"].notna()].copy()
     if size_classes is not None:
@@ -440,10 +468,11 @@ def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = 
         .reset_index()
     )
     if out.empty:
-        return out.assign(panic_share=[], panic_share_low=[], panic_share_high=[])
+        return out.assign(panic_share=[], panic_share_low=[], panic_share_high=[], ci_level=[])
     out["panic_share"] = out["panic_quarters"] / out["quarters"]
-    low, high = proportion_confint(out["panic_quarters"], out["quarters"], method="wilson")
+    low, high = proportion_confint(out["panic_quarters"], out["quarters"], alpha=1 - ci_level, method="wilson")
     out["panic_share_low"], out["panic_share_high"] = np.asarray(low), np.asarray(high)
+    out["ci_level"] = float(ci_level)
     rank = {name: i for i, name in enumerate(SIZE_ORDER)}
     out = out.assign(_rank=out["size_class"].map(rank).fillna(len(rank))).sort_values("_rank").drop(columns="_rank")
     return out.reset_index(drop=True)
@@ -452,7 +481,7 @@ def by_size_class(index: pd.DataFrame, size_classes: Mapping[str, str] | None = 
 # -- what the discounting cost ------------------------------------------------------------------------
 DISCOUNT_COST_COLUMNS = [
     "org", "quarter", "level", "onset_week", "currency", "won_deals", "won_amount", "discount_uplift",
-    "cost", "cost_low", "cost_high",
+    "cost", "cost_low", "cost_high", "ci_level",
 ]
 
 
@@ -465,8 +494,8 @@ def discount_cost(
     For every org-wide quarter whose ``discount_uplift`` could be measured:
     the amount of the deals won in that quarter from its onset week on (by
     close week: the deals the uplift was measured on) times the uplift, with
-    the uplift's 95% interval carried over (the won amount is known, not
-    estimated). The amounts are taken as booked: when an export's amount is
+    the uplift's interval carried over at its ``ci_level`` (the won amount is
+    known, not estimated). The amounts are taken as booked: when an export's amount is
     already net of discount, the cost measured against list price would be
     larger by 1 / (1 − discount).
 
@@ -494,7 +523,7 @@ def discount_cost(
                 "org": row.org, "quarter": row.quarter, "onset_week": int(row.onset_week),
                 "currency": currency.get(row.org, ""), "won_deals": len(window), "won_amount": amount,
                 "discount_uplift": row.estimate, "cost": row.estimate * amount,
-                "cost_low": row.ci_low * amount, "cost_high": row.ci_high * amount,
+                "cost_low": row.ci_low * amount, "cost_high": row.ci_high * amount, "ci_level": row.ci_level,
             }
         )
     out = pd.DataFrame(records)
@@ -507,19 +536,62 @@ def discount_cost_totals(costs: pd.DataFrame) -> pd.DataFrame:
     """:func:`discount_cost` summed per organisation (and currency).
 
     The interval of a sum treats the quarters' estimates as independent
-    (standard errors from their 95% intervals, added in quadrature).
-    Returns ``org``, ``currency``, ``quarters``, ``won_amount``, ``cost``,
-    ``cost_low``, ``cost_high``.
+    (standard errors from their intervals, added in quadrature), at the
+    costs' ``ci_level``. Returns ``org``, ``currency``, ``quarters``,
+    ``won_amount``, ``cost``, ``cost_low``, ``cost_high``, ``ci_level``.
     """
     if costs.empty:
-        return pd.DataFrame(columns=["org", "currency", "quarters", "won_amount", "cost", "cost_low", "cost_high"])
-    se = (costs["cost_high"] - costs["cost_low"]) / (2 * Z95)
+        return pd.DataFrame(columns=["org", "currency", "quarters", "won_amount", "cost", "cost_low", "cost_high",
+                                     "ci_level"])
+    level = ci_level_of(costs)
+    se = (costs["cost_high"] - costs["cost_low"]) / (2 * z_of(level))
     out = (
         costs.assign(_var=se**2)
         .groupby(["org", "currency"], sort=True)
         .agg(quarters=("quarter", "size"), won_amount=("won_amount", "sum"), cost=("cost", "sum"), _var=("_var", "sum"))
         .reset_index()
     )
-    half = Z95 * np.sqrt(out.pop("_var"))
+    half = z_of(level) * np.sqrt(out.pop("_var"))
     out["cost_low"], out["cost_high"] = out["cost"] - half, out["cost"] + half
+    out["ci_level"] = level
     return out
+
+
+# -- the deals behind a panic ---------------------------------------------------------------------------
+LATE_DEAL_COLUMNS = [
+    "org", "quarter", "onset_week", "opportunity_id", "name", "account", "owner", "week_of_quarter", "amount",
+    "currency", "outcome",
+]
+
+
+def late_unqualified_deals(
+    dataset: Any, scores: pd.DataFrame, index: pd.DataFrame, params: Mapping[str, Any] | None = None,
+    *, n: int = 5, cache: bool = False,
+) -> pd.DataFrame:
+    """The largest deals behind each organisation's latest panic quarter: the ``n`` largest (by amount) created
+    from its qualification-decay onset week on that did not meet the qualification rule.
+
+    Uses the org-wide ``panic`` quarters of ``index`` and the ``onset_week`` of their ``qualification_decay``
+    row in ``scores``; a quarter without an onset has no rows. Returns :data:`LATE_DEAL_COLUMNS`, one row per
+    deal, organisations in order and each quarter's deals largest first; ``name``, ``account`` and ``owner``
+    are the opportunity's as in ``dataset`` (pseudonyms when it was pseudonymised). With ``cache``, the
+    opportunity features of an earlier run are reused (:mod:`quarterpanic.store.results`).
+    """
+    panic = index[(index["segment"] == ALL_SEGMENTS) & (index["level"] == PANIC)]
+    latest = panic.sort_values("quarter").groupby("org", sort=True).tail(1)[["org", "quarter"]]
+    decay = scores[(scores["component"] == "qualification_decay") & (scores["segment"] == ALL_SEGMENTS)]
+    onsets = latest.merge(decay[["org", "quarter", "onset_week"]], on=["org", "quarter"], how="inner")
+    onsets = onsets[onsets["onset_week"].notna()]
+    if onsets.empty:
+        return pd.DataFrame(columns=LATE_DEAL_COLUMNS)
+    features = opportunity_features(dataset, params, cache=cache)
+    deals = features.merge(onsets, on=["org", "quarter"], how="inner")
+    deals = deals[(deals["week_of_quarter"] >= deals["onset_week"]) & ~deals["qualified"].astype(bool)]
+    deals = deals.sort_values(["org", "amount"], ascending=[True, False], na_position="last", kind="stable")
+    deals = deals.groupby("org", sort=True).head(n)
+    names = dataset.opportunities[["org", "opportunity_id", "name", "account", "currency"]].astype(
+        {"opportunity_id": str})
+    deals = deals.merge(names, on=["org", "opportunity_id"], how="left")
+    deals["onset_week"] = deals["onset_week"].astype(int)
+    deals["currency"] = deals["currency"].fillna("")
+    return deals[LATE_DEAL_COLUMNS].reset_index(drop=True)

@@ -39,7 +39,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 from quarterpanic.analysis import outcomes
 from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
-from quarterpanic.analysis.inputs import mark_not_measured
+from quarterpanic.analysis.inputs import mark_not_measured, mark_partial
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -64,7 +64,7 @@ def qualification_rate_by_week(
     by: Sequence[str] = ("org", "quarter"),
     week: str = "week_of_quarter",
     method: str = "wilson",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Weekly share of new opportunities meeting the rule, with Wilson (or exact, ``"beta"``) intervals.
 
@@ -72,7 +72,7 @@ def qualification_rate_by_week(
     curves. Returns ``by`` × ``week`` rows with ``events`` (qualified), ``n``
     (created), ``rate``, ``ci_low``, ``ci_high``.
     """
-    return outcomes.weekly_proportion(features, "qualified", by=by, week=week, method=method, alpha=alpha)
+    return outcomes.weekly_proportion(features, "qualified", by=by, week=week, method=method, ci_level=ci_level)
 
 
 def with_baseline(
@@ -187,7 +187,7 @@ def decay_estimate(
     week: str = "week_of_quarter",
     controls: Sequence[str] = CONTROLS,
     cluster: str = "owner",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> dict[str, Any]:
     """The drop in the qualification rate from week ``onset`` on, in one quarter.
 
@@ -233,9 +233,9 @@ def decay_estimate(
         else:
             effect, se = fit
             df = n_clusters - 1
-            return {**info, **outcomes.wald_interval(-effect, se, alpha, df), "method": "glm"}
+            return {**info, **outcomes.wald_interval(-effect, se, ci_level, df), "method": "glm"}
     effect, se = _two_proportion(y, late)
-    return {**info, **outcomes.wald_interval(effect, se, alpha, None), "method": f"two-proportion ({reason})"}
+    return {**info, **outcomes.wald_interval(effect, se, ci_level, None), "method": f"two-proportion ({reason})"}
 
 
 def _glm_average_effect(
@@ -335,7 +335,7 @@ def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: li
         if pd.isna(row.onset_week):
             records.append({**record, "status": INSUFFICIENT, "method": "none"})
             continue
-        estimate = decay_estimate(frame, int(row.onset_week), controls=controls, alpha=float(params["alpha"]))
+        estimate = decay_estimate(frame, int(row.onset_week), controls=controls, ci_level=float(params["ci_level"]))
         estimate["p_value"] = max_t_adjusted(estimate["p_value"], row.candidate_fractions, alternative="two-sided")
         if not record["quarter_complete"]:
             estimate["p_value"] = np.nan
@@ -384,10 +384,13 @@ def _detect_qualification_decay(dataset: Dataset, params: Mapping[str, Any],
                                 features: pd.DataFrame | None) -> pd.DataFrame:
     features = opportunity_features(dataset, params) if features is None else features
     if features.empty:
-        return make_findings(pd.DataFrame(columns=["org"]))
-    roles = quarter_roles(features, params)
-    main = decay_findings(features, params, roles=roles)
-    secondary = outcomes.outcome_findings(
-        features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
-    )
-    return mark_not_measured(make_findings(pd.concat([main, secondary], ignore_index=True)), dataset, params)
+        findings = make_findings(pd.DataFrame(columns=["org"]))
+    else:
+        roles = quarter_roles(features, params)
+        main = decay_findings(features, params, roles=roles)
+        secondary = outcomes.outcome_findings(
+            features, dataset, main, params, candidates=candidate_weeks(params), roles=roles
+        )
+        findings = make_findings(pd.concat([main, secondary], ignore_index=True))
+        findings = mark_partial(mark_not_measured(findings, dataset, params), dataset)
+    return findings.assign(ci_level=float(params["ci_level"]))

@@ -68,8 +68,10 @@ from statsmodels.genmod.generalized_linear_model import GLM
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from quarterpanic.analysis import turnaround
-from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, make_findings, register_metric
-from quarterpanic.analysis.inputs import mark_not_measured
+from quarterpanic.analysis.findings import (
+    ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, empty_findings, make_findings, register_metric,
+)
+from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -152,7 +154,7 @@ def estimate_surge(
     onsets: pd.DataFrame | None = None,
     direction: int = +1,
     min_events: int = 20,
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Rate ratio of ``events`` per unit of ``exposure`` from each quarter's onset on, vs before.
 
@@ -184,7 +186,7 @@ def estimate_surge(
     -------
     One row per group: ``group_cols`` + :data:`SURGE_COLUMNS`. ``estimate``
     is ``exp(coef)`` of the quarter's late-window indicator (the rate ratio),
-    ``ci_low``/``ci_high`` its ``1 - alpha`` Wald interval with the
+    ``ci_low``/``ci_high`` its ``ci_level`` Wald interval with the
     organisation's Pearson dispersion (at least 1), ``p_value`` one-sided in
     ``direction`` and, when the onset was searched, max-T adjusted over the
     ``n_candidates`` candidates with working days on both sides
@@ -226,7 +228,7 @@ def estimate_surge(
     )
     out = out.merge(fits, on=group_cols, how="left")
     out[["coef", "se", "dispersion"]] = out[["coef", "se", "dispersion"]].astype(float)
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = float(stats.norm.ppf((1 + ci_level) / 2))
     out["estimate"] = np.exp(out["coef"])
     out["ci_low"] = np.exp(out["coef"] - z * out["se"])
     out["ci_high"] = np.exp(out["coef"] + z * out["se"])
@@ -322,7 +324,7 @@ def share_change(
     cluster: str | None = None,
     direction: int = +1,
     min_each_side: int = 10,
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Late-window minus early-window share of ``flag``, per group, with cluster-robust errors.
 
@@ -395,7 +397,7 @@ def share_change(
     variance = variance.merge(correction.reset_index(), on=model_by, how="left")
     out = out.merge(variance[group_cols + ["_variance", "_correction"]], on=group_cols, how="left")
     se = np.sqrt(out["_variance"] * out["_correction"])
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = float(stats.norm.ppf((1 + ci_level) / 2))
     out["ci_low"] = out["estimate"] - z * se
     out["ci_high"] = out["estimate"] + z * se
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -464,7 +466,7 @@ def analyse_reactive(
     params:
         Analysis parameters (:data:`quarterpanic.params.DEFAULTS`): ``orgs``,
         ``quarters``, ``baseline_quarters``, the request-type lists,
-        ``urgent_priorities``, ``onset_weeks``, ``min_requests``, ``alpha``,
+        ``urgent_priorities``, ``onset_weeks``, ``min_requests``, ``alpha``, ``ci_level``,
         ``qualification_rule`` / ``qualification_overrides``.
     secondary:
         False computes only the main metric (the surge) and skips turnaround,
@@ -491,33 +493,47 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
         requests, grid, as_of=dataset.as_of, calendars=calendars,
         opportunities=dataset.opportunities if secondary else None,
     )
-    weekly["role"] = np.select(
-        [~weekly["quarter_complete"], weekly["judged"], weekly["baseline"]], ["open", "shown", "baseline"], "other"
-    )
+    # astype(bool): the columns of an empty grid are untyped.
+    complete, judged, baseline = (weekly[c].astype(bool).to_numpy() for c in ("quarter_complete", "judged", "baseline"))
+    weekly["role"] = np.select([~complete, judged, baseline], ["open", "shown", "baseline"], "other")
+    ci_level = float(params["ci_level"])
+    if weekly.empty:
+        # No quarter to look at (no opportunity or request): an analysis with no rows, not an error.
+        return ReactiveAnalysis(
+            params=params, as_of=dataset.as_of, segment=segment, grid=grid, requests=requests, weekly=weekly,
+            surge=pd.DataFrame(columns=group + SURGE_COLUMNS), deferral=pd.DataFrame(columns=group),
+            stretch=pd.DataFrame(columns=group), shares={}, findings=empty_findings().assign(ci_level=ci_level),
+        )
     judged = weekly[weekly["judged"]]
     candidates = candidate_weeks(params["onset_weeks"], judged["weeks_in_quarter"])
     min_requests = int(params["min_requests"])
-    surge = estimate_surge(judged, events="unplanned", candidates=candidates, min_events=min_requests)
+    surge = estimate_surge(judged, events="unplanned", candidates=candidates, min_events=min_requests,
+                           ci_level=ci_level)
     onsets = surge.loc[surge["status"] == OK, group + ["onset_week"]]
     requests = requests.merge(onsets, on=group, how="left")
-    late = requests["week_of_quarter"] >= requests["onset_week"]
+    with np.errstate(invalid="ignore"):  # no onset (NaN) is no window, not a comparison to warn about
+        late = requests["week_of_quarter"] >= requests["onset_week"]
     requests["window"] = pd.Series(np.where(late.fillna(False), "late", "early"), index=requests.index).where(
         requests["onset_week"].notna()
     )
     deferral = stretch = pd.DataFrame(columns=group)
     shares: dict[str, pd.DataFrame] = {}
     if secondary:
-        deferral = estimate_surge(judged, events="planned", onsets=onsets, direction=-1, min_events=min_requests)
+        deferral = estimate_surge(judged, events="planned", onsets=onsets, direction=-1, min_events=min_requests,
+                                  ci_level=ci_level)
         requests = turnaround.turnaround_times(requests, dataset.as_of)
         requests = turnaround.standardised_durations(requests, reference=requests["window"] == "early")
-        requests = deal_links(requests, dataset.opportunities, params)
-        stretch = turnaround.turnaround_stretch(requests, group_cols=group)
+        requests = deal_links(requests, dataset.opportunities, params, history=dataset.history,
+                              signals=qualification_signals(dataset, params))
+        stretch = turnaround.turnaround_stretch(requests, group_cols=group, ci_level=ci_level)
         shares = {
-            "after_hours_shift": share_change(requests, flag="is_after_hours", cluster="requester"),
-            "wasted_effort_lost": share_change(requests, flag="deal_lost", cluster="opportunity_id"),
-            "wasted_effort_unqualified": share_change(requests, flag="deal_unqualified", cluster="opportunity_id"),
+            "after_hours_shift": share_change(requests, flag="is_after_hours", cluster="requester", ci_level=ci_level),
+            "wasted_effort_lost": share_change(requests, flag="deal_lost", cluster="opportunity_id", ci_level=ci_level),
+            "wasted_effort_unqualified": share_change(
+                requests, flag="deal_unqualified", cluster="opportunity_id", ci_level=ci_level),
         }
     findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment)
+    findings["ci_level"] = ci_level
     findings = apply_fdr(mark_not_measured(findings, dataset, params), alpha=float(params["alpha"]))
     return ReactiveAnalysis(
         params=params, as_of=dataset.as_of, segment=segment, grid=grid, requests=requests, weekly=weekly,

@@ -110,7 +110,7 @@ def km_summary(
     *,
     duration: str = "duration_hours",
     event: str = "resolved",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
     with_ci: bool = True,
 ) -> pd.DataFrame:
     """Kaplan–Meier median and 90th percentile per group, open requests censored.
@@ -126,7 +126,7 @@ def km_summary(
     Returns
     -------
     One row per group: ``n``, ``n_open`` (censored), ``median``, ``p90`` and,
-    with ``with_ci``, their ``1 - alpha`` intervals (``median_low``,
+    with ``with_ci``, their ``ci_level`` intervals (``median_low``,
     ``median_high``, ``p90_low``, ``p90_high``; Brookmeyer–Crowley by test
     inversion, the upper limit infinite when the data do not reach it), and
     ``naive_median`` (the median of resolved requests only, biased low when
@@ -137,7 +137,7 @@ def km_summary(
     for key, group in times.dropna(subset=[duration]).groupby(list(by), sort=True, observed=True):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
-        row.update(_km_row(group[duration].to_numpy(float), group[event].to_numpy(bool), alpha, with_ci))
+        row.update(_km_row(group[duration].to_numpy(float), group[event].to_numpy(bool), ci_level, with_ci))
         rows.append(row)
     columns = list(by) + ["n", "n_open", "median", "p90"]
     if with_ci:
@@ -145,22 +145,22 @@ def km_summary(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _km_row(duration: np.ndarray, event: np.ndarray, alpha: float, with_ci: bool) -> dict:
+def _km_row(duration: np.ndarray, event: np.ndarray, ci_level: float, with_ci: bool) -> dict:
     row: dict[str, Any] = {"n": len(duration), "n_open": int((~event).sum())}
     if not event.any():
         return row | {"median": np.nan, "p90": np.nan}
     fit = SurvfuncRight(duration, event.astype(float))
     row["median"], row["p90"] = fit.quantile(0.5), fit.quantile(0.9)
     if with_ci:
-        row["median_low"], row["median_high"] = _quantile_ci(fit, 0.5, alpha)
-        row["p90_low"], row["p90_high"] = _quantile_ci(fit, 0.9, alpha)
+        row["median_low"], row["median_high"] = _quantile_ci(fit, 0.5, ci_level)
+        row["p90_low"], row["p90_high"] = _quantile_ci(fit, 0.9, ci_level)
         row["naive_median"] = float(np.median(duration[event]))
     return row
 
 
-def _quantile_ci(fit: SurvfuncRight, p: float, alpha: float) -> tuple[float, float]:
+def _quantile_ci(fit: SurvfuncRight, p: float, ci_level: float) -> tuple[float, float]:
     with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = fit.quantile_ci(p, alpha=alpha)
+        low, high = fit.quantile_ci(p, alpha=1 - ci_level)
     return float(low), float(high)
 
 
@@ -170,7 +170,7 @@ def km_curves(
     *,
     duration: str = "duration_hours",
     event: str = "resolved",
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Kaplan–Meier curves as a tidy frame for plotting.
 
@@ -179,7 +179,7 @@ def km_curves(
     ``ci_low``, ``ci_high`` (pointwise, log-log), ``n`` of the group. Each
     curve starts at duration 0 with survival 1.
     """
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = float(stats.norm.ppf((1 + ci_level) / 2))
     frames = []
     for key, group in times.dropna(subset=[duration]).groupby(list(by), sort=True, observed=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -203,6 +203,10 @@ def km_curves(
     return pd.concat(frames, ignore_index=True)[list(by) + [duration, "survival", "ci_low", "ci_high", "n"]]
 
 
+#: The level of the median intervals a standard error is read off (a method constant, not the level shown).
+SE_LEVEL = 0.95
+
+
 def turnaround_stretch(
     times: pd.DataFrame,
     *,
@@ -211,9 +215,9 @@ def turnaround_stretch(
     duration: str = "duration_std",
     event: str = "resolved",
     min_per_window: int = MIN_PER_WINDOW,
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
-    """Late-window median turnaround over the early window's, per group, with a 95% interval.
+    """Late-window median turnaround over the early window's, per group, with a ``ci_level`` interval.
 
     Parameters
     ----------
@@ -228,15 +232,16 @@ def turnaround_stretch(
     ratio), ``ci_low``, ``ci_high``, ``p_value`` (one-sided: late slower),
     ``n`` (requests in both windows), ``n_open`` and ``status``. The interval
     combines the two medians' log-scale standard errors, read off their
-    Brookmeyer–Crowley intervals. Fewer than ``min_per_window`` requests in a
+    Brookmeyer–Crowley 95% intervals (always 95%: the standard error, hence
+    the p-value, must not change with the level of the interval shown). Fewer than ``min_per_window`` requests in a
     window, or a median the data do not reach, is ``insufficient data``.
     """
     group_cols = list(group_cols)
     data = times[times[window].isin(["early", "late"])]
-    summary = km_summary(data, group_cols + [window], duration=duration, event=event, alpha=alpha)
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    summary = km_summary(data, group_cols + [window], duration=duration, event=event, ci_level=SE_LEVEL)
     with np.errstate(divide="ignore", invalid="ignore"):
-        summary["log_se"] = (np.log(summary["median_high"]) - np.log(summary["median_low"])) / (2 * z)
+        summary["log_se"] = (np.log(summary["median_high"]) - np.log(summary["median_low"])) / (
+            2 * stats.norm.ppf((1 + SE_LEVEL) / 2))
     wide = summary.pivot_table(
         index=group_cols, columns=window, values=["median", "log_se", "n", "n_open"], aggfunc="first", observed=True
     )
@@ -257,6 +262,7 @@ def turnaround_stretch(
         & (se > 0)
     )
     out = wide[group_cols + ["median_early", "median_late"]].copy()
+    z = float(stats.norm.ppf((1 + ci_level) / 2))
     out["estimate"] = np.where(enough, np.exp(log_ratio), np.nan)
     out["ci_low"] = np.where(enough, np.exp(log_ratio - z * se), np.nan)
     out["ci_high"] = np.where(enough, np.exp(log_ratio + z * se), np.nan)

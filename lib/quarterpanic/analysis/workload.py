@@ -22,11 +22,15 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from quarterpanic.analysis.rule import qualified_at_creation
+from quarterpanic.analysis.rule import qualified_at_creation, qualified_by_signals
 from quarterpanic.calendar import annotate_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
+#: An opportunity history with no change in it, for callers that have none.
+_NO_HISTORY = pd.DataFrame({"org": pd.Series(dtype="str"), "opportunity_id": pd.Series(dtype="str"),
+                            "changed_at": pd.Series(dtype="datetime64[ns]"), "field": pd.Series(dtype="str"),
+                            "old_value": pd.Series(dtype="str"), "new_value": pd.Series(dtype="str")})
 BUSINESS_HOURS = (8, 18)  # a request created outside [08:00, 18:00) is after hours
 FLAG_COLUMNS = ("unplanned", "planned", "urgent", "exception", "after_hours", "weekend")
 
@@ -363,7 +367,7 @@ def share_by_week(
     events: str,
     total: str = "requests",
     by: Sequence[str] = ("org", "role"),
-    alpha: float = 0.05,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Pooled share of ``events`` among ``total`` per week of quarter, with Wilson intervals.
 
@@ -386,7 +390,7 @@ def share_by_week(
     )
     pooled = pooled[pooled["total"] > 0].reset_index(drop=True)
     pooled["share"] = pooled["events"] / pooled["total"]
-    low, high = proportion_confint(pooled["events"], pooled["total"], alpha=alpha, method="wilson")
+    low, high = proportion_confint(pooled["events"], pooled["total"], alpha=1 - ci_level, method="wilson")
     pooled["ci_low"], pooled["ci_high"] = np.asarray(low), np.asarray(high)
     return pooled
 
@@ -398,6 +402,8 @@ def deal_links(
     params: Mapping[str, Any] | None = None,
     *,
     opportunity_column: str = "opportunity_id",
+    history: pd.DataFrame | None = None,
+    signals: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Each request with the fate of the deal it was raised for.
 
@@ -407,14 +413,24 @@ def deal_links(
     ``deal_unqualified`` (1.0 / 0.0 by the qualification rule at creation,
     :func:`quarterpanic.analysis.rule.qualified_at_creation` with
     ``params["qualification_rule"]`` and ``params["qualification_overrides"]``;
-    NaN without a deal).
+    NaN without a deal). With ``signals`` (``{org: qualification signals}``,
+    :func:`quarterpanic.analysis.inputs.qualification_signals`) and ``history``
+    the rule uses those signals
+    (:func:`quarterpanic.analysis.rule.qualified_by_signals`), and deals of an
+    organisation without any are NaN: their qualification is not measured.
     """
     opps = opportunities[["org", "opportunity_id", "is_closed", "is_won"]].copy()
     closed, won = opps["is_closed"].astype(bool), opps["is_won"].astype(bool)
     opps["deal_outcome"] = np.where(won, "won", np.where(closed, "lost", "open"))
     params = {**defaults(), **(params or {})}
-    qualified = qualified_at_creation(opportunities, params["qualification_rule"], params["qualification_overrides"])
-    opps["deal_unqualified"] = (~qualified).astype(float)
+    if signals is None:
+        rule, overrides = params["qualification_rule"], params["qualification_overrides"]
+        qualified = qualified_at_creation(opportunities, rule, overrides)
+        opps["deal_unqualified"] = (~qualified).astype(float)
+    else:
+        qualified = qualified_by_signals(opportunities, _NO_HISTORY if history is None else history,
+                                         signals, params["qualification_rule"], params["qualification_overrides"])
+        opps["deal_unqualified"] = (~qualified).astype("Float64").astype(float)
     opps = opps.drop(columns=["is_closed", "is_won"]).drop_duplicates(["org", "opportunity_id"])
     opps = opps.rename(columns={"opportunity_id": opportunity_column})
     out = requests.merge(opps, on=["org", opportunity_column], how="left")

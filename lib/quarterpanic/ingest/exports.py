@@ -13,7 +13,11 @@ records. Nothing here knows about vendors or canonical columns: that is
 CSV files are split with pyarrow after a vectorised scan of the bytes that
 finds where each record starts (so multi-line quoted fields keep exact line
 numbers). Files the fast path cannot handle (a stray quote inside an unquoted
-field, for instance) fall back to Python's :mod:`csv` module.
+field, for instance) fall back to Python's :mod:`csv` module. On every path
+the lines the records consumed are compared with the lines the result gives
+back: the sliced reader falls back to the whole-file scan when they do not add
+up, and the whole-file readers refuse a file in which a quote swallowed
+records, naming its line (:func:`_check_lines_returned`), instead of losing them.
 """
 from __future__ import annotations
 
@@ -21,19 +25,28 @@ import csv
 import io
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from openpyxl.utils.exceptions import InvalidFileException
 
 from quarterpanic.errors import ExportError
+from quarterpanic.ingest.values import has_byte
 
 log = logging.getLogger(__name__)
+
+# The csv module refuses fields above 128 KiB by default; pyarrow has no such limit, so without this
+# a long note would make a small file unusable while the same note in a large one is read.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 #: File suffixes read as exports, and the reader each one uses.
 EXPORT_SUFFIXES = {
@@ -67,7 +80,7 @@ _SLICE_TAIL_TRIES = 100
 class ReadOptions:
     """How to read one file (the ``read:`` block of a profile).
 
-    encoding: ``auto`` (UTF-8, UTF-8 with BOM, UTF-16 with BOM, else
+    encoding: ``auto`` (UTF-8, UTF-8 with BOM, UTF-16 with or without BOM, else
         Windows-1252) or a Python codec name.
     delimiter: ``auto`` (the most frequent of ``, ; TAB |`` on the header line)
         or the character itself.
@@ -156,8 +169,6 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
     data = _read_bytes(path, limit=1 << 16)
     kind = _sniff_kind(path, data)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
         try:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as err:
@@ -214,10 +225,27 @@ def _sniff_kind(path: Path, data: bytes) -> str:
         raise ExportError(f"does not look like a {kind} file", path=path,
                           hint="check the file or export it again")
     head = data[:8192]
-    if not head.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" in head:
+    if not head.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" in head and not _utf16_without_bom(head):
         raise ExportError("is a binary file, not a CSV/XLSX/Parquet table", path=path,
                           hint="export the report as CSV or Excel")
     return "csv"
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` for text saved as UTF-16 without a byte-order mark, else None.
+
+    Such text (mostly ASCII) has a NUL in every other byte: the high byte of
+    each character, second in little-endian and first in big-endian order.
+    """
+    sample = np.frombuffer(head[:len(head) - len(head) % 2], dtype=np.uint8)
+    if len(sample) < 8:
+        return None
+    even, odd = sample[0::2] == 0, sample[1::2] == 0
+    if odd.mean() > 0.9 and even.mean() < 0.1:
+        return "utf-16-le"
+    if even.mean() > 0.9 and odd.mean() < 0.1:
+        return "utf-16-be"
+    return None
 
 
 def _decode(data: bytes, encoding: str, path: Path, *, partial: bool = False) -> tuple[str, str]:
@@ -232,6 +260,8 @@ def _decode(data: bytes, encoding: str, path: Path, *, partial: bool = False) ->
         candidates = ["utf-8-sig"]
     elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates = ["utf-16"]
+    elif _utf16_without_bom(data[:8192]):
+        candidates = [_utf16_without_bom(data[:8192])]
     else:
         candidates = ["utf-8", "cp1252"]
     for name in candidates:
@@ -291,6 +321,7 @@ class _Records:
     blank: np.ndarray      # no content at all (an empty or whitespace line, or "")
     text: Callable[[int], str]          # i -> raw text of record i
     cells: Callable[[int], list]        # i -> cells of record i
+    quotes_ok: bool = True              # every quote opens or closes a quoted field (scan only)
 
 
 class _ScanMismatch(Exception):
@@ -324,7 +355,7 @@ def _utf8_bytes(data: bytes, encoding: str, path: Path) -> tuple[bytes, str]:
     """
     auto = encoding.lower() in ("auto", "")
     bom = data.startswith(b"\xef\xbb\xbf")
-    if auto and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if auto and (data.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(data[:8192])):
         auto_utf8 = False
     else:
         auto_utf8 = auto or encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
@@ -387,7 +418,26 @@ def _scan(data: bytes, delimiter: str) -> tuple[np.ndarray, np.ndarray, _Records
         except csv.Error as err:
             raise _ScanMismatch(f"record {i + 1} does not split ({err})") from err
 
-    return starts, stops, _Records(lines, fields, blank, record_text, record_cells)
+    return starts, stops, _Records(lines, fields, blank, record_text, record_cells,
+                                   _quotes_at_field_edges(arr, quotes, delimiter))
+
+
+def _quotes_at_field_edges(arr: np.ndarray, quotes: np.ndarray, delimiter: str) -> bool:
+    """Whether every quote, paired in order, opens a field or closes one (or is a doubled ``""``).
+
+    The scan toggles "inside quotes" at every quote; that reads the file as
+    the csv module does only when this holds. A quote inside an unquoted value
+    (``27" monitors``), quotes not doubled inside a quoted value (``"X "Best" Co"``)
+    or a quote that is never closed break it, and the file goes to the exact reader.
+    """
+    if len(quotes) % 2:
+        return False
+    edges = np.array([ord(delimiter), ord("\n"), ord("\r"), ord('"')], dtype=np.uint8)
+    opening, closing = quotes[0::2], quotes[1::2]
+    before = arr[np.maximum(opening - 1, 0)]
+    after = arr[np.minimum(closing + 1, len(arr) - 1)]
+    return bool((np.isin(before, edges) | (opening == 0)).all()
+                and (np.isin(after, edges) | (closing == len(arr) - 1)).all())
 
 
 def _layout(path: Path, records: _Records, options: ReadOptions,
@@ -438,7 +488,7 @@ def _footer_start(records: _Records, header: int, width: int) -> int:
     run = end
     limit = max(header + 1, end - _FOOTER_SEARCH_ROWS)
     while run > limit and (records.fields[run - 1] == 1 and width > 1 or records.blank[run - 1]
-                           or FOOTER_PATTERN.match(_unquote(records.text(run - 1)))):
+                           or _looks_like_footer(records, run - 1)):
         run -= 1
     if run == end:
         return n
@@ -446,22 +496,31 @@ def _footer_start(records: _Records, header: int, width: int) -> int:
     if len(blanks):
         return run + int(blanks[0])
     start = end
-    while start > run and records.fields[start - 1] == 1 and FOOTER_PATTERN.match(
-            _unquote(records.text(start - 1))):
+    while start > run and _looks_like_footer(records, start - 1):
         start -= 1
     return start if start < end else n
+
+
+def _looks_like_footer(records: _Records, i: int) -> bool:
+    """A footer line: one field that starts like one (``Total``, ``Generated By``, ...), or a totals
+    row (``Grand Totals (40 records),,,12500``): a first cell that starts like one and most cells empty."""
+    if records.fields[i] == 1:
+        return bool(FOOTER_PATTERN.match(_unquote(records.text(i))))
+    cells = [_cell_text(v).strip() for v in records.cells(i)]
+    return bool(cells and FOOTER_PATTERN.match(cells[0])) and sum(map(bool, cells)) * 2 <= len(cells)
 
 
 def _unquote(text: str) -> str:
     return text.strip().strip('"').strip()
 
 
-def _bad_rows(records: _Records, idx: np.ndarray, width: int) -> pd.DataFrame:
+def _bad_rows(records: _Records, idx: np.ndarray, width: int, why: dict[int, str] | None = None) -> pd.DataFrame:
+    """The records at ``idx`` as rejects: their line, their text and why (default: the field count)."""
     rows, values, reasons = [], [], []
     for i in idx:  # only the records that do not fit: normally none
         rows.append(int(records.lines[i]))
         values.append(records.text(int(i))[:_BAD_ROW_TEXT])
-        reasons.append(f"has {int(records.fields[i])} fields, the header has {width}")
+        reasons.append((why or {}).get(int(i)) or f"has {int(records.fields[i])} fields, the header has {width}")
     return _bad_rows_frame(rows, values, reasons)
 
 
@@ -473,12 +532,16 @@ def _bad_rows_frame(rows: list[int], values: list[str], reasons: list[str]) -> p
 def _read_csv_fast(path: Path, data: bytes, delimiter: str, options: ReadOptions,
                    header_labels: list[str] | None, encoding: str) -> RawExport:
     starts, stops, records = _scan(data, delimiter)
+    if not records.quotes_ok:
+        raise _ScanMismatch("a quote is not at the edge of a field")
     header, end, footer = _layout(path, records, options, header_labels)
     width = int(records.fields[header])
     body = np.arange(header + 1, end)
     body = body[~records.blank[body]]
     good = body[records.fields[body] == width]
     bad = body[records.fields[body] != width]
+    _check_lines_returned(path, _spans(records.lines, data.count(b"\n"), data.endswith(b"\n")), records.lines,
+                          body, bad, lambda i: records.text(i).split("\n"), delimiter, width, set())
     span = (int(starts[header]), int(stops[end - 1])) if end > header else (0, 0)
     table, _ = _split(data, *span, delimiter, width)  # the scan found the ragged records already
     if table.num_rows != len(good) + 1:
@@ -580,8 +643,40 @@ def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: in
             raise _ScanMismatch("the records and the line breaks do not add up (blank lines in the body?)")
     headers, frame = _headers_and_frame(table, header_cells, width)
     lines = first_line + np.arange(table.num_rows, dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])
+    _check_quoted_records(data, start, stop, table, lines, extra, delimiter)
     frame.index = pd.Index(lines[1:], name="row")
     return RawExport(path, "csv", headers, frame, _bad_rows_frame([], [], []), footer, encoding)
+
+
+def _check_quoted_records(data: bytes, start: int, stop: int, table: pa.Table, lines: np.ndarray,
+                          extra: np.ndarray, delimiter: str) -> None:
+    """The records whose values hold a quote, read again by the strict csv rules from their bytes.
+
+    pyarrow reads a quote that does not close where its value ends as text
+    (``"X "Best" Co"``), and a quote that opens too early swallows the records
+    up to the next quote into one value; both leave a quote in a value. Such
+    records (normally none, or a few with ``""`` escapes) are found by Arrow,
+    located by their line, and checked; a doubt sends the file to the
+    whole-file scan, which checks every quote.
+    """
+    if not any(has_byte(column, b'"') for column in table.columns):
+        return
+    quoted = np.zeros(table.num_rows, dtype=bool)
+    for column in table.columns:
+        quoted |= pc.fill_null(pc.match_substring(column, '"'), False).to_numpy(zero_copy_only=False)
+    breaks = start + np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[start:stop] == ord("\n"))
+    line_starts = np.concatenate([[start], breaks + 1])  # byte offset of each line from first_line on
+    first_line = int(lines[0])
+    for row in np.flatnonzero(quoted).tolist():
+        begin = int(line_starts[lines[row] - first_line])
+        after = lines[row] - first_line + 1 + int(extra[row])
+        end = int(line_starts[after]) if after < len(line_starts) else stop
+        text = data[begin:end].decode("utf-8")
+        try:
+            for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+                pass
+        except csv.Error as err:
+            raise _ScanMismatch(f"line {lines[row]}: the strict csv rules refuse its quotes ({err})") from err
 
 
 def _split(data: bytes, start: int, stop: int, delimiter: str, width: int) -> tuple[pa.Table, int]:
@@ -617,7 +712,13 @@ def _headers_and_frame(table: pa.Table, header_cells: list[str], width: int) -> 
 
 def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
                     header_labels: list[str] | None, encoding: str) -> RawExport:
-    """The slow path: Python's csv module, which tracks line numbers exactly."""
+    """The slow path: Python's csv module, which tracks line numbers exactly.
+
+    Records whose quotes the strict csv rules refuse (a quote inside a quoted
+    value that is not doubled, a quote never closed) are rejected when they
+    keep to one line; spanning several lines, they refuse the file
+    (:func:`_check_lines_returned`).
+    """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     lines, rows, raw = [], [], []
     previous = 0
@@ -632,21 +733,94 @@ def _read_csv_exact(path: Path, text: str, delimiter: str, options: ReadOptions,
     text_lines = io.StringIO(text, newline="").readlines()
     for start in lines:
         raw.append(text_lines[start - 1].rstrip("\r\n") if start - 1 < len(text_lines) else "")
+    starts = np.array(lines, dtype=np.int64)
+    spans = _spans(starts, len(text_lines), True) if text_lines else np.ones(len(lines), dtype=np.int64)
+    malformed = _malformed_quotes(text, text_lines, starts, spans, delimiter)
     fields = np.array([len(r) for r in rows], dtype=np.int64)
     blank = np.array([not "".join(r).strip() for r in rows], dtype=bool)
-    records = _Records(np.array(lines, dtype=np.int64), fields, blank,
-                       lambda i: raw[i], lambda i: rows[i])
+    records = _Records(starts, fields, blank, lambda i: raw[i], lambda i: rows[i])
     header, end, footer = _layout(path, records, options, header_labels)
     width = int(fields[header])
     body = np.arange(header + 1, end)
     body = body[~blank[body]]
-    good = body[fields[body] == width]
-    bad = body[fields[body] != width]
+    odd = np.zeros(len(rows), dtype=bool)
+    odd[list(malformed)] = True
+    good = body[(fields[body] == width) & ~odd[body]]
+    bad = body[(fields[body] != width) | odd[body]]
+    reasons = {i: why for i, why in malformed.items() if fields[i] == width}
+    never_closed = {i for i, why in malformed.items() if "unexpected end of data" in why}
+    _check_lines_returned(path, spans, starts, body, bad, lambda i: text_lines[lines[i] - 1:lines[i] - 1 + spans[i]],
+                          delimiter, width, never_closed)
     frame = pd.DataFrame([rows[i] for i in good], columns=range(width), dtype="str")
     frame = frame.where(frame != "", None) if len(frame) else frame
-    frame.index = pd.Index(records.lines[good].astype("int64"), name="row")
+    frame.index = pd.Index(starts[good], name="row")
     headers = [h.strip() for h in rows[header]]
-    return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width), footer, encoding)
+    return RawExport(path, "csv", headers, frame, _bad_rows(records, bad, width, reasons), footer, encoding)
+
+
+def _spans(starts: np.ndarray, line_breaks: int, ends_with_break: bool) -> np.ndarray:
+    """How many physical lines each record covers, from the lines the records start on."""
+    total = line_breaks + (0 if ends_with_break else 1)
+    return np.diff(np.append(starts, total + 1))
+
+
+def _malformed_quotes(text: str, text_lines: list[str], starts: np.ndarray, spans: np.ndarray,
+                      delimiter: str) -> dict[int, str]:
+    """Records the strict csv rules refuse, with what was wrong: record index -> reason.
+
+    The whole text is tried at once first; only when that fails is each
+    record holding a quote tried on its own (the exact path is the slow one anyway).
+    """
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+            pass
+        return {}
+    except csv.Error:
+        pass
+    found = {}
+    for i, (start, span) in enumerate(zip(starts.tolist(), spans.tolist())):
+        record = "".join(text_lines[start - 1:start - 1 + span])
+        if '"' not in record:
+            continue
+        try:
+            for _ in csv.reader(io.StringIO(record, newline=""), delimiter=delimiter, strict=True):
+                pass
+        except csv.Error as err:
+            found[i] = f'quotes inside a quoted value are not doubled ({err}); write a quote inside quotes as ""'
+    return found
+
+
+def _check_lines_returned(path: Path, spans: np.ndarray, starts: np.ndarray, body: np.ndarray, bad: np.ndarray,
+                          record_lines: Callable[[int], list[str]], delimiter: str, width: int,
+                          never_closed: set[int]) -> None:
+    """Refuse the file when its data records consumed lines that the result does not give back.
+
+    An accepted record gives back every line it covers (its values keep their
+    line breaks), and so does a rejected record that really is one record (a
+    ragged line, or a multi-line one whose quotes are wrong only within it). A
+    rejected record that swallowed others gives back only its first line: a
+    quote opened on that line and was still open where its value should end,
+    running on over lines that are records themselves (as many delimiters as
+    the header less one) or to the end of the file (never closed). Then the
+    lines consumed and the lines returned do not add up, and the file is refused
+    naming the line the quote opened on (a record runs on past its first line
+    only when a quote on that line is still open at its end).
+    """
+    def swallows(i: int) -> bool:
+        return i in never_closed or any(text.count(delimiter) >= width - 1 for text in record_lines(i)[1:])
+
+    consumed = int(spans[body].sum())
+    swallowing = [int(i) for i in bad if spans[i] > 1 and swallows(int(i))]
+    returned = consumed - sum(int(spans[i]) - 1 for i in swallowing)
+    if consumed == returned:
+        return
+    first = swallowing[0]
+    line, last = int(starts[first]), int(starts[first] + spans[first] - 1)
+    what = "is never closed" if first in never_closed else f"is still open at the end of line {line}"
+    raise ExportError(f"line {line}: a quote opened on this line {what}, so lines {line}-{last} "
+                      f"({last - line + 1} lines, records among them) would be read as one record", path=path,
+                      hint=f"close or remove the quote on line {line} (a quote inside a value is written \"\") "
+                           "and export the file again")
 
 
 def _find_header(cells: list[list[object]], header_row: int | None, candidates: list[list[str]]) -> int:
@@ -680,9 +854,6 @@ def _cell_text(value: object) -> str:
 
 
 def _xlsx_rows(path: Path, options: ReadOptions, limit: int | None = None) -> tuple[list[tuple], str]:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, KeyError, OSError, ValueError, Exception) as err:  # zip/xml errors vary
@@ -751,8 +922,6 @@ def _read_xlsx(path: Path, options: ReadOptions, header_labels: list[str] | None
 
 
 def _read_parquet(path: Path) -> RawExport:
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +14,8 @@ import pandera.pandas as pa
 
 from quarterpanic.errors import ExportError
 from quarterpanic.ingest import schemas
-from quarterpanic.ingest.exports import RawExport, read_export
-from quarterpanic.ingest.mapping import MappedExport, map_export
+from quarterpanic.ingest.exports import RawExport, ReadOptions, read_export
+from quarterpanic.ingest.mapping import LookupReader, MappedExport, map_export
 from quarterpanic.ingest.orgs import OrgInfo
 from quarterpanic.ingest.profiles import Profile, canonical_columns
 
@@ -23,6 +24,7 @@ REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 _CHECK_REASONS = {
     "not_nullable": "empty, but required",
     "won_is_closed": "won but not closed",
+    "closed_has_close_date": "empty, but the deal is closed",
 }
 
 
@@ -37,12 +39,13 @@ class FileResult:
     rejects: pd.DataFrame
     id_label: str | None = None
     unique_ids: bool | None = None  # every accepted id differs (None: the table has no id)
+    ignored: int = 0  # records read but of no use to any analysis (history of untracked fields)
 
 
 def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     """Read, map and validate one export; the rows it rejects, with reasons."""
     raw = read_export(path, profile.read, header_labels=profile.identify or profile.required_labels())
-    mapped = map_export(raw, profile)
+    mapped = map_export(raw, profile, lookup_reader(path.parent))
     file = str(path)
     frame = mapped.frame
     frame.insert(0, "source_row", frame.index.to_numpy())
@@ -56,17 +59,74 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
         mapped.problems,
     ]
     parse_failed = pd.Index(mapped.problems["row"].unique())
+    untracked = _untracked_history(frame) if profile.table == "history" else pd.Index([])
+    skipped = parse_failed.union(untracked)
     # Dropping nothing still copies every column: only drop when a value failed to parse.
-    parsed = frame.drop(index=parse_failed) if len(parse_failed) else frame
+    parsed = frame.drop(index=skipped) if len(skipped) else frame
     valid, failures = validate_table(parsed, profile.table)
     problems.append(_describe_failures(failures, raw, mapped, profile))
+    if profile.table == "opportunities":
+        valid, early = _close_before_created(valid, org, path, mapped.labels.get("close_date", "close_date"))
+        if len(early):
+            problems.append(early)
     rejects = one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
-    log.info("%s: %s via %s: %d read, %d rejected, %d footer lines", path, profile.table, profile.name,
-             raw.read, len(rejects), raw.footer_lines)
+    ignored = len(untracked.difference(rejects["row"]))
+    log.info("%s: %s via %s: %d read, %d rejected, %d ignored, %d footer lines", path, profile.table, profile.name,
+             raw.read, len(rejects), ignored, raw.footer_lines)
     id_column = schemas.ID_COLUMNS[profile.table]
     id_label = mapped.labels.get(id_column) if id_column else None
     unique_ids = bool(valid[id_column].is_unique) if id_column else None
-    return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids)
+    return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids,
+                      ignored)
+
+
+def _close_before_created(frame: pd.DataFrame, org: OrgInfo, path: Path,
+                          label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deals whose close date falls before the day they were created: kept with a warning, or rejected.
+
+    Deals entered after the fact (a won deal typed in the week after it closed) are real bookings,
+    so they are kept by default; ``close_before_created: reject`` in org.yaml rejects them.
+    """
+    early = frame["close_date"].notna() & (frame["close_date"] < frame["created_at"].dt.normalize())
+    none = pd.DataFrame(columns=["row", "column", "value", "reason"])
+    if not early.any():
+        return frame, none
+    rows = frame.index[early]
+    if org.close_before_created == "reject":
+        problems = pd.DataFrame({"row": rows.to_numpy(dtype="int64"), "column": label,
+                                 "value": frame.loc[early, "close_date"].dt.strftime("%Y-%m-%d").to_numpy(),
+                                 "reason": "close date before the created date"})
+        return frame.drop(index=rows), problems
+    log.warning("%s: %d deal(s) close before the day they were created (first at row %d); kept as they are "
+                "(set close_before_created: reject in org.yaml to reject them)", path, len(rows), rows[0])
+    return frame, none
+
+
+def _untracked_history(frame: pd.DataFrame) -> pd.Index:
+    """Rows of a history export that change a field no analysis reads (owner, description, ...).
+
+    Field-history exports hold every tracked field; such rows are counted as ignored, not
+    rejected, so a clean export validates clean.
+    """
+    field = frame["field"]
+    return frame.index[field.notna() & ~field.isin(list(schemas.HISTORY_FIELDS))]
+
+
+def lookup_reader(folder: Path) -> LookupReader:
+    """Reads the lookup files of ``folder`` by name, through the export reader (encodings, footers)."""
+    def read(name: str) -> RawExport | None:
+        path = folder / name
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return _read_lookup(path, (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+    return read
+
+
+@lru_cache(maxsize=16)
+def _read_lookup(path: Path, version: tuple[int, ...]) -> RawExport:
+    """A lookup file read once per version (every export of a folder may use it)."""
+    return read_export(path, ReadOptions())
 
 
 def validate_table(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -120,27 +180,36 @@ def _describe_failures(failures: pd.DataFrame, raw: RawExport, mapped: MappedExp
         value = raw.frame.at[row, pos] if pos is not None and row in raw.frame.index else case
         columns.append(label)
         values.append("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
-        reasons.append(_reason(check, name))
+        reasons.append(_reason(check, name, profile.columns.get(name) or {}))
     return pd.DataFrame({"row": rows, "column": columns, "value": values, "reason": reasons})
 
 
 def _dataframe_check_label(check: str, mapped: MappedExport) -> str:
     if check == "won_is_closed":
         return mapped.labels.get("is_won", "is_won")
+    if check == "closed_has_close_date":
+        return mapped.labels.get("close_date", "close_date")
     return ""
 
 
-def _reason(check: str, column: str) -> str:
+def _reason(check: str, column: str, spec: dict) -> str:
+    """The words for a failed check, bounds in the export's units (``Discount (%)``: at most 100, not 1)."""
     if check in _CHECK_REASONS:
         return _CHECK_REASONS[check]
     if check.startswith("greater_than_or_equal_to("):
-        return f"must be at least {check[25:-1]}"
+        return f"must be at least {_in_export_units(check[25:-1], spec)}"
     if check.startswith("less_than_or_equal_to("):
-        return f"must be at most {check[22:-1]}"
+        return f"must be at most {_in_export_units(check[22:-1], spec)}"
     if check.startswith("isin("):
         allowed = check[5:-1].strip("[]").replace("'", "")
         return f"not one of {allowed}"
     return f"fails check {check}"
+
+
+def _in_export_units(bound: str, spec: dict) -> str:
+    """A canonical bound as the export writes it: undoing the spec's ``scale`` / ``divide``."""
+    value = float(bound) / float(spec.get("scale", 1)) * float(spec.get("divide", 1))
+    return f"{value:g}"
 
 
 def one_per_row(problems: pd.DataFrame, table: str, file: str) -> pd.DataFrame:

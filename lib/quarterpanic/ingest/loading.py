@@ -2,9 +2,9 @@
 
 A path is an export file, a folder of exports, or a data folder with one
 sub-folder per organisation (each with an ``org.yaml``, see
-docs/ARCHITECTURE.md). Every data record of every file ends up either in a
-canonical table or in ``rejects`` — ``read == accepted + rejected`` for every
-file, always. Rejects come from three places, all mapped back to the file, the
+docs/ARCHITECTURE.md). Every data record of every file ends up in a canonical
+table, in ``rejects``, or counted as ignored (field-history rows of fields no
+analysis reads) — ``read == accepted + rejected + ignored`` for every file, always. Rejects come from three places, all mapped back to the file, the
 source row, the source column and the raw value:
 
 1. records that are not tabular (a CSV line with the wrong number of fields);
@@ -33,7 +33,7 @@ from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import read_headers
 from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult, load_file, one_per_row
 from quarterpanic.ingest.orgs import OrgInfo, discover, org_without_yaml, read_org_yaml
-from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, shipped_profiles
+from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, lookup_files, shipped_profiles
 from quarterpanic.ingest.reload_cache import LoadCache, open_cache
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def _load_threads(default: int = min(4, os.cpu_count() or 1)) -> int:
 
 #: Files loaded at once by :func:`load_crm` (the ``QUARTERPANIC_LOAD_THREADS`` environment variable sets it).
 LOAD_THREADS = _load_threads()
-ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected"]
+ACCOUNTING_COLUMNS = ["file", "org", "table", "profile", "read", "accepted", "rejected", "ignored", "unknown_deal"]
+#: Tables whose rows name a deal: their accepted rows naming none of the organisation's opportunities are counted.
+_DEAL_LINKS = ("history", "requests")
 
 
 @dataclass
@@ -61,7 +63,9 @@ class CRM:
 
     ``rejects`` has columns table, file, row, column, value, reason (one row
     per rejected source record); ``accounting`` has one row per file with
-    file, org, table, profile, read, accepted, rejected.
+    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads)
+    and unknown_deal (of the accepted history rows and requests, those naming a deal that is not among
+    their organisation's opportunities; 0 for the other tables).
     """
 
     opportunities: pd.DataFrame
@@ -112,11 +116,14 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
     folder_orgs: dict[Path, OrgInfo | None] = {}
     profiles = None
     store = open_cache(cache)
+    unrecognised: list[tuple[Path, ExportError]] = []
     for file in discover(paths):
         folder = file.parent
         if folder not in folder_orgs:
             folder_orgs[folder] = read_org_yaml(folder)
         org = folder_orgs[folder]
+        if org is not None and org.skips(file):
+            continue
         if fixed is not None:
             chosen = fixed
         elif org is not None and file.name in org.files:
@@ -127,8 +134,12 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             if profiles is None:
                 profiles = shipped_profiles()
             headers = read_headers(file, candidates=[p.identify for p in profiles])
-            chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
-                _detect_for_table(headers, file, table, profiles)
+            try:
+                chosen = detect_profile(headers, path=file, profiles=profiles) if table is None else \
+                    _detect_for_table(headers, file, table, profiles)
+            except ExportError as err:
+                unrecognised.append((file, err))
+                continue
             if chosen is None:
                 continue
         info = org if org is not None else org_without_yaml(folder, chosen)
@@ -136,6 +147,11 @@ def load_crm(path_or_paths: str | Path | Iterable[str | Path], profile: str | Pa
             log.warning("%s: organisation %r is also defined in %s", file, info.name, orgs[info.name].folder)
         orgs.setdefault(info.name, info)
         jobs.append((file, chosen, orgs[info.name]))
+    used_as_lookups = {(job_file.parent / name).resolve() for job_file, job_profile, _ in jobs
+                       for name in lookup_files(job_profile)}
+    for file, err in unrecognised:
+        if file.resolve() not in used_as_lookups:
+            raise err
     results = _load_files(jobs, store)
     if store is not None:
         store.finish()
@@ -244,17 +260,46 @@ def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], reje
     # Counted from the final tables and rejects (one pass each), not carried over from the files.
     accepted_by_file = {name: table["source_file"].value_counts() for name, table in tables.items() if len(table)}
     rejected_by_file = rejects.groupby(["file", "table"]).size() if len(rejects) else pd.Series(dtype="int64")
+    unknown_by_file = _unknown_deals(tables)
     rows = []
     for r in results:
         file = str(r.path)
         accepted = int(accepted_by_file[r.table].get(file, 0)) if r.table in accepted_by_file else 0
         rejected = int(rejected_by_file.get((file, r.table), 0))
-        if accepted + rejected != r.read:
-            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected}")
+        if accepted + rejected + r.ignored != r.read:
+            raise AssertionError(f"{file}: read {r.read} != accepted {accepted} + rejected {rejected} "
+                                 f"+ ignored {r.ignored}")
         rows.append({"file": file, "org": r.org, "table": r.table, "profile": r.profile,
-                     "read": r.read, "accepted": accepted, "rejected": rejected})
+                     "read": r.read, "accepted": accepted, "rejected": rejected, "ignored": r.ignored,
+                     "unknown_deal": int(unknown_by_file.get((file, r.table), 0))})
     frame = pd.DataFrame(rows, columns=ACCOUNTING_COLUMNS)
-    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64"})
+    return frame.astype({"read": "int64", "accepted": "int64", "rejected": "int64", "ignored": "int64",
+                         "unknown_deal": "int64"})
+
+
+def _unknown_deals(tables: dict[str, pd.DataFrame]) -> dict[tuple[str, str], int]:
+    """(file, table) -> accepted history rows or requests naming a deal their organisation's opportunities lack.
+
+    They stay accepted (a report may be filtered differently from the
+    opportunities export), but are counted, so that a history export that
+    matches no deal is seen rather than silently analysed as nothing.
+    """
+    opportunities = tables["opportunities"]
+    counts: dict[tuple[str, str], int] = {}
+    for name in _DEAL_LINKS:
+        table = tables[name]
+        if not len(table):
+            continue
+        unknown = table["opportunity_id"].notna()
+        for org in table["org"].unique():
+            in_org = (table["org"] == org).to_numpy()
+            known = opportunities.loc[opportunities["org"] == org, "opportunity_id"]
+            unknown[in_org] &= ~table.loc[in_org, "opportunity_id"].isin(known).to_numpy()
+        for file, count in table.loc[unknown.to_numpy(), "source_file"].value_counts().items():
+            counts[(str(file), name)] = int(count)
+        if unknown.any():
+            log.info("%d %s rows name a deal that is not among the opportunities loaded", int(unknown.sum()), name)
+    return counts
 
 
 def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:

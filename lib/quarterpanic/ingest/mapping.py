@@ -16,6 +16,9 @@ The per-column vocabulary is deliberately small:
 ``scale`` / ``divide``  multiply / divide a number (percent -> fraction, seconds -> hours)
 ``coalesce`` list of column specs: per row, the first that has a value
 ``any_of``   list of column specs (yes/no): True when any is True
+``present`` / ``absent``  header(s): True when the row has (or lacks) a value in any of them
+``lookup``   fill from another file of the same folder by key:
+             ``{lookup: teams.csv, key: Owner, on: Seller, value: Team, missing: reject|empty}``
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import cache, reduce
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -40,6 +44,7 @@ from quarterpanic.ingest.profiles import (
     spec_labels,
 )
 from quarterpanic.ingest.values import (
+    DATE_RANGE,
     arrow_strings,
     as_text,
     clean_text,
@@ -67,13 +72,23 @@ class MappedExport:
     labels: dict[str, str]
 
 
-def map_export(raw: RawExport, profile: Profile) -> MappedExport:
+#: Reads a lookup file named in a profile: the file's :class:`RawExport`, or None when it does not exist.
+LookupReader = Callable[[str], "RawExport | None"]
+
+
+def map_export(raw: RawExport, profile: Profile, lookups: LookupReader | None = None) -> MappedExport:
     """The canonical columns of ``raw`` (except org and provenance) per ``profile``.
+
+    Args:
+        raw: the export as read.
+        profile: how its headers become canonical columns.
+        lookups: reads the lookup files the profile's ``lookup:`` specs name (None: no lookups,
+            and a required column that needs one is missing).
 
     Raises:
         ExportError: a required canonical column has no source header in the file.
     """
-    context = _Context(raw, profile)
+    context = _Context(raw, profile, lookups)
     missing = []
     for name in required_columns(profile.table):
         spec = profile.columns.get(name)
@@ -102,9 +117,10 @@ def map_export(raw: RawExport, profile: Profile) -> MappedExport:
 class _Context:
     """Evaluates column specs against one raw export, collecting problems."""
 
-    def __init__(self, raw: RawExport, profile: Profile):
+    def __init__(self, raw: RawExport, profile: Profile, lookups: LookupReader | None = None):
         self.raw = raw
         self.profile = profile
+        self.lookups = lookups
         self.positions: dict[str, list[int]] = {}
         for pos, label in enumerate(raw.headers):
             self.positions.setdefault(normalise_label(label), []).append(pos)
@@ -116,25 +132,45 @@ class _Context:
     def satisfiable(self, spec: dict) -> bool:
         if has_fallback(spec):
             return True
+        if "lookup" in spec:
+            return self.present(spec["lookup"]["key"]) and self.lookup_table(spec["lookup"]) is not None
+        if "present" in spec or "absent" in spec:
+            return True
         if "column" in spec:
             return any(self.present(label) for label in spec_labels(spec))
         return any(self.satisfiable(sub) for sub in spec.get("coalesce", []) + spec.get("any_of", []))
 
     def label_of(self, spec: dict) -> str | None:
         """The source header actually used by a spec (first present)."""
+        if "coalesce" in spec or "any_of" in spec:
+            return next(filter(None, (self.label_of(sub) for sub in spec.get("coalesce", []) + spec.get("any_of", []))),
+                        None)
         for label in spec_labels(spec):
             if self.present(label):
                 return self.raw.headers[self.positions[normalise_label(label)][0]]
         return None
 
     def source(self, spec: dict) -> pd.Series | None:
-        """The source column of a spec; repeated headers are joined with ';'."""
+        """The source column of a spec.
+
+        A header the file repeats is read as all its values joined with ';'
+        when the spec looks for words in it (``contains``: Jira's ``Labels``);
+        for any other spec it is ambiguous which column holds the value, and
+        the file is refused naming the header and its positions.
+        """
         label = self.label_of(spec)
         if label is None:
             return None
-        columns = [self.raw.frame[pos] for pos in self.positions[normalise_label(label)]]
+        positions = self.positions[normalise_label(label)]
+        columns = [self.raw.frame[pos] for pos in positions]
         if len(columns) == 1:
             return columns[0]
+        if "contains" not in spec:
+            count = {2: "twice", 3: "three times"}.get(len(positions), f"{len(positions)} times")
+            where = ", ".join(str(p + 1) for p in positions[:-1]) + f" and {positions[-1] + 1}"
+            raise ExportError(f"header {label!r} appears {count} (columns {where}) and the {self.profile.name} "
+                              "mapping reads one value from it", path=self.raw.path,
+                              hint="remove or rename the extra column and export again")
         return reduce(_join_labels, columns)
 
     def problems(self) -> pd.DataFrame:
@@ -161,6 +197,11 @@ class _Context:
             return any_true.mask(parts.isna().all(axis=1), pd.NA)
         if "value" in spec:
             return self.constant(spec["value"], kind, spec, name)
+        if "present" in spec or "absent" in spec:
+            has = self.has_value(spec.get("present") or spec.get("absent"))
+            return (has if "present" in spec else ~has).astype("boolean")
+        if "lookup" in spec:
+            return self.looked_up(spec, kind, name)
         raw = self.source(spec)
         if raw is None:
             return self.constant(spec.get("default"), kind, spec, name)
@@ -194,6 +235,76 @@ class _Context:
             parsed[mask] = canonical.to_numpy()[codes[mask]]
         return parsed
 
+    def finite(self, numbers: pd.Series, raw: pd.Series | None, label: str) -> pd.Series:
+        """``numbers`` with infinite values (``1e309``, ``inf`` in a Parquet file) missing and, given
+        ``raw``, each reported as a problem."""
+        infinite = pd.Series(np.isinf(numbers.to_numpy(dtype="float64", na_value=np.nan)), index=numbers.index)
+        if not infinite.any():
+            return numbers
+        if raw is not None:
+            self.problem(infinite, raw, label, NOT_FINITE)
+        return numbers.mask(infinite)
+
+    def has_value(self, labels: list[str]) -> pd.Series:
+        """Per row: any of ``labels`` holds a non-blank value (a missing header holds none)."""
+        has = pd.Series(False, index=self.raw.frame.index)
+        for label in labels:
+            raw = self.source({"column": label})
+            if raw is not None:
+                text = as_text(raw)
+                has |= (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
+        return has
+
+    def lookup_table(self, lookup: dict) -> dict[str, Any] | None:
+        """``on`` value -> ``value`` value of a lookup file, or None when the file is not there."""
+        table = self.lookups(lookup["file"]) if self.lookups is not None else None
+        if table is None:
+            return None
+        positions = {normalise_label(label): pos for pos, label in reversed(list(enumerate(table.headers)))}
+        absent = [lookup[k] for k in ("on", "value") if normalise_label(lookup[k]) not in positions]
+        if absent:
+            raise ExportError(f"lookup file has no column {' or '.join(absent)} (needed by the "
+                              f"{self.profile.name} mapping); found: {', '.join(h for h in table.headers if h)}",
+                              path=table.path, hint="fix the lookup's on:/value: headers")
+        keys = as_text(table.frame[positions[normalise_label(lookup["on"])]]).str.strip()
+        values = table.frame[positions[normalise_label(lookup["value"])]]
+        pairs = pd.DataFrame({"key": keys, "value": as_text(values)}).dropna(subset=["key"])
+        pairs = pairs[pairs["key"] != ""]
+        conflicting = pairs.drop_duplicates().duplicated("key", keep=False)
+        if conflicting.any():
+            key = pairs.loc[conflicting.reindex(pairs.index, fill_value=False), "key"].iloc[0]
+            lines = " and ".join(str(line) for line in pairs.index[pairs["key"] == key][:2])
+            raise ExportError(f"lines {lines}: {lookup['on']} {key!r} appears more than once with different "
+                              f"{lookup['value']} values", path=table.path,
+                              hint="a lookup file needs one row per key; remove the duplicates")
+        return dict(zip(pairs["key"], pairs["value"]))
+
+    def looked_up(self, spec: dict, kind: str, name: str) -> pd.Series:
+        """A column filled from a lookup file by key; unmatched keys rejected or left empty."""
+        lookup = spec["lookup"]
+        table = self.lookup_table(lookup)
+        keys = self.source({"column": lookup["key"]})
+        if table is None or keys is None:
+            return self.constant(spec.get("default"), kind, spec, name)
+        label = self.label_of({"column": lookup["key"]}) or lookup["key"]
+        keys = as_text(keys).str.strip()
+        found = keys.map(table)
+        unmatched = keys.notna() & (keys != "") & found.isna()
+        if lookup["missing"] == "reject" and "default" not in spec:
+            self.problem(unmatched.fillna(False).astype(bool), keys, label,
+                         f"not found in {lookup['file']} (column {lookup['on']})")
+        elif unmatched.any():
+            log.warning("%s: %d value(s) of %s not found in %s; %s left empty", self.raw.path,
+                        int(unmatched.sum()), label, lookup["file"], name)
+        values = found.astype("object").where(found.notna(), None)
+        if "map" in spec:
+            mapped = values.map(lambda v: None if v is None else spec["map"].get(" ".join(str(v).split()).lower()))
+            values = mapped.where(mapped.notna(), values)
+        parsed = self.parse(values, kind, spec, f"{lookup['file']}: {lookup['value']}")
+        if "default" in spec:
+            parsed = parsed.where(values.notna(), self.constant(spec["default"], kind, spec, name))
+        return parsed
+
     def constant(self, value: Any, kind: str, spec: dict, name: str) -> pd.Series:
         """``value`` parsed once and repeated on every row (missing when None)."""
         if value is None:
@@ -210,7 +321,10 @@ class _Context:
         """``values`` as the canonical ``kind``; unparseable values become problems."""
         raw = values if raw is None else raw
         if kind == "date":
-            parsed, bad = parse_dates(values, self.profile.dates, spec.get("format"))
+            parsed, bad, far = parse_dates(values, self.profile.dates, spec.get("format"))
+            if record:
+                self.problem(far, raw, label, OUT_OF_RANGE)
+            bad &= ~far
             reason = f"not a date ({_order_hint(self.profile.dates, spec)})"
         elif kind == "number":
             parsed, bad = parse_numbers(values, self.profile.decimal)
@@ -219,6 +333,7 @@ class _Context:
                 parsed = parsed * float(spec["scale"])
             if "divide" in spec:
                 parsed = parsed / float(spec["divide"])
+            parsed = self.finite(parsed, raw if record else None, label)
         elif kind == "bool":
             parsed, bad = parse_bools(values)
             reason = "not a yes/no value (Yes/No, True/False, 1/0)"
@@ -229,6 +344,10 @@ class _Context:
         return parsed
 
 
+#: Reasons for values that parse but cannot be kept.
+OUT_OF_RANGE = (f"outside the dates this tool can hold ({DATE_RANGE[0]:%Y-%m-%d} to {DATE_RANGE[1]:%Y-%m-%d}); "
+                "a placeholder for 'no date' (like 12/31/9999) should be left empty")
+NOT_FINITE = "not a finite number (too large to hold)"
 _EMPTY_DTYPES = {"date": "datetime64[ns]", "number": "float64", "bool": "boolean", "text": "str"}
 
 
@@ -270,11 +389,13 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
         if amount.any():
             numbers, bad = parse_numbers(values[amount], profile.decimal)
             context.problem(bad, values[amount], label, "not an amount")
+            numbers = context.finite(numbers, values[amount], label)
             values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
         close = (frame["field"] == "close_date").fillna(False) & values.notna()
         if close.any():
-            dates, bad = parse_dates(values[close], profile.dates)
-            context.problem(bad, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
+            dates, bad, far = parse_dates(values[close], profile.dates)
+            context.problem(far, values[close], label, OUT_OF_RANGE)
+            context.problem(bad & ~far, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
             values = put_masked(values, close,
                           each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
         frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values

@@ -4,20 +4,23 @@ A data folder holds one sub-folder per organisation, each with an ``org.yaml``
 (name, size class, fiscal calendar, which profile reads which file; see docs/DATA.md)."""
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
-from quarterpanic.ingest.profiles import Profile
+from quarterpanic.ingest.profiles import Profile, load_profile
+from quarterpanic.paths import ORG_FILE
 
-ORG_FILE = "org.yaml"
 DEFAULT_SIZE_CLASS = "mid"
-ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files"}
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created"}
+CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
 @dataclass
@@ -33,6 +36,13 @@ class OrgInfo:
     calendar: dict = field(default_factory=dict)
     folder: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)  # files other exports read by key, never loaded as a table
+    ignore: list[str] = field(default_factory=list)  # file names or glob patterns to pass over
+    close_before_created: str = "warn"  # a deal closing before it was created: kept with a warning, or rejected
+
+    def skips(self, path: Path) -> bool:
+        """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
+        return path.name in self.lookups or any(fnmatch.fnmatch(path.name, pattern) for pattern in self.ignore)
 
 
 def discover(paths: list[str | Path]) -> list[Path]:
@@ -85,7 +95,17 @@ def org_folders(data_dir: str | Path) -> list[Path]:
 
 
 def read_org_yaml(folder: Path) -> OrgInfo | None:
-    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``."""
+    """The :class:`OrgInfo` of an organisation folder, or None without ``org.yaml``.
+
+    The whole file is checked here, so that ``validate``, ``detect`` and every
+    load refuse the same mistakes with a message naming the file: its keys,
+    the organisation's name and size class, the fiscal calendar (built once to
+    see that it is one), and each ``files:`` entry (the export is in the folder,
+    the profile or mapping exists and is well formed).
+
+    Raises:
+        ProfileError: anything in ``org.yaml`` that cannot be used.
+    """
     path = folder / ORG_FILE
     if not path.exists():
         return None
@@ -102,12 +122,53 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     size_class = doc.get("size_class", DEFAULT_SIZE_CLASS)
     if size_class not in schemas.SIZE_CLASSES:
         raise ProfileError(f"size_class {size_class!r} is not one of {', '.join(schemas.SIZE_CLASSES)}", path=path)
+    name = doc.get("org")
+    if isinstance(name, (list, dict)):
+        raise ProfileError(f"org must be a name, not {name!r}", path=path)
     calendar = doc.get("fiscal_calendar") or {}
     files = doc.get("files") or {}
     if not isinstance(calendar, dict) or not isinstance(files, dict):
         raise ProfileError("fiscal_calendar: and files: must be maps", path=path)
-    return OrgInfo(name=str(doc.get("org") or folder.name), size_class=size_class, calendar=dict(calendar),
-                   folder=folder, files={str(k): str(v) for k, v in files.items()})
+    try:
+        FiscalCalendar.from_spec(calendar)
+    except (CalendarError, TypeError, ValueError) as err:
+        raise ProfileError(f"fiscal_calendar: {err}", path=path,
+                           hint="see docs/DATA.md (start_month 1-12, naming end or start, ...)") from err
+    for file, profile in files.items():
+        _check_files_entry(path, str(file), profile)
+    lists = {key: doc.get(key) or [] for key in ("lookups", "ignore")}
+    for key, names in lists.items():
+        if isinstance(names, str):
+            lists[key] = names = [names]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ProfileError(f"{key}: must be a list of file names", path=path,
+                               hint=f"e.g. {key}: [accounts.csv]")
+    missing = [name for name in lists["lookups"] if not (folder / name).is_file()]
+    if missing:
+        raise ProfileError(f"lookups: {', '.join(missing)} not found in {folder}", path=path,
+                           hint="fix the file name or remove it from lookups:")
+    early = doc.get("close_before_created", "warn")
+    if early not in CLOSE_BEFORE_CREATED:
+        raise ProfileError(f"close_before_created must be one of {', '.join(CLOSE_BEFORE_CREATED)}, not {early!r}",
+                           path=path)
+    return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
+                   folder=folder, files={str(k): str(v) for k, v in files.items()},
+                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early)
+
+
+def _check_files_entry(path: Path, file: str, profile: object) -> None:
+    """One ``files:`` entry of ``org.yaml`` (at ``path``): the export is there and its profile can be loaded."""
+    if not isinstance(profile, str) or not profile.strip():
+        raise ProfileError(f"files: {file}: expected a profile name or a mapping YAML, not {profile!r}", path=path)
+    if not (path.parent / file).is_file():
+        raise ProfileError(f"files: {file} is not in this folder", path=path,
+                           hint="fix the file name or remove the entry")
+    try:
+        load_profile(profile, base=path.parent)
+    except ProfileError as err:
+        if err.path is not None:  # the mapping YAML's own mistake names that file
+            raise
+        raise ProfileError(f"files: {file}: {err}", path=path) from err
 
 
 def org_without_yaml(folder: Path, profile: Profile) -> OrgInfo:

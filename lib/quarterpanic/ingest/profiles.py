@@ -22,9 +22,19 @@ from quarterpanic.ingest.values import NUMBER_PATTERN
 from quarterpanic.paths import PROFILES_DIR
 
 DATE_ORDERS = ("month_first", "day_first", "iso")
-SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale", "divide", "coalesce", "any_of"}
+SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale", "divide", "coalesce", "any_of",
+             "present", "absent", "lookup"}
+#: Keys of a lookup spec: ``{lookup: FILE, key: HEADER, on: HEADER, value: HEADER, missing: reject|empty}``.
+LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "default"}
+LOOKUP_MISSING = ("reject", "empty")
 PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
                 "columns", "constants"}
+#: Exports people often have that no analysis reads: identifying headers -> what to tell them.
+KNOWN_UNUSED = {
+    ("OpportunityId", "StageName", "CloseDate", "ExpectedRevenue", "CreatedDate"):
+        "is Salesforce's OpportunityHistory (stage snapshots), which is not read: OpportunityFieldHistory.csv "
+        "holds the same stage, amount and close-date changes",
+}
 #: Canonical columns loading fills in; a profile may still set org or size_class as constants.
 PROVENANCE = ("org", "source_file", "source_row")
 
@@ -184,14 +194,20 @@ def _check_spec(spec: Any, where: str, fail) -> Any:
         return {"column": spec}
     if not isinstance(spec, dict):
         raise fail(f"{where}: expected a header name or a map with keys {', '.join(sorted(SPEC_KEYS))}")
+    if "lookup" in spec:
+        return _check_lookup(spec, where, fail)
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise fail(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
                    f"allowed: {', '.join(sorted(SPEC_KEYS))}")
-    sources = [k for k in ("column", "value", "coalesce", "any_of") if k in spec]
+    sources = [k for k in ("column", "value", "coalesce", "any_of", "present", "absent") if k in spec]
     if len(sources) != 1:
-        raise fail(f"{where}: give exactly one of column, value, coalesce, any_of")
+        raise fail(f"{where}: give exactly one of column, value, coalesce, any_of, present, absent, lookup")
     out = dict(spec)
+    for key in ("present", "absent"):
+        if key in spec:
+            labels = spec[key]
+            out[key] = [str(x) for x in (labels if isinstance(labels, list) else [labels])]
     for key in ("coalesce", "any_of"):
         if key in spec:
             if not isinstance(spec[key], list) or not spec[key]:
@@ -205,6 +221,51 @@ def _check_spec(spec: Any, where: str, fail) -> Any:
         words = spec["contains"]
         out["contains"] = [str(w) for w in (words if isinstance(words, list) else [words])]
     return out
+
+
+def _check_lookup(spec: dict, where: str, fail) -> dict:
+    """A lookup spec, normalised to ``{"lookup": {file, key, on, value, missing}, ...}``.
+
+    Its ``value`` names a column of the lookup file, not a constant, so it is kept apart
+    from the top-level keys (where ``value`` means a constant).
+    """
+    if True in spec and "on" not in spec:
+        # YAML 1.1 reads an unquoted ``on:`` key as the boolean true.
+        spec = {("on" if k is True else k): v for k, v in spec.items()}
+    unknown = set(spec) - LOOKUP_KEYS
+    if unknown:
+        raise fail(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} in a lookup",
+                   f"allowed: {', '.join(sorted(LOOKUP_KEYS))}")
+    missing_keys = [k for k in ("key", "on", "value") if not spec.get(k)]
+    if missing_keys or not spec.get("lookup"):
+        raise fail(f"{where}: a lookup needs lookup: FILE, key: HEADER (in this export), on: HEADER and "
+                   f"value: HEADER (in FILE); missing {', '.join(missing_keys or ['lookup'])}")
+    missing = spec.get("missing", "reject")
+    if missing not in LOOKUP_MISSING:
+        raise fail(f"{where}.missing must be one of {', '.join(LOOKUP_MISSING)}, not {missing!r}")
+    out = {k: v for k, v in spec.items() if k in ("format", "default")}
+    if "map" in spec:
+        out["map"] = _check_spec({"column": "-", "map": spec["map"]}, where, fail)["map"]
+    out["lookup"] = {"file": str(spec["lookup"]), "key": str(spec["key"]), "on": str(spec["on"]),
+                     "value": str(spec["value"]), "missing": missing}
+    return out
+
+
+def lookup_files(profile: Profile) -> list[str]:
+    """The lookup files a profile's column specs read (names relative to the export's folder)."""
+    found: list[str] = []
+
+    def walk(spec: Any) -> None:
+        if not isinstance(spec, dict):
+            return
+        if "lookup" in spec:
+            found.append(spec["lookup"]["file"])
+        for sub in spec.get("coalesce", []) + spec.get("any_of", []):
+            walk(sub)
+
+    for spec in profile.columns.values():
+        walk(spec)
+    return list(dict.fromkeys(found))
 
 
 @cache
@@ -221,7 +282,8 @@ def canonical_columns(table: str) -> list[str]:
 @cache
 def required_columns(table: str) -> tuple[str, ...]:
     schema = canonical_schema(table)
-    return tuple(name for name, col in schema.columns.items() if not col.nullable and name not in PROVENANCE)
+    return tuple(name for name, col in schema.columns.items()
+                 if (not col.nullable or name in schemas.REQUIRED_NULLABLE.get(table, ())) and name not in PROVENANCE)
 
 
 def spec_labels(spec: Any) -> list[str]:
@@ -230,6 +292,10 @@ def spec_labels(spec: Any) -> list[str]:
     if "column" in spec:
         col = spec["column"]
         return [str(c) for c in (col if isinstance(col, list) else [col])]
+    if "lookup" in spec:
+        return [spec["lookup"]["key"]]
+    if "present" in spec or "absent" in spec:
+        return list(spec.get("present") or spec.get("absent"))
     return [label for sub in spec.get("coalesce", []) + spec.get("any_of", []) for label in spec_labels(sub)]
 
 
@@ -256,11 +322,35 @@ def detect_profile(headers: list[str], *, path: Path | str | None = None, table:
                           for q in matches)]
     shown = ", ".join(h for h in headers[:12] if h) + (", ..." if len(headers) > 12 else "")
     if not matches:
+        for identify, what in KNOWN_UNUSED.items():
+            if all(normalise_label(h) in present for h in identify):
+                raise ExportError(what, path=path, hint="list it under ignore: in the folder's org.yaml")
+        near = _near_miss(candidates, present)
+        if near is not None:
+            profile, absent = near
+            raise ExportError(f"looks like a {profile.description or profile.name}, but "
+                              f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing", path=path,
+                              hint="export it with that column, or map the file with a mapping YAML "
+                                   f"(see docs/DATA.md; the shipped one is {profile.name})")
         what = f" {table}" if table else ""
         raise ExportError(f"no{what} profile recognises its headers ({shown})", path=path,
-                          hint="pass --profile NAME or a mapping YAML "
+                          hint="if it is a lookup or not an export, list it under lookups: or ignore: in the "
+                               "folder's org.yaml; else pass --profile NAME or a mapping YAML "
                                f"(profiles: {', '.join(p.name for p in candidates)})")
     if len(matches) > 1:
         raise ExportError(f"headers match several profiles ({', '.join(p.name for p in matches)})", path=path,
                           hint="pass --profile NAME to choose one")
     return matches[0]
+
+
+def _near_miss(candidates: list[Profile], present: set[str]) -> tuple[Profile, list[str]] | None:
+    """The profile whose identifying headers the file nearly has (all but one or two, and most of them)."""
+    best = None
+    for profile in candidates:
+        absent = [h for h in profile.identify if normalise_label(h) not in present]
+        found = len(profile.identify) - len(absent)
+        if absent and len(absent) <= 2 and found >= 2 and found / len(profile.identify) >= 0.6:
+            score = found / len(profile.identify)
+            if best is None or score > best[0]:
+                best = (score, profile, absent)
+    return None if best is None else (best[1], best[2])

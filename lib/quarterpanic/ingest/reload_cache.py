@@ -60,7 +60,7 @@ import pyarrow.feather as feather
 from quarterpanic import __version__
 from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult
 from quarterpanic.ingest.orgs import OrgInfo
-from quarterpanic.ingest.profiles import Profile, canonical_columns
+from quarterpanic.ingest.profiles import Profile, canonical_columns, lookup_files
 from quarterpanic.ingest.schemas import constant_text
 from quarterpanic.paths import CACHE_DIR
 from quarterpanic.util import file_sha256
@@ -121,10 +121,16 @@ class LoadCache:
     def key(self, path: Path, profile: Profile, org: OrgInfo) -> str:
         """The entry key of ``path`` loaded with ``profile`` for ``org``."""
         digest = hashlib.sha256()
-        for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class):
+        for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class,
+                     org.close_before_created):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         digest.update(self.file_sha256(path).encode("ascii"))
+        # A changed lookup file changes what the export maps to.
+        for name in lookup_files(profile):
+            lookup = path.parent / name
+            digest.update(f"\0{name}\0".encode("utf-8"))
+            digest.update(self.file_sha256(lookup).encode("ascii") if lookup.is_file() else b"absent")
         return digest.hexdigest()
 
     def file_sha256(self, path: Path) -> str:
@@ -204,7 +210,7 @@ class LoadCache:
             frame = feather.read_table(folder / "frame.arrow", memory_map=_MAP_FILES).to_pandas()
             rejects = feather.read_table(folder / "rejects.arrow", memory_map=_MAP_FILES).to_pandas()
             if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
-                    or entry["read"] != entry["accepted"] + entry["rejected"] \
+                    or entry["read"] != entry["accepted"] + entry["rejected"] + entry["ignored"] \
                     or list(rejects.columns) != _REJECT_FIELDS \
                     or list(frame.columns) != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
                 raise ValueError("row counts or columns disagree with entry.json")
@@ -223,7 +229,8 @@ class LoadCache:
         rejects.insert(0, "file", constant_text(file, len(rejects)))
         rejects.insert(0, "table", constant_text(entry["table"], len(rejects)))
         return FileResult(path, entry["org"], entry["table"], entry["profile"], int(entry["read"]),
-                           frame, rejects[REJECT_COLUMNS], entry.get("id_label"), entry.get("unique_ids"))
+                           frame, rejects[REJECT_COLUMNS], entry.get("id_label"), entry.get("unique_ids"),
+                           int(entry["ignored"]))
 
     def put(self, key: str, result: FileResult) -> None:
         """Store ``result`` under ``key``; a failure to write only logs (the load already succeeded)."""
@@ -241,6 +248,7 @@ class LoadCache:
                                   **IPC_OPTIONS)
             entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
                      "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
+                     "ignored": int(result.ignored),
                      "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
             (staging / "entry.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
             os.rename(staging, folder)

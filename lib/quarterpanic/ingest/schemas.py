@@ -49,7 +49,8 @@ class Opportunities(_Canonical):
     segment: Series[str] = pa.Field(nullable=True, description="Market segment, e.g. SMB, Mid-Market, Enterprise.")
     size_class: Series[str] = pa.Field(isin=list(SIZE_CLASSES), description="Size class of the organisation.")
     created_at: Series[pd.Timestamp] = pa.Field(description="When the opportunity was created.")
-    close_date: Series[pd.Timestamp] = pa.Field(description="Expected or actual close date.")
+    close_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="Expected or actual close date; an open deal may have none yet.")
     stage: Series[str] = pa.Field(description="Current stage name as the CRM spells it.")
     is_closed: Series[bool] = pa.Field()
     is_won: Series[bool] = pa.Field()
@@ -69,6 +70,10 @@ class Opportunities(_Canonical):
     @pa.dataframe_check(description="won implies closed")
     def won_is_closed(cls, df: pd.DataFrame) -> Series[bool]:
         return ~df["is_won"].astype(bool) | df["is_closed"].astype(bool)
+
+    @pa.dataframe_check(description="a closed deal has a close date")
+    def closed_has_close_date(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~df["is_closed"].astype(bool) | df["close_date"].notna()
 
 
 class OpportunityHistory(_Canonical):
@@ -117,6 +122,9 @@ TABLES: dict[str, type[_Canonical]] = {
     "leads": Leads,
     "requests": Requests,
 }
+
+#: Columns every export of the table must map although some rows may leave them empty (an open deal's close date).
+REQUIRED_NULLABLE = {"opportunities": ("close_date",)}
 
 ID_COLUMNS = {
     "opportunities": "opportunity_id",

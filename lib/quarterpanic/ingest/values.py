@@ -34,6 +34,8 @@ NUMBER_PATTERN = {
     ".": r"^[+-]?([0-9]{1,3}(,[0-9]{3})+|[0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$",
     ",": r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]*)(,[0-9]+)?$",
 }
+#: The dates a canonical (nanosecond) datetime column can hold: 1677-09-22 to 2262-04-11.
+DATE_RANGE = (pd.Timestamp.min.ceil("D"), pd.Timestamp.max.floor("D"))
 _DATE_SAMPLE = 500
 _DISTINCT_MIN_ROWS = 1000
 _DISTINCT_SAMPLE = 10000
@@ -114,7 +116,7 @@ def arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
     return array
 
 
-def _has_byte(array: pa.ChunkedArray | pa.Array, byte: bytes) -> bool:
+def has_byte(array: pa.ChunkedArray | pa.Array, byte: bytes) -> bool:
     """Whether the character data of an Arrow string array may hold ``byte`` (a look at the raw bytes)."""
     code = ord(byte)
     chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
@@ -148,49 +150,58 @@ def clean_text(values: pd.Series) -> pd.Series:
         return text.where(text != "", None)
     # Arrow's kernels on the whole column: cheaper than finding its distinct values first.
     text = pc.utf8_trim_whitespace(array)
-    if _has_byte(text, b"\r"):
+    if has_byte(text, b"\r"):
         text = pc.replace_substring(text, "\r\n", "\n")
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
     return pd.Series(pd.array(text, dtype=values.dtype), index=values.index, name=values.name)
 
 
-def parse_dates(values: pd.Series, order: str, fmt: str | None = None) -> tuple[pd.Series, pd.Series]:
-    """Datetimes from export values, vectorised, and a mask of values that are not dates.
+def parse_dates(values: pd.Series, order: str, fmt: str | None = None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Datetimes from export values, vectorised; a mask of values that are not dates; and of dates out of range.
 
     Strings are tried against the formats of ``order`` (``month_first``,
     ``day_first``, ``iso``; ISO 8601 is accepted in every order, and ``.``/``-``
     separators are read like ``/``), or only ``fmt`` when given. Datetime
     cells pass through; numbers (XLSX cells not formatted as dates) are Excel
-    serial days. Time zones are converted to UTC and dropped.
+    serial days. Time zones are converted to UTC and dropped. A date outside
+    :data:`DATE_RANGE` (``12/31/9999``, ``1/1/1600``) is missing in the result
+    and marked in both masks: the second says "not usable", the third "because
+    of its range".
     """
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    far = pd.Series(False, index=values.index)
     if len(values) == 0:
-        return out, pd.Series(False, index=values.index)
+        return out, far, far
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return _naive(values), pd.Series(False, index=values.index)
+        out, far = _naive(values)
+        return out, far, far
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        return _from_serial(values), pd.Series(False, index=values.index)
+        out, far = _from_serial(values)
+        return out, far, far
     if values.dtype == object:
         is_time = values.map(lambda v: hasattr(v, "year"), na_action="ignore").fillna(False).astype(bool)
         is_number = values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
                                na_action="ignore").fillna(False).astype(bool)
         if is_time.any():
-            out[is_time] = _naive(pd.to_datetime(values[is_time].astype("object"), errors="coerce"))
+            out[is_time], far[is_time] = _naive(pd.to_datetime(values[is_time].astype("object"), errors="coerce"))
         if is_number.any():
-            out[is_number] = _from_serial(values[is_number].astype(float))
+            out[is_number], far[is_number] = _from_serial(values[is_number].astype(float))
         values = values.where(~(is_time | is_number), None)
     # Exports repeat dates a lot: parse each distinct string once.
     codes, uniques = factorize(values)
-    parsed, failed = _parse_date_strings(clean_text(pd.Series(uniques, dtype="str")), order, fmt)
+    parsed, failed, outside = _parse_date_strings(clean_text(pd.Series(uniques, dtype="str")), order, fmt)
     known = codes >= 0
     out[known] = parsed.to_numpy()[codes[known]]
-    bad = pd.Series(False, index=values.index)
-    bad[known] = failed.to_numpy()[codes[known]]
-    return out, bad
+    far[known] = outside.to_numpy()[codes[known]]
+    bad = far.copy()
+    bad[known] |= failed.to_numpy()[codes[known]]
+    return out, bad, far
 
 
-def _parse_date_strings(text: pd.Series, order: str, fmt: str | None) -> tuple[pd.Series, pd.Series]:
+def _parse_date_strings(text: pd.Series, order: str, fmt: str | None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Dates of distinct strings, the strings no format reads, and those a format reads to a date out of range."""
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    far = pd.Series(False, index=text.index)
     todo = text.notna()
     if fmt:
         formats = [fmt]
@@ -211,9 +222,11 @@ def _parse_date_strings(text: pd.Series, order: str, fmt: str | None) -> tuple[p
         hit = parsed.notna()
         if hit.any():
             rows = hit[hit].index
-            out[rows] = parsed[hit].astype("datetime64[ns]")
+            in_range, outside = _to_ns(parsed[hit])
+            out[rows] = in_range
+            far[rows] = outside
             todo[rows] = False
-    return out, todo
+    return out, todo, far
 
 
 @cache
@@ -260,6 +273,9 @@ def _parse_date_and_time(text: pd.Series, order: str) -> pd.Series:
     iso = date_format[date_codes] == date_formats.index("ISO8601")
     ok = pairs[date_format[date_codes], time_format[time_codes]] & (~iso | two_digit.to_numpy(zero_copy_only=False))
     ok &= (date_codes >= 0) & (time_codes >= 0)
+    # On the last day a nanosecond timestamp holds, adding the time of day can overflow
+    # (and numpy wraps around silently): those few go to the format-by-format parser.
+    ok[ok] &= date_values[date_codes[ok]] < np.datetime64(DATE_RANGE[1], "ns")
     out[ok] = date_values[date_codes[ok]] + time_values[time_codes[ok]]
     return out
 
@@ -280,7 +296,8 @@ def _parse_halves(halves: pa.Array, formats: list[str]) -> tuple[np.ndarray, np.
         todo = np.flatnonzero(which[:-1] < 0)
         if len(todo) == 0:
             break
-        parsed = _strptime(distinct.iloc[todo].reset_index(drop=True), form).astype("datetime64[ns]").to_numpy()
+        # A date out of range is no match here; the format-by-format parser names it.
+        parsed = _to_ns(_strptime(distinct.iloc[todo].reset_index(drop=True), form))[0].to_numpy()
         hit = ~np.isnat(parsed)
         values[todo[hit]] = parsed[hit]
         which[todo[hit]] = i
@@ -315,16 +332,32 @@ def _strptime(text: pd.Series, form: str) -> pd.Series:
     return pd.to_datetime(text, format=form, errors="coerce")
 
 
-def _naive(values: pd.Series) -> pd.Series:
+def _naive(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Datetimes (of any unit, with or without a time zone) as naive UTC nanoseconds, and which were out of range."""
     values = pd.to_datetime(values, errors="coerce")
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.astype("datetime64[ns]")
+    return _to_ns(values)
 
 
-def _from_serial(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values.astype(float), unit="D", origin="1899-12-30", errors="coerce").astype(
-        "datetime64[ns]")
+def _to_ns(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Naive datetimes of any unit as ``datetime64[ns]``; those it cannot hold become NaT, flagged."""
+    if values.dtype == "datetime64[ns]":
+        return values, pd.Series(False, index=values.index)
+    far = values.notna() & ((values < pd.Timestamp.min) | (values > pd.Timestamp.max))
+    return values.mask(far).astype("datetime64[ns]"), far
+
+
+#: Excel serial days (from 1899-12-30) that are dates in :data:`DATE_RANGE`.
+_SERIAL_RANGE = tuple((bound.date() - pd.Timestamp("1899-12-30").date()).days for bound in DATE_RANGE)
+
+
+def _from_serial(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Excel serial days as datetimes, and which were out of range (or infinite)."""
+    serial = values.astype(float)
+    far = serial.notna() & ~serial.between(_SERIAL_RANGE[0], _SERIAL_RANGE[1] + 1, inclusive="left")
+    parsed = pd.to_datetime(serial.mask(far), unit="D", origin="1899-12-30", errors="coerce")
+    return parsed.astype("datetime64[ns]"), far
 
 
 def parse_numbers(values: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:

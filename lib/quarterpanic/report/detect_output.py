@@ -13,13 +13,17 @@ from quarterpanic.analysis.findings import main_findings, to_records
 from quarterpanic.analysis.panic_index import index_from_findings, quarter_records
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
-from quarterpanic.report.words import early_warning_sentences
+from quarterpanic.report.words import ci_label, early_warning_sentences
+from quarterpanic.util import jsonable
 
 
 def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any]) -> str:
     """The JSON document ``quarterpanic detect --json`` prints.
 
-    ``findings`` as given; beside them ``quarters``, the panic index of every
+    ``ci_level`` is the confidence level of every interval and ``alpha`` the
+    false discovery rate of the flags. ``files`` is the row accounting of
+    every export read (:func:`accounting_records`). ``findings`` as given;
+    beside them ``quarters``, the panic index of every
     complete org × quarter (× segment) shown, with its level and components
     (:func:`quarterpanic.analysis.panic_index.quarter_records`), and ``early_warning``,
     the status of each organisation's open quarter
@@ -36,6 +40,9 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
     document = {
         "as_of": dataset.as_of.isoformat() if dataset.as_of is not None else None,
         "quarterpanic": __version__,
+        "ci_level": float(params["ci_level"]),
+        "alpha": float(params["alpha"]),
+        "files": accounting_records(dataset.accounting),
         "findings": to_records(findings),
         "quarters": quarter_records(scores, index, params.get("quarters")),
         "early_warning": [
@@ -53,13 +60,48 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
     # The open quarter has no findings yet: its early warning says how it is going so far.
     status, _ = early_warning(dataset, params, findings=None if params.get("quarters") else findings)
     open_quarters = "\n".join(f"  {sentence}" for sentence in early_warning_sentences(status)["sentence"])
-    return _findings_table(dataset, findings) + "\n\nopen quarters (early warning):\n" + open_quarters
+    return (_findings_table(dataset, findings, params) + "\n\nopen quarters (early warning):\n" + open_quarters
+            + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
 
 
-def _findings_table(dataset: Dataset, findings: pd.DataFrame) -> str:
+#: Row-accounting counts, in order (read = accepted + rejected + ignored; unknown_deal counts accepted rows
+#: naming a deal the organisation's opportunities lack).
+COUNT_COLUMNS = ["read", "accepted", "rejected", "ignored", "unknown_deal"]
+
+
+def accounting_records(accounting: pd.DataFrame) -> list[dict[str, Any]]:
+    """One JSON-ready dict per export: ``file``, ``org``, ``table``, ``profile`` and its row counts."""
+    return jsonable(accounting)
+
+
+def accounting_table(accounting: pd.DataFrame) -> str:
+    """The row accounting as a readable table with a total line."""
+    if accounting.empty:
+        return "  no export read"
+    counts = [c for c in COUNT_COLUMNS if c in accounting]
+    total = {"file": f"total ({len(accounting)} files)", **{c: int(accounting[c].sum()) for c in counts}}
+    table = pd.concat([accounting, pd.DataFrame([total])], ignore_index=True).fillna("")
+    return "\n".join("  " + line for line in table.to_string(index=False).splitlines())
+
+
+def rejected_rows_warning(accounting: pd.DataFrame, data_dir: Any) -> str | None:
+    """One line when rows were rejected (how many, in how many files, how to see them), else None."""
+    if accounting.empty or not int(accounting["rejected"].sum()):
+        return None
+    rejected, read = int(accounting["rejected"].sum()), int(accounting["read"].sum())
+    files = int((accounting["rejected"] > 0).sum())
+    return (f"{rejected:,} of {read:,} rows rejected in {files} of {len(accounting)} files "
+            f"— the findings leave them out; see them with `quarterpanic validate {data_dir}`")
+
+
+def _as_of(dataset: Dataset) -> str:
+    return "n/a (no dated record)" if pd.isna(dataset.as_of) else f"{dataset.as_of:%Y-%m-%d}"
+
+
+def _findings_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any]) -> str:
     main = main_findings(findings)
     if main.empty:
-        return f"no findings (data as of {dataset.as_of:%Y-%m-%d})"
+        return f"no findings (data as of {_as_of(dataset)})"
     shown = main.sort_values(["flagged", "org", "quarter"], ascending=[False, True, True])
     shown = shown.assign(
         ci=lambda f: (f["ci_low"].map("{:.3g}".format) + " .. " + f["ci_high"].map("{:.3g}".format)).where(
@@ -69,8 +111,9 @@ def _findings_table(dataset: Dataset, findings: pd.DataFrame) -> str:
         p_value=lambda f: f["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
         flagged=lambda f: f["flagged"].map({True: "FLAG", False: ""}),
     )
-    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status", "flagged",
-               "needs"]
+    columns = ["org", "quarter", "segment", "component", "estimate", "ci", "p_value", "onset_week", "n", "status",
+               "flagged", "needs"]
     flagged = int(main["flagged"].sum())
-    header = f"data as of {dataset.as_of:%Y-%m-%d}: {flagged} of {len(main)} main findings flagged"
+    header = (f"data as of {_as_of(dataset)}: {flagged} of {len(main)} main findings flagged "
+              f"(flags at false discovery rate {float(params['alpha']):g}; intervals: {ci_label(params['ci_level'])})")
     return header + "\n" + shown[columns].to_string(index=False)

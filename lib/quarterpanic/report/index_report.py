@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -15,7 +14,8 @@ from quarterpanic.analysis.panic_index import (
     CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, NOT_ENOUGH_EVIDENCE, PANIC, WATCH,
 )
 from quarterpanic.report import plots
-from quarterpanic.report.words import CHART_LABELS
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import CHART_LABELS, ci_label, ci_level_of, markdown_lines
 from quarterpanic.util import finite_or_none
 
 
@@ -56,25 +56,26 @@ def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
     late = "late-quarter deals" if short or onset is None else f"deals created from week {onset:.0f} on"
     won_late = "deals won late" if short or onset is None else f"deals won from week {onset:.0f} on"
     has_ci = _finite(low, high)
+    label = ci_label(ci_level_of(row))
     if metric == "qualification_decay":
         size, direction = abs(100 * estimate), "less" if estimate >= 0 else "more"
-        ci = f" (95% CI {100 * low:.0f}–{100 * high:.0f})" if has_ci and estimate >= 0 else (
-            f" (95% CI {-100 * high:.0f}–{-100 * low:.0f})" if has_ci else "")
+        ci = f" ({label} {100 * low:.0f}–{100 * high:.0f})" if has_ci and estimate >= 0 else (
+            f" ({label} {-100 * high:.0f}–{-100 * low:.0f})" if has_ci else "")
         return f"{late} were qualified {size:.0f} points {direction} often{ci}"
     if metric == "win_rate_ratio":
         change = estimate - 1
         if has_ci and high < 1:
-            ci = f" (95% CI {100 * (1 - high):.0f}–{100 * (1 - low):.0f}%)"
+            ci = f" ({label} {100 * (1 - high):.0f}–{100 * (1 - low):.0f}%)"
         elif has_ci and low > 1:
-            ci = f" (95% CI {100 * (low - 1):.0f}–{100 * (high - 1):.0f}%)"
+            ci = f" ({label} {100 * (low - 1):.0f}–{100 * (high - 1):.0f}%)"
         else:
-            ci = f" (95% CI from {100 * (1 - low):.0f}% less to {100 * (high - 1):.0f}% more)" if has_ci else ""
+            ci = f" ({label} from {100 * (1 - low):.0f}% less to {100 * (high - 1):.0f}% more)" if has_ci else ""
         return f"{late} won {abs(100 * change):.0f}% {'less' if change <= 0 else 'more'} often{ci}"
     if metric == "discount_uplift":
-        ci = f" (95% CI {100 * low:.1f} to {100 * high:.1f})" if has_ci else ""
+        ci = f" ({label} {100 * low:.1f} to {100 * high:.1f})" if has_ci else ""
         return f"{won_late} carried {abs(100 * estimate):.1f} points {'more' if estimate >= 0 else 'less'} discount{ci}"
     if metric == "reactive_order_taking":
-        ci = f" (95% CI {low:.1f}–{high:.1f}×)" if has_ci else ""
+        ci = f" ({label} {low:.1f}–{high:.1f}×)" if has_ci else ""
         if short:
             return f"sales-ops firefighting {multiplier_words(estimate)}{ci}"
         since = f"from week {onset:.0f} on" if onset is not None else "late in the quarter"
@@ -208,8 +209,9 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     The title states the finding ("Globex Corporation panicked in 4 of 10 quarters").
     """
     rows = index[(index["org"] == org) & (index["segment"] == ALL_SEGMENTS)].sort_values("quarter")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
+    if rows.empty:
+        return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
+    ax = plots._axes(ax, figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
     ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
     for name, style in (("watch", ":"), ("panic", "--")):
@@ -236,8 +238,9 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     rows = scores[(scores["org"] == org) & (scores["segment"] == ALL_SEGMENTS)]
     grid = rows.pivot_table(index="quarter", columns="component", values="contribution", aggfunc="sum").fillna(0)
     grid = grid[[c.metric for c in COMPONENTS if c.metric in grid.columns]]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
+    if grid.empty:
+        return plots.label_axes(plots.no_data(ax), title=f"{org}: no complete quarter to index")
+    ax = plots._axes(ax, figsize=(max(6, 0.7 * len(grid) + 2), 3.6))
     colors = sns.color_palette("colorblind", n_colors=len(COMPONENTS))
     positive, negative = np.zeros(len(grid)), np.zeros(len(grid))
     for color, name in zip(colors, grid.columns):
@@ -249,10 +252,10 @@ def plot_contributions(scores: pd.DataFrame, org: str, ax: Any = None) -> Any:
     ax.axhline(0, color=plots.BASELINE_COLOR, linewidth=0.8)
     totals = grid.sum(axis=1)
     leader = rows[rows["quarter"] == totals.idxmax()].sort_values("contribution").iloc[-1]["component"] if len(rows) else ""
-    plots.label_axes(
-        ax, title=f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})"
-        if len(grid) else org, x="Fiscal quarter", y="Contribution to the index",
-    )
+    title = f"{org}: {str(leader).replace('_', ' ')} drives the highest quarter ({totals.idxmax()})" if len(grid) else org
+    if not rows["z"].notna().any():
+        title = f"{org}: no component of the index could be measured"
+    plots.label_axes(ax, title=title, x="Fiscal quarter", y="Contribution to the index")
     ax.tick_params(axis="x", rotation=45 if len(grid) > 6 else 0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
@@ -265,8 +268,9 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     The title is the organisation's status sentence (without its name).
     """
     rows = charts[charts["org"] == org]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.6))
+    if rows.empty:
+        return plots.label_axes(plots.no_data(ax, figsize=(8, 3.6)), title=f"{org}: no open quarter to watch")
+    ax = plots._axes(ax, figsize=(8, 3.6))
     colors = dict(zip(early_warning.CHARTS, sns.color_palette("colorblind", n_colors=len(early_warning.CHARTS))))
     for name, part in rows.groupby("chart", sort=False):
         part = part.sort_values("week_of_quarter")
@@ -279,9 +283,131 @@ def plot_charts(charts: pd.DataFrame, status: pd.DataFrame, org: str, ax: Any = 
     title = sentence.split(", as of ", 1)[-1] if ", as of " in sentence else sentence
     title = f"{org}: as of {title}" if ", as of " in sentence else title
     plots.label_axes(ax, title=textwrap.fill(title, 70), x="Week of fiscal quarter", y="CUSUM / alarm line")
-    weeks_in_quarter = int(row["weeks_in_quarter"].iloc[0]) if len(row) else 13
+    known = row["weeks_in_quarter"].dropna()
+    weeks_in_quarter = int(known.iloc[0]) if len(known) else 13
     ax.set_xlim(0.5, weeks_in_quarter + 0.5)
     ax.set_ylim(bottom=0)
     plots.week_ticks(ax, range(1, weeks_in_quarter + 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
+
+
+def plot_index_by_org(index: pd.DataFrame, thresholds: Mapping[str, float], orgs: Sequence[str]) -> list[Any]:
+    """:func:`plot_index` for each organisation, one figure each."""
+    return [plot_index(index, thresholds, org) for org in orgs]
+
+
+def plot_contributions_by_org(scores: pd.DataFrame, orgs: Sequence[str]) -> list[Any]:
+    """:func:`plot_contributions` for each organisation, one figure each."""
+    return [plot_contributions(scores, org) for org in orgs]
+
+
+def plot_charts_by_org(charts: pd.DataFrame, status: pd.DataFrame) -> list[Any]:
+    """:func:`plot_charts` for each organisation of ``status`` that has an early-warning chart."""
+    return [plot_charts(charts, status, org) for org in status["org"] if (charts["org"] == org).any()]
+
+
+def plot_size_classes(sizes: pd.DataFrame) -> Any:
+    """The share of quarters in panic per size class (:func:`by_size_class`) with Wilson intervals, titled by
+    :func:`size_class_headline`; None, drawing nothing, when ``sizes`` is empty."""
+    if sizes.empty:
+        return None
+    ax = plots.interval_plot(sizes, x="size_class", estimate="panic_share", low="panic_share_low",
+                             high="panic_share_high", order=list(sizes["size_class"]), percent=True)
+    return plots.label_axes(ax, title=size_class_headline(sizes), x="Size class", y="Share of quarters in panic")
+
+
+# -- Markdown -------------------------------------------------------------------------------------------
+def intro(as_of: pd.Timestamp, index: pd.DataFrame, size_classes: Mapping[str, str]) -> str:
+    """The page's first line (Markdown, CRM text escaped): the as-of time, each organisation of ``index`` with
+    its size class, how many complete quarters have an index."""
+    orgs = ", ".join(f"**{escape_text(org)}** ({escape_text(size_classes.get(org, 'size unknown'))})"
+                     for org in sorted(index["org"].unique()))
+    return f"As of **{as_of:%Y-%m-%d %H:%M}**: {orgs}; {len(index)} complete quarters with an index."
+
+
+def top_findings_markdown(top: pd.DataFrame) -> str:
+    """:func:`top_findings` as a Markdown bullet list (CRM text escaped), or a note that none reached *watch*."""
+    return markdown_lines(top, lambda row: (
+        f"* **{escape_text(row.org)}, {escape_text(row.quarter)}** (index {row.panic_index:.1f}, {row.level}): "
+        f"{escape_text(row.sentence)}."
+    ), "No quarter reached the *watch* level.")
+
+
+def discount_cost_markdown(totals: pd.DataFrame) -> str:
+    """:func:`discount_cost_totals` as a Markdown bullet list per organisation (CRM text escaped), the interval
+    labelled with its ``ci_level``."""
+    label = ci_label(ci_level_of(totals))
+    return markdown_lines(totals, lambda row: (
+        f"* **{escape_text(row.org)}** gave away about **{money(row.cost, row.currency)}** in extra discount "
+        f"in {row.quarters} panic quarter{'s' if row.quarters != 1 else ''} "
+        f"({label} {money(row.cost_low, row.currency)} to {money(row.cost_high, row.currency)}), "
+        f"on {money(row.won_amount, row.currency)} won late."
+    ), "No panic quarter with a measurable discount uplift.")
+
+
+def discount_cost_table(costs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`discount_cost` rows rounded for reading (shares to 0.001, amounts to whole units)."""
+    return costs.round({"discount_uplift": 3, "won_amount": 0, "cost": 0, "cost_low": 0, "cost_high": 0})
+
+
+OUTCOME_WORDS = {"won": "won", "lost": "lost", "open": "still open"}
+
+
+def late_deals_headline(deals: pd.DataFrame) -> str:
+    """One Markdown sentence (CRM text escaped) on :func:`late_unqualified_deals`: the largest such deal of
+    each organisation, with its account and owner, or a note that there were none."""
+    if deals.empty:
+        return "No panic quarter with a measured qualification onset: no late unqualified deals to list."
+    parts = []
+    for org, rows in deals.groupby("org", sort=True):
+        top = rows.iloc[0]
+        parts.append(
+            f"in **{escape_text(org)}** ({escape_text(top['quarter'])}), **{escape_text(top['account'])}** "
+            f"({money(top['amount'], top['currency'])}, owned by **{escape_text(top['owner'])}**, "
+            f"{OUTCOME_WORDS.get(top['outcome'], escape_text(top['outcome']))})"
+        )
+    return "The largest unqualified deal opened after the onset: " + "; ".join(parts) + "."
+
+
+def late_deals_table(deals: pd.DataFrame) -> pd.DataFrame:
+    """:func:`late_unqualified_deals` for the page: who owned which deal, for which account, and how it ended.
+
+    Indexed by ``Organisation`` and ``Quarter``, with ``Opportunity``, ``Account``, ``Owner``, ``Week created``,
+    ``Amount`` (:func:`money`) and ``Outcome``; pandas escapes the names when the table is shown as HTML.
+    """
+    return pd.DataFrame({
+        "Organisation": deals["org"],
+        "Quarter": deals["quarter"],
+        "Opportunity": deals["name"],
+        "Account": deals["account"],
+        "Owner": deals["owner"],
+        "Week created": deals["week_of_quarter"],
+        "Amount": [money(amount, currency) for amount, currency in zip(deals["amount"], deals["currency"])],
+        "Outcome": deals["outcome"].map(OUTCOME_WORDS),
+    }).set_index(["Organisation", "Quarter"])
+
+
+# -- key figures ----------------------------------------------------------------------------------------
+def summary_figures(
+    *, headline: str, as_of: pd.Timestamp, thresholds: Mapping[str, float], index: pd.DataFrame,
+    scores: pd.DataFrame, top: pd.DataFrame, costs: pd.DataFrame, totals: pd.DataFrame, sizes: pd.DataFrame,
+    status: pd.DataFrame,
+) -> dict[str, Any]:
+    """Key figures of the executive summary for :func:`quarterpanic.report.artifacts.save_summary`."""
+    return {
+        "headline": headline,
+        "as_of": as_of,
+        "index_thresholds": thresholds,
+        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "level", "n_components",
+                        "top_component"]],
+        "levels": {org: dict(index[index["org"] == org]["level"].value_counts())
+                   for org in sorted(index["org"].unique())},
+        "components": scores[["org", "quarter", "segment", "component", "estimate", "z", "weight", "contribution",
+                              "status"]],
+        "top_findings": top,
+        "discount_cost": costs,
+        "discount_cost_totals": totals,
+        "size_classes": sizes,
+        "early_warning": status.drop(columns=["signals"]).assign(signals=[list(s) for s in status["signals"]]),
+    }

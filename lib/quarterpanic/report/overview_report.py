@@ -1,10 +1,19 @@
-"""Headlines of the pipeline overview: coverage, row accounting, month-3 bookings, pipeline pace, the funnel."""
+"""The pipeline overview's words and charts: coverage, row accounting, month-3 bookings, pipeline pace, the funnel."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from quarterpanic.analysis.findings import ci_level_of
 from quarterpanic.analysis.overview import COMPLETE, OPEN, accounting_totals, funnel_table, quarter_status
+from quarterpanic.report import plots
+from quarterpanic.report.plots import chart_text
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import bold_names, ci_label, markdown_lines
 
 
 # -- headlines -------------------------------------------------------------------------------------
@@ -122,7 +131,8 @@ def month3_quarter_sentence(row: pd.Series | dict) -> str:
 
 
 def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
-    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)".
+    """E.g. "Globex creates 41% of its new pipeline in the quarter's last month (95% CI ...; even pace: 34%)",
+    the interval labelled with its ``ci_level``.
 
     ``pipeline_shares`` holds :func:`pipeline_month3_share` rows per
     organisation; the sentence names the one furthest above an even pace,
@@ -136,7 +146,8 @@ def pipeline_headline(pipeline_shares: pd.DataFrame) -> str:
         return (f"New pipeline arrives at an even pace: no organisation creates significantly more of it in the "
                 f"quarter's last month (at most {_pct(top['estimate'])}; even pace: {_pct(top['even_share'])})")
     return (f"{top['org']} creates {_pct(top['estimate'])} of its new pipeline in the quarter's last month "
-            f"(95% CI {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; even pace: {_pct(top['even_share'])})")
+            f"({ci_label(ci_level_of(top))} {_pct(top['ci_low'])} to {_pct(top['ci_high'])}; "
+            f"even pace: {_pct(top['even_share'])})")
 
 
 def funnel_headline(funnel: pd.DataFrame) -> str:
@@ -149,3 +160,138 @@ def funnel_headline(funnel: pd.DataFrame) -> str:
     parts = [f"{org} wins {_pct(r)} of the deals it closes" if i == 0 else f"{org} {_pct(r)}"
              for i, (org, r) in enumerate(rate.items())]
     return "; ".join(parts)
+
+
+def month3_count_headline(org: str, shares: pd.DataFrame) -> str:
+    """E.g. "Globex: 4 of 10 quarters booked significantly more than an even pace in month 3"."""
+    rows = shares[shares["org"] == org]
+    return (f"{org}: {int(rows['back_loaded'].sum())} of {len(rows)} quarters booked significantly more than an "
+            f"even pace in month 3")
+
+
+def reject_reason_headline(reasons: pd.DataFrame) -> str:
+    """E.g. "Most rejected rows: close_date not a date (1,204 rows)"; ``reasons`` is not empty."""
+    top = reasons.iloc[0]
+    return f"Most rejected rows: {top['reason']} ({top['rows']:,} rows)"
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+def intro(data_folder: str | Path, as_of: pd.Timestamp, orgs: Sequence[str]) -> str:
+    """The page's first line (Markdown, CRM text escaped): the data folder, the as-of time, the organisations."""
+    return f"Data folder {escape_text(data_folder)}, as of **{as_of:%Y-%m-%d %H:%M}**: {bold_names(orgs)}."
+
+
+def month3_lines(shares: pd.DataFrame) -> str:
+    """Every quarter's month-3 share with its interval (labelled with its ``ci_level``), as a Markdown bullet list
+    (CRM text escaped)."""
+    label = ci_label(ci_level_of(shares))
+    return markdown_lines(shares, lambda row: (
+        f"- **{escape_text(row.org)} {escape_text(row.quarter)}**: {row.estimate:.0%} of {row.won_amount:,.0f} booked "
+        f"in month 3 ({label} {row.ci_low:.0%} to {row.ci_high:.0%}; {row.won_deals} won deals)"
+        + (" — back-loaded" if row.back_loaded else "")
+    ), "No won deals in the quarters shown.")
+
+
+# -- charts ---------------------------------------------------------------------------------------
+def _max_week(weeks: pd.Series, default: int = 13) -> int:
+    return int(weeks.max()) if len(weeks) else default
+
+
+def plot_coverage(coverage: pd.DataFrame, orgs: Sequence[str]) -> list[plt.Axes]:
+    """One table × quarter heatmap of record counts per organisation, titled by its :func:`coverage_headline`."""
+    axes = []
+    for org in orgs:
+        rows = coverage[coverage["org"] == org]
+        ax = plots.count_heatmap(rows, row="table", column="label", value="rows",
+                                 column_order=rows.drop_duplicates("label")["label"])
+        axes.append(plots.label_axes(ax, title=chart_text(coverage_headline(rows), 80), x="Fiscal quarter", y=""))
+    return axes
+
+
+def plot_reject_reasons(reasons: pd.DataFrame) -> plt.Axes | None:
+    """Bars of the commonest reject reasons (:func:`top_reject_reasons`); nothing is drawn when none was rejected."""
+    if reasons.empty:
+        return None
+    ax = plots.bar_plot(reasons, label="reason", value="rows")
+    return plots.label_axes(ax, title=chart_text(reject_reason_headline(reasons)), x="Rejected source rows", y="")
+
+
+def plot_hockey_sticks(weekly: pd.DataFrame, shares: pd.DataFrame, orgs: Sequence[str]) -> plt.Figure:
+    """One panel per organisation: the cumulative share of each quarter's bookings by week, back-loaded quarters red.
+
+    ``weekly`` is :func:`bookings_by_week`, ``shares`` :func:`month3_share` (its ``back_loaded`` quarters are
+    highlighted); each panel is titled by :func:`month3_headline`.
+    """
+    fig, axes = plt.subplots(1, len(orgs), figsize=(4.2 * len(orgs), 4.6), squeeze=False, sharey=True)
+    for ax, org in zip(axes[0], orgs):
+        org_weeks = weekly[weekly["org"] == org]
+        hot = shares.loc[(shares["org"] == org) & shares["back_loaded"], "quarter"]
+        weeks = _max_week(org_weeks["weeks_in_quarter"])
+        plots.cumulative_plot(org_weeks, x="week_of_quarter", y="cumulative_share", hue="quarter", ax=ax,
+                              highlight=hot, even_pace=weeks if len(org_weeks) else None)
+        plots.week_ticks(ax, range(1, weeks + 1))
+        plots.label_axes(ax, title=chart_text(month3_headline(org, shares), 34),
+                         x="Week of fiscal quarter", y="Share of the quarter's bookings")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_month3_shares(shares: pd.DataFrame, orgs: Sequence[str]) -> plt.Figure:
+    """One row per organisation: each quarter's month-3 share with its interval against the even pace."""
+    fig, axes = plt.subplots(len(orgs), 1, figsize=(10, 3.4 * len(orgs)), squeeze=False, sharey=True)
+    for ax, org in zip(axes[:, 0], orgs):
+        org_shares = shares[shares["org"] == org]
+        plots.interval_plot(org_shares, x="quarter", order=org_shares["quarter"], ax=ax, percent=True,
+                            reference=org_shares["even_share"].median() if len(org_shares) else None,
+                            reference_label="even pace")
+        plots.label_axes(ax, title=chart_text(month3_count_headline(org, shares)),
+                         x="Fiscal quarter", y="Bookings in month 3")
+    fig.suptitle(chart_text(month3_spread_headline(shares), 100), x=0.01, ha="left", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_funnel(funnel: pd.DataFrame, rates: pd.DataFrame) -> plt.Axes:
+    """Bars of the opportunity steps' rates (:func:`funnel_rates`) per organisation,
+    titled by :func:`funnel_headline`."""
+    opportunity_steps = rates[~rates["step"].str.startswith("leads ")]
+    ax = plots.bar_plot(opportunity_steps, label="step", value="rate", hue="org", percent=True)
+    return plots.label_axes(ax, title=chart_text(funnel_headline(funnel), 80),
+                            x="Share of opportunities created in the quarters shown", y="")
+
+
+def plot_pipeline_profile(profile_by_week: pd.DataFrame, pipeline_shares: pd.DataFrame) -> plt.Axes:
+    """The average quarter's new pipeline by week with its middle-80% band, per organisation
+    (:func:`weekly_profile`), titled by :func:`pipeline_headline`."""
+    ax = plots.band_plot(profile_by_week, x="week_of_quarter", y="mean", low="low", high="high", hue="org",
+                         percent=True)
+    plots.week_ticks(ax, range(1, _max_week(profile_by_week["week_of_quarter"]) + 1))
+    return plots.label_axes(ax, title=chart_text(pipeline_headline(pipeline_shares), 80),
+                            x="Week of fiscal quarter", y="Share of the quarter's new pipeline")
+
+
+# -- key figures ----------------------------------------------------------------------------------
+def summary_figures(
+    *, as_of: pd.Timestamp, orgs: Sequence[str], accounting: pd.DataFrame, reasons: pd.DataFrame,
+    coverage: pd.DataFrame, shares: pd.DataFrame, funnel: pd.DataFrame, pipeline_shares: pd.DataFrame,
+) -> dict[str, Any]:
+    """Key figures of the overview for :func:`quarterpanic.report.artifacts.save_summary`."""
+    totals = accounting_totals(accounting)
+    status = quarter_status(coverage)
+    return {
+        "as_of": as_of,
+        "orgs": list(orgs),
+        "files": totals["files"],
+        "rows_read": totals["read"],
+        "rows_accepted": totals["accepted"],
+        "rows_rejected": totals["rejected"],
+        "top_reject_reasons": reasons[["table", "reason", "rows"]],
+        "complete_quarters": {org: sorted(rows["quarter"].unique())
+                              for org, rows in status[status["status"] == COMPLETE].groupby("org")},
+        "month3_share": shares[["org", "quarter", "estimate", "ci_low", "ci_high", "even_share", "back_loaded",
+                                "won_deals", "won_amount"]],
+        "month3_share_median": shares.groupby("org")["estimate"].median().to_dict(),
+        "funnel": funnel[["org", "quarter", "step", "count"]],
+        "pipeline_month3_share": pipeline_shares[["org", "estimate", "ci_low", "ci_high", "even_share"]],
+    }

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import bleach
 import jinja2
 import nbformat
+from bleach.css_sanitizer import CSSSanitizer
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
@@ -240,7 +241,8 @@ def write_index(
 ) -> Path:
     """Write the run's ``index.html``.
 
-    ``reports`` holds one mapping per notebook with ``title``, ``html`` (file
+    ``reports`` holds one mapping per notebook with ``name`` (the task's, named in the
+    notice an incomplete run gets), ``title``, ``html`` (file
     name or None), ``notebook`` (executed copy), ``status``, ``duration_s``,
     ``error`` (text or None) and ``headline`` (the notebook's own summary line or None).
     ``links`` are extra ``(label, href)`` pairs for the footer. ``orgs`` (one per
@@ -308,8 +310,6 @@ def report_groups(
 
 
 def _css_sanitizer():
-    from bleach.css_sanitizer import CSSSanitizer
-
     return CSSSanitizer()
 
 

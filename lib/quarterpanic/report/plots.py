@@ -53,6 +53,27 @@ def _axes(ax: plt.Axes | None, figsize: tuple[float, float] | None = None) -> pl
     return ax
 
 
+NO_DATA = "no data"
+
+
+def no_data(ax: plt.Axes | None = None, message: str = NO_DATA, figsize: tuple[float, float] | None = None) -> plt.Axes:
+    """An empty axes that says ``message`` in its middle: what a chart of no rows (or no finite values) shows."""
+    ax = _axes(ax, figsize)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color=BASELINE_COLOR, fontsize=12)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    return ax
+
+
+def _no_values(data: pd.DataFrame, *columns: str) -> bool:
+    """True when no row of ``data`` has a finite value in every one of ``columns`` (nothing to draw, no limits)."""
+    if data.empty:
+        return True
+    values = data[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return not np.isfinite(values).all(axis=1).any()
+
+
 def band_plot(
     data: pd.DataFrame,
     *,
@@ -65,7 +86,9 @@ def band_plot(
     percent: bool = False,
     palette: dict | None = None,
 ) -> plt.Axes:
-    """Lines with shaded confidence bands, one per ``hue`` level."""
+    """Lines with shaded confidence bands, one per ``hue`` level ("no data" when there is nothing to draw)."""
+    if _no_values(data, x, y):
+        return no_data(ax)
     ax = _axes(ax)
     groups = data.groupby(hue, sort=False) if hue else [(None, data)]
     colors = iter(sns.color_palette("colorblind", n_colors=max(1, data[hue].nunique() if hue else 1)))
@@ -94,7 +117,9 @@ def forest_plot(
     percent: bool = False,
     log_scale: bool = False,
 ) -> plt.Axes:
-    """Estimates with 95% intervals, one row each; flagged rows in the panic colour."""
+    """Estimates with their intervals, one row each; flagged rows in the panic colour ("no data" without rows)."""
+    if _no_values(data, estimate):
+        return no_data(ax)
     data = data.reset_index(drop=True)
     ax = _axes(ax, figsize=(9, max(2.5, 0.32 * len(data) + 1)))
     y = np.arange(len(data))[::-1]
@@ -124,6 +149,8 @@ def week_heatmap(
     center: float | None = None,
 ) -> plt.Axes:
     """A row × week-of-quarter heatmap of ``value`` (e.g. quarter × week qualification rate)."""
+    if _no_values(data, value):
+        return no_data(ax)
     grid = data.pivot_table(index=row, columns=column, values=value, aggfunc="mean", observed=True)
     ax = _axes(ax, figsize=(10, max(2.5, 0.35 * len(grid) + 1.2)))
     sns.heatmap(
@@ -178,6 +205,8 @@ def cumulative_plot(
     the calm colour, thinner; ``even_pace`` is the last ``x`` of the diagonal
     from (0, 0) to (``even_pace``, 1) (default: the largest ``x``).
     """
+    if _no_values(data, x, y):
+        return no_data(ax)
     ax = _axes(ax)
     end = float(even_pace if even_pace is not None else data[x].max())
     ax.plot([0, end], [0, 1], color=BASELINE_COLOR, linestyle="--", linewidth=1, label="even pace")
@@ -213,6 +242,8 @@ def interval_plot(
     percent: bool = False,
 ) -> plt.Axes:
     """Point estimates with interval whiskers on a categorical ``x`` (e.g. quarters), dodged by ``hue``."""
+    if _no_values(data, estimate):
+        return no_data(ax)
     ax = _axes(ax)
     order = list(order) if order is not None else sorted(data[x].astype(str).unique())
     position = {label: i for i, label in enumerate(order)}
@@ -250,6 +281,8 @@ def count_heatmap(
     column_order: Sequence[str] | None = None,
 ) -> plt.Axes:
     """A ``row`` × ``column`` heatmap of counts, annotated with whole numbers (e.g. org × quarter rows)."""
+    if _no_values(data, value):
+        return no_data(ax)
     grid = data.pivot_table(index=row, columns=column, values=value, aggfunc="sum", observed=True)
     if column_order is not None:
         grid = grid.reindex(columns=list(column_order))
@@ -270,6 +303,8 @@ def bar_plot(
     color: str | None = None,
 ) -> plt.Axes:
     """Horizontal bars of ``value`` per ``label`` (in the frame's order), grouped by ``hue``."""
+    if _no_values(data, value):
+        return no_data(ax)
     n_labels = data[label].nunique()
     ax = _axes(ax, figsize=(9, max(2.2, 0.32 * n_labels * (1 + 0.3 * (data[hue].nunique() - 1 if hue else 0)) + 1)))
     sns.barplot(data=data, y=label, x=value, hue=hue, ax=ax, orient="h", color=None if hue else (color or CALM_COLOR),

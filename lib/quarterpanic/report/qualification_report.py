@@ -1,16 +1,21 @@
-"""Charts' roles, headlines, sentences and key figures of the qualification-decay notebook."""
+"""Charts, their roles and headlines, sentences and key figures of the qualification-decay notebook."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from pandas.io.formats.style import Styler
 
-from quarterpanic.analysis import outcomes
+from quarterpanic.analysis import outcomes, qualification
 from quarterpanic.analysis.features import quarter_roles
-from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, NOT_MEASURED, OK
+from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
 from quarterpanic.analysis.qualification import COMPONENT
+from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
-from quarterpanic.report.words import describe, pct, points
+from quarterpanic.report import plots
+from quarterpanic.report.plots import chart_text
+from quarterpanic.report.words import bold_sentence, findings_in_words, pct, points
 
 
 # -- for reports ----------------------------------------------------------------------------------
@@ -138,24 +143,43 @@ def summary_headline(findings: pd.DataFrame) -> str:
         text += f"; {thin} more had too few new deals to judge"
     if absent:
         text += f"; {absent}"
-    return text
+    basis = signals_text(findings)
+    return text + (f". {basis}" if basis else "")
+
+
+SIGNAL_WORDS = {
+    "bant": "BANT flags", "next_step": "a written next step", "lead_score": "lead score",
+    "amount_at_creation": "an amount entered at creation", "stage_at_creation": "the stage at creation",
+    "short_cycle": "a realistic planned close date",
+}
+
+
+def signals_text(findings: pd.DataFrame) -> str:
+    """Which signals the qualification rule used, per organisation, when any differs from BANT and next step.
+
+    E.g. "Qualification was judged on lead score and the stage at creation for Northwind Traders (the export
+    has no BANT flags or next step)"; "" when every organisation was judged on today's rule.
+    """
+    main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
+    if "signals" not in main:
+        return ""
+    used: dict[tuple[str, ...], list[str]] = {}
+    for org, rows in main.groupby("org", sort=True):
+        signals = next((tuple(s) for s in rows["signals"] if isinstance(s, list) and s), ())
+        if signals and signals != ("bant", "next_step"):
+            used.setdefault(signals, []).append(str(org))
+    parts = []
+    for signals, orgs in used.items():
+        names = [SIGNAL_WORDS.get(s, s) for s in signals]
+        what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"Qualification was judged on {what} for {', '.join(orgs)}")
+    return "; ".join(parts)
 
 
 def _thin_complete(findings: pd.DataFrame) -> int:
     """How many complete quarters had too little data for a qualification verdict."""
     main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
     return int(((main["status"] == INSUFFICIENT) & main["quarter_complete"].astype(bool)).sum())
-
-
-def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """The findings as plain sentences (:func:`quarterpanic.report.words.describe`), one row each.
-
-    Returns ``org``, ``quarter``, ``segment``, ``metric``, ``flagged`` and
-    ``finding`` (the sentence); only the ``metrics`` given, if any.
-    """
-    rows = findings if metrics is None else findings[findings["metric"].isin(list(metrics))]
-    sentences = [describe(row) for row in rows.to_dict("records")]
-    return rows[["org", "quarter", "segment", "metric", "flagged"]].assign(finding=sentences).reset_index(drop=True)
 
 
 def summary_figures(findings: pd.DataFrame) -> dict[str, Any]:
@@ -206,3 +230,160 @@ def contrast_headline(findings: pd.DataFrame, metric: str, subject: str, style: 
     if contrast["n_other"]:
         text += f" ({fmt(contrast['other'])} in the {contrast['n_other']} others)"
     return text
+
+
+# -- Markdown and tables --------------------------------------------------------------------------
+NO_DECAY_VERDICT = "No quarter had enough new deals on both sides of a candidate onset to be judged."
+NO_FLAGGED_OUTCOME = "No outcome-side estimate is flagged."
+
+
+def intro(as_of: pd.Timestamp, features: pd.DataFrame, findings: pd.DataFrame) -> str:
+    """The page's first line (Markdown): the as-of time, how many opportunities, the :func:`summary_headline`."""
+    return (f"Data as of **{as_of:%Y-%m-%d %H:%M}**, {len(features):,} opportunities. "
+            f"{bold_sentence(summary_headline(findings))}")
+
+
+def flagged_outcome_words(findings: pd.DataFrame) -> pd.DataFrame:
+    """:func:`findings_in_words` of the flagged outcome-side metrics (onset and quarter-end ones)."""
+    words = findings_in_words(findings, outcomes.ONSET_METRICS + outcomes.QUARTER_END_METRICS)
+    return words[words["flagged"]]
+
+
+def findings_styler(words: pd.DataFrame, *, bold_flagged: bool = False) -> Styler:
+    """A :func:`findings_in_words` table for the page: org, quarter, segment and sentence, CRM text escaped,
+    flagged rows in bold when ``bold_flagged``."""
+    styler = words[["org", "quarter", "segment", "finding"]].style.hide(axis="index").format(escape="html")
+    if bold_flagged:
+        flagged = words["flagged"].astype(bool)
+        styler = styler.apply(lambda row: ["font-weight: bold" if flagged.loc[row.name] else "" for _ in row], axis=1)
+    return styler
+
+
+# -- charts ---------------------------------------------------------------------------------------
+def _weeks_of(features: pd.DataFrame, org: str) -> range:
+    return range(1, int(features.loc[features["org"] == org, "weeks_in_quarter"].max()) + 1)
+
+
+def plot_rate_curves(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
+                     orgs: Sequence[str]) -> plt.Figure:
+    """One row per organisation: the weekly qualification rate of the shown quarters and the pooled baseline,
+    with Wilson bands, titled by :func:`decay_headline`."""
+    curves = qualification.with_baseline(features, roles, qualification.qualification_rate_by_week,
+                                         ci_level=ci_level_of(findings))
+    fig, axes = plt.subplots(len(orgs), 1, figsize=(10, 3.8 * len(orgs)), squeeze=False)
+    for ax, org in zip(axes[:, 0], orgs):
+        shown = roles.loc[(roles["org"] == org) & roles["shown"], "quarter"]
+        plots.band_plot(curves[curves["org"] == org], x="week_of_quarter", y="rate", low="ci_low", high="ci_high",
+                        hue="quarter", ax=ax, percent=True, palette={"baseline": plots.BASELINE_COLOR})
+        plots.week_ticks(ax, _weeks_of(features, org))
+        plots.label_axes(ax, title=chart_text(decay_headline(findings, org, shown), 90),
+                         x="Week of fiscal quarter the deal was created in", y="New deals qualified")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rate_heatmaps(features: pd.DataFrame, findings: pd.DataFrame, orgs: Sequence[str]) -> list[plt.Axes]:
+    """One quarter × week heatmap of the qualification rate per organisation, titled by :func:`heatmap_headline`."""
+    weekly = qualification.qualification_rate_by_week(features)
+    axes = []
+    for org in orgs:
+        ax = plots.week_heatmap(weekly[weekly["org"] == org], row="quarter", value="rate", percent=True)
+        axes.append(plots.label_axes(ax, title=chart_text(heatmap_headline(findings, org), 90),
+                                     x="Week of fiscal quarter the deal was created in", y="Fiscal quarter"))
+    return axes
+
+
+def plot_decay_forest(findings: pd.DataFrame) -> plt.Axes | None:
+    """The org-wide decay estimates with their intervals, one line per judged quarter (open ones marked);
+    None, drawing nothing, when no quarter could be judged (say :data:`NO_DECAY_VERDICT`)."""
+    decay = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)
+                     & (findings["status"] == OK)]
+    if decay.empty:
+        return None
+    decay = decay.assign(label=decay["org"] + ", " + decay["quarter"]
+                         + decay["quarter_complete"].map({True: "", False: " (open, not judged)"}))
+    ax = plots.forest_plot(decay, label="label", percent=True)
+    return plots.label_axes(ax, title=chart_text(forest_headline(findings), 90),
+                            x="Drop in the share of new deals qualified after the onset (percentage points)", y="")
+
+
+def _weekly_panels(curves: pd.DataFrame, orgs: Sequence[str], *, x: str, y: str, title: str, xlabel: str,
+                   ylabel: str, percent: bool = False, quarter: str = "quarter", sharey: bool = True) -> plt.Figure:
+    """One panel per organisation of a weekly curve (shown quarters and baseline) with bands, one headline above."""
+    fig, axes = plt.subplots(1, len(orgs), figsize=(4.6 * len(orgs), 4), squeeze=False, sharey=sharey)
+    for ax, org in zip(axes[0], orgs):
+        plots.band_plot(curves[curves["org"] == org], x=x, y=y, low="ci_low", high="ci_high", hue=quarter, ax=ax,
+                        percent=percent, palette={"baseline": plots.BASELINE_COLOR})
+        plots.label_axes(ax, title=chart_text(org, 40), x=xlabel, y=ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle(chart_text(title, 110), x=0.01, ha="left", fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def _by_close(features: pd.DataFrame, roles: pd.DataFrame, curve: Callable[..., pd.DataFrame],
+              **kwargs: Any) -> pd.DataFrame:
+    return qualification.with_baseline(features, roles, curve, by=("org", "close_quarter"), quarter="close_quarter",
+                                       **kwargs)
+
+
+def plot_lead_score(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
+                    orgs: Sequence[str]) -> plt.Figure:
+    """Lead score at conversion by the week a deal was created, per organisation."""
+    return _weekly_panels(
+        qualification.with_baseline(features, roles, outcomes.lead_score_by_week, ci_level=ci_level_of(findings)),
+        orgs, x="week_of_quarter",
+        y="mean", title=contrast_headline(findings, "lead_score_drop", "Lead score at conversion fell by", "score"),
+        xlabel="Week created", ylabel="Lead score at conversion")
+
+
+def plot_win_rate(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
+                  orgs: Sequence[str]) -> plt.Figure:
+    """The win rate of closed deals by the week they were created, per organisation."""
+    return _weekly_panels(
+        qualification.with_baseline(features, roles, outcomes.win_rate_by_creation_week,
+                                    ci_level=ci_level_of(findings)), orgs, x="week_of_quarter",
+        y="rate", percent=True, xlabel="Week created", ylabel="Closed deals won",
+        title=contrast_headline(findings, "win_rate_ratio",
+                                "Deals created after the onset won, relative to earlier deals, at", "ratio"))
+
+
+def plot_discount(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
+                  orgs: Sequence[str]) -> plt.Figure:
+    """The mean discount of won deals by the week they closed, per organisation."""
+    return _weekly_panels(
+        _by_close(features, roles, outcomes.discount_by_close_week, ci_level=ci_level_of(findings)), orgs,
+        x="close_week", y="mean", percent=True,
+        quarter="close_quarter", xlabel="Week closed", ylabel="Discount of won deals",
+        title=contrast_headline(findings, "discount_uplift", "The discount on deals won after the onset rose by",
+                                "points"))
+
+
+def plot_deal_size(features: pd.DataFrame, roles: pd.DataFrame, findings: pd.DataFrame,
+                   orgs: Sequence[str]) -> plt.Figure:
+    """The typical (geometric-mean) amount of closed deals by the week they closed, per organisation."""
+    return _weekly_panels(
+        _by_close(features, roles, outcomes.deal_size_by_close_week, ci_level=ci_level_of(findings)), orgs,
+        x="close_week", y="mean",
+        quarter="close_quarter", xlabel="Week closed", sharey=False, ylabel="Typical amount of closed deals",
+        title=contrast_headline(findings, "last_week_deal_size_change",
+                                "Deals closed in the last week changed in size by", "change"))
+
+
+def plot_push_rates(features: pd.DataFrame, dataset: Dataset, findings: pd.DataFrame,
+                    orgs: Sequence[str]) -> plt.Figure:
+    """One row per organisation: the share of deals due in a quarter's last two weeks pushed into the next
+    quarter, with intervals against the median quarter."""
+    pushes = outcomes.push_rate_by_quarter(outcomes.close_date_pushes(features, dataset),
+                                           ci_level=ci_level_of(findings))
+    fig, axes = plt.subplots(len(orgs), 1, figsize=(10, 3.4 * len(orgs)), squeeze=False, sharey=True)
+    for ax, org in zip(axes[:, 0], orgs):
+        rows = pushes[pushes["org"] == org]
+        plots.interval_plot(rows, x="quarter", estimate="rate", order=rows["quarter"], ax=ax, percent=True,
+                            reference=rows["rate"].median() if len(rows) else None, reference_label="median quarter")
+        plots.label_axes(ax, title=chart_text(org, 60), x="Fiscal quarter", y="Due deals pushed out")
+    fig.suptitle(chart_text(contrast_headline(
+        findings, "close_date_push_rate", "Deals due in the last two weeks pushed into the next quarter:", "percent"),
+        110), x=0.01, ha="left", fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    return fig

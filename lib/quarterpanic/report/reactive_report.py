@@ -21,7 +21,9 @@ from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, OK, main_findi
 from quarterpanic.analysis.reactive import COMPONENT, ReactiveAnalysis
 from quarterpanic.analysis.workload import share_by_week, wasted_effort, weekly_requests
 from quarterpanic.report import plots, words
-from quarterpanic.report.plots import chart_text
+from quarterpanic.report.plots import _axes, chart_text
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import findings_in_words  # for notebook 03
 
 FOCUS_LABEL_WIDTH = 40
 PANEL_TITLE_SIZE = 11
@@ -90,10 +92,6 @@ def _onset(analysis: ReactiveAnalysis, org: str, quarter: str) -> int | None:
     return int(row["onset_week"])
 
 
-def _axes(ax: plt.Axes | None, figsize: tuple[float, float] | None = None) -> plt.Axes:
-    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
-
-
 def _title(ax: plt.Axes, text: str, *, x: str, y: str) -> plt.Axes:
     plots.label_axes(ax, title=chart_text(text, FOCUS_LABEL_WIDTH), x=x, y=y)
     ax.title.set_fontsize(PANEL_TITLE_SIZE)
@@ -107,13 +105,19 @@ def _week_axis(ax: plt.Axes, weeks: pd.Series, onset: int | None) -> None:
         plots.shade_window(ax, onset, last, label=f"from week {onset}")
 
 
+def _ci_level(analysis: ReactiveAnalysis) -> float:
+    """The confidence level of every interval drawn for ``analysis``."""
+    return float(analysis.params.get("ci_level", words.DEFAULT_CI_LEVEL))
+
+
 # -- volume -----------------------------------------------------------------------------------------
 def surge_headline(analysis: ReactiveAnalysis, org: str, quarter: str) -> str:
     """'<org> <quarter>: unplanned requests per day 3.1× from week 9' (or why there is no verdict)."""
     row = _surge_row(analysis, org, quarter)
     if row is None or row["status"] != OK:
         return f"{org} {quarter}: too few unplanned requests to judge"
-    size = f"{row['estimate']:.1f}× from week {int(row['onset_week'])} (95% CI {row['ci_low']:.1f}–{row['ci_high']:.1f})"
+    size = (f"{row['estimate']:.1f}× from week {int(row['onset_week'])} "
+            f"({words.ci_label(words.ci_level_of(row))} {row['ci_low']:.1f}–{row['ci_high']:.1f})")
     if row["flagged"]:
         return f"{org} {quarter}: unplanned requests per day ran {size}"
     return f"{org} {quarter}: no significant surge of unplanned requests ({size})"
@@ -162,7 +166,7 @@ def share_against_baseline(analysis: ReactiveAnalysis, org: str, quarter: str, e
     label = f"calm baseline ({len(baseline)} quarters)"
     rows = weekly[(weekly["quarter"] == quarter) | weekly["quarter"].isin(baseline)].copy()
     rows["role"] = np.where(rows["quarter"] == quarter, quarter, label)
-    return share_by_week(rows, events=events, by=["role"])
+    return share_by_week(rows, events=events, by=["role"], ci_level=_ci_level(analysis))
 
 
 def _window_share(table: pd.DataFrame, role: str, onset: int | None) -> float:
@@ -176,7 +180,7 @@ def plot_share_vs_baseline(
     analysis: ReactiveAnalysis, org: str, quarter: str, *, events: str = "urgent", ax: plt.Axes | None = None,
     what: str | None = None,
 ) -> plt.Axes:
-    """Weekly share of ``events`` (``urgent``, ``planned``, ``exception``, ...) with 95% bands vs the calm baseline."""
+    """Weekly share of ``events`` (``urgent``, ``planned``, ``exception``, ...) with ``ci_level`` bands vs the calm baseline."""
     ax = _axes(ax)
     what = what or f"{events.replace('_', ' ')} requests"
     table = share_against_baseline(analysis, org, quarter, events)
@@ -204,7 +208,7 @@ def plot_turnaround_curves(
     requests = analysis.requests[
         (analysis.requests["org"] == org) & (analysis.requests["quarter"] == quarter) & analysis.requests["window"].notna()
     ]
-    curves = turnaround.km_curves(requests, ["window"], duration="duration_hours")
+    curves = turnaround.km_curves(requests, ["window"], duration="duration_hours", ci_level=_ci_level(analysis))
     onset = _onset(analysis, org, quarter)
     labels = {"early": f"weeks 1–{onset - 1}" if onset else "early", "late": f"weeks {onset}+" if onset else "late"}
     colors = {"early": plots.CALM_COLOR, "late": plots.PANIC_COLOR}
@@ -222,7 +226,7 @@ def plot_turnaround_curves(
     row = _surge_row(analysis, org, quarter, "turnaround_stretch")
     if row is not None and row["status"] == OK:
         text = (f"{org} {quarter}: requests raised from week {onset} took {row['estimate']:.1f}× as long to resolve, "
-                f"type for type (95% CI {row['ci_low']:.1f}–{row['ci_high']:.1f})")
+                f"type for type ({words.ci_label(words.ci_level_of(row))} {row['ci_low']:.1f}–{row['ci_high']:.1f})")
     else:
         text = f"{org} {quarter}: too few requests to compare turnaround"
     return _title(ax, text, x="Hours since the request was raised (log scale)", y="Share still open")
@@ -288,7 +292,7 @@ def wasted_effort_by_window(analysis: ReactiveAnalysis, *, surge_quarters_only: 
     out = pd.concat(rows, ignore_index=True)
     out = out[out["total"] > 0].reset_index(drop=True)
     out["estimate"] = out["events"] / out["total"]
-    low, high = proportion_confint(out["events"], out["total"], method="wilson")
+    low, high = proportion_confint(out["events"], out["total"], alpha=1 - _ci_level(analysis), method="wilson")
     out["ci_low"], out["ci_high"] = np.asarray(low), np.asarray(high)
     out["quarters"] = out["org"].map(requests.groupby("org")["quarter"].nunique())
     return out
@@ -301,7 +305,7 @@ def plot_wasted_effort(analysis: ReactiveAnalysis, measure: str = LOST, *, ax: p
     """Share of deal requests spent on lost (or unqualified) deals, before vs from the onset, per organisation.
 
     ``measure`` is ``"deals finally lost"`` or ``"deals unqualified at creation"``
-    (see :func:`wasted_effort_by_window`); whiskers are 95% Wilson intervals.
+    (see :func:`wasted_effort_by_window`); whiskers are Wilson intervals at ``ci_level``.
     """
     table = wasted_effort_by_window(analysis)
     table = table[table["measure"] == measure]
@@ -341,7 +345,7 @@ def forest_headline(findings: pd.DataFrame) -> str:
 
 
 def plot_surge_forest(analysis: ReactiveAnalysis, *, ax: plt.Axes | None = None) -> plt.Axes:
-    """Every judged quarter's rate ratio with its 95% interval; flagged quarters in the panic colour."""
+    """Every judged quarter's rate ratio with its ``ci_level`` interval; flagged quarters in the panic colour."""
     main = main_findings(analysis.findings)
     main = main[main["status"] == OK]
     starts = analysis.grid.drop_duplicates(["org", "quarter"])[["org", "quarter", "quarter_start"]]
@@ -360,19 +364,6 @@ def plot_surge_forest(analysis: ReactiveAnalysis, *, ax: plt.Axes | None = None)
 
 
 # -- words and key figures -------------------------------------------------------------------------------
-def findings_in_words(findings: pd.DataFrame, *, flagged_only: bool = False) -> pd.DataFrame:
-    """One plain-language sentence per finding (``words.describe``), with its metric's short name."""
-    rows = findings[findings["flagged"]] if flagged_only else findings
-    return pd.DataFrame(
-        {
-            "org": rows["org"],
-            "quarter": rows["quarter"],
-            "measure": rows["metric"].map(lambda m: m.replace("_", " ")),
-            "finding": [words.describe(row) for row in rows.to_dict(orient="records")],
-        }
-    ).reset_index(drop=True)
-
-
 def summary_figures(analysis: ReactiveAnalysis) -> dict[str, Any]:
     """The notebook's key figures for ``artifacts.save_summary``."""
     findings = analysis.findings
@@ -403,7 +394,7 @@ def summary_figures(analysis: ReactiveAnalysis) -> dict[str, Any]:
 def turnaround_table(analysis: ReactiveAnalysis, focus: pd.DataFrame | None = None) -> pd.DataFrame:
     """Median and 90th-percentile hours to resolve, early vs late, in each focus quarter (open requests censored).
 
-    Kaplan–Meier figures in hours with 95% intervals
+    Kaplan–Meier figures in hours with ``ci_level`` intervals
     (:func:`quarterpanic.analysis.turnaround.km_summary`); ``naive_median`` (resolved
     requests only) is shown for contrast, and ``median_vs_typical`` is the
     median of each request's time over the typical time of its type (1.0 =
@@ -413,7 +404,7 @@ def turnaround_table(analysis: ReactiveAnalysis, focus: pd.DataFrame | None = No
     requests = analysis.requests.merge(focus[["org", "quarter"]], on=["org", "quarter"])
     requests = requests[requests["window"].notna()]
     keys = ["org", "quarter", "window"]
-    table = turnaround.km_summary(requests, keys, duration="duration_hours")
+    table = turnaround.km_summary(requests, keys, duration="duration_hours", ci_level=_ci_level(analysis))
     typical = turnaround.km_summary(requests, keys, duration="duration_std", with_ci=False)
     table = table.merge(typical[keys + ["median"]].rename(columns={"median": "median_vs_typical"}), on=keys, how="left")
     columns = ["median", "median_low", "median_high", "p90", "p90_low", "p90_high", "naive_median"]
@@ -429,3 +420,15 @@ def wasted_effort_table(analysis: ReactiveAnalysis) -> pd.DataFrame:
     shares = ["lost_share", "unqualified_share", "lost_hours_share", "unqualified_hours_share"]
     table[shares] = table[shares].round(3)
     return table
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+NOTHING_FLAGGED = "Nothing was flagged."
+
+
+def intro(as_of: pd.Timestamp, analysis: ReactiveAnalysis, focus: pd.DataFrame, segment: str | None = None) -> str:
+    """The page's first line (Markdown, CRM text escaped): the as-of time, how many requests, the organisations
+    (``focus``'s) and the segment, when one was chosen."""
+    where = f" (segment **{escape_text(segment)}**)" if segment else ""
+    return (f"As of **{as_of:%Y-%m-%d %H:%M}**, {len(analysis.requests):,} sales-ops requests of "
+            f"{words.bold_names(focus['org'])}{where}.")

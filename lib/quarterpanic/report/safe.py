@@ -7,9 +7,9 @@ built with ``display(Markdown(f"... {name}"))`` is not escaped — wrap every
 CRM value in :func:`escape_text` there. ``quarterpanic run`` sanitises every
 HTML and Markdown output again when it exports the reports.
 
-With the ``pseudonymize`` parameter set, notebooks call
-:func:`pseudonymize_tables` (or :func:`pseudonymize_names` on one frame) right
-after loading, so every table, chart and summary shows ``Owner 03`` and
+With the ``pseudonymize`` parameter set, :func:`quarterpanic.report.notebook.notebook_view`
+calls :func:`pseudonymize_tables` right after loading (:func:`pseudonymize_names`
+does one frame), so every table, chart and summary shows ``Owner 03`` and
 ``Account 017`` instead of real names.
 """
 from __future__ import annotations

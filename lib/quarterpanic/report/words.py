@@ -1,17 +1,21 @@
 """Plain-language sentences from numbers, for readers who never see code.
 
-Every sentence carries the estimate's uncertainty ("95% CI ...") and says
+Every sentence carries the estimate's uncertainty ("95% CI ...", labelled with
+the level the interval was computed at: the ``ci_level`` column) and says
 when the data were too thin to tell.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
 from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NOT_MEASURED, SIDED
+from quarterpanic.analysis.findings import (
+    AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED, ci_level_of,
+)
+from quarterpanic.report.safe import escape_text
 
 
 def pct(value: float, digits: int = 0) -> str:
@@ -28,17 +32,22 @@ def points(value: float, digits: int = 0) -> str:
     return f"{100 * value:.{digits}f} points"
 
 
-def ci_text(low: float, high: float, unit: str) -> str:
-    """'95% CI 25 to 43 points' in the metric's own unit."""
+def ci_label(level: float) -> str:
+    """'95% CI' for ``level`` 0.95: the label of an interval of that confidence level."""
+    return f"{round(100 * float(level), 6):g}% CI"
+
+
+def ci_text(low: float, high: float, unit: str, level: float = DEFAULT_CI_LEVEL) -> str:
+    """'95% CI 25 to 43 points' in the metric's own unit, labelled with the interval's ``level``."""
     if _missing(low) or _missing(high):
         return "uncertainty not estimable"
     if unit == "share":
-        return f"95% CI {100 * low:.0f} to {100 * high:.0f} points"
+        return f"{ci_label(level)} {100 * low:.0f} to {100 * high:.0f} points"
     if unit in ("proportion", "relative"):
-        return f"95% CI {100 * low:.0f}% to {100 * high:.0f}%"
+        return f"{ci_label(level)} {100 * low:.0f}% to {100 * high:.0f}%"
     if unit == "ratio":
-        return f"95% CI {low:.2f}× to {high:.2f}×"
-    return f"95% CI {low:.3g} to {high:.3g}"
+        return f"{ci_label(level)} {low:.2f}× to {high:.2f}×"
+    return f"{ci_label(level)} {low:.3g} to {high:.3g}"
 
 
 def p_text(p_value: float | None) -> str:
@@ -72,6 +81,8 @@ def describe(finding: Mapping[str, Any]) -> str:
     label = metric.description if metric else str(finding["metric"]).replace("_", " ")
     if finding.get("status") == INSUFFICIENT:
         return f"{where}: too little data to judge {_subject(label)} (n = {finding.get('n')})."
+    if finding.get("status") == PARTIAL:
+        return f"{where}: the data cover only part of this quarter, so {_subject(label)} is not judged."
     if finding.get("status") == NOT_MEASURED:
         needs = finding.get("needs")
         lacking = "; ".join(needs) if isinstance(needs, (list, tuple)) and len(needs) else "its inputs"
@@ -94,8 +105,23 @@ def describe(finding: Mapping[str, Any]) -> str:
     p_value = p_text(finding.get("p_value"))
     if p_value and finding.get("p_sided") in SIDED:
         p_value += f" ({finding['p_sided']})"
-    details = "; ".join(part for part in (ci_text(low, high, unit), p_value, verdict) if part)
+    interval = ci_text(low, high, unit, ci_level_of(finding))
+    details = "; ".join(part for part in (interval, p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
+
+
+def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None, *,
+                      flagged_only: bool = False) -> pd.DataFrame:
+    """The findings as plain sentences (:func:`describe`), one row each, for every notebook's tables.
+
+    Returns ``org``, ``quarter``, ``segment``, ``metric``, ``flagged`` and ``finding`` (the sentence); only
+    the ``metrics`` given, if any, and only flagged findings with ``flagged_only``.
+    """
+    rows = findings if metrics is None else findings[findings["metric"].isin(list(metrics))]
+    if flagged_only:
+        rows = rows[rows["flagged"].astype(bool)]
+    sentences = [describe(row) for row in rows.to_dict("records")]
+    return rows[["org", "quarter", "segment", "metric", "flagged"]].assign(finding=sentences).reset_index(drop=True)
 
 
 def _subject(description: str) -> str:
@@ -131,6 +157,12 @@ def early_warning_sentence(status: Mapping[str, Any]) -> str:
         return f"{where}: too few calm quarters ({status['baseline_quarters']}) to compare the quarter with."
     if level == early_warning.NOT_STARTED:
         return f"{where}: no data for this quarter yet."
+    if level == NOT_MEASURED:
+        needs = []
+        for detail in status["details"]:
+            needs.extend(n for n in detail.get("needs", []) if n not in needs)
+        charts = and_list([CHART_LABELS[d["component"]] for d in status["details"]])
+        return f"{where}: nothing to watch — {charts} cannot be measured (the data have no {'; '.join(needs)})."
     if level == early_warning.WARNING:
         parts = [f"{CHART_LABELS[s['component']]} (since week {s['since_week']})" for s in status["signals"]]
         return f"{where}: panic signals emerging in {and_list(parts)}."
@@ -146,6 +178,32 @@ def early_warning_sentences(status: pd.DataFrame) -> pd.DataFrame:
     out = status.drop(columns=["details"]).assign(sentence=sentences)
     columns = [c for c in early_warning.STATUS_COLUMNS if c != "details"]
     return out[columns[: columns.index("signals") + 1] + ["sentence"] + columns[columns.index("signals") + 1:]]
+
+
+# -- Markdown for the pages ----------------------------------------------------------------------
+def bold_text(text: str) -> str:
+    """``text`` as bold Markdown, its CRM text escaped."""
+    return f"**{escape_text(text)}**"
+
+
+def bold_sentence(text: str) -> str:
+    """A headline as one bold Markdown sentence (a full stop added), its CRM text escaped."""
+    return bold_text(f"{text}.")
+
+
+def bullet_list(sentences: Sequence[str]) -> str:
+    """Sentences as a Markdown bullet list, each escaped (CRM text is never read as markup)."""
+    return "\n".join(f"* {escape_text(sentence)}" for sentence in sentences)
+
+
+def bold_names(names: Sequence[str]) -> str:
+    """``["A", "B"]`` -> ``"**A**, **B**"``, each name escaped."""
+    return ", ".join(f"**{escape_text(name)}**" for name in names)
+
+
+def markdown_lines(rows: pd.DataFrame, line: Callable[[Any], str], empty: str) -> str:
+    """One Markdown line per row (``line`` gets each ``itertuples`` row and escapes its CRM text), or ``empty``."""
+    return "\n".join(line(row) for row in rows.itertuples()) if len(rows) else empty
 
 
 def supported_analyses_lines(table: pd.DataFrame) -> list[str]:

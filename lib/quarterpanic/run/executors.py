@@ -36,6 +36,7 @@ from traitlets.config import Config
 
 from quarterpanic.errors import ParameterError, RunError
 from quarterpanic.report.pages import error_summary, export_report
+from quarterpanic.run.processes import TrackedKernelManager, kill_kernels, watch_lifeline
 from quarterpanic.util import utc_now
 
 log = logging.getLogger("quarterpanic.run.executors")
@@ -112,6 +113,7 @@ def run_notebook(task: NotebookTask) -> NotebookResult:
                 start_timeout=task.start_timeout,
                 execution_timeout=task.execution_timeout,
                 config=kernel_config(sockets),
+                kernel_manager_class=TrackedKernelManager,  # so that a stopped run can kill its kernels
             )
     except PapermillExecutionError as err:
         status = STATUS_FAILED
@@ -245,7 +247,11 @@ class LocalExecutor:
     """Notebooks on this machine: one after another in this process, or ``jobs`` worker processes.
 
     Each papermill execution starts its own kernel, so parallel notebooks never
-    share state.
+    share state. When the run is interrupted (``KeyboardInterrupt``, or
+    :class:`quarterpanic.run.processes.RunInterrupted` for ``SIGTERM`` under
+    :func:`~quarterpanic.run.processes.signals_interrupt`) the kernels and
+    workers are killed before the exception goes on; workers also stop by
+    themselves when the run's process is gone (see :mod:`quarterpanic.run.processes`).
     """
 
     def __init__(self, jobs: int = 1):
@@ -261,7 +267,7 @@ class LocalExecutor:
             results = []
             for task in tasks:
                 on_event(Event("start", task.name))
-                result = run_notebook(task)
+                result = _run_interruptible(task)
                 on_event(Event("finish", task.name, result))
                 results.append(result)
             return results
@@ -281,22 +287,32 @@ class LocalExecutor:
 
         relay = threading.Thread(target=relay_starts, name="quarterpanic-starts", daemon=True)
         relay.start()
+        # Workers hold only the read end; when this end closes (the run finished, was
+        # interrupted or killed) each worker kills its kernel and exits.
+        lifeline, lifeline_end = context.Pipe(duplex=False)
         results: dict[str, NotebookResult] = {}
         try:
             with concurrent.futures.ProcessPoolExecutor(
                 max_workers=min(self.jobs, len(tasks)),
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(starts,),
+                initargs=(starts, lifeline),
             ) as pool:
-                futures = {pool.submit(run_notebook, task): task for task in tasks}
-                for future in concurrent.futures.as_completed(futures):
-                    task = futures[future]
-                    result = _result_or_crash(future, task)
-                    _drain(starts, on_event)
-                    results[task.name] = result
-                    on_event(Event("finish", task.name, result))
+                try:
+                    futures = {pool.submit(run_notebook, task): task for task in tasks}
+                    for future in concurrent.futures.as_completed(futures):
+                        task = futures[future]
+                        result = _result_or_crash(future, task)
+                        _drain(starts, on_event)
+                        results[task.name] = result
+                        on_event(Event("finish", task.name, result))
+                except BaseException:  # interrupted: stop the workers now rather than wait for their notebooks
+                    lifeline_end.close()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
+            lifeline_end.close()
+            lifeline.close()
             stop.set()
             relay.join()
             starts.close()
@@ -314,9 +330,36 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _init_worker(starts: Any) -> None:
+def _init_worker(starts: Any, lifeline: Any) -> None:
     global _start_events
     _start_events = starts
+    watch_lifeline(lifeline)
+
+
+def _run_interruptible(task: NotebookTask) -> NotebookResult:
+    """:func:`run_notebook` in a helper thread, so that an interrupt reaches this (main) thread:
+    nbclient, in the main thread, would take ``SIGINT`` and ``SIGTERM`` for itself, shut the
+    kernel down and let the run go on with the next notebook. Interrupted, the kernel is killed."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = run_notebook(task)
+        except BaseException as err:  # handed to the caller's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=target, name=f"quarterpanic-{task.name}", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:
+        kill_kernels()
+        worker.join(timeout=5)  # its papermill call returns once the kernel is gone
+        kill_kernels()  # one that was still starting
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _drain(starts: Any, on_event: EventHandler) -> None:
@@ -365,6 +408,7 @@ class DaskExecutor:
                 "jobs": self.jobs}
 
     def execute(self, tasks: Sequence[NotebookTask], on_event: EventHandler) -> list[NotebookResult]:
+        # dask.distributed takes seconds to import and only `quarterpanic run --executor dask` uses it.
         from distributed import Client, LocalCluster, as_completed
 
         if not log.isEnabledFor(logging.INFO):  # distributed logs every worker start at INFO; keep to -v

@@ -8,6 +8,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import openpyxl
+import pyarrow.parquet as pq
+
 from quarterpanic import paths
 from quarterpanic.run.executors import NotebookResult, NotebookTask
 from quarterpanic.run.parameters import ResolvedParameters, plain_dates
@@ -57,12 +60,8 @@ def count_rows(path: Path) -> int | None:
                 lines = sum(1 for line in handle if line.strip())
             return max(lines - 1, 0)
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_metadata(path).num_rows
         if suffix in {".xlsx", ".xlsm"}:
-            import openpyxl
-
             book = openpyxl.load_workbook(path, read_only=True)
             try:
                 return max((book.worksheets[0].max_row or 0) - 1, 0)

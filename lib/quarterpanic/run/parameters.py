@@ -1,18 +1,23 @@
-"""A run's parameters: what each notebook declares, and the layered files and ``-p`` values checked against it."""
+"""A run's parameters: what each notebook declares, the layered files and ``-p`` values checked against the
+parameter model (:mod:`quarterpanic.params`), and the values that must name something in the data folder."""
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import pandas as pd
 import papermill
 
 from quarterpanic import params as qparams
 from quarterpanic import paths
+from quarterpanic.dataset import Dataset, load_dataset
 from quarterpanic.errors import ParameterError
+from quarterpanic.ingest.loading import load_crm
+from quarterpanic.ingest.orgs import org_folders, read_org_yaml
+from quarterpanic.params import plain_dates
 
 _TYPE_SAMPLES: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
 
@@ -83,28 +88,29 @@ def resolve_parameters(
     *,
     suite_notebooks: Iterable[Path] = (),
 ) -> ResolvedParameters:
-    """Layer ``files`` then ``overrides`` and check every key and type before anything runs.
+    """Layer ``files`` then ``overrides`` and check every key and value before anything runs.
 
-    A key is accepted when a selected notebook declares it; a key that only
-    another notebook of the suite (``suite_notebooks``) or
-    :data:`quarterpanic.params.DEFAULTS` knows is accepted but not passed (so
-    ``-f parameters/default.yaml --notebooks 02`` works); anything else is a
-    :class:`ParameterError` naming the key and the file it came from.
+    A key of the parameter model (:class:`quarterpanic.params.Parameters`) is
+    checked against the model; a key outside it is accepted when a selected
+    notebook declares it, and its value must fit the declared default's type.
+    A key only another notebook of the suite (``suite_notebooks``) declares or
+    the model knows is accepted but not passed (so ``-f parameters/default.yaml
+    --notebooks 02`` works); anything else is a :class:`ParameterError` naming
+    the key and the file it came from.
     """
     declared = {path.stem: declared_parameters(path) for path in notebooks}
-    known: dict[str, Any] = dict(qparams.DEFAULTS)
+    extra: dict[str, Any] = {}
     for path in suite_notebooks:
         if path.stem not in declared:
-            known.update({k: p.default for k, p in declared_parameters(path).items() if p.default is not None})
+            extra.update({k: p.default for k, p in declared_parameters(path).items() if p.default is not None})
     selected: dict[str, Any] = {}
     for parameters in declared.values():
         for name, parameter in parameters.items():
             if name not in selected or selected[name] is None:
                 selected[name] = parameter.default
-    known.update({k: v for k, v in selected.items() if v is not None or k not in known})
+    extra.update({k: v for k, v in selected.items() if v is not None or k not in extra})
+    extra = {k: v for k, v in extra.items() if k not in qparams.Parameters.model_fields}
 
-    chosen: dict[str, Any] = {}
-    sources: dict[str, str] = {}
     layers = [(str(f), qparams.read_params_file(f)) for f in files]
     if overrides:
         layers.append(("-p", dict(overrides)))
@@ -112,26 +118,18 @@ def resolve_parameters(
         if "summary_path" in update:
             raise ParameterError("summary_path is set by `quarterpanic run` (next to each executed notebook)",
                                  path=source, hint="remove it")
-        update = {key: plain_dates(value) for key, value in update.items()}
-        chosen = qparams.merge(chosen, update, source=source, known=known)
-        sources.update({key: source for key in update})
+    chosen, sources = qparams.layer([(source, {key: plain_dates(value) for key, value in update.items()})
+                                     for source, update in layers], extra=extra)
     unused = sorted(k for k in chosen if k not in selected)
     return ResolvedParameters(chosen=chosen, sources=sources, declared=declared, unused=unused)
 
 
-def plain_dates(value: Any) -> Any:
-    # YAML reads `as_of: 2025-11-01` as a date; notebooks and the manifest want the ISO string.
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: plain_dates(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_dates(v) for v in value]
-    return value
-
-
 def format_parameters(notebooks: Sequence[Path]) -> str:
-    """Every notebook's parameters with type, default and help (``--list-parameters``)."""
+    """Every notebook's parameters with type, default and help (``--list-parameters``).
+
+    Type and help of a model parameter come from :class:`quarterpanic.params.Parameters`;
+    a key outside the model shows what the notebook declares.
+    """
     lines = []
     for path in notebooks:
         lines.append(f"{path.stem}  ({paths.display_path(path)})")
@@ -139,10 +137,15 @@ def format_parameters(notebooks: Sequence[Path]) -> str:
         if not declared:
             lines.append("  (no cell tagged 'parameters')")
         for p in declared.values():
-            type_name = p.type_name or (type(p.default).__name__ if p.default is not None else "any")
+            field = qparams.Parameters.model_fields.get(p.name)
+            if field is not None:
+                type_name, help = qparams.type_name(field.annotation), qparams.help_text(p.name)
+            else:
+                type_name = p.type_name or (type(p.default).__name__ if p.default is not None else "any")
+                help = p.help or qparams.help_text(p.name)
             lines.append(f"  {p.name}: {type_name} = {p.default_text}")
-            if p.help:
-                lines.append(f"      {p.help}")
+            if help:
+                lines.append(f"      {help}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -152,3 +155,98 @@ def declared_default(resolved: ResolvedParameters, name: str) -> Any:
         if name in parameters and isinstance(parameters[name].default, str):
             return parameters[name].default
     return None
+
+
+# -- values checked against the data ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataScope:
+    """What a data folder holds, for checking ``orgs``, ``segment`` and ``quarters`` against it."""
+
+    orgs: list[str]  # organisation names (empty: not known, not checked)
+    segments: dict[str, list[str]] | None = None  # organisation -> its segments; None: not looked at
+    quarters: dict[str, list[str]] | None = None  # organisation -> the quarters its data spans; None: not looked at
+
+    @classmethod
+    def of_dataset(cls, dataset: Dataset) -> DataScope:
+        """Everything from a loaded (unfiltered) dataset."""
+        return cls(orgs=dataset.orgs, segments=segments_of(dataset.opportunities), quarters=quarters_by_org(dataset))
+
+
+def organisations(data_dir: Path) -> list[str]:
+    """The organisations of a data folder: each ``*/org.yaml``'s ``org:`` (else the folder's name), as the
+    loader names them; the exports are not read."""
+    return [read_org_yaml(folder).name for folder in org_folders(data_dir)]
+
+
+def segments_of(opportunities: pd.DataFrame) -> dict[str, list[str]]:
+    """Organisation -> the segments its opportunities carry (sorted; blank segments left out)."""
+    segments = opportunities[["org", "segment"]].dropna()
+    segments = segments[segments["segment"].astype(str).str.strip() != ""].drop_duplicates()
+    return {str(org): sorted(map(str, group["segment"])) for org, group in segments.groupby("org", sort=True)}
+
+
+def quarters_by_org(dataset: Dataset) -> dict[str, list[str]]:
+    """Organisation -> the labels of the fiscal quarters from its first opportunity to the data's as-of date."""
+    out = {}
+    for org, created in dataset.opportunities.groupby("org", sort=True)["created_at"]:
+        if created.notna().any():
+            out[str(org)] = list(dataset.calendar(org).quarters(created.min(), dataset.as_of)["quarter"])
+    return out
+
+
+def data_scope(data_dir: Path, chosen: Mapping[str, Any]) -> DataScope | None:
+    """What ``quarterpanic run`` must know of ``data_dir`` to check ``chosen``, reading no more than needed.
+
+    Organisations come from the ``org.yaml`` files; the opportunities are read
+    (through the reload cache the notebooks then reuse) only when ``segment``
+    is set, and the whole dataset only when ``quarters`` or
+    ``baseline_quarters`` are. None when the folder does not exist (the
+    notebooks report that).
+    """
+    if not data_dir.is_dir():
+        return None
+    if not (chosen.get("quarters") or chosen.get("baseline_quarters")):
+        segments = segments_by_org(data_dir, chosen.get("profile")) if chosen.get("segment") else None
+        return DataScope(orgs=organisations(data_dir), segments=segments)
+    load = {key: value for key, value in chosen.items() if key in qparams.Parameters.model_fields}
+    return DataScope.of_dataset(load_dataset(data_dir, {**load, "orgs": None, "segment": None}))
+
+
+def segments_by_org(data_dir: Path, profile: str | None = None) -> dict[str, list[str]]:
+    """Organisation -> the segments its opportunities carry (sorted; blank segments left out).
+
+    Loads only the opportunity exports, through the reload cache
+    (:mod:`quarterpanic.ingest.reload_cache`), which the notebooks then reuse.
+    """
+    return segments_of(load_crm(data_dir, profile=profile, table="opportunities", cache=True).opportunities)
+
+
+def check_scope(chosen: Mapping[str, Any], sources: Mapping[str, str], scope: DataScope | None) -> None:
+    """Refuse ``orgs``, ``segment``, ``quarters`` and ``baseline_quarters`` that name nothing in the data.
+
+    Each message names the file (or ``-p``) that set the key and lists what exists.
+    """
+    if scope is None:
+        return
+    orgs = chosen.get("orgs") or []
+    unknown = [org for org in orgs if org not in scope.orgs]
+    if scope.orgs and unknown:
+        raise ParameterError(f"parameter 'orgs': {', '.join(map(repr, unknown))} not in the data folder",
+                             path=sources.get("orgs"), hint=f"organisations: {', '.join(scope.orgs)}")
+    whose = f" of {', '.join(orgs)}" if orgs else ""
+    segment = chosen.get("segment")
+    if segment and scope.segments is not None:
+        found = sorted({s for org, segments in scope.segments.items() if not orgs or org in orgs for s in segments})
+        if segment not in found:
+            raise ParameterError(f"parameter 'segment': {segment!r} not among the segments of the opportunities{whose}",
+                                 path=sources.get("segment"), hint=f"segments: {', '.join(found) or 'none'}")
+    for key in ("quarters", "baseline_quarters"):
+        if not chosen.get(key) or scope.quarters is None:
+            continue
+        found = sorted({q for org, quarters in scope.quarters.items() if not orgs or org in orgs for q in quarters})
+        unknown = [label for label in chosen[key] if label not in found]
+        if unknown:
+            raise ParameterError(f"parameter {key!r}: {', '.join(map(repr, unknown))} not quarters of the data{whose}",
+                                 path=sources.get(key), hint=f"quarters: {', '.join(found) or 'none'}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from quarterpanic.errors import RunError
-from quarterpanic.util import file_sha256
+from quarterpanic.util import file_sha256, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def new_run_id(fingerprint: str, now: dt.datetime | None = None) -> str:
     """``20261127T053000Z-1a2b3c4d``: UTC start time, then 8 hex digits of the inputs' hash
     (runs with equal suffixes had the same notebooks, parameters and data)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.fromisoformat(utc_now())
     return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
 
 
@@ -73,6 +73,14 @@ def switch_latest(out_dir: Path, run_id: str, started_at: str | None = None) -> 
     os.symlink(run_id, temp)  # relative target: the reports folder can be moved or mounted elsewhere
     os.replace(temp, latest)
     return True
+
+
+def latest_run(out_dir: Path) -> str | None:
+    """The run folder ``out_dir/latest`` points at, or None when there is no such link."""
+    try:
+        return os.readlink(Path(out_dir) / "latest")
+    except OSError:
+        return None
 
 
 def _manifest_of(run_dir: Path) -> dict[str, Any]:

@@ -17,10 +17,13 @@ with ``per_segment`` (``--per-segment``) every notebook that declares
 groups the reports by organisation, then segment.
 
 It then points ``OUT/latest`` at it (a symlink swapped with ``os.replace``)
-when at least one notebook succeeded. Parameters are checked before anything
-executes: every key must be declared by a selected notebook (papermill's
-``inspect_notebook``) or be a suite parameter (:data:`quarterpanic.params.DEFAULTS`),
-and its value must fit the declared default's type.
+when every notebook succeeded. A partial run (a notebook failed) keeps its own
+folder, its index names the failures, and ``latest`` keeps showing the last
+complete run (or does not exist before the first one). Parameters are checked before anything
+executes (:mod:`quarterpanic.run.parameters`): every key must be a parameter of
+the model (:class:`quarterpanic.params.Parameters`) with a value of its type and
+range, or be declared by a notebook of the suite (papermill's
+``inspect_notebook``); organisations, segments and quarters must be in the data.
 
 Notebooks run through an executor (:mod:`quarterpanic.run.executors`): in this
 process, in worker processes (``--jobs``) or on a Dask cluster.
@@ -42,8 +45,7 @@ import nbformat
 from quarterpanic import paths
 from quarterpanic.dataset import resolve_data_dir
 from quarterpanic.errors import QuarterpanicError, RunError
-from quarterpanic.ingest.loading import load_crm
-from quarterpanic.ingest.orgs import ORG_FILE, org_folders, read_org_yaml
+from quarterpanic.paths import ORG_FILE
 from quarterpanic.report.pages import error_summary, write_index
 from quarterpanic.run.executors import (
     STATUS_KERNEL_DIED,
@@ -54,8 +56,15 @@ from quarterpanic.run.executors import (
     NotebookTask,
 )
 from quarterpanic.run.manifest import build_manifest, describe_inputs, headline_source, in_run
-from quarterpanic.run.parameters import declared_default, resolve_parameters
-from quarterpanic.run.publish import claim_run_folder, new_run_id, run_fingerprint, switch_latest
+from quarterpanic.run.parameters import (
+    check_scope,
+    data_scope,
+    declared_default,
+    organisations,
+    resolve_parameters,
+    segments_by_org,
+)
+from quarterpanic.run.publish import claim_run_folder, latest_run, new_run_id, run_fingerprint, switch_latest
 from quarterpanic.util import utc_now
 
 log = logging.getLogger("quarterpanic.run.runner")
@@ -108,6 +117,7 @@ class RunReport:
     exit_code: int
     results: list[NotebookResult]
     published: bool  # whether OUT/latest now points at this run
+    latest: str | None = None  # the run OUT/latest points at afterwards (None: no complete run yet)
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -174,6 +184,7 @@ def run(
                  key, resolved.sources.get(key, "?"))
 
     data_dir = resolve_data_dir(resolved.chosen.get("data_dir", declared_default(resolved, "data_dir")), must_exist=False)
+    check_scope(resolved.chosen, resolved.sources, data_scope(data_dir, resolved.chosen))
     inputs = describe_inputs(data_dir)
     effective = {**resolved.chosen, "data_dir": str(data_dir)}
     org_folders = org_slugs(select_orgs(per_org, data_dir)) if per_org is not None else None
@@ -229,6 +240,10 @@ def run(
     except QuarterpanicError:  # e.g. no Dask scheduler at that address: nothing ran, nothing to keep
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    except KeyboardInterrupt:  # the executor has stopped its kernels and workers
+        log.warning("run %s interrupted; its unfinished folder %s is left for inspection (delete it)",
+                    run_id, partial)
+        raise
     exit_code = exit_code_for(results)
     manifest = build_manifest(
         run_id=run_id,
@@ -255,6 +270,7 @@ def run(
         started_at=started_at,
         reports=[
             {
+                "name": task.name,
                 "title": task.title,
                 "html": in_run(task.html, partial) if result.html_written else None,
                 "notebook": in_run(task.executed, partial),
@@ -271,13 +287,15 @@ def run(
         segments=[task.segment for task in tasks] if segments is not None else None,
     )
     os.rename(partial, run_dir)
-    published = any(r.ok for r in results) and switch_latest(out_dir, run_id, started_at)
+    # A reader of latest must never land on a failure page: only a complete run is published.
+    complete = bool(results) and all(r.ok for r in results)
+    published = complete and switch_latest(out_dir, run_id, started_at)
     for result in results:
         if not result.ok:
             log.info("%s %s: %s", result.name, result.status, error_summary(result.error or {}))
     log.info("run %s finished with exit code %d%s", run_id, exit_code, "; latest updated" if published else "")
     return RunReport(run_id=run_id, run_dir=run_dir, exit_code=exit_code, results=results,
-                     published=published, manifest=manifest)
+                     published=published, latest=latest_run(out_dir), manifest=manifest)
 
 
 def select_orgs(names: Sequence[str], data_dir: Path) -> list[str]:
@@ -286,7 +304,7 @@ def select_orgs(names: Sequence[str], data_dir: Path) -> list[str]:
     Names come from each ``<data_dir>/*/org.yaml`` (its ``org:`` key, else the
     folder's name, as the loader names them); the exports are not read.
     """
-    found = [read_org_yaml(folder).name for folder in org_folders(data_dir)]
+    found = organisations(data_dir)
     if not found:
         raise RunError(f"--per-org: no organisation folders (*/{ORG_FILE}) in the data folder", path=data_dir,
                        hint="set data_dir to the folder holding one sub-folder per organisation")
@@ -332,18 +350,6 @@ class SegmentPlan:
         """The run's segments found in ``orgs`` (default: every organisation), in run order."""
         present = {s for org, found in self.by_org.items() if not orgs or org in orgs for s in found}
         return [segment for segment in self.slugs if segment in present]
-
-
-def segments_by_org(data_dir: Path, profile: str | None = None) -> dict[str, list[str]]:
-    """Organisation -> the segments its opportunities carry (sorted; blank segments left out).
-
-    Loads only the opportunity exports, through the reload cache
-    (:mod:`quarterpanic.ingest.reload_cache`), which the notebooks then reuse.
-    """
-    opportunities = load_crm(data_dir, profile=profile, table="opportunities", cache=True).opportunities
-    segments = opportunities[["org", "segment"]].dropna()
-    segments = segments[segments["segment"].astype(str).str.strip() != ""].drop_duplicates()
-    return {str(org): sorted(map(str, group["segment"])) for org, group in segments.groupby("org", sort=True)}
 
 
 def select_segments(names: Sequence[str], data_dir: Path, *, orgs: Sequence[str] = (), profile: str | None = None,

@@ -53,6 +53,12 @@ the value of ``panic:`` (with org / quarter overrides):
 
 Panic quarters and onsets come from each org's ``panic_quarters`` in the scenario
 (keys: quarters before the open one, 0 = open, or quarter labels).
+
+The package sits beside the pipeline, split by job: scenarios (``scenario``, shipped in ``scenarios/``), each
+org's plan and truth (``plan``), people and record ids (``names``), the canonical tables (``tables``), the vendor
+exports (``vendor_writers``) and the whole sample (``generator``). It may import ``ingest`` (the profiles and
+schemas its exports must satisfy), ``calendar``, ``params``, ``errors``, ``paths`` and ``util``; only ``cli``
+imports it (tests and benchmarks use it from outside the package).
 """
 from __future__ import annotations
 

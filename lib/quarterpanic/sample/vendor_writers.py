@@ -366,13 +366,11 @@ def _hubspot(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
     _write_csv(folder / "deals.csv", opps, deal_rows, "hubspot", omit=_omitted(deal_profile, export))
     files = {"deals.csv": deal_profile.name}
     if _exported(export, "history"):
-        _write_csv(folder / "deal_property_history.csv", history, history_rows, "hubspot")
-        _write_mapping(folder / "deal_history_mapping.yaml", HUBSPOT_HISTORY_MAPPING)
-        files["deal_property_history.csv"] = "deal_history_mapping.yaml"
+        _write_mapped(folder, "deal_property_history.csv", history, history_rows, "hubspot",
+                      "deal_history_mapping.yaml", HUBSPOT_HISTORY_MAPPING, files)
     if _exported(export, "leads"):
-        _write_csv(folder / "leads.csv", leads, lead_rows, "hubspot")
-        _write_mapping(folder / "leads_mapping.yaml", HUBSPOT_LEADS_MAPPING)
-        files["leads.csv"] = "leads_mapping.yaml"
+        _write_mapped(folder, "leads.csv", leads, lead_rows, "hubspot", "leads_mapping.yaml", HUBSPOT_LEADS_MAPPING,
+                      files)
     return files
 
 
@@ -508,13 +506,11 @@ def _generic(folder: Path, org: str, tables: dict[str, pd.DataFrame], as_of: pd.
     _write_mapping(folder / "deals_mapping.yaml", GENERIC_DEALS_MAPPING)
     files = {"deals.csv": "deals_mapping.yaml"}
     if _exported(export, "history"):
-        _write_csv(folder / "deal_changes.csv", history, history_rows, "generic")
-        _write_mapping(folder / "deal_changes_mapping.yaml", GENERIC_HISTORY_MAPPING)
-        files["deal_changes.csv"] = "deal_changes_mapping.yaml"
+        _write_mapped(folder, "deal_changes.csv", history, history_rows, "generic", "deal_changes_mapping.yaml",
+                      GENERIC_HISTORY_MAPPING, files)
     if _exported(export, "leads"):
-        _write_csv(folder / "leads.csv", leads, lead_rows, "generic")
-        _write_mapping(folder / "leads_mapping.yaml", GENERIC_LEADS_MAPPING)
-        files["leads.csv"] = "leads_mapping.yaml"
+        _write_mapped(folder, "leads.csv", leads, lead_rows, "generic", "leads_mapping.yaml", GENERIC_LEADS_MAPPING,
+                      files)
     return files
 
 
@@ -580,6 +576,14 @@ def write_org(out: Path, org: str, info: dict, tables: dict[str, pd.DataFrame], 
         encoding="utf-8",
     )
     return folder
+
+
+def _write_mapped(folder: Path, name: str, table: pd.DataFrame, rows: Callable, dialect: str, mapping_name: str,
+                  mapping: dict, files: dict[str, str]) -> None:
+    """Write an export read through a mapping YAML written beside it, and record in ``files`` which reads which."""
+    _write_csv(folder / name, table, rows, dialect)
+    _write_mapping(folder / mapping_name, mapping)
+    files[name] = mapping_name
 
 
 def _write_mapping(path: Path, doc: dict) -> None:

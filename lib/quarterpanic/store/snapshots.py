@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from quarterpanic.paths import PROFILES_DIR
+from quarterpanic.paths import ORG_FILE, PROFILES_DIR
 from quarterpanic.store import entries as pickle_store
 
 #: Environment variable that turns snapshots off ("off", "0", "false", "no").
@@ -53,7 +53,6 @@ MAX_ROWS = 2_000_000
 MAX_ENTRIES = 8
 SNAPSHOT_FORMAT = 1
 ENTRIES = "datasets"
-ORG_FILE = "org.yaml"
 
 
 def load(folder: Path, params: Mapping[str, Any], cache_dir: Path, build: Callable[[], Any]) -> Any:
