@@ -25,11 +25,9 @@ Newcombe's hybrid score interval and a score test (statsmodels'
 ``confint_proportions_2indep`` / ``test_proportions_2indep``). A quarter with
 fewer than :data:`MIN_WON_DEALS` won deals is ``insufficient data``.
 
-**Which quarters are judged.** Only complete quarters (see
-:func:`quarterpanic.analysis.overview.quarter_coverage`: not open, not partial,
-not warm-up) whose closes the export covers: the organisation's first closed
-deal closes on or before the quarter's start. Other quarters get status
-``partial`` and no numbers.
+**Which quarters are judged.** Only complete quarters whose bookings the export
+covers (:func:`judged_quarters`); other ended quarters get status ``partial``
+and no numbers.
 """
 from __future__ import annotations
 
@@ -48,18 +46,19 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS,
     INSUFFICIENT,
     OK,
+    PARTIAL,
     apply_fdr,
     empty_findings,
     make_findings,
     register_metric,
 )
-from quarterpanic.analysis.overview import COMPLETE, quarter_coverage, quarter_status
+from quarterpanic.analysis.inputs import quarter_coverage
+from quarterpanic.analysis.overview import COMPLETE, won_cycle_days
 from quarterpanic.calendar import FiscalCalendar, annotate_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
 COMPONENT = "bookings_backloading"
-PARTIAL = "partial"
 MIN_WON_DEALS = 10  # fewest won deals in a quarter for a verdict on where its bookings landed
 LAST_WEEKS = 2
 
@@ -160,22 +159,37 @@ def _against_rest(q: tuple[float, float, float], rest: tuple[float, float, float
 def judged_quarters(dataset: Dataset) -> pd.DataFrame:
     """Every org × quarter up to as-of with whether this component may judge it.
 
-    Returns ``org, quarter, quarter_start, quarter_end, status`` where status is
-    ``complete`` (judged), ``partial`` (the export does not cover the quarter's
-    closes, or the overview calls it partial or warm-up) or ``open``.
+    A quarter is judged (``complete``) when it is complete by the one rule every
+    analysis uses (:func:`quarterpanic.analysis.inputs.quarter_coverage`) *and* the
+    records this component reads cover it: the organisation's first closed deal
+    closes on or before the quarter's start, and the quarter starts at least one
+    typical won-deal cycle after the first record (before that, deals created
+    before the export began are missing, so the quarter looks more back-loaded
+    than it was). Other ended quarters are ``partial``; the running one is ``open``.
+
+    Returns ``org, quarter, quarter_start, quarter_end, status``.
     """
-    coverage = quarter_coverage(dataset.tables(), dataset.calendars, dataset.as_of)
-    status = quarter_status(coverage)
-    if status.empty:
-        return status
+    columns = ["org", "quarter", "quarter_start", "quarter_end", "status"]
     opps = dataset.opportunities
+    if opps.empty or pd.isna(dataset.as_of):
+        return pd.DataFrame(columns=columns)
+    frames = []
+    for org, rows in opps.groupby(opps["org"].astype(str), sort=True):
+        quarters = dataset.calendar(org).quarters(rows["created_at"].min(), dataset.as_of)
+        frames.append(quarters.assign(org=org, quarter=quarters["quarter"].astype(str)))
+    grid = pd.concat(frames, ignore_index=True)
+    grid = grid[grid["quarter_start"] <= dataset.as_of].reset_index(drop=True)
+    coverage = quarter_coverage(dataset, grid["org"], grid["quarter_start"], grid["quarter_end"])
     closed = opps[opps["is_closed"].astype(bool) & opps["close_date"].notna()]
     first_close = closed.groupby(closed["org"].astype(str))["close_date"].min()
-    covered = status["quarter_start"] >= status["org"].astype(str).map(first_close).fillna(pd.Timestamp.max)
-    status = status.copy()
-    status["status"] = np.where(status["status"] == "open", "open",
-                                np.where((status["status"] == COMPLETE) & covered, COMPLETE, PARTIAL))
-    return status
+    closes_covered = grid["quarter_start"] >= grid["org"].map(first_close).fillna(pd.Timestamp.max)
+    first_record = grid["org"].map(opps.groupby(opps["org"].astype(str))["created_at"].min())
+    cycle = pd.to_timedelta(grid["org"].map(won_cycle_days(opps)).fillna(0.0), unit="D")
+    warmed_up = grid["quarter_start"] >= first_record.dt.normalize() + cycle
+    judged = coverage["complete"] & closes_covered & warmed_up
+    ended = coverage["complete"] | coverage["partial"]
+    grid["status"] = np.select([judged, ended], [COMPLETE, PARTIAL], default="open")
+    return grid[columns]
 
 
 def detect_bookings_backloading(dataset: Dataset, params: Mapping[str, Any] | None = None, *,
