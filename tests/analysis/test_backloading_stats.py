@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from quarterpanic import sample
-from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.backloading import detect_bookings_backloading
 from quarterpanic.dataset import Dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.stats]
@@ -23,7 +23,7 @@ def runs(scenario, seeds):
     for seed in seeds:
         generated = sample.generate(scenario, seed=seed, scale="small")
         data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
-        findings = detect(data, components=["bookings_backloading"])
+        findings = detect_bookings_backloading(data)
         truth = generated.truth_frame()
         merged = findings.merge(truth, on=["org", "quarter"], how="left", validate="many_to_one")
         frames.append(merged.assign(seed=seed))

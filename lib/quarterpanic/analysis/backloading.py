@@ -1,5 +1,10 @@
 """Bookings back-loading: how much of each complete quarter's bookings land in its last weeks.
 
+Not yet a ``detect`` component: :func:`detect_bookings_backloading` is tested against the
+generator's truth, but the words, the panic index (which reads standard errors back from
+symmetric intervals; these are Wilson/Newcombe score intervals) and the pages do not know its
+metrics yet. Call it directly until they do.
+
 The "hockey stick" is the one panic signal every CRM export holds: it needs only
 close dates and won flags (amounts when the export has them, deal counts
 otherwise). Per organisation × complete fiscal quarter this component reports
@@ -218,22 +223,23 @@ def detect_bookings_backloading(dataset: Dataset, params: Mapping[str, Any] | No
             base = {"org": org, "quarter": row.quarter, "segment": ALL_SEGMENTS, "component": COMPONENT,
                     "quarter_complete": row.status == COMPLETE, "signals": signal}
             if row.status != COMPLETE:
-                records.extend({**base, "metric": m, "status": PARTIAL} for m in _METRICS)
+                records.extend({**base, "metric": m, "status": PARTIAL} for m in METRIC_NAMES)
                 continue
             in_q = org_deals[org_deals["quarter"] == row.quarter]
             if len(in_q) < MIN_WON_DEALS:
-                records.extend({**base, "metric": m, "status": INSUFFICIENT, "n": len(in_q)} for m in _METRICS)
+                records.extend({**base, "metric": m, "status": INSUFFICIENT, "n": len(in_q)} for m in METRIC_NAMES)
                 continue
             records.extend(_quarter_findings(base, in_q, org_deals[org_deals["quarter"].isin(judged)
                                                                    & (org_deals["quarter"] != row.quarter)],
                                              evens, ci_level))
     if not records:
         return empty_findings()
-    findings = make_findings(pd.DataFrame(records))
+    findings = make_findings(pd.DataFrame(records)).assign(ci_level=ci_level)
     return apply_fdr(findings, alpha=float(params["alpha"]))
 
 
-_METRICS = (COMPONENT, "month3_bookings_share", "month3_share_above_even", "last_two_weeks_share_above_even")
+#: The metrics this component reports, main first.
+METRIC_NAMES = (COMPONENT, "month3_bookings_share", "month3_share_above_even", "last_two_weeks_share_above_even")
 
 
 def _quarter_findings(base: dict, in_q: pd.DataFrame, rest: pd.DataFrame, evens: pd.DataFrame,
