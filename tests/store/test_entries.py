@@ -150,3 +150,11 @@ def test_keys_tell_times_calendars_and_numbers_apart():
                                             FiscalCalendar(start_month=2), FiscalCalendar(start_month=3),
                                             np.int64(1), np.float64(1.0), {"a"}, {"b"}]}
     assert len(texts) == 8
+
+
+def test_a_frame_with_list_cells_reads_back_exactly(tmp_path):
+    # The findings carry lists of text (needs, signals) beside None.
+    frame = pd.DataFrame({"metric": ["a", "b", "c"], "needs": [["BANT flags", "lead_score"], None, []]})
+    assert entries.write_value(tmp_path / "k", "k", frame)
+    back = entries.read_value(tmp_path / "k", "k")
+    assert back["needs"].tolist() == [["BANT flags", "lead_score"], None, []]

@@ -338,6 +338,10 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
             values = frame[name].astype(object)
             values[missing] = None
             frame[name] = values
+        elif column.get("pandas_type") == "list[unicode]" and name in frame.columns:
+            # Arrow gives list cells back as arrays: the findings' needs and signals are lists of text.
+            frame[name] = pd.Series([None if v is None else [str(x) for x in v] for v in frame[name]],
+                                    index=frame.index, dtype=object)
     return frame
 
 
