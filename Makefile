@@ -26,11 +26,12 @@ PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist l
 
 ## test: the test suite (unit, notebooks, browser) without the long statistical runs; under 5 minutes on 2 cores
 test: $(STAMP)
-	$(PYTEST) -m "not stats"
+	$(PYTEST) -m "not stats and not sweep"
 
-## test-stats: the long statistical runs (many seeds against the generator's truth); CI runs them after `make test`
+## test-stats: the long runs: statistics over many seeds against the generator's truth, and the cache
+## fault-injection sweep; CI runs them after `make test`
 test-stats: $(STAMP)
-	$(PYTEST) -m stats
+	$(PYTEST) -m "stats or sweep"
 
 ## test-fast: unit tests only, for the edit-run loop
 test-fast: $(STAMP)

@@ -19,6 +19,9 @@ import pytest
 from helpers import FIXTURES
 from quarterpanic.sample import write_sample
 
+# Each kind runs in its own subprocess, cold and damaged: minutes in all. make test-stats (and CI) runs it.
+pytestmark = pytest.mark.sweep
+
 #: Damages to one file: cut short, emptied, a byte flipped (start, middle, end), a byte of its checksum flipped,
 #: replaced by a folder, exchanged with the file of the same name in another entry.
 FILE_DAMAGES = ["truncate", "empty", "flip_start", "flip_middle", "flip_end", "flip_checksum", "directory", "swap"]
