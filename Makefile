@@ -28,8 +28,8 @@ PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist l
 test: $(STAMP)
 	$(PYTEST) -m "not stats and not sweep"
 
-## test-stats: the long runs: statistics over many seeds against the generator's truth, and the cache
-## fault-injection sweep; CI runs them after `make test`
+## test-stats: the long runs: statistics over many seeds against the generator's truth, and the long sweeps
+## (cache faults, stop signals, a small benchmark run); CI runs them after `make test`
 test-stats: $(STAMP)
 	$(PYTEST) -m "stats or sweep"
 

@@ -21,6 +21,7 @@ def small_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # a whole small benchmark run (workload, baselines, suite): make test-stats and CI run it
 def test_small_run_measures_every_chosen_ratio(small_run):
     _, _, ratios = small_run
     assert [r.name for r in ratios] == ["ingest", "reload", "features", "detect", "memory"]
@@ -30,12 +31,14 @@ def test_small_run_measures_every_chosen_ratio(small_run):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # a whole small benchmark run (workload, baselines, suite): make test-stats and CI run it
 def test_sql_baseline_computes_the_same_curves(small_run):
     features = next(r for r in small_run[2] if r.name == "features")
     assert features.note.startswith("Same results"), features.note
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # a whole small benchmark run (workload, baselines, suite): make test-stats and CI run it
 def test_results_file_names_machine_targets_and_verdicts(small_run):
     _, out, ratios = small_run
     text = out.read_text(encoding="utf-8")
@@ -46,6 +49,7 @@ def test_results_file_names_machine_targets_and_verdicts(small_run):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # a whole small benchmark run (workload, baselines, suite): make test-stats and CI run it
 def test_workload_is_reused_while_the_generator_is_unchanged(small_run, monkeypatch):
     data_dir, _, _ = small_run
     folder = data_dir / "small"
