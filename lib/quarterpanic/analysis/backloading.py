@@ -142,11 +142,11 @@ def _level(share: float, count: float, nobs: float, ci_level: float) -> tuple[fl
 
 def _above(count: float, nobs: float, null: float, ci_level: float) -> tuple[float, float, float]:
     """Interval of ``share - null`` (Wilson, shifted) and a one-sided score-test p-value against ``null``."""
-    low, high = proportion_confint(count, nobs, alpha=1 - ci_level, method="wilson")
     share = count / nobs
+    low, high = _level(share, count, nobs, ci_level)
     se0 = np.sqrt(null * (1 - null) / nobs)
     p = float(stats.norm.sf((share - null) / se0)) if se0 > 0 else np.nan
-    return float(low - null), float(high - null), p
+    return low - null, high - null, p
 
 
 def _against_rest(q: tuple[float, float, float], rest: tuple[float, float, float],

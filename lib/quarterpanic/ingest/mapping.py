@@ -121,6 +121,7 @@ class _Context:
         self.raw = raw
         self.profile = profile
         self.lookups = lookups
+        self._lookup_tables: dict[tuple[str, str, str], dict[str, Any] | None] = {}
         self.positions: dict[str, list[int]] = {}
         for pos, label in enumerate(raw.headers):
             self.positions.setdefault(normalise_label(label), []).append(pos)
@@ -256,7 +257,17 @@ class _Context:
         return has
 
     def lookup_table(self, lookup: dict) -> dict[str, Any] | None:
-        """``on`` value -> ``value`` value of a lookup file, or None when the file is not there."""
+        """``on`` value -> ``value`` value of a lookup file, or None when the file is not there.
+
+        Built once per export: a required column asks for it when its header is checked and again
+        when it is filled.
+        """
+        key = (lookup["file"], lookup["on"], lookup["value"])
+        if key not in self._lookup_tables:
+            self._lookup_tables[key] = self._build_lookup_table(lookup)
+        return self._lookup_tables[key]
+
+    def _build_lookup_table(self, lookup: dict) -> dict[str, Any] | None:
         table = self.lookups(lookup["file"]) if self.lookups is not None else None
         if table is None:
             return None
