@@ -154,3 +154,14 @@ def test_detect_with_no_opportunity_left_after_the_filters_names_them(capsys, tm
     code, out, err = detect(capsys, folder.parent, "--as-of", "2020-01-01")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "no opportunity left to analyse after as_of '2020-01-01'" in err
+
+
+def test_validate_of_header_only_opportunity_exports_says_nothing_can_be_analysed(capsys, tmp_path):
+    folder = shutil.copytree(FIXTURES / "datafolder" / "northwind", tmp_path / "data" / "northwind")
+    export = folder / "opportunities.csv"
+    export.write_text(export.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    code = main(["validate", str(folder.parent), "--rejects", str(tmp_path / "rejects.csv")])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "no opportunity rows: the opportunity export holds a header and nothing else" in out
+    assert "every row accepted" not in out

@@ -1,7 +1,9 @@
 import pandas as pd
+import pytest
 
 from helpers import canonical_table as table
-from quarterpanic.dataset import Dataset
+from quarterpanic.dataset import Dataset, require_opportunities
+from quarterpanic.errors import NoDataError
 
 
 def small_dataset(as_of=None):
@@ -52,3 +54,22 @@ def test_each_org_keeps_its_calendar():
     data = small_dataset()
     assert data.calendar("A").start_month == 2 and data.calendar("B").start_month == 1
     assert data.size_classes == {"A": "mid", "B": "small"}
+
+
+# -- no opportunity at all ---------------------------------------------------------------------------
+
+
+def test_require_opportunities_says_the_exports_hold_none(tmp_path):
+    accounting = pd.DataFrame({"table": ["opportunities"], "read": [3], "accepted": [0], "rejected": [3]})
+    empty = Dataset.from_tables({"opportunities": pd.DataFrame()}, {})
+    empty.accounting = accounting
+    with pytest.raises(NoDataError, match="no opportunity to analyse") as raised:
+        require_opportunities(empty, tmp_path, {})
+    assert f"quarterpanic validate {tmp_path}" in str(raised.value)
+
+
+def test_require_opportunities_names_the_filters_that_left_none(tmp_path):
+    empty = Dataset.from_tables({"opportunities": pd.DataFrame()}, {})
+    empty.accounting = pd.DataFrame({"table": ["opportunities"], "read": [3], "accepted": [3], "rejected": [0]})
+    with pytest.raises(NoDataError, match="after as_of '2020-01-01'"):
+        require_opportunities(empty, tmp_path, {"as_of": "2020-01-01", "orgs": None})

@@ -18,8 +18,8 @@ import pandas as pd
 from quarterpanic import __version__
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.inputs import supported_analyses
-from quarterpanic.dataset import Dataset, load_dataset
-from quarterpanic.errors import NoDataError, QuarterpanicError
+from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
+from quarterpanic.errors import QuarterpanicError
 from quarterpanic.params import parse_cli_value, read_params_file, resolve
 from quarterpanic.paths import REPORTS_DIR
 from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
@@ -52,7 +52,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         help="check every row of CRM exports and report what was rejected",
         description="Read CRM exports, validate every row against the canonical tables and print "
         "a per-file summary. Exit 0: every row accepted; 1: some rows rejected "
-        "(listed in the rejects CSV); 2: a file cannot be used.",
+        "(listed in the rejects CSV), or the opportunity exports hold no row at all; 2: a file cannot be used.",
     )
     cmd.add_argument("paths", nargs="+", metavar="PATH",
                      help="export file, folder of exports, or data folder with one sub-folder per organisation")
@@ -82,6 +82,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"\n{totals['rejected']} rejected rows written to {path}; the first ones:")
         for reject in crm.rejects.head(5).itertuples(index=False):
             print(f"  {reject.file} row {reject.row}: {reject.reason} (value {reject.value!r})")
+        return 1
+    opportunities = summary[summary["table"] == "opportunities"]
+    if len(opportunities) and not int(opportunities["accepted"].sum()):
+        files = "export holds" if len(opportunities) == 1 else f"exports ({len(opportunities)} files) hold"
+        print(f"\nno opportunity rows: the opportunity {files} a header and nothing else, so there is nothing to "
+              "analyse — check the extract that wrote them")
         return 1
     print(f"\nevery row accepted (empty rejects file: {path})")
     return 0
@@ -141,7 +147,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if params["orgs"] or params["segment"]:
         dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
     if dataset.opportunities.empty:
-        raise _no_opportunity(dataset.accounting, args.data_dir, params)
+        raise no_opportunity_error(dataset.accounting, args.data_dir, params)
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     warning = rejected_rows_warning(dataset.accounting, args.data_dir)
@@ -150,17 +156,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.strict and warning:
         return EXIT_REJECTED
     return EXIT_FLAGGED if args.fail_on_flag and bool(findings["flagged"].any()) else 0
-
-
-def _no_opportunity(accounting: pd.DataFrame, data_dir: str, params: dict) -> NoDataError:
-    """Why a dataset has no opportunity: the exports (none accepted) or the filters (as_of, orgs, segment)."""
-    opportunities = accounting[accounting["table"] == "opportunities"] if len(accounting) else accounting
-    if len(opportunities) and int(opportunities["accepted"].sum()):
-        filters = ", ".join(f"{key} {params[key]!r}" for key in ("as_of", "orgs", "segment") if params.get(key))
-        return NoDataError(f"no opportunity left to analyse after {filters or 'the filters'}", path=data_dir,
-                           hint="check those parameters against the data")
-    return NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were rejected)",
-                       path=data_dir, hint=f"check the exports with `quarterpanic validate {data_dir}`")
 
 
 COMMANDS.append("detect")

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from quarterpanic.calendar import FiscalCalendar
-from quarterpanic.errors import ExportError
+from quarterpanic.errors import ExportError, NoDataError
 from quarterpanic.params import defaults
 from quarterpanic.paths import CACHE_DIR, PROJ_ROOT
 from quarterpanic.store import snapshots as snapshot
@@ -216,6 +216,32 @@ def load_dataset(data_dir: str | Path | None = None, params: Mapping[str, Any] |
         return _load(path, params, cache)
     cache_dir = CACHE_DIR if cache is True else Path(cache).expanduser()
     return snapshot.load(path, params, cache_dir, lambda: _load(path, params, cache))
+
+
+def require_opportunities(dataset: Dataset, data_dir: str | Path | None, params: Mapping[str, Any]) -> Dataset:
+    """``dataset`` when it holds an opportunity; otherwise :class:`NoDataError` saying why in one line.
+
+    Every page and command starts from opportunities; with none, the reader is
+    told whether the exports hold none (or every row was rejected) or the
+    filters (``as_of``, ``orgs``, ``segment``) left none, instead of a chart
+    failing further down.
+    """
+    if not dataset.opportunities.empty:
+        return dataset
+    raise no_opportunity_error(dataset.accounting, data_dir, params)
+
+
+def no_opportunity_error(accounting: pd.DataFrame | None, data_dir: str | Path | None,
+                         params: Mapping[str, Any]) -> NoDataError:
+    """Why a dataset has no opportunity: the exports (none accepted) or the filters (as_of, orgs, segment)."""
+    accounting = accounting if accounting is not None else pd.DataFrame()
+    opportunities = accounting[accounting["table"] == "opportunities"] if len(accounting) else accounting
+    if len(opportunities) and int(opportunities["accepted"].sum()):
+        filters = ", ".join(f"{key} {params[key]!r}" for key in ("as_of", "orgs", "segment") if params.get(key))
+        return NoDataError(f"no opportunity left to analyse after {filters or 'the filters'}", path=data_dir,
+                           hint="check those parameters against the data")
+    return NoDataError("no opportunity to analyse (every opportunities export is empty or all its rows were rejected)",
+                       path=data_dir, hint=f"check the exports with `quarterpanic validate {data_dir}`")
 
 
 def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:

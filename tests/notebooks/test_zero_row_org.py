@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -44,3 +45,18 @@ def test_a_zero_row_organisation_beside_real_ones_does_not_fail_the_notebook(dat
         assert EMPTY_ORG not in {row["org"] for row in summary["month3_share"]}
     else:
         assert summary["index"] and EMPTY_ORG not in {row["org"] for row in summary["index"]}
+
+
+@pytest.mark.slow
+def test_a_folder_with_no_opportunity_stops_the_notebook_at_its_first_cell_with_one_line(data_dir, tmp_path):
+    import papermill
+
+    alone = tmp_path / "data"
+    shutil.copytree(data_dir / "empty_holdings", alone / "empty_holdings")
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / "02_qualification_decay.ipynb"), str(tmp_path / "out.ipynb"),
+            parameters={"data_dir": str(alone)}, cwd=str(tmp_path), progress_bar=False,
+        )
+    assert raised.value.ename == "NoDataError"
+    assert "no opportunity to analyse" in raised.value.evalue and f"quarterpanic validate {alone}" in raised.value.evalue

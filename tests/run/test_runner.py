@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 
 from helpers import (
+    FIXTURES,
     assert_same_entries,
     by_name,
     dying_notebook,
@@ -625,3 +627,14 @@ def test_pseudonyms_agree_across_tables():
     ben = out["opportunities"]["owner"].iloc[1]
     assert out["requests"]["requester"].iloc[0] == ben and ben.startswith("Owner ")
     assert set(out["opportunities"]["name"]) <= {"Opportunity 01", "Opportunity 02"}
+
+
+def test_a_data_folder_with_no_opportunity_is_refused_before_any_notebook_runs(suite, tmp_path):
+    folder = shutil.copytree(FIXTURES / "datafolder" / "northwind", tmp_path / "data" / "northwind")
+    export = folder / "opportunities.csv"
+    export.write_text(export.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    out = tmp_path / "reports"
+    code, stderr = run_cli("--notebooks", str(suite["report"]), "-p", "data_dir", str(folder.parent), "--out", str(out))
+    assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert "no opportunity to analyse" in stderr and f"quarterpanic validate {folder.parent}" in stderr
+    assert not out.exists()

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from quarterpanic.analysis import overview
-from quarterpanic.dataset import Dataset, resolve_data_dir
+from quarterpanic.dataset import Dataset, require_opportunities, resolve_data_dir
 from quarterpanic.params import defaults
 from quarterpanic.report.safe import pseudonymize_tables
 
@@ -76,8 +76,15 @@ def notebook_view(dataset: Dataset, params: Mapping[str, Any] | None = None) -> 
         What :func:`quarterpanic.dataset.load_dataset` returned.
     params:
         The notebook's parameters; uses ``pseudonymize``, ``quarters`` and ``data_dir``.
+
+    Raises
+    ------
+    NoDataError
+        When the dataset holds no opportunity: the page stops at its first cell with
+        one line saying why, instead of failing in a chart further down.
     """
     params = {**defaults(), **(params or {})}
+    require_opportunities(dataset, params["data_dir"], params)
     if params.get("pseudonymize"):
         dataset = replace(dataset, **pseudonymize_tables(dataset.tables()))
     folder = resolve_data_dir(params["data_dir"], must_exist=False)

@@ -13,8 +13,8 @@ import papermill
 
 from quarterpanic import params as qparams
 from quarterpanic import paths
-from quarterpanic.dataset import Dataset, load_dataset
-from quarterpanic.errors import ParameterError
+from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
+from quarterpanic.errors import ParameterError, QuarterpanicError
 from quarterpanic.ingest.loading import load_crm
 from quarterpanic.ingest.orgs import org_folders, read_org_yaml
 from quarterpanic.params import plain_dates
@@ -221,6 +221,25 @@ def segments_by_org(data_dir: Path, profile: str | None = None) -> dict[str, lis
     (:mod:`quarterpanic.ingest.reload_cache`), which the notebooks then reuse.
     """
     return segments_of(load_crm(data_dir, profile=profile, table="opportunities", cache=True).opportunities)
+
+
+def check_has_opportunities(data_dir: Path, chosen: Mapping[str, Any]) -> None:
+    """Refuse a run on a data folder whose exports hold no opportunity at all (:class:`NoDataError`).
+
+    A folder emptied by a failed extract would otherwise produce four failed
+    pages (or, worse, a "complete" report of nothing); the run stops before
+    any notebook starts, with the one line ``quarterpanic detect`` gives, and
+    ``latest`` keeps the last real report. Reads the opportunity exports
+    through the reload cache, which the notebooks then reuse.
+    """
+    if not data_dir.is_dir():
+        return  # the notebooks say the folder is missing
+    try:
+        crm = load_crm(data_dir, profile=chosen.get("profile"), table="opportunities", cache=True)
+    except QuarterpanicError:
+        return  # an export the loader refuses: each notebook's first cell says which and why
+    if crm.opportunities.empty:
+        raise no_opportunity_error(crm.accounting, data_dir, {})
 
 
 def check_scope(chosen: Mapping[str, Any], sources: Mapping[str, str], scope: DataScope | None) -> None:

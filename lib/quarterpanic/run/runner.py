@@ -57,6 +57,7 @@ from quarterpanic.run.executors import (
 )
 from quarterpanic.run.manifest import build_manifest, describe_inputs, headline_source, in_run
 from quarterpanic.run.parameters import (
+    check_has_opportunities,
     check_scope,
     data_scope,
     declared_default,
@@ -185,6 +186,7 @@ def run(
 
     data_dir = resolve_data_dir(resolved.chosen.get("data_dir", declared_default(resolved, "data_dir")), must_exist=False)
     check_scope(resolved.chosen, resolved.sources, data_scope(data_dir, resolved.chosen))
+    check_has_opportunities(data_dir, resolved.chosen)
     inputs = describe_inputs(data_dir)
     effective = {**resolved.chosen, "data_dir": str(data_dir)}
     org_folders = org_slugs(select_orgs(per_org, data_dir)) if per_org is not None else None
