@@ -197,6 +197,47 @@ def test_quote_closed_rows_later_refuses_the_file(tmp_path, reader):
         read_export(path)
 
 
+WIDE_HEADER = "Opportunity ID,Opportunity Name,Amount,Close Date,Stage,Owner"
+
+
+def wide_rows(n: int) -> list[str]:
+    return [f"006{i:04d},Deal {i},{1000 + i},3/31/2025,Closed Won,Owner {i % 7}" for i in range(n)]
+
+
+def test_quote_closed_lines_later_with_the_header_s_field_count_refuses_the_file(tmp_path, reader):
+    # Read as one record, "Deal 200<newline>0060201,...<newline>0060202,Deal 202" would have the header's
+    # fields and pass as one deal, with deal 0060201 gone: the merge must not be silent.
+    rows = wide_rows(400)
+    rows[200] = "0060200,\"Deal 200"
+    rows[202] = rows[202].replace("Deal 202", 'Deal 202"')
+    path = tmp_path / "merged.csv"
+    path.write_text(WIDE_HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ExportError, match="line 202") as err:
+        read_export(path)
+    assert "quote" in str(err.value) and "lines 202-204" in str(err.value)
+
+
+def test_a_value_running_over_lines_with_few_delimiters_is_one_record(tmp_path, reader):
+    rows = wide_rows(400)
+    note = "Deal 200\nsecond line, with, commas\nthird, and, a, few, more"
+    rows[200] = rows[200].replace("Deal 200", f'"{note}"')
+    path = tmp_path / "multiline.csv"
+    path.write_text(WIDE_HEADER + "\n" + "\n".join(rows) + "\n")
+    raw = read_export(path)
+    assert raw.read == 400 and raw.bad_rows.empty
+    assert raw.frame.loc[202, 1] == note
+
+
+def test_a_quote_closed_inside_a_value_is_reported_not_dropped(tmp_path, reader):
+    rows = sf_rows(400)
+    rows[200] = rows[200].replace("Deal 200", '"X "Best Co')
+    path = tmp_path / "best_co.csv"
+    path.write_text(SF_HEADER + "\n" + "\n".join(rows) + "\n")
+    raw = read_export(path)
+    assert raw.read == 400
+    assert raw.bad_rows["row"].tolist() == [202] and "quote" in raw.bad_rows["reason"].iloc[0]
+
+
 def test_a_cell_over_128_kib_is_read(tmp_path, reader):
     rows = sf_rows(400)
     big = "x" * (200 << 10)

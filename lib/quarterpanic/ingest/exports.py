@@ -641,9 +641,13 @@ def _pyarrow_body(path: Path, data: bytes, start: int, stop: int, first_line: in
             extra += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
         if breaks + trailing != table.num_rows + int(extra.sum()):
             raise _ScanMismatch("the records and the line breaks do not add up (blank lines in the body?)")
+    body = np.frombuffer(data, dtype=np.uint8)[start:stop]
+    if not _quotes_at_field_edges(body, np.flatnonzero(body == ord('"')), delimiter):
+        raise _ScanMismatch("a quote is not at the edge of a field")  # pyarrow would drop it from the value
     headers, frame = _headers_and_frame(table, header_cells, width)
     lines = first_line + np.arange(table.num_rows, dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])
     _check_quoted_records(data, start, stop, table, lines, extra, delimiter)
+    _check_multiline_records(data, start, stop, lines, extra, delimiter, width)
     frame.index = pd.Index(lines[1:], name="row")
     return RawExport(path, "csv", headers, frame, _bad_rows_frame([], [], []), footer, encoding)
 
@@ -677,6 +681,28 @@ def _check_quoted_records(data: bytes, start: int, stop: int, table: pa.Table, l
                 pass
         except csv.Error as err:
             raise _ScanMismatch(f"line {lines[row]}: the strict csv rules refuse its quotes ({err})") from err
+
+
+def _check_multiline_records(data: bytes, start: int, stop: int, lines: np.ndarray, extra: np.ndarray,
+                             delimiter: str, width: int) -> None:
+    """Send the file to the whole-file scan when a record running over lines may have swallowed records.
+
+    The same rule as :func:`_check_lines_returned` (which then refuses the file
+    naming the line): a line wholly inside a value with as many delimiters as a record.
+    Only records with line breaks in their values are looked at (normally none).
+    """
+    if width < _MERGE_MIN_WIDTH or not extra.any():
+        return
+    breaks = start + np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[start:stop] == ord("\n"))
+    line_starts = np.concatenate([[start], breaks + 1])
+    first_line = int(lines[0])
+    sep = delimiter.encode()
+    for row in np.flatnonzero(extra).tolist():
+        begin = int(line_starts[lines[row] - first_line])
+        after = lines[row] - first_line + 1 + int(extra[row])
+        end = int(line_starts[after]) if after < len(line_starts) else stop
+        if any(line.count(sep) >= width - 1 for line in data[begin:end].rstrip(b"\r\n").split(b"\n")[1:-1]):
+            raise _ScanMismatch(f"line {lines[row]}: a record runs over a line that looks like a record")
 
 
 def _split(data: bytes, start: int, stop: int, delimiter: str, width: int) -> tuple[pa.Table, int]:
@@ -790,6 +816,11 @@ def _malformed_quotes(text: str, text_lines: list[str], starts: np.ndarray, span
     return found
 
 
+#: Files with at least this many columns are refused when an accepted record runs over a line that has as
+#: many delimiters as a record (see :func:`_check_lines_returned`).
+_MERGE_MIN_WIDTH = 5
+
+
 def _check_lines_returned(path: Path, spans: np.ndarray, starts: np.ndarray, body: np.ndarray, bad: np.ndarray,
                           record_lines: Callable[[int], list[str]], delimiter: str, width: int,
                           never_closed: set[int]) -> None:
@@ -801,18 +832,29 @@ def _check_lines_returned(path: Path, spans: np.ndarray, starts: np.ndarray, bod
     rejected record that swallowed others gives back only its first line: a
     quote opened on that line and was still open where its value should end,
     running on over lines that are records themselves (as many delimiters as
-    the header less one) or to the end of the file (never closed). Then the
-    lines consumed and the lines returned do not add up, and the file is refused
-    naming the line the quote opened on (a record runs on past its first line
-    only when a quote on that line is still open at its end).
+    the header less one) or to the end of the file (never closed). An accepted
+    record can swallow others too, when the stray quote closes inside a later
+    line's value and the merged record has the header's field count; in files of
+    :data:`_MERGE_MIN_WIDTH` or more columns such a record is refused when a line
+    wholly inside its value holds as many delimiters as a record (in narrower
+    files a multi-line note with a comma or two would look like one). A quote
+    that closes on the very next line leaves no such line and cannot be told
+    from a two-line note with commas; it is read as one record. The file is
+    refused naming the line the quote opened on (a record runs on past its first
+    line only when a quote on that line is still open at its end).
     """
     def swallows(i: int) -> bool:
         return i in never_closed or any(text.count(delimiter) >= width - 1 for text in record_lines(i)[1:])
 
-    consumed = int(spans[body].sum())
-    swallowing = [int(i) for i in bad if spans[i] > 1 and swallows(int(i))]
-    returned = consumed - sum(int(spans[i]) - 1 for i in swallowing)
-    if consumed == returned:
+    def swallows_whole_lines(i: int) -> bool:
+        # The last line also holds the rest of the record's own fields; only the lines wholly inside the value count.
+        return any(text.count(delimiter) >= width - 1 for text in record_lines(i)[1:-1])
+
+    swallowing = [int(i) for i in bad[spans[bad] > 1] if swallows(int(i))]
+    if width >= _MERGE_MIN_WIDTH:
+        accepted = np.setdiff1d(body, bad)
+        swallowing += [int(i) for i in accepted[spans[accepted] > 2] if swallows_whole_lines(int(i))]
+    if not swallowing:
         return
     first = swallowing[0]
     line, last = int(starts[first]), int(starts[first] + spans[first] - 1)
