@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helpers import FIXTURES
-from quarterpanic.cli import EXIT_REJECTED, main
+from quarterpanic.cli import EXIT_BROKEN_PIPE, EXIT_REJECTED, main
 
 
 def run(capsys, *args):
@@ -165,3 +168,16 @@ def test_validate_of_header_only_opportunity_exports_says_nothing_can_be_analyse
     assert code == 1
     assert "no opportunity rows: the opportunity export holds a header and nothing else" in out
     assert "every row accepted" not in out
+
+
+def test_detect_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    folder = shutil.copytree(FIXTURES / "datafolder" / "northwind", tmp_path / "data" / "northwind")
+    script = "import sys; from quarterpanic.cli import main; sys.exit(main(sys.argv[1:]))"
+    # A pipe whose reader has gone: the first write of the findings table meets EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    done = subprocess.run([sys.executable, "-c", script, "detect", str(folder.parent)], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(write_end)
+    assert done.returncode == EXIT_BROKEN_PIPE
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,6 +102,9 @@ def _supported_analyses_text(crm) -> str:
 
 COMMANDS.append("validate")
 
+
+#: Exit code when stdout's reader closed the pipe early (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
 
 #: ``detect`` exit codes beside 0 and the user-mistake code 2.
 EXIT_FLAGGED = 3
@@ -211,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP during a run (RunInterrupted)
         print("quarterpanic: interrupted", file=sys.stderr)
         return getattr(err, "exit_code", 130)
+    except BrokenPipeError:
+        # The reader went away (`quarterpanic detect ... | head`): stop quietly, as a tool killed by SIGPIPE
+        # would, and point stdout at /dev/null so that flushing it at exit raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
