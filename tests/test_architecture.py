@@ -58,6 +58,10 @@ LOCAL_IMPORTS = {
         "run/ imports papermill, nbformat and nbconvert (seconds); only `run` and detect's data-scope check use it",
     ("quarterpanic.cli", "quarterpanic.ingest"):
         "pandera (and dask.dataframe through it) takes a second or more; `detect` on a snapshot never needs it",
+    ("quarterpanic.cli", "quarterpanic.analysis"):
+        "analysis/ imports statsmodels and scipy (seconds); `quarterpanic --help` and `sample` never need it",
+    ("quarterpanic.cli", "quarterpanic.report"):
+        "report/ imports the analysis (statsmodels) and matplotlib; `quarterpanic --help` never needs it",
     ("quarterpanic.cli", "quarterpanic.sample"):
         "the generator validates with pandera, which only `quarterpanic sample` needs",
     ("quarterpanic.dataset", "quarterpanic.ingest"):

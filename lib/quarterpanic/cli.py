@@ -17,14 +17,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from quarterpanic import __version__
-from quarterpanic.analysis.detect import detect
-from quarterpanic.analysis.inputs import supported_analyses
 from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
 from quarterpanic.errors import QuarterpanicError
 from quarterpanic.params import parse_cli_value, read_params_file, resolve
 from quarterpanic.paths import REPORTS_DIR
-from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
-from quarterpanic.report.words import supported_analyses_lines
 
 if TYPE_CHECKING:
     from quarterpanic.run.runner import RunReport
@@ -95,6 +91,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _supported_analyses_text(crm) -> str:
+    # analysis/ and report/ import statsmodels and scipy (seconds); `quarterpanic --help` should not wait for them.
+    from quarterpanic.analysis.inputs import supported_analyses
+    from quarterpanic.report.words import supported_analyses_lines
+
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
     tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests")}
     return "\n".join(supported_analyses_lines(supported_analyses(Dataset.from_tables(tables, orgs))))
@@ -136,7 +136,10 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    # run.parameters is imported here for the reason given in _cmd_run.
+    # run.parameters is imported here for the reason given in _cmd_run; analysis/ and report/ for the reason
+    # given in _supported_analyses_text.
+    from quarterpanic.analysis.detect import detect
+    from quarterpanic.report.detect_output import rejected_rows_warning, report_document, report_table
     from quarterpanic.run.parameters import DataScope, check_scope
 
     layers = [(str(path), read_params_file(path)) for path in args.parameters]
