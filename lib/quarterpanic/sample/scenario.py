@@ -25,6 +25,16 @@ EFFECTS = (
     "lead_score_drop",
     "stage_skip_rate",
 )
+# Effects that multiply (a rate, a turnaround, a win probability, an amount): their value at
+# intensity s is interpolated on the log scale, calm * (panic / calm) ** s; the others add,
+# calm + s * (panic - calm). ``*_change`` effects are relative: 1 + value multiplies.
+MULTIPLICATIVE = frozenset(("reactive_order_taking", "planned_work_deferral", "turnaround_stretch", "win_rate_ratio"))
+RELATIVE = frozenset(("last_week_deal_size_change",))
+SHAPES = ("step", "ramp", "plateau")
+# How a panic unfolds (scenario ``pattern:``, an org's ``pattern:``, or a panic quarter entry).
+PATTERN_KEYS = ("shape", "ramp_weeks", "seller_fraction", "spread", "segments")
+PATTERN_DEFAULTS = {"shape": "step", "ramp_weeks": None, "seller_fraction": 1.0, "spread": False, "segments": None}
+DISTRIBUTIONS = ("uniform", "choice", "integers")
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -85,7 +95,8 @@ def _merge(base: dict, override: Mapping) -> dict:
 
 
 def _checked(scenario: dict) -> dict:
-    known = {"name", "description", "as_of", "scales", "calm", "panic", "win_probability", "orgs", "export"}
+    known = {"name", "description", "as_of", "scales", "calm", "panic", "win_probability", "orgs", "export",
+             "pattern", "seller_sd"}
     unknown = sorted(set(scenario) - known)
     if unknown:
         raise ParameterError(f"unknown scenario key(s) {unknown}", hint=f"use only {sorted(known)}")
@@ -93,22 +104,47 @@ def _checked(scenario: dict) -> dict:
         bad = sorted(set(scenario[section]) - set(EFFECTS))
         if bad:
             raise ParameterError(f"unknown effect(s) {bad} under {section!r}", hint=f"effects are {list(EFFECTS)}")
+    _check_pattern(scenario.get("pattern"), "the scenario's pattern")
     for org, spec in scenario["orgs"].items():
         for key in ("size_class", "format", "teams", "sellers", "opportunities_per_quarter"):
             if key not in spec:
                 raise ParameterError(f"org {org!r} lacks {key!r} in the scenario")
-        for key, onset in panic_entries(spec).items():
-            if not 2 <= onset[0] <= 12:
+        _check_pattern(spec.get("pattern"), f"org {org!r} pattern")
+        for key, entry in panic_entries(spec).items():
+            onset = entry["onset_week"]
+            if not isinstance(onset, Mapping) and not 2 <= onset <= 12:
                 raise ParameterError(f"org {org!r}: onset week of panic quarter {key!r} must be 2..12")
+            _check_pattern(entry, f"org {org!r} panic quarter {key!r}")
     return scenario
 
 
-def panic_entries(spec: Mapping) -> dict[Any, tuple[int, dict]]:
-    """``panic_quarters`` as {key: (onset_week, effect overrides)}."""
+def _check_pattern(pattern: Mapping | None, where: str) -> None:
+    """A pattern's shape is one of :data:`SHAPES` and its seller fraction in (0, 1] (unless drawn)."""
+    pattern = pattern or {}
+    shape = pattern.get("shape")
+    if shape is not None and not isinstance(shape, Mapping) and shape not in SHAPES:
+        raise ParameterError(f"{where}: shape {shape!r} is not one of {list(SHAPES)}")
+    fraction = pattern.get("seller_fraction")
+    if fraction is not None and not isinstance(fraction, Mapping) and not 0 < float(fraction) <= 1:
+        raise ParameterError(f"{where}: seller_fraction must be in (0, 1]")
+
+
+def panic_entries(spec: Mapping) -> dict[Any, dict]:
+    """``panic_quarters`` as {key: {"onset_week", "effects", and any of PATTERN_KEYS given}}.
+
+    An entry is an onset week (``9``) or a mapping with ``onset_week`` and optional
+    ``effects`` and pattern keys. The ``draw:`` key (quarters drawn per seed) is left out.
+    """
     out = {}
     for key, value in (spec.get("panic_quarters") or {}).items():
+        if key == "draw":
+            continue
         if isinstance(value, Mapping):
-            out[key] = (int(value["onset_week"]), dict(value.get("effects") or {}))
+            entry = {k: value[k] for k in PATTERN_KEYS if k in value}
+            onset = value["onset_week"]
+            entry.update(onset_week=onset if isinstance(onset, Mapping) else int(onset),
+                         effects=dict(value.get("effects") or {}))
         else:
-            out[key] = (int(value), {})
+            entry = {"onset_week": int(value), "effects": {}}
+        out[key] = entry
     return out
