@@ -120,12 +120,14 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     if scale not in resolved["scales"]:
         raise ParameterError(f"unknown scale {scale!r}", hint=f"use one of {sorted(resolved['scales'])}")
     rng = np.random.default_rng(seed)
+    # Scenario draws (panic quarters, onsets, shapes, effect sizes) come from their own stream of the seed.
+    draws = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     as_of = pd.Timestamp(resolved["as_of"])
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
     records: list[dict] = []
     orgs: dict[str, dict] = {}
     for org_name, spec in resolved["orgs"].items():
-        plan = OrgPlan(org_name, spec, resolved, scale, as_of)
+        plan = OrgPlan(org_name, spec, resolved, scale, as_of, draws)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
         tables = apply_export(tables, plan.export)
         records.extend(plan.truth_records())

@@ -20,6 +20,8 @@ from quarterpanic.sample.scenario import (
     PATTERN_KEYS,
     RELATIVE,
     SHAPES,
+    CONFOUNDER_DEFAULTS,
+    draw,
     panic_entries,
 )
 
@@ -74,7 +76,8 @@ def roll_to_weekday(days: np.ndarray) -> np.ndarray:
 class OrgPlan:
     """The calendar, quarters, panic windows and rates of one organisation."""
 
-    def __init__(self, name: str, spec: dict, scenario: dict, scale: str, as_of: pd.Timestamp):
+    def __init__(self, name: str, spec: dict, scenario: dict, scale: str, as_of: pd.Timestamp,
+                 draws: np.random.Generator | None = None):
         self.name, self.spec, self.as_of = name, spec, as_of
         scale_spec = scenario["scales"][scale]
         self.volume = float(scale_spec["volume"])
@@ -99,20 +102,30 @@ class OrgPlan:
         effects = {k: np.full(self.nq + 1, float(v)) for k, v in scenario["calm"].items()}
         effects["month3_bookings_share"] = np.full(self.nq + 1, np.nan)
         base_pattern = {**PATTERN_DEFAULTS, **(scenario.get("pattern") or {}), **(spec.get("pattern") or {})}
-        self.patterns = [dict(base_pattern) for _ in range(self.nq + 1)]
+        self.patterns = [dict(PATTERN_DEFAULTS) for _ in range(self.nq + 1)]  # calm quarters: no pattern
         labels = list(quarters["quarter"])
-        for key, entry in panic_entries(spec).items():
-            q = self._quarter_index(key, labels)
-            if q is None:
-                continue  # before the first quarter of this scale
-            self.onset[q], self.panic[q] = entry["onset_week"], True
-            self.patterns[q] = {**base_pattern, **{k: entry[k] for k in PATTERN_KEYS if k in entry}}
+        # Scenario values may be distributions: drawn here, quarter by quarter, from the seed's
+        # own stream for draws (so a scenario without any keeps every other number of its sample).
+        draws = draws if draws is not None else np.random.default_rng(0)
+        for q, entry in self._panic_quarters(spec, labels, draws).items():
+            onset = draw(entry["onset_week"], draws)
+            if not 2 <= int(round(onset)) <= 12:
+                raise ParameterError(f"org {name!r}: drawn onset week {onset} of quarter {labels[q]} is not in 2..12")
+            self.onset[q], self.panic[q] = int(round(onset)), True
+            pattern = {**base_pattern, **{k: entry[k] for k in PATTERN_KEYS if k in entry}}
+            self.patterns[q] = {k: draw(pattern[k], draws) for k in PATTERN_KEYS}
+            if self.patterns[q]["shape"] not in SHAPES:
+                raise ParameterError(f"org {name!r}: shape {self.patterns[q]['shape']!r} is not one of {list(SHAPES)}")
             values = {**scenario["panic"], **(spec.get("effects") or {}), **entry["effects"]}
-            for k, v in values.items():
-                effects[k][q] = float(v)
+            for k in sorted(values):
+                effects[k][q] = float(draw(values[k], draws))
         self.effects = effects
         self.win_probability = scenario["win_probability"]
-        self.seller_sd = float(spec.get("seller_sd", scenario.get("seller_sd", 0.0)) or 0.0)
+        self.seller_sd = float(draw(spec.get("seller_sd", scenario.get("seller_sd", 0.0)), draws) or 0.0)
+        confounders = {**CONFOUNDER_DEFAULTS, **(scenario.get("confounders") or {}), **(spec.get("confounders") or {})}
+        self.confounders = {k: float(draw(v, draws)) for k, v in confounders.items()}
+        # A close-date keyed win-rate drop needs month-3 pulls that move deals whatever their outcome.
+        self.close_keyed_wins = bool(np.any(self.effects["last_week_win_rate_change"][self.panic] != 0))
 
         # Day table from the first day to well after the open quarter (closes beyond it).
         self.days = pd.date_range(self.first_day, self.open_end + pd.Timedelta(days=CYCLE_MAX_DAYS + 60), freq="D")
@@ -126,6 +139,11 @@ class OrgPlan:
         self.day_to_end = feats["days_to_quarter_end"].to_numpy(dtype=int)
         self.day_dates = self.days.to_numpy().astype("datetime64[D]")
         self.day_busy = np.is_busday(self.day_dates)
+        self.day_quarter_num = feats["quarter_num"].to_numpy(dtype=int)
+        # The last working day of each day's fiscal month (where habitual close dates land).
+        month_key = pd.Series(day_q * 4 + self.day_month)
+        last_busy = pd.Series(np.where(self.day_busy, np.arange(len(day_q)), -1)).groupby(month_key).transform("max")
+        self.day_month_end = np.where((day_q < self.nq) & (last_busy >= 0), last_busy, np.arange(len(day_q)))
         self.quarter_end = quarters["quarter_end"].to_numpy().astype("datetime64[D]")
         self.day_window = self.panic[day_q] & (self.day_week >= self.onset[day_q])
         self.day_last_week = self.day_window & (self.day_week == self.day_weeks)
@@ -136,6 +154,33 @@ class OrgPlan:
         self.team_names = list(teams)
         self.team_segment = [teams[t] for t in self.team_names]
         self.n_sellers = max(int(spec["sellers"]), int(round(spec["sellers"] * max(self.volume, 1.0))))
+
+    def _panic_quarters(self, spec: dict, labels: list[str], draws: np.random.Generator) -> dict[int, dict]:
+        """{quarter index: entry} from the explicit entries and any ``draw:`` of ``panic_quarters``.
+
+        ``draw: {probability: p}`` makes each complete quarter (and the open one with ``open: true``)
+        panic with probability p; ``draw: {count: k}`` picks k of them. Drawn quarters take the
+        draw's ``onset_week`` (default: integers 8..11), pattern keys and ``effects``; an explicit
+        entry for the same quarter wins.
+        """
+        out: dict[int, dict] = {}
+        spec_draw = (spec.get("panic_quarters") or {}).get("draw")
+        if spec_draw:
+            candidates = np.arange(self.nq if spec_draw.get("open") else self.nq - 1)
+            if "probability" in spec_draw:
+                chosen = candidates[draws.random(len(candidates)) < float(draw(spec_draw["probability"], draws))]
+            else:
+                count = min(int(draw(spec_draw["count"], draws)), len(candidates))
+                chosen = np.sort(draws.choice(candidates, count, replace=False))
+            entry = {k: spec_draw[k] for k in PATTERN_KEYS if k in spec_draw}
+            entry.update(onset_week=spec_draw.get("onset_week", {"integers": [8, 11]}),
+                         effects=dict(spec_draw.get("effects") or {}))
+            out.update({int(q): entry for q in chosen})
+        for key, entry in panic_entries(spec).items():
+            q = self._quarter_index(key, labels)
+            if q is not None:  # else before the first quarter of this scale
+                out[q] = entry
+        return dict(sorted(out.items()))
 
     def _quarter_index(self, key: Any, labels: list[str]) -> int | None:
         if isinstance(key, str) and key in labels:
@@ -180,6 +225,7 @@ class OrgPlan:
         self.seller_weight: np.ndarray | None = None
         self.seller_names: np.ndarray | None = None
         self.units: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.stated: dict[tuple[str, int], float] = {}  # truths the tables compute directly
 
     def set_sellers(self, people: dict, rng: np.random.Generator) -> None:
         """Which sellers each split quarter reaches: seller s panics on day d of quarter q when
@@ -317,6 +363,9 @@ class OrgPlan:
         out["discount_uplift"] = float(np.mean(self.blend("discount_uplift", q_arr, self._levels("won_close", q))))
         size = self.blend("last_week_deal_size_change", q_arr, self._levels("last_week_close", q))
         out["last_week_deal_size_change"] = float(np.exp(np.mean(np.log(size))) - 1.0)
+        keep = self.blend("last_week_win_rate_change", q_arr, self._levels("last_week_close", q))
+        out["last_week_win_rate_change"] = float(np.mean(keep) - 1.0)
+        out.update({name: value for (name, quarter), value in self.stated.items() if quarter == q})
         out["close_date_push_rate"] = float(np.mean(self.blend("close_date_push_rate", q_arr,
                                                                self._levels("push", q))))
         days = self._window_days(q, requests=True)
@@ -376,10 +425,14 @@ class OrgPlan:
 
     # Creation rate and mix, shared by the generator and the expected calm shares.
     def creation_rate(self, day_week: np.ndarray, day_weeks: np.ndarray, busy: np.ndarray,
-                      working_days_per_quarter: np.ndarray, days: pd.DatetimeIndex | None = None) -> np.ndarray:
-        """Expected new opportunities per day (0 on weekends and before the data start), with any quarter-end dip."""
+                      working_days_per_quarter: np.ndarray, days: pd.DatetimeIndex | None = None,
+                      quarter_num: np.ndarray | None = None) -> np.ndarray:
+        """Expected new opportunities per day (0 on weekends and before the data start), with any quarter-end
+        dip and the fiscal fourth quarter's seasonal bump (``confounders: {q4_volume}``)."""
         per_quarter = float(self.spec["opportunities_per_quarter"]) * self.volume
         rate = np.where(busy, per_quarter / working_days_per_quarter, 0.0)
+        if quarter_num is not None and self.confounders["q4_volume"] != 1.0:
+            rate = np.where(quarter_num == 4, rate * self.confounders["q4_volume"], rate)
         if days is not None and self.data_start > self.first_day:
             rate = np.where(np.asarray(days) >= self.data_start.to_datetime64(), rate, 0.0)
         dip = self.spec.get("quarter_end_creation_dip")
@@ -402,7 +455,8 @@ class OrgPlan:
         busy = np.is_busday(days.to_numpy().astype("datetime64[D]"))
         working = pd.Series(busy).groupby(labels).transform("sum").to_numpy()
         rate = self.creation_rate(feats["week_of_quarter"].to_numpy(int),
-                                  feats["weeks_in_quarter"].to_numpy(int), busy, working, days)
+                                  feats["weeks_in_quarter"].to_numpy(int), busy, working, days,
+                                  feats["quarter_num"].to_numpy(int))
         segments = pd.Series(self.team_segment).value_counts(normalize=True)
         closes = np.zeros(len(days))
         for segment, share in segments.items():

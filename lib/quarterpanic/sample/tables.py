@@ -89,7 +89,7 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     busy = plan.day_busy[in_range]
     working = np.bincount(day_q, weights=busy, minlength=plan.nq)[day_q]
     rate = plan.creation_rate(plan.day_week[in_range], plan.day_weeks[in_range], busy, working,
-                              plan.days[in_range])
+                              plan.days[in_range], plan.day_quarter_num[in_range])
     counts = rng.poisson(rate)
     created_idx = np.repeat(np.arange(len(rate)), counts)
     n = len(created_idx)
@@ -135,6 +135,11 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     # Planned close date: created + lognormal cycle, on a weekday. Then, quarter by
     # quarter in time order, 6. the month-3 pull and 7. the quarter-end pushes move it.
     due = roll_to_weekday(created_day + draw_cycle_days(rng, cycle_median).astype("timedelta64[D]"))
+    if plan.confounders["month_end_close_share"] > 0:
+        # A natural hockey stick: some sellers enter the month's last working day as the close date
+        # by habit. The month stays the same, so the calm month-3 share does too.
+        habit = rng.random(n) < plan.confounders["month_end_close_share"]
+        due[habit] = plan.day_dates[plan.day_month_end[plan.day_index(due[habit])]]
     planned_day = due.copy()
     changes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # opp, when, old, new
     for qi in range(plan.nq):
@@ -147,6 +152,12 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     close_level = plan.intensity(final_idx, owner)
     close_q = plan.day_q[final_idx]
     closed_visible = w_close <= plan.w_as_of
+    if plan.close_keyed_wins:
+        # Deals closing in a panic window's last week are lost more often: won x (1 + change) there.
+        keep = np.where(plan.day_last_week[final_idx], plan.blend("last_week_win_rate_change", close_q, close_level),
+                        1.0)
+        won = won & (rng.random(n) < keep)
+        _state_win_rate_ratio(plan, q, created_idx, late, visible, np.clip(p_won, 0.0, 1.0) * keep)
 
     # 5. Last-week deal size: amounts of deals closing in the last week of a panic quarter.
     in_last_week = plan.day_last_week[final_idx]
@@ -217,6 +228,18 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     return {k: v[order] for k, v in arrays.items()}, close_changes
 
 
+def _state_win_rate_ratio(plan: OrgPlan, q: np.ndarray, created_idx: np.ndarray, late: np.ndarray,
+                         visible: np.ndarray, p_final: np.ndarray) -> None:
+    """With a close-keyed win drop the creation-keyed ratio is no longer the scenario's: state it as the
+    ratio of the expected win rates of the quarter's deals created after the onset and before it."""
+    in_quarter = visible & (q < plan.nq)
+    for qi in np.flatnonzero(plan.panic[: plan.nq]):
+        chosen = in_quarter & (q == qi)
+        if (chosen & late).any() and (chosen & ~late).any():
+            plan.stated[("win_rate_ratio", int(qi))] = float(p_final[chosen & late].mean()
+                                                             / p_final[chosen & ~late].mean())
+
+
 def _choice_rows(rng: np.random.Generator, probabilities: list[float], n: int) -> np.ndarray:
     return np.searchsorted(np.cumsum(probabilities), rng.random(n) * sum(probabilities), side="right").clip(
         0, len(probabilities) - 1
@@ -270,7 +293,11 @@ def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.n
     month = plan.day_month[idx]
 
     def size(days: np.ndarray, sellers: np.ndarray) -> np.ndarray:
-        factor = plan.blend("last_week_deal_size_change", np.full(len(days), qi), plan.intensity(days, sellers))
+        """Expected won amount per unit of amount0 on those days: the size change, and the win drop."""
+        level = plan.intensity(days, sellers)
+        factor = plan.blend("last_week_deal_size_change", np.full(len(days), qi), level)
+        if plan.close_keyed_wins:
+            factor = factor * plan.blend("last_week_win_rate_change", np.full(len(days), qi), level)
         return np.where(plan.day_last_week[days], factor, 1.0)
 
     expected = amount0 * size(idx, owner) * _survival(plan, qi, idx, created_day, owner)
@@ -284,6 +311,11 @@ def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.n
     month3_amount = float(np.sum(expected[in_q & (month == 3)]))
     pre, post = float(np.sum(expected[candidates])), float(np.sum(moved))
     pi = (target * (pre + month3_amount) - month3_amount) / ((1 - target) * post + target * pre)
+    if plan.close_keyed_wins:
+        # Sellers pull forecast deals, not outcomes: lost deals move with the same probability, so
+        # win rates by close week carry only the injected drop.
+        candidates = np.flatnonzero((plan.day_q[idx] == qi) & (month < 3))
+        new_idx = month3_days[rng.integers(0, len(month3_days), len(candidates))]
     move = rng.random(len(candidates)) < min(max(pi, 0.0), 1.0)
     rows, new_days = candidates[move], plan.day_dates[new_idx[move]]
     changes.append((rows, work_time(due[rows], rng.uniform(0.5, 9.5, len(rows))), due[rows], new_days))
@@ -498,6 +530,9 @@ def _requests(plan: OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np
         day_idx, "reactive_order_taking")
     planned_rate = float(spec["planned_requests_per_day"]) * plan.volume * plan.day_mixture(
         day_idx, "planned_work_deferral")
+    if plan.confounders["q4_volume"] != 1.0:  # the seasonal bump lifts the whole fourth quarter alike
+        bump = np.where(plan.day_quarter_num[day_idx] == 4, plan.confounders["q4_volume"], 1.0)
+        unplanned_rate, planned_rate = unplanned_rate * bump, planned_rate * bump
     n_unplanned = rng.poisson(unplanned_rate)
     n_planned = rng.poisson(planned_rate)
     req_day = np.concatenate([np.repeat(day_idx, n_unplanned), np.repeat(day_idx, n_planned)])
