@@ -219,8 +219,16 @@ class OrgPlan:
         # Quarters where only some sellers panic need each seller's draw (set_sellers).
         self.split = np.array([float(p["seller_fraction"]) < 1.0 or bool(p["segments"]) for p in self.patterns])
         self.split &= self.panic
+        # A change ("panic stops after this date in that segment") needs each seller's own path.
+        self.changes = [dict(change) for change in (self.spec.get("changes") or [])]
+        for change in self.changes:
+            if not {"segment", "date"} <= set(change):
+                raise ParameterError(f"org {self.name!r}: each change needs a segment and a date")
+        if self.changes:
+            self.split = self.panic.copy()
         self.seller_u: np.ndarray | None = None
         self.seller_ok: np.ndarray | None = None
+        self.seller_stop: np.ndarray | None = None
         self.request_weight: np.ndarray | None = None
         self.seller_weight: np.ndarray | None = None
         self.seller_names: np.ndarray | None = None
@@ -238,6 +246,13 @@ class OrgPlan:
         self.seller_u = rng.random((self.n_sellers, self.nq + 1))
         team_names = np.array(self.team_names, dtype=object)[people["team"]]
         team_segments = np.array(self.team_segment, dtype=object)[people["team"]]
+        self.seller_stop = np.full(self.n_sellers, len(self.days))  # first day a seller no longer panics
+        for change in self.changes:
+            day = int(self.day_index(np.array([pd.Timestamp(change["date"]).to_datetime64()]))[0])
+            chosen = np.isin(team_names, [change["segment"]]) | np.isin(team_segments, [change["segment"]])
+            if not chosen.any():
+                raise ParameterError(f"org {self.name!r}: change segment {change['segment']!r} is no team or segment")
+            self.seller_stop = np.where(chosen, np.minimum(self.seller_stop, day), self.seller_stop)
         ok = np.ones((self.n_sellers, self.nq + 1), dtype=bool)
         for q, pattern in enumerate(self.patterns):
             if pattern["segments"]:
@@ -252,6 +267,7 @@ class OrgPlan:
             return level
         q = self.day_q[day_idx]
         reached = (self.seller_u[seller, q] < self.day_fraction[day_idx]) & self.seller_ok[seller, q]
+        reached &= day_idx < self.seller_stop[seller]
         return np.where(reached, level, 0.0)
 
     def day_mixture(self, day_idx: np.ndarray, effect: str) -> np.ndarray:
@@ -343,6 +359,33 @@ class OrgPlan:
     def _final_fraction(self, q: int) -> float:
         pattern = self.patterns[q]
         return 1.0 if pattern["spread"] else float(pattern["seller_fraction"])
+
+    SEGMENT_EFFECTS = ("qualification_decay", "lead_score_drop", "stage_skip_rate", "win_rate_ratio")
+
+    def segment_records(self) -> list[dict]:
+        """Per quarter and segment, the deal effects averaged over the segment's post-onset deals.
+
+        Only for organisations whose panic differs by segment (``segments`` in a pattern, or ``changes``);
+        ``panic`` says whether any such deal panicked, ``intensity`` their mean intensity."""
+        if not (self.changes or any(p["segments"] for p in self.patterns)):
+            return []
+        records = []
+        for q, row in self.quarters.iterrows():
+            for segment in dict.fromkeys(self.team_segment):
+                qs, level = self.units.get(f"created:{segment}", (np.zeros(0, int), np.zeros(0)))
+                level = level[qs == q] if self.panic[q] else np.zeros(0)
+                mean = float(np.mean(level)) if len(level) else 0.0
+                effects = {name: round(float(np.mean(self.blend(name, np.array([q]), level))) if len(level)
+                                       else self.calm[name], 6) for name in self.SEGMENT_EFFECTS}
+                records.append({"org": self.name, "quarter": row["quarter"], "segment": segment,
+                                "panic": bool(mean > 0), "onset_week": int(self.onset[q]) if mean > 0 else None,
+                                "intensity": round(mean, 6), "effects": effects})
+        return records
+
+    def change_records(self) -> list[dict]:
+        """The scenario's changes: from ``date`` on, the panic stops among the segment's (or team's) sellers."""
+        return [{"org": self.name, "segment": c["segment"], "date": str(pd.Timestamp(c["date"]).date()),
+                 "label": c.get("label")} for c in self.changes]
 
     def window_effects(self, q: int) -> dict[str, float]:
         """Each effect of panic quarter ``q`` as the average over its post-onset window.

@@ -113,6 +113,9 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     level = plan.intensity(created_idx, owner)
     visible = w_created <= plan.w_as_of
     plan.record_units("created", created_idx[late & visible], level[late & visible])
+    for segment in dict.fromkeys(plan.team_segment):  # for per-segment truth (used where panic differs by segment)
+        chosen = late & visible & (segment_names == segment)
+        plan.record_units(f"created:{segment}", created_idx[chosen], level[chosen])
 
     # 1. Qualification at creation: p_owner, minus d (at the deal's intensity) when created late.
     decay = plan.blend("qualification_decay", q, level) - plan.calm["qualification_decay"]
@@ -206,15 +209,18 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     amount_initial = np.where(revised, np.round(amount0 * np.exp(rng.normal(0, 0.2, n)), -1), amount0)
     w_revised = w_created + rng.uniform(0.05, 0.5, n) * (w_close - w_created)
 
+    kept = _sell_or_do(plan, w_created, w_close, won, amount_final, rng)
     order = np.argsort(w_created, kind="stable")
-    rank = np.empty(n, dtype=int)
-    rank[order] = np.arange(n)
+    order = order[kept[order]]
+    rank = np.full(n, -1)
+    rank[order] = np.arange(len(order))
     change_opp = np.concatenate([c[0] for c in changes]) if changes else np.zeros(0, int)
+    still = kept[change_opp]
     close_changes = {
-        "opp": rank[change_opp],
-        "when": np.concatenate([c[1] for c in changes]) if changes else np.zeros(0),
-        "old": np.concatenate([c[2] for c in changes]) if changes else np.zeros(0, "datetime64[D]"),
-        "new": np.concatenate([c[3] for c in changes]) if changes else np.zeros(0, "datetime64[D]"),
+        "opp": rank[change_opp][still],
+        "when": (np.concatenate([c[1] for c in changes]) if changes else np.zeros(0))[still],
+        "old": (np.concatenate([c[2] for c in changes]) if changes else np.zeros(0, "datetime64[D]"))[still],
+        "new": (np.concatenate([c[3] for c in changes]) if changes else np.zeros(0, "datetime64[D]"))[still],
     }
     arrays = dict(
         w_created=w_created, created_day=created_day, owner=owner, team=team, segment=segment_names,
@@ -226,6 +232,31 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
         product=rng.integers(0, len(PRODUCTS), n),
     )
     return {k: v[order] for k, v in arrays.items()}, close_changes
+
+
+def _sell_or_do(plan: OrgPlan, w_created: np.ndarray, w_close: np.ndarray, won: np.ndarray, amount: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """Which deals are created at all when a small firm stops selling while it delivers.
+
+    ``sell_or_do: {min_amount, weeks, factor}``: after a won deal of at least ``min_amount`` closes,
+    deals created in the next ``weeks`` weeks (of working time) exist only with probability
+    ``factor``, so creation in post-win weeks is ``factor`` x what it would be (overlapping windows
+    do not compound). Wins are taken in close order, and a deal that is never created opens no window.
+    """
+    spec = plan.spec.get("sell_or_do")
+    kept = np.ones(len(w_created), dtype=bool)
+    if not spec:
+        return kept
+    factor, span = float(spec["factor"]), float(spec["weeks"]) * 5 * DAY_HOURS
+    survives = rng.random(len(w_created)) < factor
+    big = np.flatnonzero(won & (amount >= float(spec["min_amount"])))
+    opened = []
+    for i in big[np.argsort(w_close[big], kind="stable")]:
+        if kept[i]:
+            kept &= ~((w_created > w_close[i]) & (w_created <= w_close[i] + span) & ~survives)
+            opened.append(w_close[i])
+    plan.sell_or_do_wins = int(np.sum(np.array(opened) <= plan.w_as_of))
+    return kept
 
 
 def _state_win_rate_ratio(plan: OrgPlan, q: np.ndarray, created_idx: np.ndarray, late: np.ndarray,
