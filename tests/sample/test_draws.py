@@ -21,7 +21,8 @@ DRAWN = {
              "Globex Corporation": {"panic_quarters": {"draw": {"count": 3}}}},
 }
 CONFOUNDED = {"confounders": {"q4_volume": 1.4, "month_end_close_share": 0.35},
-              "orgs": {org: {"panic_quarters": {}} for org in ("Northwind Traders", "Globex Corporation")}}
+              "orgs": {org: {"panic_quarters": {}} for org in ("Brightline Studio", "Northwind Traders",
+                                                                "Globex Corporation")}}
 
 
 def with_close(sample) -> pd.DataFrame:
@@ -110,7 +111,9 @@ def test_calm_fourth_quarters_have_more_volume_and_a_hockey_stick_but_truth_says
     per_quarter = created.groupby(["org", "c_quarter"]).agg(n=("opportunity_id", "size"), num=("c_quarter_num", "first"))
     per_quarter["fourth"] = per_quarter["num"] == 4
     ratio = per_quarter.groupby(["org", "fourth"])["n"].mean().unstack()
-    assert (ratio[True] / ratio[False]).between(1.2, 1.6).all(), ratio
+    # The small firm's one or two fourth quarters of ~25 deals are too few to show a 40 % bump reliably.
+    larger = ratio.drop(index="Brightline Studio")
+    assert (larger[True] / larger[False]).between(1.2, 1.6).all(), ratio
     closed = with_close(sample)
     last_week_share = closed["last_week"].mean()
     assert last_week_share > 2 / 13, last_week_share  # a natural hockey stick: twice the even share

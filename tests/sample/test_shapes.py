@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import created_deals_with_truth, qualification_drop
 from quarterpanic.calendar import annotate_by_org
 from quarterpanic.errors import ParameterError
 from quarterpanic.sample import generate, load_scenario
 
-BANT = ["bant_budget", "bant_authority", "bant_need", "bant_timeline"]
-# A strong decay on the two larger orgs only, so shapes show clearly in one small-scale sample.
+# A strong decay and surge, so shapes show clearly in one small-scale sample.
 STRONG = {"panic": {"qualification_decay": 0.45, "reactive_order_taking": 3.0}}
 
 
@@ -23,20 +23,9 @@ def scenario(**pattern) -> dict:
 
 
 def created_deals(sample) -> pd.DataFrame:
-    """Deals of complete panic quarters with their creation week, onset, qualification and that quarter's truth."""
-    calendars = {org: info["fiscal_calendar"] for org, info in sample.orgs.items()}
-    opps = annotate_by_org(sample.tables["opportunities"], "created_at", calendars, prefix="c_")
-    truth = sample.truth_frame().rename(columns={"quarter": "c_quarter"})
-    opps = opps.merge(truth, on=["org", "c_quarter"], how="left")
-    opps = opps[opps["panic"].eq(True) & opps["open"].eq(False)].copy()
-    opps["qualified"] = (opps[BANT].astype(int).sum(axis=1) >= 3) & opps["next_step"].fillna("").str.strip().ne("")
-    opps["late"] = opps["c_week_of_quarter"] >= opps["onset_week"]
-    return opps
-
-
-def drop_and_se(opps: pd.DataFrame) -> tuple[float, float]:
-    late, early = opps.loc[opps["late"], "qualified"], opps.loc[~opps["late"], "qualified"]
-    return early.mean() - late.mean(), float(np.sqrt(early.var() / len(early) + late.var() / len(late)))
+    """Deals of complete panic quarters (see helpers.created_deals_with_truth)."""
+    opps = created_deals_with_truth(sample)
+    return opps[opps["panic"].eq(True)].copy()
 
 
 def truth_drop(opps: pd.DataFrame) -> float:
@@ -67,7 +56,7 @@ def test_a_ramp_rises_through_the_window_and_truth_states_its_average(ramp):
     panic = ramp.truth_frame().query("panic and not open")
     assert (panic["shape"] == "ramp").all() and panic["intensity"].between(0.3, 0.7).all()
     assert np.allclose(panic["qualification_decay"], 0.45 * panic["intensity"], atol=1e-6)
-    drop, se = drop_and_se(opps)
+    drop, se = qualification_drop(opps)
     assert abs(drop - truth_drop(opps)) < 4 * se
     # The first half of the window drops less than the second half: the ramp is in the data.
     late = opps[opps["late"]].copy()
@@ -86,7 +75,7 @@ def test_a_plateau_sits_between_a_ramp_and_a_step():
              for name, s in (("plateau", plateau), ("ramp", ramp))}
     assert level["ramp"] < level["plateau"] < 1.0
     opps = created_deals(plateau)
-    drop, se = drop_and_se(opps)
+    drop, se = qualification_drop(opps)
     assert abs(drop - truth_drop(opps)) < 4 * se
 
 
@@ -101,9 +90,9 @@ def test_seller_fraction_restricts_the_panic_to_the_sellers_truth_names(fraction
               for (org, _), names in reached.items()]
     assert 0.2 < np.mean(shares) < 0.6
     for group, expected in ((True, 0.45), (False, 0.0)):
-        drop, se = drop_and_se(opps[opps["reached"] == group])
+        drop, se = qualification_drop(opps[opps["reached"] == group])
         assert abs(drop - expected) < 4 * se, (group, drop, se)
-    drop, se = drop_and_se(opps)
+    drop, se = qualification_drop(opps)
     assert abs(drop - truth_drop(opps)) < 4 * se
     assert truth_drop(opps) < 0.3
 
@@ -137,7 +126,7 @@ def test_segments_confine_the_panic():
         seed=25, scale="small")
     opps = created_deals(sample).query("org == 'Globex Corporation'")
     for inside, expected in ((True, 0.45), (False, 0.0)):
-        drop, se = drop_and_se(opps[opps["segment"].eq("Enterprise") == inside])
+        drop, se = qualification_drop(opps[opps["segment"].eq("Enterprise") == inside])
         assert abs(drop - expected) < 4 * se, (inside, drop)
     truth = sample.truth_frame().query("org == 'Globex Corporation' and panic")
     assert truth["segments"].map(list).tolist() == [["Enterprise"]] * 2
