@@ -343,3 +343,29 @@ class NotebookOutputChecks:
 def notebook_outputs(notebook) -> list:
     """Every output of every cell of an executed notebook."""
     return [output for cell in notebook["cells"] for output in cell.get("outputs", [])]
+
+
+# -- generated samples beside their truth -----------------------------------------------------------
+SAMPLE_BANT = ["bant_budget", "bant_authority", "bant_need", "bant_timeline"]
+
+
+def created_deals_with_truth(sample) -> pd.DataFrame:
+    """A generated sample's deals of complete quarters with creation-date fiscal features (``c_``), the
+    truth of their creation quarter, ``qualified`` by the default rule and ``late`` (created from the onset on)."""
+    from quarterpanic.calendar import annotate_by_org
+
+    calendars = {org: info["fiscal_calendar"] for org, info in sample.orgs.items()}
+    opps = annotate_by_org(sample.tables["opportunities"], "created_at", calendars, prefix="c_")
+    truth = sample.truth_frame().rename(columns={"quarter": "c_quarter"})
+    opps = opps.merge(truth, on=["org", "c_quarter"], how="left")
+    opps = opps[opps["open"].eq(False)].copy()
+    flags = opps[SAMPLE_BANT].astype(int).sum(axis=1) >= 3
+    opps["qualified"] = flags & opps["next_step"].fillna("").str.strip().ne("")
+    opps["late"] = opps["c_week_of_quarter"] >= opps["onset_week"]
+    return opps
+
+
+def qualification_drop(opps: pd.DataFrame) -> tuple[float, float]:
+    """Early minus late qualification rate of ``opps`` (from :func:`created_deals_with_truth`) and its SE."""
+    late, early = opps.loc[opps["late"], "qualified"], opps.loc[~opps["late"], "qualified"]
+    return early.mean() - late.mean(), float(np.sqrt(early.var() / len(early) + late.var() / len(late)))
