@@ -14,6 +14,7 @@ from quarterpanic.errors import ParameterError
 from quarterpanic.ingest import schemas
 from quarterpanic.sample import vendor_writers
 from quarterpanic.sample.export import apply_export, is_full, measurable_effects
+from quarterpanic.sample.history import add_request_history
 from quarterpanic.sample.plan import OrgPlan
 from quarterpanic.sample.scenario import load_scenario
 from quarterpanic.sample.tables import canonical, generate_org
@@ -26,14 +27,16 @@ class Sample:
     Attributes
     ----------
     tables:
-        The canonical tables ``opportunities``, ``history``, ``leads``, ``requests``.
+        The canonical tables ``opportunities``, ``history``, ``leads``, ``requests``, ``request_history``.
     truth:
         What ``truth.json`` holds: ``as_of``, ``seed``, ``scenario``, ``scale`` and one
         record per org x fiscal quarter with data (``org``, ``quarter``, ``open``,
         ``panic``, ``onset_week``, ``effects``). When a scenario's ``export`` leaves
         things out (:mod:`quarterpanic.sample.export`), ``exports`` says what each org's
         export holds, the effects it gives no input for are ``None`` and each record
-        says whether its quarter is ``partial`` (the data begin inside it).
+        says whether its quarter is ``partial`` (the data begin inside it). ``request_history``
+        holds the silo truths of the mid-size organisations per quarter
+        (:mod:`quarterpanic.sample.history`).
     orgs:
         Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
         when the export leaves something out).
@@ -117,11 +120,13 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     as_of = pd.Timestamp(resolved["as_of"])
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
     records: list[dict] = []
+    request_history_truth: list[dict] = []
     orgs: dict[str, dict] = {}
-    for org_name, spec in resolved["orgs"].items():
+    for org_index, (org_name, spec) in enumerate(resolved["orgs"].items()):
         plan = OrgPlan(org_name, spec, resolved, scale, as_of)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
         tables = apply_export(tables, plan.export)
+        request_history_truth.extend(add_request_history(plan, tables, seed, org_index))
         records.extend(plan.truth_records())
         orgs[org_name] = {
             "size_class": spec["size_class"],
@@ -146,6 +151,8 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
         "scale": scale,
         "quarters": records,
     }
+    if request_history_truth:
+        truth["request_history"] = request_history_truth
     exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
     if exports:
         truth["exports"] = exports
