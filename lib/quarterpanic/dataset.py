@@ -1,4 +1,4 @@
-"""What every analysis reads: the four canonical tables plus each organisation's calendar.
+"""What every analysis reads: the five canonical tables plus each organisation's calendar.
 
 A :class:`Dataset` comes from loaded exports (:func:`quarterpanic.ingest.loading.load_crm`)
 or straight from the sample generator, so detectors are tested on generated
