@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 
 from quarterpanic import cli
+from quarterpanic.analysis import outcomes
+from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.dataset import Dataset
 from quarterpanic.errors import ProfileError
 from quarterpanic.ingest import loading
 from quarterpanic.ingest.changes import changes_from_values
@@ -73,6 +76,15 @@ def test_salesforce_data_export_folder_loads_and_validates_clean(tmp_path):
     assert opps.loc["0065g00000AbCdEAAV", ["owner", "account"]].tolist() == ["Ada Lovelace", "Acme Corp"]
     assert pd.isna(opps.loc["0065g00000AbCdG", "close_date"]) and not opps.loc["0065g00000AbCdG", "is_closed"]
     assert cli.main(["validate", str(DATA_EXPORT), "--rejects", str(tmp_path / "rejects.csv")]) == 0
+
+
+def test_close_date_pushes_are_measured_from_the_snapshots():
+    crm = loading.load_crm(DATA_EXPORT)
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
+    data = Dataset.from_tables(crm.__dict__, orgs, as_of="2025-04-15")
+    pushes = outcomes.close_date_pushes(opportunity_features(data), data)
+    # Globex was due on 31 March; the snapshot of 27 March moved it to 30 June.
+    assert pushes[["opportunity_id", "quarter", "pushed"]].values.tolist() == [["0065g00000AbCdF", "FY2025-Q1", True]]
 
 
 def test_snapshots_alone_give_every_change(tmp_path):
