@@ -56,5 +56,7 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
     metrics = [name for name, metric in METRICS.items() if metric.component in names]
     missing = not_measured_rows(findings, dataset, metrics, params)
     if not missing.empty:
+        # Every row records the run's interval level, measured or not (sentences and the index read it).
+        missing = missing.assign(ci_level=float(params["ci_level"]))
         findings = make_findings(pd.concat([findings, missing], ignore_index=True))
     return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))
