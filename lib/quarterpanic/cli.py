@@ -55,7 +55,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
                      help="export file, folder of exports, or data folder with one sub-folder per organisation")
     cmd.add_argument("--profile", metavar="NAME|MAPPING.yaml",
                      help="vendor profile or mapping YAML for every file (default: detected from headers)")
-    cmd.add_argument("--table", choices=["opportunities", "history", "leads", "requests"],
+    cmd.add_argument("--table", choices=["opportunities", "history", "leads", "requests", "request_history"],
                      help="only consider profiles producing this table")
     cmd.add_argument("--rejects", metavar="FILE", default=str(REPORTS_DIR / "rejects.csv"),
                      help="where to write the rejected rows as CSV (default: %(default)s)")
@@ -96,7 +96,7 @@ def _supported_analyses_text(crm) -> str:
     from quarterpanic.report.words import supported_analyses_lines
 
     orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
-    tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests")}
+    tables = {name: crm.table(name) for name in ("opportunities", "history", "leads", "requests", "request_history")}
     return "\n".join(supported_analyses_lines(supported_analyses(Dataset.from_tables(tables, orgs))))
 
 

@@ -1,4 +1,4 @@
-"""What every analysis reads: the four canonical tables plus each organisation's calendar.
+"""What every analysis reads: the five canonical tables plus each organisation's calendar.
 
 A :class:`Dataset` comes from loaded exports (:func:`quarterpanic.ingest.loading.load_crm`)
 or straight from the sample generator, so detectors are tested on generated
@@ -20,13 +20,14 @@ from quarterpanic.store import snapshots as snapshot
 
 #: The canonical tables, in :data:`quarterpanic.ingest.schemas.TABLES` order (named here so that a dataset read
 #: from a snapshot does not import pandera).
-TABLE_NAMES = ("opportunities", "history", "leads", "requests")
+TABLE_NAMES = ("opportunities", "history", "leads", "requests", "request_history")
 
 TIMESTAMP_COLUMNS = {
     "opportunities": ["created_at", "close_date"],
     "history": ["changed_at"],
     "leads": ["created_at", "converted_at"],
     "requests": ["created_at", "resolved_at"],
+    "request_history": ["changed_at"],
 }
 
 
@@ -36,7 +37,7 @@ class Dataset:
 
     Attributes
     ----------
-    opportunities, history, leads, requests:
+    opportunities, history, leads, requests, request_history:
         Canonical tables (see :mod:`quarterpanic.ingest.schemas`), each with ``org``.
     calendars:
         Organisation → its :class:`FiscalCalendar`.
@@ -58,6 +59,7 @@ class Dataset:
     history: pd.DataFrame
     leads: pd.DataFrame
     requests: pd.DataFrame
+    request_history: pd.DataFrame
     calendars: dict[str, FiscalCalendar] = field(default_factory=dict)
     size_classes: dict[str, str] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
@@ -119,7 +121,10 @@ class Dataset:
         leads.loc[late_conversion, "converted_at"] = pd.NaT
         leads.loc[late_conversion, "converted_opportunity_id"] = pd.NA
         history = self.history[self.history["changed_at"] <= as_of].copy()
-        return replace(self, opportunities=opps, history=history, leads=leads, requests=requests, as_of=as_of)
+        request_history = self.request_history[(self.request_history["changed_at"] <= as_of)
+                                               & self.request_history["request_id"].isin(requests["request_id"])]
+        return replace(self, opportunities=opps, history=history, leads=leads, requests=requests,
+                       request_history=request_history.copy(), as_of=as_of)
 
     def filter(self, orgs: list[str] | None = None, segment: str | None = None) -> Dataset:
         """Only some organisations and/or one segment (requests follow their opportunity's segment)."""
@@ -133,6 +138,8 @@ class Dataset:
             tables["opportunities"] = opps
             tables["history"] = tables["history"][tables["history"]["opportunity_id"].isin(keep)]
             tables["requests"] = tables["requests"][tables["requests"]["opportunity_id"].isin(keep)]
+            changes = tables["request_history"]
+            tables["request_history"] = changes[changes["request_id"].isin(tables["requests"]["request_id"])]
             leads = tables["leads"]
             tables["leads"] = leads[leads["converted_opportunity_id"].isin(keep)]
         calendars = {o: c for o, c in self.calendars.items() if not orgs or o in orgs}
@@ -157,7 +164,8 @@ def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     if leads is not None and not leads.empty and pd.notna(leads["converted_at"].max()):
         latest.append(pd.Timestamp(leads["converted_at"].max()))
     for name, columns in (("opportunities", ["created_at"]), ("history", ["changed_at"]),
-                          ("leads", ["created_at"]), ("requests", ["created_at", "resolved_at"])):
+                          ("leads", ["created_at"]), ("requests", ["created_at", "resolved_at"]),
+                          ("request_history", ["changed_at"])):
         frame = tables.get(name)
         if frame is None or frame.empty:
             continue

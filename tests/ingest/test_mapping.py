@@ -17,8 +17,9 @@ from quarterpanic.ingest.profiles import (
 )
 from quarterpanic.ingest.values import parse_bools, parse_dates, parse_numbers
 
-SHIPPED = ["dynamics_opportunities", "hubspot_deals", "jira_requests", "salesforce_api_field_history",
-           "salesforce_api_lead", "salesforce_api_opportunity", "salesforce_history", "salesforce_leads",
+SHIPPED = ["dynamics_opportunities", "hubspot_deal_property_history", "hubspot_deals", "jira_changelog",
+           "jira_requests", "salesforce_api_field_history", "salesforce_api_lead", "salesforce_api_opportunity",
+           "salesforce_api_opportunity_history", "salesforce_history", "salesforce_leads",
            "salesforce_opportunities"]
 
 

@@ -341,7 +341,8 @@ def test_close_date_pushes_stage_skips_and_lead_scores(default):
 
 # -- files --------------------------------------------------------------------------------------------
 KEYS = {"opportunities": ["org", "opportunity_id"], "leads": ["org", "lead_id"], "requests": ["org", "request_id"],
-        "history": ["org", "opportunity_id", "changed_at", "field", "old_value", "new_value"]}
+        "history": ["org", "opportunity_id", "changed_at", "field", "old_value", "new_value"],
+        "request_history": ["org", "request_id", "changed_at", "field", "old_value", "new_value"]}
 
 
 def assert_same_records(generated: dict[str, pd.DataFrame], loaded) -> None:

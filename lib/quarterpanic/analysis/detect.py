@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from quarterpanic.analysis import qualification, reactive
+from quarterpanic.analysis import qualification, reactive, silos
 from quarterpanic.analysis.findings import METRICS, apply_fdr, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 COMPONENTS: dict[str, tuple[ModuleType, str]] = {
     "qualification_decay": (qualification, "detect_qualification_decay"),
     "reactive_order_taking": (reactive, "detect_reactive_order_taking"),
+    "mid_size_silos": (silos, "detect_mid_size_silos"),
 }
 
 
@@ -55,5 +56,7 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
     metrics = [name for name, metric in METRICS.items() if metric.component in names]
     missing = not_measured_rows(findings, dataset, metrics, params)
     if not missing.empty:
+        # Every row records the run's interval level, measured or not (sentences and the index read it).
+        missing = missing.assign(ci_level=float(params["ci_level"]))
         findings = make_findings(pd.concat([findings, missing], ignore_index=True))
     return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))

@@ -37,6 +37,7 @@ INPUT_LABELS: dict[str, str] = {
     "history.close_date": "close-date history",
     "history.amount": "amount history",
     "requests": "ticket export (requests)",
+    "request_history": "request history (ticket changelog)",
 }
 QUALIFICATION = "qualification"  # stands for the qualification signals of the organisation's rule
 # metric -> groups of inputs: every group is needed, any one input of a group will do.
@@ -54,6 +55,8 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "after_hours_shift": (("requests",),),
     "wasted_effort_lost": (("requests",),),
     "wasted_effort_unqualified": (("requests",), (QUALIFICATION,)),
+    "mid_size_silos": (("request_history",),),
+    "silo_wait_stretch": (("request_history",),),
 }
 NUMBERS = ["estimate", "ci_low", "ci_high", "p_value"]
 
@@ -89,6 +92,8 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
             present.setdefault(org, set()).add(f"history.{field}")
     for org in dataset.requests["org"].astype(str).unique():
         present.setdefault(org, set()).add("requests")
+    for org in dataset.request_history["org"].astype(str).unique():
+        present.setdefault(org, set()).add("request_history")
     return present
 
 

@@ -16,10 +16,12 @@ from quarterpanic.errors import ExportError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import RawExport, ReadOptions, read_export
 from quarterpanic.ingest.mapping import LookupReader, MappedExport, map_export
-from quarterpanic.ingest.orgs import OrgInfo
+from quarterpanic.ingest.orgs import OrgInfo, department_of
 from quarterpanic.ingest.profiles import Profile, canonical_columns
 
 log = logging.getLogger(__name__)
+#: History tables -> the fields an analysis reads; changes of other fields are ignored.
+_TRACKED = {"history": schemas.HISTORY_FIELDS, "request_history": schemas.REQUEST_HISTORY_FIELDS}
 REJECT_COLUMNS = ["table", "file", "row", "column", "value", "reason"]
 _CHECK_REASONS = {
     "not_nullable": "empty, but required",
@@ -39,7 +41,8 @@ class FileResult:
     rejects: pd.DataFrame
     id_label: str | None = None
     unique_ids: bool | None = None  # every accepted id differs (None: the table has no id)
-    ignored: int = 0  # records read but of no use to any analysis (history of untracked fields)
+    ignored: int = 0  # records read but of no use to any analysis (history of untracked fields, no change)
+    changes: str | None = None  # the profile's changes: kind (history derived from values), else None
 
 
 def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
@@ -53,16 +56,19 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     frame.insert(0, "org", schemas.constant_text(org.name, len(frame)))
     if profile.table == "opportunities":
         frame["size_class"] = schemas.constant_text(org.size_class, len(frame))
+    if profile.table == "request_history" and "field" in frame:
+        frame["department"] = department_of(frame["field"], frame["new_value"], org.departments)
     frame = frame.reindex(columns=canonical_columns(profile.table))
     problems = [
         raw.bad_rows.assign(column=""),
         mapped.problems,
     ]
     parse_failed = pd.Index(mapped.problems["row"].unique())
-    untracked = _untracked_history(frame) if profile.table == "history" else pd.Index([])
+    untracked = _untracked_history(frame, profile.table) if profile.table in _TRACKED else pd.Index([])
     skipped = parse_failed.union(untracked)
-    # Dropping nothing still copies every column: only drop when a value failed to parse.
-    parsed = frame.drop(index=skipped) if len(skipped) else frame
+    # Dropping nothing still copies every column: only drop when a value failed to parse. A row of a
+    # values history export that failed to parse may have become no change row at all.
+    parsed = frame.drop(index=skipped.intersection(frame.index)) if len(skipped) else frame
     valid, failures = validate_table(parsed, profile.table)
     problems.append(_describe_failures(failures, raw, mapped, profile))
     if profile.table == "opportunities":
@@ -70,14 +76,14 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
         if len(early):
             problems.append(early)
     rejects = one_per_row(pd.concat(problems, ignore_index=True), profile.table, file)
-    ignored = len(untracked.difference(rejects["row"]))
+    ignored = len(untracked.union(mapped.unchanged).difference(rejects["row"]))
     log.info("%s: %s via %s: %d read, %d rejected, %d ignored, %d footer lines", path, profile.table, profile.name,
              raw.read, len(rejects), ignored, raw.footer_lines)
     id_column = schemas.ID_COLUMNS[profile.table]
     id_label = mapped.labels.get(id_column) if id_column else None
     unique_ids = bool(valid[id_column].is_unique) if id_column else None
     return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids,
-                      ignored)
+                      ignored, profile.changes)
 
 
 def _close_before_created(frame: pd.DataFrame, org: OrgInfo, path: Path,
@@ -102,14 +108,14 @@ def _close_before_created(frame: pd.DataFrame, org: OrgInfo, path: Path,
     return frame, none
 
 
-def _untracked_history(frame: pd.DataFrame) -> pd.Index:
+def _untracked_history(frame: pd.DataFrame, table: str) -> pd.Index:
     """Rows of a history export that change a field no analysis reads (owner, description, ...).
 
-    Field-history exports hold every tracked field; such rows are counted as ignored, not
-    rejected, so a clean export validates clean.
+    Field-history exports and changelogs hold every tracked field; such rows are counted as
+    ignored, not rejected, so a clean export validates clean.
     """
     field = frame["field"]
-    return frame.index[field.notna() & ~field.isin(list(schemas.HISTORY_FIELDS))]
+    return frame.index[field.notna() & ~field.isin(list(_TRACKED[table]))].unique()
 
 
 def lookup_reader(folder: Path) -> LookupReader:

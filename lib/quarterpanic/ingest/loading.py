@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -72,12 +72,13 @@ class CRM:
     history: pd.DataFrame
     leads: pd.DataFrame
     requests: pd.DataFrame
+    request_history: pd.DataFrame
     rejects: pd.DataFrame
     accounting: pd.DataFrame
     orgs: dict[str, OrgInfo]
 
     def table(self, name: str) -> pd.DataFrame:
-        """A canonical table by name (``opportunities``, ``history``, ``leads``, ``requests``)."""
+        """A canonical table by name (``opportunities``, ``history``, ``leads``, ``requests``, ``request_history``)."""
         return getattr(self, name)
 
 
@@ -222,6 +223,7 @@ def _reject_duplicates(results: list[FileResult], table: str,
 
 
 def _assemble(results: list[FileResult], orgs: dict[str, OrgInfo]) -> CRM:
+    results = _without_double_counts(results)
     tables = {}
     rejects = [r.rejects for r in results]
     for table in schemas.TABLES:
@@ -237,6 +239,34 @@ def _assemble(results: list[FileResult], orgs: dict[str, OrgInfo]) -> CRM:
     accounting = _accounting(results, tables, all_rejects)
     return CRM(**tables, rejects=all_rejects, accounting=accounting,
                orgs={name: info for name, info in orgs.items()})
+
+
+def _without_double_counts(results: list[FileResult]) -> list[FileResult]:
+    """History derived from values (OpportunityHistory snapshots) yields to field history of the same deal and field.
+
+    A Salesforce export holds both OpportunityHistory (a snapshot per save) and
+    OpportunityFieldHistory (a row per tracked change): a close-date push is in both. Per
+    organisation, opportunity and field, the changes come from the field-history (change-row)
+    files when they hold any row of that opportunity and field, else from the snapshots (a field
+    whose history tracking was off, or whose field history was deleted after its retention).
+    Snapshot rows left with no change are counted as ignored.
+    """
+    derived = [i for i, r in enumerate(results) if r.table == "history" and r.changes is not None and len(r.frame)]
+    direct = [r.frame for r in results if r.table == "history" and r.changes is None and len(r.frame)]
+    if not derived or not direct:
+        return results
+    keys = ["org", "opportunity_id", "field"]
+    covered = pd.MultiIndex.from_frame(pd.concat([f[keys] for f in direct]).astype(str).drop_duplicates())
+    out = list(results)
+    for i in derived:
+        r = results[i]
+        dropped = pd.MultiIndex.from_frame(r.frame[keys].astype(str)).isin(covered)
+        if not dropped.any():
+            continue
+        frame = r.frame[~dropped]
+        emptied = len(set(r.frame["source_row"]) - set(frame["source_row"]))
+        out[i] = replace(r, frame=frame.reset_index(drop=True), ignored=r.ignored + emptied)
+    return out
 
 
 @functools.cache
@@ -258,7 +288,9 @@ def _validated(kept: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def _accounting(results: list[FileResult], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame) -> pd.DataFrame:
     # Counted from the final tables and rejects (one pass each), not carried over from the files.
-    accepted_by_file = {name: table["source_file"].value_counts() for name, table in tables.items() if len(table)}
+    # A history row derived from a snapshot may share its source row with others (one per field that changed).
+    accepted_by_file = {name: _source_rows(table)["source_file"].value_counts()
+                        for name, table in tables.items() if len(table)}
     rejected_by_file = rejects.groupby(["file", "table"]).size() if len(rejects) else pd.Series(dtype="int64")
     unknown_by_file = _unknown_deals(tables)
     rows = []
@@ -295,11 +327,18 @@ def _unknown_deals(tables: dict[str, pd.DataFrame]) -> dict[tuple[str, str], int
             in_org = (table["org"] == org).to_numpy()
             known = opportunities.loc[opportunities["org"] == org, "opportunity_id"]
             unknown[in_org] &= ~table.loc[in_org, "opportunity_id"].isin(known).to_numpy()
-        for file, count in table.loc[unknown.to_numpy(), "source_file"].value_counts().items():
+        for file, count in _source_rows(table.loc[unknown.to_numpy()])["source_file"].value_counts().items():
             counts[(str(file), name)] = int(count)
         if unknown.any():
             log.info("%d %s rows name a deal that is not among the opportunities loaded", int(unknown.sum()), name)
     return counts
+
+
+def _source_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``table``'s provenance, one row per source record (history derived from snapshots repeats them)."""
+    if "field" not in table:
+        return table
+    return table[["source_file", "source_row"]].drop_duplicates()
 
 
 def write_rejects(rejects: pd.DataFrame, path: str | Path) -> Path:

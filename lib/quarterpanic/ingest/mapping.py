@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, reduce
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from quarterpanic.errors import ExportError, ProfileError
+from quarterpanic.ingest import schemas
+from quarterpanic.ingest.changes import changes_from_values, melt_snapshots
 from quarterpanic.ingest.exports import RawExport, normalise_label
 from quarterpanic.ingest.profiles import (
     PROVENANCE,
@@ -65,11 +67,16 @@ class MappedExport:
 
     ``problems`` has columns ``row, column, value, reason`` (``column`` is the
     source header); ``labels`` maps each canonical column to its source header.
+    ``unchanged`` holds the source rows of a values or snapshots history export
+    (:mod:`quarterpanic.ingest.changes`) that changed nothing: read, and ignored.
+    A snapshot row that changed several fields gives several rows of ``frame``
+    with the same index.
     """
 
     frame: pd.DataFrame
     problems: pd.DataFrame
     labels: dict[str, str]
+    unchanged: pd.Index = field(default_factory=lambda: pd.Index([], dtype="int64"))
 
 
 #: Reads a lookup file named in a profile: the file's :class:`RawExport`, or None when it does not exist.
@@ -108,10 +115,22 @@ def map_export(raw: RawExport, profile: Profile, lookups: LookupReader | None = 
             continue
         data[name] = context.evaluate(spec, name)
     frame = pd.DataFrame(data, index=raw.frame.index)
-    if profile.table == "history":
-        _normalise_history(frame, context)
     labels = {name: (context.label_of(profile.columns[name]) or name) for name in data}
-    return MappedExport(frame, context.problems(), labels)
+    if profile.changes == "snapshots":
+        fields = {}
+        for name, spec in profile.snapshot.items():
+            label = context.label_of(spec) or name
+            fields[name] = _normalised_values(context.evaluate(spec, "new_value"), name, label, context)
+        frame = melt_snapshots(frame, fields)
+        labels["new_value"] = labels["old_value"] = "/".join(
+            context.label_of(spec) or name for name, spec in profile.snapshot.items())
+    elif profile.table == "history":
+        _normalise_history(frame, context)
+    unchanged = pd.Index([], dtype="int64")
+    problems = context.problems()
+    if profile.changes is not None:
+        frame, unchanged = changes_from_values(frame, schemas.HISTORY_FIELDS, pd.Index(problems["row"].unique()))
+    return MappedExport(frame, problems, labels, unchanged)
 
 
 class _Context:
@@ -395,18 +414,26 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
         if column not in frame:
             continue
         label = context.label_of(profile.columns[column]) or column
-        values = frame[column]
-        amount = (frame["field"] == "amount").fillna(False) & values.notna()
-        if amount.any():
-            numbers, bad = parse_numbers(values[amount], profile.decimal)
-            context.problem(bad, values[amount], label, "not an amount")
-            numbers = context.finite(numbers, values[amount], label)
-            values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
-        close = (frame["field"] == "close_date").fillna(False) & values.notna()
-        if close.any():
-            dates, bad, far = parse_dates(values[close], profile.dates)
-            context.problem(far, values[close], label, OUT_OF_RANGE)
-            context.problem(bad & ~far, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
-            values = put_masked(values, close,
-                          each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
-        frame[column] = values.astype("str").where(values.notna(), None) if len(values) else values
+        frame[column] = _normalised_values(frame[column], frame["field"], label, context)
+
+
+def _normalised_values(values: pd.Series, fields: pd.Series | str, label: str, context: _Context) -> pd.Series:
+    """History values as text that compares equal when the value is: amounts as plain numbers
+    (``"12500.0"``), close dates as ISO dates; other fields as written. ``fields`` names each
+    value's field (or one field for all)."""
+    profile = context.profile
+    field_of = pd.Series(fields, index=values.index) if isinstance(fields, str) else fields
+    amount = (field_of == "amount").fillna(False) & values.notna()
+    if amount.any():
+        numbers, bad = parse_numbers(values[amount], profile.decimal)
+        context.problem(bad, values[amount], label, "not an amount")
+        numbers = context.finite(numbers, values[amount], label)
+        values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
+    close = (field_of == "close_date").fillna(False) & values.notna()
+    if close.any():
+        dates, bad, far = parse_dates(values[close], profile.dates)
+        context.problem(far, values[close], label, OUT_OF_RANGE)
+        context.problem(bad & ~far, values[close], label, f"not a date ({_order_hint(profile.dates, {})})")
+        values = put_masked(values, close,
+                            each_distinct(dates, lambda v: v.dt.strftime("%Y-%m-%d").where(v.notna(), None)))
+    return values.astype("str").where(values.notna(), None) if len(values) else values

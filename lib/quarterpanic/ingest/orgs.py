@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from quarterpanic.calendar import FiscalCalendar
@@ -19,7 +20,8 @@ from quarterpanic.ingest.profiles import Profile, load_profile
 from quarterpanic.paths import ORG_FILE
 
 DEFAULT_SIZE_CLASS = "mid"
-ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created"}
+ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created",
+            "departments"}
 CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
@@ -39,6 +41,8 @@ class OrgInfo:
     lookups: list[str] = field(default_factory=list)  # files other exports read by key, never loaded as a table
     ignore: list[str] = field(default_factory=list)  # file names or glob patterns to pass over
     close_before_created: str = "warn"  # a deal closing before it was created: kept with a warning, or rejected
+    #: Request-history field -> {value (trimmed, lower case): department}; None: a component names its department.
+    departments: dict[str, dict[str, str]] | None = None
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -153,7 +157,43 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
                            path=path)
     return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
-                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early)
+                   lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early,
+                   departments=_departments(path, doc.get("departments")))
+
+
+def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
+    """``departments:`` of ``org.yaml``: per request-history field, which value means which department."""
+    if doc is None:
+        return None
+    fields = schemas.REQUEST_HISTORY_FIELDS
+    example = "e.g. departments: {component: {Legal: legal}, status: {Awaiting Finance: finance}}"
+    if not isinstance(doc, dict) or not all(isinstance(m, dict) for m in doc.values()):
+        raise ProfileError("departments: must map a field to {value: department}", path=path, hint=example)
+    unknown = set(doc) - set(fields)
+    if unknown:
+        raise ProfileError(f"departments: {', '.join(sorted(map(str, unknown)))} is not one of {', '.join(fields)}",
+                           path=path, hint=example)
+    return {str(f): {" ".join(str(k).split()).lower(): str(v).strip().lower() for k, v in m.items()}
+            for f, m in doc.items()}
+
+
+def department_of(field_name: pd.Series, value: pd.Series,
+                  departments: dict[str, dict[str, str]] | None) -> pd.Series:
+    """The department each request-history change hands the request to; missing when its value names none.
+
+    With an org's ``departments:`` map, a value (trimmed, any case) of a mapped field names the
+    department its map gives; without one, a component names its own department (lower case).
+    """
+    key = value.astype("object").where(value.notna(), None).map(
+        lambda v: None if v is None else " ".join(str(v).split()).lower())
+    if departments is None:
+        out = key.where((field_name == "component").fillna(False).astype(bool))
+    else:
+        out = pd.Series(None, index=value.index, dtype="object")
+        for name, mapping in departments.items():
+            here = (field_name == name).fillna(False).to_numpy()
+            out[here] = key[here].map(mapping)
+    return out.astype("object").where(out.notna(), None)
 
 
 def _check_files_entry(path: Path, file: str, profile: object) -> None:

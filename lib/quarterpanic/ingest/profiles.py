@@ -17,6 +17,7 @@ import yaml
 
 from quarterpanic.errors import ExportError, ProfileError
 from quarterpanic.ingest import schemas
+from quarterpanic.ingest.changes import CHANGE_KINDS
 from quarterpanic.ingest.exports import ReadOptions, normalise_label
 from quarterpanic.ingest.values import NUMBER_PATTERN
 from quarterpanic.paths import PROFILES_DIR
@@ -28,13 +29,7 @@ SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale",
 LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "default"}
 LOOKUP_MISSING = ("reject", "empty")
 PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
-                "columns", "constants"}
-#: Exports people often have that no analysis reads: identifying headers -> what to tell them.
-KNOWN_UNUSED = {
-    ("OpportunityId", "StageName", "CloseDate", "ExpectedRevenue", "CreatedDate"):
-        "is Salesforce's OpportunityHistory (stage snapshots), which is not read: OpportunityFieldHistory.csv "
-        "holds the same stage, amount and close-date changes",
-}
+                "columns", "constants", "changes", "snapshot"}
 #: Canonical columns loading fills in; a profile may still set org or size_class as constants.
 PROVENANCE = ("org", "source_file", "source_row")
 
@@ -54,6 +49,11 @@ class Profile:
     dates: str = "iso"
     decimal: str = "."
     constants: dict[str, Any] = field(default_factory=dict)
+    #: None: each row is a change; ``snapshots`` / ``values``: rows hold values, changes are derived
+    #: (:mod:`quarterpanic.ingest.changes`).
+    changes: str | None = None
+    #: For ``changes: snapshots``: history field -> the spec of the column holding its value.
+    snapshot: dict[str, Any] = field(default_factory=dict)
 
     def labels(self, canonical: str) -> list[str]:
         """Source headers a canonical column is read from, in spec order."""
@@ -169,7 +169,9 @@ def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None =
         specs[target] = _check_spec(spec, f"columns.{target}", fail)
     if constants.get("size_class", schemas.SIZE_CLASSES[1]) not in schemas.SIZE_CLASSES:
         raise fail(f"constants.size_class must be one of {', '.join(schemas.SIZE_CLASSES)}")
-    missing = [c for c in required_columns(table) if c not in specs and c != "size_class"]
+    changes, snapshot = _check_changes(doc, table, specs, fail)
+    missing = [c for c in required_columns(table)
+               if c not in specs and c != "size_class" and not (snapshot and c == "field")]
     if missing:
         raise fail(f"no mapping for required column(s) {', '.join(missing)} of the {table} table")
     return Profile(
@@ -184,7 +186,39 @@ def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None =
         dates=dates,
         decimal=decimal,
         constants=dict(constants),
+        changes=changes,
+        snapshot=snapshot,
     )
+
+
+def _check_changes(doc: dict, table: str, specs: dict, fail) -> tuple[str | None, dict[str, Any]]:
+    """The ``changes:`` kind and ``snapshot:`` field specs of a history profile whose rows hold values."""
+    changes = doc.get("changes")
+    snapshot_doc = doc.get("snapshot") or {}
+    if changes is None:
+        if snapshot_doc:
+            raise fail("snapshot: needs changes: snapshots")
+        return None, {}
+    if changes not in CHANGE_KINDS:
+        raise fail(f"changes must be one of {', '.join(CHANGE_KINDS)}, not {changes!r}")
+    if table != "history":
+        raise fail(f"changes: {changes} derives opportunity field history; the table must be history, not {table}")
+    if changes == "values":
+        if snapshot_doc:
+            raise fail("snapshot: is for changes: snapshots; with changes: values map field: and new_value:")
+        if "old_value" in specs:
+            raise fail("with changes: values the old value is the previous value; do not map old_value")
+        return changes, {}
+    if not isinstance(snapshot_doc, dict) or not snapshot_doc:
+        raise fail("changes: snapshots needs snapshot: a map of history field -> the column holding its value",
+                   f"fields: {', '.join(schemas.HISTORY_FIELDS)}")
+    unknown = set(snapshot_doc) - set(schemas.HISTORY_FIELDS)
+    if unknown:
+        raise fail(f"snapshot: {', '.join(sorted(map(str, unknown)))} not one of {', '.join(schemas.HISTORY_FIELDS)}")
+    clash = {"field", "old_value", "new_value"} & set(specs)
+    if clash:
+        raise fail(f"with changes: snapshots the snapshot: fields give {', '.join(sorted(clash))}; do not map them")
+    return changes, {name: _check_spec(spec, f"snapshot.{name}", fail) for name, spec in snapshot_doc.items()}
 
 
 def _check_spec(spec: Any, where: str, fail) -> Any:
@@ -263,7 +297,7 @@ def lookup_files(profile: Profile) -> list[str]:
         for sub in spec.get("coalesce", []) + spec.get("any_of", []):
             walk(sub)
 
-    for spec in profile.columns.values():
+    for spec in [*profile.columns.values(), *profile.snapshot.values()]:
         walk(spec)
     return list(dict.fromkeys(found))
 
@@ -322,9 +356,6 @@ def detect_profile(headers: list[str], *, path: Path | str | None = None, table:
                           for q in matches)]
     shown = ", ".join(h for h in headers[:12] if h) + (", ..." if len(headers) > 12 else "")
     if not matches:
-        for identify, what in KNOWN_UNUSED.items():
-            if all(normalise_label(h) in present for h in identify):
-                raise ExportError(what, path=path, hint="list it under ignore: in the folder's org.yaml")
         near = _near_miss(candidates, present)
         if near is not None:
             profile, absent = near

@@ -68,7 +68,7 @@ from quarterpanic.util import file_sha256
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout of an entry changes.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 #: The modules (relative to the package folder) whose code decides what a file loads into.
 LOADING_MODULES = ("__init__.py", "errors.py", "paths.py", "util.py", "ingest/*.py")
 ENTRIES = "loads"
@@ -218,7 +218,8 @@ class LoadCache:
             if entry.get("format") != CACHE_FORMAT:
                 raise checked.BadEntry(f"format {entry.get('format')!r}")
             frame, rejects = tables["frame"].to_pandas(), tables["rejects"].to_pandas()
-            if len(frame) != entry["accepted"] or len(rejects) != entry["rejected"] \
+            if len(frame) != entry["rows"] or frame["source_row"].nunique() != entry["accepted"] \
+                    or len(rejects) != entry["rejected"] \
                     or entry["read"] != entry["accepted"] + entry["rejected"] + entry["ignored"] \
                     or list(rejects.columns) != _REJECT_FIELDS \
                     or list(frame.columns) != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
@@ -234,7 +235,7 @@ class LoadCache:
         rejects.insert(0, "table", constant_text(entry["table"], len(rejects)))
         return FileResult(path, entry["org"], entry["table"], entry["profile"], int(entry["read"]),
                            frame, rejects[REJECT_COLUMNS], entry.get("id_label"), entry.get("unique_ids"),
-                           int(entry["ignored"]))
+                           int(entry["ignored"]), entry.get("changes"))
 
     def put(self, key: str, result: FileResult) -> None:
         """Store ``result`` under ``key``; a failure to write only logs (the load already succeeded)."""
@@ -246,8 +247,9 @@ class LoadCache:
         tables = {"frame": pa.Table.from_pandas(frame, preserve_index=True),
                   "rejects": pa.Table.from_pandas(rejects, preserve_index=False)}
         entry = {"format": CACHE_FORMAT, "org": result.org, "table": result.table, "profile": result.profile,
-                 "read": int(result.read), "accepted": len(frame), "rejected": len(rejects),
-                 "ignored": int(result.ignored),
+                 # A history row derived from a snapshot shares its source row with the snapshot's other changes.
+                 "read": int(result.read), "rows": len(frame), "accepted": int(frame["source_row"].nunique()),
+                 "rejected": len(rejects), "ignored": int(result.ignored), "changes": result.changes,
                  "id_label": result.id_label, "unique_ids": result.unique_ids, "source": str(result.path)}
         checked.write_tables(folder, key, tables, entry)
 

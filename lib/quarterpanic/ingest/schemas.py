@@ -1,12 +1,14 @@
 """The canonical tables every analysis reads, defined once as pandera models.
 
-Four tables, whatever CRM they came from (docs/DATA.md explains each field):
+Five tables, whatever CRM they came from (docs/DATA.md explains each field):
 
 * :class:`Opportunities` — one row per opportunity (deal);
 * :class:`OpportunityHistory` — one row per change of stage, amount, close date
   or forecast category (Salesforce OpportunityFieldHistory shape, long form);
 * :class:`Leads` — one row per lead;
-* :class:`Requests` — one row per sales-operations request (ticket).
+* :class:`Requests` — one row per sales-operations request (ticket);
+* :class:`RequestHistory` — one row per change of a request's status, assignee or
+  component (a ticket system's changelog, long form).
 
 Every table carries ``org`` (the organisation or business unit the export
 belongs to) and provenance columns ``source_file`` / ``source_row`` (the
@@ -23,6 +25,9 @@ from pandera.typing import Series
 
 SIZE_CLASSES = ("small", "mid", "enterprise")
 HISTORY_FIELDS = ("stage", "amount", "close_date", "forecast_category")
+REQUEST_HISTORY_FIELDS = ("status", "assignee", "component")
+#: The department a request starts with and returns to: the sales (operations) team that raised it.
+HOME_DEPARTMENT = "sales"
 FORECAST_CATEGORIES = ("Pipeline", "Best Case", "Commit", "Closed", "Omitted")
 
 
@@ -116,11 +121,26 @@ class Requests(_Canonical):
     handling_hours: Series[float] = pa.Field(ge=0, nullable=True)
 
 
+class RequestHistory(_Canonical):
+    """One row per change of a tracked request (ticket) field: who has the request, and where it stands."""
+
+    request_id: Series[str] = pa.Field(description="The request (ticket key) that changed.")
+    changed_at: Series[pd.Timestamp] = pa.Field()
+    field: Series[str] = pa.Field(isin=list(REQUEST_HISTORY_FIELDS))
+    old_value: Series[str] = pa.Field(nullable=True)
+    new_value: Series[str] = pa.Field(nullable=True)
+    author: Series[str] = pa.Field(nullable=True, description="Who made the change.")
+    department: Series[str] = pa.Field(
+        nullable=True, description="Department the request is with after the change (org.yaml departments:), "
+                                   "empty when the new value names none.")
+
+
 TABLES: dict[str, type[_Canonical]] = {
     "opportunities": Opportunities,
     "history": OpportunityHistory,
     "leads": Leads,
     "requests": Requests,
+    "request_history": RequestHistory,
 }
 
 #: Columns every export of the table must map although some rows may leave them empty (an open deal's close date).
@@ -131,6 +151,7 @@ ID_COLUMNS = {
     "history": None,
     "leads": "lead_id",
     "requests": "request_id",
+    "request_history": None,
 }
 
 

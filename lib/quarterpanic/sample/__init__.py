@@ -1,6 +1,6 @@
 """The sample CRM generator: realistic pipelines with quarter-end panic of known size.
 
-:func:`generate` builds, in memory and vectorised, the four canonical tables
+:func:`generate` builds, in memory and vectorised, the five canonical tables
 (``quarterpanic.ingest.schemas``) of a few organisations over ten or so fiscal quarters
 and an open one, with panic injected in the quarters a *scenario* names, and a
 ``truth`` dict saying exactly which effect of which size holds where.

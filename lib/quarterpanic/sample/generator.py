@@ -14,6 +14,7 @@ from quarterpanic.errors import ParameterError
 from quarterpanic.ingest import schemas
 from quarterpanic.sample import vendor_writers
 from quarterpanic.sample.export import apply_export, is_full, measurable_effects
+from quarterpanic.sample.history import add_request_history
 from quarterpanic.sample.plan import OrgPlan
 from quarterpanic.sample.scenario import load_scenario
 from quarterpanic.sample.tables import canonical, generate_org
@@ -26,7 +27,7 @@ class Sample:
     Attributes
     ----------
     tables:
-        The canonical tables ``opportunities``, ``history``, ``leads``, ``requests``.
+        The canonical tables ``opportunities``, ``history``, ``leads``, ``requests``, ``request_history``.
     truth:
         What ``truth.json`` holds: ``as_of``, ``seed``, ``scenario``, ``scale`` and one
         record per org x fiscal quarter with data (``org``, ``quarter``, ``open``,
@@ -39,7 +40,8 @@ class Sample:
         says whether its quarter is ``partial`` (the data begin inside it). Where a scenario
         has them: ``segments`` (per quarter and segment, when panic differs by segment),
         ``changes`` (panic stops in a segment from a date) and ``sell_or_do`` (the stated
-        creation ratio after large wins).
+        creation ratio after large wins). ``request_history`` holds the silo truths of the
+        mid-size organisations per quarter (:mod:`quarterpanic.sample.history`).
     orgs:
         Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
         when the export leaves something out).
@@ -131,11 +133,13 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     segment_records: list[dict] = []
     changes: list[dict] = []
     sell_or_do: list[dict] = []
+    request_history_truth: list[dict] = []
     orgs: dict[str, dict] = {}
-    for org_name, spec in resolved["orgs"].items():
+    for org_index, (org_name, spec) in enumerate(resolved["orgs"].items()):
         plan = OrgPlan(org_name, spec, resolved, scale, as_of, draws)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
         tables = apply_export(tables, plan.export)
+        request_history_truth.extend(add_request_history(plan, tables, seed, org_index))
         records.extend(plan.truth_records())
         segment_records.extend(plan.segment_records())
         changes.extend(plan.change_records())
@@ -167,7 +171,8 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
         "quarters": records,
     }
     # Only where a scenario has them, so samples without keep their truth.json.
-    for key, value in (("segments", segment_records), ("changes", changes), ("sell_or_do", sell_or_do)):
+    for key, value in (("segments", segment_records), ("changes", changes), ("sell_or_do", sell_or_do),
+                       ("request_history", request_history_truth)):
         if value:
             truth[key] = value
     exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
