@@ -50,6 +50,22 @@ def ci_text(low: float, high: float, unit: str, level: float = DEFAULT_CI_LEVEL)
     return f"{ci_label(level)} {low:.3g} to {high:.3g}"
 
 
+#: What each false-discovery family (:data:`quarterpanic.analysis.findings.FDR_FAMILIES`) holds, for a method note.
+FDR_FAMILY_WORDS = {
+    "organisation": "within each organisation and metric (its quarters and segments), so no other organisation's "
+                    "data change an organisation's flags",
+    "metric": "within each metric across all organisations of the run, so one organisation's flags can change "
+              "with another's data",
+    "run": "across every test of the run at once, so one organisation's flags can change with another's data",
+}
+
+
+def fdr_text(alpha: float, family: str) -> str:
+    """The method note of the flags: 'flags keep the false discovery rate at 5% (Benjamini–Hochberg) within ...'."""
+    return (f"flags keep the false discovery rate at {round(100 * float(alpha), 6):g}% "
+            f"(Benjamini–Hochberg) {FDR_FAMILY_WORDS[family]}")
+
+
 def p_text(p_value: float | None) -> str:
     if _missing(p_value):
         return ""
