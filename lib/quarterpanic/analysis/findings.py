@@ -72,7 +72,10 @@ class Metric:
     percent), ``"relative"`` (a relative change, in signed percent),
     ``"ratio"`` (×) or ``"count"`` (plain number). ``sided`` says how its
     p-value is defined: ``"one-sided"`` (in the panic direction) or
-    ``"two-sided"``.
+    ``"two-sided"``. ``weak_test`` marks a metric whose test finds fewer than
+    :data:`WEAK_POWER` of panic quarters at realistic effects (measured over
+    generator seeds by the statistical tests), so that "not flagged" is said
+    to be no sign of calm.
     """
 
     name: str
@@ -82,21 +85,25 @@ class Metric:
     unit: str
     description: str
     sided: str = "two-sided"
+    weak_test: bool = False
 
 
+#: The power below which a metric's test is a weak test (:attr:`Metric.weak_test`).
+WEAK_POWER = 0.8
 METRICS: dict[str, Metric] = {}
 UNITS = ("share", "proportion", "relative", "ratio", "count")
 
 
 def register_metric(
-    name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided"
+    name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided",
+    weak_test: bool = False,
 ) -> Metric:
     """Declare a metric a detector reports (called once at import of the detector)."""
     if unit not in UNITS:
         raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
     if sided not in SIDED:
         raise ValueError(f"metric {name}: sided must be one of {SIDED}, got {sided!r}")
-    metric = Metric(name, component, float(null), int(direction), unit, description, sided)
+    metric = Metric(name, component, float(null), int(direction), unit, description, sided, bool(weak_test))
     METRICS[name] = metric
     return metric
 

@@ -85,6 +85,9 @@ def size_text(estimate: float, unit: str) -> str:
     return f"{estimate:.3g}"
 
 
+#: Said of a finding of a weak test (:attr:`quarterpanic.analysis.findings.Metric.weak_test`) that is not flagged.
+WEAK_TEST_NOTE = "a weak test, which misses most panic quarters at realistic effects: not flagged is no sign of calm"
+
 _OPPOSITES = {" fell by": " rose by", " rose by": " fell by"}
 
 
@@ -121,6 +124,10 @@ def describe(finding: Mapping[str, Any]) -> str:
     p_value = p_text(finding.get("p_value"))
     if p_value and finding.get("p_sided") in SIDED:
         p_value += f" ({finding['p_sided']})"
+    if metric is not None and math.isnan(metric.null):
+        verdict = "a level, with no null to test it against"
+    if metric is not None and metric.weak_test and not finding.get("flagged"):
+        verdict += f" — {WEAK_TEST_NOTE}"
     interval = ci_text(low, high, unit, ci_level_of(finding))
     details = "; ".join(part for part in (interval, p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
