@@ -86,10 +86,15 @@ def data_with_a_reject(tmp_path_factory):
 
 
 def test_detect_json_carries_levels_and_row_accounting_and_warns_on_rejects(capsys, data_with_a_reject):
-    code, out, err = detect(capsys, data_with_a_reject, "--json", "-p", "alpha", 0.01, "-p", "ci_level", 0.9)
+    code, out, err = detect(capsys, data_with_a_reject, "--json", "-p", "alpha", 0.01, "-p", "ci_level", 0.9,
+                            "-p", "fdr_family", "run")
     document = json.loads(out)
     assert code == 0
     assert document["alpha"] == 0.01 and document["ci_level"] == 0.9
+    assert document["false_discovery"] == {
+        "method": "Benjamini-Hochberg", "alpha": 0.01, "family": "run", "family_keys": [],
+        "note": "flags keep the false discovery rate at 1% (Benjamini–Hochberg) across every test of the run at once, "
+                "so one organisation's flags can change with another's data"}
     files = {Path(record["file"]).relative_to(data_with_a_reject).as_posix(): record for record in document["files"]}
     expected = validated_accounting(data_with_a_reject)
     assert files.keys() == expected.keys()

@@ -204,7 +204,11 @@ class Parameters(_Strict):
     segment: str | None = Field(None, description="restrict every analysis to one segment, e.g. SMB; null = all")
     by_segment: bool = Field(False, description="also test each segment separately")
     # -- statistics ------------------------------------------------------------------------------
-    alpha: Level = Field(0.05, description="false discovery rate for flags (Benjamini-Hochberg across all tests)")
+    alpha: Level = Field(0.05, description="false discovery rate for flags (Benjamini-Hochberg within each family)")
+    fdr_family: Literal["organisation", "metric", "run"] = Field(
+        "organisation", description="false-discovery family: organisation = one organisation's quarters and "
+                                    "segments of one metric (another org's data never change its flags); metric = "
+                                    "one metric across all organisations; run = every test of the run")
     ci_level: Level = Field(0.95, description="confidence level of every interval (0.95 = 95% intervals)")
     onset_weeks: OnsetWeeks = Field(
         [5, 12], description="first and last week of quarter tried as the panic onset")

@@ -11,7 +11,7 @@ import pytest
 from helpers import bernoulli_dataset
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
-from quarterpanic.analysis.findings import FINDING_COLUMNS, OK
+from quarterpanic.analysis.findings import FINDING_COLUMNS, OK, apply_fdr
 from quarterpanic.analysis.overview import month3_share, pipeline_month3_share
 from quarterpanic.analysis.panic_index import (
     SCORE_COLUMNS, by_size_class, discount_cost, discount_cost_totals, index_from_findings,
@@ -155,4 +155,44 @@ def test_every_analysis_returns_tidy_frames_on_no_or_one_row(make):
         assert {"estimate", "ci_low", "ci_high", "ci_level"} <= set(share(data.opportunities, data.calendars).columns)
     document = json.loads(report_document(data, findings, params))
     assert document["ci_level"] == 0.95 and document["alpha"] == 0.05
+    assert document["false_discovery"]["family"] == "organisation"
+    assert document["false_discovery"]["family_keys"] == ["org", "metric"]
     assert "open quarters" in report_table(data, findings, params)
+
+
+CALM_ORG = "Brightline Studio"  # calm in every quarter of the default scenario; the others panic
+
+
+@pytest.fixture(scope="module")
+def calm_org_alone(small):
+    return detect(small.filter(orgs=[CALM_ORG]))
+
+
+def calm_rows(findings: pd.DataFrame) -> pd.DataFrame:
+    rows = findings[findings["org"] == CALM_ORG].sort_values(KEYS).reset_index(drop=True)
+    return rows[KEYS + ["p_value", "q_value", "flagged"]]
+
+
+def test_an_organisations_flags_do_not_change_when_a_panicking_one_is_added(runs, calm_org_alone):
+    alone, with_others = calm_rows(calm_org_alone), calm_rows(runs["default"])
+    assert alone["p_value"].notna().sum() >= 10, "the calm organisation has tests of its own"
+    pd.testing.assert_frame_equal(alone, with_others)
+
+
+def test_under_the_run_family_a_panicking_organisation_moves_a_calm_ones_adjusted_p_values(runs, calm_org_alone):
+    alone = calm_rows(apply_fdr(calm_org_alone, family="run"))
+    with_others = calm_rows(apply_fdr(runs["default"], family="run"))
+    pd.testing.assert_frame_equal(alone[KEYS + ["p_value"]], with_others[KEYS + ["p_value"]])
+    tested = alone["q_value"].notna()
+    # The other organisations' real panics bring tiny p-values that lower every q-value of the calm one.
+    assert (with_others.loc[tested, "q_value"] < alone.loc[tested, "q_value"]).mean() > 0.5
+    assert not np.allclose(with_others.loc[tested, "q_value"], alone.loc[tested, "q_value"])
+
+
+def test_fdr_family_parameter_reaches_the_flags(small, runs):
+    by_metric = detect(small, {"fdr_family": "metric"}, components=["qualification_decay"])
+    usual = runs["default"]
+    usual = usual[usual["component"] == "qualification_decay"].reset_index(drop=True)
+    expected = apply_fdr(usual, family="metric")
+    pd.testing.assert_series_equal(by_metric["q_value"], expected["q_value"])
+    pd.testing.assert_series_equal(by_metric["flagged"], expected["flagged"])

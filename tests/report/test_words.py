@@ -4,8 +4,10 @@ import pandas as pd
 import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
-from quarterpanic.report.words import (bold_names, bold_sentence, bold_text, bullet_list, ci_text, describe,
-                                      findings_in_words, markdown_lines, pct, points, size_text)
+from quarterpanic.analysis.findings import FDR_FAMILIES
+from quarterpanic.report.words import (FDR_FAMILY_WORDS, WEAK_TEST_NOTE, bold_names, bold_sentence, bold_text,
+                                      bullet_list, ci_text, describe, fdr_text, findings_in_words, markdown_lines, pct,
+                                      points, size_text)
 
 
 def finding(**fields):
@@ -90,3 +92,23 @@ def test_markdown_lines_give_one_line_per_row_or_the_note_for_none():
     rows = pd.DataFrame({"org": ["A", "B"], "n": [1, 2]})
     assert markdown_lines(rows, lambda row: f"* {row.org}: {row.n}", "none") == "* A: 1\n* B: 2"
     assert markdown_lines(rows.iloc[:0], lambda row: f"* {row.org}", "none") == "none"
+
+
+def test_an_unflagged_weak_test_says_that_it_is_no_sign_of_calm():
+    weak = dict(metric="last_week_deal_size_change", estimate=-0.08, ci_low=-0.3, ci_high=0.2, p_value=0.5,
+                onset_week=None)
+    assert WEAK_TEST_NOTE in describe(finding(**weak, flagged=False))
+    assert WEAK_TEST_NOTE not in describe(finding(**weak, flagged=True))
+    assert WEAK_TEST_NOTE not in describe(finding(flagged=False, p_value=0.5))  # the main decay test is not weak
+
+
+def test_a_level_without_a_null_is_shown_not_judged():
+    text = describe(finding(metric="close_date_push_rate", estimate=0.3, ci_low=0.22, ci_high=0.4, p_value=np.nan,
+                            flagged=False, onset_week=None))
+    assert "was 30% (95% CI 22% to 40%; a level, with no null to test it against)" in text
+
+
+def test_the_fdr_note_names_alpha_and_family():
+    assert fdr_text(0.05, "organisation").startswith(
+        "flags keep the false discovery rate at 5% (Benjamini–Hochberg) within each organisation and metric")
+    assert set(FDR_FAMILY_WORDS) == set(FDR_FAMILIES)

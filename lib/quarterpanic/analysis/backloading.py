@@ -13,8 +13,8 @@ otherwise). Per organisation × complete fiscal quarter this component reports
   the share the organisation's *other* complete quarters booked in their month 3
   (percentage points; panic makes it larger). Calm quarters have a hockey stick
   of their own, so an even pace is no null for a verdict: the organisation's own
-  quarters are. One-sided p-value, Benjamini–Hochberg across the run like every
-  metric;
+  quarters are. One-sided p-value, Benjamini–Hochberg in the run's false-discovery family
+  like every metric;
 * ``month3_bookings_share``: the month-3 share itself (a level, the quantity the
   sample generator records in ``truth.json``), with its interval;
 * ``month3_share_above_even``: that share minus an evenly paced quarter's month-3
@@ -52,7 +52,7 @@ from quarterpanic.analysis.findings import (
     INSUFFICIENT,
     OK,
     PARTIAL,
-    apply_fdr,
+    apply_fdr_of,
     empty_findings,
     make_findings,
     register_metric,
@@ -235,7 +235,7 @@ def detect_bookings_backloading(dataset: Dataset, params: Mapping[str, Any] | No
     if not records:
         return empty_findings()
     findings = make_findings(pd.DataFrame(records)).assign(ci_level=ci_level)
-    return apply_fdr(findings, alpha=float(params["alpha"]))
+    return apply_fdr_of(findings, params)
 
 
 #: The metrics this component reports, main first.

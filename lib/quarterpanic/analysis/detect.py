@@ -1,9 +1,10 @@
-"""Run every detector on a dataset and control false discoveries across all of them.
+"""Run every detector on a dataset and control false discoveries in each family.
 
 Each component is a function ``(dataset, params) -> findings`` in its own
-module; :func:`detect` runs them, applies Benjamini–Hochberg per metric across
-the whole run (:func:`quarterpanic.analysis.findings.apply_fdr`) and returns one
-findings table.
+module; :func:`detect` runs them, applies Benjamini–Hochberg within each
+false-discovery family of ``params["fdr_family"]`` (default: one organisation's
+tests of one metric; :func:`quarterpanic.analysis.findings.apply_fdr`) and
+returns one findings table.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from quarterpanic.analysis import qualification, reactive, silos
-from quarterpanic.analysis.findings import METRICS, apply_fdr, empty_findings, make_findings
+from quarterpanic.analysis.findings import METRICS, apply_fdr_of, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -38,7 +39,7 @@ def component_function(name: str) -> Callable[..., pd.DataFrame]:
 
 def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components: list[str] | None = None, *,
            cache: bool = False) -> pd.DataFrame:
-    """All findings of the chosen components (default: all), flagged under BH control.
+    """All findings of the chosen components (default: all), flagged under BH control in each family.
 
     With ``cache``, each component reuses its findings from an earlier run on
     the same data, parameters and code (:mod:`quarterpanic.store.results`).
@@ -59,4 +60,4 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
         # Every row records the run's interval level, measured or not (sentences and the index read it).
         missing = missing.assign(ci_level=float(params["ci_level"]))
         findings = make_findings(pd.concat([findings, missing], ignore_index=True))
-    return apply_fdr(mark_partial(findings, dataset), alpha=float(params["alpha"]))
+    return apply_fdr_of(mark_partial(findings, dataset), params)

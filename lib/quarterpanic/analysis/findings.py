@@ -7,9 +7,11 @@ whether it is flagged. Each component (``qualification_decay``,
 ``reactive_order_taking``, ...) has one *main* finding per org × quarter whose
 ``metric`` equals the component name; secondary metrics follow.
 
-Flags come from :func:`apply_fdr`: Benjamini–Hochberg across every
-org × quarter × segment test of one metric in a run (statsmodels'
-``multipletests``), and only in the metric's panic direction.
+Flags come from :func:`apply_fdr`: Benjamini–Hochberg (statsmodels'
+``multipletests``) within a false-discovery family, and only in the metric's
+panic direction. The default family is one organisation's tests of one metric
+(its quarters × segments), so one organisation's flags do not depend on how
+hard another panics (:data:`FDR_FAMILIES`).
 """
 from __future__ import annotations
 
@@ -70,7 +72,10 @@ class Metric:
     percent), ``"relative"`` (a relative change, in signed percent),
     ``"ratio"`` (×) or ``"count"`` (plain number). ``sided`` says how its
     p-value is defined: ``"one-sided"`` (in the panic direction) or
-    ``"two-sided"``.
+    ``"two-sided"``. ``weak_test`` marks a metric whose test finds fewer than
+    :data:`WEAK_POWER` of panic quarters at realistic effects (measured over
+    generator seeds by the statistical tests), so that "not flagged" is said
+    to be no sign of calm.
     """
 
     name: str
@@ -80,21 +85,25 @@ class Metric:
     unit: str
     description: str
     sided: str = "two-sided"
+    weak_test: bool = False
 
 
+#: The power below which a metric's test is a weak test (:attr:`Metric.weak_test`).
+WEAK_POWER = 0.8
 METRICS: dict[str, Metric] = {}
 UNITS = ("share", "proportion", "relative", "ratio", "count")
 
 
 def register_metric(
-    name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided"
+    name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided",
+    weak_test: bool = False,
 ) -> Metric:
     """Declare a metric a detector reports (called once at import of the detector)."""
     if unit not in UNITS:
         raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
     if sided not in SIDED:
         raise ValueError(f"metric {name}: sided must be one of {SIDED}, got {sided!r}")
-    metric = Metric(name, component, float(null), int(direction), unit, description, sided)
+    metric = Metric(name, component, float(null), int(direction), unit, description, sided, bool(weak_test))
     METRICS[name] = metric
     return metric
 
@@ -162,29 +171,55 @@ def empty_findings() -> pd.DataFrame:
     return make_findings(pd.DataFrame(columns=FINDING_COLUMNS))
 
 
-def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Flag findings under Benjamini–Hochberg control, one family per metric.
+#: The false-discovery families :func:`apply_fdr` can control, and the columns whose values make one family.
+#: ``organisation`` (the default) answers an organisation's reader: of this organisation's quarters flagged on
+#: this metric, how many are false? Its metrics are separate families so that the many secondary metrics do not
+#: thin out the main ones. ``metric`` is one family per metric across the run's organisations; ``run`` is every
+#: test of the run in one family. Under the last two, one organisation's flags change when another's data do.
+FDR_FAMILIES: dict[str, tuple[str, ...]] = {
+    "organisation": ("org", "metric"),
+    "metric": ("metric",),
+    "run": (),
+}
+DEFAULT_FDR_FAMILY = str(DEFAULTS["fdr_family"])
 
-    A finding is flagged when its metric's BH-adjusted test rejects at
-    ``alpha`` *and* its estimate lies on the panic side of the metric's null.
-    Findings with ``status != "ok"`` or no p-value are never flagged and do not
-    count as tests. Adds a ``q_value`` column (the BH-adjusted p-value) and
-    sets ``direction`` and ``p_sided`` (:func:`with_direction`).
+
+def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05, family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
+    """Flag findings under Benjamini–Hochberg control within each false-discovery family.
+
+    A finding is flagged when its family's BH-adjusted test rejects at
+    ``alpha`` *and* its estimate lies on the panic side of its metric's null.
+    ``family`` names the families (:data:`FDR_FAMILIES`; default: one per
+    organisation × metric). Findings with ``status != "ok"`` or no p-value are
+    never flagged and do not count as tests. Adds a ``q_value`` column (the
+    BH-adjusted p-value) and sets ``direction`` and ``p_sided``
+    (:func:`with_direction`).
     """
+    if family not in FDR_FAMILIES:
+        raise ValueError(f"false-discovery family must be one of {sorted(FDR_FAMILIES)}, got {family!r}")
     out = findings.copy()
     out["flagged"] = False
     out["q_value"] = np.nan
-    testable = (out["status"] == OK) & out["p_value"].notna()
-    for metric_name, rows in out[testable].groupby("metric").groups.items():
-        reject, q_values, _, _ = multipletests(out.loc[rows, "p_value"].to_numpy(), alpha=alpha, method="fdr_bh")
-        out.loc[rows, "q_value"] = q_values
-        metric = METRICS.get(metric_name)
-        if metric is None:
-            on_panic_side = np.ones(len(rows), dtype=bool)
-        else:
-            on_panic_side = metric.direction * (out.loc[rows, "estimate"].to_numpy() - metric.null) > 0
-        out.loc[rows, "flagged"] = reject & on_panic_side
+    rejected = pd.Series(False, index=out.index)
+    testable = out[(out["status"] == OK) & out["p_value"].notna()]
+    keys = list(FDR_FAMILIES[family])
+    groups = [rows.index for _, rows in testable.groupby(keys, sort=False)] if keys else [testable.index]
+    for rows in groups:
+        if len(rows):
+            reject, q_values, _, _ = multipletests(out.loc[rows, "p_value"].to_numpy(), alpha=alpha, method="fdr_bh")
+            out.loc[rows, "q_value"], rejected.loc[rows] = q_values, reject
+    metrics = out["metric"].map(METRICS.get)
+    null = metrics.map(lambda m: m.null if m else np.nan).astype(float)
+    sign = metrics.map(lambda m: m.direction if m else np.nan).astype(float)
+    # A metric nobody registered has no panic side: any rejection flags it.
+    on_panic_side = (sign * (out["estimate"].astype(float) - null) > 0) | metrics.isna()
+    out["flagged"] = rejected & on_panic_side
     return with_direction(out)
+
+
+def apply_fdr_of(findings: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`apply_fdr` at the run's ``alpha`` and ``fdr_family``."""
+    return apply_fdr(findings, alpha=float(params["alpha"]), family=str(params.get("fdr_family", DEFAULT_FDR_FAMILY)))
 
 
 def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +228,7 @@ def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
     ``direction`` is ``toward panic`` when a measured finding's 95% interval
     lies wholly on the panic side of its metric's null, ``away from panic``
     when wholly on the other side, ``neither`` when it covers the null, and
-    None when nothing was measured (no estimate). ``p_sided`` is the
+    None when nothing was measured (no estimate) or the metric has no null. ``p_sided`` is the
     metric's ``sided`` where a p-value exists.
     """
     out = findings.copy()
@@ -202,7 +237,8 @@ def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
     sign = metrics.map(lambda m: m.direction if m else np.nan).astype(float)
     low = sign * (out["ci_low"].astype(float) - null)
     high = sign * (out["ci_high"].astype(float) - null)
-    measured = (out["status"] == OK) & out["estimate"].notna()
+    # A level with no fixed null (NaN: e.g. a push rate) points nowhere.
+    measured = (out["status"] == OK) & out["estimate"].notna() & null.notna()
     direction = np.where(np.minimum(low, high) > 0, TOWARD_PANIC,
                          np.where(np.maximum(low, high) < 0, AWAY_FROM_PANIC, NEITHER)).astype(object)
     out["direction"] = pd.Series(np.where(measured, direction, None), index=out.index, dtype=object)

@@ -8,10 +8,15 @@ confidence interval at ``params["ci_level"]``:
 * ``win_rate_ratio`` — P(won | created at or after the onset) over
   P(won | created before), closed deals only (open deals are censored);
 * ``discount_uplift`` — extra discount of deals won at or after the onset;
-* ``last_week_deal_size_change`` — relative size of deals won in the last
+* ``last_week_deal_size_change`` — relative size of deals closed in the last
   week of the quarter (log-amount regression with segment controls);
+* ``last_week_win_rate_ratio`` — P(won | closed in the quarter's last week)
+  over P(won | closed earlier in it): the win rate keyed to the close date;
 * ``close_date_push_rate`` — share of deals due in the last two weeks whose
-  close date was pushed into a later quarter;
+  close date was pushed into a later quarter (a level, shown, not tested);
+* ``close_date_push_excess`` — that share minus the organisation's push rate
+  in its other baseline quarters (the tested form: pushes happen in calm
+  quarters too);
 * ``lead_score_drop`` — lead score at conversion, before minus after the onset;
 * ``stage_skip_rate`` — share of deals created at or after the onset whose
   stage path skipped a stage.
@@ -28,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.regression.linear_model import OLS
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.analysis.onset import max_t_adjusted, split_fractions
@@ -42,18 +47,31 @@ MIN_CLUSTERS = 5  # with fewer sellers, seller-clustered errors are not trusted
 MIN_SIDE_N = 10  # fewest deals on each side of a comparison for an outcome verdict
 PUSH_WINDOW_DAYS = 14  # "the last two weeks" of a quarter
 
+# Tests that find fewer than WEAK_POWER of panic quarters at the generator's literature-sized effects, per quarter
+# of a mid-size or enterprise organisation (tests/analysis/test_outcomes_stats.py measures it): a quarter's last
+# week holds too few deals for a -12% size change or a win-rate drop, and a push rate is compared with the
+# organisation's other quarters, panicking ones included.
+WEAK_TESTS = ("win_rate_ratio", "last_week_deal_size_change", "last_week_win_rate_ratio", "close_date_push_excess")
+# close_date_push_rate is a level with no fixed null (every quarter has some pushes): NaN, so it has no panic
+# side and no direction; close_date_push_excess is its test against the organisation's own calm rate.
 for _name, _null, _direction, _unit, _description in (
     ("win_rate_ratio", 1.0, -1, "ratio", "deals created after the onset won, relative to earlier deals, at"),
     ("discount_uplift", 0.0, +1, "share", "the discount on deals won after the onset rose by"),
     ("last_week_deal_size_change", 0.0, -1, "relative",
      "the size of deals closed in the last week, relative to the rest of the quarter, changed by"),
-    ("close_date_push_rate", 0.0, +1, "proportion",
+    ("last_week_win_rate_ratio", 1.0, -1, "ratio",
+     "deals closed in the last week won, relative to deals closed earlier in the quarter, at"),
+    ("close_date_push_rate", np.nan, +1, "proportion",
      "the share of deals due in the last two weeks whose close date was pushed into the next quarter was"),
+    ("close_date_push_excess", 0.0, +1, "share",
+     "the share of deals due in the last two weeks pushed into the next quarter, above the organisation's "
+     "other quarters, was"),
     ("lead_score_drop", 0.0, +1, "count", "the lead score at conversion fell by"),
     ("stage_skip_rate", 0.0, +1, "proportion", "the share of deals created after the onset that skipped a stage was"),
 ):
     register_metric(_name, component=COMPONENT, null=_null, direction=_direction, unit=_unit, description=_description,
-                    sided="one-sided" if _name in ("stage_skip_rate", "close_date_push_rate") else "two-sided")
+                    sided="one-sided" if _name in ("stage_skip_rate", "close_date_push_excess") else "two-sided",
+                    weak_test=_name in WEAK_TESTS)
 
 
 # -- weekly curves --------------------------------------------------------------------------------
@@ -388,7 +406,24 @@ def win_rate_ratio(created: pd.DataFrame, onset: int, ci_level: float = 0.95) ->
     """
     closed = _closed_deals(created)
     late = _split(closed, "week_of_quarter", onset).astype(bool)
-    won = closed["won"].to_numpy(dtype=float)
+    return _win_rate_ratio(closed["won"].to_numpy(dtype=float), late, ci_level)
+
+
+def last_week_win_rate_ratio(closed_in_quarter: pd.DataFrame, ci_level: float = 0.95) -> dict[str, float] | None:
+    """Win rate of deals closed in the quarter's last week over that of deals closed earlier in it.
+
+    Keyed to the close date, as the sales-timing literature measures it
+    (InsideSales 2017: deals closing on the quarter's last day win about half
+    as often). Katz log interval; None with fewer than :data:`MIN_SIDE_N`
+    closed deals on a side.
+    """
+    closed = closed_in_quarter[closed_in_quarter["outcome"] != "open"]
+    last = closed["close_week"].to_numpy(dtype=float) == closed["close_weeks_in_quarter"].to_numpy(dtype=float)
+    return _win_rate_ratio((closed["outcome"] == "won").to_numpy(dtype=float), last, ci_level)
+
+
+def _win_rate_ratio(won: np.ndarray, late: np.ndarray, ci_level: float) -> dict[str, float] | None:
+    """P(won | late) / P(won | not late) with a Katz log interval (0.5 added to every cell when a side has no wins)."""
     n_after, n_before = int(late.sum()), int((~late).sum())
     if min(n_after, n_before) < MIN_SIDE_N:
         return None
@@ -432,9 +467,12 @@ def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, ci_level: float 
     """Relative size of deals closed in the quarter's last week, from a log-amount regression.
 
     With b the coefficient of "closed in the last week" (segment controls,
-    seller clusters) and se its standard error, the estimate is
-    exp(b − se²/2) − 1 (Kennedy's correction: exp(b) − 1 alone overstates the
-    change when se is large) and the interval exp(b ± t·se) − 1.
+    seller clusters) and se its standard error, the estimate is exp(b) − 1
+    and the interval exp(b ± t·se) − 1: the estimate is the centre of its
+    interval on the log scale, and median-unbiased for the relative change
+    (b is symmetric about the log change). Kennedy's mean-unbiased
+    exp(b − se²/2) − 1 would sit off that centre, lower by up to a few points
+    at a small quarter's se.
     """
     frame = closed_in_quarter[closed_in_quarter["amount"] > 0]
     last = (frame["close_week"].to_numpy(dtype=float) == frame["close_weeks_in_quarter"].to_numpy(dtype=float))
@@ -442,7 +480,7 @@ def last_week_deal_size_change(closed_in_quarter: pd.DataFrame, ci_level: float 
     if out is None:
         return None
     return {
-        "estimate": float(np.expm1(out["estimate"] - out["se"] ** 2 / 2)),
+        "estimate": float(np.expm1(out["estimate"])),
         "ci_low": float(np.expm1(out["ci_low"])),
         "ci_high": float(np.expm1(out["ci_high"])),
         "p_value": out["p_value"],
@@ -463,11 +501,40 @@ def stage_skip_rate(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -
     return _share_above(int(skipped[late].sum()), int(late.sum()), int(skipped[~late].sum()), int((~late).sum()), ci_level)
 
 
-def close_date_push_rate(pushes: pd.DataFrame, reference: pd.DataFrame, ci_level: float = 0.95) -> dict[str, float] | None:
-    """Share of due deals pushed past quarter end; one-sided p-value against ``reference`` (baseline quarters)."""
+def close_date_push_rate(pushes: pd.DataFrame, ci_level: float = 0.95) -> dict[str, float] | None:
+    """Share of due deals pushed past quarter end, with its Wilson interval (a level: no p-value).
+
+    Every quarter pushes some deals, so the level has no null to test it
+    against; :func:`close_date_push_excess` tests it against the
+    organisation's own calm rate.
+    """
+    if len(pushes) < MIN_SIDE_N:
+        return None
+    events, n = int(pushes["pushed"].sum()), len(pushes)
+    low, high = proportion_confint(events, n, alpha=1 - ci_level, method="wilson")
+    return {"estimate": events / n, "ci_low": float(low), "ci_high": float(high), "p_value": np.nan}
+
+
+def close_date_push_excess(pushes: pd.DataFrame, reference: pd.DataFrame, ci_level: float = 0.95
+                           ) -> dict[str, float] | None:
+    """Push rate of a quarter minus that of ``reference`` (the organisation's other baseline quarters).
+
+    Newcombe's hybrid-score interval of the difference of two independent
+    proportions (statsmodels; it holds with no pushes on a side) and a
+    one-sided pooled z p-value: the quarter pushes more than the others.
+    """
     if len(pushes) < MIN_SIDE_N or len(reference) < MIN_SIDE_N:
         return None
-    return _share_above(int(pushes["pushed"].sum()), len(pushes), int(reference["pushed"].sum()), len(reference), ci_level)
+    events, n = int(pushes["pushed"].sum()), len(pushes)
+    ref_events, ref_n = int(reference["pushed"].sum()), len(reference)
+    low, high = confint_proportions_2indep(events, n, ref_events, ref_n, compare="diff", method="newcomb",
+                                           alpha=1 - ci_level)
+    return {
+        "estimate": events / n - ref_events / ref_n,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": _one_sided_two_proportion(events, n, ref_events, ref_n),
+    }
 
 
 def _share_above(events: int, n: int, ref_events: int, ref_n: int, ci_level: float) -> dict[str, float]:
@@ -481,7 +548,8 @@ def _share_above(events: int, n: int, ref_events: int, ref_n: int, ci_level: flo
 
 
 ONSET_METRICS = ("win_rate_ratio", "discount_uplift", "lead_score_drop", "stage_skip_rate")
-QUARTER_END_METRICS = ("last_week_deal_size_change", "close_date_push_rate")
+QUARTER_END_METRICS = ("last_week_deal_size_change", "last_week_win_rate_ratio", "close_date_push_rate",
+                       "close_date_push_excess")
 # How each onset metric's p-value is defined: the onset-search adjustment must use the same tail(s).
 ONSET_METRIC_ALTERNATIVES = {
     "win_rate_ratio": "two-sided", "discount_uplift": "two-sided", "lead_score_drop": "two-sided",
@@ -590,10 +658,13 @@ def outcome_findings(
                 estimates[metric] = (None, len(created))
         if complete:
             estimates["last_week_deal_size_change"] = (last_week_deal_size_change(closed_here, ci_level), len(closed_here))
+            estimates["last_week_win_rate_ratio"] = (
+                last_week_win_rate_ratio(closed_here, ci_level), int((closed_here["outcome"] != "open").sum()))
             due = _segment(pushes_by.get((org, quarter), empty_pushes), segment)
             reference = _segment(reference_by.get((org,), empty_pushes), segment)
             reference = reference[reference["quarter"] != quarter]
-            estimates["close_date_push_rate"] = (close_date_push_rate(due, reference, ci_level), len(due))
+            estimates["close_date_push_rate"] = (close_date_push_rate(due, ci_level), len(due))
+            estimates["close_date_push_excess"] = (close_date_push_excess(due, reference, ci_level), len(due))
         for metric, (estimate, n) in estimates.items():
             record = {**common, "metric": metric, **_verdict(estimate, n)}
             if metric in ONSET_METRICS and has_onset:
@@ -624,13 +695,17 @@ def _segment(frame: pd.DataFrame, segment: str) -> pd.DataFrame:
 def flagged_contrast(findings: pd.DataFrame, metric: str) -> dict[str, Any]:
     """Mean estimate of ``metric`` in quarters flagged for qualification decay and in the others.
 
-    Complete quarters with a verdict only. Returns ``flagged`` and ``other``
-    (NaN when there are none) and their counts ``n_flagged``, ``n_other``.
+    Complete quarters with a verdict only (``quarter_complete``, else those
+    with a p-value). Returns ``flagged`` and ``other`` (NaN when there are
+    none) and their counts ``n_flagged``, ``n_other``.
     """
     main = findings[(findings["metric"] == COMPONENT) & (findings["segment"] == ALL_SEGMENTS)]
     flagged = main.loc[main["flagged"].astype(bool), ["org", "quarter"]].assign(_hot=True)
     rows = findings[(findings["metric"] == metric) & (findings["segment"] == ALL_SEGMENTS) & (findings["status"] == OK)]
-    rows = rows[rows["p_value"].notna()].merge(flagged, on=["org", "quarter"], how="left")
+    # A level such as the push rate has no p-value, so completeness is read from its own column where there is one.
+    complete = (rows["quarter_complete"].astype("boolean").fillna(False).astype(bool)
+                if "quarter_complete" in rows else rows["p_value"].notna())
+    rows = rows[complete & rows["estimate"].notna()].merge(flagged, on=["org", "quarter"], how="left")
     hot = rows["_hot"].astype("boolean").fillna(False).astype(bool)
     return {
         "flagged": float(rows.loc[hot, "estimate"].mean()) if hot.any() else np.nan,

@@ -302,7 +302,7 @@ def decay_findings(
     the weeks seen so far but gets no p-value, so it is never flagged (flags
     are for complete quarters); the ``quarter_complete`` column says which is
     which. Flags are not set here: :func:`quarterpanic.analysis.findings.apply_fdr`
-    does that across the whole run.
+    does that in each false-discovery family.
 
     Returns
     -------
@@ -372,7 +372,7 @@ def detect_qualification_decay(
     Returns
     -------
     A findings frame, flags not yet set (:func:`quarterpanic.analysis.detect.detect`
-    applies Benjamini–Hochberg across the whole run).
+    applies Benjamini–Hochberg in each false-discovery family).
     """
     params = {**defaults(), **(params or {})}
     extra = None

@@ -69,7 +69,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from quarterpanic.analysis import turnaround
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr, empty_findings, make_findings, register_metric,
+    ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr_of, empty_findings, make_findings, register_metric,
 )
 from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
@@ -535,7 +535,7 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
         }
     findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment)
     findings["ci_level"] = ci_level
-    findings = apply_fdr(mark_not_measured(findings, dataset, params), alpha=float(params["alpha"]))
+    findings = apply_fdr_of(mark_not_measured(findings, dataset, params), params)
     return ReactiveAnalysis(
         params=params, as_of=dataset.as_of, segment=segment, grid=grid, requests=requests, weekly=weekly,
         surge=surge, deferral=deferral, stretch=stretch, shares=shares, findings=findings,
@@ -604,4 +604,4 @@ def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | N
             segments = sorted(dataset.opportunities["segment"].dropna().astype(str).unique())
             runs.extend((name, dataset.filter(segment=name)) for name in segments)
     frames = [analyse_reactive(data, params, segment=name, cache=cache).findings for name, data in runs]
-    return apply_fdr(make_findings(pd.concat(frames, ignore_index=True)), alpha=float(params["alpha"]))
+    return apply_fdr_of(make_findings(pd.concat(frames, ignore_index=True)), params)

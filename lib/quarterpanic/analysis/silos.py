@@ -44,7 +44,7 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS,
     INSUFFICIENT,
     OK,
-    apply_fdr,
+    apply_fdr_of,
     empty_findings,
     make_findings,
     register_metric,
@@ -211,4 +211,4 @@ def detect_mid_size_silos(dataset: Dataset, params: Mapping[str, Any] | None = N
     segment = str(params["segment"]) if params.get("segment") else ALL_SEGMENTS
     data = dataset.filter(segment=params["segment"]) if params.get("segment") else dataset
     findings = analyse_silos(data, params, segment=segment, cache=cache)
-    return apply_fdr(make_findings(findings), alpha=float(params["alpha"]))
+    return apply_fdr_of(make_findings(findings), params)

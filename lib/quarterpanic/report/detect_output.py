@@ -9,11 +9,11 @@ import pandas as pd
 from quarterpanic import __version__
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
-from quarterpanic.analysis.findings import main_findings, to_records
+from quarterpanic.analysis.findings import FDR_FAMILIES, main_findings, to_records
 from quarterpanic.analysis.panic_index import index_from_findings, quarter_records
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
-from quarterpanic.report.words import ci_label, early_warning_sentences
+from quarterpanic.report.words import ci_label, early_warning_sentences, fdr_text
 from quarterpanic.util import jsonable
 
 
@@ -21,7 +21,10 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
     """The JSON document ``quarterpanic detect --json`` prints.
 
     ``ci_level`` is the confidence level of every interval and ``alpha`` the
-    false discovery rate of the flags. ``files`` is the row accounting of
+    false discovery rate of the flags; ``false_discovery`` says how the flags
+    were made: ``method``, ``alpha``, ``family`` (``params["fdr_family"]``),
+    ``family_keys`` (the finding columns whose values make one family) and
+    ``note`` (the same in words). ``files`` is the row accounting of
     every export read (:func:`accounting_records`). ``findings`` as given;
     beside them ``quarters``, the panic index of every
     complete org × quarter (× segment) shown, with its level and components
@@ -42,6 +45,13 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
         "quarterpanic": __version__,
         "ci_level": float(params["ci_level"]),
         "alpha": float(params["alpha"]),
+        "false_discovery": {
+            "method": "Benjamini-Hochberg",
+            "alpha": float(params["alpha"]),
+            "family": str(params["fdr_family"]),
+            "family_keys": list(FDR_FAMILIES[str(params["fdr_family"])]),
+            "note": fdr_text(params["alpha"], str(params["fdr_family"])),
+        },
         "files": accounting_records(dataset.accounting),
         "findings": to_records(findings),
         "quarters": quarter_records(scores, index, params.get("quarters")),
@@ -115,5 +125,5 @@ def _findings_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
                "flagged", "needs"]
     flagged = int(main["flagged"].sum())
     header = (f"data as of {_as_of(dataset)}: {flagged} of {len(main)} main findings flagged "
-              f"(flags at false discovery rate {float(params['alpha']):g}; intervals: {ci_label(params['ci_level'])})")
+              f"({fdr_text(params['alpha'], str(params['fdr_family']))}; intervals: {ci_label(params['ci_level'])})")
     return header + "\n" + shown[columns].to_string(index=False)

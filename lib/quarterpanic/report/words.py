@@ -50,6 +50,22 @@ def ci_text(low: float, high: float, unit: str, level: float = DEFAULT_CI_LEVEL)
     return f"{ci_label(level)} {low:.3g} to {high:.3g}"
 
 
+#: What each false-discovery family (:data:`quarterpanic.analysis.findings.FDR_FAMILIES`) holds, for a method note.
+FDR_FAMILY_WORDS = {
+    "organisation": "within each organisation and metric (its quarters and segments), so no other organisation's "
+                    "data change an organisation's flags",
+    "metric": "within each metric across all organisations of the run, so one organisation's flags can change "
+              "with another's data",
+    "run": "across every test of the run at once, so one organisation's flags can change with another's data",
+}
+
+
+def fdr_text(alpha: float, family: str) -> str:
+    """The method note of the flags: 'flags keep the false discovery rate at 5% (Benjamini–Hochberg) within ...'."""
+    return (f"flags keep the false discovery rate at {round(100 * float(alpha), 6):g}% "
+            f"(Benjamini–Hochberg) {FDR_FAMILY_WORDS[family]}")
+
+
 def p_text(p_value: float | None) -> str:
     if _missing(p_value):
         return ""
@@ -68,6 +84,9 @@ def size_text(estimate: float, unit: str) -> str:
         return f"{estimate:.2f}×"
     return f"{estimate:.3g}"
 
+
+#: Said of a finding of a weak test (:attr:`quarterpanic.analysis.findings.Metric.weak_test`) that is not flagged.
+WEAK_TEST_NOTE = "a weak test, which misses most panic quarters at realistic effects: not flagged is no sign of calm"
 
 _OPPOSITES = {" fell by": " rose by", " rose by": " fell by"}
 
@@ -105,6 +124,10 @@ def describe(finding: Mapping[str, Any]) -> str:
     p_value = p_text(finding.get("p_value"))
     if p_value and finding.get("p_sided") in SIDED:
         p_value += f" ({finding['p_sided']})"
+    if metric is not None and math.isnan(metric.null):
+        verdict = "a level, with no null to test it against"
+    if metric is not None and metric.weak_test and not finding.get("flagged"):
+        verdict += f" — {WEAK_TEST_NOTE}"
     interval = ci_text(low, high, unit, ci_level_of(finding))
     details = "; ".join(part for part in (interval, p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
