@@ -343,3 +343,59 @@ class NotebookOutputChecks:
 def notebook_outputs(notebook) -> list:
     """Every output of every cell of an executed notebook."""
     return [output for cell in notebook["cells"] for output in cell.get("outputs", [])]
+
+
+def sell_or_do_dataset(seed=0, *, per_day=2.0, drop=0.5, crunch_drop=0.0, quarters=8, large_wins_per_quarter=2,
+                       weeks_after=4, crunch_weeks=2, leads_drop=None, dispersion=20.0, org="A",
+                       size_class="small"):
+    """Calendar-year quarters from 2023 in which new-opportunity creation falls by ``drop`` in the
+    ``weeks_after`` weeks after each large win's week (and by ``crunch_drop`` in the last ``crunch_weeks``
+    weeks of each quarter), with gamma-distributed week-to-week noise (shape ``dispersion``).
+
+    Large wins (amount 100 000) are won deals created in the December before; regular wins (a tenth of the
+    new deals, amounts near 3 000) are far below. With ``leads_drop`` a leads table follows the same pattern.
+    """
+    from quarterpanic.analysis import sell_or_do
+    from quarterpanic.calendar import FiscalCalendar
+
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2023-01-01")
+    end = start + pd.DateOffset(months=3 * quarters) - pd.Timedelta(days=1)
+    units = sell_or_do.week_units(FiscalCalendar.from_spec(None), start, end)
+    span = (end - start).days + 1
+    large_close = start + pd.to_timedelta(rng.integers(0, span, large_wins_per_quarter * quarters), unit="D")
+    starts = units["week_start"].to_numpy(dtype="datetime64[ns]")
+    win_weeks = np.unique(np.searchsorted(starts, large_close.to_numpy(dtype="datetime64[ns]"), side="right") - 1)
+    post = np.zeros(len(units), dtype=bool)
+    for week in win_weeks:
+        post[week + 1: week + 1 + weeks_after] = True
+    last = units.groupby("quarter")["week_of_quarter"].transform("max")
+    crunch = (units["week_of_quarter"] > last - crunch_weeks).to_numpy()
+
+    def created_stamps(change):
+        mean = per_day * units["days"].to_numpy() * np.where(post, 1 - change, 1.0) * np.where(crunch, 1 - crunch_drop, 1.0)
+        counts = rng.poisson(mean * rng.gamma(dispersion, 1 / dispersion, len(units)))
+        offsets = rng.uniform(0, np.repeat(units["days"].to_numpy(), counts))
+        return pd.Series(np.repeat(units["week_start"].to_numpy(), counts)) + pd.to_timedelta(offsets, unit="D")
+
+    created = created_stamps(drop)
+    n = len(created)
+    won = rng.random(n) < 0.1
+    regular = pd.DataFrame({
+        "opportunity_id": [f"{org}{i}" for i in range(n)], "created_at": created,
+        "close_date": created + pd.Timedelta(days=30), "is_closed": True, "is_won": won,
+        "amount": rng.lognormal(8, 0.3, n)})
+    large = pd.DataFrame({
+        "opportunity_id": [f"{org}L{i}" for i in range(len(large_close))],
+        "created_at": pd.Timestamp("2022-12-20") + pd.to_timedelta(rng.uniform(0, 5, len(large_close)), unit="D"),
+        "close_date": large_close, "is_closed": True, "is_won": True, "amount": 100_000.0})
+    opps = pd.concat([regular, large], ignore_index=True).assign(
+        org=org, size_class=size_class, owner="o", segment="SMB")
+    opps["stage"] = np.where(opps["is_won"], "Closed Won", "Closed Lost")
+    tables = {"opportunities": canonical_table("opportunities", opps)}
+    if leads_drop is not None:
+        stamps = created_stamps(leads_drop)
+        tables["leads"] = canonical_table("leads", pd.DataFrame({
+            "org": org, "lead_id": [f"{org}-lead{i}" for i in range(len(stamps))], "created_at": stamps,
+            "status": "Open"}))
+    return Dataset.from_tables(tables, {org: {"size_class": size_class}}, as_of=end + pd.Timedelta(days=15))

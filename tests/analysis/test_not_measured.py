@@ -155,6 +155,10 @@ def test_not_measured_rows_lose_numbers_and_flags_and_say_what_they_need():
 
 
 # -- the minimal export, end to end -----------------------------------------------------------------
+# Amounts, won flags and creation dates: the deal size in the last week and sell-or-do (but its leads) need no more.
+MINIMAL_MEASURABLE = {"last_week_deal_size_change", "sell_or_do", "sell_or_do_crunch"}
+
+
 @pytest.fixture(scope="module")
 def minimal():
     sample = generate("minimal", seed=5, scale="small")
@@ -165,14 +169,13 @@ def minimal():
 def test_minimal_export_marks_every_unsupported_metric(minimal):
     _, data, findings = minimal
     supported = inputs.supported_analyses(data)
-    assert set(supported.loc[supported["supported"], "metric"]) == {"last_week_deal_size_change"}
-    measurable = findings["metric"] == "last_week_deal_size_change"
+    assert set(supported.loc[supported["supported"], "metric"]) == MINIMAL_MEASURABLE
+    measurable = findings["metric"].isin(MINIMAL_MEASURABLE)
     unsupported = findings[~measurable]
     assert not unsupported.empty and (unsupported["status"] == NOT_MEASURED).all()
     assert unsupported["needs"].map(len).gt(0).all()
     assert unsupported[["estimate", "ci_low", "ci_high", "p_value"]].isna().all().all()
-    assert not findings["flagged"].any() or findings.loc[findings["flagged"], "metric"].eq(
-        "last_week_deal_size_change").all()
+    assert not findings["flagged"].any() or findings.loc[findings["flagged"], "metric"].isin(MINIMAL_MEASURABLE).all()
     qualification = findings[findings["metric"] == "qualification_decay"]
     assert qualification["needs"].map(lambda n: "BANT flags or next_step" in n[0]).all()
     assert (findings.loc[measurable, "status"] != NOT_MEASURED).all()
@@ -202,7 +205,7 @@ def test_minimal_export_words_have_no_nan(minimal):
     assert "not measured" in text and "ticket export (requests)" in text
     json.dumps(to_records(findings))
     lines = "\n".join(supported_analyses_lines(inputs.supported_analyses(data)))
-    assert "Globex Corporation: 1 of" in lines and "needs ticket export (requests)" in lines
+    assert f"Globex Corporation: {len(MINIMAL_MEASURABLE)} of" in lines and "needs ticket export (requests)" in lines
 
 
 def test_full_sample_signals_are_todays_rule():
@@ -342,7 +345,7 @@ def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
     assert cli.main(["detect", str(minimal_folder), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     for finding in document["findings"]:
-        if finding["metric"] == "last_week_deal_size_change":
+        if finding["metric"] in MINIMAL_MEASURABLE:
             assert finding["status"] != NOT_MEASURED
             continue
         assert finding["status"] == NOT_MEASURED and finding["needs"]
@@ -356,7 +359,7 @@ def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys)
     assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
     out = capsys.readouterr().out
     assert "analyses the data support, per organisation:" in out
-    assert out.count("1 of 13 analyses measurable") == 3
+    assert out.count(f"{len(MINIMAL_MEASURABLE)} of {len(inputs.METRIC_INPUTS)} analyses measurable") == 3
     assert "measured: last_week_deal_size_change" in out
     assert "needs ticket export (requests)" in out and "needs close-date history" in out
 
