@@ -22,7 +22,8 @@ def test_a_stop_in_selling_after_large_wins_is_flagged_and_its_interval_covers_i
     assert main["status"] == OK and main["flagged"] and main["direction"] == TOWARD_PANIC
     assert main["ci_low"] < -0.6 < main["ci_high"]
     assert main["quarter"] == "FY2024-Q4" and main["since_quarter"] == "FY2023-Q1"
-    assert main["win_amount"] == 50_000.0 and main["post_weeks"] >= sell_or_do.MIN_POST_WEEKS
+    assert main["win_amount"] == 50_000.0 and main["weeks_after"] == 4
+    assert main["post_weeks"] >= sell_or_do.MIN_POST_WEEKS
 
 
 def test_a_firm_that_keeps_selling_is_not_flagged():

@@ -30,7 +30,8 @@ p-values in the panic direction (the rate falls).
 
 Findings (one row per organisation, pooled over its complete quarters and filed
 under the last of them; ``since_quarter`` names the first, ``win_amount`` the
-threshold in the organisation's most frequent ``currency``, ``post_weeks`` the number of post-win weeks):
+threshold in the organisation's most frequent ``currency``, ``weeks_after`` the weeks after a win that count,
+``post_weeks`` the number of post-win weeks):
 
 * ``sell_or_do`` (main): relative change of new-pipeline creation in post-win weeks;
 * ``sell_or_do_crunch``: the same in the quarter's crunch weeks;
@@ -189,7 +190,7 @@ def detect_sell_or_do(dataset: Dataset, params: Mapping[str, Any] | None = None,
         base = {"org": org, "quarter": quarters[-1], "segment": ALL_SEGMENTS, "component": COMPONENT,
                 "quarter_complete": True, "since_quarter": quarters[0],
                 "win_amount": weeks.attrs["win_amount"], "currency": currencies.get(org, ""),
-                "post_weeks": int(judged["post_win"].sum())}
+                "weeks_after": int(params["large_win_weeks"]), "post_weeks": int(judged["post_win"].sum())}
         records.extend(_org_findings(base, judged, present.get(org, set()), ci_level))
     if not records:
         return empty_findings()
