@@ -346,37 +346,41 @@ def notebook_outputs(notebook) -> list:
 
 
 def sell_or_do_dataset(seed=0, *, per_day=2.0, drop=0.5, crunch_drop=0.0, quarters=8, large_wins_per_quarter=2,
-                       weeks_after=4, crunch_weeks=2, leads_drop=None, dispersion=20.0, org="A",
+                       weeks_after=4, crunch_weeks=3, leads_drop=None, dispersion=20.0, org="A",
                        size_class="small"):
-    """Calendar-year quarters from 2023 in which new-opportunity creation falls by ``drop`` in the
-    ``weeks_after`` weeks after each large win's week (and by ``crunch_drop`` in the last ``crunch_weeks``
-    weeks of each quarter), with gamma-distributed week-to-week noise (shape ``dispersion``).
+    """Calendar-year quarters from 2023 in which deals are created on working days (Mon-Fri) only, and
+    creation falls by ``drop`` in the ``weeks_after`` × 7 days after each large win's close date (and by
+    ``crunch_drop`` in the last ``crunch_weeks`` fiscal weeks of each quarter), with gamma-distributed
+    week-to-week noise (shape ``dispersion``) shared by a week's days.
 
     Large wins (amount 100 000) are won deals created in the December before; regular wins (a tenth of the
     new deals, amounts near 3 000) are far below. With ``leads_drop`` a leads table follows the same pattern.
     """
-    from quarterpanic.analysis import sell_or_do
-    from quarterpanic.calendar import FiscalCalendar
-
     rng = np.random.default_rng(seed)
     start = pd.Timestamp("2023-01-01")
     end = start + pd.DateOffset(months=3 * quarters) - pd.Timedelta(days=1)
-    units = sell_or_do.week_units(FiscalCalendar.from_spec(None), start, end)
-    span = (end - start).days + 1
-    large_close = start + pd.to_timedelta(rng.integers(0, span, large_wins_per_quarter * quarters), unit="D")
-    starts = units["week_start"].to_numpy(dtype="datetime64[ns]")
-    win_weeks = np.unique(np.searchsorted(starts, large_close.to_numpy(dtype="datetime64[ns]"), side="right") - 1)
-    post = np.zeros(len(units), dtype=bool)
-    for week in win_weeks:
-        post[week + 1: week + 1 + weeks_after] = True
-    last = units.groupby("quarter")["week_of_quarter"].transform("max")
-    crunch = (units["week_of_quarter"] > last - crunch_weeks).to_numpy()
+    days = pd.date_range(start, end, freq="D")
+    quarter_start = days.to_period("Q").start_time
+    day_of_quarter = (days - quarter_start).days
+    days_in_quarter = days.to_period("Q").end_time.normalize() - quarter_start
+    week = day_of_quarter // 7
+    last_week = np.minimum(week, (days_in_quarter.days + 1 + 3) // 7 - 1)  # 13 weeks, the last 6-9 days long
+    week_id = np.asarray(days.year * 100 + days.quarter * 20 + last_week)
+    crunch = np.asarray(last_week >= (days_in_quarter.days + 1 + 3) // 7 - crunch_weeks)
+    large_close = start + pd.to_timedelta(rng.integers(0, len(days), large_wins_per_quarter * quarters), unit="D")
+    post = np.zeros(len(days), dtype=bool)
+    for close in (large_close - start).days:
+        post[close: close + 7 * weeks_after] = True
+    working = np.asarray(days.day_of_week < 5)
 
     def created_stamps(change):
-        mean = per_day * units["days"].to_numpy() * np.where(post, 1 - change, 1.0) * np.where(crunch, 1 - crunch_drop, 1.0)
-        counts = rng.poisson(mean * rng.gamma(dispersion, 1 / dispersion, len(units)))
-        offsets = rng.uniform(0, np.repeat(units["days"].to_numpy(), counts))
-        return pd.Series(np.repeat(units["week_start"].to_numpy(), counts)) + pd.to_timedelta(offsets, unit="D")
+        _, week_pos = np.unique(week_id, return_inverse=True)
+        noise = rng.gamma(dispersion, 1 / dispersion, week_pos.max() + 1)[week_pos]
+        mean = (per_day * 7 / 5 * working * noise * np.where(post, 1 - change, 1.0)
+                * np.where(crunch, 1 - crunch_drop, 1.0))
+        counts = rng.poisson(mean)
+        return pd.Series(np.repeat(days.to_numpy(), counts)) + pd.to_timedelta(
+            rng.uniform(0, 1, counts.sum()), unit="D")
 
     created = created_stamps(drop)
     n = len(created)

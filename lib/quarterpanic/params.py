@@ -227,7 +227,7 @@ class Parameters(_Strict):
         None, gt=0, description="won amount from which a win is large (sell or do: does selling stop after it?); "
                                 "null = each organisation's 90th percentile of won amounts")
     large_win_weeks: Count = Field(4, description="weeks after a large win's week that count as the weeks after it")
-    crunch_weeks: Count = Field(2, description="last weeks of a quarter that count as its delivery crunch")
+    crunch_weeks: Count = Field(3, description="last weeks of a quarter that count as its delivery crunch")
     trend_min_quarters: Count = Field(
         6, description="fewest quarters with a panic index for a trend over the quarters (slow change)")
     # -- panic index and reports -----------------------------------------------------------------

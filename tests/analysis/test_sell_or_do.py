@@ -74,7 +74,7 @@ def test_a_single_complete_quarter_is_insufficient():
     assert np.isnan(found.loc[sell_or_do.COMPONENT, "estimate"])
 
 
-def test_post_win_weeks_start_the_week_after_the_win_and_last_the_parameter():
+def test_post_win_days_run_from_the_close_date_and_split_the_weeks_they_touch():
     rows = [dict(org="A", opportunity_id=f"o{i}", size_class="small", created_at=day, close_date=day,
                  stage="Closed Lost", is_closed=True, is_won=False, amount=1000.0)
             for i, day in enumerate(pd.date_range("2024-01-01", "2024-06-30", freq="D"))]
@@ -82,14 +82,24 @@ def test_post_win_weeks_start_the_week_after_the_win_and_last_the_parameter():
                      close_date="2024-02-01", stage="Closed Won", is_closed=True, is_won=True, amount=90_000.0))
     data = Dataset.from_tables({"opportunities": canonical_table("opportunities", rows)},
                                {"A": {"size_class": "small"}}, as_of="2024-07-10")
-    weeks = sell_or_do.weekly_activity(data, "A", {**LARGE, "large_win_weeks": 3, "crunch_weeks": 2})
-    post = weeks.loc[weeks["post_win"], ["quarter", "week_of_quarter"]]
-    # 1 February is in week 5 of FY2024-Q1 (weeks start 1 January): weeks 6, 7 and 8 follow it.
-    assert post.values.tolist() == [["FY2024-Q1", 6], ["FY2024-Q1", 7], ["FY2024-Q1", 8]]
-    complete = weeks[weeks["complete"]]
+    parts = sell_or_do.weekly_activity(data, "A", {**LARGE, "large_win_weeks": 3, "crunch_weeks": 2})
+    post = parts[parts["post_win"]].set_index("week_of_quarter")["part_days"]
+    # The 21 days from the win on 1 February: 1-4 February end week 5 of FY2024-Q1 (weeks start 1 January),
+    # 19-21 begin week 8.
+    assert post.to_dict() == {5: 4, 6: 7, 7: 7, 8: 3}
+    assert (parts.loc[parts["post_win"], "created"] == post.to_numpy()).all()  # one deal a day
+    complete = parts[parts["complete"]]
     assert complete["quarter"].unique().tolist() == ["FY2024-Q1", "FY2024-Q2"]  # Q3 runs on at as_of
-    assert complete.loc[complete["crunch"], "week_of_quarter"].tolist() == [12, 13, 12, 13]
-    assert complete["created"].sum() == len(rows) and complete.groupby("quarter")["days"].sum().tolist() == [91, 91]
+    assert sorted(complete.loc[complete["crunch"], "week_of_quarter"].unique()) == [12, 13]
+    assert complete["created"].sum() == len(rows) and complete.groupby("quarter")["part_days"].sum().tolist() == [91, 91]
+    # A deal every day of the week (and the large one on a Tuesday): every day weighs about the same.
+    assert np.allclose(complete["exposure_created"], complete["part_days"], rtol=0.01)
+
+
+def test_a_firm_that_never_logs_deals_at_weekends_gets_no_weekend_exposure():
+    days = pd.date_range("2024-01-01", "2024-01-14")
+    weights = sell_or_do.weekday_weights(days, (days.day_of_week < 5).astype(float))
+    assert weights.tolist() == [1.4] * 5 + [0.0] * 2 + [1.4] * 5 + [0.0] * 2
 
 
 def test_detect_runs_the_component_and_the_metrics_are_registered():

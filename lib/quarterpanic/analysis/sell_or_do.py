@@ -5,40 +5,44 @@ dries up until the job ships; at quarter end the same happens in the delivery
 crunch. This component measures both against the organisation's own baseline,
 for every organisation (the report stresses it for small firms).
 
-**Weeks.** Each complete fiscal quarter (:func:`quarterpanic.analysis.inputs.quarter_coverage`)
-is cut into its fiscal weeks (the last one a little shorter or longer); a week's
-count is the opportunities created in it (and, for ``sell_or_do_leads``, the leads
-logged in it), its exposure the days it has.
-
-**Large wins and the weeks after them.** A large win is a won deal whose amount is
+**Weeks and days after a win.** Each complete fiscal quarter
+(:func:`quarterpanic.analysis.inputs.quarter_coverage`) is cut into its fiscal weeks
+(the last one a little shorter or longer). A large win is a won deal whose amount is
 at least ``large_win_amount`` (default: the organisation's
-:data:`LARGE_WIN_QUANTILE` quantile of won amounts). Weeks 1 to
-``large_win_weeks`` after the week a large win closed are *post-win* weeks (the
-win's own week is not: part of it came before the win). The *crunch* weeks are
-the last ``crunch_weeks`` weeks of each quarter.
+:data:`LARGE_WIN_QUANTILE` quantile of won amounts); the ``large_win_weeks`` × 7
+days after its close date are *post-win* days (the generator's definition: the
+weeks after the win, not after its week). Each week is split into its post-win
+days and its other days; a part's count is the opportunities created on its days
+(for ``sell_or_do_leads``, the leads logged), its exposure its days weighted by
+the organisation's weekday pattern (a firm that never logs deals at weekends
+gets no exposure there). The *crunch* weeks are the last ``crunch_weeks`` weeks of
+each quarter.
 
-**Model.** A Poisson GLM of the weekly counts with a log link, the week's days
-as exposure, a fixed effect per quarter (so growth and seasons between quarters
-are not mistaken for an effect) and two indicators, post-win and crunch:
-``exp(coefficient) − 1`` is the relative change in the creation rate in those
-weeks against the same quarter's other weeks. Weekly counts are overdispersed
-and a post-win run spans consecutive weeks, so standard errors are
-heteroskedasticity- and autocorrelation-consistent (Newey–West, lag
-:data:`HAC_LAGS`), with the quarters' fixed effects taken out. Intervals are
-Wald intervals on the log scale at ``ci_level``, transformed. One-sided
-p-values in the panic direction (the rate falls).
+**Model.** Poisson GLMs of the parts' counts with a log link and the exposure
+as offset; ``exp(coefficient) − 1`` is the relative change in the rate. The
+post-win effect has a fixed effect per quarter (growth and seasons between
+quarters are not mistaken for an effect) and per week of quarter: large wins
+cluster at quarter end, so the days after them are early-quarter days, and a
+within-quarter rhythm would otherwise pass for a stop in selling. The crunch
+effect *is* a within-quarter rhythm, so its model has the quarter effects and
+the post-win indicator. Weekly counts are overdispersed and a week's two parts
+share its ups and downs, so standard errors are cluster-robust by week
+(statsmodels' sandwich with its small-sample correction), with t quantiles on
+one degree of freedom fewer than the weeks. Intervals are Wald intervals on the
+log scale at ``ci_level``, transformed; one-sided p-values in the panic
+direction (the rate falls).
 
 Findings (one row per organisation, pooled over its complete quarters and filed
 under the last of them; ``since_quarter`` names the first, ``win_amount`` the
 threshold in the organisation's most frequent ``currency``, ``weeks_after`` the weeks after a win that count,
-``post_weeks`` the number of post-win weeks):
+``post_weeks`` the post-win days in weeks):
 
 * ``sell_or_do`` (main): relative change of new-pipeline creation in post-win weeks;
 * ``sell_or_do_crunch``: the same in the quarter's crunch weeks;
 * ``sell_or_do_leads``: relative change of leads logged in post-win weeks (where a leads table exists).
 
 ``insufficient data`` below :data:`MIN_QUARTERS` complete quarters,
-:data:`MIN_POST_WEEKS` post-win weeks or :data:`MIN_CREATED` records.
+:data:`MIN_POST_WEEKS` weeks of post-win days or :data:`MIN_CREATED` records.
 """
 from __future__ import annotations
 
@@ -65,7 +69,6 @@ LARGE_WIN_QUANTILE = 0.9  # default threshold of a large win: this quantile of t
 MIN_QUARTERS = 2  # complete quarters, so that post-win weeks have same-quarter weeks to compare with
 MIN_POST_WEEKS = 4
 MIN_CREATED = 30
-HAC_LAGS = 2  # a post-win run lasts a few weeks: neighbouring weeks' noise is allowed to correlate
 
 register_metric(COMPONENT, component=COMPONENT, null=0.0, direction=-1, unit="relative", sided="one-sided",
                 description="new-pipeline creation in the weeks after a large win changed by")
@@ -94,11 +97,9 @@ def week_units(calendar: Any, start: pd.Timestamp, end: pd.Timestamp) -> pd.Data
     return pd.concat(frames, ignore_index=True)
 
 
-def _unit_of(units: pd.DataFrame, stamps: pd.Series) -> np.ndarray:
-    """Position in ``units`` of the week holding each timestamp (-1 before the first week)."""
-    starts = units["week_start"].to_numpy(dtype="datetime64[ns]")
-    days = pd.to_datetime(stamps).dt.normalize().to_numpy(dtype="datetime64[ns]")
-    return np.searchsorted(starts, days, side="right") - 1
+def _day_index(first_day: pd.Timestamp, stamps: pd.Series) -> np.ndarray:
+    """Days since ``first_day`` of each timestamp."""
+    return ((pd.to_datetime(stamps).dt.normalize() - first_day) // pd.Timedelta(days=1)).to_numpy(dtype=int)
 
 
 def large_win_threshold(won_amounts: pd.Series, amount: float | None) -> float:
@@ -109,59 +110,105 @@ def large_win_threshold(won_amounts: pd.Series, amount: float | None) -> float:
     return float(values.quantile(LARGE_WIN_QUANTILE)) if len(values) else np.nan
 
 
-def weekly_activity(dataset: Dataset, org: str, params: Mapping[str, Any]) -> pd.DataFrame:
-    """One organisation's weeks with the counts and indicators the model reads.
+def weekday_weights(days: pd.DatetimeIndex, counts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """Each day's expected share of a week's records by its weekday (mean 1 over a week).
 
-    Returns the :func:`week_units` columns plus ``complete`` (the quarter is complete), ``created``
-    (opportunities created), ``leads`` (leads logged), ``post_win`` and ``crunch`` (bool); the frame's
-    ``attrs`` hold ``win_amount`` (the large-win threshold) and ``large_wins`` (their number).
+    The weekday pattern is read from the days ``basis`` marks (default: all). An organisation that never
+    logs deals at weekends has weekend weight 0, so a part of a week made of weekend days carries no
+    exposure; without records, every day weighs 1.
+    """
+    basis = np.ones(len(days), dtype=bool) if basis is None else basis
+    by_weekday = np.bincount(days.day_of_week[basis], weights=counts[basis], minlength=7)
+    if by_weekday.sum() == 0:
+        return np.ones(len(days))
+    return (7 * by_weekday / by_weekday.sum())[days.day_of_week]
+
+
+def weekly_activity(dataset: Dataset, org: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """One organisation's weeks, each split into its post-win days and its other days, as the model reads them.
+
+    A day is post-win when it falls in the ``large_win_weeks`` × 7 days after a large win's close date.
+    Returns one row per week and part with the :func:`week_units` columns plus ``week`` (position of the
+    week), ``post_win`` and ``crunch`` (bool), ``complete`` (the quarter is complete), ``part_days``, ``created`` and
+    ``leads`` (records created on the part's days) and ``exposure_created`` / ``exposure_leads`` (the
+    part's days weighted by weekday, :func:`weekday_weights`); parts without days are left out. The
+    frame's ``attrs`` hold ``win_amount`` (the large-win threshold) and ``large_wins`` (their number).
     """
     opps = dataset.opportunities[dataset.opportunities["org"].astype(str) == org]
     leads = dataset.leads[dataset.leads["org"].astype(str) == org]
     first = pd.concat([opps["created_at"], leads["created_at"]]).min()
     units = week_units(dataset.calendar(org), first, dataset.as_of)
+    units["week"] = np.arange(len(units))
+    units["crunch"] = units["week_of_quarter"] > units.groupby("quarter")["week_of_quarter"].transform("max") - int(
+        params["crunch_weeks"])
     coverage = quarter_coverage(dataset, pd.Series(org, index=units.index), units["quarter_start"],
                                 units["quarter_end"])
     units["complete"] = coverage["complete"].to_numpy()
-    units["created"] = np.bincount(_unit_of(units, opps["created_at"].dropna()).clip(0),
-                                   minlength=len(units))[: len(units)]
-    units["leads"] = (np.bincount(_unit_of(units, leads["created_at"].dropna()).clip(0), minlength=len(units))
-                      [: len(units)] if len(leads) else 0)
+    first_day = units["week_start"].iloc[0]
+    days = pd.date_range(first_day, units["quarter_end"].iloc[-1], freq="D")
+    week_of_day = np.repeat(units["week"].to_numpy(), units["days"].to_numpy())
+    complete_day = units["complete"].to_numpy()[week_of_day]
     won = opps[opps["is_won"].astype(bool) & opps["close_date"].notna()]
     threshold = large_win_threshold(won["amount"], params.get("large_win_amount"))
     large = won[pd.to_numeric(won["amount"], errors="coerce") >= threshold]
-    win_weeks = np.unique(_unit_of(units, large["close_date"]))
-    post = np.zeros(len(units), dtype=bool)
-    for week in win_weeks[win_weeks >= 0]:
-        post[week + 1: week + 1 + int(params["large_win_weeks"])] = True
-    units["post_win"] = post
-    units["crunch"] = units["week_of_quarter"] > units.groupby("quarter")["week_of_quarter"].transform("max") - int(
-        params["crunch_weeks"])
-    units.attrs.update(win_amount=threshold, large_wins=len(large))
-    return units
+    post = np.zeros(len(days), dtype=bool)
+    span = 7 * int(params["large_win_weeks"])
+    for day in np.unique(_day_index(first_day, large["close_date"])):
+        post[max(day, 0): max(day + span, 0)] = True
+    daily = pd.DataFrame({"week": week_of_day, "post_win": post, "part_days": 1})
+    for name, table in (("created", opps), ("leads", leads)):
+        index = _day_index(first_day, table["created_at"].dropna())
+        counts = np.bincount(index[(index >= 0) & (index < len(days))], minlength=len(days)).astype(float)
+        daily[name] = counts
+        daily[f"exposure_{name}"] = weekday_weights(days, counts, basis=complete_day)
+    parts = daily.groupby(["week", "post_win"], as_index=False).sum()
+    parts = parts.merge(units, on="week", how="left")
+    parts.attrs.update(win_amount=threshold, large_wins=len(large))
+    return parts
 
 
-def rate_change(weeks: pd.DataFrame, count: str, ci_level: float) -> dict[str, dict[str, float]]:
-    """Relative change of the weekly ``count`` rate in post-win and crunch weeks (Poisson GLM, quarter effects).
+NO_ESTIMATE = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
 
-    Returns ``{"post_win": {...}, "crunch": {...}}``, each with ``estimate`` (exp(β) − 1), ``ci_low``,
-    ``ci_high`` and a one-sided ``p_value`` that the rate fell (all NaN for an indicator that never varies).
+
+def _poisson_effect(parts: pd.DataFrame, count: str, effect: str, controls: list[pd.DataFrame],
+                    ci_level: float) -> dict[str, float]:
+    """Relative change exp(β) − 1 of ``count``'s rate where ``effect`` holds, given the ``controls``' columns.
+
+    Standard errors are clustered by week (a week's two parts share its ups and downs), with t quantiles
+    on one degree of freedom fewer than the weeks: a sandwich from ~100 clusters is a little too small.
     """
-    design = pd.get_dummies(weeks["quarter"], prefix="q", dtype=float)
-    # An indicator that never varies (no large win at all) has no effect to estimate, and would make the fit singular.
-    effects = [name for name in ("post_win", "crunch") if weeks[name].nunique() > 1]
-    for name in effects:
-        design[name] = weeks[name].astype(float).to_numpy()
-    model = sm.GLM(weeks[count].to_numpy(dtype=float), design, family=sm.families.Poisson(),
-                   offset=np.log(weeks["days"].to_numpy(dtype=float)))
-    fit = model.fit(cov_type="HAC", cov_kwds={"maxlags": HAC_LAGS})
-    z = stats.norm.ppf((1 + ci_level) / 2)
-    out = {name: {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
-           for name in ("post_win", "crunch")}
-    for name in effects:
-        beta, se = float(fit.params[name]), float(fit.bse[name])
-        out[name] = {"estimate": np.expm1(beta), "ci_low": np.expm1(beta - z * se),
-                     "ci_high": np.expm1(beta + z * se), "p_value": float(stats.norm.cdf(beta / se))}
+    design = pd.concat(controls + [parts[[effect]].astype(float)], axis=1)
+    model = sm.GLM(parts[count].to_numpy(dtype=float), design, family=sm.families.Poisson(),
+                   offset=np.log(parts[f"exposure_{count}"].to_numpy(dtype=float)))
+    fit = model.fit(cov_type="cluster", cov_kwds={"groups": parts["week"].to_numpy()})
+    t = stats.t(df=parts["week"].nunique() - 1)
+    beta, se = float(fit.params[effect]), float(fit.bse[effect])
+    half = t.ppf((1 + ci_level) / 2) * se
+    return {"estimate": np.expm1(beta), "ci_low": np.expm1(beta - half), "ci_high": np.expm1(beta + half),
+            "p_value": float(t.cdf(beta / se))}
+
+
+def rate_change(parts: pd.DataFrame, count: str, ci_level: float) -> dict[str, dict[str, float]]:
+    """Relative change of the ``count`` rate on post-win days and in crunch weeks (Poisson GLMs).
+
+    ``parts`` is :func:`weekly_activity`'s frame (its complete quarters). The post-win effect is estimated
+    with a fixed effect per quarter *and* per week of quarter: large wins cluster at quarter end, so the
+    days after them are early-quarter days, and any within-quarter rhythm would otherwise pass for an
+    effect. The crunch effect is a within-quarter rhythm itself, so its model has quarter effects and the
+    post-win indicator. Returns ``{"post_win": {...}, "crunch": {...}}``, each with ``estimate``
+    (exp(β) − 1), ``ci_low``, ``ci_high`` and a one-sided ``p_value`` that the rate fell (all NaN for an
+    indicator that never varies: no large win at all).
+    """
+    parts = parts[parts[f"exposure_{count}"] > 0]
+    quarter = pd.get_dummies(parts["quarter"], prefix="q", dtype=float)
+    week = pd.get_dummies(parts["week_of_quarter"], prefix="w", dtype=float, drop_first=True)
+    varies = {name: parts[name].nunique() > 1 for name in ("post_win", "crunch")}
+    out = {name: dict(NO_ESTIMATE) for name in varies}
+    if varies["post_win"]:
+        out["post_win"] = _poisson_effect(parts, count, "post_win", [quarter, week], ci_level)
+    if varies["crunch"]:
+        controls = [quarter, parts[["post_win"]].astype(float)] if varies["post_win"] else [quarter]
+        out["crunch"] = _poisson_effect(parts, count, "crunch", controls, ci_level)
     return out
 
 
@@ -187,10 +234,11 @@ def detect_sell_or_do(dataset: Dataset, params: Mapping[str, Any] | None = None,
         if judged.empty:
             continue
         quarters = judged["quarter"].unique()
+        post_days = judged.loc[judged["post_win"], "part_days"].sum()
         base = {"org": org, "quarter": quarters[-1], "segment": ALL_SEGMENTS, "component": COMPONENT,
                 "quarter_complete": True, "since_quarter": quarters[0],
                 "win_amount": weeks.attrs["win_amount"], "currency": currencies.get(org, ""),
-                "weeks_after": int(params["large_win_weeks"]), "post_weeks": int(judged["post_win"].sum())}
+                "weeks_after": int(params["large_win_weeks"]), "post_weeks": round(float(post_days) / 7, 1)}
         records.extend(_org_findings(base, judged, present.get(org, set()), ci_level))
     if not records:
         return empty_findings()
