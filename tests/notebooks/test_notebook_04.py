@@ -56,7 +56,7 @@ def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
     assert "**Brightline Studio** (small: sell or do)" in text
     assert "**Globex Corporation** (" in text and escape_text(HOSTILE_ORG) in text
     # The sample's small studio has amounts and won deals, so its sell-or-do question is answered in numbers.
-    studio = text.split("**Brightline Studio**")[1].split("\n\n")[0]
+    studio = text.split("**Brightline Studio** (small: sell or do)")[1].split("\n\n")[0]
     assert "weeks after a win above" in studio and "CI" in studio
 
 
