@@ -26,14 +26,15 @@ SMALL, MID, ENTERPRISE = "small", "mid", "enterprise"
 LENS_NAMES = {SMALL: "sell or do", MID: "silos", ENTERPRISE: "slow change"}
 SILO_PREFIXES = ("silo_", "handoff_")
 #: What would unlock the silo metrics where the data have none.
-SILO_NEEDS = "a ticket export with its change history (status, assignee or component changes, e.g. a Jira changelog)"
+SILO_NEEDS = "ticket change history (status, assignee or component changes, e.g. a Jira changelog)"
 COMPONENT_WORDS = {"qualification_decay": "qualification decay", "win_rate_ratio": "the late win rate",
                    "discount_uplift": "the extra discount", "reactive_order_taking": "reactive order-taking"}
 LENS_COLUMNS = ["org", "size_class", "lens", "own_lens", "measured", "sentence"]
 
 
 def _signed_range(low: float, high: float, level: float) -> str:
-    return f"{ci_label(level)} {100 * low:+.0f}% to {100 * high:+.0f}%"
+    # Rounded first, so that -0.4% reads "0%", not "-0%".
+    return f"{ci_label(level)} {round(100 * low) + 0:+d}% to {round(100 * high) + 0:+d}%"
 
 
 def _change(estimate: float) -> str:
@@ -63,14 +64,16 @@ def sell_or_do_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
             continue
         if metric == CRUNCH:
             opening = f"In the quarter's last weeks (the delivery crunch), {what}"
+            baseline = "the quarters' other weeks"
         else:
-            weeks = row.get("weeks_after")
+            weeks = int(row.get("weeks_after") or 0)
             span = "week" if weeks == 1 else f"{weeks} weeks"
             threshold = money(row.get("win_amount"), row.get("currency") or "")
             opening = f"In the {span} after a win above {threshold}, {what}"
+            baseline = "the same quarters' other days"
         verdict = ("selling stops while the firm delivers" if row.get("flagged")
                    else "no clear stop in selling")
-        out.append((True, f"{opening} {_change(row['estimate'])} against the same quarters' other weeks "
+        out.append((True, f"{opening} {_change(row['estimate'])} against {baseline} "
                           f"({_signed_range(row['ci_low'], row['ci_high'], ci_level_of(row))}; since "
                           f"{row.get('since_quarter')}): {verdict}"))
     return out
