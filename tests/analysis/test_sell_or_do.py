@@ -91,7 +91,8 @@ def test_post_win_days_run_from_the_close_date_and_split_the_weeks_they_touch():
     complete = parts[parts["complete"]]
     assert complete["quarter"].unique().tolist() == ["FY2024-Q1", "FY2024-Q2"]  # Q3 runs on at as_of
     assert sorted(complete.loc[complete["crunch"], "week_of_quarter"].unique()) == [12, 13]
-    assert complete["created"].sum() == len(rows) and complete.groupby("quarter")["part_days"].sum().tolist() == [91, 91]
+    assert complete["created"].sum() == len(rows)
+    assert complete.groupby("quarter")["part_days"].sum().tolist() == [91, 91]
     # A deal every day of the week (and the large one on a Tuesday): every day weighs about the same.
     assert np.allclose(complete["exposure_created"], complete["part_days"], rtol=0.01)
 

@@ -166,7 +166,8 @@ def size_lenses_markdown(lenses: pd.DataFrame) -> str:
         lines = [f"**{escape_text(org)}** ({escape_text(size)}: {LENS_NAMES.get(size, size)})"]
         lines += [f"* {escape_text(sentence)}." for sentence in own.loc[own["measured"], "sentence"]]
         others = rows[~rows["own_lens"] & rows["measured"]]
-        lines += [f"* Also ({lens}): {escape_text(sentence)}." for lens, sentence in zip(others["lens"], others["sentence"])]
+        lines += [f"* Also ({lens}): {escape_text(sentence)}."
+                  for lens, sentence in zip(others["lens"], others["sentence"])]
         unmeasured = own[~own["measured"]]
         lines += [f"* Not measured: {escape_text(sentence)}." for sentence in unmeasured["sentence"]]
         blocks.append("\n".join(lines))
