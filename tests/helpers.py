@@ -369,3 +369,61 @@ def qualification_drop(opps: pd.DataFrame) -> tuple[float, float]:
     """Early minus late qualification rate of ``opps`` (from :func:`created_deals_with_truth`) and its SE."""
     late, early = opps.loc[opps["late"], "qualified"], opps.loc[~opps["late"], "qualified"]
     return early.mean() - late.mean(), float(np.sqrt(early.var() / len(early) + late.var() / len(late)))
+def sell_or_do_dataset(seed=0, *, per_day=2.0, drop=0.5, crunch_drop=0.0, quarters=8, large_wins_per_quarter=2,
+                       weeks_after=4, crunch_weeks=3, leads_drop=None, dispersion=20.0, org="A",
+                       size_class="small"):
+    """Calendar-year quarters from 2023 in which deals are created on working days (Mon-Fri) only, and
+    creation falls by ``drop`` in the ``weeks_after`` × 7 days after each large win's close date (and by
+    ``crunch_drop`` in the last ``crunch_weeks`` fiscal weeks of each quarter), with gamma-distributed
+    week-to-week noise (shape ``dispersion``) shared by a week's days.
+
+    Large wins (amount 100 000) are won deals created in the December before; regular wins (a tenth of the
+    new deals, amounts near 3 000) are far below. With ``leads_drop`` a leads table follows the same pattern.
+    """
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2023-01-01")
+    end = start + pd.DateOffset(months=3 * quarters) - pd.Timedelta(days=1)
+    days = pd.date_range(start, end, freq="D")
+    quarter_start = days.to_period("Q").start_time
+    day_of_quarter = (days - quarter_start).days
+    days_in_quarter = days.to_period("Q").end_time.normalize() - quarter_start
+    week = day_of_quarter // 7
+    last_week = np.minimum(week, (days_in_quarter.days + 1 + 3) // 7 - 1)  # 13 weeks, the last 6-9 days long
+    week_id = np.asarray(days.year * 100 + days.quarter * 20 + last_week)
+    crunch = np.asarray(last_week >= (days_in_quarter.days + 1 + 3) // 7 - crunch_weeks)
+    large_close = start + pd.to_timedelta(rng.integers(0, len(days), large_wins_per_quarter * quarters), unit="D")
+    post = np.zeros(len(days), dtype=bool)
+    for close in (large_close - start).days:
+        post[close: close + 7 * weeks_after] = True
+    working = np.asarray(days.day_of_week < 5)
+
+    def created_stamps(change):
+        _, week_pos = np.unique(week_id, return_inverse=True)
+        noise = rng.gamma(dispersion, 1 / dispersion, week_pos.max() + 1)[week_pos]
+        mean = (per_day * 7 / 5 * working * noise * np.where(post, 1 - change, 1.0)
+                * np.where(crunch, 1 - crunch_drop, 1.0))
+        counts = rng.poisson(mean)
+        return pd.Series(np.repeat(days.to_numpy(), counts)) + pd.to_timedelta(
+            rng.uniform(0, 1, counts.sum()), unit="D")
+
+    created = created_stamps(drop)
+    n = len(created)
+    won = rng.random(n) < 0.1
+    regular = pd.DataFrame({
+        "opportunity_id": [f"{org}{i}" for i in range(n)], "created_at": created,
+        "close_date": created + pd.Timedelta(days=30), "is_closed": True, "is_won": won,
+        "amount": rng.lognormal(8, 0.3, n)})
+    large = pd.DataFrame({
+        "opportunity_id": [f"{org}L{i}" for i in range(len(large_close))],
+        "created_at": pd.Timestamp("2022-12-20") + pd.to_timedelta(rng.uniform(0, 5, len(large_close)), unit="D"),
+        "close_date": large_close, "is_closed": True, "is_won": True, "amount": 100_000.0})
+    opps = pd.concat([regular, large], ignore_index=True).assign(
+        org=org, size_class=size_class, owner="o", segment="SMB")
+    opps["stage"] = np.where(opps["is_won"], "Closed Won", "Closed Lost")
+    tables = {"opportunities": canonical_table("opportunities", opps)}
+    if leads_drop is not None:
+        stamps = created_stamps(leads_drop)
+        tables["leads"] = canonical_table("leads", pd.DataFrame({
+            "org": org, "lead_id": [f"{org}-lead{i}" for i in range(len(stamps))], "created_at": stamps,
+            "status": "Open"}))
+    return Dataset.from_tables(tables, {org: {"size_class": size_class}}, as_of=end + pd.Timedelta(days=15))

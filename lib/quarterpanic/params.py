@@ -226,6 +226,14 @@ class Parameters(_Strict):
     planned_types: Names = Field(PLANNED_TYPES, description="request types that are planned, proactive work")
     urgent_priorities: Names = Field(
         ["Highest", "High", "Critical", "Urgent"], description="priorities that count as urgent")
+    # -- size lenses -----------------------------------------------------------------------------
+    large_win_amount: float | None = Field(
+        None, gt=0, description="won amount from which a win is large (sell or do: does selling stop after it?); "
+                                "null = each organisation's 90th percentile of won amounts")
+    large_win_weeks: Count = Field(4, description="weeks after a large win's week that count as the weeks after it")
+    crunch_weeks: Count = Field(3, description="last weeks of a quarter that count as its delivery crunch")
+    trend_min_quarters: Count = Field(
+        6, description="fewest quarters with a panic index for a trend over the quarters (slow change)")
     # -- panic index and reports -----------------------------------------------------------------
     index_thresholds: IndexThresholds = Field(
         default_factory=IndexThresholds, description="panic index levels, in baseline standard deviations")
@@ -235,7 +243,8 @@ class Parameters(_Strict):
 
 #: The sections of ``parameters/default.yaml``: title and the first parameter of each.
 SECTIONS = {"data_dir": "data", "orgs": "what to show", "alpha": "statistics", "qualification_rule": "qualification decay",
-            "reactive_types": "reactive order-taking", "index_thresholds": "panic index and reports"}
+            "reactive_types": "reactive order-taking",
+            "large_win_amount": "size lenses", "index_thresholds": "panic index and reports"}
 #: Parameters whose value is a mapping merged key by key (a file can change one key of the rule).
 NESTED = {name: field.annotation for name, field in Parameters.model_fields.items()
           if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}

@@ -155,8 +155,9 @@ def test_not_measured_rows_lose_numbers_and_flags_and_say_what_they_need():
 
 
 # -- the minimal export, end to end -----------------------------------------------------------------
-# What a plain opportunity report (amount, close date, won) can measure.
-MINIMAL_MEASURABLE = {"last_week_deal_size_change", "last_week_win_rate_ratio"}
+# What a plain opportunity report (amount, close date, won, created date) can measure: the deal size and win
+# rate in the last week, and sell-or-do (but its leads).
+MINIMAL_MEASURABLE = {"last_week_deal_size_change", "last_week_win_rate_ratio", "sell_or_do", "sell_or_do_crunch"}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_minimal_export_marks_every_unsupported_metric(minimal):
     assert not unsupported.empty and (unsupported["status"] == NOT_MEASURED).all()
     assert unsupported["needs"].map(len).gt(0).all()
     assert unsupported[["estimate", "ci_low", "ci_high", "p_value"]].isna().all().all()
-    assert findings.loc[findings["flagged"], "metric"].isin(MINIMAL_MEASURABLE).all()
+    assert not findings["flagged"].any() or findings.loc[findings["flagged"], "metric"].isin(MINIMAL_MEASURABLE).all()
     qualification = findings[findings["metric"] == "qualification_decay"]
     assert qualification["needs"].map(lambda n: "BANT flags or next_step" in n[0]).all()
     assert (findings.loc[measurable, "status"] != NOT_MEASURED).all()
@@ -363,7 +364,7 @@ def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys)
     assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
     out = capsys.readouterr().out
     assert "analyses the data support, per organisation:" in out
-    assert out.count(f"{len(MINIMAL_MEASURABLE)} of 17 analyses measurable") == 3
+    assert out.count(f"{len(MINIMAL_MEASURABLE)} of {len(inputs.METRIC_INPUTS)} analyses measurable") == 3
     assert "measured: last_week_deal_size_change, last_week_win_rate_ratio" in out
     assert "needs ticket export (requests)" in out and "needs close-date history" in out
 

@@ -4,8 +4,8 @@ import html
 
 import pytest
 
-from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, run_cli,
-                     write_hostile_names_sample)
+from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, notebook_outputs,
+                     run_cli, write_hostile_names_sample)
 from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
@@ -47,6 +47,17 @@ def test_summary_records_costs_sizes_and_the_open_quarter(executed):
     # Northwind's open quarter panics from week 9 and the sample ends in its week 11.
     assert warning[HOSTILE_ORG]["status"] == "panic signals"
     assert all(row["sentence"].startswith(row["org"]) for row in warning.values())
+
+
+@pytest.mark.slow
+def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
+    _, notebook = executed
+    text = "".join("".join(output.get("data", {}).get("text/markdown", "")) for output in notebook_outputs(notebook))
+    assert "**Brightline Studio** (small: sell or do)" in text
+    assert "**Globex Corporation** (" in text and escape_text(HOSTILE_ORG) in text
+    # The sample's small studio has amounts and won deals, so its sell-or-do question is answered in numbers.
+    studio = text.split("**Brightline Studio** (small: sell or do)")[1].split("\n\n")[0]
+    assert "weeks after a win above" in studio and "CI" in studio
 
 
 @pytest.mark.slow

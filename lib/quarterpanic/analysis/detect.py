@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from quarterpanic.analysis import qualification, reactive, silos
+from quarterpanic.analysis import qualification, reactive, sell_or_do, silos
 from quarterpanic.analysis.findings import METRICS, apply_fdr_of, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
@@ -28,6 +28,7 @@ COMPONENTS: dict[str, tuple[ModuleType, str]] = {
     "qualification_decay": (qualification, "detect_qualification_decay"),
     "reactive_order_taking": (reactive, "detect_reactive_order_taking"),
     "mid_size_silos": (silos, "detect_mid_size_silos"),
+    "sell_or_do": (sell_or_do, "detect_sell_or_do"),
 }
 
 

@@ -38,6 +38,7 @@ INPUT_LABELS: dict[str, str] = {
     "history.amount": "amount history",
     "requests": "ticket export (requests)",
     "request_history": "request history (ticket changelog)",
+    "leads": "leads export",
 }
 QUALIFICATION = "qualification"  # stands for the qualification signals of the organisation's rule
 # metric -> groups of inputs: every group is needed, any one input of a group will do.
@@ -59,6 +60,9 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wasted_effort_unqualified": (("requests",), (QUALIFICATION,)),
     "mid_size_silos": (("request_history",),),
     "silo_wait_stretch": (("request_history",),),
+    "sell_or_do": (("amount",), ("won",)),
+    "sell_or_do_crunch": (),  # weekly creation counts only: every export has them
+    "sell_or_do_leads": (("leads",), ("amount",), ("won",)),
 }
 NUMBERS = ["estimate", "ci_low", "ci_high", "p_value"]
 
@@ -70,7 +74,7 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
     A column is present when it varies within the organisation (at least two
     distinct non-null values); ``next_step`` when some deals have one written
     and some do not, or the texts differ; a history field when the organisation's
-    history has rows for it; ``requests`` when it has any request.
+    history has rows for it; ``requests`` when it has any request, ``leads`` any lead.
     """
     opps = dataset.opportunities
     orgs = sorted(set(dataset.calendars) | set(opps["org"].astype(str)) | set(dataset.requests["org"].astype(str)))
@@ -96,6 +100,8 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
         present.setdefault(org, set()).add("requests")
     for org in dataset.request_history["org"].astype(str).unique():
         present.setdefault(org, set()).add("request_history")
+    for org in dataset.leads["org"].astype(str).unique():
+        present.setdefault(org, set()).add("leads")
     return present
 
 

@@ -1,0 +1,184 @@
+"""Each organisation's findings in the terms of its size class, for the executive page.
+
+Panic looks different by size: a **small** firm sells or delivers, rarely both
+(:mod:`quarterpanic.analysis.sell_or_do`); a **mid-size** company works in
+functional silos, so sales-ops requests wait on other departments (the
+``silo_*`` / ``handoff_*`` metrics of the ticket history); an **enterprise**
+changes slowly, so what matters is the trend over many quarters
+(:mod:`quarterpanic.analysis.trend`). Each organisation gets its own size's
+lens first, and a note on the size-specific symptoms its data could not
+measure with the field that would unlock them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+
+from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
+from quarterpanic.analysis.sell_or_do import COMPONENT as SELL_OR_DO, CRUNCH, LEADS
+from quarterpanic.report.index_report import money
+from quarterpanic.report.safe import escape_text
+from quarterpanic.report.words import ci_label, describe
+
+SMALL, MID, ENTERPRISE = "small", "mid", "enterprise"
+LENS_NAMES = {SMALL: "sell or do", MID: "silos", ENTERPRISE: "slow change"}
+SILO_PREFIXES = ("silo_", "handoff_")
+#: What would unlock the silo metrics where the data have none.
+SILO_NEEDS = "ticket change history (status, assignee or component changes, e.g. a Jira changelog)"
+COMPONENT_WORDS = {"qualification_decay": "qualification decay", "win_rate_ratio": "the late win rate",
+                   "discount_uplift": "the extra discount", "reactive_order_taking": "reactive order-taking"}
+LENS_COLUMNS = ["org", "size_class", "lens", "own_lens", "measured", "sentence"]
+
+
+def _signed_range(low: float, high: float, level: float) -> str:
+    # Rounded first, so that -0.4% reads "0%", not "-0%".
+    return f"{ci_label(level)} {round(100 * low) + 0:+d}% to {round(100 * high) + 0:+d}%"
+
+
+def _change(estimate: float) -> str:
+    return f"fell {100 * -estimate:.0f}%" if estimate < 0 else f"rose {100 * estimate:.0f}%"
+
+
+def sell_or_do_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
+    """``(measured, sentence)`` for one organisation's sell-or-do findings (its ``sell_or_do*`` rows).
+
+    E.g. "In the 4 weeks after a win above 45k EUR, new pipeline fell 55% against the same quarters'
+    other weeks (95% CI -70% to -35%; since FY2024-Q1): selling stops while the firm delivers".
+    """
+    out: list[tuple[bool, str]] = []
+    by_metric = {row["metric"]: row for row in rows.to_dict("records")}
+    for metric, what, when in ((SELL_OR_DO, "new pipeline", "after a large win"),
+                               (CRUNCH, "new pipeline", "in the quarter-end delivery crunch"),
+                               (LEADS, "new leads logged", "after a large win")):
+        row = by_metric.get(metric)
+        if row is None:
+            continue
+        if row["status"] == NOT_MEASURED:
+            needs = "; ".join(row.get("needs") or []) or "its inputs"
+            out.append((False, f"Whether {what} slows {when} could not be measured: the data have no {needs}"))
+            continue
+        if row["status"] != OK or _missing(row["estimate"]):
+            out.append((False, f"Too little data to tell whether {what} slows {when} (n = {row.get('n')})"))
+            continue
+        if metric == CRUNCH:
+            opening = f"In the quarter's last weeks (the delivery crunch), {what}"
+            baseline = "the quarters' other weeks"
+        else:
+            weeks = int(row.get("weeks_after") or 0)
+            span = "week" if weeks == 1 else f"{weeks} weeks"
+            threshold = money(row.get("win_amount"), row.get("currency") or "")
+            opening = f"In the {span} after a win above {threshold}, {what}"
+            baseline = "the same quarters' other days"
+        verdict = ("selling stops while the firm delivers" if row.get("flagged")
+                   else "no clear stop in selling")
+        out.append((True, f"{opening} {_change(row['estimate'])} against {baseline} "
+                          f"({_signed_range(row['ci_low'], row['ci_high'], ci_level_of(row))}; since "
+                          f"{row.get('since_quarter')}): {verdict}"))
+    return out
+
+
+def silo_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
+    """``(measured, sentence)`` for one organisation's silo findings (metrics starting ``silo_`` / ``handoff_``).
+
+    The latest quarter with a measured silo finding is described (:func:`quarterpanic.report.words.describe`);
+    with none, the sentence says what would unlock them.
+    """
+    measured = rows[rows["status"] == OK]
+    if measured.empty:
+        needs = sorted({need for row_needs in rows.get("needs", pd.Series(dtype=object)).dropna()
+                        for need in row_needs}) or [SILO_NEEDS]
+        return [(False, "Handoffs between departments and the time requests wait on them could not be measured: "
+                        f"the data have no {'; '.join(needs)}")]
+    latest = measured[measured["quarter"] == max(measured["quarter"])]
+    return [(True, describe(row).rstrip(".")) for row in latest.to_dict("records")]
+
+
+def trend_sentence(row: Mapping[str, Any], subject: str = "panic") -> tuple[bool, str]:
+    """``(measured, sentence)`` for one :func:`quarterpanic.analysis.trend.quarter_trends` row.
+
+    E.g. "Since FY2024-Q1, panic has eased by 0.4 SD a year (95% CI 0.1 to 0.7; 10 quarters)".
+    """
+    if row["status"] != OK:
+        return (False, f"Too few quarters with a panic index ({row['n_quarters']}) to see whether {subject} "
+                       "is easing over the years")
+    slope, low, high = row["slope_per_year"], row["ci_low"], row["ci_high"]
+    level = ci_label(ci_level_of(row))
+    since = f"Since {row['first_quarter']}"
+    if high < 0:
+        return (True, f"{since}, {subject} has eased by {-slope:.1f} SD a year ({level} {-high:.1f} to {-low:.1f}; "
+                      f"{row['n_quarters']} quarters)")
+    if low > 0:
+        return (True, f"{since}, {subject} has grown by {slope:.1f} SD a year ({level} {low:.1f} to {high:.1f}; "
+                      f"{row['n_quarters']} quarters)")
+    return (True, f"{since}, no clear trend in {subject}: {slope:+.1f} SD a year ({level} {low:+.1f} to "
+                  f"{high:+.1f}; {row['n_quarters']} quarters)")
+
+
+def slow_change_sentences(index_trends: pd.DataFrame, component_trends: pd.DataFrame) -> list[tuple[bool, str]]:
+    """``(measured, sentence)`` for one organisation's index trend and the components that moved clearly."""
+    out = [trend_sentence(row) for row in index_trends.to_dict("records")]
+    if not out:
+        out = [(False, "No quarter has a panic index yet, so slow change cannot be followed")]
+    for row in component_trends.to_dict("records"):
+        if row["status"] == OK and (row["ci_high"] < 0 or row["ci_low"] > 0):
+            out.append(trend_sentence(row, COMPONENT_WORDS.get(row["component"], row["component"].replace("_", " "))))
+    return out
+
+
+def size_lenses(findings: pd.DataFrame, index_trends: pd.DataFrame, component_trends: pd.DataFrame,
+                size_classes: Mapping[str, str]) -> pd.DataFrame:
+    """Every organisation's size-specific symptoms as sentences, its own size's lens first.
+
+    ``findings`` is :func:`quarterpanic.analysis.detect.detect`'s table; ``index_trends`` and
+    ``component_trends`` are :func:`quarterpanic.analysis.trend.index_trends` and
+    :func:`~quarterpanic.analysis.trend.component_trends` (segment ``all`` is used). Returns ``org``,
+    ``size_class``, ``lens`` (``sell or do``, ``silos``, ``slow change``), ``own_lens`` (the lens of the
+    organisation's size class), ``measured`` and ``sentence``.
+    """
+    everyone = sorted(set(size_classes) | set(findings["org"].astype(str)))
+    records = []
+    for org in everyone:
+        size = size_classes.get(org, MID)
+        mine = findings[(findings["org"].astype(str) == org) & (findings["segment"] == "all")]
+        lenses = {
+            SMALL: sell_or_do_sentences(mine[mine["component"] == SELL_OR_DO]),
+            MID: silo_sentences(mine[mine["metric"].astype(str).str.startswith(SILO_PREFIXES)]),
+            ENTERPRISE: slow_change_sentences(_all_segments(index_trends, org), _all_segments(component_trends, org)),
+        }
+        for lens_size in sorted(lenses, key=lambda name: name != size):
+            for measured, sentence in lenses[lens_size]:
+                records.append({"org": org, "size_class": size, "lens": LENS_NAMES[lens_size],
+                                "own_lens": lens_size == size, "measured": measured, "sentence": sentence})
+    return pd.DataFrame(records, columns=LENS_COLUMNS)
+
+
+def size_lenses_markdown(lenses: pd.DataFrame) -> str:
+    """:func:`size_lenses` as Markdown (CRM text escaped): per organisation its own size's lens, what else was
+    measured, and the size-specific symptoms its data could not measure."""
+    if lenses.empty:
+        return "No organisation to describe."
+    blocks = []
+    for org, rows in lenses.groupby("org", sort=True):
+        size = rows["size_class"].iloc[0]
+        own = rows[rows["own_lens"]]
+        lines = [f"**{escape_text(org)}** ({escape_text(size)}: {LENS_NAMES.get(size, size)})"]
+        lines += [f"* {escape_text(sentence)}." for sentence in own.loc[own["measured"], "sentence"]]
+        others = rows[~rows["own_lens"] & rows["measured"]]
+        lines += [f"* Also ({lens}): {escape_text(sentence)}."
+                  for lens, sentence in zip(others["lens"], others["sentence"])]
+        unmeasured = own[~own["measured"]]
+        lines += [f"* Not measured: {escape_text(sentence)}." for sentence in unmeasured["sentence"]]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _all_segments(frame: pd.DataFrame, org: str) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[(frame["org"].astype(str) == org) & (frame["segment"] == "all")]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
