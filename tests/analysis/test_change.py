@@ -100,8 +100,23 @@ def test_difference_in_differences_cancels_a_shared_shock_the_before_after_estim
     its, did = rows.loc[change.ITS], rows.loc[change.DID]
     assert its["ci_low"] <= -0.35 <= its["ci_high"] and not its["ci_low"] <= -0.20 <= its["ci_high"]
     assert did["ci_low"] <= -0.20 <= did["ci_high"]
-    assert did["control"] == "Bolt, Core" and did["n_control"] == 24
+    assert did["control"] == "Bolt, Core" and (did["n_control_before"], did["n_control_after"]) == (12, 12)
     assert set(result.series.loc[result.series["role"] == change.CONTROL, "org"]) == {"Bolt", "Core"}
+
+
+def test_a_control_without_enough_quarters_on_a_side_is_left_out_and_without_any_there_is_no_number():
+    rng = np.random.default_rng(10)
+    records = (series_findings(rng, "Acme", 10, level=0.3, change_at=5, change=-0.2)
+               + series_findings(rng, "Bolt", 10, level=0.3, change_at=5, change=0.0)
+               + series_findings(rng, "Core", 7, level=0.3, change_at=5, change=0.0))  # 2 quarters after
+    dates = quarter_dates(["Acme", "Bolt", "Core"], 10)
+    did = change.assess_changes(make_findings(records), None, [{"org": "Acme", "date": date_of(5)}], dates).estimates
+    did = did[did["method"] == change.DID].iloc[0]
+    assert did["status"] == OK and did["control"] == "Bolt"
+    alone = change.assess_changes(make_findings(records[:10] + records[20:]), None,
+                                  [{"org": "Acme", "date": date_of(5)}], dates).estimates
+    alone = alone[alone["method"] == change.DID].iloc[0]
+    assert alone["status"] == INSUFFICIENT and pd.isna(alone["estimate"]) and pd.isna(alone["control"])
 
 
 def test_a_segments_change_is_controlled_by_the_other_segments_and_a_changed_group_never_controls():

@@ -54,8 +54,8 @@ BEFORE, AFTER, TRANSITION = "before", "after", "transition"
 # Quarters are about 91.3 days: the pre-trend's time unit.
 DAYS_PER_QUARTER = 365.25 / 4
 ESTIMATE_COLUMNS = [
-    "change", "org", "segment", "change_date", "quantity", "method", "scale", "control", "n_before", "n_after",
-    "n_control", "before", "after", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "q_value",
+    "change", "label", "org", "segment", "change_date", "quantity", "method", "scale", "control", "n_before", "n_after",
+    "n_control_before", "n_control_after", "before", "after", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "q_value",
     "significant", "direction", "pre_trend", "status",
 ]
 SERIES_COLUMNS = [
@@ -177,15 +177,17 @@ def assess_changes(
         for quantity in ordered_quantities(mine["quantity"].unique()):
             treated = mine[mine["quantity"] == quantity]
             control = controls[controls["quantity"] == quantity]
-            common = {"change": name, "org": org, "segment": segment, "change_date": date, "quantity": quantity,
-                      "scale": scale_of(quantity), "ci_level": float(ci_level), "pre_trend": trend}
+            common = {"change": name, "label": change.get("label"), "org": org, "segment": segment,
+                      "change_date": date, "quantity": quantity, "scale": scale_of(quantity),
+                      "ci_level": float(ci_level), "pre_trend": trend}
             estimates.append({**common, "method": ITS, **before_after(treated, trend, ci_level)})
             used.append(treated.assign(change=name, role=CHANGED))
-            named = sorted({_group_name(o, s) for o, s in zip(control["org"], control["segment"])})
-            if named:
-                estimates.append({**common, "method": DID, **difference_in_differences(treated, control, trend, ci_level),
-                                  "control": ", ".join(named)})
-                used.append(control.assign(change=name, role=CONTROL))
+            if not control.empty:
+                did = difference_in_differences(treated, control, trend, ci_level)
+                estimates.append({**common, "method": DID, **did})
+                kept = control.assign(_name=[_group_name(o, s) for o, s in zip(control["org"], control["segment"])])
+                used.append(kept[kept["_name"].isin(str(did["control"]).split(", "))].drop(columns="_name")
+                            .assign(change=name, role=CONTROL))
     return ChangeResult(_finish(estimates, alpha), _series_frame(used))
 
 
@@ -244,16 +246,26 @@ def before_after(rows: pd.DataFrame, trend: bool, ci_level: float) -> dict[str, 
 
 def difference_in_differences(treated: pd.DataFrame, control: pd.DataFrame, trend: bool,
                               ci_level: float) -> dict[str, Any]:
-    """The changed group's level change net of the controls' (a level per group, shared after-effect and trend)."""
+    """The changed group's level change net of the controls' (a level per group, shared after-effect and trend).
+
+    Only controls with :data:`MIN_QUARTERS` quarters on each side take part (without both sides a group's
+    level and the change cannot be told apart); ``control`` names them, ``n_control_before`` and
+    ``n_control_after`` count their quarters.
+    """
     treated, control = _usable(treated), _usable(control)
-    counts = _counts(treated)
+    need = MIN_QUARTERS + int(trend)
+    sides = pd.crosstab([control["org"], control["segment"]], control["period"]).reindex(
+        columns=[BEFORE, AFTER], fill_value=0)
+    enough = sides[(sides[BEFORE] >= need) & (sides[AFTER] >= need)].index
+    control = control[pd.MultiIndex.from_frame(control[["org", "segment"]]).isin(enough)]
     control_counts = _counts(control)
-    counts["n_control"] = control_counts["n_before"] + control_counts["n_after"]
-    if min(counts["n_before"], counts["n_after"], control_counts["n_before"],
-           control_counts["n_after"]) < MIN_QUARTERS + int(trend):
+    counts = {**_counts(treated), "n_control_before": control_counts["n_before"],
+              "n_control_after": control_counts["n_after"],
+              "control": ", ".join(_group_name(org, segment) for org, segment in enough) or None}
+    if min(counts["n_before"], counts["n_after"]) < need or control.empty:
         return {**counts, "status": INSUFFICIENT}
-    rows = pd.concat([treated.assign(_group="*changed*"), control.assign(_group=control["org"] + "|" + control["segment"])],
-                     ignore_index=True)
+    rows = pd.concat([treated.assign(_group="*changed*"),
+                      control.assign(_group=control["org"] + "|" + control["segment"])], ignore_index=True)
     design = pd.get_dummies(rows["_group"], dtype=float)
     after = (rows["period"] == AFTER).astype(float)
     design["after"] = after
@@ -314,7 +326,7 @@ def _finish(records: list[dict[str, Any]], alpha: float) -> pd.DataFrame:
         out.loc[tested, "significant"] = reject
     out["significant"] = out["significant"].astype(bool)
     out["direction"] = [_direction(row) for row in out.to_dict("records")]
-    for column in ("n_before", "n_after", "n_control"):
+    for column in ("n_before", "n_after", "n_control_before", "n_control_after"):
         out[column] = pd.array(pd.to_numeric(out[column], errors="coerce"), dtype="Int64")
     out["pre_trend"] = out["pre_trend"].astype(bool)
     return out
