@@ -179,7 +179,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--scale", choices=["small", "default", "large"], default="default",
                      help="small: 8 quarters, ~60%% volume (tests); large: 20 quarters, ~1M opportunities")
     cmd.add_argument("--scenario", metavar="NAME|FILE.yaml",
-                     help="shipped scenario name (default, null, minimal: a plain opportunity report only) "
+                     help="shipped scenario name (default, null, minimal: a plain opportunity report only, "
+                          "realistic: panics drawn per seed, change: panic stops in one segment after a date) "
                           "or a scenario YAML merged over the default")
 
 

@@ -76,7 +76,7 @@ def test_truth_keeps_only_what_the_export_can_show(minimal):
     assert set(truth["exports"]) == set(minimal.orgs)
     for org, export in truth["exports"].items():
         assert set(export["measurable_effects"]) == {"win_rate_ratio", "last_week_deal_size_change",
-                                                    "month3_bookings_share"}
+                                                    "month3_bookings_share", "last_week_win_rate_change"}
     records = truth["quarters"]
     for record in records:
         for effect, value in record["effects"].items():

@@ -51,8 +51,15 @@ the value of ``panic:`` (with org / quarter overrides):
   open stage (a move over a stage, or into Closed Won from before Negotiation);
   every other deal skips at the calm rate.
 
+* ``last_week_win_rate_change`` c: deals closing in the window's last week are won
+  x (1 + c) (keyed to the close date; with it, month-3 pulls move lost deals too).
+
 Panic quarters and onsets come from each org's ``panic_quarters`` in the scenario
-(keys: quarters before the open one, 0 = open, or quarter labels).
+(keys: quarters before the open one, 0 = open, or quarter labels; or ``draw:`` per seed).
+The values above are those at full intensity: a panic's ``pattern`` (shape step / ramp /
+plateau, ``seller_fraction``, ``spread``, ``segments``) scales them per day and seller, and
+``truth.json`` states each as its average over the post-onset window (docs/METHODS.md,
+"The sample generator and its truth"). Scenario values may be distributions drawn per seed.
 
 The package sits beside the pipeline, split by job: scenarios (``scenario``, shipped in ``scenarios/``), each
 org's plan and truth (``plan``), people and record ids (``names``), the canonical tables (``tables``), the vendor

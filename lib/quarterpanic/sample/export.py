@@ -47,6 +47,7 @@ EFFECT_INPUTS: dict[str, tuple[str, ...]] = {
     "close_date_push_rate": ("history",),
     "lead_score_drop": ("opportunities.lead_score",),
     "stage_skip_rate": ("history",),
+    "last_week_win_rate_change": ("opportunities",),
 }
 
 

@@ -30,10 +30,16 @@ class Sample:
     truth:
         What ``truth.json`` holds: ``as_of``, ``seed``, ``scenario``, ``scale`` and one
         record per org x fiscal quarter with data (``org``, ``quarter``, ``open``,
-        ``panic``, ``onset_week``, ``effects``). When a scenario's ``export`` leaves
+        ``panic``, ``onset_week``, the pattern: ``shape``, ``ramp_weeks``, ``seller_fraction``,
+        ``spread``, ``segments``, ``intensity`` (mean over deals created after the onset),
+        ``sellers_reached`` where only some panic; ``effects`` as post-onset averages and,
+        for panic quarters, ``peak_effects`` at full intensity). When a scenario's ``export`` leaves
         things out (:mod:`quarterpanic.sample.export`), ``exports`` says what each org's
         export holds, the effects it gives no input for are ``None`` and each record
-        says whether its quarter is ``partial`` (the data begin inside it).
+        says whether its quarter is ``partial`` (the data begin inside it). Where a scenario
+        has them: ``segments`` (per quarter and segment, when panic differs by segment),
+        ``changes`` (panic stops in a segment from a date) and ``sell_or_do`` (the stated
+        creation ratio after large wins).
     orgs:
         Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
         when the export leaves something out).
@@ -50,8 +56,11 @@ class Sample:
     scenario: dict = field(repr=False, default_factory=dict)
 
     def truth_frame(self) -> pd.DataFrame:
-        """``truth["quarters"]`` as a frame, one column per effect."""
-        rows = [{k: v for k, v in r.items() if k != "effects"} | r["effects"] for r in self.truth["quarters"]]
+        """``truth["quarters"]`` as a frame, one column per effect (the post-onset average), plus the
+        pattern columns (``shape``, ``ramp_weeks``, ``seller_fraction``, ``spread``, ``segments``,
+        ``intensity``); a panic quarter's full-intensity values stay in ``truth["quarters"][i]["peak_effects"]``."""
+        rows = [{k: v for k, v in r.items() if k not in ("effects", "peak_effects")} | r["effects"]
+                for r in self.truth["quarters"]]
         return pd.DataFrame(rows)
 
 
@@ -114,15 +123,26 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     if scale not in resolved["scales"]:
         raise ParameterError(f"unknown scale {scale!r}", hint=f"use one of {sorted(resolved['scales'])}")
     rng = np.random.default_rng(seed)
+    # Scenario draws (panic quarters, onsets, shapes, effect sizes) come from their own stream of the seed.
+    draws = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     as_of = pd.Timestamp(resolved["as_of"])
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in schemas.TABLES}
     records: list[dict] = []
+    segment_records: list[dict] = []
+    changes: list[dict] = []
+    sell_or_do: list[dict] = []
     orgs: dict[str, dict] = {}
     for org_name, spec in resolved["orgs"].items():
-        plan = OrgPlan(org_name, spec, resolved, scale, as_of)
+        plan = OrgPlan(org_name, spec, resolved, scale, as_of, draws)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
         tables = apply_export(tables, plan.export)
         records.extend(plan.truth_records())
+        segment_records.extend(plan.segment_records())
+        changes.extend(plan.change_records())
+        if plan.spec.get("sell_or_do"):
+            dip = plan.spec["sell_or_do"]
+            sell_or_do.append({"org": org_name, "min_amount": float(dip["min_amount"]), "weeks": float(dip["weeks"]),
+                               "creation_ratio": float(dip["factor"]), "wins": plan.sell_or_do_wins})
         orgs[org_name] = {
             "size_class": spec["size_class"],
             "fiscal_calendar": plan.calendar.to_spec(),
@@ -146,6 +166,10 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
         "scale": scale,
         "quarters": records,
     }
+    # Only where a scenario has them, so samples without keep their truth.json.
+    for key, value in (("segments", segment_records), ("changes", changes), ("sell_or_do", sell_or_do)):
+        if value:
+            truth[key] = value
     exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
     if exports:
         truth["exports"] = exports

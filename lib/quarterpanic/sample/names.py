@@ -42,7 +42,15 @@ def draw_people(plan: OrgPlan, rng: np.random.Generator) -> dict:
     weight = rng.gamma(4.0, 1.0, n)
     weight /= weight.sum()
     p0 = float(plan.spec.get("qualification_rate", 0.7))
-    qual = np.clip(p0 + rng.uniform(-0.05, 0.05, n), 0.0, 1.0)
+    request_weight = weight
+    if plan.seller_sd > 0:
+        # Seller random effects: each seller's base qualification rate (logit scale) and propensity to
+        # file requests (log scale) vary with sd seller_sd; the org's request rate stays the same.
+        qual = 1.0 / (1.0 + np.exp(-(np.log(p0 / (1.0 - p0)) + rng.normal(0.0, plan.seller_sd, n))))
+        request_weight = weight * np.exp(rng.normal(0.0, plan.seller_sd, n))
+        request_weight /= request_weight.sum()
+    else:
+        qual = np.clip(p0 + rng.uniform(-0.05, 0.05, n), 0.0, 1.0)
     n_accounts = max(40, int(plan.spec["opportunities_per_quarter"] * plan.volume))
     combos = len(ACCOUNT_STEMS) * len(ACCOUNT_WORDS) * len(ACCOUNT_SUFFIXES)
     pick = rng.choice(combos, n_accounts, replace=n_accounts > combos)
@@ -64,6 +72,7 @@ def draw_people(plan: OrgPlan, rng: np.random.Generator) -> dict:
         "team": team,
         "weight": weight,
         "qualification": qual,
+        "request_weight": request_weight,
         "accounts": accounts,
         "account_weight": account_weight / account_weight.sum(),
     }

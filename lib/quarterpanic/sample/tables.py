@@ -59,6 +59,7 @@ PRODUCTS = ("New Business", "Renewal", "Expansion", "Services", "Pilot", "Platfo
 
 def generate_org(plan: OrgPlan, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
     people = draw_people(plan, rng)
+    plan.set_sellers(people, rng)
     opps, changes = _opportunities(plan, people, rng)
     # Sorted by creation, so what exists at as_of is a prefix; changes after it never happened.
     n_visible = int(np.searchsorted(opps["w_created"], plan.w_as_of, side="right"))
@@ -88,7 +89,7 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     busy = plan.day_busy[in_range]
     working = np.bincount(day_q, weights=busy, minlength=plan.nq)[day_q]
     rate = plan.creation_rate(plan.day_week[in_range], plan.day_weeks[in_range], busy, working,
-                              plan.days[in_range])
+                              plan.days[in_range], plan.day_quarter_num[in_range])
     counts = rng.poisson(rate)
     created_idx = np.repeat(np.arange(len(rate)), counts)
     n = len(created_idx)
@@ -108,9 +109,17 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     cycle_median = np.array([p["cycle_days"] for p in seg_params], dtype=float)[seg_codes]
     discount_mean = np.array([p["discount_mean"] for p in seg_params])[seg_codes]
 
-    # 1. Qualification at creation: p_owner, minus d when created late in a panic quarter.
-    decay = plan.effects["qualification_decay"][q]
-    p_qualified = np.clip(people["qualification"][owner] - np.where(late, decay, 0.0), 0.0, 1.0)
+    # Panic intensity (0..1) of each deal at creation: the panic's shape on that day, if it reached the owner.
+    level = plan.intensity(created_idx, owner)
+    visible = w_created <= plan.w_as_of
+    plan.record_units("created", created_idx[late & visible], level[late & visible])
+    for segment in dict.fromkeys(plan.team_segment):  # for per-segment truth (used where panic differs by segment)
+        chosen = late & visible & (segment_names == segment)
+        plan.record_units(f"created:{segment}", created_idx[chosen], level[chosen])
+
+    # 1. Qualification at creation: p_owner, minus d (at the deal's intensity) when created late.
+    decay = plan.blend("qualification_decay", q, level) - plan.calm["qualification_decay"]
+    p_qualified = np.clip(people["qualification"][owner] - decay, 0.0, 1.0)
     qualified = rng.random(n) < p_qualified
     bant, next_step = _bant_and_next_step(qualified, rng)
 
@@ -119,9 +128,8 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     pq, pu = float(plan.win_probability["qualified"]), float(plan.win_probability["unqualified"])
     q_early = float(np.sum(people["weight"] * people["qualification"]))
     p_early = q_early * pq + (1 - q_early) * pu
-    p_late_natural = p_early - plan.effects["qualification_decay"] * (pq - pu)
-    multiplier = plan.effects["win_rate_ratio"] * p_early / p_late_natural
-    p_won = np.where(qualified, pq, pu) * np.where(late, multiplier[q], 1.0)
+    multiplier = plan.blend("win_rate_ratio", q, level) * p_early / (p_early - decay * (pq - pu))
+    p_won = np.where(qualified, pq, pu) * multiplier
     won = rng.random(n) < np.clip(p_won, 0.0, 1.0)
 
     amount0 = np.round(amount_median * np.exp(rng.normal(0.0, 1.0, n) * amount_sigma), -1)
@@ -130,26 +138,45 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     # Planned close date: created + lognormal cycle, on a weekday. Then, quarter by
     # quarter in time order, 6. the month-3 pull and 7. the quarter-end pushes move it.
     due = roll_to_weekday(created_day + draw_cycle_days(rng, cycle_median).astype("timedelta64[D]"))
+    if plan.confounders["month_end_close_share"] > 0:
+        # A natural hockey stick: some sellers enter the month's last working day as the close date
+        # by habit. The month stays the same, so the calm month-3 share does too.
+        habit = rng.random(n) < plan.confounders["month_end_close_share"]
+        due[habit] = plan.day_dates[plan.day_month_end[plan.day_index(due[habit])]]
     planned_day = due.copy()
     changes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # opp, when, old, new
     for qi in range(plan.nq):
         if plan.panic[qi]:
-            due = _pull_into_month3(plan, qi, won, created_day, amount0, due, changes, rng)
-        due = _push_past_quarter_end(plan, qi, created_day, due, changes, rng)
+            due = _pull_into_month3(plan, qi, won, created_day, owner, amount0, due, changes, rng)
+        due = _push_past_quarter_end(plan, qi, created_day, owner, due, changes, rng)
     final_day = due
     final_idx = plan.day_index(final_day)
     w_close = work_time(final_day, rng.uniform(0.5, 9.5, n))
+    close_level = plan.intensity(final_idx, owner)
+    close_q = plan.day_q[final_idx]
+    closed_visible = w_close <= plan.w_as_of
+    if plan.close_keyed_wins:
+        # Deals closing in a panic window's last week are lost more often: won x (1 + change) there.
+        keep = np.where(plan.day_last_week[final_idx], plan.blend("last_week_win_rate_change", close_q, close_level),
+                        1.0)
+        won = won & (rng.random(n) < keep)
+        _state_win_rate_ratio(plan, q, created_idx, late, visible, np.clip(p_won, 0.0, 1.0) * keep)
 
     # 5. Last-week deal size: amounts of deals closing in the last week of a panic quarter.
-    last_week = plan.day_last_week[final_idx]
-    size_change = plan.effects["last_week_deal_size_change"][plan.day_q[final_idx]]
-    amount_final = np.round(amount0 * np.where(last_week, 1.0 + size_change, 1.0), 2)
+    in_last_week = plan.day_last_week[final_idx]
+    plan.record_units("last_week_close", final_idx[in_last_week & closed_visible],
+                      close_level[in_last_week & closed_visible])
+    last_week = in_last_week & (close_level > 0)
+    size_factor = plan.blend("last_week_deal_size_change", close_q, close_level)
+    amount_final = np.round(amount0 * np.where(last_week, size_factor, 1.0), 2)
 
     # 4. Discount: segment base, + uplift for deals won with a close date in the panic window.
     kappa = DISCOUNT_CONCENTRATION
     discount = rng.beta(discount_mean * kappa, (1 - discount_mean) * kappa)
     won_late = won & plan.day_window[final_idx]
-    discount = discount + np.where(won_late, plan.effects["discount_uplift"][plan.day_q[final_idx]], 0.0)
+    plan.record_units("won_close", final_idx[won_late & closed_visible], close_level[won_late & closed_visible])
+    uplift = plan.blend("discount_uplift", close_q, close_level) - plan.calm["discount_uplift"]
+    discount = discount + np.where(won_late, uplift, 0.0)
     discount = np.round(np.clip(discount, 0.0, 0.6), 3)
 
     # Stage path: lost deals stop at a reached stage; skips drop an intermediate stage.
@@ -159,7 +186,7 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
         _choice_rows(rng, LOST_REACH[False], n),
     )
     reach = np.where(won, 4, reach)
-    skip_rate = np.where(late, plan.effects["stage_skip_rate"][q], plan.effects["stage_skip_rate"][plan.nq])
+    skip_rate = plan.blend("stage_skip_rate", q, level)
     skips = rng.random(n) < skip_rate
     reach = np.where(skips & ~won, np.maximum(reach, 2), reach)
     visited = np.arange(5)[None, :] <= reach[:, None]
@@ -173,7 +200,7 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
 
     # 8. Lead scores at conversion (drop for late conversions); conversion = creation.
     has_lead = rng.random(n) < LEAD_SHARE
-    score = rng.normal(*LEAD_SCORE, n) - np.where(late, plan.effects["lead_score_drop"][q], 0.0)
+    score = rng.normal(*LEAD_SCORE, n) - (plan.blend("lead_score_drop", q, level) - plan.calm["lead_score_drop"])
     score = np.where(has_lead, np.round(np.clip(score, 0.0, 100.0)), np.nan)
     lead_source = rng.choice(list(LEAD_SOURCES), n, p=list(LEAD_SOURCES.values()))
 
@@ -182,15 +209,18 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
     amount_initial = np.where(revised, np.round(amount0 * np.exp(rng.normal(0, 0.2, n)), -1), amount0)
     w_revised = w_created + rng.uniform(0.05, 0.5, n) * (w_close - w_created)
 
+    kept = _sell_or_do(plan, w_created, w_close, won, amount_final, rng)
     order = np.argsort(w_created, kind="stable")
-    rank = np.empty(n, dtype=int)
-    rank[order] = np.arange(n)
+    order = order[kept[order]]
+    rank = np.full(n, -1)
+    rank[order] = np.arange(len(order))
     change_opp = np.concatenate([c[0] for c in changes]) if changes else np.zeros(0, int)
+    still = kept[change_opp]
     close_changes = {
-        "opp": rank[change_opp],
-        "when": np.concatenate([c[1] for c in changes]) if changes else np.zeros(0),
-        "old": np.concatenate([c[2] for c in changes]) if changes else np.zeros(0, "datetime64[D]"),
-        "new": np.concatenate([c[3] for c in changes]) if changes else np.zeros(0, "datetime64[D]"),
+        "opp": rank[change_opp][still],
+        "when": (np.concatenate([c[1] for c in changes]) if changes else np.zeros(0))[still],
+        "old": (np.concatenate([c[2] for c in changes]) if changes else np.zeros(0, "datetime64[D]"))[still],
+        "new": (np.concatenate([c[3] for c in changes]) if changes else np.zeros(0, "datetime64[D]"))[still],
     }
     arrays = dict(
         w_created=w_created, created_day=created_day, owner=owner, team=team, segment=segment_names,
@@ -202,6 +232,43 @@ def _opportunities(plan: OrgPlan, people: dict, rng: np.random.Generator) -> dic
         product=rng.integers(0, len(PRODUCTS), n),
     )
     return {k: v[order] for k, v in arrays.items()}, close_changes
+
+
+def _sell_or_do(plan: OrgPlan, w_created: np.ndarray, w_close: np.ndarray, won: np.ndarray, amount: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """Which deals are created at all when a small firm stops selling while it delivers.
+
+    ``sell_or_do: {min_amount, weeks, factor}``: after a won deal of at least ``min_amount`` closes,
+    deals created in the next ``weeks`` weeks (of working time) exist only with probability
+    ``factor``, so creation in post-win weeks is ``factor`` x what it would be (overlapping windows
+    do not compound). Wins are taken in close order, and a deal that is never created opens no window.
+    """
+    spec = plan.spec.get("sell_or_do")
+    kept = np.ones(len(w_created), dtype=bool)
+    if not spec:
+        return kept
+    factor, span = float(spec["factor"]), float(spec["weeks"]) * 5 * DAY_HOURS
+    survives = rng.random(len(w_created)) < factor
+    big = np.flatnonzero(won & (amount >= float(spec["min_amount"])))
+    opened = []
+    for i in big[np.argsort(w_close[big], kind="stable")]:
+        if kept[i]:
+            kept &= ~((w_created > w_close[i]) & (w_created <= w_close[i] + span) & ~survives)
+            opened.append(w_close[i])
+    plan.sell_or_do_wins = int(np.sum(np.array(opened) <= plan.w_as_of))
+    return kept
+
+
+def _state_win_rate_ratio(plan: OrgPlan, q: np.ndarray, created_idx: np.ndarray, late: np.ndarray,
+                         visible: np.ndarray, p_final: np.ndarray) -> None:
+    """With a close-keyed win drop the creation-keyed ratio is no longer the scenario's: state it as the
+    ratio of the expected win rates of the quarter's deals created after the onset and before it."""
+    in_quarter = visible & (q < plan.nq)
+    for qi in np.flatnonzero(plan.panic[: plan.nq]):
+        chosen = in_quarter & (q == qi)
+        if (chosen & late).any() and (chosen & ~late).any():
+            plan.stated[("win_rate_ratio", int(qi))] = float(p_final[chosen & late].mean()
+                                                             / p_final[chosen & ~late].mean())
 
 
 def _choice_rows(rng: np.random.Generator, probabilities: list[float], n: int) -> np.ndarray:
@@ -227,15 +294,20 @@ def _bant_and_next_step(qualified: np.ndarray, rng: np.random.Generator) -> tupl
     return bant, next_step
 
 
-def _survival(plan: OrgPlan, qi: int, idx: np.ndarray, created_day: np.ndarray) -> np.ndarray:
-    """P(a deal due on day ``idx`` of quarter ``qi`` is not pushed out of it)."""
+def _eligible_for_push(plan: OrgPlan, qi: int, idx: np.ndarray, created_day: np.ndarray) -> np.ndarray:
+    """Deals due on day ``idx`` in the last 14 days of quarter ``qi`` and created before they began."""
     window_start = plan.quarter_end[qi] - np.timedelta64(13, "D")
-    eligible = (plan.day_q[idx] == qi) & (plan.day_to_end[idx] <= 13) & (created_day < window_start)
-    return 1.0 - eligible * plan.effects["close_date_push_rate"][qi]
+    return (plan.day_q[idx] == qi) & (plan.day_to_end[idx] <= 13) & (created_day < window_start)
 
 
-def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.ndarray, amount0: np.ndarray,
-                      due: np.ndarray, changes: list, rng: np.random.Generator) -> np.ndarray:
+def _survival(plan: OrgPlan, qi: int, idx: np.ndarray, created_day: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """P(a deal due on day ``idx`` of quarter ``qi`` is not pushed out of it): its owner's push rate then."""
+    rate = plan.blend("close_date_push_rate", np.full(len(idx), qi), plan.intensity(idx, owner))
+    return 1.0 - _eligible_for_push(plan, qi, idx, created_day) * rate
+
+
+def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.ndarray, owner: np.ndarray,
+                      amount0: np.ndarray, due: np.ndarray, changes: list, rng: np.random.Generator) -> np.ndarray:
     """Won deals due in months 1-2 of panic quarter ``qi`` slip into its month 3.
 
     Each candidate moves (to a uniform working day of month 3, the change made on its
@@ -246,22 +318,35 @@ def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.n
     weighted by the chance of not being pushed out in the last two weeks. So the
     expected month-3 share of the quarter's won amount is s = month3_bookings_share.
     """
-    target = float(plan.effects["month3_bookings_share"][qi])
-    size = 1.0 + plan.effects["last_week_deal_size_change"][qi]
+    target = plan.month3_target(qi)
     idx = plan.day_index(due)
     in_q = won & (plan.day_q[idx] == qi)
     month = plan.day_month[idx]
-    expected = amount0 * np.where(plan.day_last_week[idx], size, 1.0) * _survival(plan, qi, idx, created_day)
+
+    def size(days: np.ndarray, sellers: np.ndarray) -> np.ndarray:
+        """Expected won amount per unit of amount0 on those days: the size change, and the win drop."""
+        level = plan.intensity(days, sellers)
+        factor = plan.blend("last_week_deal_size_change", np.full(len(days), qi), level)
+        if plan.close_keyed_wins:
+            factor = factor * plan.blend("last_week_win_rate_change", np.full(len(days), qi), level)
+        return np.where(plan.day_last_week[days], factor, 1.0)
+
+    expected = amount0 * size(idx, owner) * _survival(plan, qi, idx, created_day, owner)
     candidates = np.flatnonzero(in_q & (month < 3))
     month3_days = np.flatnonzero((plan.day_q == qi) & (plan.day_month == 3) & plan.day_busy)
     if len(candidates) == 0 or len(month3_days) == 0:
         return due
     new_idx = month3_days[rng.integers(0, len(month3_days), len(candidates))]
-    moved = (amount0[candidates] * np.where(plan.day_last_week[new_idx], size, 1.0)
-             * _survival(plan, qi, new_idx, created_day[candidates]))
+    moved = (amount0[candidates] * size(new_idx, owner[candidates])
+             * _survival(plan, qi, new_idx, created_day[candidates], owner[candidates]))
     month3_amount = float(np.sum(expected[in_q & (month == 3)]))
     pre, post = float(np.sum(expected[candidates])), float(np.sum(moved))
     pi = (target * (pre + month3_amount) - month3_amount) / ((1 - target) * post + target * pre)
+    if plan.close_keyed_wins:
+        # Sellers pull forecast deals, not outcomes: lost deals move with the same probability, so
+        # win rates by close week carry only the injected drop.
+        candidates = np.flatnonzero((plan.day_q[idx] == qi) & (month < 3))
+        new_idx = month3_days[rng.integers(0, len(month3_days), len(candidates))]
     move = rng.random(len(candidates)) < min(max(pi, 0.0), 1.0)
     rows, new_days = candidates[move], plan.day_dates[new_idx[move]]
     changes.append((rows, work_time(due[rows], rng.uniform(0.5, 9.5, len(rows))), due[rows], new_days))
@@ -270,13 +355,16 @@ def _pull_into_month3(plan: OrgPlan, qi: int, won: np.ndarray, created_day: np.n
     return due
 
 
-def _push_past_quarter_end(plan: OrgPlan, qi: int, created_day: np.ndarray, due: np.ndarray, changes: list,
-                           rng: np.random.Generator) -> np.ndarray:
+def _push_past_quarter_end(plan: OrgPlan, qi: int, created_day: np.ndarray, owner: np.ndarray, due: np.ndarray,
+                           changes: list, rng: np.random.Generator) -> np.ndarray:
     """Push deals due in the last two weeks of quarter ``qi`` (and open when they began)
     into the first six weeks of the next quarter, each with probability close_date_push_rate.
     The change is made at a uniform working moment between the window start and the due date."""
     idx = plan.day_index(due)
-    rate = 1.0 - _survival(plan, qi, idx, created_day)
+    rate = 1.0 - _survival(plan, qi, idx, created_day, owner)
+    if plan.panic[qi]:
+        eligible = _eligible_for_push(plan, qi, idx, created_day) & (created_day <= plan.as_of.to_datetime64())
+        plan.record_units("push", idx[eligible], plan.intensity(idx[eligible], owner[eligible]))
     rows = np.flatnonzero(rng.random(len(due)) < rate)
     if len(rows) == 0:
         return due
@@ -467,23 +555,25 @@ def _requests(plan: OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np
     in_range &= plan.days.to_numpy() <= plan.as_of.to_datetime64()
     in_range &= plan.days.to_numpy() >= plan.data_start.to_datetime64()
     day_idx = np.flatnonzero(in_range)
-    window = plan.day_window[day_idx]
-    q = plan.day_q[day_idx]
     spec = plan.spec
-    unplanned_rate = float(spec["unplanned_requests_per_day"]) * plan.volume * np.where(
-        window, plan.effects["reactive_order_taking"][q], 1.0)
-    planned_rate = float(spec["planned_requests_per_day"]) * plan.volume * np.where(
-        window, plan.effects["planned_work_deferral"][q], 1.0)
+    # Org-level rates: each day's multiplier is the mean over sellers (by propensity) at their intensity.
+    unplanned_rate = float(spec["unplanned_requests_per_day"]) * plan.volume * plan.day_mixture(
+        day_idx, "reactive_order_taking")
+    planned_rate = float(spec["planned_requests_per_day"]) * plan.volume * plan.day_mixture(
+        day_idx, "planned_work_deferral")
+    if plan.confounders["q4_volume"] != 1.0:  # the seasonal bump lifts the whole fourth quarter alike
+        bump = np.where(plan.day_quarter_num[day_idx] == 4, plan.confounders["q4_volume"], 1.0)
+        unplanned_rate, planned_rate = unplanned_rate * bump, planned_rate * bump
     n_unplanned = rng.poisson(unplanned_rate)
     n_planned = rng.poisson(planned_rate)
     req_day = np.concatenate([np.repeat(day_idx, n_unplanned), np.repeat(day_idx, n_planned)])
     planned = np.concatenate([np.zeros(n_unplanned.sum(), bool), np.ones(n_planned.sum(), bool)])
     n = len(req_day)
     in_window = plan.day_window[req_day]
-    req_q = plan.day_q[req_day]
 
     # Creation time: working hours, or after hours with the (panic-raised) share.
-    after_share = np.where(in_window, plan.effects["after_hours_share"][req_q], plan.effects["after_hours_share"][plan.nq])
+    position = np.searchsorted(day_idx, req_day)
+    after_share = plan.day_mixture(day_idx, "after_hours_share")[position]
     after = rng.random(n) < after_share
     evening = rng.random(n) < 0.75
     hour = np.where(after, np.where(evening, rng.uniform(18.0, 22.5, n), rng.uniform(6.5, 8.0, n)),
@@ -499,7 +589,7 @@ def _requests(plan: OrgPlan, o: dict, opp_ids: np.ndarray, people: dict, rng: np
                          np.array(unplanned_names, dtype=object)[u_type])
     median = np.where(planned, np.array([m for _, m in PLANNED_TYPES.values()])[p_type],
                       np.array([m for _, m in UNPLANNED_TYPES.values()])[u_type])
-    stretch = np.where(in_window, plan.effects["turnaround_stretch"][req_q], 1.0)
+    stretch = plan.day_mixture(day_idx, "turnaround_stretch")[position]
     turnaround_h = median * np.exp(rng.normal(0.0, TURNAROUND_SIGMA, n)) * stretch
     resolved = created + np.round(turnaround_h * 60).astype("timedelta64[m]")
     as_of = plan.as_of.to_datetime64().astype("datetime64[m]")

@@ -1,0 +1,133 @@
+"""The shipped scenarios other helpers test against: `realistic`, `change`, and sell-or-do.
+
+Statistical checks allow 4 standard errors computed from the counts involved.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quarterpanic.calendar import annotate_by_org
+from quarterpanic.sample import generate, load_scenario
+from quarterpanic.sample.plan import work_time
+
+BANT = ["bant_budget", "bant_authority", "bant_need", "bant_timeline"]
+# Literature ranges of the realistic scenario's peak effects (docs/METHODS.md).
+RANGES = {"qualification_decay": (0.10, 0.30), "reactive_order_taking": (1.5, 3.0), "discount_uplift": (0.08, 0.12),
+          "last_week_deal_size_change": (-0.15, -0.09), "last_week_win_rate_change": (-0.5, -0.3)}
+
+
+def created_deals(sample) -> pd.DataFrame:
+    """Deals of complete quarters with creation-week features, qualification and that quarter's truth."""
+    calendars = {org: info["fiscal_calendar"] for org, info in sample.orgs.items()}
+    opps = annotate_by_org(sample.tables["opportunities"], "created_at", calendars, prefix="c_")
+    truth = sample.truth_frame().rename(columns={"quarter": "c_quarter"})
+    opps = opps.merge(truth, on=["org", "c_quarter"], how="left")
+    opps = opps[opps["open"].eq(False)].copy()
+    opps["qualified"] = (opps[BANT].astype(int).sum(axis=1) >= 3) & opps["next_step"].fillna("").str.strip().ne("")
+    opps["late"] = opps["c_week_of_quarter"] >= opps["onset_week"]
+    return opps
+
+
+def drop_and_se(opps: pd.DataFrame) -> tuple[float, float]:
+    late, early = opps.loc[opps["late"], "qualified"], opps.loc[~opps["late"], "qualified"]
+    return early.mean() - late.mean(), float(np.sqrt(early.var() / len(early) + late.var() / len(late)))
+
+
+# -- realistic ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def realistic():
+    return generate("realistic", seed=41, scale="small")
+
+
+def test_realistic_draws_literature_sized_effects_and_varied_patterns(realistic):
+    truth = realistic.truth_frame()
+    panic = truth[truth["panic"]]
+    assert realistic.truth["scenario"] == "realistic"
+    assert panic["org"].nunique() == 3 and len(panic) >= 6
+    peaks = pd.DataFrame([r["peak_effects"] for r in realistic.truth["quarters"] if r["panic"]])
+    for effect, (low, high) in RANGES.items():
+        assert peaks[effect].between(low, high).all(), effect
+    assert panic["shape"].nunique() >= 2 and panic["seller_fraction"].between(0.5, 1.0).all()
+    assert panic["onset_week"].between(8, 11).all()
+    # Averages over the window never exceed the peaks.
+    assert (panic["qualification_decay"].to_numpy() <= peaks["qualification_decay"].to_numpy() + 1e-6).all()
+    scenario = load_scenario("realistic")
+    assert scenario["confounders"]["q4_volume"] > 1 and scenario["seller_sd"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.stats
+def test_realistic_truth_matches_the_realised_late_window_drop_over_seeds():
+    """Over many seeds the realised qualification drop per org scatters around truth's average with unit SE."""
+    z = []
+    for seed in range(100, 112):
+        opps = created_deals(generate("realistic", seed=seed, scale="small"))
+        for _, rows in opps[opps["panic"].eq(True)].groupby("org"):
+            drop, se = drop_and_se(rows)
+            z.append((drop - rows.loc[rows["late"], "qualification_decay"].mean()) / se)
+    z = np.array(z)
+    assert len(z) >= 25
+    assert abs(z.mean()) < 4 / np.sqrt(len(z)), z.mean()
+    assert 0.6 < z.std() < 1.5, z.std()
+
+
+# -- change -------------------------------------------------------------------------------------------
+def test_change_stops_the_panic_in_one_segment_after_its_date():
+    sample = generate("change", seed=42, scale="small")
+    assert sample.truth["changes"] == [{"org": "Globex Corporation", "segment": "Enterprise", "date": "2024-11-01",
+                                        "label": "Enterprise deal desk"}]
+    opps = created_deals(sample).query("org == 'Globex Corporation' and panic == True")
+    after = opps["c_quarter_start"] >= pd.Timestamp("2024-11-01")
+    enterprise = opps["segment"] == "Enterprise"
+    for chosen, expected in ((~after & enterprise, 0.35), (after & enterprise, 0.0), (after & ~enterprise, 0.35)):
+        drop, se = drop_and_se(opps[chosen])
+        assert abs(drop - expected) < 4 * se, (expected, drop, se)
+    segments = pd.DataFrame([{**r, **r["effects"]} for r in sample.truth["segments"]])
+    globex = segments[segments["org"] == "Globex Corporation"].merge(
+        sample.truth_frame()[["org", "quarter", "open"]], on=["org", "quarter"])
+    globex = globex[~globex["open"]]
+    quarter_start = opps.groupby("c_quarter")["c_quarter_start"].first()
+    globex["after"] = globex["quarter"].map(quarter_start) >= pd.Timestamp("2024-11-01")
+    assert not globex.loc[globex["after"] & (globex["segment"] == "Enterprise"), "panic"].any()
+    assert (globex.loc[globex["after"] & (globex["segment"] == "Enterprise"), "qualification_decay"] == 0).all()
+    assert globex.loc[globex["segment"] != "Enterprise", "panic"].all()
+    assert globex.loc[~globex["after"], "qualification_decay"].eq(0.35).all()
+    # The org-level truth after the change is the mix: between none and the full drop.
+    truth = sample.truth_frame().query("org == 'Globex Corporation' and panic and not open")
+    truth_after = truth[truth["quarter"].map(quarter_start) >= pd.Timestamp("2024-11-01")]
+    assert truth_after["qualification_decay"].between(0.05, 0.3).all()
+
+
+# -- sell or do ---------------------------------------------------------------------------------------
+def test_sell_or_do_dips_new_deals_after_large_wins_by_the_stated_factor():
+    rule = {"min_amount": 25000, "weeks": 4, "factor": 0.4}
+    sample = generate({"orgs": {"Brightline Studio": {"opportunities_per_quarter": 240, "sell_or_do": rule,
+                                                       "quarter_end_creation_dip": None}}},
+                      seed=43, scale="default")
+    (stated,) = sample.truth["sell_or_do"]
+    assert stated["org"] == "Brightline Studio" and stated["creation_ratio"] == 0.4 and stated["wins"] > 5
+    opps = sample.tables["opportunities"].query("org == 'Brightline Studio'")
+    as_of = work_time(np.array([sample.as_of.normalize()], dtype="datetime64[D]"))[0]
+    created = work_time(opps["created_at"].dt.normalize().to_numpy().astype("datetime64[D]"),
+                        (opps["created_at"].dt.hour + opps["created_at"].dt.minute / 60 - 8).to_numpy())
+    wins = opps[opps["is_won"] & (opps["amount"] >= rule["min_amount"])]
+    closes = np.sort(work_time(wins["close_date"].to_numpy().astype("datetime64[D]"), 0.0))
+    assert len(closes) == stated["wins"]
+    span = rule["weeks"] * 5 * 10.0
+    # Working hours inside the union of post-win windows (up to as_of), and deals created there.
+    edges = np.stack([closes, np.minimum(closes + span, as_of)], axis=1)
+    inside_hours, end = 0.0, -np.inf
+    for start, stop in edges:
+        start = max(start, end)
+        inside_hours += max(stop - start, 0.0)
+        end = max(end, stop)
+    inside = np.zeros(len(created), dtype=bool)
+    for start, stop in edges:
+        inside |= (created > start) & (created <= stop)
+    first = created.min()
+    outside_hours = (as_of - first) - inside_hours
+    ratio = (inside.sum() / inside_hours) / ((~inside).sum() / outside_hours)
+    se = np.sqrt(1 / inside.sum() + 1 / (~inside).sum())
+    assert abs(np.log(ratio) - np.log(0.4)) < 4 * se, (ratio, se)
