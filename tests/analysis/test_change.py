@@ -130,7 +130,8 @@ def test_a_segments_change_is_controlled_by_the_other_segments_and_a_changed_gro
                {"org": "Acme", "segment": "Mid-Market", "date": date_of(7)}]
     result = change.assess_changes(make_findings(records), None, changes, quarter_dates(["Acme", "Bolt"], 10))
     smb = result.estimates[(result.estimates["segment"] == "SMB") & (result.estimates["method"] == change.DID)]
-    assert list(smb["control"]) == ["Acme (Enterprise)"] and list(smb["change"]) == ["deal desk"]
+    assert list(smb["control"]) == ["Acme (Enterprise)"] and list(smb["label"]) == ["deal desk"]
+    assert list(smb["change"]) == [f"Acme (SMB): deal desk from {date_of(5):%Y-%m-%d}"]
 
 
 def test_the_panic_index_is_a_quantity_fitted_unweighted_and_listed_first():
@@ -144,6 +145,17 @@ def test_the_panic_index_is_a_quantity_fitted_unweighted_and_listed_first():
     row = estimates.iloc[0]
     assert row["before"] == pytest.approx(3.92) and row["after"] == pytest.approx(0.1)
     assert row["estimate"] == pytest.approx(0.1 - 3.92) and row["significant"]
+
+
+def test_a_group_without_any_index_value_gets_an_insufficient_index_row_with_its_counts():
+    rng = np.random.default_rng(11)
+    findings = make_findings(series_findings(rng, "Acme", 10, level=0.3, change_at=5, change=-0.2))
+    index = pd.DataFrame({"org": "Acme", "segment": "all", "quarter": [f"Q{i:02d}" for i in range(10)],
+                          "panic_index": np.nan, "level": "insufficient data"})
+    row = change.assess_changes(findings, index, [{"org": "Acme", "date": date_of(5)}],
+                                quarter_dates(["Acme"], 10)).estimates.iloc[0]
+    assert row["quantity"] == change.INDEX and row["status"] == INSUFFICIENT
+    assert (row["n_before"], row["n_after"]) == (0, 0) and pd.isna(row["estimate"])
 
 
 def test_a_pre_trend_keeps_a_drift_already_under_way_from_being_credited_to_the_change():

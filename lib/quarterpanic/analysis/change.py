@@ -94,7 +94,8 @@ def quarter_series(findings: pd.DataFrame, index: pd.DataFrame | None = None) ->
     Columns ``org``, ``segment``, ``quarter``, ``quantity``, ``value`` (log for ratio metrics),
     ``se`` (from the interval: half its width over the quantile of its ``ci_level``, t with the
     finding's ``df`` where recorded; NaN for the index), and ``estimate``, ``ci_low``,
-    ``ci_high`` as reported. Only ``ok`` findings with an estimate; index rows with a value.
+    ``ci_high`` as reported. Only ``ok`` findings with an estimate; every index row (NaN where the
+    quarter has no index).
     """
     rows = findings[(findings["status"] == OK) & findings["estimate"].notna()].copy()
     level = pd.to_numeric(rows["ci_level"], errors="coerce") if "ci_level" in rows else pd.Series(np.nan, rows.index)
@@ -112,10 +113,12 @@ def quarter_series(findings: pd.DataFrame, index: pd.DataFrame | None = None) ->
         "quantity": rows["metric"].astype(str), "value": value, "se": np.where(se > 0, se, np.nan),
         "estimate": estimate, "ci_low": low, "ci_high": high,
     })
-    frames = [metrics[np.isfinite(metrics["value"])]]
+    frames = [metrics[np.isfinite(metrics["value"])]]  # a ratio of 0 has no log: not a usable quarter
     if index is not None and not index.empty:
         column = INDEX if INDEX in index else "index"  # the index frame's value column, by either name
-        known = index[index[column].notna()]
+        # Quarters without an index stay (as no value): a group whose index could never be computed still gets
+        # its "insufficient data" row, with the counts.
+        known = index
         frames.append(pd.DataFrame({
             "org": known["org"].astype(str), "segment": known["segment"].astype(str),
             "quarter": known["quarter"].astype(str), "quantity": INDEX, "value": known[column].astype(float),
@@ -165,7 +168,8 @@ def assess_changes(
     for change in changes:
         org, segment = str(change["org"]), str(change.get("segment") or ALL_SEGMENTS)
         date = pd.Timestamp(change["date"])
-        name = str(change.get("label") or f"change of {date:%Y-%m-%d}")
+        # One name per change, unique across organisations and segments: it keys the estimates to their series.
+        name = f"{_group_name(org, segment)}: {change.get('label') or 'change'} from {date:%Y-%m-%d}"
         trend = bool(change.get("pre_trend", False))
         timed = series.assign(
             period=np.select([series["quarter_end"] < date, series["quarter_start"] >= date], [BEFORE, AFTER],

@@ -212,6 +212,19 @@ def change_sentences(estimates: pd.DataFrame) -> pd.DataFrame:
     return estimates.assign(sentence=[change_sentence(row) for row in estimates.to_dict("records")])
 
 
+def change_title(row: Mapping[str, Any]) -> str:
+    """A chart title that states a before/after estimate ("Northwind Traders: panic index fell from 3.9 to 0.1
+    after deal desk (from 2024-10-01)"), or why there is none."""
+    where = str(row["org"]) if row.get("segment") in (None, "all") else f"{row['org']} ({row['segment']})"
+    what, unit = _change_subject(str(row["quantity"]))
+    if row["status"] == INSUFFICIENT:
+        return f"{where}: too few quarters to judge {what} around {_change_name(row)}"
+    verb = "fell" if row["after"] < row["before"] else "rose"
+    clear = "" if row.get("direction") in (AWAY_FROM_PANIC, TOWARD_PANIC) else " (no clear change)"
+    return (f"{where}: {what} {verb} from {_level_text(row['before'], unit)} to {_level_text(row['after'], unit)} "
+            f"after {_change_name(row)}{clear}")
+
+
 def change_headline(estimates: pd.DataFrame) -> str:
     """One sentence per change whose panic index moved significantly ("" when none did).
 
@@ -226,7 +239,10 @@ def change_headline(estimates: pd.DataFrame) -> str:
         verb = "fell" if row["estimate"] < 0 else "rose"
         low, high = sorted((abs(row["ci_low"]), abs(row["ci_high"])))
         against = f" against {row['control']}, which did not change" if row["method"] == change_analysis.DID else ""
-        parts.append(f"After {_change_name(row)} {where}'s panic index "
+        date, label = pd.Timestamp(row["change_date"]), row.get("label")
+        since = f"Since {label} began on {date:%Y-%m-%d}" if isinstance(label, str) and label else (
+            f"Since the change of {date:%Y-%m-%d}")
+        parts.append(f"{since}, the panic index of {where} "
                      f"{verb} by {abs(row['estimate']):.1f} ({ci_label(row['ci_level'])} {low:.1f} to {high:.1f})"
                      f"{against}.")
     return " ".join(parts)
