@@ -178,7 +178,9 @@ def assess_changes(
         )
         mine = timed[(timed["org"] == org) & (timed["segment"] == segment)]
         controls = control_groups(timed, org, segment, changed_groups)
-        for quantity in ordered_quantities(mine["quantity"].unique()):
+        # The index always has its row, so that a change with nothing to judge says so (with its counts).
+        quantities = set(mine["quantity"]) | ({INDEX} if index is not None else set())
+        for quantity in ordered_quantities(list(quantities)):
             treated = mine[mine["quantity"] == quantity]
             control = controls[controls["quantity"] == quantity]
             common = {"change": name, "label": change.get("label"), "org": org, "segment": segment,
