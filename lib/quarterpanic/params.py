@@ -398,7 +398,8 @@ def describe_problem(problem: Mapping[str, Any], values: Mapping[str, Any]) -> t
         entries = value if isinstance(value, list) else []
         entry = entries[loc[1]] if loc[1] < len(entries) and isinstance(entries[loc[1]], dict) else {}
         if problem["type"] == "extra_forbidden":
-            return f"unknown key {loc[2]!r} in parameter {name!r} (entry {loc[1] + 1})", f"keys: {', '.join(item.model_fields)}"
+            return (f"unknown key {loc[2]!r} in parameter {name!r} (entry {loc[1] + 1})",
+                    f"keys: {', '.join(item.model_fields)}")
         if problem["type"] == "missing":
             return f"parameter {name!r} (entry {loc[1] + 1}) lacks {loc[2]!r}", f"keys: {', '.join(item.model_fields)}"
         name, field, value = f"{name}[{loc[1]}].{loc[2]}", item.model_fields.get(loc[2]), entry.get(loc[2])

@@ -8,7 +8,6 @@ complete quarters after the date minus before. Each seed's sample is generated, 
 qualification findings made per segment and assessed once (a module-scoped fixture); Globex
 alone is analysed, so the controls are its own unchanged segments.
 """
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -81,7 +81,8 @@ FOREST = {"label": ["A · Q1"], "estimate": [0.3], "ci_low": [0.1], "ci_high": [
 COUNTS = {"table": ["opportunities"], "label": ["Q1"], "rows": [12]}
 AROUND = {"quarter_start": pd.to_datetime(["2024-08-01", "2024-11-01", "2024-08-01", "2024-11-01"]),
           "estimate": [0.4, 0.1, 0.3, 0.3], "ci_low": [0.3, 0.0, np.nan, np.nan], "ci_high": [0.5, 0.2, np.nan, np.nan],
-          "org": ["Acme", "Acme", "Bolt", "Bolt"], "segment": "all", "role": ["changed", "changed", "control", "control"]}
+          "org": ["Acme", "Acme", "Bolt", "Bolt"], "segment": "all",
+          "role": ["changed", "changed", "control", "control"]}
 
 CHARTS = {
     "band_plot": (lambda d, ax: plots.band_plot(d, x="week_of_quarter", y="share", low="ci_low", high="ci_high",

@@ -113,9 +113,10 @@ def test_a_change_reads_as_before_and_after_with_its_interval_counts_and_verdict
 
 
 def test_a_ratio_change_reads_as_a_factor_and_a_did_names_its_control():
-    text = change_sentence(change_row(quantity="reactive_order_taking", scale="ratio", method="difference-in-differences",
-                                      control="Globex Corporation", estimate=0.35, ci_low=0.25, ci_high=0.5,
-                                      before=2.9, after=1.0, label=None, segment="SMB"))
+    text = change_sentence(change_row(quantity="reactive_order_taking", scale="ratio",
+                                      method="difference-in-differences", control="Globex Corporation",
+                                      estimate=0.35, ci_low=0.25, ci_high=0.5, before=2.9, after=1.0, label=None,
+                                      segment="SMB"))
     assert text.startswith("Northwind Traders (SMB), the change of 2024-10-01: reactive order taking, against "
                            "Globex Corporation (which did not change): ×0.35 (95% CI ×0.25 to ×0.50;")
 

@@ -55,8 +55,8 @@ BEFORE, AFTER, TRANSITION = "before", "after", "transition"
 DAYS_PER_QUARTER = 365.25 / 4
 ESTIMATE_COLUMNS = [
     "change", "label", "org", "segment", "change_date", "quantity", "method", "scale", "control", "n_before", "n_after",
-    "n_control_before", "n_control_after", "before", "after", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "q_value",
-    "significant", "direction", "pre_trend", "status",
+    "n_control_before", "n_control_after", "before", "after", "estimate", "ci_low", "ci_high", "ci_level", "p_value",
+    "q_value", "significant", "direction", "pre_trend", "status",
 ]
 SERIES_COLUMNS = [
     "change", "org", "segment", "quantity", "role", "quarter", "quarter_start", "period", "estimate", "ci_low",
@@ -238,7 +238,7 @@ def scale_of(quantity: str) -> str:
 
 
 def before_after(rows: pd.DataFrame, trend: bool, ci_level: float) -> dict[str, Any]:
-    """The interrupted-time-series level change of one group's series (rows with ``value``, ``se``, ``period``, ``t``)."""
+    """The interrupted-time-series level change of one group's series (``value``, ``se``, ``period``, ``t``)."""
     rows = _usable(rows)
     counts = _counts(rows)
     if min(counts["n_before"], counts["n_after"]) < MIN_QUARTERS + int(trend):

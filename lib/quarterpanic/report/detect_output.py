@@ -68,7 +68,8 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
     if params["changes"]:
         every_quarter = detect(dataset, {**params, "quarters": None}) if params.get("quarters") else findings
         estimates = change_estimates(dataset, every_quarter, params)
-        changes = "\n\ndid the change work? (before/after; difference-in-differences against groups that did not change):\n"
+        changes = ("\n\ndid the change work? (before/after; difference-in-differences against groups that did not "
+                   "change):\n")
         changes += "\n".join(f"  {sentence}" for sentence in estimates["sentence"])
     return (_findings_table(dataset, findings, params) + changes + "\n\nopen quarters (early warning):\n"
             + open_quarters + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
