@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic.analysis import change
-from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, OK, make_findings
+from helpers import bernoulli_dataset
+from quarterpanic.analysis import change, detect, qualification
+from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, OK, empty_findings, make_findings
 
 START = pd.Timestamp("2021-01-01")
 METRIC = "qualification_decay"  # a difference of shares, panic = larger
@@ -189,3 +190,15 @@ def test_no_changes_give_empty_frames_with_the_columns():
     result = change.assess_changes(make_findings([]), None, [], quarter_dates(["Acme"], 4))
     assert result.estimates.empty and list(result.estimates.columns) == change.ESTIMATE_COLUMNS
     assert result.series.empty and list(result.series.columns) == change.SERIES_COLUMNS
+
+
+def test_a_segments_change_has_detect_find_per_segment(monkeypatch):
+    seen = []
+    monkeypatch.setattr(qualification, "detect_qualification_decay",
+                        lambda dataset, params, *, cache=False: seen.append(params["by_segment"]) or empty_findings())
+    data = bernoulli_dataset(per_quarter=40)
+    detect.detect(data, {}, components=["qualification_decay"])
+    detect.detect(data, {"changes": [{"org": "A", "date": "2025-01-01"}]}, components=["qualification_decay"])
+    detect.detect(data, {"changes": [{"org": "A", "segment": "SMB", "date": "2025-01-01"}]},
+                  components=["qualification_decay"])
+    assert seen == [False, False, True]
