@@ -131,6 +131,10 @@ def test_a_segments_change_is_controlled_by_the_other_segments_and_a_changed_gro
                {"org": "Acme", "segment": "Mid-Market", "date": date_of(7)}]
     result = change.assess_changes(make_findings(records), None, changes, quarter_dates(["Acme", "Bolt"], 10))
     smb = result.estimates[(result.estimates["segment"] == "SMB") & (result.estimates["method"] == change.DID)]
+    whole = change.assess_changes(make_findings(records), None, changes + [{"org": "Bolt", "date": date_of(5)}],
+                                  quarter_dates(["Acme", "Bolt"], 10)).estimates
+    # Bolt's whole-organisation change finds no control: Acme changed in part.
+    assert whole.loc[whole["org"] == "Bolt", "method"].eq(change.ITS).all()
     assert list(smb["control"]) == ["Acme (Enterprise)"] and list(smb["label"]) == ["deal desk"]
     assert list(smb["change"]) == [f"Acme (SMB): deal desk from {date_of(5):%Y-%m-%d}"]
 

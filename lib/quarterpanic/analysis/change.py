@@ -210,8 +210,8 @@ def control_groups(series: pd.DataFrame, org: str, segment: str, changed: set[tu
     """The rows of the groups that can stand for "no change" beside ``org`` × ``segment``.
 
     A segment's change: the organisation's other segments; when it has none, and for a
-    whole organisation's change, the other organisations (all segments). Groups that
-    themselves changed are never controls.
+    whole organisation's change, the other organisations' ``all`` rows. Groups that
+    themselves changed are never controls, nor is an organisation any part of which changed.
     """
     unchanged = ~pd.Series([(o, s) in changed for o, s in zip(series["org"], series["segment"])],
                            index=series.index, dtype=bool)
@@ -220,7 +220,8 @@ def control_groups(series: pd.DataFrame, org: str, segment: str, changed: set[tu
                           & (series["segment"] != segment) & unchanged]
         if not siblings.empty:
             return siblings
-    return series[(series["org"] != org) & (series["segment"] == ALL_SEGMENTS) & unchanged]
+    touched = {o for o, _ in changed}
+    return series[~series["org"].isin(touched) & (series["segment"] == ALL_SEGMENTS)]
 
 
 def ordered_quantities(quantities: Sequence[str]) -> list[str]:
