@@ -224,12 +224,19 @@ def control_groups(series: pd.DataFrame, org: str, segment: str, changed: set[tu
     return series[~series["org"].isin(touched) & (series["segment"] == ALL_SEGMENTS)]
 
 
+def _rank(name: str) -> int:
+    metric = METRICS.get(name)
+    return 0 if name == INDEX else 1 if metric is not None and metric.component == name else 2
+
+
 def ordered_quantities(quantities: Sequence[str]) -> list[str]:
     """The index first, then the main findings (metric = component), then the other metrics, each alphabetical."""
-    def rank(name: str) -> tuple[int, str]:
-        metric = METRICS.get(name)
-        return (0 if name == INDEX else 1 if metric is not None and metric.component == name else 2, name)
-    return sorted(quantities, key=rank)
+    return sorted(quantities, key=lambda name: (_rank(name), name))
+
+
+def main_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
+    """The estimates of the panic index and the main findings (what pages and tables show; the rest is in JSON)."""
+    return estimates[estimates["quantity"].map(_rank) < 2]
 
 
 def scale_of(quantity: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from quarterpanic import __version__
-from quarterpanic.analysis.change import ESTIMATE_COLUMNS, changes_from_dataset
+from quarterpanic.analysis.change import ESTIMATE_COLUMNS, changes_from_dataset, main_estimates
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
 from quarterpanic.analysis.findings import main_findings, to_records
@@ -70,7 +70,8 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
         estimates = change_estimates(dataset, every_quarter, params)
         changes = ("\n\ndid the change work? (before/after; difference-in-differences against groups that did not "
                    "change):\n")
-        changes += "\n".join(f"  {sentence}" for sentence in estimates["sentence"])
+        changes += "\n".join(f"  {sentence}" for sentence in main_estimates(estimates)["sentence"])
+        changes += "\n  (every other metric's estimates: --json)"
     return (_findings_table(dataset, findings, params) + changes + "\n\nopen quarters (early warning):\n"
             + open_quarters + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
 

@@ -328,17 +328,10 @@ def plot_size_classes(sizes: pd.DataFrame) -> Any:
 
 
 # -- did the change work? ------------------------------------------------------------------------------
-def change_rows(estimates: pd.DataFrame) -> pd.DataFrame:
-    """The estimates a reader sees: the panic index and the index's components (the other metrics stay in
-    ``detect --json``)."""
-    shown = [change.INDEX, *(c.metric for c in COMPONENTS)]
-    return estimates[estimates["quantity"].isin(shown)]
-
-
 def changes_markdown(estimates: pd.DataFrame) -> str:
-    """Each change's before/after and difference-in-differences estimates as a Markdown bullet list (CRM text
-    escaped), or how to ask for one."""
-    rows = change_rows(estimates)
+    """Each change's before/after and difference-in-differences estimates of the panic index and the main
+    findings as a Markdown bullet list (CRM text escaped), or how to ask for one."""
+    rows = change.main_estimates(estimates)
     return markdown_lines(rows, lambda row: f"* {escape_text(change_sentence(row._asdict()))}",
                           "No change to judge: name one in the `changes` parameter (organisation, optionally a "
                           "segment, the date it took effect and a label).")
@@ -452,5 +445,5 @@ def summary_figures(
         "discount_cost_totals": totals,
         "size_classes": sizes,
         "early_warning": status.drop(columns=["signals"]).assign(signals=[list(s) for s in status["signals"]]),
-        "changes": change_rows(changes) if changes is not None else [],
+        "changes": change.main_estimates(changes) if changes is not None else [],
     }
