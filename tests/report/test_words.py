@@ -129,6 +129,13 @@ def test_too_few_quarters_give_the_counts_and_no_number():
     assert "nan" not in text and "points" not in text
 
 
+def test_a_did_without_a_control_says_so():
+    text = change_sentence(change_row(method="difference-in-differences", control=np.nan, status="insufficient data",
+                                      estimate=np.nan))
+    assert text == ("Northwind Traders, deal desk (from 2024-10-01): no organisation or segment that did not change "
+                    "has 3 complete quarters of qualification decay on each side to compare with.")
+
+
 def test_an_interval_across_no_change_says_so():
     text = change_sentence(change_row(ci_high=0.05, direction="neither", significant=False))
     assert text.endswith(": no clear change.")

@@ -176,6 +176,9 @@ def change_sentence(row: Mapping[str, Any]) -> str:
     head = f"{where}, {_change_name(row)}"
     control = row.get("control")
     against = f", against {control} (which did not change)" if isinstance(control, str) and control else ""
+    if row.get("method") == change_analysis.DID and not against:
+        return (f"{head}: no organisation or segment that did not change has {_min_quarters()} complete quarters "
+                f"of {what} on each side to compare with.")
     if row["status"] == INSUFFICIENT:
         if against:
             counts += f"; each control at least {row['n_control_before']} before, {row['n_control_after']} after"
