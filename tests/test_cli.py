@@ -102,6 +102,7 @@ def test_detect_json_carries_levels_and_row_accounting_and_warns_on_rejects(caps
         assert {k: record[k] for k in ("read", "accepted", "rejected")} == expected[name]
         assert record["read"] == record["accepted"] + record["rejected"] + record.get("ignored", 0)
     assert files["contoso/pipeline.csv"]["rejected"] == 1
+    assert document["changes"] == []  # no change named, none judged
     assert err.count("\n") == 1 and err.startswith("quarterpanic detect: warning: 1 of 7 rows rejected in 1 of 4 files")
     assert f"quarterpanic validate {data_with_a_reject}" in err
 
@@ -124,6 +125,7 @@ def test_detect_table_prints_the_row_accounting_and_the_interval_level(capsys, d
     total = dict(zip(header[4:], accounting[-1].split()[-len(header[4:]):]))
     assert (total["read"], total["accepted"], total["rejected"]) == ("7", "6", "1") and "total (4 files)" in accounting[-1]
     assert "intervals: 99% CI" in out.splitlines()[0]
+    assert "did the change work?" not in out
 
 
 def test_detect_strict_exits_4_when_rows_were_rejected(capsys, data_with_a_reject):
@@ -186,3 +188,19 @@ def test_detect_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
     os.close(write_end)
     assert done.returncode == EXIT_BROKEN_PIPE
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_detect_judges_a_change_and_says_when_there_are_too_few_quarters(capsys, data_with_a_reject):
+    change = "[{org: Contoso, date: 2024-07-01, label: deal desk}]"
+    code, out, _ = detect(capsys, data_with_a_reject, "--json", "-p", "changes", change)
+    assert code == 0
+    changes = json.loads(out)["changes"]
+    index = [row for row in changes if row["quantity"] == "panic_index" and row["method"] == "before/after"]
+    assert len(index) == 1 and index[0]["org"] == "Contoso" and index[0]["label"] == "deal desk"
+    # A handful of rows: no quarter on either side has a number, and none is made up.
+    assert all(row["status"] == "insufficient data" and row["estimate"] is None for row in changes)
+    assert index[0]["sentence"].startswith("Contoso, deal desk (from 2024-07-01): too few complete quarters to judge "
+                                           "panic index")
+    code, out, _ = detect(capsys, data_with_a_reject, "-p", "changes", change)
+    section = out[out.index("did the change work?"):out.index("open quarters")]
+    assert index[0]["sentence"] in section

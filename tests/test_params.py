@@ -213,3 +213,16 @@ def test_notebook_reads_its_parameters_with_one_call_and_declares_them_nowhere_e
 def test_interval_notebooks_declare_ci_level():
     declaring = {p.stem for p in NOTEBOOKS if "ci_level" in papermill.inspect_notebook(str(p))}
     assert declaring == {"02_qualification_decay", "03_reactive_order_taking", "04_panic_index"}
+
+
+def test_changes_are_checked_entry_by_entry_with_the_entry_and_key_named():
+    good = params.load_params(overrides={"changes": params.parse_cli_value(
+        "[{org: Globex Corporation, segment: SMB, date: 2024-10-01, label: deal desk}]")})
+    assert good["changes"] == [{"org": "Globex Corporation", "segment": "SMB", "date": "2024-10-01",
+                                "label": "deal desk", "pre_trend": False}]
+    with pytest.raises(ParameterError, match=r"'changes\[0\].date' must be a date"):
+        params.load_params(overrides={"changes": [{"org": "Globex", "date": "soon"}]})
+    with pytest.raises(ParameterError, match=r"unknown key 'lable' in parameter 'changes' \(entry 1\)"):
+        params.load_params(overrides={"changes": [{"org": "Globex", "date": "2024-10-01", "lable": "x"}]})
+    with pytest.raises(ParameterError, match=r"'changes' \(entry 2\) lacks 'org'"):
+        params.load_params(overrides={"changes": [{"org": "Globex", "date": "2024-10-01"}, {"date": "2024-10-01"}]})

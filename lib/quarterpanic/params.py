@@ -165,6 +165,20 @@ class IndexThresholds(_Strict):
         return self
 
 
+class Change(_Strict):
+    """A change an organisation (or one of its segments) made on a date: the before/after comparison turns on."""
+
+    org: str = Field(description="organisation that made the change, e.g. Globex Corporation")
+    segment: str | None = Field(None, description="the one segment that changed, e.g. SMB; null = the whole org")
+    date: DateText = Field(description='the day the change took effect ("2024-10-01"); its quarter is left out')
+    label: str | None = Field(None, description='what changed, in the reports\' words, e.g. "deal desk"')
+    pre_trend: bool = Field(False, description="also fit a linear trend before the change, so that a drift already "
+                                               "under way is not credited to the change (needs more quarters)")
+
+
+Changes = Annotated[list[Change], BeforeValidator(_lists)]
+
+
 def _rule_overrides(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for org, override in value.items():
         try:
@@ -234,6 +248,10 @@ class Parameters(_Strict):
     crunch_weeks: Count = Field(3, description="last weeks of a quarter that count as its delivery crunch")
     trend_min_quarters: Count = Field(
         6, description="fewest quarters with a panic index for a trend over the quarters (slow change)")
+    # -- did the change work? ----------------------------------------------------------------------
+    changes: Changes = Field(
+        [], description="changes to judge before and after, e.g. [{org: Globex Corporation, segment: SMB, "
+                        "date: 2024-10-01, label: deal desk}]; [] = none")
     # -- panic index and reports -----------------------------------------------------------------
     index_thresholds: IndexThresholds = Field(
         default_factory=IndexThresholds, description="panic index levels, in baseline standard deviations")
@@ -243,11 +261,13 @@ class Parameters(_Strict):
 
 #: The sections of ``parameters/default.yaml``: title and the first parameter of each.
 SECTIONS = {"data_dir": "data", "orgs": "what to show", "alpha": "statistics", "qualification_rule": "qualification decay",
-            "reactive_types": "reactive order-taking",
-            "large_win_amount": "size lenses", "index_thresholds": "panic index and reports"}
+            "reactive_types": "reactive order-taking", "large_win_amount": "size lenses",
+            "changes": "did the change work?", "index_thresholds": "panic index and reports"}
 #: Parameters whose value is a mapping merged key by key (a file can change one key of the rule).
 NESTED = {name: field.annotation for name, field in Parameters.model_fields.items()
           if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+#: Parameters whose value is a list of mappings of one model (each entry checked key by key).
+LISTED = {"changes": Change}
 DEFAULTS: dict[str, Any] = Parameters().model_dump()
 
 
@@ -385,6 +405,16 @@ def describe_problem(problem: Mapping[str, Any], values: Mapping[str, Any]) -> t
             return (f"unknown key {loc[1]!r} in parameter {name!r}",
                     f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(nested.model_fields)}")
         name, field, value = f"{name}.{loc[1]}", nested.model_fields.get(loc[1]), value.get(loc[1])
+    item = LISTED.get(name)
+    if item is not None and len(loc) > 2 and isinstance(loc[1], int) and isinstance(loc[2], str):
+        entries = value if isinstance(value, list) else []
+        entry = entries[loc[1]] if loc[1] < len(entries) and isinstance(entries[loc[1]], dict) else {}
+        if problem["type"] == "extra_forbidden":
+            return (f"unknown key {loc[2]!r} in parameter {name!r} (entry {loc[1] + 1})",
+                    f"keys: {', '.join(item.model_fields)}")
+        if problem["type"] == "missing":
+            return f"parameter {name!r} (entry {loc[1] + 1}) lacks {loc[2]!r}", f"keys: {', '.join(item.model_fields)}"
+        name, field, value = f"{name}[{loc[1]}].{loc[2]}", item.model_fields.get(loc[2]), entry.get(loc[2])
     if problem["type"].endswith("_type") and field is not None:
         return f"parameter {name!r} must be {expected_type(field.annotation)}, got {type(value).__name__} {value!r}", None
     message = _plain(problem["msg"])

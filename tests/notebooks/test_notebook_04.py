@@ -11,12 +11,15 @@ from quarterpanic.report.safe import escape_text
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 LEVELS = {"calm", "watch", "panic", "insufficient data"}
+# Globex's fiscal quarters start in February: the sample's 8 complete quarters fall 4 either side of this date.
+CHANGE = {"org": "Globex Corporation", "date": "2024-11-01", "label": "deal desk"}
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     summary, notebook, _ = execute_notebook_on_sample(
-        "04_panic_index.ipynb", tmp_path_factory.mktemp("nb04"), seed=7, rename_org="Northwind Traders", new_name=HOSTILE_ORG)
+        "04_panic_index.ipynb", tmp_path_factory.mktemp("nb04"), seed=7, rename_org="Northwind Traders",
+        new_name=HOSTILE_ORG, parameters={"changes": [CHANGE]})
     return summary, notebook
 
 
@@ -60,9 +63,23 @@ def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
     assert "weeks after a win above" in studio and "CI" in studio
 
 
+def test_the_change_is_judged_before_and_after_and_against_the_orgs_that_did_not_change(executed):
+    summary, notebook = executed
+    rows = {(row["quantity"], row["method"]): row for row in summary["changes"]}
+    assert {quantity for quantity, _ in rows} == {"panic_index", "qualification_decay", "reactive_order_taking"}
+    its, did = rows[("panic_index", "before/after")], rows[("panic_index", "difference-in-differences")]
+    assert its["status"] == "ok" and (its["n_before"], its["n_after"]) == (4, 4)
+    assert its["ci_low"] <= its["estimate"] <= its["ci_high"] and its["label"] == "deal desk"
+    assert did["control"] == f"Brightline Studio, {HOSTILE_ORG}"
+    section = "".join("".join(o.get("data", {}).get("text/markdown", "")) for cell in notebook["cells"]
+                      for o in cell.get("outputs", []))
+    assert escape_text("Globex Corporation, deal desk (from 2024-11-01): panic index went from") in section
+    assert escape_text(HOSTILE_ORG) in section
+
+
 @pytest.mark.slow
 class TestOutputs(NotebookOutputChecks):
-    min_images = 7
+    min_images = 8  # the seven of the page and the change's chart
 
 
 # -- real name fields: owners and accounts carrying markup, shown escaped or replaced by pseudonyms ---------

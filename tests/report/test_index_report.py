@@ -107,3 +107,50 @@ def test_summary_figures_count_levels_per_organisation():
         top=pd.DataFrame(), costs=pd.DataFrame(), totals=pd.DataFrame(), sizes=pd.DataFrame(), status=status)
     assert figures["levels"] == {"A": {"panic": 1, "calm": 1}, "B": {"watch": 1}}
     assert figures["early_warning"]["signals"].tolist() == [["qualification_decay"]]
+
+
+# -- did the change work? ---------------------------------------------------------------------------------------
+def change_result(index_values=(4.0, 3.6, 4.2, 3.9, 0.3, 0.1, -0.2, 0.2)):
+    """A change of an organisation with a hostile name on 2021-05-01, its panic index falling, one calm control."""
+    from quarterpanic.analysis import change
+
+    starts = [pd.Timestamp("2020-05-01") + pd.DateOffset(months=3 * i) for i in range(8)]
+    dates = pd.DataFrame([{"org": org, "quarter": f"Q{i}", "quarter_start": start,
+                           "quarter_end": start + pd.DateOffset(months=3) - pd.Timedelta(days=1), "complete": True}
+                          for org in (HOSTILE_ACCOUNT, "Calm Co") for i, start in enumerate(starts)])
+    index = pd.DataFrame({"org": [HOSTILE_ACCOUNT] * 8 + ["Calm Co"] * 8, "segment": "all",
+                          "quarter": [f"Q{i}" for i in range(8)] * 2,
+                          "panic_index": list(index_values) + [0.1, -0.3, 0.2, 0.0, 0.3, -0.1, 0.1, -0.2],
+                          "level": "calm"})
+    findings = pd.DataFrame(columns=["org", "segment", "quarter", "metric", "estimate", "ci_low", "ci_high",
+                                     "ci_level", "status"])
+    changes = [{"org": HOSTILE_ACCOUNT, "date": "2021-05-01", "label": "deal desk"}]
+    return change.assess_changes(findings, index, changes, dates)
+
+
+def test_changes_markdown_says_each_estimate_escaped_or_how_to_ask_for_one():
+    text = report.changes_markdown(change_result().estimates)
+    lines = text.splitlines()
+    assert len(lines) == 2 and all(line.startswith("* ") for line in lines)
+    assert "panic index went from 3.9 to 0.1" in lines[0] and "against Calm Co" in lines[1]
+    assert "<img" not in text and "&lt;img" in text
+    assert report.changes_markdown(change_result().estimates.iloc[:0]).startswith("No change to judge")
+
+
+def test_the_headline_adds_a_significant_index_change():
+    index = pd.DataFrame({"org": "Acme", "quarter": ["Q1"], "segment": "all", "panic_index": [0.4], "level": "calm"})
+    scores = pd.DataFrame(columns=["org", "quarter", "segment", "component"])
+    plain = report.headline(index, scores)
+    with_change = report.headline(index, scores, change_result().estimates)
+    assert with_change.startswith(plain + " Since deal desk began on 2021-05-01, the panic index of ")
+    assert "against Calm Co, which did not change." in with_change
+    flat = change_result(index_values=(0.1, -0.3, 0.2, 0.0, 0.3, -0.1, 0.1, -0.2)).estimates
+    assert report.headline(index, scores, flat) == plain
+
+
+def test_plot_changes_draws_one_chart_per_change_titled_by_its_estimate():
+    (ax,) = report.plot_changes(change_result())
+    title = ax.get_title().replace("\n", " ")
+    assert title == f"{HOSTILE_ACCOUNT}: panic index fell from 3.9 to 0.1 after deal desk (from 2021-05-01)"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "Calm Co (control)" in labels and "changed" in labels and "change (2021-05-01)" in labels

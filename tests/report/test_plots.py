@@ -79,6 +79,10 @@ CURVE = {"week_of_quarter": [1, 2], "share": [0.2, 0.4], "ci_low": [0.1, 0.3], "
          "role": ["a", "a"]}
 FOREST = {"label": ["A · Q1"], "estimate": [0.3], "ci_low": [0.1], "ci_high": [0.5], "flagged": [True]}
 COUNTS = {"table": ["opportunities"], "label": ["Q1"], "rows": [12]}
+AROUND = {"quarter_start": pd.to_datetime(["2024-08-01", "2024-11-01", "2024-08-01", "2024-11-01"]),
+          "estimate": [0.4, 0.1, 0.3, 0.3], "ci_low": [0.3, 0.0, np.nan, np.nan], "ci_high": [0.5, 0.2, np.nan, np.nan],
+          "org": ["Acme", "Acme", "Bolt", "Bolt"], "segment": "all",
+          "role": ["changed", "changed", "control", "control"]}
 
 CHARTS = {
     "band_plot": (lambda d, ax: plots.band_plot(d, x="week_of_quarter", y="share", low="ci_low", high="ci_high",
@@ -90,6 +94,8 @@ CHARTS = {
     "interval_plot": (lambda d, ax: plots.interval_plot(d, x="label", ax=ax), FOREST),
     "count_heatmap": (lambda d, ax: plots.count_heatmap(d, row="table", column="label", value="rows", ax=ax), COUNTS),
     "bar_plot": (lambda d, ax: plots.bar_plot(d, label="label", value="estimate", ax=ax), FOREST),
+    "change_plot": (lambda d, ax: plots.change_plot(d, change_date="2024-11-01", before=0.4, after=0.1, ax=ax),
+                    AROUND),
 }
 
 

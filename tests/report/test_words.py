@@ -6,8 +6,8 @@ import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
 from quarterpanic.analysis.findings import FDR_FAMILIES
 from quarterpanic.report.words import (FDR_FAMILY_WORDS, WEAK_TEST_NOTE, bold_names, bold_sentence, bold_text,
-                                      bullet_list, ci_text, describe, fdr_text, findings_in_words, markdown_lines, pct,
-                                      points, size_text)
+                                      bullet_list, change_headline, change_sentence, ci_text, describe, fdr_text,
+                                      findings_in_words, markdown_lines, pct, points, size_text)
 
 
 def finding(**fields):
@@ -112,3 +112,63 @@ def test_the_fdr_note_names_alpha_and_family():
     assert fdr_text(0.05, "organisation").startswith(
         "flags keep the false discovery rate at 5% (Benjamini–Hochberg) within each organisation and metric")
     assert set(FDR_FAMILY_WORDS) == set(FDR_FAMILIES)
+
+
+# -- did the change work? ------------------------------------------------------------------------
+def change_row(**fields):
+    row = dict(change="deal desk", label="deal desk", org="Northwind Traders", segment="all",
+               change_date=pd.Timestamp("2024-10-01"), quantity="qualification_decay", method="before/after",
+               scale="difference", control=None, n_before=4, n_after=4, n_control_before=pd.NA,
+               n_control_after=pd.NA, before=0.38, after=0.06, estimate=-0.32, ci_low=-0.41, ci_high=-0.23,
+               ci_level=0.95, p_value=0.0004, q_value=0.001, significant=True, direction="away from panic",
+               pre_trend=False, status="ok")
+    row.update(fields)
+    return row
+
+
+def test_a_change_reads_as_before_and_after_with_its_interval_counts_and_verdict():
+    text = change_sentence(change_row())
+    assert text == ("Northwind Traders, deal desk (from 2024-10-01): qualification decay went from 38 points to "
+                    "6 points (-32 points, 95% CI -41 points to -23 points; 4 quarters before, 4 after): "
+                    "away from panic.")
+
+
+def test_a_ratio_change_reads_as_a_factor_and_a_did_names_its_control():
+    text = change_sentence(change_row(quantity="reactive_order_taking", scale="ratio",
+                                      method="difference-in-differences", control="Globex Corporation",
+                                      estimate=0.35, ci_low=0.25, ci_high=0.5, before=2.9, after=1.0, label=None,
+                                      segment="SMB"))
+    assert text.startswith("Northwind Traders (SMB), the change of 2024-10-01: reactive order taking, against "
+                           "Globex Corporation (which did not change): ×0.35 (95% CI ×0.25 to ×0.50;")
+
+
+def test_too_few_quarters_give_the_counts_and_no_number():
+    text = change_sentence(change_row(status="insufficient data", n_before=2, n_after=5, estimate=np.nan,
+                                      ci_low=np.nan, ci_high=np.nan, before=np.nan, after=np.nan, direction=None,
+                                      significant=False))
+    assert "too few complete quarters to judge qualification decay (2 quarters before, 5 after; 3 needed" in text
+    assert "nan" not in text and "points" not in text
+
+
+def test_a_did_without_a_control_says_so():
+    text = change_sentence(change_row(method="difference-in-differences", control=np.nan, status="insufficient data",
+                                      estimate=np.nan))
+    assert text == ("Northwind Traders, deal desk (from 2024-10-01): no organisation or segment that did not change "
+                    "has 3 complete quarters of qualification decay on each side to compare with.")
+
+
+def test_an_interval_across_no_change_says_so():
+    text = change_sentence(change_row(ci_high=0.05, direction="neither", significant=False))
+    assert text.endswith(": no clear change.")
+
+
+def test_the_headline_speaks_of_significant_index_changes_only_preferring_the_controlled_estimate():
+    rows = pd.DataFrame([
+        change_row(quantity="panic_index", scale="difference", estimate=-3.1, ci_low=-4.0, ci_high=-2.2),
+        change_row(quantity="panic_index", method="difference-in-differences", control="Globex Corporation",
+                   estimate=-2.9, ci_low=-4.1, ci_high=-1.7),
+        change_row(),
+    ])
+    assert change_headline(rows) == ("Since deal desk began on 2024-10-01, the panic index of Northwind Traders fell "
+                                     "by 2.9 (95% CI 1.7 to 4.1) against Globex Corporation, which did not change.")
+    assert change_headline(rows.assign(significant=False)) == ""

@@ -108,6 +108,15 @@ def test_segments_and_quarters_are_those_of_the_chosen_orgs():
         check_scope({"orgs": ["Initech"], "baseline_quarters": ["FY2025-Q1"]}, {"baseline_quarters": "w.yaml"}, SCOPE)
 
 
+def test_a_change_must_name_an_organisation_and_a_segment_of_the_data():
+    check_scope({"changes": [{"org": "Acme", "segment": "SMB", "date": "2025-01-01"}]}, {}, SCOPE)
+    with pytest.raises(ParameterError, match=r"changes' \(entry 2\): organisation 'Acne' not in the data folder"):
+        check_scope({"changes": [{"org": "Acme", "date": "2025-01-01"}, {"org": "Acne", "date": "2025-01-01"}]},
+                    {"changes": "-p"}, SCOPE)
+    with pytest.raises(ParameterError, match=r"changes' \(entry 1\): 'Enterprise' not among the segments of Acme"):
+        check_scope({"changes": [{"org": "Acme", "segment": "Enterprise", "date": "2025-01-01"}]}, {}, SCOPE)
+
+
 def test_what_was_not_looked_at_is_not_checked():
     check_scope({"orgs": ["Nope"], "segment": "Nope"}, {}, None)  # no data folder: the notebooks say so
     check_scope({"segment": "Nope", "quarters": ["FY1999-Q1"]}, {}, DataScope(orgs=["Acme"]))

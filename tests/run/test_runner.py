@@ -590,7 +590,7 @@ def test_progress_on_a_terminal_also_shows_what_is_running():
 
 def test_default_parameter_file_documents_every_suite_parameter():
     assert params.read_params_file(paths.PARAMETERS_DIR / "default.yaml") == params.DEFAULTS
-    for name in ["weekly.yaml", "per_org_example.yaml"]:
+    for name in ["weekly.yaml", "per_org_example.yaml", "change_example.yaml"]:
         params.load_params([paths.PARAMETERS_DIR / "default.yaml", paths.PARAMETERS_DIR / name])
 
 

@@ -44,8 +44,12 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
 
     With ``cache``, each component reuses its findings from an earlier run on
     the same data, parameters and code (:mod:`quarterpanic.store.results`).
+    A change of ``params["changes"]`` that names a segment turns on ``by_segment``.
     """
     params = {**defaults(), **(params or {})}
+    if any(change.get("segment") for change in params["changes"]):
+        # A segment's change is judged on that segment's findings (and its sibling segments as controls).
+        params = {**params, "by_segment": True}
     frames = []
     for name in components or list(COMPONENTS):
         log.info("running %s", name)

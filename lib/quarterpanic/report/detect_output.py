@@ -7,13 +7,14 @@ from typing import Any, Mapping
 import pandas as pd
 
 from quarterpanic import __version__
+from quarterpanic.analysis.change import ESTIMATE_COLUMNS, changes_from_dataset, main_estimates
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
 from quarterpanic.analysis.findings import FDR_FAMILIES, main_findings, to_records
 from quarterpanic.analysis.panic_index import index_from_findings, quarter_records
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
-from quarterpanic.report.words import ci_label, early_warning_sentences, fdr_text
+from quarterpanic.report.words import change_sentences, ci_label, early_warning_sentences, fdr_text
 from quarterpanic.util import jsonable
 
 
@@ -30,7 +31,9 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
     complete org × quarter (× segment) shown, with its level and components
     (:func:`quarterpanic.analysis.panic_index.quarter_records`), and ``early_warning``,
     the status of each organisation's open quarter
-    (:func:`quarterpanic.analysis.early_warning.early_warning`). Both compare with each
+    (:func:`quarterpanic.analysis.early_warning.early_warning`), and ``changes``, the before/after
+    and difference-in-differences estimates of each of ``params["changes"]`` with a sentence each
+    (:func:`quarterpanic.analysis.change.assess_changes`; empty without changes). All compare with each
     organisation's calm baseline quarters, so when ``params["quarters"]``
     limits the findings to a few quarters the detectors run once more on all
     of them.
@@ -60,6 +63,7 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
              "signals": row.signals, "sentence": row.sentence}
             for row in status.itertuples(index=False)
         ],
+        "changes": jsonable(change_estimates(dataset, every_quarter, params, index)),
     }
     return json.dumps(document, indent=2)
 
@@ -70,8 +74,30 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
     # The open quarter has no findings yet: its early warning says how it is going so far.
     status, _ = early_warning(dataset, params, findings=None if params.get("quarters") else findings)
     open_quarters = "\n".join(f"  {sentence}" for sentence in early_warning_sentences(status)["sentence"])
-    return (_findings_table(dataset, findings, params) + "\n\nopen quarters (early warning):\n" + open_quarters
-            + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
+    changes = ""
+    if params["changes"]:
+        every_quarter = detect(dataset, {**params, "quarters": None}) if params.get("quarters") else findings
+        estimates = change_estimates(dataset, every_quarter, params)
+        changes = ("\n\ndid the change work? (before/after; difference-in-differences against groups that did not "
+                   "change):\n")
+        changes += "\n".join(f"  {sentence}" for sentence in main_estimates(estimates)["sentence"])
+        changes += "\n  (every other metric's estimates: --json)"
+    return (_findings_table(dataset, findings, params) + changes + "\n\nopen quarters (early warning):\n"
+            + open_quarters + "\n\nrows read per file:\n" + accounting_table(dataset.accounting))
+
+
+def change_estimates(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any],
+                     index: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The estimates of ``params["changes"]`` with a ``sentence`` each (no rows without changes).
+
+    ``findings`` must cover every quarter (the quarters before and after a change); ``index``
+    defaults to the panic index of ``findings``.
+    """
+    if not params["changes"]:
+        return pd.DataFrame(columns=[*ESTIMATE_COLUMNS, "sentence"])
+    if index is None:
+        index = index_from_findings(findings, params, dataset)[1]
+    return change_sentences(changes_from_dataset(dataset, findings, index, params).estimates)
 
 
 #: Row-accounting counts, in order (read = accepted + rejected + ignored; unknown_deal counts accepted rows

@@ -8,14 +8,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from quarterpanic.analysis import early_warning
-from quarterpanic.analysis.findings import ALL_SEGMENTS, NOT_MEASURED
+from quarterpanic.analysis import change, early_warning
+from quarterpanic.analysis.findings import ALL_SEGMENTS, NOT_MEASURED, OK
 from quarterpanic.analysis.panic_index import (
     CALM, COMPONENTS, INSUFFICIENT_LEVEL, KEYS, NOT_ENOUGH_EVIDENCE, PANIC, WATCH,
 )
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import CHART_LABELS, ci_label, ci_level_of, markdown_lines
+from quarterpanic.report.words import (
+    CHART_LABELS, change_headline, change_sentence, change_title, ci_label, ci_level_of, markdown_lines,
+)
 from quarterpanic.util import finite_or_none
 
 
@@ -93,7 +95,7 @@ def multiplier_words(ratio: float) -> str:
     return f"rose by {100 * (ratio - 1):.0f}%" if ratio >= 1 else f"fell by {100 * (1 - ratio):.0f}%"
 
 
-def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
+def headline(index: pd.DataFrame, scores: pd.DataFrame, changes: pd.DataFrame | None = None) -> str:
     """The one sentence of the executive summary, made from the numbers.
 
     The organisation with the most panic quarters (ties: the highest index),
@@ -102,7 +104,15 @@ def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     in 4 of its last 10 quarters; in FY2026-Q3 late-quarter deals were
     qualified 34 points less often (95% CI 25–43) and sales-ops firefighting
     tripled (95% CI 2.4–3.6×). Northwind Traders: 3 of 10; Brightline Studio: none of 10."
+    With ``changes`` (:func:`quarterpanic.analysis.change.assess_changes`), a change whose panic
+    index moved significantly is said too (:func:`quarterpanic.report.words.change_headline`).
     """
+    said = _panic_headline(index, scores)
+    moved = change_headline(changes) if changes is not None and not changes.empty else ""
+    return f"{said} {moved}" if moved else said
+
+
+def _panic_headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     table = index[(index["segment"] == ALL_SEGMENTS) & index["panic_index"].notna()]
     if table.empty:
         basis = rests_on_sentence(index, scores)
@@ -317,6 +327,31 @@ def plot_size_classes(sizes: pd.DataFrame) -> Any:
     return plots.label_axes(ax, title=size_class_headline(sizes), x="Size class", y="Share of quarters in panic")
 
 
+# -- did the change work? ------------------------------------------------------------------------------
+def changes_markdown(estimates: pd.DataFrame) -> str:
+    """Each change's before/after and difference-in-differences estimates of the panic index and the main
+    findings as a Markdown bullet list (CRM text escaped), or how to ask for one."""
+    rows = change.main_estimates(estimates)
+    return markdown_lines(rows, lambda row: f"* {escape_text(change_sentence(row._asdict()))}",
+                          "No change to judge: name one in the `changes` parameter (organisation, optionally a "
+                          "segment, the date it took effect and a label).")
+
+
+def plot_changes(result: change.ChangeResult, quantity: str = change.INDEX) -> list[Any]:
+    """One chart per change of ``quantity`` (default the panic index) before and after it, with the controls
+    (:func:`quarterpanic.report.plots.change_plot`), titled by :func:`quarterpanic.report.words.change_title`."""
+    axes = []
+    rows = result.estimates[(result.estimates["quantity"] == quantity) & (result.estimates["method"] == change.ITS)]
+    for row in rows.to_dict("records"):
+        series = result.series[(result.series["change"] == row["change"]) & (result.series["quantity"] == quantity)]
+        ok = row["status"] == OK
+        ax = plots.change_plot(series, change_date=row["change_date"], before=row["before"] if ok else None,
+                               after=row["after"] if ok else None, changed=change.CHANGED)
+        axes.append(plots.label_axes(ax, title=plots.chart_text(change_title(row), 80), x="Fiscal quarter (start)",
+                                     y=quantity.replace("_", " ")))
+    return axes
+
+
 # -- Markdown -------------------------------------------------------------------------------------------
 def intro(as_of: pd.Timestamp, index: pd.DataFrame, size_classes: Mapping[str, str]) -> str:
     """The page's first line (Markdown, CRM text escaped): the as-of time, each organisation of ``index`` with
@@ -392,7 +427,7 @@ def late_deals_table(deals: pd.DataFrame) -> pd.DataFrame:
 def summary_figures(
     *, headline: str, as_of: pd.Timestamp, thresholds: Mapping[str, float], index: pd.DataFrame,
     scores: pd.DataFrame, top: pd.DataFrame, costs: pd.DataFrame, totals: pd.DataFrame, sizes: pd.DataFrame,
-    status: pd.DataFrame,
+    status: pd.DataFrame, changes: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Key figures of the executive summary for :func:`quarterpanic.report.artifacts.save_summary`."""
     return {
@@ -410,4 +445,5 @@ def summary_figures(
         "discount_cost_totals": totals,
         "size_classes": sizes,
         "early_warning": status.drop(columns=["signals"]).assign(signals=[list(s) for s in status["signals"]]),
+        "changes": change.main_estimates(changes) if changes is not None else [],
     }

@@ -315,3 +315,42 @@ def bar_plot(
     if hue:
         ax.legend(title=None)
     return ax
+
+
+def change_plot(
+    series: pd.DataFrame,
+    *,
+    change_date: Any,
+    before: float | None = None,
+    after: float | None = None,
+    role: str = "role",
+    changed: str = "changed",
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """One quantity around a change: the changed group's quarters with their intervals, each control's as a grey
+    line, the change date as a vertical line and the fitted levels before and after it as horizontal segments.
+
+    ``series`` has ``quarter_start``, ``estimate``, ``ci_low``, ``ci_high``, ``org``, ``segment`` and ``role``
+    (rows whose ``role`` is ``changed`` are the changed group's; the others are controls).
+    """
+    if _no_values(series, "estimate"):
+        return no_data(ax)
+    ax = _axes(ax, figsize=(9, 3.8))
+    date = pd.Timestamp(change_date)
+    for (org, segment), rows in series[series[role] != changed].groupby(["org", "segment"], sort=True):
+        rows = rows.sort_values("quarter_start")
+        name = org if segment == "all" else f"{org} ({segment})"
+        ax.plot(rows["quarter_start"], rows["estimate"], color=BASELINE_COLOR, alpha=0.6, linewidth=1, marker=".",
+                label=chart_text(f"{name} (control)", 40))
+    mine = series[series[role] == changed].sort_values("quarter_start")
+    est = mine["estimate"].to_numpy(dtype=float)
+    err = np.vstack([est - mine["ci_low"].to_numpy(dtype=float), mine["ci_high"].to_numpy(dtype=float) - est])
+    ax.errorbar(mine["quarter_start"], est, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o", color=CALM_COLOR,
+                capsize=3, markersize=5, linewidth=1.5, label="changed")
+    start, end = series["quarter_start"].min(), series["quarter_start"].max()
+    for level, (left, right) in ((before, (start, date)), (after, (date, end))):
+        if level is not None and np.isfinite(level):
+            ax.hlines(level, left, right, color=PANIC_COLOR, linestyle="--", linewidth=1.5)
+    ax.axvline(date, color=WATCH_COLOR, linewidth=2, label=f"change ({date:%Y-%m-%d})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return ax

@@ -11,9 +11,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
+from quarterpanic.analysis import change as change_analysis
 from quarterpanic.analysis import early_warning
 from quarterpanic.analysis.findings import (
-    AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED, ci_level_of,
+    AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED, TOWARD_PANIC,
+    ci_level_of,
 )
 from quarterpanic.report.safe import escape_text
 
@@ -160,6 +162,116 @@ def _missing(value: Any) -> bool:
         return bool(value != value) or value is None or str(value) == "<NA>"
     except (TypeError, ValueError):
         return True
+
+
+# -- did the change work? -------------------------------------------------------------------------
+def _change_subject(quantity: str) -> tuple[str, str]:
+    """What a change quantity is called and its unit (the panic index counts baseline SDs)."""
+    metric = METRICS.get(quantity)
+    if metric is None:
+        return quantity.replace("_", " "), "count"
+    return quantity.replace("_", " "), metric.unit
+
+
+def _level_text(value: float, unit: str) -> str:
+    return f"{value:.1f}" if unit == "count" else size_text(value, unit)
+
+
+def _delta_text(value: float, unit: str, scale: str) -> str:
+    if scale == "ratio":
+        return f"×{value:.2f}"
+    if unit in ("share", "proportion", "relative"):
+        return f"{100 * value:+.0f} points"
+    return f"{value:+.2g}" if abs(value) < 1 else f"{value:+.1f}"
+
+
+def change_sentence(row: Mapping[str, Any]) -> str:
+    """One before/after estimate (a row of :func:`quarterpanic.analysis.change.assess_changes`) in words.
+
+    E.g. "Northwind Traders, deal desk (from 2024-10-01): qualification decay went from 38 points to 6 points
+    (-32 points, 95% CI -41 points to -23 points; 4 quarters before, 4 after): away from panic." A
+    difference-in-differences row names its control; too few quarters gives the counts, never a number.
+    """
+    where = str(row["org"]) if row.get("segment") in (None, "all") else f"{row['org']} ({row['segment']})"
+    what, unit = _change_subject(str(row["quantity"]))
+    scale = str(row.get("scale") or "difference")
+    counts = f"{row['n_before']} quarter{'s' if row['n_before'] != 1 else ''} before, {row['n_after']} after"
+    head = f"{where}, {_change_name(row)}"
+    control = row.get("control")
+    against = f", against {control} (which did not change)" if isinstance(control, str) and control else ""
+    if row.get("method") == change_analysis.DID and not against:
+        return (f"{head}: no organisation or segment that did not change has {_min_quarters()} complete quarters "
+                f"of {what} on each side to compare with.")
+    if row["status"] == INSUFFICIENT:
+        if against:
+            counts += f"; each control at least {row['n_control_before']} before, {row['n_control_after']} after"
+        return (f"{head}: too few complete quarters to judge {what}{against} ({counts}; "
+                f"{_min_quarters()} needed on each side).")
+    label = ci_label(row.get("ci_level", DEFAULT_CI_LEVEL))
+    low, high = (_delta_text(row[k], unit, scale) for k in ("ci_low", "ci_high"))
+    change = _delta_text(row["estimate"], unit, scale)
+    if against:
+        moved = f"{what}{against}: {change} ({label} {low} to {high}; {counts})"
+    else:
+        moved = (f"{what} went from {_level_text(row['before'], unit)} to {_level_text(row['after'], unit)} "
+                 f"({change}, {label} {low} to {high}; {counts})")
+    verdict = {AWAY_FROM_PANIC: "away from panic", TOWARD_PANIC: "toward panic"}.get(row.get("direction"))
+    if verdict is None:
+        return f"{head}: {moved}: no clear change."
+    return f"{head}: {moved}: {verdict}{'' if row.get('significant') else ' (not significant across all the tests)'}."
+
+
+def _change_name(row: Mapping[str, Any]) -> str:
+    """'deal desk (from 2024-10-01)', or 'the change of 2024-10-01' without a label."""
+    date = pd.Timestamp(row["change_date"])
+    label = row.get("label")
+    return f"{label} (from {date:%Y-%m-%d})" if isinstance(label, str) and label else f"the change of {date:%Y-%m-%d}"
+
+
+def _min_quarters() -> int:
+    # The analysis' threshold, read where the sentence is made so that the words never drift from it.
+    return change_analysis.MIN_QUARTERS
+
+
+def change_sentences(estimates: pd.DataFrame) -> pd.DataFrame:
+    """The estimates of :func:`quarterpanic.analysis.change.assess_changes` with a ``sentence`` each."""
+    return estimates.assign(sentence=[change_sentence(row) for row in estimates.to_dict("records")])
+
+
+def change_title(row: Mapping[str, Any]) -> str:
+    """A chart title that states a before/after estimate ("Northwind Traders: panic index fell from 3.9 to 0.1
+    after deal desk (from 2024-10-01)"), or why there is none."""
+    where = str(row["org"]) if row.get("segment") in (None, "all") else f"{row['org']} ({row['segment']})"
+    what, unit = _change_subject(str(row["quantity"]))
+    if row["status"] == INSUFFICIENT:
+        return f"{where}: too few quarters to judge {what} around {_change_name(row)}"
+    verb = "fell" if row["after"] < row["before"] else "rose"
+    clear = "" if row.get("direction") in (AWAY_FROM_PANIC, TOWARD_PANIC) else " (no clear change)"
+    return (f"{where}: {what} {verb} from {_level_text(row['before'], unit)} to {_level_text(row['after'], unit)} "
+            f"after {_change_name(row)}{clear}")
+
+
+def change_headline(estimates: pd.DataFrame) -> str:
+    """One sentence per change whose panic index moved significantly ("" when none did).
+
+    Difference-in-differences where there was a control, else before/after; e.g. "After the deal desk
+    (2024-10-01) Northwind Traders' panic index fell by 3.6 (95% CI 2.1 to 5.1) against Globex Corporation."
+    """
+    rows = estimates[(estimates["quantity"] == change_analysis.INDEX) & estimates["significant"].astype(bool)]
+    parts = []
+    for _, group in rows.groupby(["change", "org", "segment"], sort=False):
+        row = group.sort_values("method", key=lambda m: m != change_analysis.DID).iloc[0]
+        where = row["org"] if row["segment"] == "all" else f"{row['org']} ({row['segment']})"
+        verb = "fell" if row["estimate"] < 0 else "rose"
+        low, high = sorted((abs(row["ci_low"]), abs(row["ci_high"])))
+        against = f" against {row['control']}, which did not change" if row["method"] == change_analysis.DID else ""
+        date, label = pd.Timestamp(row["change_date"]), row.get("label")
+        since = f"Since {label} began on {date:%Y-%m-%d}" if isinstance(label, str) and label else (
+            f"Since the change of {date:%Y-%m-%d}")
+        parts.append(f"{since}, the panic index of {where} "
+                     f"{verb} by {abs(row['estimate']):.1f} ({ci_label(row['ci_level'])} {low:.1f} to {high:.1f})"
+                     f"{against}.")
+    return " ".join(parts)
 
 
 # -- the early warning ---------------------------------------------------------------------------

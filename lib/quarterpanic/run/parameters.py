@@ -201,14 +201,15 @@ def data_scope(data_dir: Path, chosen: Mapping[str, Any]) -> DataScope | None:
 
     Organisations come from the ``org.yaml`` files; the opportunities are read
     (through the reload cache the notebooks then reuse) only when ``segment``
-    is set, and the whole dataset only when ``quarters`` or
+    (or a change's segment) is set, and the whole dataset only when ``quarters`` or
     ``baseline_quarters`` are. None when the folder does not exist (the
     notebooks report that).
     """
     if not data_dir.is_dir():
         return None
     if not (chosen.get("quarters") or chosen.get("baseline_quarters")):
-        segments = segments_by_org(data_dir, chosen.get("profile")) if chosen.get("segment") else None
+        wanted = chosen.get("segment") or any(change.get("segment") for change in chosen.get("changes") or [])
+        segments = segments_by_org(data_dir, chosen.get("profile")) if wanted else None
         return DataScope(orgs=organisations(data_dir), segments=segments)
     load = {key: value for key, value in chosen.items() if key in qparams.Parameters.model_fields}
     return DataScope.of_dataset(load_dataset(data_dir, {**load, "orgs": None, "segment": None}))
@@ -243,7 +244,7 @@ def check_has_opportunities(data_dir: Path, chosen: Mapping[str, Any]) -> None:
 
 
 def check_scope(chosen: Mapping[str, Any], sources: Mapping[str, str], scope: DataScope | None) -> None:
-    """Refuse ``orgs``, ``segment``, ``quarters`` and ``baseline_quarters`` that name nothing in the data.
+    """Refuse ``orgs``, ``segment``, ``quarters``, ``baseline_quarters`` and ``changes`` that name nothing in the data.
 
     Each message names the file (or ``-p``) that set the key and lists what exists.
     """
@@ -261,6 +262,15 @@ def check_scope(chosen: Mapping[str, Any], sources: Mapping[str, str], scope: Da
         if segment not in found:
             raise ParameterError(f"parameter 'segment': {segment!r} not among the segments of the opportunities{whose}",
                                  path=sources.get("segment"), hint=f"segments: {', '.join(found) or 'none'}")
+    for number, change in enumerate(chosen.get("changes") or [], start=1):
+        org, changed = change.get("org"), change.get("segment")
+        if scope.orgs and org not in scope.orgs:
+            raise ParameterError(f"parameter 'changes' (entry {number}): organisation {org!r} not in the data folder",
+                                 path=sources.get("changes"), hint=f"organisations: {', '.join(scope.orgs)}")
+        if changed and scope.segments is not None and changed not in scope.segments.get(org, []):
+            raise ParameterError(f"parameter 'changes' (entry {number}): {changed!r} not among the segments of {org}",
+                                 path=sources.get("changes"),
+                                 hint=f"segments: {', '.join(scope.segments.get(org, [])) or 'none'}")
     for key in ("quarters", "baseline_quarters"):
         if not chosen.get(key) or scope.quarters is None:
             continue

@@ -1,0 +1,98 @@
+"""Did the change work? Before/after estimates held to the generator's truth, across many seeds.
+
+The ``change`` scenario: Globex Corporation panics (qualification decay from week 9) in every
+quarter of every segment until its Enterprise segment changes on 2024-11-01; from then on only
+its Mid-Market and Strategic sellers panic. truth.json lists the change and each segment's true
+effects per quarter; the injected change of a segment is the mean of its true effect in the
+complete quarters after the date minus before. Each seed's sample is generated, its main
+qualification findings made per segment and assessed once (a module-scoped fixture); Globex
+alone is analysed, so the controls are its own unchanged segments.
+"""
+import pandas as pd
+import pytest
+
+from quarterpanic import sample
+from quarterpanic.analysis import change
+from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.findings import AWAY_FROM_PANIC, OK, apply_fdr
+from quarterpanic.analysis.qualification import decay_findings
+from quarterpanic.dataset import Dataset
+
+# 30 seeds: `make test-stats` (and CI) runs these, `make test` leaves them out.
+pytestmark = [pytest.mark.slow, pytest.mark.stats]
+
+SEEDS = range(7000, 7030)
+METRIC = "qualification_decay"
+CHANGED, UNCHANGED = "Enterprise", ["Mid-Market", "Strategic"]
+
+
+def segment_truth(truth, dates):
+    """truth.json's per-segment effects as one row per org × quarter × segment, with the quarters' dates."""
+    rows = pd.DataFrame(truth["segments"])
+    effects = pd.json_normalize(rows["effects"].tolist()).fillna(0.0)
+    return pd.concat([rows.drop(columns="effects"), effects], axis=1).merge(dates, on=["org", "quarter"])
+
+
+def injected(truth, segment, date):
+    rows = truth[truth["segment"] == segment]
+    return float(rows.loc[rows["quarter_start"] >= date, METRIC].mean()
+                 - rows.loc[rows["quarter_end"] < date, METRIC].mean())
+
+
+def assess(seed):
+    generated = sample.generate("change", seed=seed, scale="small")
+    (declared,) = generated.truth["changes"]
+    org, date = declared["org"], pd.Timestamp(declared["date"])
+    data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of).filter(orgs=[org])
+    params = {"by_segment": True}
+    findings = apply_fdr(decay_findings(opportunity_features(data, params), params))
+    dates = change.quarter_dates(data, findings)
+    truth = segment_truth(generated.truth, dates)
+    assert declared["segment"] == CHANGED
+    real = change.assess_changes(findings, None, [{"org": org, "segment": CHANGED, "date": date}], dates).estimates
+    # The unchanged segments are judged on a change they never made (same date): the null case. Naming the
+    # real change beside them keeps the changed segment out of their controls.
+    changes = [{"org": org, "segment": segment, "date": date} for segment in [CHANGED, *UNCHANGED]]
+    null = change.assess_changes(findings, None, changes, dates).estimates
+    estimates = pd.concat([real, null[null["segment"].isin(UNCHANGED)]], ignore_index=True)
+    estimates = estimates[estimates["quantity"] == METRIC]
+    return estimates.assign(seed=seed, truth=[injected(truth, s, date) for s in estimates["segment"]])
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return pd.concat([assess(seed) for seed in SEEDS], ignore_index=True)
+
+
+def covers(frame):
+    return (frame["ci_low"] <= frame["truth"]) & (frame["truth"] <= frame["ci_high"])
+
+
+def test_the_change_had_four_complete_quarters_on_each_side(runs):
+    its = runs[(runs["segment"] == CHANGED) & (runs["method"] == change.ITS)]
+    assert len(its) == len(SEEDS) and (its["status"] == OK).all()
+    assert (its["n_before"] == 4).all() and (its["n_after"] == 4).all()
+    assert (its["truth"] < -0.2).all()  # the injected change is a real drop of the decay
+
+
+@pytest.mark.parametrize("method", [change.ITS, change.DID])
+def test_the_estimate_covers_the_injected_change(runs, method):
+    rows = runs[(runs["segment"] == CHANGED) & (runs["method"] == method)]
+    assert len(rows) == len(SEEDS) and (rows["status"] == OK).all()
+    assert covers(rows).mean() >= 0.90, f"{method}: coverage {covers(rows).mean():.2f}"
+    if method == change.DID:
+        # Strategic is the small segment: it controls where it has enough quarters on both sides.
+        assert rows["control"].str.contains("Globex Corporation (Mid-Market)", regex=False).all()
+
+
+def test_the_change_is_found_away_from_panic_in_most_seeds(runs):
+    rows = runs[(runs["segment"] == CHANGED) & (runs["method"] == change.ITS)]
+    found = rows["significant"] & (rows["direction"] == AWAY_FROM_PANIC)
+    assert found.mean() >= 0.8, found.mean()
+
+
+def test_the_unchanged_segments_show_no_change_at_about_alpha(runs):
+    rows = runs[runs["segment"].isin(UNCHANGED) & (runs["method"] == change.ITS) & (runs["status"] == OK)]
+    assert len(rows) >= len(SEEDS)
+    assert (rows["p_value"] < 0.05).mean() <= 0.10, (rows["p_value"] < 0.05).mean()
+    assert covers(rows).mean() >= 0.90
