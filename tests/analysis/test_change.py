@@ -5,7 +5,7 @@ import pytest
 
 from helpers import bernoulli_dataset
 from quarterpanic.analysis import change, detect, qualification
-from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, OK, empty_findings, make_findings
+from quarterpanic.analysis.findings import AWAY_FROM_PANIC, INSUFFICIENT, METRICS, OK, empty_findings, make_findings
 
 START = pd.Timestamp("2021-01-01")
 METRIC = "qualification_decay"  # a difference of shares, panic = larger
@@ -206,3 +206,11 @@ def test_a_segments_change_has_detect_find_per_segment(monkeypatch):
     detect.detect(data, {"changes": [{"org": "A", "segment": "SMB", "date": "2025-01-01"}]},
                   components=["qualification_decay"])
     assert seen == [False, False, True]
+
+
+def test_a_metric_pooled_over_the_quarters_is_not_split_at_the_date():
+    assert not METRICS["sell_or_do"].per_quarter and METRICS["qualification_decay"].per_quarter
+    rows = pd.DataFrame({"org": "A", "segment": "all", "quarter": ["2024-Q1", "2024-Q4"],
+                         "metric": ["qualification_decay", "sell_or_do"], "estimate": [0.1, -0.5],
+                         "ci_low": [0.0, -0.7], "ci_high": [0.2, -0.3], "ci_level": 0.95, "status": "ok"})
+    assert set(change.quarter_series(rows)["quantity"]) == {"qualification_decay"}

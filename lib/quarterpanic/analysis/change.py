@@ -94,10 +94,12 @@ def quarter_series(findings: pd.DataFrame, index: pd.DataFrame | None = None) ->
     Columns ``org``, ``segment``, ``quarter``, ``quantity``, ``value`` (log for ratio metrics),
     ``se`` (from the interval: half its width over the quantile of its ``ci_level``, t with the
     finding's ``df`` where recorded; NaN for the index), and ``estimate``, ``ci_low``,
-    ``ci_high`` as reported. Only ``ok`` findings with an estimate; every index row (NaN where the
-    quarter has no index).
+    ``ci_high`` as reported. Only ``ok`` findings with an estimate, of metrics measured quarter by
+    quarter (``Metric.per_quarter``); every index row (NaN where the quarter has no index).
     """
-    rows = findings[(findings["status"] == OK) & findings["estimate"].notna()].copy()
+    # A metric pooled over the quarters (sell or do) has no series to split at the date.
+    per_quarter = findings["metric"].map(lambda m: METRICS[m].per_quarter if m in METRICS else True).astype(bool)
+    rows = findings[(findings["status"] == OK) & findings["estimate"].notna() & per_quarter].copy()
     level = pd.to_numeric(rows["ci_level"], errors="coerce") if "ci_level" in rows else pd.Series(np.nan, rows.index)
     dof = pd.to_numeric(rows["df"], errors="coerce") if "df" in rows else pd.Series(np.nan, rows.index)
     quantile = stats.t.ppf((1 + level.fillna(defaults()["ci_level"]).to_numpy(float)) / 2,

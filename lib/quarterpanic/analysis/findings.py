@@ -75,7 +75,9 @@ class Metric:
     ``"two-sided"``. ``weak_test`` marks a metric whose test finds fewer than
     :data:`WEAK_POWER` of panic quarters at realistic effects (measured over
     generator seeds by the statistical tests), so that "not flagged" is said
-    to be no sign of calm.
+    to be no sign of calm. ``per_quarter`` is False for a metric pooled over
+    an organisation's quarters (one row, filed under the last quarter), which
+    has no quarter-by-quarter series to compare before and after a change.
     """
 
     name: str
@@ -86,6 +88,7 @@ class Metric:
     description: str
     sided: str = "two-sided"
     weak_test: bool = False
+    per_quarter: bool = True
 
 
 #: The power below which a metric's test is a weak test (:attr:`Metric.weak_test`).
@@ -96,14 +99,15 @@ UNITS = ("share", "proportion", "relative", "ratio", "count")
 
 def register_metric(
     name: str, *, component: str, null: float, direction: int, unit: str, description: str, sided: str = "two-sided",
-    weak_test: bool = False,
+    weak_test: bool = False, per_quarter: bool = True,
 ) -> Metric:
     """Declare a metric a detector reports (called once at import of the detector)."""
     if unit not in UNITS:
         raise ValueError(f"metric {name}: unit must be one of {UNITS}, got {unit!r}")
     if sided not in SIDED:
         raise ValueError(f"metric {name}: sided must be one of {SIDED}, got {sided!r}")
-    metric = Metric(name, component, float(null), int(direction), unit, description, sided, bool(weak_test))
+    metric = Metric(name, component, float(null), int(direction), unit, description, sided, bool(weak_test),
+                    bool(per_quarter))
     METRICS[name] = metric
     return metric
 

@@ -71,11 +71,11 @@ MIN_POST_WEEKS = 4
 MIN_CREATED = 30
 
 register_metric(COMPONENT, component=COMPONENT, null=0.0, direction=-1, unit="relative", sided="one-sided",
-                description="new-pipeline creation in the weeks after a large win changed by")
+                per_quarter=False, description="new-pipeline creation in the weeks after a large win changed by")
 register_metric(CRUNCH, component=COMPONENT, null=0.0, direction=-1, unit="relative", sided="one-sided",
-                description="new-pipeline creation in the quarter-end crunch weeks changed by")
+                per_quarter=False, description="new-pipeline creation in the quarter-end crunch weeks changed by")
 register_metric(LEADS, component=COMPONENT, null=0.0, direction=-1, unit="relative", sided="one-sided",
-                description="leads logged in the weeks after a large win changed by")
+                per_quarter=False, description="leads logged in the weeks after a large win changed by")
 
 
 def week_units(calendar: Any, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
