@@ -136,6 +136,7 @@ def test_calm_quarters_rarely_reach_significance(shape, step_runs, ramp_runs):
     calm = results[~results["panic"]]
     assert len(calm) >= 600
     rate = (calm["p_value"] < ALPHA).mean()
+    print(f"\n{shape}: calm quarters with p < {ALPHA}: {rate:.3f} of {len(calm)}")
     assert rate <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / len(calm)), f"{rate:.3f} of {len(calm)} calm quarters"
 
 
@@ -144,6 +145,7 @@ def test_the_interval_holds_no_change_in_calm_quarters(shape, step_runs, ramp_ru
     results = step_runs if shape == "step" else ramp_runs
     calm = results[~results["panic"] & (results["status"] == "ok")]
     covered = ((calm["ci_low"] <= 1) & (1 <= calm["ci_high"])).mean()
+    print(f"\n{shape}: calm quarters whose interval holds 1: {covered:.3f} of {len(calm)}")
     assert 0.93 <= covered <= 0.97, f"coverage of 1 in {len(calm)} calm quarters: {covered:.3f}"
 
 
@@ -159,10 +161,12 @@ def test_the_interval_holds_the_true_average_ratio_in_panic_quarters(shape, step
 def test_step_onsets_are_found_within_a_week(step_runs):
     panic = step_runs[step_runs["panic"] & (step_runs["p_value"] < ALPHA)]
     within = (panic["onset_week"].astype(float) - panic["true_onset"]).abs() <= 1
+    print(f"\nstep onset within ±1 week: {within.mean():.3f} of {len(panic)}")
     assert within.mean() >= 0.80, f"step onset within ±1 week in {within.mean():.3f} of {len(panic)}"
 
 
 def test_ramp_onsets_are_found_within_two_weeks(ramp_runs):
     panic = ramp_runs[ramp_runs["panic"] & (ramp_runs["p_value"] < ALPHA)]
     within = (panic["onset_week"].astype(float) - panic["true_onset"]).abs() <= 2
+    print(f"\nramp onset within ±2 weeks: {within.mean():.3f} of {len(panic)}")
     assert within.mean() >= 0.80, f"ramp onset within ±2 weeks in {within.mean():.3f} of {len(panic)}"
