@@ -47,7 +47,7 @@ p-value by about 4 to 6 rather than Bonferroni's 8, and still keeps calm
 quarters at the nominal rate.
 The interval pays for the same search: it is ``± z`` standard errors about
 the log rate ratio with ``z`` the one-sided max-T critical value at
-``(1 - ci_level) / 2`` (about 2.6 for eight candidates where the plain
+``(1 - ci_level) / 2`` (2.56 for weeks 5-12 of a 13-week quarter where the plain
 interval uses 1.96), so a quarter's interval lies above 1 exactly when its
 adjusted p-value is below 0.025 — the relation of a plain 95% interval to a
 one-sided p-value — and calm quarters' intervals hold 1 about 95% of the
@@ -276,8 +276,7 @@ def simultaneous_critical_value(fractions: Sequence[float], ci_level: float = 0.
     """
     kept = np.asarray(fractions, dtype=float).ravel()
     kept = np.unique(kept[np.isfinite(kept) & (kept > 0) & (kept < 1)])
-    # Rounded so that quarters with nearly the same split fractions share one root search.
-    return _critical_value(tuple(np.round(kept, 3)), float(ci_level))
+    return _critical_value(tuple(kept.tolist()), float(ci_level))
 
 
 @lru_cache(maxsize=4096)
@@ -292,7 +291,7 @@ def _critical_value(fractions: tuple[float, ...], ci_level: float) -> float:
     def excess(z: float) -> float:
         return max_t_adjusted(float(stats.norm.sf(z)), fractions, alternative="greater") - alpha
 
-    return float(optimize.brentq(excess, plain, bonferroni, xtol=1e-4)) if excess(bonferroni) < 0 else bonferroni
+    return float(optimize.brentq(excess, plain, bonferroni, xtol=1e-10)) if excess(bonferroni) < 0 else bonferroni
 
 
 def _search_onsets(
