@@ -39,9 +39,11 @@ def test_surge_estimate_is_the_ratio_of_daily_rates_with_poisson_errors_at_least
     # Perfectly regular counts are underdispersed: the dispersion is floored at 1 (plain Poisson errors).
     se = np.sqrt(1 / 80 + 1 / 150)
     assert out.loc["Q1", "dispersion"] == 1.0
-    # The searched onset's interval is simultaneous over the candidates: wider than the plain 1.96.
+    # A confirmed step's interval pays for the search near its onset (weeks 8-10): wider than the plain 1.96,
+    # narrower than the whole search's.
     z = np.log(out.loc["Q1", "ci_high"] / out.loc["Q1", "ci_low"]) / (2 * se)
-    assert 1.959964 < z < stats.norm.isf(0.025 / 8)
+    assert z == pytest.approx(simultaneous_critical_value([7 / 13, 8 / 13, 9 / 13]), rel=1e-4)
+    assert 1.959964 < z < simultaneous_critical_value([(week - 1) / 13 for week in range(5, 13)])
     assert out.loc["Q1", "estimate"] == pytest.approx(np.sqrt(out.loc["Q1", "ci_low"] * out.loc["Q1", "ci_high"]))
     assert out.loc["Q1", "p_value"] < 1e-6 and out.loc["Q1", "n_candidates"] == 8
     # Corrected for the onset search: never below the p-value at the onset, never above Bonferroni's.
