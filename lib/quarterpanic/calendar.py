@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import holidays as public_holidays
 import numpy as np
 import pandas as pd
 
@@ -370,7 +369,7 @@ class WorkingCalendar:
         if subdivision and not country:
             raise CalendarError(f"subdivision {subdivision!r} needs a country", hint="add country: (e.g. DE)")
         if country:
-            supported = public_holidays.list_supported_countries()
+            supported = _public_holidays().list_supported_countries()
             if country not in supported:
                 raise CalendarError(f"country {country!r} is not a country the holidays package knows",
                                     hint="use an ISO 3166 alpha-2 code such as US, GB, DE")
@@ -436,7 +435,7 @@ class WorkingCalendar:
         days: set[dt.date] = set()
         years = range(start.year - 1, end.year + 1)
         if self.country:
-            days.update(public_holidays.country_holidays(self.country, subdiv=self.subdivision, years=years))
+            days.update(_public_holidays().country_holidays(self.country, subdiv=self.subdivision, years=years))
         for first, last in self.shutdown_days:
             if _MONTH_DAY.match(first):
                 for year in years:
@@ -469,6 +468,15 @@ class WorkingCalendar:
         if not len(dates):
             return np.array([], dtype=bool)
         return np.is_busday(dates, holidays=self.days_off(dates.min(), dates.max()))
+
+
+def _public_holidays() -> Any:
+    """The ``holidays`` package, imported on first use: it takes about half a second, which every import of the
+    calendar (each notebook, each CLI call, a dataset read back from a snapshot) would pay for organisations
+    that mostly name no country."""
+    import holidays
+
+    return holidays
 
 
 def _stretch(item: Any) -> tuple[str, str]:
