@@ -471,9 +471,9 @@ class WorkingCalendar:
 
 
 def _public_holidays() -> Any:
-    """The ``holidays`` package, imported on first use: it takes about half a second, which every import of the
-    calendar (each notebook, each CLI call, a dataset read back from a snapshot) would pay for organisations
-    that mostly name no country."""
+    """The ``holidays`` package, imported on first use."""
+    # About half a second to import, which every import of the calendar (each notebook, each CLI call, a
+    # dataset read back from a snapshot) would pay; only an organisation that names a country needs it.
     import holidays
 
     return holidays
