@@ -66,6 +66,8 @@ LOCAL_IMPORTS = {
         "the generator validates with pandera, which only `quarterpanic sample` needs",
     ("quarterpanic.dataset", "quarterpanic.ingest"):
         "a dataset read back from a snapshot never imports pandera; only building or loading tables does",
+    ("quarterpanic.calendar", "holidays"):
+        "holidays takes about half a second to import; only an organisation that names a country needs it",
 }
 
 

@@ -1,7 +1,9 @@
 import pandas as pd
 import pytest
 
-from quarterpanic.calendar import FEATURE_COLUMNS, FiscalCalendar, annotate_by_org, fiscal_features_by_org
+from quarterpanic.calendar import (
+    FEATURE_COLUMNS, FiscalCalendar, WorkingCalendar, annotate_by_org, fiscal_features_by_org,
+)
 from quarterpanic.errors import CalendarError
 
 
@@ -104,3 +106,44 @@ def test_spec_round_trip_and_month_names():
     cal = FiscalCalendar.from_spec({"start_month": "Feb", "week_pattern": "4-5-4", "weekday": "sat"})
     assert cal.start_month == 2 and cal.weekday == "SAT"
     assert FiscalCalendar.from_spec(cal.to_spec()) == cal
+
+
+# -- working days ---------------------------------------------------------------------------------------
+def test_without_a_country_only_weekends_are_days_off():
+    weeks = pd.Series(pd.to_datetime(["2025-12-22", "2025-12-29"]))  # Mondays around Christmas
+    assert WorkingCalendar().count(weeks, weeks + pd.Timedelta(days=6)).tolist() == [5, 5]
+
+
+def test_public_holidays_of_the_country_and_subdivision_are_days_off():
+    weeks = pd.Series(pd.to_datetime(["2025-12-22", "2025-12-29", "2025-01-06"]))
+    ends = weeks + pd.Timedelta(days=6)
+    # Germany: 25 and 26 December, 1 January; Bavaria adds Epiphany (6 January), Berlin does not.
+    assert WorkingCalendar("DE").count(weeks, ends).tolist() == [3, 4, 5]
+    assert WorkingCalendar("DE", "BY").count(weeks, ends).tolist() == [3, 4, 4]
+    assert WorkingCalendar("DE", "BE").count(weeks, ends).tolist() == [3, 4, 5]
+
+
+def test_shutdown_days_are_days_off_once_or_every_year():
+    yearly = WorkingCalendar.from_spec({"shutdown_days": ["12-24..01-01"]})
+    once = WorkingCalendar.from_spec({"shutdown_days": [pd.Timestamp("2025-08-11").date(), "2025-08-13..2025-08-14"]})
+    weeks = pd.Series(pd.to_datetime(["2024-12-23", "2025-12-22", "2025-12-29", "2025-08-11"]))
+    ends = weeks + pd.Timedelta(days=6)
+    # Monday 23rd (Tuesday 23rd in 2025) still works; the shutdown runs over the new year to Friday 2 January.
+    assert yearly.count(weeks, ends).tolist() == [1, 2, 1, 5]
+    assert once.count(weeks, ends).tolist() == [5, 5, 5, 2]
+    assert yearly.is_working(["2025-12-23", "2025-12-24", "2026-01-02"]).tolist() == [True, False, True]
+
+
+def test_working_days_count_only_days_begun_by_as_of():
+    monday = pd.Series(pd.to_datetime(["2025-12-22"]))
+    german = WorkingCalendar("DE")
+    assert german.count(monday, monday + pd.Timedelta(days=6), "2025-12-25 12:00").tolist() == [3]
+    assert german.count(monday, monday + pd.Timedelta(days=6), "2025-12-22").tolist() == [0]
+
+
+def test_working_calendar_spec_round_trips():
+    spec = {"country": "US", "subdivision": "CA", "shutdown_days": ["12-24..01-01", "2025-07-03..2025-07-03"]}
+    calendar = WorkingCalendar.from_spec(spec)
+    assert calendar.to_spec() == spec and WorkingCalendar.from_spec(calendar.to_spec()) == calendar
+    with pytest.raises(CalendarError, match="unknown working-day key"):
+        WorkingCalendar.from_spec({"holidays": "US"})

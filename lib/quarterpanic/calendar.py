@@ -11,11 +11,17 @@ Two kinds of fiscal year, both built on pandas' own offsets:
 Fiscal years are named by the calendar year they end in (``naming: end``, the
 common convention: FY2026 ends in 2026) or begin in (``naming: start``).
 Quarter labels look like ``FY2026-Q3``; every part of the suite prints them.
+
+:class:`WorkingCalendar` says which days an organisation works — Monday to
+Friday less its public holidays (the ``holidays`` package, by country and
+subdivision) and its own shutdown days — the one place working days are counted.
 """
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -327,3 +333,165 @@ def fiscal_features_by_org(
     features.index = df.index
     features.columns = [prefix + c for c in FEATURE_COLUMNS]
     return features
+
+
+# -- working days -----------------------------------------------------------------------------------
+WORKING_KEYS = ("country", "subdivision", "shutdown_days")
+_RANGE = re.compile(r"^\s*(\S+)\s*\.\.\s*(\S+)\s*$")
+_MONTH_DAY = re.compile(r"^\d{1,2}-\d{1,2}$")
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    """Which days an organisation works: Monday to Friday, less public holidays and shutdown days.
+
+    Parameters
+    ----------
+    country:
+        ISO 3166 code of the country whose public holidays are days off
+        (``holidays.country_holidays``), e.g. ``"DE"``; ``None`` = weekends only.
+    subdivision:
+        The state, province or region within ``country`` (``"BY"``, ``"CA"``),
+        for holidays only some of it keeps.
+    shutdown_days:
+        The company's own days off, as ``(first, last)`` pairs (inclusive). A
+        pair of ISO dates is one stretch; a pair of ``MM-DD`` days recurs every
+        year (``("12-24", "01-01")`` runs over the new year).
+    """
+
+    country: str | None = None
+    subdivision: str | None = None
+    shutdown_days: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        country = str(self.country).strip().upper() if self.country else None
+        subdivision = str(self.subdivision).strip().upper() if self.subdivision else None
+        if subdivision and not country:
+            raise CalendarError(f"subdivision {subdivision!r} needs a country", hint="add country: (e.g. DE)")
+        if country:
+            supported = _public_holidays().list_supported_countries()
+            if country not in supported:
+                raise CalendarError(f"country {country!r} is not a country the holidays package knows",
+                                    hint="use an ISO 3166 alpha-2 code such as US, GB, DE")
+            if subdivision and subdivision not in {s.upper() for s in supported[country]}:
+                raise CalendarError(f"subdivision {subdivision!r} is not one of {country}'s",
+                                    hint=f"use one of {', '.join(supported[country][:12])}, ...")
+        stretches = []
+        for first, last in (tuple(str(day) for day in pair) for pair in self.shutdown_days):
+            yearly = bool(_MONTH_DAY.match(first)) and bool(_MONTH_DAY.match(last))
+            try:
+                if yearly:  # checked in a year without 29 February, which a yearly shutdown cannot use
+                    bounds = [dt.date(2001, *map(int, day.split("-"))) for day in (first, last)]
+                else:
+                    bounds = [dt.date.fromisoformat(day) for day in (first, last)]
+            except ValueError:
+                raise CalendarError(f"shutdown_days: {first}..{last} is not a date or a range of dates",
+                                    hint="write 2025-12-24, 2025-12-24..2026-01-02 or 12-24..01-01") from None
+            if not yearly and bounds[1] < bounds[0]:
+                raise CalendarError(f"shutdown_days: {first}..{last} ends before it starts")
+            fmt = "%m-%d" if yearly else "%Y-%m-%d"
+            stretches.append(tuple(day.strftime(fmt) for day in bounds))
+        stretches = tuple(stretches)
+        object.__setattr__(self, "country", country)
+        object.__setattr__(self, "subdivision", subdivision)
+        object.__setattr__(self, "shutdown_days", stretches)
+
+    @classmethod
+    def from_spec(cls, spec: WorkingCalendar | Mapping[str, Any] | None) -> WorkingCalendar:
+        """Build from ``country``, ``subdivision`` and ``shutdown_days`` as written in org.yaml.
+
+        Each ``shutdown_days`` item is a date, ``first..last``, a ``[first, last]``
+        pair or a ``{from: first, to: last}`` map; ``MM-DD`` days recur yearly.
+        ``None`` or ``{}`` is Monday to Friday.
+        """
+        if isinstance(spec, WorkingCalendar):
+            return spec
+        spec = dict(spec or {})
+        unknown = sorted(set(spec) - set(WORKING_KEYS))
+        if unknown:
+            raise CalendarError(f"unknown working-day key(s) {unknown}", hint=f"use only {list(WORKING_KEYS)}")
+        items = spec.get("shutdown_days") or []
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        return cls(country=spec.get("country"), subdivision=spec.get("subdivision"),
+                   shutdown_days=tuple(_stretch(item) for item in items))
+
+    def to_spec(self) -> dict[str, Any]:
+        """The org.yaml keys that rebuild this calendar (none for Monday to Friday)."""
+        spec: dict[str, Any] = {}
+        if self.country:
+            spec["country"] = self.country
+        if self.subdivision:
+            spec["subdivision"] = self.subdivision
+        if self.shutdown_days:
+            spec["shutdown_days"] = [f"{first}..{last}" for first, last in self.shutdown_days]
+        return spec
+
+    def days_off(self, start: Any, end: Any) -> np.ndarray:
+        """Public holidays and shutdown days in ``[start, end]`` (sorted ``datetime64[D]``, weekends included)."""
+        start, end = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
+        if end < start:
+            return np.array([], dtype="datetime64[D]")
+        days: set[dt.date] = set()
+        years = range(start.year - 1, end.year + 1)
+        if self.country:
+            days.update(_public_holidays().country_holidays(self.country, subdiv=self.subdivision, years=years))
+        for first, last in self.shutdown_days:
+            if _MONTH_DAY.match(first):
+                for year in years:
+                    begin = pd.Timestamp(f"{year}-{first}")
+                    stop = pd.Timestamp(f"{year + (last < first)}-{last}")
+                    days.update(pd.date_range(begin, stop).date)
+            else:
+                days.update(pd.date_range(first, last).date)
+        picked = np.array(sorted(days), dtype="datetime64[D]")
+        return picked[(picked >= np.datetime64(start.date())) & (picked <= np.datetime64(end.date()))]
+
+    def count(self, start: pd.Series | Any, end: pd.Series | Any, as_of: Any = None) -> np.ndarray:
+        """Working days in each ``[start, end]`` (inclusive dates) that had begun by ``as_of``.
+
+        A day counts when its midnight is before ``as_of`` (so ``as_of`` at
+        18:00 counts that day, ``as_of`` at midnight does not); ``None`` counts
+        every day.
+        """
+        begin = pd.to_datetime(pd.Series(start)).to_numpy().astype("datetime64[D]")
+        stop = pd.to_datetime(pd.Series(end)).to_numpy().astype("datetime64[D]") + np.timedelta64(1, "D")
+        if as_of is not None:
+            stop = np.minimum(stop, np.datetime64(pd.Timestamp(as_of).ceil("D").date(), "D"))
+        stop = np.maximum(stop, begin)
+        off = self.days_off(begin.min(), stop.max()) if len(begin) else np.array([], dtype="datetime64[D]")
+        return np.busday_count(begin, stop, holidays=off)
+
+    def is_working(self, days: pd.Series | Iterable[Any]) -> np.ndarray:
+        """Whether each day is a working day."""
+        dates = pd.to_datetime(pd.Series(days)).to_numpy().astype("datetime64[D]")
+        if not len(dates):
+            return np.array([], dtype=bool)
+        return np.is_busday(dates, holidays=self.days_off(dates.min(), dates.max()))
+
+
+def _public_holidays() -> Any:
+    """The ``holidays`` package, imported on first use."""
+    # About half a second to import, which every import of the calendar (each notebook, each CLI call, a
+    # dataset read back from a snapshot) would pay; only an organisation that names a country needs it.
+    import holidays
+
+    return holidays
+
+
+def _stretch(item: Any) -> tuple[str, str]:
+    """One ``shutdown_days`` item as a ``(first, last)`` pair of ISO dates or ``MM-DD`` days."""
+    if isinstance(item, Mapping):
+        if set(item) != {"from", "to"}:
+            raise CalendarError(f"shutdown_days: {dict(item)!r} needs exactly from: and to:")
+        pair = [item["from"], item["to"]]
+    elif isinstance(item, (list, tuple)):
+        pair = list(item)
+    elif isinstance(item, str) and _RANGE.match(item):
+        pair = list(_RANGE.match(item).groups())
+    else:
+        pair = [item, item]
+    if len(pair) != 2:
+        raise CalendarError(f"shutdown_days: {item!r} is not a date or a range of dates",
+                            hint="write 2025-12-24, 2025-12-24..2026-01-02 or 12-24..01-01")
+    return tuple(day.isoformat() if isinstance(day, dt.date) else str(day).strip() for day in pair)

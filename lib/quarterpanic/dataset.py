@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.calendar import WORKING_KEYS, FiscalCalendar, WorkingCalendar
 from quarterpanic.errors import ExportError, NoDataError
 from quarterpanic.params import defaults
 from quarterpanic.paths import CACHE_DIR, PROJ_ROOT
@@ -41,6 +41,9 @@ class Dataset:
         Canonical tables (see :mod:`quarterpanic.ingest.schemas`), each with ``org``.
     calendars:
         Organisation → its :class:`FiscalCalendar`.
+    working_calendars:
+        Organisation → its :class:`WorkingCalendar` (the days it works;
+        Monday to Friday for an organisation not listed).
     size_classes:
         Organisation → ``small`` / ``mid`` / ``enterprise``.
     as_of:
@@ -61,6 +64,7 @@ class Dataset:
     requests: pd.DataFrame
     request_history: pd.DataFrame
     calendars: dict[str, FiscalCalendar] = field(default_factory=dict)
+    working_calendars: dict[str, WorkingCalendar] = field(default_factory=dict)
     size_classes: dict[str, str] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
     rejects: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -81,6 +85,9 @@ class Dataset:
     def calendar(self, org: str) -> FiscalCalendar:
         return self.calendars.get(org) or FiscalCalendar()
 
+    def working_calendar(self, org: str) -> WorkingCalendar:
+        return self.working_calendars.get(org) or WorkingCalendar()
+
     @classmethod
     def from_tables(
         cls,
@@ -90,7 +97,11 @@ class Dataset:
         calendar_override: Mapping[str, Any] | FiscalCalendar | None = None,
         as_of: Any = None,
     ) -> Dataset:
-        """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar"}}``."""
+        """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar", "country", ...}}``.
+
+        ``country``, ``subdivision`` and ``shutdown_days`` (as in org.yaml) make
+        the organisation's :class:`WorkingCalendar`.
+        """
         # The ingest layer imports pandera (and dask.dataframe through it): a second or more that a dataset read
         # back from a snapshot never needs, so only building or loading tables pays it.
         from quarterpanic.ingest import schemas
@@ -101,8 +112,13 @@ class Dataset:
             org: FiscalCalendar.from_spec(calendar_override or info.get("fiscal_calendar") or info.get("calendar"))
             for org, info in orgs.items()
         }
+        working = {
+            org: WorkingCalendar.from_spec({key: info[key] for key in WORKING_KEYS if info.get(key) is not None})
+            for org, info in orgs.items()
+        }
         size_classes = {org: str(info.get("size_class", "mid")) for org, info in orgs.items()}
-        dataset = cls(**frames, calendars=calendars, size_classes=size_classes, as_of=as_of)
+        dataset = cls(**frames, calendars=calendars, working_calendars=working, size_classes=size_classes,
+                      as_of=as_of)
         if as_of is not None:
             dataset = dataset.cut(as_of)
         return dataset
@@ -143,8 +159,9 @@ class Dataset:
             leads = tables["leads"]
             tables["leads"] = leads[leads["converted_opportunity_id"].isin(keep)]
         calendars = {o: c for o, c in self.calendars.items() if not orgs or o in orgs}
+        working = {o: c for o, c in self.working_calendars.items() if not orgs or o in orgs}
         sizes = {o: s for o, s in self.size_classes.items() if not orgs or o in orgs}
-        return replace(self, **tables, calendars=calendars, size_classes=sizes)
+        return replace(self, **tables, calendars=calendars, working_calendars=working, size_classes=sizes)
 
 
 def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
@@ -257,7 +274,8 @@ def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:
     from quarterpanic.ingest.loading import load_crm
 
     crm = load_crm(path, profile=params.get("profile"), cache=cache)
-    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar} for name, info in crm.orgs.items()}
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar, **info.working_days}
+            for name, info in crm.orgs.items()}
     dataset = Dataset.from_tables(
         crm.__dict__, orgs, calendar_override=params.get("fiscal_calendar"), as_of=params.get("as_of")
     )

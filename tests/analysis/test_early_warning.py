@@ -138,3 +138,19 @@ def test_warning_fires_within_two_weeks_of_onset_and_rarely_in_calm_quarters():
           f"{len(calm)} calm quarters: false alarms {false_alarm:.1%}")
     assert hit.mean() >= 0.80
     assert false_alarm <= 0.05
+
+
+def test_weekly_series_counts_the_organisations_holidays_and_shutdown_as_days_off():
+    sample = generate(None, seed=7, scale="small")
+    orgs = {org: {**info, "country": "US", "shutdown_days": ["12-24..01-01"]} for org, info in sample.orgs.items()}
+    plain = Dataset.from_tables(sample.tables, sample.orgs, as_of=sample.as_of)
+    worked = Dataset.from_tables(sample.tables, orgs, as_of=sample.as_of)
+    params = {"orgs": ["Northwind Traders"]}
+    series = {name: ew.weekly_series(data, params) for name, data in (("plain", plain), ("worked", worked))}
+    days = pd.concat({name: frame[frame["quarter_complete"]].set_index(["quarter", "week_of_quarter"])["working_days"]
+                      for name, frame in series.items()}, axis=1)
+    # Calendar-year quarters: the last week of Q4 (24-31 December) is all shutdown; each quarter has a US holiday.
+    last_q4 = days.loc[[(q, 13) for q in days.index.get_level_values(0).unique() if q.endswith("Q4")]]
+    assert (last_q4["worked"] == 0).all() and (last_q4["plain"] >= 5).all()
+    per_quarter = days.groupby(level=0).sum()
+    assert (per_quarter["worked"] < per_quarter["plain"]).all()

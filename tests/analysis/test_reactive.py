@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 
 from helpers import canonical_table as table, opportunity_row as opportunity, request_row as request
 from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, OK
@@ -13,7 +14,9 @@ from quarterpanic.analysis.reactive import (
     detect_reactive_order_taking,
     estimate_surge,
     share_change,
+    simultaneous_critical_value,
 )
+from quarterpanic.analysis.onset import max_t_adjusted
 from quarterpanic.dataset import Dataset
 from quarterpanic.report import words
 
@@ -36,7 +39,12 @@ def test_surge_estimate_is_the_ratio_of_daily_rates_with_poisson_errors_at_least
     # Perfectly regular counts are underdispersed: the dispersion is floored at 1 (plain Poisson errors).
     se = np.sqrt(1 / 80 + 1 / 150)
     assert out.loc["Q1", "dispersion"] == 1.0
-    assert out.loc["Q1", "ci_low"] == pytest.approx(3 * np.exp(-1.959964 * se), rel=1e-4)
+    # A confirmed step's interval pays for the search near its onset (weeks 8-10): wider than the plain 1.96,
+    # narrower than the whole search's.
+    z = np.log(out.loc["Q1", "ci_high"] / out.loc["Q1", "ci_low"]) / (2 * se)
+    assert z == pytest.approx(simultaneous_critical_value([7 / 13, 8 / 13, 9 / 13]), rel=1e-4)
+    assert 1.959964 < z < simultaneous_critical_value([(week - 1) / 13 for week in range(5, 13)])
+    assert out.loc["Q1", "estimate"] == pytest.approx(np.sqrt(out.loc["Q1", "ci_low"] * out.loc["Q1", "ci_high"]))
     assert out.loc["Q1", "p_value"] < 1e-6 and out.loc["Q1", "n_candidates"] == 8
     # Corrected for the onset search: never below the p-value at the onset, never above Bonferroni's.
     assert out.loc["Q1", "p_unadjusted"] <= out.loc["Q1", "p_value"] <= min(1, 8 * out.loc["Q1", "p_unadjusted"])
@@ -44,11 +52,35 @@ def test_surge_estimate_is_the_ratio_of_daily_rates_with_poisson_errors_at_least
     assert out.loc["Q2", "estimate"] == pytest.approx(1.0) and out.loc["Q2", "p_value"] > 0.5
 
 
+def test_interval_lies_above_no_change_exactly_when_the_search_adjusted_p_value_is_below_half_its_level():
+    rng = np.random.default_rng(11)
+    series = {f"Q{i}": list(rng.poisson(10 * np.where(np.arange(13) >= rng.integers(5, 12), rng.uniform(1, 1.6), 1)))
+              for i in range(60)}
+    out = estimate_surge(weekly_counts(series), ci_level=0.95)
+    out = out[out["status"] == OK]
+    assert ((out["ci_low"] > 1) == (out["p_value"] < 0.025)).all()
+    assert ((out["p_value"] < 0.025) != (out["p_unadjusted"] < 0.025)).any()  # the search does change verdicts
+    # Without the search (a fixed onset) the interval is the plain 95% one.
+    fixed = estimate_surge(weekly_counts(series), onsets=out[["org", "quarter", "onset_week"]])
+    se = np.log(fixed["ci_high"] / fixed["ci_low"]) / (2 * 1.959964)
+    assert np.allclose(np.log(fixed["estimate"]) - 1.959964 * se, np.log(fixed["ci_low"]))
+
+
+def test_simultaneous_critical_value_inverts_the_max_t_adjustment():
+    fractions = tuple(np.linspace(0.3, 0.85, 8))
+    z = simultaneous_critical_value(fractions, 0.95)
+    assert max_t_adjusted(stats.norm.sf(z), fractions) == pytest.approx(0.025, abs=1e-4)
+    assert stats.norm.isf(0.025) < z < stats.norm.isf(0.025 / 8)
+    assert simultaneous_critical_value((), 0.95) == pytest.approx(stats.norm.isf(0.025))
+
+
 def test_overdispersed_counts_widen_the_interval():
     rng = np.random.default_rng(0)
     noisy = {f"Q{i}": list(rng.poisson(rng.gamma(2, 5, 13))) for i in range(6)}
     noisy["Q0"] = [10] * 8 + [30] * 5
-    out = estimate_surge(weekly_counts(noisy)).set_index("quarter")
+    searched = estimate_surge(weekly_counts(noisy))
+    # At a fixed onset the interval is the plain 95% one, which shows the standard error directly.
+    out = estimate_surge(weekly_counts(noisy), onsets=searched).set_index("quarter")
     assert out.loc["Q0", "dispersion"] > 2
     se = (np.log(out.loc["Q0", "ci_high"]) - np.log(out.loc["Q0", "ci_low"])) / (2 * 1.959964)
     assert se == pytest.approx(np.sqrt(out.loc["Q0", "dispersion"] * (1 / 80 + 1 / 150)), rel=1e-3)

@@ -8,13 +8,18 @@ quarter of each sample is never judged and is left out.
 
 Truth: unplanned requests arrive as a Poisson process on working days; in a
 panic quarter the daily rate is multiplied by ``reactive_order_taking`` (3 by
-default) from the onset week on.
+default) from the onset week on. ``after_hours_share`` in the truth is a
+*level* (the late-window share in a panic quarter, the calm share elsewhere)
+while ``after_hours_shift`` reports late minus early share: the truth of the
+shift is the quarter's level minus its organisation's calm level. It is
+measured here with :func:`share_change` at the detector's window (the full
+detector computes it the same way).
 """
 import pandas as pd
 import pytest
 
 from quarterpanic import sample
-from quarterpanic.analysis.reactive import COMPONENT, analyse_reactive
+from quarterpanic.analysis.reactive import COMPONENT, analyse_reactive, share_change
 from quarterpanic.dataset import Dataset
 
 # 50 seeds: `make test-stats` (and CI) runs these, `make test` leaves them out.
@@ -28,10 +33,18 @@ def main_findings_with_truth(scenario, seeds, scale="small"):
     for seed in seeds:
         generated = sample.generate(scenario, seed=seed, scale=scale)
         data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
-        findings = analyse_reactive(data, secondary=False).findings
+        analysis = analyse_reactive(data, secondary=False)
+        findings = analysis.findings
         truth = generated.truth_frame().rename(columns={"onset_week": "true_onset", COMPONENT: "true_ratio"})
         truth["size_class"] = truth["org"].map({org: info["size_class"] for org, info in generated.orgs.items()})
-        merged = findings[findings["metric"] == COMPONENT].merge(truth, on=["org", "quarter"], validate="one_to_one")
+        calm_level = truth[~truth["panic"]].groupby("org")["after_hours_share"].first()
+        truth["true_after_hours_shift"] = truth["after_hours_share"] - truth["org"].map(calm_level)
+        after_hours = share_change(analysis.requests, flag="is_after_hours", cluster="requester")
+        after_hours = after_hours[["org", "quarter", "estimate", "ci_low", "ci_high", "status"]].rename(
+            columns=lambda c: c if c in ("org", "quarter") else f"after_hours_{c}")
+        merged = (findings[findings["metric"] == COMPONENT]
+                  .merge(truth, on=["org", "quarter"], validate="one_to_one")
+                  .merge(after_hours, on=["org", "quarter"], how="left"))
         frames.append(merged.assign(seed=seed))
     return pd.concat(frames, ignore_index=True)
 
@@ -92,3 +105,12 @@ def test_onset_is_found_within_a_week(default_runs):
     panic = default_runs[default_runs["panic"] & (default_runs["status"] == "ok")]
     within = (panic["onset_week"].astype(float) - panic["true_onset"]).abs() <= 1
     assert within.mean() >= 0.80, f"onset within ±1 week in {within.mean():.3f}"
+
+
+def test_after_hours_shift_interval_covers_the_level_truth_turned_into_a_shift(default_runs):
+    judged = default_runs[(default_runs["status"] == "ok") & (default_runs["after_hours_status"] == "ok")]
+    truth = judged["true_after_hours_shift"]
+    covered = (judged["after_hours_ci_low"] <= truth) & (truth <= judged["after_hours_ci_high"])
+    by_kind = covered.groupby(judged["panic"]).mean()
+    assert 0.90 <= by_kind[True] <= 0.99, f"coverage in panic quarters {by_kind[True]:.3f}"
+    assert by_kind[False] >= 0.90, f"coverage of no change in calm quarters {by_kind[False]:.3f}"

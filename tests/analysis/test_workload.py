@@ -82,6 +82,22 @@ def test_week_grid_covers_each_quarter_with_working_days_and_roles():
     assert (q2.loc[q2["week_start"] > pd.Timestamp("2025-05-14"), "working_days"] == 0).all()
 
 
+def test_week_grid_counts_the_organisations_holidays_and_shutdown_days_as_days_off():
+    opps = table("opportunities", [opportunity("1", "2025-01-02")])
+    requests = table("requests", [request("2025-01-02")])
+    orgs = {"A": {"size_class": "mid", "country": "DE", "subdivision": "BY", "shutdown_days": ["12-24..01-01"]},
+            "B": {"size_class": "mid"}}
+    data = Dataset.from_tables({"opportunities": pd.concat([opps, opps.assign(org="B")]),
+                                "requests": pd.concat([requests, requests.assign(org="B")])}, orgs, as_of="2026-01-10")
+    grid = week_grid(data).set_index(["org", "quarter", "week_of_quarter"])["working_days"]
+    # Q4 2025's last week (Wed 24 - Wed 31 December): all shut for A, six weekdays for B (weekends only).
+    assert grid["A", "FY2025-Q4", 13] == 0 and grid["B", "FY2025-Q4", 13] == 6
+    # Thu 1 - Wed 7 January: 1 January is in the shutdown, Epiphany (Tuesday 6th) a Bavarian holiday.
+    assert grid["A", "FY2026-Q1", 1] == 3 and grid["B", "FY2026-Q1", 1] == 5
+    # The next week as of Saturday 10 January: Thursday and Friday.
+    assert grid["A", "FY2026-Q1", 2] == grid["B", "FY2026-Q1", 2] == 2
+
+
 def test_a_quarter_the_data_start_in_the_middle_of_is_not_judged():
     grid = week_grid(grid_dataset(as_of="2025-07-02", first="2025-02-10"))
     judged = grid.groupby("quarter")["judged"].first()

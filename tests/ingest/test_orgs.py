@@ -66,3 +66,29 @@ def test_other_mistakes_name_the_file(tmp_path, text, message):
 def test_a_good_org_yaml_reads_as_before():
     info = read_org_yaml(FIXTURES / "datafolder" / "northwind")
     assert info.name == "Northwind Traders" and info.calendar == {"start_month": 2, "naming": "end"}
+
+
+def test_country_subdivision_and_shutdown_days_are_read_as_a_working_calendar(tmp_path):
+    folder = org_folder(tmp_path, "org: Acme\ncountry: de\nsubdivision: BY\n"
+                                  "shutdown_days: [12-24..01-01, 2025-08-11, {from: 2025-10-27, to: 2025-10-31}]\n")
+    info = read_org_yaml(folder)
+    assert info.working_days == {"country": "DE", "subdivision": "BY",
+                                 "shutdown_days": ["12-24..01-01", "2025-08-11..2025-08-11", "2025-10-27..2025-10-31"]}
+    (tmp_path / "plain").mkdir()
+    assert read_org_yaml(org_folder(tmp_path / "plain", "org: Plain\n")).working_days == {}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("country: Atlantis\n", "not a country the holidays package knows"),
+    ("country: DE\nsubdivision: XX\n", "subdivision 'XX' is not one of DE's"),
+    ("subdivision: BY\n", "needs a country"),
+    ("shutdown_days: [2025-12-01..2025-12-41]\n", "is not a date"),
+    ("shutdown_days: [2025-13-01]\n", "cannot be read"),  # YAML itself refuses the date
+    ("shutdown_days: [2025-12-31..2025-12-01]\n", "ends before it starts"),
+    ("shutdown_days: [{from: 2025-12-24}]\n", "needs exactly from: and to:"),
+])
+def test_working_day_mistakes_name_the_file(tmp_path, text, message):
+    folder = org_folder(tmp_path, "org: Acme\n" + text)
+    with pytest.raises(ProfileError, match=message) as err:
+        read_org_yaml(folder)
+    assert str(err.value).startswith(str(folder / "org.yaml")) and "\n" not in str(err.value)

@@ -5,8 +5,10 @@ The raw material of the reactive order-taking detector (:mod:`quarterpanic.analy
 * :func:`classify_requests` — which requests are unplanned, urgent, exceptions
   to policy, planned work, raised after hours or on a weekend;
 * :func:`week_grid` — every organisation × fiscal quarter × week of quarter
-  with its *working days* (the Mon–Fri days of that week up to ``as_of``),
-  the exposure every daily rate is measured against;
+  with its *working days* (the days of that week up to ``as_of`` that the
+  organisation's :class:`~quarterpanic.calendar.WorkingCalendar` counts: Mon–Fri
+  less its public holidays and shutdown days), the exposure every daily rate
+  is measured against;
 * :func:`weekly_requests` — weekly volumes and shares, the backlog at each
   week's end and unplanned requests per closed-won deal;
 * :func:`share_by_week` — pooled weekly shares with Wilson intervals, for
@@ -23,7 +25,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.rule import qualified_at_creation, qualified_by_signals
-from quarterpanic.calendar import annotate_by_org
+from quarterpanic.calendar import WorkingCalendar, annotate_by_org
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
@@ -99,18 +101,13 @@ def classify_requests(
 
 
 # -- 2. the week grid and its exposure ------------------------------------------------------------
-def working_days(start: pd.Series, end: pd.Series, as_of: Any) -> np.ndarray:
-    """Mon–Fri days in each ``[start, end]`` (inclusive dates) that had begun by ``as_of``.
+def working_days(start: pd.Series, end: pd.Series, as_of: Any, calendar: WorkingCalendar | None = None) -> np.ndarray:
+    """Working days in each ``[start, end]`` (inclusive dates) that had begun by ``as_of``.
 
-    A day counts when its midnight is before ``as_of`` (so ``as_of`` at 18:00
-    counts that day, ``as_of`` at midnight does not).
+    ``calendar`` says which days are worked (None: Mon–Fri); see
+    :meth:`quarterpanic.calendar.WorkingCalendar.count`.
     """
-    cut = np.datetime64(pd.Timestamp(as_of).ceil("D").date(), "D")
-    begin = pd.to_datetime(start).to_numpy().astype("datetime64[D]")
-    stop = pd.to_datetime(end).to_numpy().astype("datetime64[D]") + np.timedelta64(1, "D")
-    stop = np.minimum(stop, cut)
-    stop = np.maximum(stop, begin)
-    return np.busday_count(begin, stop)
+    return (calendar or WorkingCalendar()).count(start, end, as_of)
 
 
 def week_grid(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -129,8 +126,9 @@ def week_grid(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.D
     One row per ``org`` × ``quarter`` × ``week_of_quarter`` with
     ``quarter_start``, ``quarter_end``, ``weeks_in_quarter``, ``week_start``,
     ``week_end`` (first and last day of the week; the last week of a
-    month-based quarter takes its odd days), ``working_days`` (Mon–Fri days
-    up to ``as_of``: 0 for weeks that have not begun), ``quarter_complete``
+    month-based quarter takes its odd days), ``working_days`` (the days the
+    organisation's working calendar counts, up to ``as_of``: 0 for weeks that
+    have not begun), ``quarter_complete``
     (the quarter's last day is over by ``as_of`` and the data start in its
     first week), ``judged`` (complete and among ``params["quarters"]``) and
     ``baseline`` (complete and among ``params["baseline_quarters"]``; by
@@ -146,14 +144,15 @@ def week_grid(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.D
         weeks["week_of_quarter"] = weeks.groupby("quarter").cumcount() + 1
         weeks["org"] = org
         weeks["data_start"] = first
+        weeks["week_start"] = weeks["quarter_start"] + pd.to_timedelta(7 * (weeks["week_of_quarter"] - 1), unit="D")
+        last_week = weeks["week_of_quarter"] == weeks["weeks_in_quarter"]
+        weeks["week_end"] = (weeks["week_start"] + pd.Timedelta(days=6)).where(~last_week, weeks["quarter_end"])
+        weeks["working_days"] = working_days(weeks["week_start"], weeks["week_end"], dataset.as_of,
+                                             dataset.working_calendar(org))
         frames.append(weeks)
     if not frames:
         return pd.DataFrame(columns=GRID_COLUMNS)
     grid = pd.concat(frames, ignore_index=True)
-    grid["week_start"] = grid["quarter_start"] + pd.to_timedelta(7 * (grid["week_of_quarter"] - 1), unit="D")
-    last_week = grid["week_of_quarter"] == grid["weeks_in_quarter"]
-    grid["week_end"] = (grid["week_start"] + pd.Timedelta(days=6)).where(~last_week, grid["quarter_end"])
-    grid["working_days"] = working_days(grid["week_start"], grid["week_end"], dataset.as_of)
     over = grid["quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of
     started = grid["data_start"] < grid["quarter_start"] + pd.Timedelta(days=7)
     grid["quarter_complete"] = (over & started).astype(bool)

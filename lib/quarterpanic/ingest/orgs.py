@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from quarterpanic.calendar import FiscalCalendar
+from quarterpanic.calendar import WORKING_KEYS, FiscalCalendar, WorkingCalendar
 from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
@@ -21,7 +21,7 @@ from quarterpanic.paths import ORG_FILE
 
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created",
-            "departments"}
+            "departments", *WORKING_KEYS}
 CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
@@ -30,7 +30,10 @@ class OrgInfo:
     """An organisation: its name, size class and raw fiscal-calendar spec.
 
     ``calendar`` is the ``fiscal_calendar`` map of ``org.yaml`` as written
-    (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``.
+    (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``;
+    ``working_days`` its ``country``, ``subdivision`` and ``shutdown_days``
+    (those given), for ``quarterpanic.calendar.WorkingCalendar.from_spec``.
+    Without a country only weekends are days off.
     """
 
     name: str
@@ -43,6 +46,7 @@ class OrgInfo:
     close_before_created: str = "warn"  # a deal closing before it was created: kept with a warning, or rejected
     #: Request-history field -> {value (trimmed, lower case): department}; None: a component names its department.
     departments: dict[str, dict[str, str]] | None = None
+    working_days: dict = field(default_factory=dict)
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -115,7 +119,7 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
         return None
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: an impossible date
         raise ProfileError(f"cannot be read ({type(err).__name__})", path=path, hint="fix the YAML") from err
     if not isinstance(doc, dict):
         raise ProfileError("must be a map with org:, size_class:, fiscal_calendar:", path=path)
@@ -138,6 +142,13 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     except (CalendarError, TypeError, ValueError) as err:
         raise ProfileError(f"fiscal_calendar: {err}", path=path,
                            hint="see docs/DATA.md (start_month 1-12, naming end or start, ...)") from err
+    working_days = {key: doc[key] for key in WORKING_KEYS if doc.get(key) is not None}
+    try:
+        # Kept as the canonical spec (dates as ISO text), so a snapshot or a cache key holds it exactly.
+        working_days = WorkingCalendar.from_spec(working_days).to_spec()
+    except CalendarError as err:
+        raise ProfileError(err.args[0], path=path, hint=err.hint or "see docs/DATA.md (country: DE, "
+                           "subdivision: BY, shutdown_days: [12-24..01-01])") from err
     for file, profile in files.items():
         _check_files_entry(path, str(file), profile)
     lists = {key: doc.get(key) or [] for key in ("lookups", "ignore")}
@@ -158,7 +169,7 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
                    lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early,
-                   departments=_departments(path, doc.get("departments")))
+                   departments=_departments(path, doc.get("departments")), working_days=working_days)
 
 
 def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:

@@ -119,7 +119,8 @@ def result_key(name: str, dataset: Any, params: Mapping[str, Any], extra: Mappin
 
 
 def dataset_fingerprint(dataset: Any) -> str:
-    """A hash of a dataset's content: each table's columns, dtypes and rows, the calendars, size classes, ``as_of``.
+    """A hash of a dataset's content: each table's columns, dtypes and rows, the fiscal and working calendars,
+    size classes, ``as_of``.
 
     Each table's hash is kept on the dataset and reused while the same frame
     object is in its place; the rest is small and hashed on every call.
@@ -135,7 +136,9 @@ def dataset_fingerprint(dataset: Any) -> str:
     for name, (_, table_hash) in hashes.items():
         digest.update(f"{name}\0{table_hash}\0".encode("utf-8"))
     calendars = {str(org): repr(calendar) for org, calendar in dataset.calendars.items()}
-    digest.update(entries.canonical({"calendars": calendars, "size_classes": dict(dataset.size_classes),
+    working = {str(org): repr(calendar) for org, calendar in getattr(dataset, "working_calendars", {}).items()}
+    digest.update(entries.canonical({"calendars": calendars, "working_calendars": working,
+                                     "size_classes": dict(dataset.size_classes),
                                      "as_of": str(dataset.as_of)}).encode("utf-8"))
     return digest.hexdigest()
 
