@@ -8,7 +8,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from quarterpanic.analysis.detect import detect
+from quarterpanic.analysis.detect import COMPONENTS, detect
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.qualification import detect_qualification_decay
 from quarterpanic.analysis.reactive import analyse_reactive
@@ -41,11 +41,11 @@ def test_a_hit_returns_what_the_detectors_return(data, cache_dir):
     fresh = detect(data)
     assert entries(cache_dir) == []  # only callers that ask use the cache
     first = detect(data, cache=True)
-    assert len(entries(cache_dir)) == 2  # one per component
+    assert len(entries(cache_dir)) == len(COMPONENTS)  # one per component
     again = detect(data, cache=True)
     pd.testing.assert_frame_equal(first, fresh)
     pd.testing.assert_frame_equal(again, fresh)
-    assert len(entries(cache_dir)) == 2
+    assert len(entries(cache_dir)) == len(COMPONENTS)
 
 
 def test_the_notebooks_calls_share_entries_with_detect(data, cache_dir):
@@ -55,7 +55,8 @@ def test_the_notebooks_calls_share_entries_with_detect(data, cache_dir):
     analysis = analyse_reactive(data, params, cache=True)
     assert len(entries(cache_dir)) == 3
     detect(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}, "data_dir": "elsewhere"}, cache=True)
-    assert len(entries(cache_dir)) == 3  # neither changes what the detectors compute
+    # Neither parameter changes what the detectors compute: detect adds only the silos component's entry.
+    assert len(entries(cache_dir)) == 4
     pd.testing.assert_frame_equal(decay, detect_qualification_decay(data, params))
     cached = analyse_reactive(data, {**params, "index_thresholds": {"watch": 1.0, "panic": 2.0}}, cache=True)
     assert cached.params["index_thresholds"] == {"watch": 1.0, "panic": 2.0}  # the caller's own parameters
@@ -194,16 +195,17 @@ def test_a_dataset_is_hashed_once_and_anew_when_a_table_is_replaced(data, monkey
     monkeypatch.setattr(results_cache, "frame_fingerprint", lambda frame: hashed.append(1) or real(frame))
     fresh = replace(data, calendars=dict(data.calendars))
     first = results_cache.dataset_fingerprint(fresh)
-    assert len(hashed) == 4
-    assert results_cache.dataset_fingerprint(fresh) == first and len(hashed) == 4
+    tables = len(fresh.tables())
+    assert len(hashed) == tables
+    assert results_cache.dataset_fingerprint(fresh) == first and len(hashed) == tables
     fresh.leads = fresh.leads.iloc[:-1]
-    assert results_cache.dataset_fingerprint(fresh) != first and len(hashed) == 5
+    assert results_cache.dataset_fingerprint(fresh) != first and len(hashed) == tables + 1
     before = results_cache.dataset_fingerprint(fresh)
     fresh.size_classes = {}
     assert results_cache.dataset_fingerprint(fresh) != before  # the small parts are hashed on every call
     before = results_cache.dataset_fingerprint(fresh)
     fresh.calendars[data.orgs[0]] = FiscalCalendar(start_month=5)
-    assert results_cache.dataset_fingerprint(fresh) != before and len(hashed) == 5
+    assert results_cache.dataset_fingerprint(fresh) != before and len(hashed) == tables + 1
 
 
 def test_the_cached_detectors_leave_the_dataset_as_it_was(data):
