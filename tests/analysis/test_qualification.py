@@ -206,7 +206,7 @@ def test_known_drop_is_recovered_with_its_onset():
     features = opportunity_features(data)
     found = qualification.decay_findings(features).set_index("quarter")
     panic = found.loc["FY2024-Q2"]
-    assert panic["onset_week"] == 9 and panic["method"] == "glm" and panic["status"] == "ok"
+    assert panic["onset_week"] == 9 and panic["method"] == qualification.POOLED and panic["status"] == "ok"
     assert panic["ci_low"] < 0.3 < panic["ci_high"] and abs(panic["estimate"] - 0.3) < 0.08
     assert panic["p_value"] < 1e-4
     calm = found.drop(index="FY2024-Q2")
