@@ -317,9 +317,11 @@ def pooled_decay(
     average drop over the deals created from the onset on, ``d`` times their
     mean ``s`` — the generator's truth, whatever the shape.
 
-    The chosen candidate is the one with the largest drop in standard errors
-    (``z``) among onsets with at least ``params["min_n"]`` of the quarter's
-    own deals on each side (when none shows a drop, the largest ``|z|``). Its
+    The chosen candidate is the best-fitting drop (the largest drop in null
+    standard errors, which with fixed weights is the largest reduction of the
+    weighted squares) among onsets with at least ``params["min_n"]`` of the
+    quarter's own deals on each side (when none shows a drop, the best fit
+    either way). Its
     two-sided p-value is max-T adjusted for the search over every onset and
     shape, and its interval is ``estimate ± c se`` with ``c`` the matching
     simultaneous critical value, both from the candidates' exact null
@@ -404,6 +406,11 @@ def pooled_decay(
         se = np.sqrt(variance)
         z = np.where(valid & (se > 0), estimate / se, np.nan)
         null_week_var = np.where(deals > 0, unit[:, None] / deals, 0.0)
+        null_se = np.sqrt((coef_week**2 * null_week_var[:, None, :]).sum(axis=2)
+                          + coef_ext**2 * np.where(np.isfinite(ext_var), ext_var, 0.0)[:, None])
+        # The best-fitting candidate: with fixed weights, the weighted squares a candidate explains are its
+        # squared estimate over its null variance.
+        fit = np.where(valid & np.isfinite(z), estimate / null_se, np.nan)
 
     rows = []
     level_ci = float(params["ci_level"])
@@ -414,17 +421,17 @@ def pooled_decay(
         if not keep.any():
             rows.append({**record, "onset_week": pd.NA})
             continue
-        scores = np.where(keep, z[i], np.nan)
+        scores = np.where(keep, fit[i], np.nan)
         j = int(np.nanargmax(scores)) if np.nanmax(scores) > 0 else int(np.nanargmax(np.abs(scores)))
         chosen = coef_week[i][keep]
         covariance = (chosen * null_week_var[i]) @ chosen.T
         if ext_n[i] > 0:
             covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
-        p_adjusted, critical = max_t_simulated(scores[j], covariance, ci_level=level_ci)
+        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci)
         record.update(
             onset_week=int(cand_onset[j]), shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
             critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
-            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(2 * norm.sf(abs(scores[j]))),
+            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(2 * norm.sf(abs(z[i, j]))),
             p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
             rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
         )
