@@ -367,28 +367,30 @@ def decay_features(seed, *, drop=0.35, shape="step", quarters=8, panic_share=0.5
     the onset on, the estimand).
     """
     rng = np.random.default_rng(seed)
-    frames, truth = [], []
+    columns = {name: [] for name in ("org", "quarter", "quarter_start", "week_of_quarter", "qualified", "owner")}
+    truth = []
     panic_orgs = list(orgs) if panic_orgs is None else list(panic_orgs)
     for size_class, (per_quarter, sellers, rate) in orgs.items():
         seller_rate = rate + rng.normal(0, seller_sd, sellers)
         panicking = set(rng.choice(quarters, int(round(panic_share * quarters)), replace=False).tolist())
+        week_weight = np.where((size_class == "small") & (np.arange(1, 14) > 10), 0.5, 1.0)
         for q in range(quarters):
-            week_weight = np.where((size_class == "small") & (np.arange(1, 14) > 10), 0.5, 1.0)
             n = rng.poisson(per_quarter)
             weeks = rng.choice(np.arange(1, 14), n, p=week_weight / week_weight.sum())
             owner = rng.integers(0, sellers, n)
-            panic = size_class in panic_orgs and q in panicking
+            panic = drop > 0 and size_class in panic_orgs and q in panicking
             onset = int(rng.integers(onsets[0], onsets[1] + 1)) if panic else None
             effect = drop * decay_intensity(weeks, onset, shape) if panic else np.zeros(n)
             p = np.clip(seller_rate[owner] + rng.normal(0, quarter_sd) - effect, 0, 1)
-            start = pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)
-            frames.append(pd.DataFrame({
-                "org": size_class, "quarter": f"Q{q:02d}", "quarter_start": start, "quarter_complete": True,
-                "week_of_quarter": weeks, "qualified": rng.random(n) < p, "owner": [f"o{o}" for o in owner],
-                "segment": "SMB", "lead_source": "Web",
-            }))
+            for name, values in (("org", [size_class] * n), ("quarter", [f"Q{q:02d}"] * n),
+                                 ("quarter_start", [pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)] * n),
+                                 ("week_of_quarter", weeks), ("qualified", rng.random(n) < p), ("owner", owner)):
+                columns[name].append(np.asarray(values))
             late = weeks >= onset if panic else np.zeros(n, bool)
             truth.append({"org": size_class, "quarter": f"Q{q:02d}", "size_class": size_class, "panic": panic,
                           "true_onset": onset, "shape": shape,
                           "qualification_decay": float(effect[late].mean()) if late.any() else 0.0})
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(truth)
+    features = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+    features = features.assign(quarter_complete=True, segment="SMB", lead_source="Web",
+                               owner="o" + features["owner"].astype(str))
+    return features, pd.DataFrame(truth)
