@@ -270,20 +270,9 @@ def max_t_adjusted(
     (NaN where ``p_value`` is NaN). With fewer than two candidates there was
     no search and the p-value is returned unchanged.
     """
-    if alternative not in ALTERNATIVES:
-        raise ValueError(f"alternative must be one of {ALTERNATIVES}, not {alternative!r}")
-    scalar = np.ndim(p_value) == 0
-    p_values = np.atleast_1d(np.asarray(p_value, dtype=float))
-    groups = [fractions] if scalar else list(fractions)
-    if len(groups) != len(p_values):
-        raise ValueError(f"{len(p_values)} p-values but {len(groups)} sets of fractions")
-    two_sided = alternative == "two-sided"
-    adjusted = np.array([_max_t_one(p, f, two_sided) for p, f in zip(p_values, groups)], dtype=float)
-    return float(adjusted[0]) if scalar else adjusted
-
-
-def _max_t_one(p_value: float, fractions: Sequence[float], two_sided: bool) -> float:
-    return _max_t_chain_one(p_value, bridge_correlations(fractions), two_sided)
+    if np.ndim(p_value) == 0:
+        return max_t_adjusted_chain(p_value, bridge_correlations(fractions), alternative=alternative)
+    return max_t_adjusted_chain(p_value, [bridge_correlations(f) for f in fractions], alternative=alternative)
 
 
 def bridge_correlations(fractions: Sequence[float] | None) -> np.ndarray:
@@ -322,11 +311,12 @@ def max_t_adjusted_chain(
 ) -> np.ndarray | float:
     """:func:`max_t_adjusted` for candidate statistics given by their consecutive correlations.
 
-    Any contrast whose candidate statistics form a Gaussian Markov chain (each
+    Any search whose candidate statistics form a Gaussian Markov chain (each
     depends on the earlier ones only through its neighbour) is covered: the
-    split of one series (:func:`bridge_correlations`), or a quarter's late
-    weeks against a pooled baseline (the decay detector's statistics, see
-    :func:`quarterpanic.analysis.qualification.pooled_decay`). ``correlations``
+    splits of one series (:func:`bridge_correlations`), or a quarter's weeks
+    from each candidate onset on against a fixed baseline (nested tails:
+    correlation ``sqrt(n_later / n_earlier)``). Searches that are not a chain
+    (several shapes per onset) need :func:`max_t_simulated`. ``correlations``
     holds, for one p-value, the ``K - 1`` correlations of candidates ``k`` and
     ``k + 1`` in search order; for an array of p-values, one such sequence
     each. Fewer than one correlation (a single candidate) leaves the p-value

@@ -13,13 +13,16 @@ can call on its own:
 2. :func:`qualification_rate_by_week` — weekly qualification rates with
    Wilson intervals per organisation × quarter, and pooled baselines.
 3. :func:`qualification_onsets` — the onset week of each quarter, profiled in
-   closed form over the candidate weeks (:func:`quarterpanic.analysis.onset.profile_step`).
-4. :func:`decay_findings` — one binomial GLM per organisation × quarter at its
-   onset; the drop is the average marginal effect of "created at or after the
-   onset" on the probability of being qualified, with owner-clustered
-   delta-method intervals, and a p-value corrected for the onset search by
-   the maximum over the candidate splits
-   (:func:`quarterpanic.analysis.onset.max_t_adjusted`).
+   closed form over the candidate weeks (:func:`quarterpanic.analysis.onset.profile_step`),
+   for the weekly curves and the notebooks.
+4. :func:`decay_findings` — :func:`pooled_decay`: one closed-form fit per run
+   of a step or ramp drop at every candidate onset of every quarter, the
+   level before it pooled with the organisation's other quarters (empirical
+   Bayes); the best-fitting candidate's drop, with a p-value max-T adjusted
+   for the search over onsets and shapes and a simultaneous interval that
+   agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`).
+   :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
+   it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
 :func:`detect_qualification_decay` runs them all and adds the outcome-side
 metrics of :mod:`quarterpanic.analysis.outcomes`.
@@ -43,7 +46,7 @@ from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.analysis.inputs import mark_not_measured, mark_partial
 from quarterpanic.analysis.onset import (
-    max_t_adjusted, max_t_simulated, profile_step, weekly_matrix,
+    max_t_simulated, profile_step, weekly_matrix,
 )
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -193,7 +196,11 @@ def decay_estimate(
     cluster: str = "owner",
     ci_level: float = 0.95,
 ) -> dict[str, Any]:
-    """The drop in the qualification rate from week ``onset`` on, in one quarter.
+    """The drop in the qualification rate from week ``onset`` on, in one quarter, by a GLM on that quarter alone.
+
+    A second opinion for a notebook at a known onset; the findings come from
+    :func:`pooled_decay`, which pools the level across quarters and adjusts
+    the interval for the onset search (this one is not adjusted).
 
     Fits one binomial GLM (logit link) of ``outcome`` on ``late`` (week ≥
     ``onset``) plus dummies of ``controls``, with errors clustered by
@@ -528,28 +535,25 @@ def decay_findings(
 ) -> pd.DataFrame:
     """The main ``qualification_decay`` finding of every shown organisation × quarter (× segment).
 
-    Onsets are profiled for all groups at once (:func:`qualification_onsets`),
-    then :func:`decay_estimate` fits one model per group at its onset. Its
-    p-value stays two-sided, as :func:`decay_estimate` defines it (flags are
-    only ever set on the decay side), and is corrected for the onset search
-    by the maximum over the ``n_candidates`` candidate splits
-    (:func:`quarterpanic.analysis.onset.max_t_adjusted`, ``alternative="two-sided"``):
-    the p-value is matched to the normal ``|z|`` of the same tail
-    probability, and the adjusted one is P(max_k |Z_k| >= |z|), the splits'
-    correlation taken from their shares of the quarter's opportunities. The
-    interval is not adjusted. Groups without a
+    :func:`pooled_decay` fits every group at once; each quarter's level is
+    pooled with the organisation's (× segment's) baseline quarters. The
+    p-value is two-sided and adjusted for the search over onsets and shapes;
+    the interval is simultaneous over the same candidates, so it excludes 0
+    exactly when the p-value is below ``1 - ci_level``. Groups without a
     candidate week that has ``min_n`` opportunities on each side get status
     ``insufficient data`` and no estimate. The open quarter is estimated on
     the weeks seen so far but gets no p-value, so it is never flagged (flags
     are for complete quarters); the ``quarter_complete`` column says which is
     which. Flags are not set here: :func:`quarterpanic.analysis.findings.apply_fdr`
-    does that across the whole run.
+    does that.
 
     Returns
     -------
     A findings frame (:data:`quarterpanic.analysis.findings.FINDING_COLUMNS`) plus
-    ``quarter_complete``, ``method``, ``n_before``, ``n_after``,
-    ``rate_before``, ``rate_after`` and ``n_candidates``.
+    ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
+    ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
+    ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
+    ``baseline_n``, ``tau2``).
     """
     params = {**defaults(), **(params or {})}
     roles = quarter_roles(features, params) if roles is None else roles
