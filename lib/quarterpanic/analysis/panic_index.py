@@ -259,11 +259,11 @@ def component_scores(
     by_metric = {c.metric: c for c in components}
     rows = findings[findings["metric"].isin(by_metric)].astype({c: str for c in KEYS})
     rows = rows.drop_duplicates(KEYS + ["metric"])
-    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf)):
+    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf), ("critical_value", np.nan)):
         if column not in rows:
             rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
-    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "onset_week", "flagged", "status"]
+    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "critical_value", "onset_week", "flagged", "status"]
     for column in ("needs", "signals"):
         if column not in rows:
             rows = rows.assign(**{column: None})
@@ -282,7 +282,10 @@ def component_scores(
         part = scores.loc[idx]
         value[scores.index.get_indexer(idx)] = panic_side(part["estimate"], component)
         spread = np.abs(panic_side(part["ci_high"], component) - panic_side(part["ci_low"], component))
-        se[scores.index.get_indexer(idx)] = spread / (2 * _quantile(part["ci_level"], part["df"])) * (
+        # A simultaneous interval (over a searched onset) records the quantile it was built with.
+        critical = pd.to_numeric(part["critical_value"], errors="coerce").to_numpy(dtype=float)
+        quantile = np.where(np.isfinite(critical), critical, _quantile(part["ci_level"], part["df"]))
+        se[scores.index.get_indexer(idx)] = spread / (2 * quantile) * (
             _quantile(np.full(len(part), 0.95), part["df"]) / z_of(0.95))
     usable = (scores["status"] == OK).to_numpy() & np.isfinite(value)
     scores["value"] = np.where(usable, value, np.nan)
