@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from quarterpanic import cli
+from quarterpanic.analysis.qualification import decay_intensity
 from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
 from quarterpanic.run import executors, runner
@@ -427,3 +428,53 @@ def sell_or_do_dataset(seed=0, *, per_day=2.0, drop=0.5, crunch_drop=0.0, quarte
             "org": org, "lead_id": [f"{org}-lead{i}" for i in range(len(stamps))], "created_at": stamps,
             "status": "Open"}))
     return Dataset.from_tables(tables, {org: {"size_class": size_class}}, as_of=end + pd.Timedelta(days=15))
+
+
+# -- a fast qualification-decay simulator (features directly, no exports) --------------------------
+DECAY_ORGS = {  # the default scenario's organisations at scale "small": deals a quarter, sellers, base rate
+    "small": (36, 3, 0.70),
+    "mid": (180, 9, 0.72),
+    "enterprise": (360, 24, 0.68),
+}
+
+
+def decay_features(seed, *, drop=0.35, shape="step", quarters=8, panic_share=0.5, onsets=(7, 11),
+                   seller_sd=0.05, quarter_sd=0.02, orgs=DECAY_ORGS, panic_orgs=None):
+    """Opportunity features of simulated organisations, with the truth of every quarter.
+
+    Each org's deals are spread evenly over 13 weeks (the small one creates half as many in its last
+    3 weeks, as the generator's studio does); a deal is qualified with the seller's rate (org rate +
+    seller and quarter random effects) minus ``drop`` × ``decay_intensity`` in panic quarters. Panic
+    quarters (``panic_share`` of them) and onsets (uniform in ``onsets``, inclusive) are drawn per
+    seed. Returns ``(features, truth)``; truth has ``org``, ``quarter``, ``size_class``, ``panic``,
+    ``true_onset``, ``shape`` and ``qualification_decay`` (the average drop over the deals created from
+    the onset on, the estimand).
+    """
+    rng = np.random.default_rng(seed)
+    columns = {name: [] for name in ("org", "quarter", "quarter_start", "week_of_quarter", "qualified", "owner")}
+    truth = []
+    panic_orgs = list(orgs) if panic_orgs is None else list(panic_orgs)
+    for size_class, (per_quarter, sellers, rate) in orgs.items():
+        seller_rate = rate + rng.normal(0, seller_sd, sellers)
+        panicking = set(rng.choice(quarters, int(round(panic_share * quarters)), replace=False).tolist())
+        week_weight = np.where((size_class == "small") & (np.arange(1, 14) > 10), 0.5, 1.0)
+        for q in range(quarters):
+            n = rng.poisson(per_quarter)
+            weeks = rng.choice(np.arange(1, 14), n, p=week_weight / week_weight.sum())
+            owner = rng.integers(0, sellers, n)
+            panic = drop > 0 and size_class in panic_orgs and q in panicking
+            onset = int(rng.integers(onsets[0], onsets[1] + 1)) if panic else None
+            effect = drop * decay_intensity(weeks, onset, shape) if panic else np.zeros(n)
+            p = np.clip(seller_rate[owner] + rng.normal(0, quarter_sd) - effect, 0, 1)
+            for name, values in (("org", [size_class] * n), ("quarter", [f"Q{q:02d}"] * n),
+                                 ("quarter_start", [pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * q)] * n),
+                                 ("week_of_quarter", weeks), ("qualified", rng.random(n) < p), ("owner", owner)):
+                columns[name].append(np.asarray(values))
+            late = weeks >= onset if panic else np.zeros(n, bool)
+            truth.append({"org": size_class, "quarter": f"Q{q:02d}", "size_class": size_class, "panic": panic,
+                          "true_onset": onset, "shape": shape,
+                          "qualification_decay": float(effect[late].mean()) if late.any() else 0.0})
+    features = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+    features = features.assign(quarter_complete=True, segment="SMB", lead_source="Web",
+                               owner="o" + features["owner"].astype(str))
+    return features, pd.DataFrame(truth)

@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quarterpanic.analysis.onset import max_t_adjusted, profile_step, selection_adjusted, split_fractions
+from scipy.stats import norm
+
+from quarterpanic.analysis.onset import (
+    bridge_correlations, max_t_adjusted, max_t_adjusted_chain, max_t_critical_value, max_t_simulated, profile_step,
+    selection_adjusted, split_fractions,
+)
 
 
 def weekly_binomial(rng, p_before, p_after, onset, n_per_week=60, weeks=13, group="g"):
@@ -189,3 +194,46 @@ def test_max_t_keeps_calm_series_at_the_nominal_rate_and_bonferroni_does_not(kin
     assert 0.03 <= max_t <= 0.065, (max_t, bonferroni, unadjusted)
     assert bonferroni <= 0.03 and bonferroni < max_t - 0.01, (max_t, bonferroni)
     assert unadjusted > 0.15  # the search is real: unadjusted, calm series would be flagged three times too often
+
+
+# -- simultaneous intervals ------------------------------------------------------------------------
+def test_chain_adjustment_of_bridge_correlations_is_the_split_adjustment():
+    rng = np.random.default_rng(11)
+    p_values = 10 ** rng.uniform(-6, 0, 50)
+    chains = [bridge_correlations(UNIFORM_FRACTIONS)] * len(p_values)
+    for alternative in ("greater", "two-sided"):
+        assert np.allclose(max_t_adjusted_chain(p_values, chains, alternative=alternative),
+                           max_t_adjusted(p_values, [UNIFORM_FRACTIONS] * len(p_values), alternative=alternative))
+    assert max_t_adjusted_chain(0.013, []) == 0.013
+
+
+@pytest.mark.parametrize("ci_level", [0.9, 0.95, 0.99])
+def test_critical_value_is_the_inverse_of_the_adjusted_p_value(ci_level):
+    rhos = bridge_correlations(UNIFORM_FRACTIONS)
+    alpha = 1 - ci_level
+    critical = max_t_critical_value(rhos, ci_level=ci_level)
+    assert norm.isf(alpha / 2) < critical < norm.isf(alpha / 16)
+    for z, below in ((critical * 0.999, False), (critical * 1.001, True)):
+        adjusted = max_t_adjusted(2 * norm.sf(z), UNIFORM_FRACTIONS, alternative="two-sided")
+        assert (adjusted < alpha) == below
+    # A statistic referred to t with few degrees of freedom needs a larger quantile on the t scale.
+    on_t_scale = max_t_critical_value(rhos, ci_level=ci_level, df=8)
+    from scipy.stats import t
+
+    assert on_t_scale > critical and 2 * t.sf(on_t_scale, 8) == pytest.approx(2 * norm.sf(critical))
+    assert max_t_critical_value([], ci_level=ci_level) == pytest.approx(norm.isf(alpha / 2))
+
+
+def test_simulated_max_t_matches_the_recursion_and_its_interval_agrees_with_its_p_value():
+    correlation = bridge_correlation(UNIFORM_FRACTIONS)
+    rhos = bridge_correlations(UNIFORM_FRACTIONS)
+    p_value, critical = max_t_simulated(2.6, correlation)
+    assert p_value == pytest.approx(max_t_adjusted_chain(2 * norm.sf(2.6), rhos, alternative="two-sided"), abs=0.003)
+    assert critical == pytest.approx(max_t_critical_value(rhos), abs=0.02)
+    # Any covariance (here scaled by 4) gives the same answer: only the correlations matter.
+    assert max_t_simulated(2.6, 4 * correlation) == (p_value, critical)
+    for z in np.linspace(1.5, 4.0, 101):
+        p, c = max_t_simulated(z, correlation)
+        assert (p < 0.05) == (abs(z) > c)
+        assert 2 * norm.sf(z) <= p <= min(1.0, 8 * 2 * norm.sf(z))
+    assert max_t_simulated(2.0, np.ones((1, 1))) == pytest.approx((2 * norm.sf(2.0), norm.isf(0.025)))

@@ -6,7 +6,7 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
-from helpers import bernoulli_dataset
+from helpers import bernoulli_dataset, decay_features
 from helpers import canonical_table as canonical
 from quarterpanic.analysis import outcomes, qualification
 from quarterpanic.analysis.features import FEATURE_COLUMNS, opportunity_features, quarter_roles
@@ -206,13 +206,88 @@ def test_known_drop_is_recovered_with_its_onset():
     features = opportunity_features(data)
     found = qualification.decay_findings(features).set_index("quarter")
     panic = found.loc["FY2024-Q2"]
-    assert panic["onset_week"] == 9 and panic["method"] == "glm" and panic["status"] == "ok"
+    assert panic["onset_week"] == 9 and panic["method"] == qualification.POOLED and panic["status"] == "ok"
     assert panic["ci_low"] < 0.3 < panic["ci_high"] and abs(panic["estimate"] - 0.3) < 0.08
     assert panic["p_value"] < 1e-4
     calm = found.drop(index="FY2024-Q2")
     assert (calm["p_value"] > 0.01).all() and calm["onset_week"].notna().all()
     flagged = apply_fdr(found.reset_index())
     assert flagged.loc[flagged["flagged"], "quarter"].tolist() == ["FY2024-Q2"]
+
+
+def test_interval_excludes_zero_exactly_when_the_adjusted_p_value_is_below_alpha():
+    rows = []
+    for seed in range(3):
+        features, _ = decay_features(seed, drop=0.2)
+        rows.append(qualification.decay_findings(features, {"min_n": 10}))
+    found = pd.concat(rows)
+    found = found[found["status"] == "ok"]
+    assert len(found) >= 40 and found["p_value"].lt(0.05).any() and found["p_value"].ge(0.05).any()
+    excludes = (found["ci_low"] > 0) | (found["ci_high"] < 0)
+    assert (excludes == (found["p_value"] < 0.05)).all()
+    # The estimate is the centre of its interval, which is wider than a single test's 1.96 se.
+    assert np.allclose(found["estimate"], (found["ci_low"] + found["ci_high"]) / 2)
+    assert (found["critical_value"] > 1.96).all()
+    assert np.allclose(found["ci_high"] - found["estimate"], found["critical_value"] * found["se"])
+    assert (found["p_value"] >= found["p_unadjusted"]).all()
+
+
+def test_other_quarters_early_weeks_are_pooled_leaving_the_quarter_itself_out():
+    data = bernoulli_dataset(seed=5, per_quarter=300, quarters=5)
+    features = opportunity_features(data)
+    found = qualification.decay_findings(features).set_index("quarter")
+    early = features[features["week_of_quarter"] < 5].groupby("quarter").size()
+    assert (found["method"] == qualification.POOLED).all()
+    assert found["baseline_n"].to_dict() == (early.sum() - early).to_dict()
+    # With only two other quarters nothing is pooled: the level comes from the quarter alone.
+    few = bernoulli_dataset(seed=5, per_quarter=300, quarters=3)
+    alone = qualification.decay_findings(opportunity_features(few))
+    assert (alone["method"] == qualification.OWN_QUARTER).all() and (alone["baseline_n"] == 0).all()
+
+
+def test_pooling_makes_the_interval_narrower_than_the_quarter_alone():
+    features, _ = decay_features(7, drop=0.0, orgs={"mid": (400, 12, 0.7)})
+    pooled = qualification.pooled_decay(features, baseline=features).set_index("quarter")
+    alone = qualification.pooled_decay(features).set_index("quarter")
+    same_onset = pooled["onset_week"] == alone["onset_week"]
+    assert same_onset.sum() >= 3
+    assert (pooled.loc[same_onset, "se"] < alone.loc[same_onset, "se"]).all()
+
+
+def test_quarters_that_disagree_get_a_between_quarter_variance():
+    agree, _ = decay_features(8, drop=0.0, quarter_sd=0.0, orgs={"mid": (600, 12, 0.7)})
+    disagree, _ = decay_features(8, drop=0.0, quarter_sd=0.12, orgs={"mid": (600, 12, 0.7)})
+    tau2 = {name: qualification.pooled_decay(f, baseline=f)["tau2"].max() for name, f in
+            (("agree", agree), ("disagree", disagree))}
+    assert tau2["disagree"] > 0.005 > tau2["agree"]
+
+
+@pytest.mark.parametrize("shape", ["step", "ramp"])
+def test_the_shape_of_a_clear_drop_is_recognised_and_its_average_estimated(shape):
+    features, truth = decay_features(2, drop=0.5, shape=shape, panic_share=1.0, onsets=(7, 7),
+                                     orgs={"mid": (3000, 30, 0.75)})
+    found = qualification.pooled_decay(features, baseline=features)
+    found = found.merge(truth.drop(columns="shape"), on=["org", "quarter"])
+    assert (found["shape"] == shape).mean() >= 0.75
+    assert ((found["onset_week"] - 7).abs() <= 1).all()
+    covered = (found["ci_low"] <= found["qualification_decay"]) & (found["qualification_decay"] <= found["ci_high"])
+    assert covered.mean() >= 0.75 and (found["estimate"] - found["qualification_decay"]).abs().mean() < 0.03
+
+
+def test_oracle_is_the_one_sided_two_proportion_test_for_a_step():
+    from statsmodels.stats.proportion import proportions_ztest
+
+    rng = np.random.default_rng(4)
+    week = rng.integers(1, 14, 400)
+    qualified = rng.random(400) < np.where(week >= 9, 0.55, 0.7)
+    late = week >= 9
+    counts = [qualified[~late].sum(), qualified[late].sum()]
+    _, expected = proportions_ztest(counts, [(~late).sum(), late.sum()], alternative="larger")
+    step = qualification.decay_intensity(week, 9, "step")
+    assert qualification.oracle_decay_p_value(qualified, step) == pytest.approx(expected)
+    ramp = qualification.decay_intensity(week, 9, "ramp")
+    assert ramp.max() == 1 and ramp[week == 9].max() == pytest.approx(1 / 5)
+    assert 0 < qualification.oracle_decay_p_value(qualified, ramp) < 1
 
 
 def test_average_marginal_effect_matches_statsmodels_margeff():

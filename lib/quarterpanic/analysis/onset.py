@@ -21,12 +21,14 @@ actually made, and keeps calm quarters at the nominal rate.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
 from scipy.special import ndtr, xlogy
-from scipy.stats import norm
+from scipy.stats import norm, t as student_t
 
 
 def _binomial_loglik(successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
@@ -90,19 +92,12 @@ def profile_step(
     """
     loglik = {"binomial": _binomial_loglik, "poisson": _poisson_loglik}[kind]
     group_cols = list(group_cols)
-    keys = weekly[group_cols].drop_duplicates().reset_index(drop=True)
-    if keys.empty:
+    if weekly.empty:
         return _empty_profile(group_cols)
-    max_week = int(max(weekly[week_col].max(), max(candidates)))
-    weeks = np.arange(1, max_week + 1)
-    sums = weekly.groupby(group_cols + [week_col], observed=True)[[events, base]].sum()
-    full = pd.MultiIndex.from_tuples(
-        [tuple(k) + (w,) for k in keys.itertuples(index=False) for w in weeks], names=group_cols + [week_col]
-    )
-    sums = sums.reindex(full, fill_value=0)
-    shape = (len(keys), len(weeks))
-    cum_events = sums[events].to_numpy(dtype=float).reshape(shape).cumsum(axis=1)
-    cum_base = sums[base].to_numpy(dtype=float).reshape(shape).cumsum(axis=1)
+    keys, matrices = weekly_matrix(weekly, group_cols, week_col=week_col, columns=(events, base),
+                                   last_week=max(candidates))
+    cum_events = matrices[events].cumsum(axis=1)
+    cum_base = matrices[base].cumsum(axis=1)
     total_events, total_base = cum_events[:, -1:], cum_base[:, -1:]
 
     candidates = np.asarray(sorted(candidates), dtype=int)
@@ -140,6 +135,28 @@ def profile_step(
     ):
         out[name] = np.where(has_candidate, values[rows, best], np.nan)
     return out
+
+
+def weekly_matrix(
+    weekly: pd.DataFrame, group_cols: Sequence[str], *, week_col: str, columns: Sequence[str], last_week: int = 0
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Weekly sums as one groups × weeks array per column (weeks 1 to the last seen or ``last_week``).
+
+    Returns the groups' keys (in order of first appearance) and, for each of
+    ``columns``, an array whose row ``i`` holds group ``i``'s sum in weeks
+    1, 2, ... (0 where a week has no row) — the shape every closed-form
+    profile over candidate onsets works on.
+    """
+    group_cols = list(group_cols)
+    keys = weekly[group_cols].drop_duplicates().reset_index(drop=True)
+    weeks = np.arange(1, int(max(weekly[week_col].max(), last_week)) + 1)
+    sums = weekly.groupby(group_cols + [week_col], observed=True)[list(columns)].sum()
+    full = pd.MultiIndex.from_tuples(
+        [tuple(k) + (w,) for k in keys.itertuples(index=False) for w in weeks], names=group_cols + [week_col]
+    )
+    sums = sums.reindex(full, fill_value=0)
+    shape = (len(keys), len(weeks))
+    return keys, {c: sums[c].to_numpy(dtype=float).reshape(shape) for c in columns}
 
 
 def _empty_profile(group_cols: list[str]) -> pd.DataFrame:
@@ -253,36 +270,134 @@ def max_t_adjusted(
     (NaN where ``p_value`` is NaN). With fewer than two candidates there was
     no search and the p-value is returned unchanged.
     """
+    if np.ndim(p_value) == 0:
+        return max_t_adjusted_chain(p_value, bridge_correlations(fractions), alternative=alternative)
+    return max_t_adjusted_chain(p_value, [bridge_correlations(f) for f in fractions], alternative=alternative)
+
+
+def bridge_correlations(fractions: Sequence[float] | None) -> np.ndarray:
+    """Correlations of consecutive split statistics of a calm series, from the splits' base fractions.
+
+    The split statistics at base fractions ``t_k <= t_l`` have the Brownian-bridge
+    correlation ``sqrt(t_k (1 - t_l) / (t_l (1 - t_k)))``; this returns it for
+    each consecutive pair of the distinct fractions in (0, 1), sorted — the
+    ``correlations`` that :func:`max_t_adjusted_chain` and
+    :func:`max_t_critical_value` take.
+    """
+    t = np.asarray(fractions if fractions is not None else (), dtype=float).ravel()
+    t = np.unique(t[np.isfinite(t) & (t > 0) & (t < 1)])
+    odds = t / (1 - t)
+    return np.sqrt(odds[:-1] / odds[1:])
+
+
+def _max_t_chain_one(p_value: float, rhos: np.ndarray, two_sided: bool) -> float:
+    if np.isnan(p_value):
+        return np.nan
+    rhos = np.asarray(rhos, dtype=float).ravel()
+    if len(rhos) < 1 or p_value <= 0 or p_value >= 1:
+        return float(min(max(p_value, 0.0), 1.0))
+    bonferroni = min(1.0, (len(rhos) + 1) * p_value)
+    z = norm.isf(p_value / 2) if two_sided else norm.isf(p_value)
+    if not _GRID_FLOOR + 1 < z < _GRID_CEILING:
+        return bonferroni
+    return float(np.clip(_crossing_chain(z, rhos, two_sided), p_value, bonferroni))
+
+
+def max_t_adjusted_chain(
+    p_value: np.ndarray | pd.Series | float,
+    correlations: Sequence[float] | Sequence[Sequence[float]],
+    *,
+    alternative: str = "greater",
+) -> np.ndarray | float:
+    """:func:`max_t_adjusted` for candidate statistics given by their consecutive correlations.
+
+    Any search whose candidate statistics form a Gaussian Markov chain (each
+    depends on the earlier ones only through its neighbour) is covered: the
+    splits of one series (:func:`bridge_correlations`), or a quarter's weeks
+    from each candidate onset on against a fixed baseline (nested tails:
+    correlation ``sqrt(n_later / n_earlier)``). Searches that are not a chain
+    (several shapes per onset) need :func:`max_t_simulated`. ``correlations``
+    holds, for one p-value, the ``K - 1`` correlations of candidates ``k`` and
+    ``k + 1`` in search order; for an array of p-values, one such sequence
+    each. Fewer than one correlation (a single candidate) leaves the p-value
+    unchanged.
+    """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, not {alternative!r}")
     scalar = np.ndim(p_value) == 0
     p_values = np.atleast_1d(np.asarray(p_value, dtype=float))
-    groups = [fractions] if scalar else list(fractions)
+    groups = [correlations] if scalar else list(correlations)
     if len(groups) != len(p_values):
-        raise ValueError(f"{len(p_values)} p-values but {len(groups)} sets of fractions")
+        raise ValueError(f"{len(p_values)} p-values but {len(groups)} sets of correlations")
     two_sided = alternative == "two-sided"
-    adjusted = np.array([_max_t_one(p, f, two_sided) for p, f in zip(p_values, groups)], dtype=float)
+    adjusted = np.array([_max_t_chain_one(p, np.asarray(r, dtype=float), two_sided) for p, r in zip(p_values, groups)],
+                        dtype=float)
     return float(adjusted[0]) if scalar else adjusted
 
 
-def _max_t_one(p_value: float, fractions: Sequence[float], two_sided: bool) -> float:
-    if np.isnan(p_value):
-        return np.nan
-    t = np.asarray(fractions if fractions is not None else (), dtype=float).ravel()
-    t = np.unique(t[np.isfinite(t) & (t > 0) & (t < 1)])
-    if len(t) < 2 or p_value <= 0 or p_value >= 1:
-        return float(min(max(p_value, 0.0), 1.0))
-    bonferroni = min(1.0, len(t) * p_value)
-    z = norm.isf(p_value / 2) if two_sided else norm.isf(p_value)
-    if not _GRID_FLOOR + 1 < z < _GRID_CEILING:
-        return bonferroni
-    return float(np.clip(_crossing_probability(z, t, two_sided), p_value, bonferroni))
+def max_t_critical_value(
+    correlations: Sequence[float],
+    *,
+    ci_level: float = 0.95,
+    alternative: str = "two-sided",
+    df: float | None = None,
+) -> float:
+    """The quantile that makes intervals at every candidate onset hold at once (simultaneous max-T intervals).
+
+    Why: an interval ``estimate ± 1.96 se`` at the onset the search chose
+    inherits the search's optimism (it excludes the null in calm quarters as
+    often as the unadjusted p-value is below 0.05). The critical value ``c``
+    with P(max_k |Z_k| >= c) = 1 - ``ci_level`` under no change makes
+    ``estimate ± c se`` cover at ``ci_level`` whichever candidate is chosen,
+    and it is the exact inverse of :func:`max_t_adjusted_chain`: the interval
+    excludes the null if and only if the adjusted p-value is below
+    ``1 - ci_level`` (same clamp between the unadjusted and the Bonferroni
+    p-value, so the two never disagree).
+
+    Parameters
+    ----------
+    correlations:
+        Consecutive correlations of the candidate statistics
+        (:func:`bridge_correlations` for splits of one series). Empty: one
+        candidate, no search, the ordinary quantile.
+    ci_level:
+        Simultaneous coverage.
+    alternative:
+        ``"two-sided"`` (max |Z_k|) or ``"greater"``/``"less"`` (one-sided max).
+    df:
+        When the statistic is referred to a t distribution with ``df``
+        degrees of freedom (the p-value is matched to the normal quantile of
+        the same tail probability, as :func:`max_t_adjusted` does), the
+        returned quantile is on that t scale.
+
+    Returns
+    -------
+    The critical value ``c`` (≥ the unadjusted quantile, ≤ Bonferroni's).
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, not {alternative!r}")
+    two_sided = alternative == "two-sided"
+    alpha = round(1.0 - float(ci_level), 12)  # 1 - 0.95 is 0.05000000000000004 in floating point
+    rhos = np.asarray(correlations, dtype=float).ravel()
+    sides = 2 if two_sided else 1
+
+    def adjusted_at(z: float) -> float:
+        return _max_t_chain_one(float(sides * norm.sf(z)), rhos, two_sided)
+
+    low, high = norm.isf(alpha / sides), norm.isf(alpha / sides / (len(rhos) + 1))
+    z = low if len(rhos) < 1 else brentq(lambda v: adjusted_at(v) - alpha, low, high, xtol=1e-10)
+    if not df:
+        return float(z)
+    return float(student_t.isf(norm.sf(z), df))
 
 
 def _crossing_probability(z: float, fractions: np.ndarray, two_sided: bool) -> float:
     """P(max_k Z_k >= z) (or max |Z_k|) for the Brownian-bridge split statistics at sorted ``fractions``."""
-    odds = fractions / (1 - fractions)
-    rhos = np.sqrt(odds[:-1] / odds[1:])  # correlation of consecutive splits
+    return _crossing_chain(z, bridge_correlations(fractions), two_sided)
+
+
+def _crossing_chain(z: float, rhos: np.ndarray, two_sided: bool) -> float:
+    """P(max_k Z_k >= z) (or max |Z_k|) for a standard Gaussian Markov chain with consecutive correlations ``rhos``."""
     lower = -z if two_sided else _GRID_FLOOR
     edges = np.linspace(lower, z, max(int(np.ceil((z - lower) / _GRID_STEP)), 8) + 1)
     middles = (edges[1:] + edges[:-1]) / 2
@@ -290,9 +405,62 @@ def _crossing_probability(z: float, fractions: np.ndarray, two_sided: bool) -> f
     crossed = ndtr(-z) * (2 if two_sided else 1)
     for rho in rhos:
         # Given Z_k in a cell, Z_(k+1) is normal around rho times the cell's middle.
+        rho = min(max(float(rho), -1.0), 1.0)
         mean, spread = rho * middles, max(np.sqrt(1 - rho * rho), 1e-12)
         crossed += mass @ ndtr((mean - z) / spread)
         if two_sided:
             crossed += mass @ ndtr((-z - mean) / spread)
         mass = mass @ np.diff(ndtr((edges[None, :] - mean[:, None]) / spread), axis=1)
     return float(crossed)
+
+
+SIMULATION_DRAWS = 20000  # Monte Carlo error of an adjusted p-value near 0.05: about 0.0015
+_SIMULATION_SEED = 20240101  # fixed, so that the same data always give the same p-value and interval
+
+
+def max_t_simulated(
+    z: float, covariance: np.ndarray, *, ci_level: float = 0.95, draws: int = SIMULATION_DRAWS
+) -> tuple[float, float]:
+    """Two-sided max-T adjusted p-value and simultaneous critical value for any set of candidate statistics.
+
+    For searches whose statistics are not a Markov chain (several shapes per
+    onset week, as the decay detector's steps and ramps), P(max_k |Z_k| >=
+    |z|) under no change is taken from ``draws`` simulated normal vectors with
+    the candidates' null ``covariance`` (any positive semi-definite matrix;
+    it is scaled to correlations). The draws are fixed (a fixed seed), so a
+    result is reproducible.
+
+    The p-value and the critical value come from the same draws and the same
+    clamps, so ``|z| > critical`` exactly when ``p < 1 - ci_level``: the
+    p-value lies between the unadjusted two-sided one and Bonferroni's, and
+    is at least ``1 / draws``; the critical value between the unadjusted
+    quantile and Bonferroni's.
+
+    Returns
+    -------
+    ``(p_adjusted, critical_value)``.
+    """
+    covariance = np.atleast_2d(np.asarray(covariance, dtype=float))
+    k = len(covariance)
+    alpha = round(1.0 - float(ci_level), 12)  # 1 - 0.95 is 0.05000000000000004 in floating point
+    p_raw = float(2 * norm.sf(abs(z)))
+    single, bonferroni = norm.isf(alpha / 2), norm.isf(alpha / 2 / k)
+    if k < 2:
+        return p_raw, float(single)
+    scale = np.sqrt(np.diag(covariance))
+    correlation = covariance / np.outer(scale, scale)
+    values, vectors = np.linalg.eigh(correlation)
+    root = vectors * np.sqrt(np.clip(values, 0.0, None))
+    normals = _standard_normals(draws, k)
+    maxima = np.abs(normals @ root.T).max(axis=1)
+    exceed = int(np.count_nonzero(maxima >= abs(z)))
+    p_adjusted = max(p_raw, min(max(exceed, 1) / draws, min(1.0, k * p_raw)))
+    # The ceil(alpha * draws)-th largest maximum: |z| above it exactly when fewer than alpha * draws exceed |z|.
+    rank = draws - int(np.ceil(alpha * draws))
+    simulated = np.partition(maxima, rank)[rank]
+    return float(p_adjusted), float(max(single, min(simulated, bonferroni)))
+
+
+@lru_cache(maxsize=8)
+def _standard_normals(draws: int, k: int) -> np.ndarray:
+    return np.random.default_rng(_SIMULATION_SEED).standard_normal((draws, k))

@@ -13,13 +13,16 @@ can call on its own:
 2. :func:`qualification_rate_by_week` — weekly qualification rates with
    Wilson intervals per organisation × quarter, and pooled baselines.
 3. :func:`qualification_onsets` — the onset week of each quarter, profiled in
-   closed form over the candidate weeks (:func:`quarterpanic.analysis.onset.profile_step`).
-4. :func:`decay_findings` — one binomial GLM per organisation × quarter at its
-   onset; the drop is the average marginal effect of "created at or after the
-   onset" on the probability of being qualified, with owner-clustered
-   delta-method intervals, and a p-value corrected for the onset search by
-   the maximum over the candidate splits
-   (:func:`quarterpanic.analysis.onset.max_t_adjusted`).
+   closed form over the candidate weeks (:func:`quarterpanic.analysis.onset.profile_step`),
+   for the weekly curves and the notebooks.
+4. :func:`decay_findings` — :func:`pooled_decay`: one closed-form fit per run
+   of a step or ramp drop at every candidate onset of every quarter, the
+   level before it pooled with the organisation's other quarters (empirical
+   Bayes); the best-fitting candidate's drop, with a p-value max-T adjusted
+   for the search over onsets and shapes and a simultaneous interval that
+   agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`).
+   :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
+   it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
 :func:`detect_qualification_decay` runs them all and adds the outcome-side
 metrics of :mod:`quarterpanic.analysis.outcomes`.
@@ -32,15 +35,19 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.special import expit
+from scipy.stats import norm
 from statsmodels.genmod.families import Binomial
 from statsmodels.genmod.generalized_linear_model import GLM
+from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 from quarterpanic.analysis import outcomes
 from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.findings import ALL_SEGMENTS, INSUFFICIENT, OK, make_findings, register_metric
 from quarterpanic.analysis.inputs import mark_not_measured, mark_partial
-from quarterpanic.analysis.onset import max_t_adjusted, profile_step
+from quarterpanic.analysis.onset import (
+    max_t_simulated, profile_step, weekly_matrix,
+)
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 from quarterpanic.store import results as results_cache
@@ -189,7 +196,11 @@ def decay_estimate(
     cluster: str = "owner",
     ci_level: float = 0.95,
 ) -> dict[str, Any]:
-    """The drop in the qualification rate from week ``onset`` on, in one quarter.
+    """The drop in the qualification rate from week ``onset`` on, in one quarter, by a GLM on that quarter alone.
+
+    A second opinion for a notebook at a known onset; the findings come from
+    :func:`pooled_decay`, which pools the level across quarters and adjusts
+    the interval for the onset search (this one is not adjusted).
 
     Fits one binomial GLM (logit link) of ``outcome`` on ``late`` (week ≥
     ``onset``) plus dummies of ``controls``, with errors clustered by
@@ -277,6 +288,243 @@ def _two_proportion(y: np.ndarray, late: np.ndarray) -> tuple[float, float]:
     return float(p_before - p_after), float(se)
 
 
+# -- the pooled model -----------------------------------------------------------------------------
+MIN_BASELINE_QUARTERS = 3  # other calm-reference quarters needed before an org's baseline is pooled
+POOLED = "pooled baseline"
+SHAPES = ("step", "ramp")
+OWN_QUARTER = "own quarter"
+
+
+def pooled_decay(
+    features: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    by: Sequence[str] = ("org", "quarter"),
+    baseline: pd.DataFrame | None = None,
+    outcome: str = "qualified",
+    week: str = "week_of_quarter",
+    quarter: str = "quarter",
+    shapes: Sequence[str] = SHAPES,
+) -> pd.DataFrame:
+    """Onset, shape, drop, simultaneous interval and search-adjusted p-value of every group, all at once.
+
+    Model: in a group (organisation × quarter) the weekly share qualified is
+    ``level - d * s(week)``, where ``s`` is 0 before a candidate onset ``k``
+    and from it on either 1 (a step) or rising linearly to 1 at week 13 (a
+    ramp, :func:`decay_intensity`). ``level`` is informed by the quarter's
+    own weeks and by the organisation's other ``baseline`` quarters' weeks
+    before the first candidate (which no onset can reach), weighted by their
+    sampling variance plus ``tau2``, the between-quarter variance of the
+    early-week share (DerSimonian–Laird, via
+    ``statsmodels.stats.meta_analysis.combine_effects``): an empirical-Bayes
+    pooling of the quarter's level that trusts the other quarters as much as
+    they agree. Pooling needs :data:`MIN_BASELINE_QUARTERS` other quarters
+    (``method`` says whether it was used). Each candidate (onset × shape) is
+    fitted by weighted least squares in closed form; the estimate is the
+    average drop over the deals created from the onset on, ``d`` times their
+    mean ``s`` — the generator's truth, whatever the shape.
+
+    The chosen candidate is the best-fitting change either way (the largest
+    ``|estimate|`` in null standard errors, which with fixed weights is the
+    largest reduction of the weighted squares) among onsets with at least
+    ``params["min_n"]`` of the quarter's own deals on each side; choosing
+    either way keeps calm quarters' estimates centred on 0 (preferring drops
+    would bias them upwards by the selection). Its
+    two-sided p-value is max-T adjusted for the search over every onset and
+    shape, and its interval is ``estimate ± c se`` with ``c`` the matching
+    simultaneous critical value, both from the candidates' exact null
+    covariance (:func:`quarterpanic.analysis.onset.max_t_simulated`): the
+    interval excludes 0 exactly when the adjusted p-value is below ``1 -
+    ci_level``, and the estimate is its centre.
+
+    Parameters
+    ----------
+    features:
+        :func:`opportunity_features` rows of the groups to judge.
+    params:
+        ``onset_weeks``, ``min_n``, ``ci_level``.
+    by:
+        The group columns; ``quarter`` must be one of them, the others say
+        whose quarters are pooled (the organisation, or organisation × segment).
+    baseline:
+        Rows of the calm-reference quarters (:func:`quarter_roles`'s
+        ``baseline``); None pools nothing.
+    shapes:
+        The shapes tried at every onset (``"step"``, ``"ramp"``).
+
+    Returns
+    -------
+    One row per group: ``by``, ``onset_week`` (``<NA>`` without a candidate:
+    insufficient data), ``shape``, ``n_candidates`` (onset × shape pairs
+    searched), ``estimate``, ``se``, ``critical_value``, ``ci_low``,
+    ``ci_high``, ``p_unadjusted``, ``p_value`` (adjusted), ``n``,
+    ``n_before``, ``n_after``, ``rate_before`` (the fitted level before the
+    onset), ``rate_after`` (its average after), ``baseline_n`` (deals of the
+    other quarters pooled), ``tau2``, ``method``.
+    """
+    params = {**defaults(), **(params or {})}
+    by = list(by)
+    pool_by = [c for c in by if c != quarter]
+    onsets = np.asarray(candidate_weeks(params), dtype=int)
+    weekly = _weekly_counts(features, by, outcome, week)
+    if weekly.empty:
+        return pd.DataFrame(columns=by + ["onset_week", "estimate", "p_value"])
+    keys, sums = weekly_matrix(weekly, by, week_col=week, columns=("events", "n"), last_week=int(onsets.max()))
+    events, deals = sums["events"], sums["n"]
+    external = _external_baseline(keys, baseline, pool_by, quarter, outcome, week, int(onsets.min()))
+    ext_events, ext_n, tau2 = (external[c].to_numpy(dtype=float) for c in ("ext_events", "ext_n", "tau2"))
+
+    weeks = np.arange(1, deals.shape[1] + 1)
+    cand_onset = np.repeat(onsets, len(shapes))
+    cand_shape = np.tile(np.asarray(shapes, dtype=object), len(onsets))
+    intensity = np.stack([decay_intensity(weeks, k, shape) for k, shape in zip(cand_onset, cand_shape)])  # C x W
+    n_pre = np.stack([deals[:, weeks < k].sum(axis=1) for k in cand_onset], axis=1)  # G x C
+    n_post = deals.sum(axis=1, keepdims=True) - n_pre
+    valid = (n_pre >= float(params["min_n"])) & (n_post >= float(params["min_n"]))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(deals > 0, events / np.where(deals > 0, deals, 1), 0.0)  # G x W
+        ext_rate = np.where(ext_n > 0, ext_events / np.where(ext_n > 0, ext_n, 1), 0.0)
+        # One null rate per group weights the fit, so every candidate is a fixed linear contrast of the
+        # weekly shares and the baseline share, and the candidates' null covariance is exact.
+        p_null = (events.sum(axis=1) + ext_events + 1) / (deals.sum(axis=1) + ext_n + 2)
+        unit = p_null * (1 - p_null)
+        ext_var = np.where(ext_n > 0, unit / np.where(ext_n > 0, ext_n, 1) + tau2, np.inf)
+        weight_week = deals / unit[:, None]  # G x W
+        weight_ext = np.where(np.isfinite(ext_var), 1 / ext_var, 0.0)  # G
+        s = intensity[None, :, :]  # 1 x C x W
+        uw = weight_week[:, None, :]  # G x 1 x W
+        a11 = uw.sum(axis=2) + weight_ext[:, None]
+        a12 = -(uw * s).sum(axis=2)
+        a22 = (uw * s * s).sum(axis=2)
+        det = a11 * a22 - a12 * a12
+        mean_post = (deals[:, None, :] * s).sum(axis=2) / n_post  # mean intensity of the deals from the onset on
+        # The row of the inverse normal matrix that gives d, times the weights: d = sum(coef * share).
+        coef_week = mean_post[:, :, None] * uw * (-a12[:, :, None] - a11[:, :, None] * s) / det[:, :, None]
+        coef_ext = mean_post * weight_ext[:, None] * (-a12) / det
+        estimate = (coef_week * rate[:, None, :]).sum(axis=2) + coef_ext * ext_rate[:, None]
+        level = (a22 * ((uw * rate[:, None, :]).sum(axis=2) + weight_ext[:, None] * ext_rate[:, None])
+                 - a12 * (-(uw * s * rate[:, None, :]).sum(axis=2))) / det
+        # Standard errors from the null rate (a score-type test): a Wald variance from each side's own rate
+        # is smaller on the side nearer 0 or 1, which made rises look surer than drops of the same size
+        # (about 9% of calm quarters' intervals excluded 0, in simulation).
+        null_week_var = np.where(deals > 0, unit[:, None] / deals, 0.0)
+        se = np.sqrt((coef_week**2 * null_week_var[:, None, :]).sum(axis=2)
+                     + coef_ext**2 * np.where(np.isfinite(ext_var), ext_var, 0.0)[:, None])
+        # With fixed weights, |z| orders the candidates by the weighted squares they explain: the best fit.
+        z = np.where(valid & (se > 0), estimate / se, np.nan)
+
+    rows = []
+    level_ci = float(params["ci_level"])
+    for i in range(len(keys)):
+        keep = valid[i] & np.isfinite(z[i])
+        record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
+                  "tau2": float(tau2[i]), "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
+        if not keep.any():
+            rows.append({**record, "onset_week": pd.NA})
+            continue
+        j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
+        chosen = coef_week[i][keep]
+        covariance = (chosen * null_week_var[i]) @ chosen.T
+        if ext_n[i] > 0:
+            covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
+        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci)
+        record.update(
+            onset_week=int(cand_onset[j]), shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
+            critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
+            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(2 * norm.sf(abs(z[i, j]))),
+            p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
+            rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
+        )
+        rows.append(record)
+    out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
+    out["onset_week"] = pd.array(out["onset_week"], dtype="Int64")
+    return out
+
+
+def decay_intensity(weeks: np.ndarray, onset: int, shape: str = "step") -> np.ndarray:
+    """Each week's share of the full drop: 0 before ``onset``; from it on 1 (``"step"``) or rising
+    linearly to 1 at week 13 (``"ramp"``: ``(week - onset + 1) / (14 - onset)``)."""
+    weeks = np.asarray(weeks, dtype=float)
+    if shape == "step":
+        return (weeks >= onset).astype(float)
+    if shape == "ramp":
+        return np.clip((weeks - onset + 1) / (14 - onset), 0.0, 1.0)
+    raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
+
+
+def _weekly_counts(features: pd.DataFrame, by: list[str], outcome: str, week: str) -> pd.DataFrame:
+    return (
+        features.assign(_event=features[outcome].astype(float))
+        .groupby(by + [week], observed=True)["_event"]
+        .agg(events="sum", n="size")
+        .reset_index()
+    )
+
+
+def _external_baseline(
+    keys: pd.DataFrame, baseline: pd.DataFrame | None, pool_by: list[str], quarter: str, outcome: str, week: str,
+    first_candidate: int,
+) -> pd.DataFrame:
+    """For each group: qualified and deals in the other baseline quarters' weeks before ``first_candidate``, and tau2."""
+    out = keys.assign(ext_events=0.0, ext_n=0.0, tau2=0.0)
+    if baseline is None or baseline.empty:
+        return out
+    early = baseline[baseline[week] < first_candidate]
+    per_quarter = _weekly_counts(early.assign(_all=1), pool_by + [quarter], outcome, "_all").drop(columns="_all")
+    per_quarter = per_quarter[per_quarter["n"] > 0]
+    totals = per_quarter.groupby(pool_by, observed=True)[["events", "n"]].sum().rename(
+        columns={"events": "tot_events", "n": "tot_n"})
+    counts = per_quarter.groupby(pool_by, observed=True).size().rename("quarters")
+    tau2 = per_quarter.groupby(pool_by, observed=True)[["events", "n"]].apply(_between_quarter_variance).rename("tau2")
+    pooled = pd.concat([totals, counts, tau2], axis=1).reset_index()
+    merged = keys.merge(pooled, on=pool_by, how="left").merge(
+        per_quarter.rename(columns={"events": "own_events", "n": "own_n"}), on=pool_by + [quarter], how="left")
+    own_events, own_n = merged["own_events"].fillna(0.0), merged["own_n"].fillna(0.0)
+    others = merged["quarters"].fillna(0) - (own_n > 0)
+    enough = (others >= MIN_BASELINE_QUARTERS).to_numpy()
+    out["ext_events"] = np.where(enough, merged["tot_events"].fillna(0.0) - own_events, 0.0)
+    out["ext_n"] = np.where(enough, merged["tot_n"].fillna(0.0) - own_n, 0.0)
+    out["tau2"] = np.where(enough, merged["tau2"].fillna(0.0), 0.0)
+    return out
+
+
+def _between_quarter_variance(quarters: pd.DataFrame) -> float:
+    """DerSimonian–Laird between-quarter variance of the early-week qualification rate (0 when none is seen)."""
+    if len(quarters) < 2:
+        return 0.0
+    events, n = quarters["events"].to_numpy(dtype=float), quarters["n"].to_numpy(dtype=float)
+    pooled = (events.sum() + 1) / (n.sum() + 2)
+    with warnings.catch_warnings():
+        # combine_effects also computes random-effects standard errors, which are NaN (with a warning)
+        # when the untruncated DerSimonian-Laird estimate is negative; only tau2, truncated here, is used.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = combine_effects(events / n, pooled * (1 - pooled) / n, method_re="dl")
+    return float(max(result.tau2, 0.0))
+
+
+def oracle_decay_p_value(qualified: np.ndarray, intensity: np.ndarray) -> float:
+    """One-sided p-value of a decay test that knows when and how the drop happened (a testing aid).
+
+    The yardstick of the detector's power: no detector that must find the
+    onset can beat a test told the truth. ``intensity`` is each deal's share
+    of the full drop (0 before the true onset; 1 after it for a step, rising
+    for a ramp). The test is the score test of ``P(qualified) = p0 - d *
+    intensity`` against ``d = 0``: ``z = -sum((s - mean s) y) / sqrt(p(1-p)
+    sum((s - mean s)^2))``, referred to the upper normal tail. For a step it
+    is the pooled one-sided two-proportion test at the true onset
+    (``statsmodels.stats.proportion.proportions_ztest``).
+    """
+    y = np.asarray(qualified, dtype=float)
+    s = np.asarray(intensity, dtype=float)
+    centred = s - s.mean()
+    rate = y.mean()
+    scale = np.sqrt(rate * (1 - rate) * np.sum(centred**2))
+    if not scale > 0:
+        return np.nan
+    return float(norm.sf(-np.sum(centred * y) / scale))
+
+
 # -- findings -------------------------------------------------------------------------------------
 def decay_findings(
     features: pd.DataFrame,
@@ -287,16 +535,11 @@ def decay_findings(
 ) -> pd.DataFrame:
     """The main ``qualification_decay`` finding of every shown organisation × quarter (× segment).
 
-    Onsets are profiled for all groups at once (:func:`qualification_onsets`),
-    then :func:`decay_estimate` fits one model per group at its onset. Its
-    p-value stays two-sided, as :func:`decay_estimate` defines it (flags are
-    only ever set on the decay side), and is corrected for the onset search
-    by the maximum over the ``n_candidates`` candidate splits
-    (:func:`quarterpanic.analysis.onset.max_t_adjusted`, ``alternative="two-sided"``):
-    the p-value is matched to the normal ``|z|`` of the same tail
-    probability, and the adjusted one is P(max_k |Z_k| >= |z|), the splits'
-    correlation taken from their shares of the quarter's opportunities. The
-    interval is not adjusted. Groups without a
+    :func:`pooled_decay` fits every group at once; each quarter's level is
+    pooled with the organisation's (× segment's) baseline quarters. The
+    p-value is two-sided and adjusted for the search over onsets and shapes;
+    the interval is simultaneous over the same candidates, so it excludes 0
+    exactly when the p-value is below ``1 - ci_level``. Groups without a
     candidate week that has ``min_n`` opportunities on each side get status
     ``insufficient data`` and no estimate. The open quarter is estimated on
     the weeks seen so far but gets no p-value, so it is never flagged (flags
@@ -307,45 +550,31 @@ def decay_findings(
     Returns
     -------
     A findings frame (:data:`quarterpanic.analysis.findings.FINDING_COLUMNS`) plus
-    ``quarter_complete``, ``method``, ``n_before``, ``n_after``,
-    ``rate_before``, ``rate_after`` and ``n_candidates``.
+    ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
+    ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
+    ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
+    ``baseline_n``, ``tau2``).
     """
     params = {**defaults(), **(params or {})}
     roles = quarter_roles(features, params) if roles is None else roles
     shown = features.merge(roles.loc[roles["shown"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
     by_segment = params["by_segment"] if by_segment is None else by_segment
     groupings = [["org", "quarter"]] + ([["org", "quarter", "segment"]] if by_segment else [])
-    frames = [_group_findings(shown, params, grouping) for grouping in groupings]
+    baseline = features.merge(roles.loc[roles["baseline"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
+    frames = [_group_findings(shown, params, grouping, baseline) for grouping in groupings]
     return make_findings(pd.concat(frames, ignore_index=True))
 
 
-def _group_findings(shown: pd.DataFrame, params: Mapping[str, Any], grouping: list[str]) -> pd.DataFrame:
-    onsets = qualification_onsets(shown, params, by=grouping)
-    controls = [c for c in CONTROLS if c not in grouping]
-    by_group = dict(iter(shown.groupby(grouping, sort=False)))
-    records = []
-    for row in onsets.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in grouping)
-        frame = by_group[key if len(key) > 1 else key[0]]
-        record = dict(zip(grouping, key))
-        record.update(
-            component=COMPONENT, metric=COMPONENT, quarter_complete=bool(frame["quarter_complete"].iloc[0]),
-            n=len(frame), n_candidates=int(row.n_candidates),
-        )
-        if pd.isna(row.onset_week):
-            records.append({**record, "status": INSUFFICIENT, "method": "none"})
-            continue
-        estimate = decay_estimate(frame, int(row.onset_week), controls=controls, ci_level=float(params["ci_level"]))
-        estimate["p_value"] = max_t_adjusted(estimate["p_value"], row.candidate_fractions, alternative="two-sided")
-        if not record["quarter_complete"]:
-            estimate["p_value"] = np.nan
-        records.append(
-            {
-                **record, **estimate, "onset_week": int(row.onset_week), "status": OK,
-                "rate_before": row.rate_before, "rate_after": row.rate_after,
-            }
-        )
-    out = pd.DataFrame(records)
+def _group_findings(
+    shown: pd.DataFrame, params: Mapping[str, Any], grouping: list[str], baseline: pd.DataFrame
+) -> pd.DataFrame:
+    found = pooled_decay(shown, params, by=grouping, baseline=baseline)
+    complete = shown.groupby(grouping, sort=False)["quarter_complete"].first().rename("quarter_complete")
+    out = found.merge(complete.reset_index(), on=grouping, how="left", validate="one_to_one")
+    out["quarter_complete"] = out["quarter_complete"].astype(bool)
+    out.loc[~out["quarter_complete"], ["p_value", "p_unadjusted"]] = np.nan
+    out["status"] = np.where(out["onset_week"].isna(), INSUFFICIENT, OK)
+    out = out.assign(component=COMPONENT, metric=COMPONENT)
     if "segment" not in grouping:
         out["segment"] = ALL_SEGMENTS
     return out

@@ -148,7 +148,7 @@ register_metric(
 # -- the surge: onset, then one count model per organisation ----------------------------------
 SURGE_COLUMNS = [
     "onset_week", "n_candidates", "events", "weeks_before", "weeks_after", "events_before", "exposure_before",
-    "events_after", "exposure_after", "rate_before", "rate_after", "estimate", "ci_low", "ci_high", "ci_critical",
+    "events_after", "exposure_after", "rate_before", "rate_after", "estimate", "ci_low", "ci_high", "critical_value",
     "p_value", "p_unadjusted", "dispersion", "status",
 ]
 
@@ -210,7 +210,7 @@ def estimate_surge(
     candidates, or, once ``p_value < (1 - ci_level) / 2`` confirms the step,
     over the chosen onset and its two neighbours; so the interval lies beyond
     1 in the panic direction exactly when ``p_value < (1 - ci_level) / 2``.
-    At a given onset it is the plain ``ci_level`` interval. ``ci_critical`` is
+    At a given onset it is the plain ``ci_level`` interval. ``critical_value`` is
     the ``z`` each interval used (the findings carry it, so a reader turns an
     interval back into its standard error) — ``p_value`` one-sided in
     ``direction`` and, when the onset was searched, max-T adjusted over the
@@ -270,7 +270,7 @@ def estimate_surge(
         z = np.array([simultaneous_critical_value(_neighbours(f, at) if sure else f, ci_level)
                       for f, at, sure in zip(fractions, chosen, confirmed)])
     out["estimate"] = np.exp(out["coef"])
-    out["ci_critical"] = np.where(out["se"].notna(), z, np.nan)
+    out["critical_value"] = np.where(out["se"].notna(), z, np.nan)
     out["ci_low"] = np.exp(out["coef"] - z * out["se"])
     out["ci_high"] = np.exp(out["coef"] + z * out["se"])
     out["onset_week"] = pd.array(out["onset_week"], dtype="Int64")
@@ -636,16 +636,16 @@ def _findings(
     if stretch is not None:
         tables["turnaround_stretch"] = stretch
     tables.update({name: table.assign(n=table["n_early"] + table["n_late"]) for name, table in shares.items()})
-    value_columns = ["estimate", "ci_low", "ci_high", "ci_critical", "p_value", "n", "status"]
+    value_columns = ["estimate", "ci_low", "ci_high", "critical_value", "p_value", "n", "status"]
     frames = []
     for metric, table in tables.items():
-        if "ci_critical" not in table:  # a plain interval: readers take the normal quantile of its level
-            table = table.assign(ci_critical=np.nan)
+        if "critical_value" not in table:  # a plain interval: readers take the normal quantile of its level
+            table = table.assign(critical_value=np.nan)
         frame = main.merge(table[keys + value_columns], on=keys, how="left").assign(metric=metric)
         # A quarter without a main verdict has no window, so none of its metrics can be judged.
         ok = (frame["main_status"] == OK) & (frame["status"] == OK)
         frame["status"] = np.where(ok, OK, INSUFFICIENT)
-        frame.loc[~ok, ["estimate", "ci_low", "ci_high", "ci_critical", "p_value"]] = np.nan
+        frame.loc[~ok, ["estimate", "ci_low", "ci_high", "critical_value", "p_value"]] = np.nan
         frame["onset_week"] = frame["onset_week"].where(frame["main_status"] == OK)
         frames.append(frame.drop(columns="main_status"))
     table = pd.concat(frames, ignore_index=True)
