@@ -28,7 +28,7 @@ the median of the baseline values; the scale is the largest of
 * the median standard error of the baseline estimates, read off their intervals
   as off a 95% interval (half its width over 1.96) whatever their ``ci_level``:
   the quantile they were built with (normal, or t with their ``df``, or the
-  ``ci_critical`` an interval widened for a search records) is taken out and
+  ``critical_value`` an interval widened for a search records) is taken out and
   the 95% one put in, so the index does not move with the level shown,
 * a small absolute floor per component (:data:`COMPONENTS`),
 
@@ -260,19 +260,11 @@ def component_scores(
     by_metric = {c.metric: c for c in components}
     rows = findings[findings["metric"].isin(by_metric)].astype({c: str for c in KEYS})
     rows = rows.drop_duplicates(KEYS + ["metric"])
-<<<<<<< HEAD
-    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf), ("ci_critical", np.nan)):
-        if column not in rows:
-            rows = rows.assign(**{column: missing})
-    grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
-    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "ci_critical", "onset_week", "flagged", "status"]
-=======
     for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf), ("critical_value", np.nan)):
         if column not in rows:
             rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
     cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "critical_value", "onset_week", "flagged", "status"]
->>>>>>> decay
     for column in ("needs", "signals"):
         if column not in rows:
             rows = rows.assign(**{column: None})
@@ -291,18 +283,11 @@ def component_scores(
         part = scores.loc[idx]
         value[scores.index.get_indexer(idx)] = panic_side(part["estimate"], component)
         spread = np.abs(panic_side(part["ci_high"], component) - panic_side(part["ci_low"], component))
-<<<<<<< HEAD
-        read_back = spread / (2 * _quantile(part["ci_level"], part["df"])) * (
-=======
         # A simultaneous interval (over a searched onset) records the quantile it was built with.
         critical = pd.to_numeric(part["critical_value"], errors="coerce").to_numpy(dtype=float)
         quantile = np.where(np.isfinite(critical), critical, _quantile(part["ci_level"], part["df"]))
         se[scores.index.get_indexer(idx)] = spread / (2 * quantile) * (
->>>>>>> decay
             _quantile(np.full(len(part), 0.95), part["df"]) / z_of(0.95))
-        # An interval widened for a search (the surge's max-T) records its own critical value.
-        critical = pd.to_numeric(part["ci_critical"], errors="coerce").to_numpy(float)
-        se[scores.index.get_indexer(idx)] = np.where(np.isfinite(critical), spread / (2 * critical), read_back)
     usable = (scores["status"] == OK).to_numpy() & np.isfinite(value)
     scores["value"] = np.where(usable, value, np.nan)
     scores["se"] = np.where(usable, se, np.nan)
