@@ -54,6 +54,11 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "after_hours_shift": (("requests",),),
     "wasted_effort_lost": (("requests",),),
     "wasted_effort_unqualified": (("requests",), (QUALIFICATION,)),
+    # Back-loading reads close dates and won flags only (amounts weight the deals when present).
+    "bookings_backloading": (("won",),),
+    "month3_bookings_share": (("won",),),
+    "month3_share_above_even": (("won",),),
+    "last_two_weeks_share_above_even": (("won",),),
 }
 NUMBERS = ["estimate", "ci_low", "ci_high", "p_value"]
 

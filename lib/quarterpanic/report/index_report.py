@@ -15,7 +15,7 @@ from quarterpanic.analysis.panic_index import (
 )
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
-from quarterpanic.report.words import CHART_LABELS, ci_label, ci_level_of, markdown_lines
+from quarterpanic.report.words import CHART_LABELS, bookings_phrase, ci_label, ci_level_of, markdown_lines
 from quarterpanic.util import finite_or_none
 
 
@@ -80,6 +80,13 @@ def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
             return f"sales-ops firefighting {multiplier_words(estimate)}{ci}"
         since = f"from week {onset:.0f} on" if onset is not None else "late in the quarter"
         return f"unplanned sales-ops requests per working day ran at {estimate:.1f}× the earlier weeks' pace {since}{ci}"
+    if metric == "bookings_backloading" and row.get("metric") == metric:  # the finding itself
+        return bookings_phrase(row)
+    if metric == "bookings_backloading":
+        # The index's row holds the month-3 share and the other quarters' median share (its centre).
+        centre = finite_or_none(row.get("centre"))
+        usual = f", against {100 * centre:.0f}% in the organisation's other quarters" if centre is not None else ""
+        return bookings_phrase({**row, "metric": "month3_bookings_share"}) + usual
     return f"{metric.replace('_', ' ')} {estimate:.3g}"
 
 
@@ -116,16 +123,17 @@ def headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     org, top = per_org.index[0], per_org.iloc[0]
     if top["panic"] == 0:
         peak = table.loc[table["panic_index"].idxmax()]
+        basis = rests_on_sentence(index, scores)
         return (
             f"No organisation panicked in its complete quarters; the highest panic index was "
             f"{peak['panic_index']:.1f} ({peak['org']}, {peak['quarter']}, {peak['level']})."
-        )
+        ) + (f" {basis}" if basis else "")
     latest = table[(table["org"] == org) & (table["level"] == PANIC)]["quarter"].max()
     rows = scores[(scores["org"] == org) & (scores["quarter"] == latest) & (scores["segment"] == ALL_SEGMENTS)]
     rows = rows.set_index("component")
     phrases = [
         effect_phrase({**rows.loc[name].to_dict(), "component": name}, short=True)
-        for name in ("qualification_decay", "reactive_order_taking")
+        for name in ("qualification_decay", "reactive_order_taking", "bookings_backloading")
         if name in rows.index and _finite(rows.loc[name, "estimate"])
     ]
     what = f"; in {latest} " + " and ".join(phrases) if phrases else f", most recently in {latest}"
