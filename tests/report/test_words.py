@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 
+import quarterpanic.analysis.backloading  # noqa: F401  (registers the back-loading metrics)
 import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
@@ -90,3 +91,24 @@ def test_markdown_lines_give_one_line_per_row_or_the_note_for_none():
     rows = pd.DataFrame({"org": ["A", "B"], "n": [1, 2]})
     assert markdown_lines(rows, lambda row: f"* {row.org}: {row.n}", "none") == "* A: 1\n* B: 2"
     assert markdown_lines(rows.iloc[:0], lambda row: f"* {row.org}", "none") == "none"
+
+
+def test_backloading_sentences_picture_the_share_with_its_interval():
+    row = {"org": "Globex", "quarter": "FY2025-Q4", "metric": "month3_share_above_even", "estimate": 0.43 - 1 / 3,
+           "ci_low": 0.39 - 1 / 3, "ci_high": 0.47 - 1 / 3, "reference": 1 / 3, "p_value": 0.0004,
+           "p_sided": "one-sided", "flagged": True, "direction": "toward panic", "status": "ok", "ci_level": 0.95,
+           "signals": ["won amount"]}
+    assert describe(row) == ("Globex, FY2025-Q4: 43% of the quarter's bookings closed in its last month "
+                             "(95% CI 39–47%; p < 0.001, one-sided; flagged), above an even pace of 33%.")
+    level = {**row, "metric": "month3_bookings_share", "estimate": 0.43, "ci_low": 0.39, "ci_high": 0.47,
+             "reference": float("nan"), "p_value": float("nan"), "signals": ["won deal count"]}
+    assert describe(level) == ("Globex, FY2025-Q4: 43% of the quarter's bookings (counted in deals: no amounts) "
+                               "closed in its last month (95% CI 39–47%).")
+    main = {**row, "metric": "bookings_backloading", "estimate": 0.10, "ci_low": 0.02, "ci_high": 0.18,
+            "reference": 0.33, "p_value": 0.01, "flagged": False, "direction": "toward panic"}
+    assert describe(main) == ("Globex, FY2025-Q4: 43% of the quarter's bookings closed in its last month, 10 points "
+                              "more than in the organisation's other quarters (33%; 95% CI 2 to 18 points; "
+                              "p = 0.010, one-sided) — above its usual pace.")
+    # An interval that reaches the even pace is not "above" it.
+    unclear = {**row, "ci_low": -0.01, "direction": "neither", "flagged": False, "p_value": 0.08}
+    assert ", not clearly above an even pace of 33%." in describe(unclear)
