@@ -74,8 +74,10 @@ def test_index_components_agree_with_the_metric_registry():
 
 
 def expected_baseline(values, se, floor):
+    """Centre, tau and the centre's SE of calm ``values`` none of which the panic-side trim removes."""
+    values = np.asarray(values)
     centre = np.median(values)
-    spread = 1.4826 * np.median(np.abs(np.asarray(values) - centre))
+    spread = 1.4826 * np.median(centre - values[values < centre])
     tau = max(np.sqrt(max(spread ** 2 - se ** 2, 0.0)), floor)
     return centre, tau, np.sqrt(np.pi / 2 * (tau ** 2 + se ** 2) / len(values))
 
@@ -89,21 +91,33 @@ def test_each_quarter_is_compared_with_the_organisations_other_quarters():
     assert last["n_baseline"] == 7 and last["centre"] == pytest.approx(centre)
     assert last["scale"] == pytest.approx(tau) and last["z"] == pytest.approx((0.40 - centre) / tau)
     assert last["z_se"] == pytest.approx(np.sqrt(se ** 2 + centre_se ** 2) / tau)
-    # The first quarter's baseline holds the other seven, the panic quarter among them (leave one out).
-    others = CALM_DECAY[1:] + [0.40]
-    assert decay.loc["FY2025-Q1", "centre"] == pytest.approx(np.median(others))
-    assert decay.loc["FY2025-Q1", "scale"] == pytest.approx(expected_baseline(others, se, 0.03)[1])
+    # The first quarter is compared with the other seven (leave one out), of which the panic-side trim keeps
+    # the six calm ones: the panic quarter, far above them, never widens a calm quarter's baseline.
+    assert decay.loc["FY2025-Q1", "n_baseline"] == 7
+    centre, tau, _ = expected_baseline(CALM_DECAY[1:], se, 0.03)
+    assert decay.loc["FY2025-Q1", "centre"] == pytest.approx(centre)
+    assert decay.loc["FY2025-Q1", "scale"] == pytest.approx(tau)
     reactive = scores[scores["component"] == "reactive_order_taking"].set_index("quarter")
     assert reactive.loc["FY2026-Q4", "value"] == pytest.approx(np.log(3.0))
 
 
+def test_an_organisation_that_panics_in_half_its_quarters_keeps_a_calm_baseline():
+    # Four panic quarters among eight: a plain median of the others would sit among them.
+    decay = [0.02, 0.30, 0.04, 0.32, 0.03, 0.29, 0.05, 0.31]
+    scores = scores_of(org_findings(decay=decay)).query("component == 'qualification_decay'").set_index("quarter")
+    calm = [0.02, 0.04, 0.03, 0.05]
+    assert scores.loc["FY2026-Q4", "centre"] == pytest.approx(np.median(calm))
+    assert scores.loc["FY2026-Q4", "z"] > 3 and (scores.loc[QUARTERS[::2], "z"].abs() < 2).all()
+
+
 def test_the_calm_variation_is_net_of_sampling_noise_and_floored():
     spread_out = [0.0, 0.2, -0.1, 0.15, -0.05, 0.1, 0.05]
+    below = np.array([v for v in spread_out if v < np.median(spread_out)])
     precise = org_findings(decay=spread_out + [0.40])
     noisy = org_findings(decay=spread_out + [0.40], half_widths={"qualification_decay": 0.30})
     tau_precise = scores_of(precise).query("component == 'qualification_decay' and quarter == 'FY2026-Q4'")["scale"]
     tau_noisy = scores_of(noisy).query("component == 'qualification_decay' and quarter == 'FY2026-Q4'")["scale"]
-    mad_sd = 1.4826 * np.median(np.abs(np.array(spread_out) - np.median(spread_out)))
+    mad_sd = 1.4826 * np.median(np.median(spread_out) - below)  # calm-side MAD
     # Estimates this precise vary between quarters for real: tau is nearly their spread.
     assert tau_precise.iloc[0] == pytest.approx(np.sqrt(mad_sd ** 2 - (0.02 / z_of(0.95)) ** 2))
     # Estimates this noisy vary no more than their noise: no real calm variation is left, so the floor holds.
@@ -146,7 +160,8 @@ def test_a_small_firm_s_large_confirmed_surge_is_a_panic_despite_wide_intervals(
     assert index.loc["FY2026-Q4", "level"] == "panic"
     assert index.loc["FY2026-Q4", "index_low"] > 0
     assert index.loc["FY2026-Q4", "index_high"] - index.loc["FY2026-Q4", "index_low"] > 4  # wide, and still panic
-    assert (index.drop(index="FY2026-Q4")["level"] == "calm").all()
+    # Its calm quarters are never watch or panic (a noisy one may get no verdict rather than "calm").
+    assert index.drop(index="FY2026-Q4")["level"].isin(["calm", "insufficient data"]).all()
     # Each component's signal-to-noise stays modest: the old index (z = effect / its own noise) would not say panic.
     snr = scores.query("quarter == 'FY2026-Q4'").eval("(value - centre) / se")
     assert (scores.query("quarter == 'FY2026-Q4'")["weight"] * snr).sum() < 3

@@ -27,11 +27,16 @@ and the interval says so.
 organisation's (and segment's) *other* complete quarters
 (``params["baseline_quarters"]`` when given, else all of them), never with a
 set chosen by this run's flags, so flipping one quarter's flag cannot move any
-baseline. ``centre`` is their median (one or two panic quarters among them
-barely move it); the calm variation ``tau`` is the between-quarter standard
-deviation net of sampling noise, a robust method-of-moments estimate:
-``tau² = max(s² − median(se²), 0)`` with ``s = 1.4826 × MAD`` of the other
-quarters' values and ``se`` their standard errors, never below the
+baseline. Panic only raises a panic-side value, so the other quarters are
+first trimmed on the panic side (:func:`calm_variation`: a forward search
+from their lower half keeps the values within :data:`TRIM_SDS` total standard
+deviations of the kept set's median; an organisation that panics in half its
+quarters still has a calm baseline). ``centre`` is the kept quarters' median;
+the calm variation ``tau`` is the between-quarter standard deviation net of
+sampling noise, a robust method-of-moments estimate:
+``tau² = max(s² − median(se²), 0)`` with ``s = 1.4826 ×`` the median
+calm-side deviation (below the centre) of the kept values and ``se`` their
+standard errors, never below the
 component's ``floor`` (the smallest variation that counts as a real
 difference, so that an organisation whose quarters agree perfectly does not
 turn every wiggle into an extreme). A component needs :data:`MIN_BASELINE`
@@ -52,7 +57,7 @@ panic side* — and a component calmer than usual honestly pulls it down.
 
 **Its interval.** ``index_se² = Σ weight² × (se² + var(centre)) / tau²``:
 each component's sampling error and the error of its baseline median
-(``π/2 × (tau² + median se²) / n_baseline``), components taken as independent
+(``π/2 × (tau² + median se²) / n`` over the n kept quarters), components taken as independent
 and ``tau`` as known. ``index_low``/``index_high`` are the 95% interval
 (fixed, like the standard errors, so levels never move with ``ci_level``).
 
@@ -91,6 +96,8 @@ INSUFFICIENT_BASELINE = "insufficient baseline"
 MIN_BASELINE = 3  # other quarters with a value a component needs for its baseline
 MAD_TO_SD = 1.4826  # MAD of a normal sample × this = its standard deviation
 INDEX_LEVEL = 0.95  # the index interval's level, fixed so that levels never move with the ci_level shown
+# A quarter more than this many calm SDs above the rest is left out of the calm baseline (calm_variation).
+TRIM_SDS = 2.0
 # Large-sample variance of a sample median relative to a mean's (normal data).
 MEDIAN_EFFICIENCY = np.pi / 2
 KEYS = ["org", "quarter", "segment"]
@@ -347,10 +354,10 @@ def panic_side_with_se(rows: pd.DataFrame, component: Component) -> tuple[np.nda
 def _leave_one_out(scores: pd.DataFrame, components: Mapping[str, Component]) -> pd.DataFrame:
     """Per row, the baseline of its org × segment × component without the row's own quarter.
 
-    Returns ``n_baseline``, ``centre`` (median of the other baseline values),
-    ``centre_se`` and ``scale`` (``tau``: the robust between-quarter SD net of
-    the median sampling variance, floored), indexed like ``scores``; NaN with
-    fewer than :data:`MIN_BASELINE` other values.
+    Returns ``n_baseline`` (other quarters with a value), ``centre``,
+    ``centre_se`` and ``scale`` (``tau``) from :func:`calm_variation`,
+    indexed like ``scores``; NaN with fewer than :data:`MIN_BASELINE` other
+    values.
     """
     n_baseline = np.zeros(len(scores), dtype=int)
     numbers = np.full((len(scores), 3), np.nan)  # centre, centre_se, scale
@@ -369,19 +376,47 @@ def _leave_one_out(scores: pd.DataFrame, components: Mapping[str, Component]) ->
 
 
 def calm_variation(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
-    """``(centre, centre_se, tau)`` of baseline ``values`` with sampling ``variances``.
+    """``(centre, centre_se, tau)`` of baseline ``values`` with sampling ``variances``, trimmed on the panic side.
 
-    ``centre`` is the median; ``tau² = max((1.4826 MAD)² − median variance, 0)``
-    (the between-quarter variance net of sampling noise, a robust
-    method-of-moments estimate), ``tau`` at least ``floor``; ``centre_se`` the
-    median's standard error, ``sqrt(π/2 × (tau² + median variance) / n)``.
+    Panic only ever raises a panic-side value, so the calm quarters are the
+    lower cluster of an organisation's quarters, and an organisation may
+    panic in half of them (a plain median would then sit among the panic
+    quarters). The calm set is found by a forward search from the lower half:
+    starting with the lower half of the values, it keeps every value no
+    further above the set's median than :data:`TRIM_SDS` total standard
+    deviations (``sqrt(tau² + median variance)``) and repeats until the set is
+    stable. A calm organisation's set grows to (nearly) all its quarters; the
+    panic quarters of one that panics often stay out. Then ``centre`` is the
+    set's median; ``tau² = max((1.4826 MAD)² − median variance, 0)``, the MAD
+    taken over the deviations below the centre (the
+    between-quarter variance net of sampling noise, a robust method-of-moments
+    estimate), ``tau`` at least ``floor``; ``centre_se`` the median's standard
+    error, ``sqrt(π/2 × (tau² + median variance) / n)``.
     """
-    centre = float(np.median(values))
-    spread = MAD_TO_SD * float(np.median(np.abs(values - centre)))
-    noise = float(np.median(variances))
-    tau = max(float(np.sqrt(max(spread ** 2 - noise, 0.0))), floor)
-    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / len(values)))
+    order = np.argsort(values, kind="stable")
+    values, variances = values[order], variances[order]
+    keep = np.arange(len(values)) < max(MIN_BASELINE, int(np.ceil(len(values) / 2)))
+    for _ in range(len(values)):
+        centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
+        wider = values <= centre + TRIM_SDS * np.sqrt(tau ** 2 + noise)
+        wider[:MIN_BASELINE] = True
+        if (wider == keep).all():
+            break
+        keep = wider
+    centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
+    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / keep.sum()))
     return centre, centre_se, tau
+
+
+def _robust_moments(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
+    """Median, calm SD net of noise (floored) and median sampling variance of ``values``."""
+    centre = float(np.median(values))
+    # Deviations on the calm side only: a panic quarter left in the set sits above the centre and would
+    # widen a two-sided MAD; for a symmetric calm spread both sides estimate the same thing.
+    below = values[values < centre]
+    spread = MAD_TO_SD * float(np.median(centre - below if len(below) else np.abs(values - centre)))
+    noise = float(np.median(variances))
+    return centre, max(float(np.sqrt(max(spread ** 2 - noise, 0.0))), floor), noise
 
 
 # -- the index ----------------------------------------------------------------------------------------
