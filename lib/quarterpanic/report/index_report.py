@@ -222,6 +222,11 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     ax = plots._axes(ax, figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
     ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
+    if {"index_low", "index_high"} <= set(rows.columns):
+        # The index's own 95% interval: a level needs it clear of calm (0), so the reader sees why.
+        ax.errorbar(rows["quarter"], rows["panic_index"], color=plots.BASELINE_COLOR, linestyle="none",
+                    yerr=[rows["panic_index"] - rows["index_low"], rows["index_high"] - rows["panic_index"]],
+                    capsize=3, linewidth=1.0)
     for name, style in (("watch", ":"), ("panic", "--")):
         ax.axhline(float(thresholds[name]), color=plots.LEVEL_COLORS[name], linestyle=style, linewidth=1.2,
                    label=f"{name} from {float(thresholds[name]):g}")
@@ -235,7 +240,7 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
         verdict = f"panicked in {panic} of {judged} quarters"
     else:
         verdict = f"stayed clear of panic in all {judged} quarters"
-    plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (baseline SDs)")
+    plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (calm SDs, 95% CI)")
     ax.tick_params(axis="x", rotation=45 if len(rows) > 6 else 0)
     ax.legend(loc="upper left")
     return ax
@@ -407,8 +412,8 @@ def summary_figures(
         "headline": headline,
         "as_of": as_of,
         "index_thresholds": thresholds,
-        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "level", "n_components",
-                        "top_component"]],
+        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "index_low", "index_high", "level",
+                        "n_components", "top_component"]],
         "levels": {org: dict(index[index["org"] == org]["level"].value_counts())
                    for org in sorted(index["org"].unique())},
         "components": scores[["org", "quarter", "segment", "component", "estimate", "z", "weight", "contribution",
