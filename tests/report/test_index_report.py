@@ -1,5 +1,6 @@
 """quarterpanic.report.index_report: the executive summary's Markdown, tables, charts per organisation, key figures."""
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
