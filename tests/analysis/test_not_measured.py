@@ -13,6 +13,7 @@ from helpers import bernoulli_dataset
 from helpers import canonical_table as canonical
 from quarterpanic import cli
 from quarterpanic.analysis import inputs
+from quarterpanic.analysis.backloading import METRIC_NAMES as BACKLOADING_METRICS
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
 from quarterpanic.analysis.findings import (
@@ -20,7 +21,7 @@ from quarterpanic.analysis.findings import (
     to_records,
 )
 from quarterpanic.analysis.inputs import quarter_coverage
-from quarterpanic.analysis.panic_index import NOT_ENOUGH_EVIDENCE, index_from_findings, quarter_records
+from quarterpanic.analysis.panic_index import NOT_ENOUGH_EVIDENCE, index_from_findings, panic_index, quarter_records
 from quarterpanic.analysis.reactive import analyse_reactive
 from quarterpanic.analysis.rule import SIGNALS, qualified_by_signals, rule_signals
 from quarterpanic.analysis.workload import deal_links
@@ -155,9 +156,6 @@ def test_not_measured_rows_lose_numbers_and_flags_and_say_what_they_need():
 
 
 # -- the minimal export, end to end -----------------------------------------------------------------
-# What a plain opportunity report (amount, close date, won, created date) can measure: the deal size and win
-# rate in the last week, and sell-or-do (but its leads).
-MINIMAL_MEASURABLE = {"last_week_deal_size_change", "last_week_win_rate_ratio", "sell_or_do", "sell_or_do_crunch"}
 
 
 @pytest.fixture(scope="module")
@@ -167,16 +165,25 @@ def minimal():
     return sample, data, detect(data)
 
 
+# What a plain opportunity report (amount, close date, won, created date) can measure: the deal size and win
+# rate in the last week, bookings back-loading, and sell-or-do (but its leads).
+MEASURABLE_FROM_OPPORTUNITIES = {"last_week_deal_size_change", "last_week_win_rate_ratio", "sell_or_do",
+                                 "sell_or_do_crunch", *BACKLOADING_METRICS}
+
+
 def test_minimal_export_marks_every_unsupported_metric(minimal):
     _, data, findings = minimal
     supported = inputs.supported_analyses(data)
-    assert set(supported.loc[supported["supported"], "metric"]) == MINIMAL_MEASURABLE
-    measurable = findings["metric"].isin(MINIMAL_MEASURABLE)
+    assert set(supported.loc[supported["supported"], "metric"]) == MEASURABLE_FROM_OPPORTUNITIES
+    measurable = findings["metric"].isin(MEASURABLE_FROM_OPPORTUNITIES)
     unsupported = findings[~measurable]
     assert not unsupported.empty and (unsupported["status"] == NOT_MEASURED).all()
     assert unsupported["needs"].map(len).gt(0).all()
     assert unsupported[["estimate", "ci_low", "ci_high", "p_value"]].isna().all().all()
-    assert not findings["flagged"].any() or findings.loc[findings["flagged"], "metric"].isin(MINIMAL_MEASURABLE).all()
+    assert findings.loc[findings["flagged"], "metric"].isin(MEASURABLE_FROM_OPPORTUNITIES).all()
+    # Back-loading is measured: a verdict in some quarters, no "not measured" anywhere.
+    backloading = findings[findings["metric"] == "bookings_backloading"]
+    assert (backloading["status"] == OK).any() and (backloading["status"] != NOT_MEASURED).all()
     qualification = findings[findings["metric"] == "qualification_decay"]
     assert qualification["needs"].map(lambda n: "BANT flags or next_step" in n[0]).all()
     assert (findings.loc[measurable, "status"] != NOT_MEASURED).all()
@@ -185,16 +192,23 @@ def test_minimal_export_marks_every_unsupported_metric(minimal):
     assert len(reactive) == len(findings[findings["metric"] == "qualification_decay"])
 
 
-def test_minimal_export_index_is_never_calm_on_unmeasured_components(minimal):
+UNMEASURED_IN_MINIMAL = {"qualification_decay", "win_rate_ratio", "discount_uplift", "reactive_order_taking"}
+
+
+def test_minimal_export_index_rests_on_backloading_alone(minimal):
     _, data, findings = minimal
     scores, index = index_from_findings(findings, None, data)
-    assert (index["level"] == NOT_ENOUGH_EVIDENCE).all() and index["panic_index"].isna().all()
-    assert index["rests_on"].map(len).eq(0).all()
+    measured = index["rests_on"].map(len).gt(0)
+    assert measured.any() and index.loc[measured, "rests_on"].map(lambda r: r == ["bookings_backloading"]).all()
+    assert index.loc[measured, "panic_index"].notna().all() and index.loc[measured, "index_low"].notna().all()
+    # A quarter whose back-loading could not be judged (too few won deals) gets no index and no "calm".
+    assert (index.loc[~measured, "level"] == "insufficient data").all() and index.loc[~measured, "panic_index"].isna().all()
     records = quarter_records(scores, index)
     for record in records:
-        assert record["level"] == NOT_ENOUGH_EVIDENCE and record["rests_on"] == []
-        assert set(record["not_measured"]) == set(record["components"])
-        assert all(c["status"] == NOT_MEASURED and c["needs"] for c in record["components"].values())
+        assert set(record["not_measured"]) == UNMEASURED_IN_MINIMAL
+        assert all(record["components"][c]["status"] == NOT_MEASURED and record["components"][c]["needs"]
+                   for c in UNMEASURED_IN_MINIMAL)
+        assert record["components"]["bookings_backloading"]["status"] != NOT_MEASURED
 
 
 def test_minimal_export_words_have_no_nan(minimal):
@@ -206,7 +220,8 @@ def test_minimal_export_words_have_no_nan(minimal):
     assert "not measured" in text and "ticket export (requests)" in text
     json.dumps(to_records(findings))
     lines = "\n".join(supported_analyses_lines(inputs.supported_analyses(data)))
-    assert f"Globex Corporation: {len(MINIMAL_MEASURABLE)} of" in lines and "needs ticket export (requests)" in lines
+    assert f"Globex Corporation: {len(MEASURABLE_FROM_OPPORTUNITIES)} of" in lines
+    assert "needs ticket export (requests)" in lines
 
 
 def test_full_sample_signals_are_todays_rule():
@@ -239,15 +254,20 @@ def test_index_words_say_what_the_index_rests_on(minimal):
     _, data, findings = minimal
     scores, index = index_from_findings(findings, None, data)
     text = index_report.headline(index, scores)
-    assert "No component of the index could be measured" in text and "BANT flags" in text
-    org = index["org"].iloc[0]
-    title = index_report.plot_index(index, {"watch": 2.0, "panic": 3.0}, org).get_title()
-    assert "stayed clear" not in title and "no panic index" in title
+    assert "The index rests on bookings backloading only; not measured: qualification decay" in text
+    assert "BANT flags" in text and "ticket export (requests)" in text
     phrase = index_report.effect_phrase(scores.iloc[0].to_dict())
     assert "not measured" in phrase and "nan" not in phrase
-    assert set(index_report.index_table(index).stack()) <= {"not measured", ""}
+    backloading = scores[(scores["component"] == "bookings_backloading") & scores["z"].notna()]
+    phrase = index_report.effect_phrase(backloading.iloc[0].to_dict())
+    assert "of the quarter's bookings closed in its last month (95% CI" in phrase
+    assert "in the organisation's other quarters" in phrase and "nan" not in phrase
     assert scores["contribution"].dtype == float and scores["z"].dtype == float
-    assert index_report.plot_contributions(scores, org).get_title() == (
+    # With nothing measured at all, no component: no level, and the card says so.
+    nothing = scores.assign(z=np.nan, contribution=0.0, status=NOT_MEASURED)
+    assert (panic_index(nothing)["level"] == NOT_ENOUGH_EVIDENCE).all()
+    org = index["org"].iloc[0]
+    assert index_report.plot_contributions(nothing, org).get_title() == (
         f"{org}: no component of the index could be measured")
 
 
@@ -350,13 +370,14 @@ def test_detect_json_marks_unsupported_metrics(minimal_folder, capsys):
     assert cli.main(["detect", str(minimal_folder), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     for finding in document["findings"]:
-        if finding["metric"] in MINIMAL_MEASURABLE:
+        if finding["metric"] in MEASURABLE_FROM_OPPORTUNITIES:
             assert finding["status"] != NOT_MEASURED
             continue
         assert finding["status"] == NOT_MEASURED and finding["needs"]
         assert finding["estimate"] is None and finding["ci_low"] is None and finding["p_value"] is None
         assert not finding["flagged"] and finding["direction"] is None
-    assert document["quarters"] and all(q["level"] == NOT_ENOUGH_EVIDENCE for q in document["quarters"])
+    assert document["quarters"] and all(set(q["rests_on"]) <= {"bookings_backloading"} for q in document["quarters"])
+    assert all(set(q["not_measured"]) == UNMEASURED_IN_MINIMAL for q in document["quarters"])
     assert not re.search(r"\bnan\b", json.dumps(document), flags=re.IGNORECASE)
 
 
@@ -364,8 +385,8 @@ def test_validate_lists_what_each_org_supports(minimal_folder, tmp_path, capsys)
     assert cli.main(["validate", str(minimal_folder), "--rejects", str(tmp_path / "rejects.csv")]) == 0
     out = capsys.readouterr().out
     assert "analyses the data support, per organisation:" in out
-    assert out.count(f"{len(MINIMAL_MEASURABLE)} of {len(inputs.METRIC_INPUTS)} analyses measurable") == 3
-    assert "measured: last_week_deal_size_change, last_week_win_rate_ratio" in out
+    assert out.count(f"{len(MEASURABLE_FROM_OPPORTUNITIES)} of {len(inputs.METRIC_INPUTS)} analyses measurable") == 3
+    assert "measured: " in out and all(metric in out for metric in MEASURABLE_FROM_OPPORTUNITIES)
     assert "needs ticket export (requests)" in out and "needs close-date history" in out
 
 
@@ -387,7 +408,9 @@ def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
     assert not findings.loc[in_first, "flagged"].any()
     sentence = describe(findings[in_first].iloc[0])
     assert "cover only part of this quarter" in sentence and "n/a" not in sentence
-    assert (findings.loc[~in_first, "status"] != PARTIAL).all()
+    # Back-loading also waits until the export covers a quarter's closes (its own, stricter coverage).
+    own_rule = findings["component"] == "bookings_backloading"
+    assert (findings.loc[~in_first & ~own_rule, "status"] != PARTIAL).all()
     _, index = index_from_findings(findings, None, data)
     assert not index.apply(lambda r: first[r["org"]] == r["quarter"], axis=1).any()
     orgs = pd.Series(["A", "A", "A"])

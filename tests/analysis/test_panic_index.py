@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from quarterpanic.analysis import panic_index as pi
 from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, apply_fdr, make_findings, z_of
@@ -13,25 +14,41 @@ THRESHOLDS = {"index_thresholds": {"watch": 2.0, "panic": 3.0}}
 QUARTERS = [f"FY2025-Q{i}" for i in range(1, 5)] + [f"FY2026-Q{i}" for i in range(1, 5)]
 
 
-def finding(org, quarter, metric, estimate, half_width, flagged=False, status="ok", onset=9):
-    return {"org": org, "quarter": quarter, "component": "qualification_decay" if metric != "reactive_order_taking"
-            else "reactive_order_taking", "metric": metric, "estimate": estimate, "ci_low": estimate - half_width,
-            "ci_high": estimate + half_width, "p_value": 0.5, "flagged": flagged, "status": status, "n": 100,
-            "onset_week": onset}
+COMPONENT_OF = {"reactive_order_taking": "reactive_order_taking", "month3_bookings_share": "bookings_backloading"}
+USUAL_MONTH3_SHARE = 0.40
 
 
-def org_findings(org="Acme", decay=None, reactive=None, panic=()):
-    """Eight quarters of the four index metrics; quarters in ``panic`` flagged."""
-    decay = decay or [0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04, 0.40]
-    reactive = reactive or [1.1, 1.2, 1.0, 1.15, 1.25, 1.05, 1.1, 3.0]
+def finding(org, quarter, metric, estimate, half_width, flagged=False, status="ok", onset=9, **extra):
+    return {"org": org, "quarter": quarter, "component": COMPONENT_OF.get(metric, "qualification_decay"),
+            "metric": metric, "estimate": estimate, "ci_low": estimate - half_width, "ci_high": estimate + half_width,
+            "p_value": 0.5, "flagged": flagged, "status": status, "n": 100, "onset_week": onset, **extra}
+
+
+CALM_DECAY = [0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04]
+CALM_REACTIVE = [1.1, 1.2, 1.0, 1.15, 1.25, 1.05, 1.1]
+CALM_BACKLOADING = [0.0, 0.02, -0.01, 0.01, 0.03, -0.02, 0.0]
+
+
+def org_findings(org="Acme", decay=None, reactive=None, backloading=None, panic=(), half_widths=None):
+    """Eight quarters of the five index components' findings; quarters in ``panic`` flagged.
+
+    ``half_widths`` overrides the intervals' half-widths per metric (log scale for the ratios).
+    """
+    decay = decay or CALM_DECAY + [0.40]
+    reactive = reactive or CALM_REACTIVE + [3.0]
+    backloading = backloading or CALM_BACKLOADING + [0.25]
+    widths = {"qualification_decay": 0.02, "win_rate_ratio": 0.001, "discount_uplift": 0.001,
+              "reactive_order_taking": 0.01, "bookings_backloading": 0.05, **(half_widths or {})}
     rows = []
-    for quarter, d, r in zip(QUARTERS, decay, reactive):
+    for quarter, d, r, b in zip(QUARTERS, decay, reactive, backloading):
         flagged = quarter in panic
         rows += [
-            finding(org, quarter, "qualification_decay", d, 0.02, flagged),
-            finding(org, quarter, "win_rate_ratio", 1.0, 0.001),
-            finding(org, quarter, "discount_uplift", 0.0, 0.001),
-            finding(org, quarter, "reactive_order_taking", r, 0.01 * r, flagged),
+            finding(org, quarter, "qualification_decay", d, widths["qualification_decay"], flagged),
+            finding(org, quarter, "win_rate_ratio", 1.0, widths["win_rate_ratio"]),
+            finding(org, quarter, "discount_uplift", 0.0, widths["discount_uplift"]),
+            finding(org, quarter, "reactive_order_taking", r, widths["reactive_order_taking"] * r, flagged),
+            # The index reads back-loading from the month-3 share itself.
+            finding(org, quarter, "month3_bookings_share", USUAL_MONTH3_SHARE + b, widths["bookings_backloading"]),
         ]
     return make_findings(rows)
 
@@ -41,7 +58,8 @@ def scores_of(findings, **params):
 
 
 def test_index_components_agree_with_the_metric_registry():
-    import quarterpanic.analysis.qualification  # noqa: F401  (registers the metrics)
+    import quarterpanic.analysis.backloading  # noqa: F401  (registers the metrics)
+    import quarterpanic.analysis.qualification  # noqa: F401
     import quarterpanic.analysis.reactive  # noqa: F401
 
     for component in pi.COMPONENTS:
@@ -49,45 +67,139 @@ def test_index_components_agree_with_the_metric_registry():
         assert component.direction == metric.direction
         assert component.log_scale == (metric.unit == "ratio")
     assert sum(c.weight for c in pi.COMPONENTS) == pytest.approx(1.0)
+    # Each of the four symptoms carries a quarter of the weight.
+    by_symptom = pd.Series({c.metric: c.weight for c in pi.COMPONENTS}).groupby(
+        {c.metric: c.symptom for c in pi.COMPONENTS}).sum()
+    np.testing.assert_allclose(by_symptom, 0.25)
 
 
-def test_each_component_is_standardised_against_its_own_calm_quarters():
-    findings = org_findings(panic=("FY2026-Q4",))
-    scores = scores_of(findings)
+def expected_baseline(values, se, floor):
+    """Centre, tau and the centre's SE of calm ``values`` none of which the panic-side trim removes."""
+    values = np.asarray(values)
+    centre = np.median(values)
+    spread = 1.4826 * np.median(centre - values[values < centre])
+    tau = max(np.sqrt(max(spread ** 2 - se ** 2, 0.0)), floor)
+    return centre, tau, np.sqrt(np.pi / 2 * (tau ** 2 + se ** 2) / len(values))
+
+
+def test_each_quarter_is_compared_with_the_organisations_other_quarters():
+    scores = scores_of(org_findings(panic=("FY2026-Q4",)))
     decay = scores[scores["component"] == "qualification_decay"].set_index("quarter")
-    # The flagged quarter is not in the baseline; the centre is the median of the other seven.
-    calm = np.array([0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.04])
-    centre = np.median(calm)
-    mad_sd = 1.4826 * np.median(np.abs(calm - centre))
     se = 0.02 / z_of(0.95)
-    assert not decay.loc["FY2026-Q4", "baseline"] and decay.loc["FY2025-Q1", "baseline"]
-    assert decay.loc["FY2026-Q4", "centre"] == pytest.approx(centre)
-    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(mad_sd, se, 0.02))
-    assert decay.loc["FY2026-Q4", "z"] == pytest.approx((0.40 - centre) / max(mad_sd, se, 0.02))
+    centre, tau, centre_se = expected_baseline(CALM_DECAY, se, 0.03)
+    last = decay.loc["FY2026-Q4"]
+    assert last["n_baseline"] == 7 and last["centre"] == pytest.approx(centre)
+    assert last["scale"] == pytest.approx(tau) and last["z"] == pytest.approx((0.40 - centre) / tau)
+    assert last["z_se"] == pytest.approx(np.sqrt(se ** 2 + centre_se ** 2) / tau)
+    # The first quarter is compared with the other seven (leave one out), of which the panic-side trim keeps
+    # the six calm ones: the panic quarter, far above them, never widens a calm quarter's baseline.
+    assert decay.loc["FY2025-Q1", "n_baseline"] == 7
+    centre, tau, _ = expected_baseline(CALM_DECAY[1:], se, 0.03)
+    assert decay.loc["FY2025-Q1", "centre"] == pytest.approx(centre)
+    assert decay.loc["FY2025-Q1", "scale"] == pytest.approx(tau)
     reactive = scores[scores["component"] == "reactive_order_taking"].set_index("quarter")
     assert reactive.loc["FY2026-Q4", "value"] == pytest.approx(np.log(3.0))
 
 
-def test_a_very_quiet_baseline_does_not_explode_the_z_scores():
-    # Seven identical calm estimates: MAD = 0, so the scale falls back to the estimates' own standard error.
-    findings = org_findings(decay=[0.05] * 7 + [0.09], panic=())
-    decay = scores_of(findings).query("component == 'qualification_decay'").set_index("quarter")
-    assert decay.loc["FY2026-Q4", "scale"] == pytest.approx(max(0.02 / z_of(0.95), 0.02))
-    assert decay.loc["FY2026-Q4", "z"] == pytest.approx(0.04 / decay.loc["FY2026-Q4", "scale"])
-    # Same with a tiny standard error: the absolute floor of the component holds.
-    tight = findings.copy()
-    tight["ci_low"], tight["ci_high"] = tight["estimate"] - 1e-6, tight["estimate"] + 1e-6
-    floor = scores_of(tight).query("component == 'qualification_decay' and quarter == 'FY2026-Q4'")
-    assert floor["scale"].iloc[0] == pytest.approx(0.02) and floor["z"].iloc[0] == pytest.approx(2.0)
+def test_an_organisation_that_panics_in_half_its_quarters_keeps_a_calm_baseline():
+    # Four panic quarters among eight: a plain median of the others would sit among them.
+    decay = [0.02, 0.30, 0.04, 0.32, 0.03, 0.29, 0.05, 0.31]
+    scores = scores_of(org_findings(decay=decay)).query("component == 'qualification_decay'").set_index("quarter")
+    calm = [0.02, 0.04, 0.03, 0.05]
+    assert scores.loc["FY2026-Q4", "centre"] == pytest.approx(np.median(calm))
+    assert scores.loc["FY2026-Q4", "z"] > 3 and (scores.loc[QUARTERS[::2], "z"].abs() < 2).all()
 
 
-def test_organisations_are_standardised_separately():
-    noisy = org_findings("Noisy", decay=[0.0, 0.2, -0.1, 0.15, -0.05, 0.1, 0.05, 0.40])
-    quiet = org_findings("Quiet", decay=[0.02, 0.03, 0.02, 0.03, 0.02, 0.03, 0.02, 0.40])
-    scores = scores_of(make_findings(pd.concat([noisy, quiet])))
+def test_the_calm_variation_is_net_of_sampling_noise_and_floored():
+    spread_out = [0.0, 0.2, -0.1, 0.15, -0.05, 0.1, 0.05]
+    below = np.array([v for v in spread_out if v < np.median(spread_out)])
+    precise = org_findings(decay=spread_out + [0.40])
+    noisy = org_findings(decay=spread_out + [0.40], half_widths={"qualification_decay": 0.30})
+    tau_precise = scores_of(precise).query("component == 'qualification_decay' and quarter == 'FY2026-Q4'")["scale"]
+    tau_noisy = scores_of(noisy).query("component == 'qualification_decay' and quarter == 'FY2026-Q4'")["scale"]
+    mad_sd = 1.4826 * np.median(np.median(spread_out) - below)  # calm-side MAD
+    # Estimates this precise vary between quarters for real: tau is nearly their spread.
+    assert tau_precise.iloc[0] == pytest.approx(np.sqrt(mad_sd ** 2 - (0.02 / z_of(0.95)) ** 2))
+    # Estimates this noisy vary no more than their noise: no real calm variation is left, so the floor holds.
+    assert tau_noisy.iloc[0] == pytest.approx(0.03)
+
+
+def test_an_organisation_whose_calm_quarters_vary_a_lot_needs_a_bigger_effect():
+    steady = org_findings("Steady", decay=CALM_DECAY + [0.25])
+    swinging = org_findings("Swinging", decay=[0.0, 0.2, -0.1, 0.15, -0.05, 0.1, 0.05, 0.30])
+    scores = scores_of(make_findings(pd.concat([steady, swinging])))
     last = scores[(scores["component"] == "qualification_decay") & (scores["quarter"] == "FY2026-Q4")]
     z = last.set_index("org")["z"]
-    assert z["Quiet"] > 3 * z["Noisy"] > 0
+    # Same drop above each one's usual quarter (0.21 and 0.25): measured against how much each one swings.
+    assert z["Steady"] > 3 * z["Swinging"] > 0
+
+
+def test_the_baseline_does_not_move_when_a_quarter_s_flag_flips():
+    columns = ["centre", "scale", "centre_se", "n_baseline", "z", "baseline"]
+    unflagged = scores_of(org_findings(panic=()))[columns]
+    flagged = scores_of(org_findings(panic=("FY2026-Q4", "FY2025-Q2")))[columns]
+    pd.testing.assert_frame_equal(unflagged, flagged)
+
+
+def test_a_small_firm_s_large_confirmed_surge_is_a_panic_despite_wide_intervals():
+    # A small firm: every estimate is noisy (intervals five to ten times the enterprise's), its calm quarters
+    # vary about as much as that noise; its last quarter panics on every symptom.
+    wide = {"qualification_decay": 0.24, "win_rate_ratio": 0.6, "discount_uplift": 0.08,
+            "reactive_order_taking": 0.7, "bookings_backloading": 0.24}
+    decay = [-0.1, 0.1, 0.05, -0.05, 0.12, -0.12, 0.0, 0.25]
+    reactive = [1.0, 1.4, 0.8, 1.2, 0.9, 1.3, 1.1, 3.0]
+    backloading = [-0.1, 0.08, 0.0, 0.12, -0.05, 0.05, -0.12, 0.2]
+    findings = org_findings("Studio", decay=decay, reactive=reactive, backloading=backloading, half_widths=wide)
+    last = (findings["quarter"] == "FY2026-Q4")
+    findings.loc[last & (findings["metric"] == "win_rate_ratio"), ["estimate", "ci_low", "ci_high"]] = [
+        0.7, 0.7 * np.exp(-0.6), 0.7 * np.exp(0.6)]
+    findings.loc[last & (findings["metric"] == "discount_uplift"), ["estimate", "ci_low", "ci_high"]] = [
+        0.05, -0.03, 0.13]
+    scores = scores_of(findings)
+    index = pi.panic_index(scores, THRESHOLDS).set_index("quarter")
+    assert index.loc["FY2026-Q4", "level"] == "panic"
+    assert index.loc["FY2026-Q4", "index_low"] > 0
+    assert index.loc["FY2026-Q4", "index_high"] - index.loc["FY2026-Q4", "index_low"] > 4  # wide, and still panic
+    # Its calm quarters are never watch or panic (a noisy one may get no verdict rather than "calm").
+    assert index.drop(index="FY2026-Q4")["level"].isin(["calm", "insufficient data"]).all()
+    # Each component's signal-to-noise stays modest: the old index (z = effect / its own noise) would not say panic.
+    snr = scores.query("quarter == 'FY2026-Q4'").eval("(value - centre) / se")
+    assert (scores.query("quarter == 'FY2026-Q4'")["weight"] * snr).sum() < 3
+
+
+def test_the_index_interval_covers_the_true_index():
+    # Simulated organisations: each component's true quarter value = a calm mean + real between-quarter
+    # variation (+ an effect in the last quarter); estimates add sampling noise of a known standard error.
+    # The true index is the weighted mean of (true value - calm mean) / tau, in the scale the index used.
+    rng = np.random.default_rng(11)
+    components = {c.metric: c for c in pi.COMPONENTS}
+    truth = {"qualification_decay": (0.0, 0.04, 0.05), "win_rate_ratio": (0.0, 0.1, 0.2),
+             "discount_uplift": (0.0, 0.01, 0.02), "reactive_order_taking": (0.1, 0.12, 0.25),
+             "bookings_backloading": (0.0, 0.05, 0.08)}  # calm mean, calm SD, standard error (panic side)
+    runs, rows, true_values = 300, [], {}
+    for run in range(runs):  # one simulated organisation per run, all standardised in one call
+        org, effect = f"Sim{run}", rng.uniform(0, 4)
+        for metric, (mean, sd, se) in truth.items():
+            values = mean + sd * rng.standard_normal(len(QUARTERS))
+            values[-1] += effect * sd
+            true_values[org, metric] = values[-1] - mean
+            estimates = values + se * rng.standard_normal(len(QUARTERS))
+            sign = components[metric].direction
+            for quarter, estimate in zip(QUARTERS, estimates):
+                low, high = estimate - 1.959964 * se, estimate + 1.959964 * se
+                if components[metric].log_scale:
+                    estimate, low, high = np.exp(sign * estimate), np.exp(sign * low), np.exp(sign * high)
+                else:
+                    estimate, low, high = sign * estimate, sign * low, sign * high
+                rows.append(finding(org, quarter, metric, estimate, 0.0) | {"ci_low": min(low, high),
+                                                                            "ci_high": max(low, high)})
+    scores = scores_of(make_findings(rows))
+    last = scores[scores["quarter"] == "FY2026-Q4"]
+    true_z = [true_values[org, metric] for org, metric in zip(last["org"], last["component"])] / last["scale"]
+    true_index = (last["weight"] * true_z).groupby(last["org"]).sum()
+    index = pi.panic_index(scores, THRESHOLDS).query("quarter == 'FY2026-Q4'").set_index("org")
+    covered = (index["index_low"] <= true_index[index.index]) & (true_index[index.index] <= index["index_high"])
+    assert len(covered) == runs and 0.90 <= covered.mean() <= 0.99
 
 
 def test_contributions_sum_to_the_index_and_levels_follow_the_thresholds():
@@ -100,13 +212,46 @@ def test_contributions_sum_to_the_index_and_levels_follow_the_thresholds():
     np.testing.assert_allclose(scores["contribution"], scores["weight"] * scores["z"].fillna(0))
     levels = index.set_index("quarter")["level"]
     assert levels["FY2026-Q4"] == "panic" and (levels.drop("FY2026-Q4") == "calm").all()
-    assert index.set_index("quarter").loc["FY2026-Q4", "top_component"] in ("qualification_decay",
-                                                                             "reactive_order_taking")
+    assert index.set_index("quarter").loc["FY2026-Q4", "top_component"] in [c.metric for c in pi.COMPONENTS]
+    # The interval is the index ± 1.96 of its standard error, which adds the components' in quadrature.
+    last = scores[scores["quarter"] == "FY2026-Q4"]
+    row = index.set_index("quarter").loc["FY2026-Q4"]
+    assert row["index_se"] == pytest.approx(np.sqrt((last["weight"] ** 2 * last["z_se"] ** 2).sum()))
+    assert row["index_low"] == pytest.approx(row["panic_index"] - z_of(0.95) * row["index_se"])
 
 
 def test_levels_at_the_boundaries():
     levels = pi.level_of([1.99, 2.0, 2.99, 3.0, np.nan], {"watch": 2.0, "panic": 3.0})
     assert list(levels) == ["calm", "watch", "watch", "panic", "insufficient data"]
+    # With the interval: watch and panic need it clear of calm; a large point it cannot confirm is no verdict.
+    levels = pi.level_of([1.0, 2.5, 3.5, 3.5, 5.0], {"watch": 2.0, "panic": 3.0}, low=[-1.0, 0.1, 0.1, 0.0, -0.5])
+    assert list(levels) == ["calm", "watch", "panic", "insufficient data", "insufficient data"]
+
+
+def test_the_index_does_not_move_with_the_ci_level_shown():
+    findings = org_findings(panic=("FY2026-Q4",))
+    narrow = findings.copy()
+    # The same estimates with 80% intervals (normal): the standard errors, and so the index, must not change.
+    shrink = stats.norm.ppf(0.9) / z_of(0.95)
+    log = narrow["metric"].isin(["win_rate_ratio", "reactive_order_taking"])
+    for column in ("ci_low", "ci_high"):
+        narrow.loc[~log, column] = narrow["estimate"] + (narrow[column] - narrow["estimate"]) * shrink
+        ratio = narrow.loc[log, column] / narrow.loc[log, "estimate"]
+        narrow.loc[log, column] = narrow.loc[log, "estimate"] * np.exp(np.log(ratio) * shrink)
+    narrow["ci_level"] = 0.8
+    a = pi.panic_index(scores_of(findings), THRESHOLDS)
+    b = pi.panic_index(scores_of(narrow), THRESHOLDS)
+    np.testing.assert_allclose(a[["panic_index", "index_low", "index_high"]], b[["panic_index", "index_low",
+                                                                                 "index_high"]])
+
+
+def test_a_detector_s_own_standard_error_is_used_where_it_gives_one():
+    findings = org_findings(panic=("FY2026-Q4",))
+    findings["se"] = np.where(findings["metric"] == "month3_bookings_share", 0.04, np.nan)
+    scores = scores_of(findings).query("component == 'bookings_backloading'")
+    np.testing.assert_allclose(scores["se"], 0.04)
+    other = scores_of(findings).query("component == 'qualification_decay'")
+    np.testing.assert_allclose(other["se"], 0.02 / z_of(0.95))
 
 
 def test_insufficient_components_get_no_weight_and_the_others_are_renormalised():
@@ -117,7 +262,8 @@ def test_insufficient_components_get_no_weight_and_the_others_are_renormalised()
     last = scores_of(findings).query("quarter == 'FY2026-Q4'").set_index("component")
     assert (last.loc[["win_rate_ratio", "discount_uplift"], "status"] == "insufficient data").all()
     assert (last.loc[["win_rate_ratio", "discount_uplift"], "weight"] == 0).all()
-    np.testing.assert_allclose(last.loc[["qualification_decay", "reactive_order_taking"], "weight"], [0.5, 0.5])
+    np.testing.assert_allclose(
+        last.loc[["qualification_decay", "reactive_order_taking", "bookings_backloading"], "weight"], [1 / 3] * 3)
 
 
 def test_too_few_baseline_quarters_is_insufficient_baseline():
@@ -129,11 +275,14 @@ def test_too_few_baseline_quarters_is_insufficient_baseline():
     assert (index["level"] == "insufficient data").all() and index["panic_index"].isna().all()
 
 
-def test_explicit_baseline_quarters_replace_the_flag_rule():
+def test_explicit_baseline_quarters_replace_the_other_quarters():
     findings = org_findings(panic=())
     scores = scores_of(findings, baseline_quarters=QUARTERS[:4])
     baseline = scores.drop_duplicates("quarter").set_index("quarter")["baseline"]
     assert baseline[QUARTERS[:4]].all() and not baseline[QUARTERS[4:]].any()
+    decay = scores.query("component == 'qualification_decay'").set_index("quarter")
+    assert decay.loc["FY2026-Q4", "centre"] == pytest.approx(np.median(CALM_DECAY[:4]))
+    assert decay.loc["FY2025-Q1", "n_baseline"] == 3 and decay.loc["FY2026-Q4", "n_baseline"] == 4
 
 
 def test_open_quarters_get_no_index():
@@ -184,7 +333,9 @@ def test_json_quarters_have_the_documented_shape():
     json.dumps(records)
     assert len(records) == 8
     record = records[-1]
-    assert {"org", "quarter", "panic_index", "level", "rests_on", "not_measured", "components"} <= set(record)
+    assert {"org", "quarter", "panic_index", "index_low", "index_high", "level", "rests_on", "not_measured",
+            "components"} <= set(record)
+    assert record["index_low"] < record["panic_index"] < record["index_high"]
     assert record["level"] == "panic" and record["quarter"] == "FY2026-Q4"
     assert set(record["components"]) == {c.metric for c in pi.COMPONENTS}
     assert set(record["rests_on"]) == {c.metric for c in pi.COMPONENTS} and record["not_measured"] == []

@@ -1,5 +1,6 @@
 """quarterpanic.report.index_report: the executive summary's Markdown, tables, charts per organisation, key figures."""
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,6 +69,7 @@ def index_frame():
         "org": ["A", "A", "B"], "quarter": ["FY2025-Q1", "FY2025-Q2", "FY2025-Q1"], "segment": "all",
         "size_class": ["mid", "mid", "small"], "panic_index": [3.5, 0.2, 2.1], "level": ["panic", "calm", "watch"],
         "n_components": 4, "top_component": "qualification_decay", "baseline": False,
+        "index_low": [1.2, -1.5, 0.3], "index_high": [5.8, 1.9, 3.9],
     })
 
 
@@ -106,7 +108,16 @@ def test_summary_figures_count_levels_per_organisation():
                                      "contribution", "status"]),
         top=pd.DataFrame(), costs=pd.DataFrame(), totals=pd.DataFrame(), sizes=pd.DataFrame(), status=status)
     assert figures["levels"] == {"A": {"panic": 1, "calm": 1}, "B": {"watch": 1}}
+    assert figures["index"]["index_low"].tolist() == [1.2, -1.5, 0.3]
     assert figures["early_warning"]["signals"].tolist() == [["qualification_decay"]]
+
+
+def test_index_bars_carry_the_index_interval():
+    ax = report.plot_index(index_frame(), {"watch": 2.0, "panic": 3.0}, "A")
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()
+    np.testing.assert_allclose([(s[0][1], s[1][1]) for s in segments], [(1.2, 5.8), (-1.5, 1.9)])
 
 
 # -- did the change work? ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 
+import quarterpanic.analysis.backloading  # noqa: F401  (registers the back-loading metrics)
 import quarterpanic.analysis.outcomes  # noqa: F401  (registers the outcome metrics)
 import quarterpanic.analysis.qualification  # noqa: F401
 import quarterpanic.analysis.reactive  # noqa: F401
@@ -172,3 +173,24 @@ def test_the_headline_speaks_of_significant_index_changes_only_preferring_the_co
     assert change_headline(rows) == ("Since deal desk began on 2024-10-01, the panic index of Northwind Traders fell "
                                      "by 2.9 (95% CI 1.7 to 4.1) against Globex Corporation, which did not change.")
     assert change_headline(rows.assign(significant=False)) == ""
+
+
+def test_backloading_sentences_picture_the_share_with_its_interval():
+    row = {"org": "Globex", "quarter": "FY2025-Q4", "metric": "month3_share_above_even", "estimate": 0.43 - 1 / 3,
+           "ci_low": 0.39 - 1 / 3, "ci_high": 0.47 - 1 / 3, "reference": 1 / 3, "p_value": 0.0004,
+           "p_sided": "one-sided", "flagged": True, "direction": "toward panic", "status": "ok", "ci_level": 0.95,
+           "signals": ["won amount"]}
+    assert describe(row) == ("Globex, FY2025-Q4: 43% of the quarter's bookings closed in its last month "
+                             "(95% CI 39–47%; p < 0.001, one-sided; flagged), above an even pace of 33%.")
+    level = {**row, "metric": "month3_bookings_share", "estimate": 0.43, "ci_low": 0.39, "ci_high": 0.47,
+             "reference": float("nan"), "p_value": float("nan"), "signals": ["won deal count"]}
+    assert describe(level) == ("Globex, FY2025-Q4: 43% of the quarter's bookings (counted in deals: no amounts) "
+                               "closed in its last month (95% CI 39–47%).")
+    main = {**row, "metric": "bookings_backloading", "estimate": 0.10, "ci_low": 0.02, "ci_high": 0.18,
+            "reference": 0.33, "p_value": 0.01, "flagged": False, "direction": "toward panic"}
+    assert describe(main) == ("Globex, FY2025-Q4: 43% of the quarter's bookings closed in its last month, 10 points "
+                              "more than in the organisation's other quarters (33%; 95% CI 2 to 18 points; "
+                              "p = 0.010, one-sided) — above its usual pace.")
+    # An interval that reaches the even pace is not "above" it.
+    unclear = {**row, "ci_low": -0.01, "direction": "neither", "flagged": False, "p_value": 0.08}
+    assert ", not clearly above an even pace of 33%." in describe(unclear)

@@ -1,9 +1,7 @@
 """Bookings back-loading: how much of each complete quarter's bookings land in its last weeks.
 
-Not yet a ``detect`` component: :func:`detect_bookings_backloading` is tested against the
-generator's truth, but the words, the panic index (which reads standard errors back from
-symmetric intervals; these are Wilson/Newcombe score intervals) and the pages do not know its
-metrics yet. Call it directly until they do.
+A ``detect`` component (:data:`quarterpanic.analysis.detect.COMPONENTS`) and a
+component of the panic index.
 
 The "hockey stick" is the one panic signal every CRM export holds: it needs only
 close dates and won flags (amounts when the export has them, deal counts
@@ -29,6 +27,14 @@ intervals, which never collapse to 100–100% on three deals; differences get
 Newcombe's hybrid score interval and a score test (statsmodels'
 ``confint_proportions_2indep`` / ``test_proportions_2indep``). A quarter with
 fewer than :data:`MIN_WON_DEALS` won deals is ``insufficient data``.
+
+**For the words and the index.** Each row with a number also carries
+``reference`` (the share it is compared with: the organisation's other quarters'
+month-3 share, or an even pace's share; NaN for the level) and ``se``, a
+standard error that does not depend on ``ci_level``: the average half-width
+of the 95% score interval over 1.96. Score intervals are asymmetric, so a
+standard error read back from an interval at another level would move with
+that level; the panic index uses ``se`` instead.
 
 **Which quarters are judged.** Only complete quarters whose bookings the export
 covers (:func:`judged_quarters`); other ended quarters get status ``partial``
@@ -66,6 +72,9 @@ from quarterpanic.params import defaults
 COMPONENT = "bookings_backloading"
 MIN_WON_DEALS = 10  # fewest won deals in a quarter for a verdict on where its bookings landed
 LAST_WEEKS = 2
+# The ``se`` column is read off the 95% interval whatever the run's ci_level, so the index does not move with it.
+SE_LEVEL = 0.95
+SE_Z = float(stats.norm.ppf((1 + SE_LEVEL) / 2))
 
 register_metric(COMPONENT, component=COMPONENT, null=0.0, direction=+1, unit="share", sided="one-sided",
                 description="month-3 share of bookings above the organisation's other quarters")
@@ -254,16 +263,27 @@ def _quarter_findings(base: dict, in_q: pd.DataFrame, rest: pd.DataFrame, evens:
         other = _effective(rest["weight"].to_numpy(), rest["in_month3"].to_numpy())
         low, high, p = _against_rest(month3, other, ci_level)
         out.append({**base, "metric": COMPONENT, "estimate": month3[0] - other[0], "ci_low": low, "ci_high": high,
-                    "p_value": p, "n": n, "status": OK})
+                    "p_value": p, "n": n, "status": OK, "reference": other[0],
+                    "se": _se(*_against_rest(month3, other, SE_LEVEL)[:2])})
     else:
         out.append({**base, "metric": COMPONENT, "status": INSUFFICIENT, "n": n})
     low, high = _level(*month3, ci_level)
     out.append({**base, "metric": "month3_bookings_share", "estimate": month3[0], "ci_low": low, "ci_high": high,
-                "n": n, "status": OK})
+                "n": n, "status": OK, "se": _se(*_level(*month3, SE_LEVEL))})
     for metric, (share, count, nobs), null in (("month3_share_above_even", month3, float(even["even_month3"])),
                                                ("last_two_weeks_share_above_even", last,
                                                 float(even["even_last_weeks"]))):
         low, high, p = _above(count, nobs, null, ci_level)
         out.append({**base, "metric": metric, "estimate": share - null, "ci_low": low, "ci_high": high,
-                    "p_value": p, "n": n, "status": OK})
+                    "p_value": p, "n": n, "status": OK, "reference": null,
+                    "se": _se(*_level(share, count, nobs, SE_LEVEL))})
     return out
+
+
+def _se(low95: float, high95: float) -> float:
+    """A standard error from a 95% score interval: its average half-width over 1.96.
+
+    The average rather than one side because a share at 0 or 1 has no room on one side (a one-sided
+    half-width of zero would claim certainty that three deals do not give).
+    """
+    return float((high95 - low95) / (2 * SE_Z))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from quarterpanic.analysis import qualification, reactive, sell_or_do, silos
+from quarterpanic.analysis import backloading, qualification, reactive, sell_or_do, silos
 from quarterpanic.analysis.findings import METRICS, apply_fdr_of, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 COMPONENTS: dict[str, tuple[ModuleType, str]] = {
     "qualification_decay": (qualification, "detect_qualification_decay"),
     "reactive_order_taking": (reactive, "detect_reactive_order_taking"),
+    "bookings_backloading": (backloading, "detect_bookings_backloading"),
     "mid_size_silos": (silos, "detect_mid_size_silos"),
     "sell_or_do": (sell_or_do, "detect_sell_or_do"),
 }

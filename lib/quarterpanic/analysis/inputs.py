@@ -63,6 +63,11 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "sell_or_do": (("amount",), ("won",)),
     "sell_or_do_crunch": (),  # weekly creation counts only: every export has them
     "sell_or_do_leads": (("leads",), ("amount",), ("won",)),
+    # Back-loading reads close dates and won flags only (amounts weight the deals when present).
+    "bookings_backloading": (("won",),),
+    "month3_bookings_share": (("won",),),
+    "month3_share_above_even": (("won",),),
+    "last_two_weeks_share_above_even": (("won",),),
 }
 NUMBERS = ["estimate", "ci_low", "ci_high", "p_value"]
 

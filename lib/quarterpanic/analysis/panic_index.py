@@ -1,65 +1,74 @@
 """The panic index: one number per organisation × quarter from the detector findings.
 
-Four findings measure the three symptoms of quarter-end panic:
+**What it measures: how big, not how sure.** Five findings measure the four
+symptoms of quarter-end panic:
 
-=========================  =========================  ==============================  ======
-component (findings metric) symptom                    panic-side value                weight
-=========================  =========================  ==============================  ======
-``qualification_decay``     qualification decay        the probability drop             1/3
-``win_rate_ratio``          outcome decay              −log(late / early win rate)      1/6
-``discount_uplift``         outcome decay              extra discount (fraction points) 1/6
-``reactive_order_taking``   reactive order-taking      log(late / early request rate)   1/3
-=========================  =========================  ==============================  ======
+===========================  =========================  ================================  ======  =====
+component (findings metric)  symptom                    panic-side value                  weight  floor
+===========================  =========================  ================================  ======  =====
+``qualification_decay``      qualification decay        the probability drop               1/4    0.03
+``win_rate_ratio``           outcome decay              −log(late / early win rate)        1/8    0.10
+``discount_uplift``          outcome decay              extra discount (fraction points)   1/8    0.01
+``reactive_order_taking``    reactive order-taking      log(late / early request rate)     1/4    0.10
+``bookings_backloading``     bookings back-loading      month-3 share of bookings          1/4    0.03
+===========================  =========================  ================================  ======  =====
 
+(``bookings_backloading`` reads the ``month3_bookings_share`` finding, the
+share itself, which the baseline below compares with the other quarters'.)
 Every value is oriented so that panic is positive (ratios on the log scale,
-so a doubling and a halving are equally far from 1).
+so a doubling and a halving are equally far from 1). Each is turned into an
+*effect size* ``z = (value − centre) / tau``: how far the quarter sits from
+the organisation's usual quarter, in units of how much its quarters really
+vary when calm — not in units of the quarter's own standard error. A small
+firm's confirmed 3× surge is as big as an enterprise's; it is only less sure,
+and the interval says so.
 
-**Standardisation against the organisation's own calm quarters.** Detectors
-profile the onset week to make each quarter's effect look as large as it can,
-so even calm quarters show a small positive "decay"; and organisations differ
-(a studio's weekly counts are noisier than an enterprise's). Each component
-is therefore turned into ``z = (value − centre) / scale`` against the same
-organisation's (and segment's) *baseline quarters*: ``params["baseline_quarters"]``,
-or when that is None the complete quarters none of whose main findings
-(``qualification_decay``, ``reactive_order_taking``) is flagged. The centre is
-the median of the baseline values; the scale is the largest of
+**A leave-one-out baseline.** Each quarter is compared with the same
+organisation's (and segment's) *other* complete quarters
+(``params["baseline_quarters"]`` when given, else all of them), never with a
+set chosen by this run's flags, so flipping one quarter's flag cannot move any
+baseline. Panic only raises a panic-side value, so the other quarters are
+first trimmed on the panic side (:func:`calm_variation`: a forward search
+from their lower half keeps the values within :data:`TRIM_SDS` total standard
+deviations of the kept set's median; an organisation that panics in half its
+quarters still has a calm baseline). ``centre`` is the kept quarters' median;
+the calm variation ``tau`` is the between-quarter standard deviation net of
+sampling noise, a robust method-of-moments estimate:
+``tau² = max(s² − median(se²), 0)`` with ``s = 1.4826 ×`` the median
+calm-side deviation (below the centre) of the kept values and ``se`` their
+standard errors, never below the
+component's ``floor`` (the smallest variation that counts as a real
+difference, so that an organisation whose quarters agree perfectly does not
+turn every wiggle into an extreme). A component needs :data:`MIN_BASELINE`
+other quarters with a value, otherwise it is ``insufficient baseline``.
 
-* the MAD-based standard deviation of the baseline values (1.4826 × MAD),
-* the median standard error of the baseline estimates, read off their intervals
-  as off a 95% interval (half its width over 1.96) whatever their ``ci_level``:
-  the quantile they were built with (normal, or t with their ``df``, or the
-  ``critical_value`` an interval widened for a search records) is taken out and
-  the 95% one put in, so the index does not move with the level shown,
-* a small absolute floor per component (:data:`COMPONENTS`),
+**Standard errors.** A finding's ``se`` column is used where a detector
+reports one (bookings back-loading does: its score intervals are asymmetric);
+otherwise the standard error is read off the interval as off a 95% interval
+(its quantile — normal, t with the finding's ``df``, or the ``critical_value``
+an interval widened for an onset search records — taken out), so the index
+never moves with the ``ci_level`` shown.
 
-so that a baseline of a handful of quarters that happen to agree closely
-cannot make an ordinary quarter look extreme: a difference is never measured
-in units smaller than the estimates' own sampling noise. A component needs
-:data:`MIN_BASELINE` baseline values, otherwise it is ``insufficient
-baseline`` and left out. Baseline quarters are standardised against the
-baseline they belong to (the median and MAD resist one odd quarter).
+**The index is the weighted mean of the available effect sizes**
+(``contribution = weight × z``, weights renormalised over the components a
+quarter has, so the contributions sum to the index and an organisation
+measured on fewer components is judged on those). A mean keeps the index in
+the units the thresholds are written in — *calm standard deviations on the
+panic side* — and a component calmer than usual honestly pulls it down.
 
-**The index is the weighted mean of the available z-scores**
-(``contribution = weight × z`` with the weights renormalised over the
-components a quarter has, so the contributions sum to the index). Why a mean
-and not a sum of positive z-scores: it stays in the units the thresholds are
-written in — *baseline standard deviations on the panic side* — whatever the
-number of components a quarter could be measured on (a missing outcome metric
-does not lower the index, as it would in a sum); it never drifts upwards in
-calm quarters (a sum of positive parts averages 0.4 per component under pure
-noise, so calm quarters with more components would look worse); and a
-component that is calmer than usual honestly pulls the index down. Each
-symptom gets a third of the weight, the outcome symptom's third split between
-its two metrics, so when every component is measured no single one reaches
-the panic threshold on thin evidence (``qualification_decay`` alone needs
-z ≥ 9). The weights are renormalised over the components a quarter *has*:
-an organisation measured on one component only (a small team below the
-qualification detector's ``min_n``) is judged on that one, and
-``n_components`` says so.
+**Its interval.** ``index_se² = Σ weight² × (se² + var(centre)) / tau²``:
+each component's sampling error and the error of its baseline median
+(``π/2 × (tau² + median se²) / n`` over the n kept quarters), components taken as independent
+and ``tau`` as known. ``index_low``/``index_high`` are the 95% interval
+(fixed, like the standard errors, so levels never move with ``ci_level``).
 
-Levels come from ``params["index_thresholds"]``: ``calm`` below ``watch``,
-``watch`` from ``watch``, ``panic`` from ``panic``; ``insufficient data``
-when no component could be standardised. Only complete quarters get an index:
+**Levels** (``params["index_thresholds"]``): ``panic`` when the index is at
+least ``panic`` *and* its interval excludes the calm centre
+(``index_low > 0``); ``watch`` likewise from ``watch``; ``calm`` below
+``watch``; ``insufficient data`` when the point reaches ``watch`` but the
+interval reaches down to calm (a large effect the data cannot confirm) or no
+component could be standardised; ``not enough evidence`` when no component
+could be measured from the data at all. Only complete quarters get an index:
 the open quarter is judged by :mod:`quarterpanic.analysis.early_warning`.
 """
 from __future__ import annotations
@@ -85,8 +94,13 @@ CALM, WATCH, PANIC, INSUFFICIENT_LEVEL = "calm", "watch", "panic", "insufficient
 NOT_ENOUGH_EVIDENCE = "not enough evidence"
 LEVELS = (CALM, WATCH, PANIC, INSUFFICIENT_LEVEL, NOT_ENOUGH_EVIDENCE)
 INSUFFICIENT_BASELINE = "insufficient baseline"
-MIN_BASELINE = 3  # baseline quarters with a value a component needs
+MIN_BASELINE = 3  # other quarters with a value a component needs for its baseline
 MAD_TO_SD = 1.4826  # MAD of a normal sample × this = its standard deviation
+INDEX_LEVEL = 0.95  # the index interval's level, fixed so that levels never move with the ci_level shown
+# A quarter more than this many calm SDs above the rest is left out of the calm baseline (calm_variation).
+TRIM_SDS = 2.0
+# Large-sample variance of a sample median relative to a mean's (normal data).
+MEDIAN_EFFICIENCY = np.pi / 2
 KEYS = ["org", "quarter", "segment"]
 
 
@@ -96,7 +110,9 @@ class Component:
 
     ``direction`` is +1 when panic makes the estimate larger, ``log_scale``
     says the estimate is a ratio (compared on the log scale), ``floor`` is the
-    smallest scale (in panic-side units) a z-score is ever divided by.
+    smallest calm variation ``tau`` (in panic-side units) an effect is ever
+    measured in. ``source`` is the findings metric the values are read from
+    when it is not ``metric`` itself.
     """
 
     metric: str
@@ -105,23 +121,35 @@ class Component:
     direction: int
     log_scale: bool
     floor: float
+    source: str = ""
+
+    @property
+    def finding_metric(self) -> str:
+        """The findings metric this component reads."""
+        return self.source or self.metric
 
 
+# Each symptom a quarter of the weight, the outcome symptom's split between its two metrics.
 COMPONENTS: tuple[Component, ...] = (
-    Component("qualification_decay", "qualification decay", 1 / 3, +1, False, 0.02),
-    Component("win_rate_ratio", "outcome decay", 1 / 6, -1, True, 0.05),
-    Component("discount_uplift", "outcome decay", 1 / 6, +1, False, 0.005),
-    Component("reactive_order_taking", "reactive order-taking", 1 / 3, +1, True, 0.05),
+    Component("qualification_decay", "qualification decay", 1 / 4, +1, False, 0.03),
+    Component("win_rate_ratio", "outcome decay", 1 / 8, -1, True, 0.10),
+    Component("discount_uplift", "outcome decay", 1 / 8, +1, False, 0.01),
+    Component("reactive_order_taking", "reactive order-taking", 1 / 4, +1, True, 0.10),
+    # The month-3 share itself: the index compares it with the other quarters' median share, as it does
+    # every component (the finding ``bookings_backloading`` already subtracts the other quarters' share).
+    Component("bookings_backloading", "bookings back-loading", 1 / 4, +1, False, 0.03,
+              source="month3_bookings_share"),
 )
+# The components whose flags make a quarter unfit for the early warning's calm baseline (baseline_quarters).
 MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
     "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
     "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
-    "needs", "signals",
+    "needs", "signals", "reference", "centre_se", "z_se",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
-    "rests_on", "not_measured",
+    "rests_on", "not_measured", "index_se", "index_low", "index_high",
 ]
 
 
@@ -225,16 +253,17 @@ def component_scores(
     dataset: Any = None,
     components: Sequence[Component] = COMPONENTS,
 ) -> pd.DataFrame:
-    """Every component of every complete org × quarter × segment, standardised against its own baseline.
+    """Every component of every complete org × quarter × segment as an effect size against its other quarters.
 
     Parameters
     ----------
     findings:
-        Findings with flags (:func:`quarterpanic.analysis.detect.detect`), including
-        the baseline quarters' findings (run the detectors with
-        ``quarters=None``).
+        Findings (:func:`quarterpanic.analysis.detect.detect`) of every
+        quarter (run the detectors with ``quarters=None``), optionally with an
+        ``se`` column (used where finite).
     params:
-        Uses ``baseline_quarters``.
+        Uses ``baseline_quarters`` (None: each quarter against all the
+        organisation's other complete quarters).
     dataset:
         The :class:`~quarterpanic.dataset.Dataset` the findings came from
         (decides which quarters are complete); optional.
@@ -245,59 +274,57 @@ def component_scores(
     -------
     The tidy frame :data:`SCORE_COLUMNS`: one row per ``org`` × ``quarter``
     × ``segment`` × ``component`` with the finding (``estimate``, ``ci_low``,
-    ``ci_high``, ``onset_week``, ``flagged``), its panic-side ``value`` and
-    ``se``, the baseline ``centre``, ``scale`` and ``n_baseline``, ``z``,
+    ``ci_high``, ``onset_week``, ``flagged``, ``reference``), its panic-side
+    ``value`` and ``se``, its leave-one-out baseline ``centre`` (with
+    ``centre_se``), ``scale`` (the calm variation ``tau``) and
+    ``n_baseline``, the effect size ``z`` with its standard error ``z_se``,
     the renormalised ``weight`` and ``contribution`` (``weight × z``, zero
-    weight when ``z`` is missing), ``status`` (``ok``, ``insufficient data``
-    or ``insufficient baseline``) and whether the quarter is a ``baseline``
-    quarter.
+    weight when ``z`` is missing), ``status`` (``ok``, ``insufficient data``,
+    ``insufficient baseline``, ``not measured``) and whether the quarter is a
+    ``baseline`` quarter (one the other quarters are compared with).
     """
+    params = {**defaults(), **(params or {})}
     if findings.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     complete = complete_quarters(findings, dataset)
-    roles = baseline_quarters(findings, params, complete)
-    roles = roles[roles["quarter_complete"]]
+    roles = findings[KEYS].drop_duplicates().astype(str).merge(complete, on=["org", "quarter"], how="left")
+    roles = roles[roles["quarter_complete"].astype("boolean").fillna(True).astype(bool)]
+    explicit = [str(q) for q in params.get("baseline_quarters") or []]
+    roles = roles.assign(baseline=roles["quarter"].isin(explicit) if explicit else True)
     by_metric = {c.metric: c for c in components}
-    rows = findings[findings["metric"].isin(by_metric)].astype({c: str for c in KEYS})
-    rows = rows.drop_duplicates(KEYS + ["metric"])
-    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf), ("critical_value", np.nan)):
+    sources = {c.finding_metric: c.metric for c in components}
+    rows = findings[findings["metric"].isin(sources)].astype({c: str for c in KEYS})
+    rows = rows.drop_duplicates(KEYS + ["metric"]).assign(metric=lambda f: f["metric"].map(sources))
+    for column, missing in (("ci_level", DEFAULT_CI_LEVEL), ("df", np.inf), ("se", np.nan), ("reference", np.nan),
+                            ("critical_value", np.nan),
+                            ("needs", None), ("signals", None)):
         if column not in rows:
             rows = rows.assign(**{column: missing})
     grid = roles[KEYS + ["baseline"]].merge(pd.DataFrame({"component": list(by_metric)}), how="cross")
-    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "critical_value", "onset_week", "flagged", "status"]
-    for column in ("needs", "signals"):
-        if column not in rows:
-            rows = rows.assign(**{column: None})
-    scores = grid.merge(
-        rows[KEYS + ["metric"] + cols + ["needs", "signals"]].rename(columns={"metric": "component"}),
-        on=KEYS + ["component"],
-        how="left",
-    )
+    cols = ["estimate", "ci_low", "ci_high", "ci_level", "df", "critical_value", "se", "onset_week", "flagged", "status", "needs",
+            "signals", "reference"]
+    scores = grid.merge(rows[KEYS + ["metric"] + cols].rename(columns={"metric": "component", "se": "_se"}),
+                        on=KEYS + ["component"], how="left")
     not_measured = (scores["status"] == NOT_MEASURED).to_numpy()
     scores["symptom"] = scores["component"].map({c.metric: c.symptom for c in components})
     scores["flagged"] = scores["flagged"].astype("boolean").fillna(False).astype(bool)
     value = np.full(len(scores), np.nan)
     se = np.full(len(scores), np.nan)
     for name, idx in scores.groupby("component").groups.items():
-        component = by_metric[name]
-        part = scores.loc[idx]
-        value[scores.index.get_indexer(idx)] = panic_side(part["estimate"], component)
-        spread = np.abs(panic_side(part["ci_high"], component) - panic_side(part["ci_low"], component))
-        # A simultaneous interval (over a searched onset) records the quantile it was built with.
-        critical = pd.to_numeric(part["critical_value"], errors="coerce").to_numpy(dtype=float)
-        quantile = np.where(np.isfinite(critical), critical, _quantile(part["ci_level"], part["df"]))
-        se[scores.index.get_indexer(idx)] = spread / (2 * quantile) * (
-            _quantile(np.full(len(part), 0.95), part["df"]) / z_of(0.95))
-    usable = (scores["status"] == OK).to_numpy() & np.isfinite(value)
+        at = scores.index.get_indexer(idx)
+        value[at], se[at] = panic_side_with_se(scores.loc[idx], by_metric[name])
+    usable = (scores["status"] == OK).to_numpy() & np.isfinite(value) & np.isfinite(se)
     scores["value"] = np.where(usable, value, np.nan)
     scores["se"] = np.where(usable, se, np.nan)
-    scores = scores.merge(_baseline_scales(scores, by_metric), on=["org", "segment", "component"], how="left")
+    scores = scores.drop(columns="_se").join(_leave_one_out(scores, by_metric))
     scores["z"] = (scores["value"] - scores["centre"]) / scores["scale"]
+    scores["z_se"] = np.sqrt(scores["se"] ** 2 + scores["centre_se"] ** 2) / scores["scale"]
     scores["status"] = np.where(
         ~usable, np.where(not_measured, NOT_MEASURED, "insufficient data"),
         np.where(scores["z"].notna(), OK, INSUFFICIENT_BASELINE),
     )
-    raw_weight = scores["component"].map({c.metric: c.weight for c in components}).where(scores["z"].notna(), 0.0)
+    raw_weight = scores["component"].map({c.metric: c.weight for c in components}).astype(float).where(
+        scores["z"].notna(), 0.0)
     total = raw_weight.groupby([scores[k] for k in KEYS]).transform("sum")
     scores["weight"] = np.where(total > 0, raw_weight / total.where(total > 0, 1.0), 0.0)
     scores["contribution"] = np.where(scores["weight"] > 0, scores["weight"] * scores["z"], 0.0)
@@ -306,38 +333,111 @@ def component_scores(
     return scores[SCORE_COLUMNS].reset_index(drop=True)
 
 
-def _baseline_scales(scores: pd.DataFrame, components: Mapping[str, Component]) -> pd.DataFrame:
-    """Median, robust scale and count of the baseline values per org × segment × component."""
-    base = scores[scores["baseline"] & scores["value"].notna()]
-    records = []
-    for (org, segment, name), part in base.groupby(["org", "segment", "component"]):
-        values = part["value"].to_numpy(dtype=float)
-        centre = float(np.median(values))
-        mad_sd = MAD_TO_SD * float(np.median(np.abs(values - centre)))
-        ses = part["se"].to_numpy(dtype=float)
-        se_floor = float(np.median(ses[np.isfinite(ses)])) if np.isfinite(ses).any() else 0.0
-        enough = len(values) >= MIN_BASELINE
-        records.append(
-            {
-                "org": org, "segment": segment, "component": name, "n_baseline": len(values),
-                "centre": centre if enough else np.nan,
-                "scale": max(mad_sd, se_floor, components[name].floor) if enough else np.nan,
-            }
-        )
-    columns = ["org", "segment", "component", "n_baseline", "centre", "scale"]
-    out = pd.DataFrame(records, columns=columns)
-    out["n_baseline"] = out["n_baseline"].astype(int)
-    # With no baseline value at all (nothing measured) the frame is empty: keep the numbers numeric.
-    out[["centre", "scale"]] = out[["centre", "scale"]].astype(float)
-    return out
+def panic_side_with_se(rows: pd.DataFrame, component: Component) -> tuple[np.ndarray, np.ndarray]:
+    """The panic-side values of one component's rows and their standard errors.
+
+    The standard error is the finding's own (``_se``) where finite (on the log
+    scale for ratios: divided by the estimate, the delta method); otherwise
+    its interval's half-width over the quantile it was built with (normal, t
+    with ``df``, or its ``critical_value``), put on a 95% footing so that it does not depend on the
+    ``ci_level`` shown.
+    """
+    value = panic_side(rows["estimate"], component)
+    spread = np.abs(panic_side(rows["ci_high"], component) - panic_side(rows["ci_low"], component))
+    # A simultaneous interval (over a searched onset) records the quantile it was built with.
+    critical = pd.to_numeric(rows["critical_value"], errors="coerce").to_numpy(dtype=float)
+    quantile = np.where(np.isfinite(critical), critical, _quantile(rows["ci_level"], rows["df"]))
+    from_interval = spread / (2 * quantile) * (_quantile(np.full(len(rows), 0.95), rows["df"]) / z_of(0.95))
+    own = pd.to_numeric(rows["_se"], errors="coerce").to_numpy(dtype=float)
+    if component.log_scale:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own = own / np.abs(rows["estimate"].to_numpy(dtype=float))
+    return value, np.where(np.isfinite(own), own, from_interval)
+
+
+def _leave_one_out(scores: pd.DataFrame, components: Mapping[str, Component]) -> pd.DataFrame:
+    """Per row, the baseline of its org × segment × component without the row's own quarter.
+
+    Returns ``n_baseline`` (other quarters with a value), ``centre``,
+    ``centre_se`` and ``scale`` (``tau``) from :func:`calm_variation`,
+    indexed like ``scores``; NaN with fewer than :data:`MIN_BASELINE` other
+    values.
+    """
+    n_baseline = np.zeros(len(scores), dtype=int)
+    numbers = np.full((len(scores), 3), np.nan)  # centre, centre_se, scale
+    position = pd.Series(np.arange(len(scores)), index=scores.index)
+    for (_, _, name), part in scores.groupby(["org", "segment", "component"], sort=False):
+        pool = part["baseline"].to_numpy(dtype=bool) & part["value"].notna().to_numpy()
+        values, variances = part["value"].to_numpy(dtype=float)[pool], part["se"].to_numpy(dtype=float)[pool] ** 2
+        quarters = part["quarter"].to_numpy()[pool]
+        for at, quarter in zip(position[part.index].to_numpy(), part["quarter"].to_numpy()):
+            others = quarters != quarter
+            n_baseline[at] = int(others.sum())
+            if n_baseline[at] >= MIN_BASELINE:
+                numbers[at] = calm_variation(values[others], variances[others], components[name].floor)
+    return pd.DataFrame({"n_baseline": n_baseline, "centre": numbers[:, 0], "centre_se": numbers[:, 1],
+                         "scale": numbers[:, 2]}, index=scores.index)
+
+
+def calm_variation(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
+    """``(centre, centre_se, tau)`` of baseline ``values`` with sampling ``variances``, trimmed on the panic side.
+
+    Panic only ever raises a panic-side value, so the calm quarters are the
+    lower cluster of an organisation's quarters, and an organisation may
+    panic in half of them (a plain median would then sit among the panic
+    quarters). The calm set is found by a forward search from the lower half:
+    starting with the lower half of the values, it keeps every value no
+    further above the set's median than :data:`TRIM_SDS` total standard
+    deviations (``sqrt(tau² + median variance)``) and repeats until the set is
+    stable. A calm organisation's set grows to (nearly) all its quarters; the
+    panic quarters of one that panics often stay out. Then ``centre`` is the
+    set's median; ``tau² = max((1.4826 MAD)² − median variance, 0)``, the MAD
+    taken over the deviations below the centre (the
+    between-quarter variance net of sampling noise, a robust method-of-moments
+    estimate), ``tau`` at least ``floor``; ``centre_se`` the median's standard
+    error, ``sqrt(π/2 × (tau² + median variance) / n)``.
+    """
+    order = np.argsort(values, kind="stable")
+    values, variances = values[order], variances[order]
+    keep = np.arange(len(values)) < max(MIN_BASELINE, int(np.ceil(len(values) / 2)))
+    for _ in range(len(values)):
+        centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
+        wider = values <= centre + TRIM_SDS * np.sqrt(tau ** 2 + noise)
+        wider[:MIN_BASELINE] = True
+        if (wider == keep).all():
+            break
+        keep = wider
+    centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
+    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / keep.sum()))
+    return centre, centre_se, tau
+
+
+def _robust_moments(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
+    """Median, calm SD net of noise (floored) and median sampling variance of ``values``."""
+    centre = float(np.median(values))
+    # Deviations on the calm side only: a panic quarter left in the set sits above the centre and would
+    # widen a two-sided MAD; for a symmetric calm spread both sides estimate the same thing.
+    below = values[values < centre]
+    spread = MAD_TO_SD * float(np.median(centre - below if len(below) else np.abs(values - centre)))
+    noise = float(np.median(variances))
+    return centre, max(float(np.sqrt(max(spread ** 2 - noise, 0.0))), floor), noise
 
 
 # -- the index ----------------------------------------------------------------------------------------
-def level_of(index: pd.Series | np.ndarray | float, thresholds: Mapping[str, float]) -> np.ndarray:
-    """``calm`` / ``watch`` / ``panic`` by ``thresholds`` (``insufficient data`` where the index is missing)."""
+def level_of(index: pd.Series | np.ndarray | float, thresholds: Mapping[str, float],
+             low: pd.Series | np.ndarray | float | None = None) -> np.ndarray:
+    """``calm`` / ``watch`` / ``panic`` by ``thresholds`` (``insufficient data`` where the index is missing).
+
+    With ``low`` (the index interval's lower end), ``watch`` and ``panic`` also need ``low > 0`` (the
+    interval excludes the calm centre); a point at ``watch`` or above whose interval reaches calm is
+    ``insufficient data``.
+    """
     values = np.atleast_1d(np.asarray(index, dtype=float))
     watch, panic = float(thresholds["watch"]), float(thresholds["panic"])
     out = np.where(values >= panic, PANIC, np.where(values >= watch, WATCH, CALM)).astype(object)
+    if low is not None:
+        lows = np.broadcast_to(np.atleast_1d(np.asarray(low, dtype=float)), values.shape)
+        out[(values >= watch) & ~(lows > 0)] = INSUFFICIENT_LEVEL
     out[~np.isfinite(values)] = INSUFFICIENT_LEVEL
     return out
 
@@ -362,8 +462,10 @@ def panic_index(
     Returns
     -------
     :data:`INDEX_COLUMNS`: ``panic_index`` (sum of the contributions, the
-    weighted mean z; NaN when no component has one), ``level`` (``not enough
-    evidence`` when no component could be measured from the data),
+    weighted mean effect size; NaN when no component has one), its standard
+    error ``index_se`` and 95% interval ``index_low``/``index_high``,
+    ``level`` (:func:`level_of` with the interval; ``not enough evidence``
+    when no component could be measured from the data),
     ``rests_on`` (the components with a z-score), ``not_measured`` (the
     components whose inputs are absent),
     ``n_components`` (components with a z-score), ``top_component`` (largest
@@ -374,14 +476,19 @@ def panic_index(
     if scores.empty:
         return pd.DataFrame(columns=INDEX_COLUMNS)
     has_z = scores["z"].notna()
-    grouped = scores.assign(_has=has_z).groupby(KEYS, sort=False)
+    variance = np.where(has_z, scores["weight"] ** 2 * scores["z_se"] ** 2, 0.0)
+    grouped = scores.assign(_has=has_z, _var=variance).groupby(KEYS, sort=False)
     table = grouped.agg(
-        panic_index=("contribution", "sum"), n_components=("_has", "sum"), baseline=("baseline", "first")
+        panic_index=("contribution", "sum"), n_components=("_has", "sum"), baseline=("baseline", "first"),
+        _var=("_var", "sum"),
     ).reset_index()
     ranked = scores[has_z].sort_values("contribution", ascending=False).drop_duplicates(KEYS)
     table = table.merge(ranked[KEYS + ["component"]].rename(columns={"component": "top_component"}), on=KEYS, how="left")
     table["panic_index"] = table["panic_index"].where(table["n_components"] > 0)
-    table["level"] = level_of(table["panic_index"], params["index_thresholds"])
+    table["index_se"] = np.sqrt(table.pop("_var")).where(table["panic_index"].notna())
+    half = z_of(INDEX_LEVEL) * table["index_se"]
+    table["index_low"], table["index_high"] = table["panic_index"] - half, table["panic_index"] + half
+    table["level"] = level_of(table["panic_index"], params["index_thresholds"], table["index_low"])
     rests = scores[has_z].groupby(KEYS, sort=False)["component"].agg(list).rename("rests_on")
     absent = scores[scores["status"] == NOT_MEASURED].groupby(KEYS, sort=False)["component"].agg(list)
     table = table.merge(rests.reset_index(), on=KEYS, how="left").merge(
@@ -414,7 +521,8 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
     """The ``"quarters"`` entries of ``quarterpanic detect --json``.
 
     One dict per org × quarter × segment (only ``quarters`` when given):
-    ``org``, ``quarter``, ``segment``, ``panic_index``, ``level``,
+    ``org``, ``quarter``, ``segment``, ``panic_index`` with its 95% interval
+    (``index_low``, ``index_high``), ``level``,
     ``rests_on`` (the components the index weighs), ``not_measured`` and
     ``components`` — ``{component: {"z", "weight", "contribution",
     "estimate", "status", "needs", "signals"}}`` (``signals``: the
@@ -438,7 +546,8 @@ def quarter_records(scores: pd.DataFrame, index: pd.DataFrame, quarters: Sequenc
         records.append(
             {
                 "org": row.org, "quarter": row.quarter, "segment": row.segment,
-                "panic_index": finite_or_none(row.panic_index), "level": row.level,
+                "panic_index": finite_or_none(row.panic_index), "index_low": finite_or_none(row.index_low),
+                "index_high": finite_or_none(row.index_high), "level": row.level,
                 "rests_on": list(row.rests_on), "not_measured": list(row.not_measured), "components": components,
             }
         )

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from quarterpanic.analysis.inputs import data_starts, quarter_coverage
 from quarterpanic.analysis.rule import qualified_at_creation, qualified_by_signals
 from quarterpanic.calendar import WorkingCalendar, annotate_by_org
 from quarterpanic.dataset import Dataset
@@ -153,9 +154,8 @@ def week_grid(dataset: Dataset, params: Mapping[str, Any] | None = None) -> pd.D
     if not frames:
         return pd.DataFrame(columns=GRID_COLUMNS)
     grid = pd.concat(frames, ignore_index=True)
-    over = grid["quarter_end"] + pd.Timedelta(days=1) <= dataset.as_of
-    started = grid["data_start"] < grid["quarter_start"] + pd.Timedelta(days=7)
-    grid["quarter_complete"] = (over & started).astype(bool)
+    coverage = quarter_coverage(dataset, grid["org"], grid["quarter_start"], grid["quarter_end"])
+    grid["quarter_complete"] = coverage["complete"].astype(bool)
     grid["quarter"] = grid["quarter"].astype(str)
     shown = grid["quarter"].isin(params["quarters"]) if params.get("quarters") else True
     grid["judged"] = grid["quarter_complete"] & shown
@@ -176,17 +176,8 @@ GRID_COLUMNS = [
 
 
 def _data_starts(dataset: Dataset, orgs: Sequence[str] | None = None) -> dict[str, pd.Timestamp]:
-    stamps = pd.concat(
-        [
-            dataset.requests[["org", "created_at"]],
-            dataset.opportunities[["org", "created_at"]],
-        ],
-        ignore_index=True,
-    ).dropna()
-    first = stamps.groupby("org")["created_at"].min().dt.normalize()
-    if orgs:
-        first = first[first.index.isin(orgs)]
-    return {str(org): pd.Timestamp(day) for org, day in first.items()}
+    starts = data_starts(dataset)
+    return {org: day for org, day in starts.items() if not orgs or org in orgs}
 
 
 # -- 3. weekly series ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from quarterpanic.analysis.panic_index import (
 from quarterpanic.report import plots
 from quarterpanic.report.safe import escape_text
 from quarterpanic.report.words import (
-    CHART_LABELS, change_headline, change_sentence, change_title, ci_label, ci_level_of, markdown_lines,
+    CHART_LABELS, bookings_phrase, change_headline, change_sentence, change_title, ci_label, ci_level_of,
+    markdown_lines,
 )
 from quarterpanic.util import finite_or_none
 
@@ -82,6 +83,13 @@ def effect_phrase(row: Mapping[str, Any], *, short: bool = False) -> str:
             return f"sales-ops firefighting {multiplier_words(estimate)}{ci}"
         since = f"from week {onset:.0f} on" if onset is not None else "late in the quarter"
         return f"unplanned sales-ops requests per working day ran at {estimate:.1f}× the earlier weeks' pace {since}{ci}"
+    if metric == "bookings_backloading" and row.get("metric") == metric:  # the finding itself
+        return bookings_phrase(row)
+    if metric == "bookings_backloading":
+        # The index's row holds the month-3 share and the other quarters' median share (its centre).
+        centre = finite_or_none(row.get("centre"))
+        usual = f", against {100 * centre:.0f}% in the organisation's other quarters" if centre is not None else ""
+        return bookings_phrase({**row, "metric": "month3_bookings_share"}) + usual
     return f"{metric.replace('_', ' ')} {estimate:.3g}"
 
 
@@ -126,16 +134,17 @@ def _panic_headline(index: pd.DataFrame, scores: pd.DataFrame) -> str:
     org, top = per_org.index[0], per_org.iloc[0]
     if top["panic"] == 0:
         peak = table.loc[table["panic_index"].idxmax()]
+        basis = rests_on_sentence(index, scores)
         return (
             f"No organisation panicked in its complete quarters; the highest panic index was "
             f"{peak['panic_index']:.1f} ({peak['org']}, {peak['quarter']}, {peak['level']})."
-        )
+        ) + (f" {basis}" if basis else "")
     latest = table[(table["org"] == org) & (table["level"] == PANIC)]["quarter"].max()
     rows = scores[(scores["org"] == org) & (scores["quarter"] == latest) & (scores["segment"] == ALL_SEGMENTS)]
     rows = rows.set_index("component")
     phrases = [
         effect_phrase({**rows.loc[name].to_dict(), "component": name}, short=True)
-        for name in ("qualification_decay", "reactive_order_taking")
+        for name in ("qualification_decay", "reactive_order_taking", "bookings_backloading")
         if name in rows.index and _finite(rows.loc[name, "estimate"])
     ]
     what = f"; in {latest} " + " and ".join(phrases) if phrases else f", most recently in {latest}"
@@ -224,6 +233,11 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     ax = plots._axes(ax, figsize=(max(6, 0.7 * len(rows) + 2), 3.6))
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
     ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
+    if {"index_low", "index_high"} <= set(rows.columns):
+        # The index's own 95% interval: a level needs it clear of calm (0), so the reader sees why.
+        ax.errorbar(rows["quarter"], rows["panic_index"], color=plots.BASELINE_COLOR, linestyle="none",
+                    yerr=[rows["panic_index"] - rows["index_low"], rows["index_high"] - rows["panic_index"]],
+                    capsize=3, linewidth=1.0)
     for name, style in (("watch", ":"), ("panic", "--")):
         ax.axhline(float(thresholds[name]), color=plots.LEVEL_COLORS[name], linestyle=style, linewidth=1.2,
                    label=f"{name} from {float(thresholds[name]):g}")
@@ -237,7 +251,7 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
         verdict = f"panicked in {panic} of {judged} quarters"
     else:
         verdict = f"stayed clear of panic in all {judged} quarters"
-    plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (baseline SDs)")
+    plots.label_axes(ax, title=f"{org} {verdict}", x="Fiscal quarter", y="Panic index (calm SDs, 95% CI)")
     ax.tick_params(axis="x", rotation=45 if len(rows) > 6 else 0)
     ax.legend(loc="upper left")
     return ax
@@ -434,8 +448,8 @@ def summary_figures(
         "headline": headline,
         "as_of": as_of,
         "index_thresholds": thresholds,
-        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "level", "n_components",
-                        "top_component"]],
+        "index": index[["org", "quarter", "segment", "size_class", "panic_index", "index_low", "index_high", "level",
+                        "n_components", "top_component"]],
         "levels": {org: dict(index[index["org"] == org]["level"].value_counts())
                    for org in sorted(index["org"].unique())},
         "components": scores[["org", "quarter", "segment", "component", "estimate", "z", "weight", "contribution",

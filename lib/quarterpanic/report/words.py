@@ -108,6 +108,8 @@ def describe(finding: Mapping[str, Any]) -> str:
         needs = finding.get("needs")
         lacking = "; ".join(needs) if isinstance(needs, (list, tuple)) and len(needs) else "its inputs"
         return f"{where}: {_subject(label)} not measured — the data have no {lacking}."
+    if finding["metric"] in BOOKINGS_WINDOWS:
+        return f"{where}: {bookings_phrase(finding)}."
     unit = metric.unit if metric else "value"
     estimate = finding["estimate"]
     low, high = finding.get("ci_low"), finding.get("ci_high")
@@ -133,6 +135,51 @@ def describe(finding: Mapping[str, Any]) -> str:
     interval = ci_text(low, high, unit, ci_level_of(finding))
     details = "; ".join(part for part in (interval, p_value, verdict) if part)
     return f"{where}: {label} {size_text(estimate, unit)}{since} ({details})."
+
+
+# -- bookings back-loading --------------------------------------------------------------------------
+# metric -> the window of the quarter its share is about
+BOOKINGS_WINDOWS = {"bookings_backloading": "its last month", "month3_bookings_share": "its last month",
+                    "month3_share_above_even": "its last month", "last_two_weeks_share_above_even": "its last two weeks"}
+
+
+def bookings_phrase(finding: Mapping[str, Any]) -> str:
+    """A measured back-loading finding as a phrase, its interval on the share a reader can picture.
+
+    E.g. "43% of the quarter's bookings closed in its last month (95% CI 39–47%), above an even pace of
+    33%" or "… 10 points more than in the organisation's other quarters (33%; 95% CI 4 to 16 points)".
+    The comparison is worded by the finding's ``direction``: "above" only when the interval clears it.
+    """
+    metric, estimate = finding["metric"], finding["estimate"]
+    reference = finding.get("reference")
+    label = ci_label(ci_level_of(finding))
+    low, high = finding.get("ci_low"), finding.get("ci_high")
+    counted = " (counted in deals: no amounts)" if finding.get("signals") == ["won deal count"] else ""
+    share = estimate if metric == "month3_bookings_share" else (
+        None if _missing(reference) else estimate + reference)
+    window = BOOKINGS_WINDOWS[metric]
+    if share is None:
+        return f"{METRICS[metric].description} {points(estimate)} ({ci_text(low, high, 'share', ci_level_of(finding))})"
+    said = f"{pct(share)} of the quarter's bookings{counted} closed in {window}"
+    if metric == "month3_bookings_share":
+        return f"{said} ({label} {100 * low:.0f}–{100 * high:.0f}%)" if not _missing(low) else said
+    compared = {TOWARD_PANIC: "above", AWAY_FROM_PANIC: "below"}.get(finding.get("direction"), "not clearly above")
+    tail = _bookings_test(finding)
+    if metric == "bookings_backloading":
+        gap = f"{abs(100 * estimate):.0f} points {'more' if estimate >= 0 else 'less'} than"
+        return (f"{said}, {gap} in the organisation's other quarters ({pct(reference)}; "
+                f"{ci_text(low, high, 'share', ci_level_of(finding))}{tail}) — {compared} its usual pace")
+    # Against an even pace the reference is a constant, so the interval of the share is the difference's, shifted.
+    return (f"{said} ({label} {100 * (low + reference):.0f}–{100 * (high + reference):.0f}%{tail}), "
+            f"{compared} an even pace of {pct(reference)}")
+
+
+def _bookings_test(finding: Mapping[str, Any]) -> str:
+    p_value = p_text(finding.get("p_value"))
+    if p_value and finding.get("p_sided") in SIDED:
+        p_value += f", {finding['p_sided']}"
+    verdict = "flagged" if finding.get("flagged") else ""
+    return "".join(f"; {part}" for part in (p_value, verdict) if part)
 
 
 def findings_in_words(findings: pd.DataFrame, metrics: Sequence[str] | None = None, *,
