@@ -155,11 +155,17 @@ def test_a_small_firm_s_large_confirmed_surge_is_a_panic_despite_wide_intervals(
         0.7, 0.7 * np.exp(-0.6), 0.7 * np.exp(0.6)]
     findings.loc[last & (findings["metric"] == "discount_uplift"), ["estimate", "ci_low", "ci_high"]] = [
         0.05, -0.03, 0.13]
+    # Its detector confirms the surge (flagged): only a confirmed effect lifts a quarter above calm.
+    surge = last & (findings["metric"] == "reactive_order_taking")
+    findings.loc[surge, ["ci_low", "ci_high", "flagged"]] = [1.4, 6.4, True]
     scores = scores_of(findings)
     index = pi.panic_index(scores, THRESHOLDS).set_index("quarter")
     assert index.loc["FY2026-Q4", "level"] == "panic"
     assert index.loc["FY2026-Q4", "index_low"] > 0
     assert index.loc["FY2026-Q4", "index_high"] - index.loc["FY2026-Q4", "index_low"] > 4  # wide, and still panic
+    # The same effect sizes with nothing confirmed by a detector are a large effect the data cannot confirm.
+    unconfirmed = pi.panic_index(scores_of(findings.assign(flagged=False)), THRESHOLDS).set_index("quarter")
+    assert unconfirmed.loc["FY2026-Q4", "level"] == "insufficient data"
     # Its calm quarters are never watch or panic (a noisy one may get no verdict rather than "calm").
     assert index.drop(index="FY2026-Q4")["level"].isin(["calm", "insufficient data"]).all()
     # Each component's signal-to-noise stays modest: the old index (z = effect / its own noise) would not say panic.

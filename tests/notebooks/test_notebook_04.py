@@ -66,7 +66,8 @@ def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
 def test_the_change_is_judged_before_and_after_and_against_the_orgs_that_did_not_change(executed):
     summary, notebook = executed
     rows = {(row["quantity"], row["method"]): row for row in summary["changes"]}
-    assert {quantity for quantity, _ in rows} == {"panic_index", "qualification_decay", "reactive_order_taking"}
+    assert {quantity for quantity, _ in rows} == {"panic_index", "qualification_decay", "reactive_order_taking",
+                                                 "bookings_backloading"}
     its, did = rows[("panic_index", "before/after")], rows[("panic_index", "difference-in-differences")]
     assert its["status"] == "ok" and (its["n_before"], its["n_after"]) == (4, 4)
     assert its["ci_low"] <= its["estimate"] <= its["ci_high"] and its["label"] == "deal desk"

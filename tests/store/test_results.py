@@ -33,8 +33,9 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / results_cache.ENTRIES
 
 
-# Sell or do fits one small GLM per organisation and keeps no cache entry; every other component keeps one.
-CACHING = set(COMPONENTS) - {"sell_or_do"}
+# Sell or do (one small GLM per organisation) and back-loading (a few group-bys) keep no cache entry; every
+# other component keeps one.
+CACHING = set(COMPONENTS) - {"sell_or_do", "bookings_backloading"}
 
 
 def entries(folder) -> list:

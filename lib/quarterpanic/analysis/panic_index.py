@@ -63,11 +63,14 @@ and ``tau`` as known. ``index_low``/``index_high`` are the 95% interval
 (fixed, like the standard errors, so levels never move with ``ci_level``).
 
 **Levels** (``params["index_thresholds"]``): ``panic`` when the index is at
-least ``panic`` *and* its interval excludes the calm centre
-(``index_low > 0``); ``watch`` likewise from ``watch``; ``calm`` below
-``watch``; ``insufficient data`` when the point reaches ``watch`` but the
-interval reaches down to calm (a large effect the data cannot confirm) or no
-component could be standardised; ``not enough evidence`` when no component
+least ``panic``, its interval excludes the calm centre (``index_low > 0``)
+*and* a component that pushes it up is confirmed by its own detector (flagged
+toward panic under the run's false-discovery control: a small firm's noisy
+estimate against a small calm variation is a large effect size, not yet a
+panic); ``watch`` likewise from ``watch``; ``calm`` below ``watch``;
+``insufficient data`` when the point reaches ``watch`` but the interval
+reaches down to calm or no pushing component is confirmed (a large effect the
+data cannot confirm), or no component could be standardised; ``not enough evidence`` when no component
 could be measured from the data at all. Only complete quarters get an index:
 the open quarter is judged by :mod:`quarterpanic.analysis.early_warning`.
 """
@@ -83,7 +86,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, DEFAULT_CI_LEVEL, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
+    ALL_SEGMENTS, AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, NEITHER, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
 )
 from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
@@ -145,7 +148,7 @@ MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
     "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
     "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
-    "needs", "signals", "reference", "centre_se", "z_se",
+    "needs", "signals", "reference", "centre_se", "z_se", "confirmed",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
@@ -328,9 +331,29 @@ def component_scores(
     total = raw_weight.groupby([scores[k] for k in KEYS]).transform("sum")
     scores["weight"] = np.where(total > 0, raw_weight / total.where(total > 0, 1.0), 0.0)
     scores["contribution"] = np.where(scores["weight"] > 0, scores["weight"] * scores["z"], 0.0)
+    scores["confirmed"] = _confirmed(scores, findings, components)
     order = {c.metric: i for i, c in enumerate(components)}
     scores = scores.assign(_order=scores["component"].map(order)).sort_values(KEYS + ["_order"])
     return scores[SCORE_COLUMNS].reset_index(drop=True)
+
+
+def _confirmed(scores: pd.DataFrame, findings: pd.DataFrame, components: Sequence[Component]) -> np.ndarray:
+    """Whether each score's quarter has its component's effect confirmed by the detector's own test.
+
+    Confirmed: a finding of the component (its index metric, or the finding the index reads) is flagged
+    toward panic in that org × quarter × segment, under the run's false-discovery control. Back-loading's
+    index value is the month-3 share, a level with no test; its flag is the comparison with the
+    organisation's other quarters (``bookings_backloading``).
+    """
+    names = {c.metric: c.metric for c in components} | {c.finding_metric: c.metric for c in components}
+    rows = findings[findings["metric"].isin(names)].astype({c: str for c in KEYS})
+    flagged = rows["flagged"].astype("boolean").fillna(False).astype(bool)
+    if "direction" in rows:  # a two-sided test can flag an effect away from panic; that confirms nothing here
+        flagged &= ~rows["direction"].isin([AWAY_FROM_PANIC, NEITHER]).to_numpy()
+    confirmed = (rows.assign(component=rows["metric"].map(names), _confirmed=flagged)
+                 .groupby(KEYS + ["component"])["_confirmed"].any())
+    keys = pd.MultiIndex.from_frame(scores[KEYS + ["component"]].astype(str))
+    return confirmed.reindex(keys).fillna(False).to_numpy(dtype=bool)
 
 
 def panic_side_with_se(rows: pd.DataFrame, component: Component) -> tuple[np.ndarray, np.ndarray]:
@@ -425,11 +448,13 @@ def _robust_moments(values: np.ndarray, variances: np.ndarray, floor: float) -> 
 
 # -- the index ----------------------------------------------------------------------------------------
 def level_of(index: pd.Series | np.ndarray | float, thresholds: Mapping[str, float],
-             low: pd.Series | np.ndarray | float | None = None) -> np.ndarray:
+             low: pd.Series | np.ndarray | float | None = None,
+             confirmed: pd.Series | np.ndarray | bool | None = None) -> np.ndarray:
     """``calm`` / ``watch`` / ``panic`` by ``thresholds`` (``insufficient data`` where the index is missing).
 
     With ``low`` (the index interval's lower end), ``watch`` and ``panic`` also need ``low > 0`` (the
-    interval excludes the calm centre); a point at ``watch`` or above whose interval reaches calm is
+    interval excludes the calm centre); with ``confirmed``, they also need it True (a component pushing
+    the index up is flagged by its detector). A point at ``watch`` or above that misses either is
     ``insufficient data``.
     """
     values = np.atleast_1d(np.asarray(index, dtype=float))
@@ -438,6 +463,9 @@ def level_of(index: pd.Series | np.ndarray | float, thresholds: Mapping[str, flo
     if low is not None:
         lows = np.broadcast_to(np.atleast_1d(np.asarray(low, dtype=float)), values.shape)
         out[(values >= watch) & ~(lows > 0)] = INSUFFICIENT_LEVEL
+    if confirmed is not None:
+        sure = np.broadcast_to(np.atleast_1d(np.asarray(confirmed, dtype=bool)), values.shape)
+        out[(values >= watch) & ~sure] = INSUFFICIENT_LEVEL
     out[~np.isfinite(values)] = INSUFFICIENT_LEVEL
     return out
 
@@ -488,7 +516,14 @@ def panic_index(
     table["index_se"] = np.sqrt(table.pop("_var")).where(table["panic_index"].notna())
     half = z_of(INDEX_LEVEL) * table["index_se"]
     table["index_low"], table["index_high"] = table["panic_index"] - half, table["panic_index"] + half
-    table["level"] = level_of(table["panic_index"], params["index_thresholds"], table["index_low"])
+    # A level above calm also needs a component that pushes the index up to be confirmed by its own detector
+    # (flagged toward panic): a noisy estimate measured against a small calm variation is a large effect size
+    # the data cannot confirm, not a panic.
+    pushing = scores[has_z & (scores["contribution"] > 0) & scores["confirmed"].astype(bool)]
+    confirmed = pushing[KEYS].drop_duplicates().assign(_confirmed=True)
+    table = table.merge(confirmed, on=KEYS, how="left")
+    table["level"] = level_of(table["panic_index"], params["index_thresholds"], table["index_low"],
+                              table.pop("_confirmed").fillna(False).astype(bool))
     rests = scores[has_z].groupby(KEYS, sort=False)["component"].agg(list).rename("rests_on")
     absent = scores[scores["status"] == NOT_MEASURED].groupby(KEYS, sort=False)["component"].agg(list)
     table = table.merge(rests.reset_index(), on=KEYS, how="left").merge(
