@@ -27,7 +27,9 @@ def data_dir(tmp_path_factory):
     return data
 
 
+# Two more notebook executions (30 s): a sweep, so `make test` stays under 5 minutes; CI runs them.
 @pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("notebook", ["01_pipeline_overview.ipynb", "04_panic_index.ipynb"])
 def test_a_zero_row_organisation_beside_real_ones_does_not_fail_the_notebook(data_dir, tmp_path, notebook):
     import papermill

@@ -113,7 +113,9 @@ def test_signals_interrupt_changes_nothing_outside_the_main_thread():
     assert seen == [before]
 
 
+# A whole run in a subprocess (15 s): a sweep, so `make test` stays under 5 minutes; CI runs it.
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_kernels_are_shut_down_without_an_interrupt_so_stderr_stays_clean(tmp_path, capfd):
     # jupyter_client interrupts a kernel (SIGINT) before asking it to shut down; a kernel inside a
     # message handler then writes "KeyboardInterrupt caught in kernel." or, with a cell still

@@ -156,7 +156,9 @@ def test_per_segment_on_dask_gives_the_same_manifest_entries_and_index(by_segmen
         assert card == local_cards[page], page
 
 
+# A scheduler in its own process (15 s): a sweep, so `make test` stays under 5 minutes; CI runs it.
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_the_cli_runs_per_segment_tasks_on_a_scheduler_at_an_address(by_segment):
     distributed = pytest.importorskip("distributed")
     out = by_segment["root"] / "scheduler-reports"
