@@ -177,6 +177,8 @@ def test_validate_of_header_only_opportunity_exports_says_nothing_can_be_analyse
     assert "every row accepted" not in out
 
 
+# A whole detect in a subprocess (10 s): a sweep, so `make test` stays under 5 minutes; CI runs it.
+@pytest.mark.sweep
 def test_detect_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
     folder = shutil.copytree(FIXTURES / "datafolder" / "northwind", tmp_path / "data" / "northwind")
     script = "import sys; from quarterpanic.cli import main; sys.exit(main(sys.argv[1:]))"

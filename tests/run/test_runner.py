@@ -383,7 +383,9 @@ def test_per_org_index_groups_the_reports_under_escaped_org_headings(per_org):
     assert "2 of 3 reports complete" in index
 
 
+# Dask once more: a sweep, so `make test` stays under 5 minutes; CI runs it.
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_per_org_on_dask_gives_the_same_manifest_entries(per_org):
     report = run_on_in_process_dask(
         out_dir=per_org["root"] / "dask-reports",

@@ -135,7 +135,9 @@ def test_index_sections_without_orgs_are_segments_at_the_top_level():
     assert [s["heading"] for g in groups for s in g["sections"]] == [None, None]
 
 
+# Dask twice more (the per-org variant in test_runner.py too): a sweep, so `make test` stays under 5 minutes.
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_per_segment_on_dask_gives_the_same_manifest_entries_and_index(by_segment):
     report = run_on_in_process_dask(
         out_dir=by_segment["root"] / "dask-reports",
