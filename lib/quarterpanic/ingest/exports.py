@@ -28,7 +28,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import openpyxl
@@ -668,14 +668,8 @@ def _check_quoted_records(data: bytes, start: int, stop: int, table: pa.Table, l
     quoted = np.zeros(table.num_rows, dtype=bool)
     for column in table.columns:
         quoted |= pc.fill_null(pc.match_substring(column, '"'), False).to_numpy(zero_copy_only=False)
-    breaks = start + np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[start:stop] == ord("\n"))
-    line_starts = np.concatenate([[start], breaks + 1])  # byte offset of each line from first_line on
-    first_line = int(lines[0])
-    for row in np.flatnonzero(quoted).tolist():
-        begin = int(line_starts[lines[row] - first_line])
-        after = lines[row] - first_line + 1 + int(extra[row])
-        end = int(line_starts[after]) if after < len(line_starts) else stop
-        text = data[begin:end].decode("utf-8")
+    for row, record in _record_bytes(data, start, stop, lines, extra, np.flatnonzero(quoted)):
+        text = record.decode("utf-8")
         try:
             for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
                 pass
@@ -693,16 +687,24 @@ def _check_multiline_records(data: bytes, start: int, stop: int, lines: np.ndarr
     """
     if width < _MERGE_MIN_WIDTH or not extra.any():
         return
-    breaks = start + np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[start:stop] == ord("\n"))
-    line_starts = np.concatenate([[start], breaks + 1])
-    first_line = int(lines[0])
     sep = delimiter.encode()
-    for row in np.flatnonzero(extra).tolist():
+    for row, record in _record_bytes(data, start, stop, lines, extra, np.flatnonzero(extra)):
+        if any(line.count(sep) >= width - 1 for line in record.rstrip(b"\r\n").split(b"\n")[1:-1]):
+            raise _ScanMismatch(f"line {lines[row]}: a record runs over a line that looks like a record")
+
+
+def _record_bytes(data: bytes, start: int, stop: int, lines: np.ndarray, extra: np.ndarray,
+                  rows: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """``(row, bytes)`` of the records at ``rows`` of ``data[start:stop]`` (records starting on ``lines``,
+    ``extra`` line breaks inside each one's values), located by counting the line breaks once."""
+    breaks = start + np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[start:stop] == ord("\n"))
+    line_starts = np.concatenate([[start], breaks + 1])  # byte offset of each line from the first record's on
+    first_line = int(lines[0])
+    for row in rows.tolist():
         begin = int(line_starts[lines[row] - first_line])
         after = lines[row] - first_line + 1 + int(extra[row])
         end = int(line_starts[after]) if after < len(line_starts) else stop
-        if any(line.count(sep) >= width - 1 for line in data[begin:end].rstrip(b"\r\n").split(b"\n")[1:-1]):
-            raise _ScanMismatch(f"line {lines[row]}: a record runs over a line that looks like a record")
+        yield row, data[begin:end]
 
 
 def _split(data: bytes, start: int, stop: int, delimiter: str, width: int) -> tuple[pa.Table, int]:
