@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from quarterpanic import __version__
-from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
+from quarterpanic.dataset import Dataset, load_dataset, require_opportunities
 from quarterpanic.errors import QuarterpanicError
 from quarterpanic.params import parse_cli_value, read_params_file, resolve
 from quarterpanic.paths import REPORTS_DIR
@@ -153,8 +153,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     check_scope(params, sources, DataScope.of_dataset(dataset))
     if params["orgs"] or params["segment"]:
         dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
-    if dataset.opportunities.empty:
-        raise no_opportunity_error(dataset.accounting, args.data_dir, params)
+    require_opportunities(dataset, args.data_dir, params)
     findings = detect(dataset, params)
     print(report_document(dataset, findings, params) if args.json else report_table(dataset, findings, params))
     warning = rejected_rows_warning(dataset.accounting, args.data_dir)
