@@ -27,6 +27,7 @@ from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 
 INPUT_LABELS: dict[str, str] = {
+    "opportunities": "accepted opportunity rows",
     "bant": "BANT flags",
     "next_step": "next_step",
     "lead_score": "lead_score",
@@ -61,7 +62,7 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "mid_size_silos": (("request_history",),),
     "silo_wait_stretch": (("request_history",),),
     "sell_or_do": (("amount",), ("won",)),
-    "sell_or_do_crunch": (),  # weekly creation counts only: every export has them
+    "sell_or_do_crunch": (("opportunities",),),  # weekly creation counts only: any opportunity export has them
     "sell_or_do_leads": (("leads",), ("amount",), ("won",)),
     # Back-loading reads close dates and won flags only (amounts weight the deals when present).
     "bookings_backloading": (("won",),),
@@ -79,7 +80,7 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
     A column is present when it varies within the organisation (at least two
     distinct non-null values); ``next_step`` when some deals have one written
     and some do not, or the texts differ; a history field when the organisation's
-    history has rows for it; ``requests`` when it has any request, ``leads`` any lead.
+    history has rows for it; ``opportunities``, ``requests``, ``leads`` when it has any such row.
     """
     opps = dataset.opportunities
     orgs = sorted(set(dataset.calendars) | set(opps["org"].astype(str)) | set(dataset.requests["org"].astype(str)))
@@ -97,6 +98,7 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
         })
         for org, row in varying.iterrows():
             present.setdefault(str(org), set()).update(name for name, count in row.items() if count >= 2)
+            present[str(org)].add("opportunities")
     history = dataset.history
     if not history.empty:
         for (org, field), _ in history.groupby([history["org"].astype(str), history["field"].astype(str)]):
