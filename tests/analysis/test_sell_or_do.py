@@ -74,6 +74,23 @@ def test_a_single_complete_quarter_is_insufficient():
     assert np.isnan(found.loc[sell_or_do.COMPONENT, "estimate"])
 
 
+
+def test_an_export_cut_by_creation_date_judges_only_the_quarters_it_holds_creations_for(recwarn):
+    # An extract of the deals created in one quarter still has closes in the next: that quarter is
+    # complete by its records, but holds no creation. Its weeks once gave an estimate with a zero-width
+    # interval and a statsmodels PerfectSeparationWarning; they say nothing about selling.
+    data = sell_or_do_dataset(11, quarters=3)
+    opps = data.opportunities
+    kept = opps[opps["created_at"] < pd.Timestamp("2023-04-01")]
+    cut = Dataset.from_tables({"opportunities": kept}, {"A": {"size_class": "small"}}, as_of=data.as_of)
+    found = by_metric(sell_or_do.detect_sell_or_do(cut, LARGE))
+    assert set(found.loc[[sell_or_do.COMPONENT, sell_or_do.CRUNCH], "status"]) == {INSUFFICIENT}
+    assert found[["estimate", "ci_low", "ci_high"]].isna().all().all()
+    assert not [w for w in recwarn if "separation" in str(w.message).lower()]
+    # The same export with its creations is judged: the guard is about missing quarters, not all data.
+    whole = by_metric(sell_or_do.detect_sell_or_do(data, LARGE))
+    assert whole.loc[sell_or_do.COMPONENT, "status"] == OK
+
 def test_post_win_days_run_from_the_close_date_and_split_the_weeks_they_touch():
     rows = [dict(org="A", opportunity_id=f"o{i}", size_class="small", created_at=day, close_date=day,
                  stage="Closed Lost", is_closed=True, is_won=False, amount=1000.0)

@@ -41,17 +41,20 @@ threshold in the organisation's most frequent ``currency``, ``weeks_after`` the 
 * ``sell_or_do_crunch``: the same in the quarter's crunch weeks;
 * ``sell_or_do_leads``: relative change of leads logged in post-win weeks (where a leads table exists).
 
-``insufficient data`` below :data:`MIN_QUARTERS` complete quarters,
+``insufficient data`` below :data:`MIN_QUARTERS` complete quarters holding a record of the kind counted
+(an extract cut by creation date has later quarters with closes and no creation; they are left out),
 :data:`MIN_POST_WEEKS` weeks of post-win days or :data:`MIN_CREATED` records.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
+from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
 from quarterpanic.analysis.findings import (
     ALL_SEGMENTS, INSUFFICIENT, NOT_MEASURED, OK, apply_fdr_of, empty_findings, make_findings, register_metric,
@@ -180,9 +183,18 @@ def _poisson_effect(parts: pd.DataFrame, count: str, effect: str, controls: list
     design = pd.concat(controls + [parts[[effect]].astype(float)], axis=1)
     model = sm.GLM(parts[count].to_numpy(dtype=float), design, family=sm.families.Poisson(),
                    offset=np.log(parts[f"exposure_{count}"].to_numpy(dtype=float)))
-    fit = model.fit(cov_type="cluster", cov_kwds={"groups": parts["week"].to_numpy()})
+    with warnings.catch_warnings():
+        # A cell of zero counts (no record at all on the post-win or crunch days) has no finite estimate:
+        # that is "insufficient data", not a number and a warning on the user's screen.
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        try:
+            fit = model.fit(cov_type="cluster", cov_kwds={"groups": parts["week"].to_numpy()})
+        except (PerfectSeparationWarning, PerfectSeparationError, np.linalg.LinAlgError):
+            return dict(NO_ESTIMATE)
     t = stats.t(df=parts["week"].nunique() - 1)
     beta, se = float(fit.params[effect]), float(fit.bse[effect])
+    if not (np.isfinite(beta) and np.isfinite(se) and se > 0):
+        return dict(NO_ESTIMATE)
     half = t.ppf((1 + ci_level) / 2) * se
     return {"estimate": np.expm1(beta), "ci_low": np.expm1(beta - half), "ci_high": np.expm1(beta + half),
             "p_value": float(t.cdf(beta / se))}
@@ -200,6 +212,10 @@ def rate_change(parts: pd.DataFrame, count: str, ci_level: float) -> dict[str, d
     indicator that never varies: no large win at all).
     """
     parts = parts[parts[f"exposure_{count}"] > 0]
+    # A quarter without a single record of this kind lies outside what the export holds (an extract cut
+    # by creation date still has later quarters' closes): its fixed effect would be -inf, and it says
+    # nothing about a stop in selling.
+    parts = parts[parts.groupby("quarter")[count].transform("sum") > 0]
     quarter = pd.get_dummies(parts["quarter"], prefix="q", dtype=float)
     week = pd.get_dummies(parts["week_of_quarter"], prefix="w", dtype=float, drop_first=True)
     varies = {name: parts[name].nunique() > 1 for name in ("post_win", "crunch")}
@@ -257,9 +273,12 @@ def _org_findings(base: dict, weeks: pd.DataFrame, present: set[str], ci_level: 
         if needs:
             out.append({**row, "status": NOT_MEASURED, "needs": needs})
             continue
-        enough = weeks["quarter"].nunique() >= MIN_QUARTERS if effect == "crunch" else enough_weeks
+        recorded = weeks[weeks.groupby("quarter")[count].transform("sum") > 0]
+        enough_quarters = recorded["quarter"].nunique() >= MIN_QUARTERS
+        enough = enough_quarters if effect == "crunch" else enough_quarters and enough_weeks
         if not enough or row["n"] < MIN_CREATED:
             out.append({**row, "status": INSUFFICIENT})
             continue
-        out.append({**row, **rate_change(weeks, count, ci_level)[effect], "status": OK})
+        estimate = rate_change(weeks, count, ci_level)[effect]
+        out.append({**row, **estimate, "status": OK if np.isfinite(estimate["estimate"]) else INSUFFICIENT})
     return out
