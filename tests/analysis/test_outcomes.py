@@ -40,6 +40,14 @@ def test_last_week_win_rate_needs_closed_deals_on_both_sides():
     assert outcomes.last_week_win_rate_ratio(frame[frame["close_week"] < 13]) is None
 
 
+
+def test_a_quarter_whose_closed_deals_all_won_gets_an_interval_not_a_point():
+    # Katz's variance is 0 when both sides won every deal: the interval was the single point 1..1.
+    frame = closed_deals(n=200).assign(outcome="won")
+    out = outcomes.last_week_win_rate_ratio(frame)
+    assert out["ci_low"] < out["estimate"] < out["ci_high"]
+    assert out["ci_low"] < 1 < out["ci_high"] and out["p_value"] > 0.5
+
 def pushes(pushed, n):
     return pd.DataFrame({"pushed": [True] * pushed + [False] * (n - pushed)})
 

@@ -196,7 +196,10 @@ def judged_quarters(dataset: Dataset) -> pd.DataFrame:
     coverage = quarter_coverage(dataset, grid["org"], grid["quarter_start"], grid["quarter_end"])
     closed = opps[opps["is_closed"].astype(bool) & opps["close_date"].notna()]
     first_close = closed.groupby(closed["org"].astype(str))["close_date"].min()
-    closes_covered = grid["quarter_start"] >= grid["org"].map(first_close).fillna(pd.Timestamp.max)
+    # reindex, not map: an organisation whose pipeline is all open has no close, and mapping through an
+    # empty date Series fails in pandas.
+    closes_covered = grid["quarter_start"].to_numpy() >= first_close.reindex(grid["org"]).fillna(
+        pd.Timestamp.max).to_numpy()
     first_record = grid["org"].map(opps.groupby(opps["org"].astype(str))["created_at"].min())
     cycle = pd.to_timedelta(grid["org"].map(won_cycle_days(opps)).fillna(0.0), unit="D")
     warmed_up = grid["quarter_start"] >= first_record.dt.normalize() + cycle

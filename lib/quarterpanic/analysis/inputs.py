@@ -34,6 +34,7 @@ INPUT_LABELS: dict[str, str] = {
     "amount": "amount",
     "discount": "discount",
     "won": "won deals (is_won)",
+    "lost": "lost deals (closed, not won)",
     "history.stage": "stage history",
     "history.close_date": "close-date history",
     "history.amount": "amount history",
@@ -45,19 +46,19 @@ QUALIFICATION = "qualification"  # stands for the qualification signals of the o
 # metric -> groups of inputs: every group is needed, any one input of a group will do.
 METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "qualification_decay": ((QUALIFICATION,),),
-    "win_rate_ratio": ((QUALIFICATION,), ("won",)),
+    "win_rate_ratio": ((QUALIFICATION,), ("won",), ("lost",)),
     "discount_uplift": ((QUALIFICATION,), ("discount",)),
     "lead_score_drop": ((QUALIFICATION,), ("lead_score",)),
     "stage_skip_rate": ((QUALIFICATION,), ("history.stage",)),
     "last_week_deal_size_change": (("amount",),),
-    "last_week_win_rate_ratio": (("won",),),
+    "last_week_win_rate_ratio": (("won",), ("lost",)),
     "close_date_push_rate": (("history.close_date",),),
     "close_date_push_excess": (("history.close_date",),),
     "reactive_order_taking": (("requests",),),
     "planned_work_deferral": (("requests",),),
     "turnaround_stretch": (("requests",),),
     "after_hours_shift": (("requests",),),
-    "wasted_effort_lost": (("requests",),),
+    "wasted_effort_lost": (("requests",), ("lost",)),
     "wasted_effort_unqualified": (("requests",), (QUALIFICATION,)),
     "mid_size_silos": (("request_history",),),
     "silo_wait_stretch": (("request_history",),),
@@ -99,6 +100,10 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
         for org, row in varying.iterrows():
             present.setdefault(str(org), set()).update(name for name, count in row.items() if count >= 2)
             present[str(org)].add("opportunities")
+        # A won-deals report (or a pipeline of won and open deals) has no loss: win rates are all 100%.
+        lost = opps["is_closed"].astype("boolean").fillna(False) & ~opps["is_won"].astype("boolean").fillna(False)
+        for org in opps.loc[lost.to_numpy(dtype=bool), "org"].astype(str).unique():
+            present[org].add("lost")
     history = dataset.history
     if not history.empty:
         for (org, field), _ in history.groupby([history["org"].astype(str), history["field"].astype(str)]):

@@ -400,7 +400,7 @@ def _closed_with_stage_path(created: pd.DataFrame) -> pd.DataFrame:
 def win_rate_ratio(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
     """Win rate of closed deals created from week ``onset`` on over that of earlier ones.
 
-    Katz log interval (0.5 added to every cell when a side has no wins);
+    Katz log interval (0.5 added to every cell when a side has no wins or no losses);
     open deals are left out. None with fewer than :data:`MIN_SIDE_N` closed
     deals on a side.
     """
@@ -423,12 +423,15 @@ def last_week_win_rate_ratio(closed_in_quarter: pd.DataFrame, ci_level: float = 
 
 
 def _win_rate_ratio(won: np.ndarray, late: np.ndarray, ci_level: float) -> dict[str, float] | None:
-    """P(won | late) / P(won | not late) with a Katz log interval (0.5 added to every cell when a side has no wins)."""
+    """P(won | late) / P(won | not late) with a Katz log interval (0.5 added to every cell when a side has no
+    wins or no losses)."""
     n_after, n_before = int(late.sum()), int((~late).sum())
     if min(n_after, n_before) < MIN_SIDE_N:
         return None
     x_after, x_before = won[late].sum(), won[~late].sum()
-    if x_after == 0 or x_before == 0:
+    # Haldane's 0.5 when a side has no wins (log 0) or no losses: with both sides all won the Katz
+    # variance is 0 and the interval would be the single point 1.
+    if x_after in (0, n_after) or x_before in (0, n_before):
         x_after, x_before, n_after, n_before = x_after + 0.5, x_before + 0.5, n_after + 1, n_before + 1
     log_ratio = np.log((x_after / n_after) / (x_before / n_before))
     se = np.sqrt(1 / x_after - 1 / n_after + 1 / x_before - 1 / n_before)
