@@ -9,7 +9,7 @@ the share at ``watch`` *or above* (the shares at ``panic`` itself are printed be
 The scenario states everything the rates depend on rather than reading the shipped default: today's
 effects (decay 0.35, surge 3×, ...) halved — differences halved, ratios halfway to 1 on the log scale (a 3×
 surge becomes √3×), the month-3 share halfway between a calm quarter's 40% and 65% — which quarters panic
-(at this scale the mid-size firm in 3 of its 7 complete quarters, the enterprise in 4 of 7, the small firm never),
+(at this scale the mid-size firm and the enterprise each in 4 of their 8 complete quarters, the small firm never),
 and each panic quarter's shape, a step or a ramp (drawn per quarter).
 """
 import pandas as pd
@@ -88,7 +88,7 @@ def test_the_scenario_halves_today_s_effects():
 def test_calm_quarters_rarely_reach_watch_at_half_effect(half_effect):
     print("\npanic index at half effect, seeds 4100-4149, scale small\n" + rates(half_effect).round(3).to_string())
     calm = half_effect[~half_effect["panic"]]
-    assert len(calm) >= 300
+    assert len(calm) >= 600
     assert calm["level"].isin([WATCH, PANIC]).mean() <= 0.05
 
 
@@ -103,21 +103,20 @@ def test_each_class_has_at_least_50_step_and_50_ramp_panic_quarters(half_effect)
     assert len(panic) == 4 and panic.min() >= 50
 
 
-# Measured (seeds 4100-4149, the index as of this commit): steps at watch or above in 74.6% of mid-size and 72.3% of
-# enterprise panic quarters (panic level 62% / 42%); ramps 43.0% / 38.7%; calm quarters 0.1% (one small-firm
-# quarter in 700). The level gate is not what misses steps: a component pushing the index up is confirmed by its
+# Measured (seeds 4100-4149, the index as of this commit): steps at watch or above in 64.2% of mid-size and 66.0% of
+# enterprise panic quarters (panic level 53% / 42%); ramps 24.8% / 31.1%; calm quarters 0.1% (one small-firm
+# quarter in 800). The level gate is not what misses steps: a component pushing the index up is confirmed by its
 # detector in 92% (mid-size) and 98% (enterprise) of step quarters, but the index reaches watch (2 calm SDs) in
-# only 79% / 78% and its interval clears calm in 86% / 86%. The leave-one-out baseline of an organisation that
-# panics in 3 or 4 of its 7 quarters still holds half-effect panic quarters (about 2.5 calm SDs above the calm
-# ones, inside the 2-SD search), which lifts the centre and widens tau: calm quarters' median index is -0.7
-# (mid-size) and -1.3 (enterprise), not 0. Ramps lose on both counts: a component is confirmed in 57% / 82% of
-# them and the index reaches 2 in 75% / 51%. Strict: when the goal is met this turns into a failure that asks for
-# the mark to go.
-@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for steps: 74.6% mid-size, 72.3% enterprise < 80%")
+# only 71% / 71% and its interval clears calm in 81% / 89%. The leave-one-out baseline of an organisation that
+# panics in 4 of its 8 quarters still holds half-effect panic quarters (about 2.5 calm SDs above the calm ones,
+# inside the 2-SD search), which lifts the centre: calm quarters' median index is -0.8 (mid-size) and -1.0
+# (enterprise), not 0. Ramps lose on both counts: a component is confirmed in 54% / 82% of them and the index
+# reaches 2 in 47% / 44%. Strict: when the goal is met this turns into a failure that asks for the mark to go.
+@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for steps: 64.2% mid-size, 66.0% enterprise < 80%")
 def test_index_catches_80_percent_of_mid_and_enterprise_step_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "step")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 43.0% mid-size, 38.7% enterprise < 80%")
+@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 24.8% mid-size, 31.1% enterprise < 80%")
 def test_index_catches_80_percent_of_mid_and_enterprise_ramp_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "ramp")
