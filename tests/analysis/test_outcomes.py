@@ -77,6 +77,18 @@ def test_panicking_quarters_do_not_raise_the_calm_rate():
     assert with_panics["pushed"].mean() - 0.05 > 0.08  # what comparing with every other quarter would have added
 
 
+def test_a_calm_quarter_of_an_organisation_that_panics_half_the_time_is_measured_against_its_calm_peers():
+    # Four calm quarters (the judged one, Q0, among them) and four panicking ones: the search over all of them
+    # starts from a calm lower half; the judged quarter is then left out of its own reference.
+    quarters = other_quarters(5, 4, 6, 5, 30, 28, 33, 25)
+    calm = outcomes.calm_push_reference(quarters, leave_out="Q0")
+    assert (calm["events"], calm["n"], calm["quarters"]) == (15, 300, 3)
+    judged = outcomes.close_date_push_excess(quarters[quarters["quarter"] == "Q0"], quarters)
+    assert judged["reference"] == pytest.approx(0.05) and judged["estimate"] == pytest.approx(0.0)
+    panic = outcomes.close_date_push_excess(quarters[quarters["quarter"] == "Q4"], quarters)
+    assert panic["reference"] == pytest.approx(20 / 400) and panic["p_value"] < 1e-6
+
+
 def test_calm_quarters_that_vary_widen_the_interval_and_the_test():
     steady = outcomes.close_date_push_excess(pushes(100, 1000), other_quarters(50, 50, 50, 50, 50, n=1000))
     varying = outcomes.close_date_push_excess(pushes(100, 1000), other_quarters(20, 35, 50, 65, 80, n=1000))

@@ -523,20 +523,23 @@ def close_date_push_excess(pushes: pd.DataFrame, reference: pd.DataFrame, ci_lev
                            ) -> dict[str, float] | None:
     """Push rate of a quarter minus the organisation's calm push rate (:func:`calm_push_reference`).
 
-    ``reference`` holds the due deals of the organisation's *other* baseline
-    quarters (with their ``quarter``). The calm rate is the pooled rate of
-    those of them that the panic index's forward search keeps as calm, so a
-    panicking quarter cannot raise the rate the others are measured against.
-    The interval is Newcombe's hybrid-score interval of the difference of two
-    independent proportions (statsmodels; it holds with no pushes on a side),
-    each half widened in quadrature by ``z × tau × sqrt(1 + 1/k)``: the calm
-    quarters' own variation ``tau`` (net of sampling noise) in this quarter
-    and in the mean of the ``k`` calm quarters. The p-value is one-sided (the
+    ``pushes`` are the quarter's due deals and ``reference`` those of the
+    organisation's baseline quarters (each with its ``quarter``; the quarter
+    itself may be among them). The calm rate is the pooled rate of the calm
+    baseline quarters other than this one, so a panicking quarter can raise
+    neither its own reference nor another's. The interval is Newcombe's
+    hybrid-score interval of the difference of two independent proportions
+    (statsmodels; it holds with no pushes on a side), each half widened in
+    quadrature by ``z × tau × sqrt(1 + 1/k)``: the calm quarters' own
+    variation ``tau`` (net of sampling noise) in this quarter and in the mean
+    of the ``k`` calm quarters of the reference. The p-value is one-sided (the
     quarter pushes more than calm): a pooled two-proportion z test whose
-    variance carries the same ``tau² (1 + 1/k)``. None with fewer than
-    :data:`MIN_SIDE_N` due deals in the quarter or no calm reference.
+    variance carries the same ``tau² (1 + 1/k)``. Returns ``reference`` (the
+    calm rate) too. None with fewer than :data:`MIN_SIDE_N` due deals in the
+    quarter or no calm reference.
     """
-    calm = calm_push_reference(reference)
+    quarters = pushes["quarter"].unique() if "quarter" in pushes else []
+    calm = calm_push_reference(reference, leave_out=quarters[0] if len(quarters) == 1 else None)
     if len(pushes) < MIN_SIDE_N or calm is None:
         return None
     events, n = int(pushes["pushed"].sum()), len(pushes)
@@ -557,20 +560,27 @@ def close_date_push_excess(pushes: pd.DataFrame, reference: pd.DataFrame, ci_lev
     }
 
 
-def calm_push_reference(reference: pd.DataFrame) -> dict[str, float] | None:
+def calm_push_reference(reference: pd.DataFrame, leave_out: str | None = None) -> dict[str, float] | None:
     """The calm push rate of an organisation's baseline quarters, trimmed on the panic side.
 
-    Each quarter's push rate (variance from its rate with half a push added,
-    so a quarter with none is not certain) goes through the panic index's
-    forward search (:func:`quarterpanic.analysis.panic_index.calm_members`,
-    no floor): panic only raises a push rate, so the calm quarters are the
-    lower cluster, and a quarter more than two calm standard deviations above
-    it is left out. Returns the kept quarters' pushes and due deals
-    (``events``, ``n``), their number ``quarters`` and ``tau``, their
+    Each baseline quarter's push rate (variance from its rate with half a
+    push added, so that a quarter with none is not certain) goes through the
+    panic index's forward search
+    (:func:`quarterpanic.analysis.panic_index.calm_members`, no floor): panic
+    only raises a push rate, so the calm quarters are the lower cluster, and a
+    quarter more than two calm standard deviations above it is left out. The
+    search runs over all the baseline quarters — ``leave_out`` (the quarter
+    being judged) included, so that in an organisation that panics in half its
+    quarters the lower half it starts from is still calm — and ``leave_out``
+    is then dropped from the calm set.
+
+    Returns the remaining calm quarters' pushes and due deals (``events``,
+    ``n``), their number ``quarters`` and ``tau``, the calm quarters'
     between-quarter standard deviation net of sampling noise
     (:func:`quarterpanic.analysis.panic_index.calm_variation`); None with
     fewer than :data:`~quarterpanic.analysis.panic_index.MIN_BASELINE`
-    quarters with due deals or fewer than :data:`MIN_SIDE_N` due deals kept.
+    baseline quarters with due deals, or fewer than :data:`MIN_SIDE_N` due
+    deals left in the calm set.
     """
     counts = reference.groupby("quarter", sort=False)["pushed"].agg(["sum", "size"])
     counts = counts[counts["size"] > 0]
@@ -582,7 +592,8 @@ def calm_push_reference(reference: pd.DataFrame) -> dict[str, float] | None:
     variances = smoothed * (1 - smoothed) / n
     keep = calm_members(rates, variances, floor=0.0)
     _, _, tau = calm_variation(rates, variances, floor=0.0)
-    if n[keep].sum() < MIN_SIDE_N:
+    keep &= counts.index.to_numpy() != leave_out
+    if not keep.any() or n[keep].sum() < MIN_SIDE_N:
         return None
     return {"events": int(events[keep].sum()), "n": int(n[keep].sum()), "quarters": int(keep.sum()),
             "tau": float(tau)}
@@ -653,8 +664,8 @@ def outcome_findings(
         The onset weeks the main search tried
         (:func:`quarterpanic.analysis.qualification.candidate_weeks`).
     roles:
-        :func:`quarterpanic.analysis.features.quarter_roles`; the baseline quarters
-        are the reference of ``close_date_push_rate``.
+        :func:`quarterpanic.analysis.features.quarter_roles`; the calm ones of
+        the baseline quarters are the reference of ``close_date_push_excess``.
 
     Returns
     -------
@@ -714,7 +725,6 @@ def outcome_findings(
                 last_week_win_rate_ratio(closed_here, ci_level), int((closed_here["outcome"] != "open").sum()))
             due = _segment(pushes_by.get((org, quarter), empty_pushes), segment)
             reference = _segment(reference_by.get((org,), empty_pushes), segment)
-            reference = reference[reference["quarter"] != quarter]
             estimates["close_date_push_rate"] = (close_date_push_rate(due, ci_level), len(due))
             estimates["close_date_push_excess"] = (close_date_push_excess(due, reference, ci_level), len(due))
         elif (org, quarter) in partial:
