@@ -653,7 +653,10 @@ def _findings(
         frames.append(frame.drop(columns="main_status"))
     table = pd.concat(frames, ignore_index=True)
     table["n"] = pd.to_numeric(table["n"], errors="coerce").fillna(0)
-    table = pd.concat([table, partial], ignore_index=True)
+    if not partial.empty:
+        # Every other row is of a complete quarter (only those are judged); a bool column keeps the cache exact.
+        table = pd.concat([table.assign(quarter_complete=True), partial], ignore_index=True)
+        table["quarter_complete"] = table["quarter_complete"].astype(bool)
     findings = make_findings(table.assign(component=COMPONENT, segment=segment))
     findings["_order"] = findings["metric"].map({name: i for i, name in enumerate(METRIC_ORDER)})
     return findings.sort_values(["org", "quarter", "_order"]).drop(columns="_order").reset_index(drop=True)
