@@ -4,8 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import bernoulli_dataset
 from quarterpanic.analysis import outcomes
-from quarterpanic.analysis.findings import METRICS, apply_fdr, make_findings
+from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.findings import INSUFFICIENT, METRICS, PARTIAL, apply_fdr, make_findings
+from quarterpanic.dataset import Dataset
 
 
 def closed_deals(n=600, last_week_factor=1.0, last_week_win=0.3, other_win=0.3, seed=2):
@@ -40,7 +43,6 @@ def test_last_week_win_rate_needs_closed_deals_on_both_sides():
     assert outcomes.last_week_win_rate_ratio(frame[frame["close_week"] < 13]) is None
 
 
-
 def test_a_quarter_whose_closed_deals_all_won_gets_an_interval_not_a_point():
     # Katz's variance is 0 when both sides won every deal: the interval was the single point 1..1.
     frame = closed_deals(n=200).assign(outcome="won")
@@ -48,19 +50,66 @@ def test_a_quarter_whose_closed_deals_all_won_gets_an_interval_not_a_point():
     assert out["ci_low"] < out["estimate"] < out["ci_high"]
     assert out["ci_low"] < 1 < out["ci_high"] and out["p_value"] > 0.5
 
-def pushes(pushed, n):
-    return pd.DataFrame({"pushed": [True] * pushed + [False] * (n - pushed)})
+
+def pushes(pushed, n, quarter="FY2025-Q1"):
+    return pd.DataFrame({"quarter": quarter, "pushed": [True] * pushed + [False] * (n - pushed)})
+
+
+def other_quarters(*pushed, n=100):
+    """Due deals of the organisation's other quarters, ``pushed[i]`` of ``n`` pushed in the i-th."""
+    return pd.concat([pushes(k, n, f"Q{i}") for i, k in enumerate(pushed)], ignore_index=True)
+
+
+CALM_QUARTERS = other_quarters(4, 5, 6, 5, 5)
 
 
 def test_push_excess_is_measured_against_the_calm_rate_not_zero():
-    calm_like = outcomes.close_date_push_excess(pushes(5, 100), pushes(25, 500))
+    calm_like = outcomes.close_date_push_excess(pushes(5, 100), CALM_QUARTERS)
     # 5% in this quarter as in the others: no excess, nothing to flag, although 5% is far above 0.
-    assert calm_like["estimate"] == pytest.approx(0.0)
+    assert calm_like["estimate"] == pytest.approx(0.0) and calm_like["reference"] == pytest.approx(0.05)
     assert calm_like["ci_low"] < 0 < calm_like["ci_high"] and calm_like["p_value"] > 0.3
-    panic = outcomes.close_date_push_excess(pushes(30, 100), pushes(25, 500))
+    panic = outcomes.close_date_push_excess(pushes(30, 100), CALM_QUARTERS)
     assert panic["estimate"] == pytest.approx(0.25)
     assert 0 < panic["ci_low"] < 0.25 < panic["ci_high"] and panic["p_value"] < 1e-6
-    assert outcomes.close_date_push_excess(pushes(0, 100), pushes(0, 500))["p_value"] == 1.0
+    assert outcomes.close_date_push_excess(pushes(0, 100), other_quarters(0, 0, 0))["p_value"] == 1.0
+
+
+def test_panicking_quarters_do_not_raise_the_calm_rate():
+    panics = other_quarters(30, 28, 33).assign(quarter=lambda f: "P" + f["quarter"])
+    with_panics = pd.concat([CALM_QUARTERS, panics], ignore_index=True)
+    calm = outcomes.calm_push_reference(with_panics)
+    assert (calm["events"], calm["n"], calm["quarters"]) == (25, 500, 5)
+    # A calm quarter reads as calm, not as pushing less than the organisation's panicking quarters.
+    calm_like = outcomes.close_date_push_excess(pushes(5, 100), with_panics)
+    assert calm_like == pytest.approx(outcomes.close_date_push_excess(pushes(5, 100), CALM_QUARTERS))
+    assert with_panics["pushed"].mean() - 0.05 > 0.08  # what comparing with every other quarter would have added
+
+
+def test_a_calm_quarter_of_an_organisation_that_panics_half_the_time_is_measured_against_its_calm_peers():
+    # Four calm quarters (the judged one, Q0, among them) and four panicking ones: the search over all of them
+    # starts from a calm lower half; the judged quarter is then left out of its own reference.
+    quarters = other_quarters(5, 4, 6, 5, 30, 28, 33, 25)
+    calm = outcomes.calm_push_reference(quarters, leave_out="Q0")
+    assert (calm["events"], calm["n"], calm["quarters"]) == (15, 300, 3)
+    judged = outcomes.close_date_push_excess(quarters[quarters["quarter"] == "Q0"], quarters)
+    assert judged["reference"] == pytest.approx(0.05) and judged["estimate"] == pytest.approx(0.0)
+    panic = outcomes.close_date_push_excess(quarters[quarters["quarter"] == "Q4"], quarters)
+    assert panic["reference"] == pytest.approx(20 / 400) and panic["p_value"] < 1e-6
+
+
+def test_calm_quarters_that_vary_widen_the_interval_and_the_test():
+    steady = outcomes.close_date_push_excess(pushes(100, 1000), other_quarters(50, 50, 50, 50, 50, n=1000))
+    varying = outcomes.close_date_push_excess(pushes(100, 1000), other_quarters(20, 35, 50, 65, 80, n=1000))
+    assert outcomes.calm_push_reference(other_quarters(20, 35, 50, 65, 80, n=1000))["tau"] > 0.01
+    assert varying["estimate"] == pytest.approx(steady["estimate"]) == pytest.approx(0.05)
+    assert varying["ci_high"] - varying["ci_low"] > 1.5 * (steady["ci_high"] - steady["ci_low"])
+    assert varying["p_value"] > 10 * steady["p_value"]
+
+
+def test_push_excess_needs_a_calm_reference_of_three_quarters():
+    assert outcomes.calm_push_reference(other_quarters(5, 5)) is None
+    assert outcomes.close_date_push_excess(pushes(30, 100), other_quarters(5, 5)) is None
+    assert outcomes.close_date_push_excess(pushes(3, 9), CALM_QUARTERS) is None
 
 
 def test_push_rate_is_a_level_that_is_shown_and_never_tested():
@@ -72,7 +121,7 @@ def test_push_rate_is_a_level_that_is_shown_and_never_tested():
         {"org": "A", "quarter": "FY2025-Q1", "component": "qualification_decay", "metric": metric, **estimate}
         for metric, estimate in (("close_date_push_rate", rate),
                                  ("close_date_push_excess", outcomes.close_date_push_excess(pushes(30, 100),
-                                                                                            pushes(25, 500))))])
+                                                                                            CALM_QUARTERS)))])
     flagged = apply_fdr(rows).set_index("metric")
     assert not flagged.loc["close_date_push_rate", "flagged"]
     assert flagged.loc["close_date_push_rate", "direction"] is None
@@ -89,3 +138,21 @@ def test_contrast_of_a_level_without_p_values_reads_complete_quarters():
     contrast = outcomes.flagged_contrast(findings, "close_date_push_rate")
     assert contrast["flagged"] == pytest.approx(0.3) and contrast["other"] == pytest.approx(0.06)
     assert (contrast["n_flagged"], contrast["n_other"]) == (1, 2)
+
+
+def test_a_quarter_the_data_begin_inside_gets_partial_quarter_end_rows_and_the_open_one_none():
+    data = bernoulli_dataset(seed=1, quarters=2, per_quarter=40)
+    late_start = data.opportunities[data.opportunities["created_at"] >= pd.Timestamp("2024-03-01")]
+    data = Dataset.from_tables({"opportunities": late_start}, {"A": {"size_class": "mid"}},
+                               as_of=pd.Timestamp("2024-06-15"))
+    main = make_findings([{"org": "A", "quarter": quarter, "component": outcomes.COMPONENT,
+                           "metric": outcomes.COMPONENT, "status": INSUFFICIENT, "quarter_complete": False}
+                          for quarter in ("FY2024-Q1", "FY2024-Q2")])
+    rows = outcomes.outcome_findings(opportunity_features(data), data, main, candidates=range(5, 13))
+    quarter_end = rows[rows["metric"].isin(outcomes.QUARTER_END_METRICS)]
+    # FY2024-Q1 is over but the data begin in its last month: shown as partial; FY2024-Q2 is still open.
+    assert set(quarter_end["quarter"]) == {"FY2024-Q1"}
+    assert sorted(quarter_end["metric"]) == sorted(outcomes.QUARTER_END_METRICS)
+    assert (quarter_end["status"] == PARTIAL).all() and quarter_end[["estimate", "p_value"]].isna().all().all()
+    tested = apply_fdr(rows)
+    assert tested["q_value"].isna().all() and not tested["flagged"].any()

@@ -420,19 +420,27 @@ def calm_variation(values: np.ndarray, variances: np.ndarray, floor: float) -> t
     estimate), ``tau`` at least ``floor``; ``centre_se`` the median's standard
     error, ``sqrt(π/2 × (tau² + median variance) / n)``.
     """
+    keep = calm_members(values, variances, floor)
+    centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
+    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / keep.sum()))
+    return centre, centre_se, tau
+
+
+def calm_members(values: np.ndarray, variances: np.ndarray, floor: float) -> np.ndarray:
+    """Which of ``values`` the forward search of :func:`calm_variation` keeps as calm (a mask in their order)."""
     order = np.argsort(values, kind="stable")
-    values, variances = values[order], variances[order]
-    keep = np.arange(len(values)) < max(MIN_BASELINE, int(np.ceil(len(values) / 2)))
-    for _ in range(len(values)):
-        centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
-        wider = values <= centre + TRIM_SDS * np.sqrt(tau ** 2 + noise)
+    ranked, ranked_variances = values[order], variances[order]
+    keep = np.arange(len(ranked)) < max(MIN_BASELINE, int(np.ceil(len(ranked) / 2)))
+    for _ in range(len(ranked)):
+        centre, tau, noise = _robust_moments(ranked[keep], ranked_variances[keep], floor)
+        wider = ranked <= centre + TRIM_SDS * np.sqrt(tau ** 2 + noise)
         wider[:MIN_BASELINE] = True
         if (wider == keep).all():
             break
         keep = wider
-    centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
-    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / keep.sum()))
-    return centre, centre_se, tau
+    mask = np.zeros(len(values), dtype=bool)
+    mask[order[keep]] = True
+    return mask
 
 
 def _robust_moments(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:

@@ -86,9 +86,9 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from quarterpanic.analysis import turnaround
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, INSUFFICIENT, OK, apply_fdr_of, empty_findings, make_findings, register_metric,
+    ALL_SEGMENTS, INSUFFICIENT, OK, PARTIAL, apply_fdr_of, empty_findings, make_findings, register_metric,
 )
-from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals
+from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals, quarter_coverage
 from quarterpanic.analysis.onset import max_t_adjusted, profile_step
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
@@ -606,7 +606,9 @@ def _analyse_reactive(dataset: Dataset, params: dict[str, Any], segment: str, se
             "wasted_effort_unqualified": share_change(
                 requests, flag="deal_unqualified", cluster="opportunity_id", ci_level=ci_level),
         }
-    findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment)
+    partial = _partial_rows(dataset, weekly, params, METRIC_ORDER if secondary else (COMPONENT,))
+    findings = _findings(surge, deferral if secondary else None, stretch if secondary else None, shares, segment,
+                         partial)
     findings["ci_level"] = ci_level
     findings = apply_fdr_of(mark_not_measured(findings, dataset, params), params)
     return ReactiveAnalysis(
@@ -627,6 +629,7 @@ def _findings(
     stretch: pd.DataFrame | None,
     shares: Mapping[str, pd.DataFrame],
     segment: str,
+    partial: pd.DataFrame,
 ) -> pd.DataFrame:
     keys = ["org", "quarter"]
     main = surge[keys + ["onset_week", "status"]].rename(columns={"status": "main_status"})
@@ -650,9 +653,30 @@ def _findings(
         frames.append(frame.drop(columns="main_status"))
     table = pd.concat(frames, ignore_index=True)
     table["n"] = pd.to_numeric(table["n"], errors="coerce").fillna(0)
+    if not partial.empty:
+        # Every other row is of a complete quarter (only those are judged); a bool column keeps the cache exact.
+        table = pd.concat([table.assign(quarter_complete=True), partial], ignore_index=True)
+        table["quarter_complete"] = table["quarter_complete"].astype(bool)
     findings = make_findings(table.assign(component=COMPONENT, segment=segment))
     findings["_order"] = findings["metric"].map({name: i for i, name in enumerate(METRIC_ORDER)})
     return findings.sort_values(["org", "quarter", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _partial_rows(dataset: Dataset, weekly: pd.DataFrame, params: Mapping[str, Any],
+                  metrics: Sequence[str]) -> pd.DataFrame:
+    """``partial`` rows of ``metrics`` for the shown quarters that are over but that the data only partly cover.
+
+    Such a quarter gets no verdict (its early weeks would look empty) but is shown as partial, as every
+    detector shows it (:func:`quarterpanic.analysis.inputs.mark_partial`); it never enters a false-discovery
+    family or the index (status not ``ok``, ``quarter_complete`` False).
+    """
+    quarters = weekly.drop_duplicates(["org", "quarter"]).reset_index(drop=True)
+    if params.get("quarters"):
+        quarters = quarters[quarters["quarter"].isin(params["quarters"])].reset_index(drop=True)
+    coverage = quarter_coverage(dataset, quarters["org"], quarters["quarter_start"], quarters["quarter_end"])
+    partial = quarters.loc[coverage["partial"].to_numpy(), ["org", "quarter"]]
+    rows = partial.merge(pd.DataFrame({"metric": list(metrics)}), how="cross")
+    return rows.assign(status=PARTIAL, quarter_complete=False)
 
 
 def detect_reactive_order_taking(dataset: Dataset, params: Mapping[str, Any] | None = None, *,

@@ -17,7 +17,7 @@ import seaborn as sns
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis import turnaround
-from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, OK, main_findings
+from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, OK, PARTIAL, main_findings
 from quarterpanic.analysis.reactive import COMPONENT, ReactiveAnalysis
 from quarterpanic.analysis.workload import share_by_week, wasted_effort, weekly_requests
 from quarterpanic.report import plots, words
@@ -368,16 +368,19 @@ def summary_figures(analysis: ReactiveAnalysis) -> dict[str, Any]:
     """The notebook's key figures for ``artifacts.save_summary``."""
     findings = analysis.findings
     main = main_findings(findings)
+    partial = main["status"] == PARTIAL  # over, but the data cover only part of it: shown, never judged
+    main = main[~partial]
     ok = main[main["status"] == OK]
     columns = ["org", "quarter", "estimate", "ci_low", "ci_high", "p_value", "onset_week", "flagged", "n", "status"]
     secondary = findings[findings["metric"] != COMPONENT]
     return {
         "as_of": analysis.as_of,
         "segment": analysis.segment,
-        "orgs": sorted(main["org"].unique()),
+        "orgs": sorted(main_findings(findings)["org"].unique()),
         "quarters_judged": int(len(main)),
         "quarters_with_verdict": int(len(ok)),
         "quarters_flagged": int(ok["flagged"].sum()),
+        "quarters_partial": int(partial.sum()),
         "headline": forest_headline(findings),
         "surge": main[columns],
         "flagged_surges": main.loc[main["flagged"], ["org", "quarter", "estimate", "ci_low", "ci_high", "onset_week"]],
