@@ -18,6 +18,8 @@ empty. Present dates fall on or before the close. So in expectation
 * for any department (``department_fields``), it is
   ``(1 - MISSING)^3 - (1 - MISSING_LATE)^3`` in a panic quarter, 0 in a calm one.
 
+An organisation's scenario entry may set both shares
+(``department_fields: {missing: 0.08, missing_late: 0.22}``).
 ``truth["department_fields"]`` holds both per organisation × quarter. Lost and open
 deals leave the fields empty half the time (no estimand reads them). The values
 are drawn from a random generator of their own (seeded by the sample's seed and
@@ -55,8 +57,10 @@ def add_department_fields(plan: OrgPlan, tables: dict[str, pd.DataFrame], seed: 
     if plan.spec.get("size_class") != "mid" or opps is None or opps.empty:
         return []
     rng = np.random.default_rng([int(seed), _SEED_TAG, int(org_index)])
-    tables["opportunities"] = with_department_fields(plan, opps, rng)
-    gap, any_gap = MISSING_LATE - MISSING, any_missing_gap(MISSING, MISSING_LATE)
+    given = plan.spec.get("department_fields") or {}
+    missing, missing_late = float(given.get("missing", MISSING)), float(given.get("missing_late", MISSING_LATE))
+    tables["opportunities"] = with_department_fields(plan, opps, rng, missing, missing_late)
+    gap, any_gap = missing_late - missing, any_missing_gap(missing, missing_late)
     return [{"org": plan.name, "quarter": str(row["quarter"]), "open": bool(q == plan.nq - 1),
              "panic": bool(plan.panic[q]), "late_weeks": LATE_WEEKS,
              "department_fields": any_gap if plan.panic[q] else 0.0,
@@ -64,8 +68,10 @@ def add_department_fields(plan: OrgPlan, tables: dict[str, pd.DataFrame], seed: 
             for q, row in plan.quarters.iterrows()]
 
 
-def with_department_fields(plan: OrgPlan, opps: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """``opps`` (one organisation) with one column per department of :data:`FIELDS`."""
+def with_department_fields(plan: OrgPlan, opps: pd.DataFrame, rng: np.random.Generator, missing: float = MISSING,
+                           missing_late: float = MISSING_LATE) -> pd.DataFrame:
+    """``opps`` (one organisation) with one column per department of :data:`FIELDS`; a won deal misses each
+    at close with probability ``missing``, ``missing_late`` when it closes late in a panic quarter."""
     out = opps.copy()
     close = pd.to_datetime(out["close_date"])
     won = out["is_won"].astype(bool).to_numpy() & close.notna().to_numpy()
@@ -74,22 +80,22 @@ def with_department_fields(plan: OrgPlan, opps: pd.DataFrame, rng: np.random.Gen
         day = plan.day_index(close[won].to_numpy(dtype="datetime64[ns]"))
         q = plan.day_q[day]
         late[won] = plan.panic[q] & (plan.day_week[day] > plan.day_weeks[day] - LATE_WEEKS)
-    p_missing = np.where(late, MISSING_LATE, MISSING)
+    p_missing = np.where(late, missing_late, missing)
     close_day = close.dt.normalize().to_numpy(dtype="datetime64[D]")
     created_day = pd.to_datetime(out["created_at"]).dt.normalize().to_numpy(dtype="datetime64[D]")
     export_day = np.datetime64(plan.as_of.normalize().date(), "D")
     for department, (header, kind) in FIELDS.items():
-        missing = np.where(won, rng.random(len(out)) < p_missing, rng.random(len(out)) < 0.5)
+        absent = np.where(won, rng.random(len(out)) < p_missing, rng.random(len(out)) < 0.5)
         if kind == "text":
             numbers = rng.integers(100_000, 1_000_000, len(out))
             values = pd.Series([f"PO-{n}" for n in numbers], index=out.index, dtype=object)
-            values[missing] = None
+            values[absent] = None
         else:
             before = np.minimum(np.maximum(close_day - rng.integers(0, 15, len(out)), created_day), close_day)
             after = close_day + rng.integers(1, 22, len(out))
-            backfilled = missing & (rng.random(len(out)) < BACKFILLED) & won & (after <= export_day)
+            backfilled = absent & (rng.random(len(out)) < BACKFILLED) & won & (after <= export_day)
             days = np.where(backfilled, after, before)
             values = pd.Series(pd.to_datetime(days).strftime("%Y-%m-%d"), index=out.index, dtype=object)
-            values[missing & ~backfilled] = None
+            values[absent & ~backfilled] = None
         out[department_field_column(department, header)] = values
     return out
