@@ -7,9 +7,11 @@ import pytest
 
 from quarterpanic import sample
 from quarterpanic.analysis import department_fields
+from quarterpanic.analysis.change import quarter_series
 from quarterpanic.analysis.detect import COMPONENTS, detect
-from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK
+from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, make_findings
 from quarterpanic.dataset import Dataset
+from quarterpanic.report.words import describe
 from quarterpanic.util import department_field_columns
 
 
@@ -80,3 +82,22 @@ def test_without_department_fields_they_are_not_measured_and_the_need_names_org_
     assert len(findings) and (findings["status"] == NOT_MEASURED).all()
     assert set(findings["org"]) == set(generated.orgs)
     assert all(any("department_fields:" in need for need in needs) for needs in findings["needs"])
+
+
+def _finding(metric, department, quarter="FY2025-Q3", estimate=0.2):
+    return dict(org="A", quarter=quarter, segment="all", component="department_fields", metric=metric,
+                department=department, estimate=estimate, ci_low=estimate - 0.1, ci_high=estimate + 0.1,
+                p_value=0.01, status=OK, n=100, ci_level=0.95)
+
+
+def test_a_per_department_metric_is_no_one_series_for_before_and_after():
+    rows = [_finding("department_fields", "any", q) for q in ("FY2025-Q2", "FY2025-Q3")]
+    rows += [_finding("department_field_gap", d, q) for q in ("FY2025-Q2", "FY2025-Q3") for d in ("legal", "finance")]
+    series = quarter_series(make_findings(rows))
+    assert series["quantity"].tolist() == ["department_fields", "department_fields"]
+
+
+def test_a_department_finding_names_its_department_in_words():
+    assert describe(_finding("department_field_gap", "legal")).startswith("A, FY2025-Q3 (legal): the share of won")
+    assert describe(_finding("department_fields", "any")).startswith("A, FY2025-Q3: the share of won deals")
+    assert "rose by 20 points" in describe(_finding("department_fields", "any"))
