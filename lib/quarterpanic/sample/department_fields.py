@@ -51,10 +51,11 @@ def any_missing_gap(missing: float, missing_late: float, departments: int = len(
 def add_department_fields(plan: OrgPlan, tables: dict[str, pd.DataFrame], seed: int, org_index: int) -> list[dict]:
     """Add the department-owned columns to a mid-size organisation's ``opportunities``; its truth records.
 
-    Other organisations' tables are left as they are, and give no records.
+    Other organisations' tables are left as they are, and give no records; so are those of an export that
+    leaves out optional columns (``export: omit_columns``): a plain report carries no custom fields either.
     """
     opps = tables.get("opportunities")
-    if plan.spec.get("size_class") != "mid" or opps is None or opps.empty:
+    if plan.spec.get("size_class") != "mid" or opps is None or opps.empty or plan.export["omit_columns"]:
         return []
     rng = np.random.default_rng([int(seed), _SEED_TAG, int(org_index)])
     given = plan.spec.get("department_fields") or {}
