@@ -9,7 +9,7 @@ from quarterpanic import sample
 from quarterpanic.analysis import department_fields
 from quarterpanic.analysis.change import quarter_series
 from quarterpanic.analysis.detect import COMPONENTS, detect
-from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, make_findings
+from quarterpanic.analysis.findings import FINDING_COLUMNS, INSUFFICIENT, NOT_MEASURED, OK, make_findings, to_records
 from quarterpanic.dataset import Dataset
 from quarterpanic.report.words import describe
 from quarterpanic.util import department_field_columns
@@ -101,3 +101,11 @@ def test_a_department_finding_names_its_department_in_words():
     assert describe(_finding("department_field_gap", "legal")).startswith("A, FY2025-Q3 (legal): the share of won")
     assert describe(_finding("department_fields", "any")).startswith("A, FY2025-Q3: the share of won deals")
     assert "rose by 20 points" in describe(_finding("department_fields", "any"))
+
+
+def test_json_records_of_department_findings_name_their_department():
+    findings = make_findings([_finding("department_field_gap", "legal"), _finding("department_fields", "any"),
+                              dict(_finding("win_rate_ratio", None), component="qualification_decay")])
+    records = to_records(findings)
+    assert [record.get("department") for record in records] == ["legal", "any", None]
+    assert "department" not in records[2] and list(records[2]) == FINDING_COLUMNS

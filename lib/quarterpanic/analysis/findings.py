@@ -256,13 +256,21 @@ def main_findings(findings: pd.DataFrame) -> pd.DataFrame:
     return findings[findings["metric"] == findings["component"]].reset_index(drop=True)
 
 
+#: Columns a metric adds to some of its rows, kept in those rows' JSON records: the department of a finding
+#: reported per department (``department_field_gap``), without which its rows could not be told apart.
+RECORD_EXTRAS = ("department",)
+
+
 def to_records(findings: pd.DataFrame) -> list[dict[str, Any]]:
-    """Findings as JSON-ready dicts with the standard keys (NaN → null)."""
+    """Findings as JSON-ready dicts with the standard keys (NaN → null), plus the :data:`RECORD_EXTRAS` a row sets."""
     records = []
-    for row in findings[FINDING_COLUMNS].itertuples(index=False):
+    extras = [column for column in RECORD_EXTRAS if column in findings]
+    for row, more in zip(findings[FINDING_COLUMNS].itertuples(index=False),
+                         findings[extras].itertuples(index=False)):
         record = {}
         for key, value in zip(FINDING_COLUMNS, row):
             record[key] = jsonable(value)
+        record.update({key: jsonable(value) for key, value in zip(extras, more) if isinstance(value, str)})
         records.append(record)
     return records
 
