@@ -43,7 +43,7 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS,
     INSUFFICIENT,
     OK,
-    apply_fdr_of,
+    detect_in_segment,
     empty_findings,
     make_findings,
     register_metric,
@@ -208,8 +208,4 @@ def detect_department_fields(dataset: Dataset, params: Mapping[str, Any] | None 
     earlier), then one ``department_field_gap`` per department. With ``params["segment"]`` only that
     segment's deals are analysed.
     """
-    params = {**defaults(), **(params or {})}
-    segment = str(params["segment"]) if params.get("segment") else ALL_SEGMENTS
-    data = dataset.filter(segment=params["segment"]) if params.get("segment") else dataset
-    findings = analyse_department_fields(data, params, segment=segment, cache=cache)
-    return apply_fdr_of(make_findings(findings), params)
+    return detect_in_segment(analyse_department_fields, dataset, {**defaults(), **(params or {})}, cache)

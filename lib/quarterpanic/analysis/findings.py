@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -224,6 +224,18 @@ def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05, family: str = DEFAULT
 def apply_fdr_of(findings: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
     """:func:`apply_fdr` at the run's ``alpha`` and ``fdr_family``."""
     return apply_fdr(findings, alpha=float(params["alpha"]), family=str(params.get("fdr_family", DEFAULT_FDR_FAMILY)))
+
+
+def detect_in_segment(analyse: Callable[..., pd.DataFrame], dataset: Any, params: Mapping[str, Any],
+                      cache: bool = False) -> pd.DataFrame:
+    """Findings of ``analyse(data, params, segment=..., cache=...)`` on the run's segment, flagged under BH control.
+
+    With ``params["segment"]`` only that segment's records are analysed (``dataset.filter``) and the rows are
+    filed under it; otherwise everything, under :data:`ALL_SEGMENTS`. ``params`` are complete (defaults merged).
+    """
+    segment = str(params["segment"]) if params.get("segment") else ALL_SEGMENTS
+    data = dataset.filter(segment=params["segment"]) if params.get("segment") else dataset
+    return apply_fdr_of(make_findings(analyse(data, params, segment=segment, cache=cache)), params)
 
 
 def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
