@@ -126,7 +126,8 @@ def test_a_mid_size_company_hears_which_departments_fields_deals_close_without()
 
 
 def test_without_department_fields_the_sentence_names_the_org_yaml_entry_that_unlocks_them():
-    need = "fields other departments own on the deal (org.yaml department_fields:, e.g. legal: [Contract Signed Date])"
+    need = size_report.DEPARTMENT_FIELDS_NEEDS
+    assert "org.yaml department_fields:" in need
     table = lenses(department_rows("Middle", needs=[need]))
     own = table.query("org == 'Middle' and own_lens and not measured")
     assert own["sentence"].iloc[-1] == ("Whether deals closing late miss the fields other departments (legal, finance, "

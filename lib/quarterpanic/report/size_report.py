@@ -22,6 +22,7 @@ from quarterpanic.analysis.department_fields import (
     ANY_DEPARTMENT, COMPONENT as DEPARTMENT_FIELDS, LATE_WEEKS, MIN_PER_WINDOW,
 )
 from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
+from quarterpanic.analysis.inputs import INPUT_LABELS
 from quarterpanic.analysis.sell_or_do import COMPONENT as SELL_OR_DO, CRUNCH, LEADS
 from quarterpanic.report.index_report import money
 from quarterpanic.report.safe import escape_text
@@ -33,8 +34,7 @@ SILO_PREFIXES = ("silo_", "handoff_")
 #: What would unlock the silo metrics where the data have none.
 SILO_NEEDS = "ticket change history (status, assignee or component changes, e.g. a Jira changelog)"
 #: What would unlock the department-fields metric where the data have none.
-DEPARTMENT_FIELDS_NEEDS = ("fields other departments own on the deal (org.yaml department_fields:, e.g. "
-                           "legal: [Contract Signed Date])")
+DEPARTMENT_FIELDS_NEEDS = INPUT_LABELS["department_fields"]
 COMPONENT_WORDS = {"qualification_decay": "qualification decay", "win_rate_ratio": "the late win rate",
                    "discount_uplift": "the extra discount", "reactive_order_taking": "reactive order-taking"}
 LENS_COLUMNS = ["org", "size_class", "lens", "own_lens", "measured", "sentence"]
