@@ -226,3 +226,19 @@ def test_changes_are_checked_entry_by_entry_with_the_entry_and_key_named():
         params.load_params(overrides={"changes": [{"org": "Globex", "date": "2024-10-01", "lable": "x"}]})
     with pytest.raises(ParameterError, match=r"'changes' \(entry 2\) lacks 'org'"):
         params.load_params(overrides={"changes": [{"org": "Globex", "date": "2024-10-01"}, {"date": "2024-10-01"}]})
+
+
+def test_every_parameter_reaches_a_notebook_that_uses_it():
+    # `quarterpanic run` passes a notebook only what it declares: a parameter no notebook declares would be
+    # accepted and silently ignored (`-p fdr_family run` changed nothing before the notebooks declared it).
+    declared = {p.stem: set(papermill.inspect_notebook(str(p))) for p in NOTEBOOKS}
+    assert set(params.Parameters.model_fields) <= set().union(*declared.values())
+
+
+def test_the_index_notebook_declares_every_parameter_of_the_detectors_it_runs():
+    # The panic index runs every detector (`detect`): an analysis parameter set for the run but not declared
+    # here would make the index disagree with the detector pages it summarises.
+    what_to_show = {"orgs", "segment", "by_segment"}  # the index page always shows every organisation
+    index_notebook = next(p for p in NOTEBOOKS if p.stem == "04_panic_index")
+    missing = set(params.Parameters.model_fields) - what_to_show - set(papermill.inspect_notebook(str(index_notebook)))
+    assert not missing, f"04_panic_index does not declare {sorted(missing)}"

@@ -78,7 +78,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if totals["rejected"]:
         print(f"\n{totals['rejected']} rejected rows written to {path}; the first ones:")
         for reject in crm.rejects.head(5).itertuples(index=False):
-            print(f"  {reject.file} row {reject.row}: {reject.reason} (value {reject.value!r})")
+            print(f"  {reject.file} row {reject.row}: {reject.reason} ({reject.column or 'value'} = {reject.value!r})")
         return 1
     opportunities = summary[summary["table"] == "opportunities"]
     if len(opportunities) and not int(opportunities["accepted"].sum()):

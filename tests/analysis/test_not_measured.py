@@ -239,6 +239,20 @@ def test_full_sample_signals_are_todays_rule():
     assert set(supported.loc[silos & supported["supported"], "org"]) == mid
 
 
+
+def test_an_organisation_without_an_accepted_opportunity_has_nothing_measurable():
+    # Every row of a day-first export read as ISO was rejected: validate said "1 of 24 analyses
+    # measurable" (the weekly creation counts of no deal at all) before opportunities became an input.
+    sample = generate(seed=5, scale="small")
+    tables = dict(sample.tables)
+    empty_org = next(org for org, info in sample.orgs.items() if info["size_class"] == "small")
+    tables = {name: table[table["org"].astype(str) != empty_org] for name, table in tables.items()}
+    data = Dataset.from_tables(tables, sample.orgs, as_of=sample.as_of)
+    supported = inputs.supported_analyses(data).query("org == @empty_org")
+    assert len(supported) and not supported["supported"].any()
+    crunch = supported.set_index("metric").loc["sell_or_do_crunch", "needs"]
+    assert crunch == ["accepted opportunity rows"]
+
 # -- the pages' words ------------------------------------------------------------------------------
 def test_headlines_never_count_unmeasured_quarters_as_judged(minimal):
     sample, data, findings = minimal

@@ -136,6 +136,27 @@ def test_dynamics_excel_export(tmp_path):
     assert rejected.loc[4, "column"] == "Status" and rejected.loc[4, "value"] == "Suspended"
 
 
+
+def test_a_workbook_opening_on_a_cover_sheet_is_read_from_the_sheet_holding_the_export(tmp_path):
+    # Reports saved from Excel often open on a summary sheet: detection and reading both look past it,
+    # to the first visible sheet whose top rows hold a profile's identifying headers.
+    book = openpyxl.Workbook()
+    book.active.title = "Summary"
+    book.active.append(["Deals export"])
+    book.active.append(["generated", dt.datetime(2025, 12, 12)])
+    deals = book.create_sheet("Deals")
+    deals.append(["Record ID", "Deal Name", "Deal Stage", "Pipeline", "Close Date", "Create Date", "Amount"])
+    deals.append([1, "Acme - Seats", "Closed Won", "Sales Pipeline", "2025-03-31", "2025-01-02 10:00", 1200])
+    deals.append([2, "Beta - Seats", "Closed Lost", "Sales Pipeline", "2025-04-02", "2025-01-03 11:00", 900])
+    path = tmp_path / "deals.xlsx"
+    book.save(path)
+    crm = load_crm(path)
+    assert_accounted(crm)
+    assert crm.accounting["profile"].tolist() == ["hubspot_deals"]
+    assert crm.opportunities["opportunity_id"].tolist() == ["1", "2"]
+    assert crm.opportunities["source_row"].tolist() == [2, 3]  # rows of the Deals sheet
+
+
 def test_parquet_export(tmp_path):
     path = tmp_path / "leads.parquet"
     pd.DataFrame({"Lead ID": ["L1", "L2"], "Create Date": pd.to_datetime(["2025-01-01", "2025-01-02"]),

@@ -1,6 +1,8 @@
 """Profiles and mapping YAML: loading, detection, the column vocabulary, vectorised parsing."""
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -241,3 +243,76 @@ def test_dates_at_the_edge_of_the_range_are_never_wrapped(text, far):
         assert pd.isna(parsed.iloc[0])
     else:
         assert parsed.iloc[0] == pd.Timestamp(text)
+
+
+# -- extends: a shipped profile with another date order or decimal mark ------------------------------
+
+
+def _european_hubspot(path):
+    """A HubSpot deals export as a German locale writes it: semicolons, day-first dates, decimal commas."""
+    path.write_text(
+        "Record ID;Deal Name;Deal Stage;Pipeline;Close Date;Create Date;Deal owner;Amount;Currency\n"
+        "1;Acme - Seats;Closed Won;Sales Pipeline;18.12.2023;27.11.2023 10:43;Ann Lee;12.880,00;EUR\n"
+        "2;Beta - Seats;Closed Lost;Sales Pipeline;02.01.2024;28.11.2023 09:10;Ann Lee;1.500,50;EUR\n"
+        "3;Gamma - Seats;Closed Won;Sales Pipeline;15.01.2024;30.11.2023 16:24;Bo Kim;990,00;EUR\n"
+        "4;Delta - Seats;Closed Won;Sales Pipeline;31.01.2024;04.12.2023 08:00;Bo Kim;20.000,00;EUR\n",
+        encoding="utf-8")
+    return path
+
+
+def test_a_mapping_that_extends_a_shipped_profile_changes_only_what_it_says(tmp_path):
+    export = _european_hubspot(tmp_path / "deals.csv")
+    mapping = tmp_path / "deals_mapping.yaml"
+    mapping.write_text('extends: hubspot_deals\ndates: day_first\ndecimal: ","\ncolumns:\n  account: Deal Name\n')
+    profile, shipped = load_profile(mapping), load_profile("hubspot_deals")
+    assert (profile.name, profile.table, profile.dates, profile.decimal) == ("deals_mapping", "opportunities",
+                                                                             "day_first", ",")
+    assert profile.columns["account"] == {"column": "Deal Name"}  # merged key by key: the one column replaced
+    assert {k: v for k, v in profile.columns.items() if k != "account"} == {
+        k: v for k, v in shipped.columns.items() if k != "account"}
+    mapped = map_export(read_export(export), profile)
+    assert mapped.problems.empty
+    assert mapped.frame["amount"].tolist() == [12880.0, 1500.5, 990.0, 20000.0]
+    assert mapped.frame["close_date"].iloc[0] == pd.Timestamp("2023-12-18")
+
+
+def test_extends_refuses_an_unknown_parent_and_a_cycle(tmp_path):
+    unknown = tmp_path / "a.yaml"
+    unknown.write_text("extends: hubspot_dealz\n")
+    with pytest.raises(ProfileError, match="unknown profile 'hubspot_dealz'"):
+        load_profile(unknown)
+    (tmp_path / "b.yaml").write_text("extends: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\ntable: leads\n")
+    with pytest.raises(ProfileError, match="a cycle"):
+        load_profile(tmp_path / "b.yaml")
+
+
+def test_a_column_failing_on_most_rows_names_the_setting_it_reads_with(tmp_path, caplog):
+    export = _european_hubspot(tmp_path / "deals.csv")
+    with caplog.at_level("WARNING", logger="quarterpanic.ingest.mapping"):
+        mapped = map_export(read_export(export), load_profile("hubspot_deals"))
+    reasons = mapped.problems.groupby("column")["reason"].first()
+    assert reasons["Close Date"] == "not a date (expected YYYY-MM-DD; the column reads with dates: day_first)"
+    assert reasons["Amount"] == "not a number (decimal mark '.'; the column reads with decimal: \",\")"
+    warning, = [r.getMessage() for r in caplog.records]
+    assert "deals.csv: most rows fail to read" in warning
+    assert "Close Date (e.g. '18.12.2023')" in warning and "Amount (e.g. '12.880,00')" in warning
+    assert "`extends: hubspot_deals` and `dates: day_first`, `decimal: \",\"`" in warning
+
+
+def test_a_few_bad_values_get_no_setting_advice(caplog):
+    # Two bad rows among valid ones are row mistakes, not a file written with another setting.
+    with caplog.at_level("WARNING", logger="quarterpanic.ingest.mapping"):
+        mapped = map_export(read_export(FIXTURES / "salesforce_bad_rows.csv"), load_profile("salesforce_opportunities"))
+    assert not mapped.problems["reason"].str.contains("reads with").any()
+    assert not [r for r in caplog.records if "most rows fail" in r.getMessage()]
+
+
+def test_an_edited_parent_mapping_is_seen_in_a_running_session(tmp_path):
+    parent, child = tmp_path / "parent.yaml", tmp_path / "child.yaml"
+    parent.write_text("extends: hubspot_deals\ndates: iso\n")
+    child.write_text("extends: parent.yaml\n")
+    assert load_profile(child).dates == "iso"
+    parent.write_text("extends: hubspot_deals\ndates: day_first\n")
+    os.utime(parent, ns=(parent.stat().st_atime_ns, parent.stat().st_mtime_ns + 10**9))
+    assert load_profile(child).dates == "day_first"

@@ -28,6 +28,7 @@ from quarterpanic.params import defaults
 from quarterpanic.util import department_field_columns
 
 INPUT_LABELS: dict[str, str] = {
+    "opportunities": "accepted opportunity rows",
     "bant": "BANT flags",
     "next_step": "next_step",
     "lead_score": "lead_score",
@@ -66,7 +67,7 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "department_fields": (("department_fields",), ("won",)),
     "department_field_gap": (("department_fields",), ("won",)),
     "sell_or_do": (("amount",), ("won",)),
-    "sell_or_do_crunch": (),  # weekly creation counts only: every export has them
+    "sell_or_do_crunch": (("opportunities",),),  # weekly creation counts only: any opportunity export has them
     "sell_or_do_leads": (("leads",), ("amount",), ("won",)),
     # Back-loading reads close dates and won flags only (amounts weight the deals when present).
     "bookings_backloading": (("won",),),
@@ -84,7 +85,8 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
     A column is present when it varies within the organisation (at least two
     distinct non-null values); ``next_step`` when some deals have one written
     and some do not, or the texts differ; a history field when the organisation's
-    history has rows for it; ``requests`` when it has any request, ``leads`` any lead.
+    history has rows for it; ``opportunities``, ``requests``, ``leads`` when it has any such row;
+    ``department_fields`` when some department-owned column has a value on one of its deals.
     """
     opps = dataset.opportunities
     orgs = sorted(set(dataset.calendars) | set(opps["org"].astype(str)) | set(dataset.requests["org"].astype(str)))
@@ -102,6 +104,7 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
         })
         for org, row in varying.iterrows():
             present.setdefault(str(org), set()).update(name for name, count in row.items() if count >= 2)
+            present[str(org)].add("opportunities")
         owned = list(department_field_columns(opps.columns))
         if owned:
             held = opps[owned].notna().any(axis=1).groupby(opps["org"].astype(str)).any()

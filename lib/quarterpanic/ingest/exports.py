@@ -85,7 +85,8 @@ class ReadOptions:
     delimiter: ``auto`` (the most frequent of ``, ; TAB |`` on the header line)
         or the character itself.
     footer: ``auto`` drops trailing footer lines; ``none`` keeps every line.
-    sheet: XLSX sheet name or 0-based index; default the first visible sheet.
+    sheet: XLSX sheet name or 0-based index; default the first visible sheet holding the header sought
+        (a cover or summary sheet before the data is passed over), else the first visible sheet.
     header_row: 1-based line (CSV) or row (XLSX) of the header; default found
         automatically: the first of the first 20 records that looks like one.
     """
@@ -175,7 +176,7 @@ def read_headers(path: str | Path, options: ReadOptions | None = None, *,
             raise ExportError(f"not a readable Parquet file ({err})", path=path,
                               hint="re-export it or save it as CSV") from err
     if kind == "xlsx":
-        rows, _ = _xlsx_rows(path, options, limit=_HEADER_SEARCH_ROWS)
+        rows, _ = _xlsx_rows(path, options, limit=_HEADER_SEARCH_ROWS, candidates=candidates or [])
         cells = [[_cell_text(v) for v in row] for row in rows]
     else:
         text, _ = _decode(data, options.encoding, path, partial=len(data) >= 1 << 16)
@@ -897,14 +898,15 @@ def _cell_text(value: object) -> str:
 # --------------------------------------------------------------------------- XLSX
 
 
-def _xlsx_rows(path: Path, options: ReadOptions, limit: int | None = None) -> tuple[list[tuple], str]:
+def _xlsx_rows(path: Path, options: ReadOptions, limit: int | None = None,
+               candidates: list[list[str]] = ()) -> tuple[list[tuple], str]:
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, KeyError, OSError, ValueError, Exception) as err:  # zip/xml errors vary
         raise ExportError(f"is not a readable Excel workbook ({type(err).__name__})", path=path,
                           hint="open and re-save it in Excel as .xlsx, or export CSV") from err
     try:
-        sheet = _pick_sheet(book, options.sheet, path)
+        sheet = _pick_sheet(book, options.sheet, path, candidates)
         rows = []
         for row in sheet.iter_rows(values_only=True):
             rows.append(row)
@@ -915,10 +917,19 @@ def _xlsx_rows(path: Path, options: ReadOptions, limit: int | None = None) -> tu
         book.close()
 
 
-def _pick_sheet(book, sheet: str | int | None, path: Path):
+def _pick_sheet(book, sheet: str | int | None, path: Path, candidates: list[list[str]] = ()):
+    """The sheet named by ``read.sheet``; else the first visible sheet whose top rows hold one of the
+    ``candidates`` header lists (a report saved from Excel often opens on a cover or summary sheet),
+    else the first visible sheet."""
     if sheet is None:
-        visible = [ws for ws in book.worksheets if getattr(ws, "sheet_state", "visible") == "visible"]
-        return (visible or book.worksheets)[0]
+        visible = [ws for ws in book.worksheets if getattr(ws, "sheet_state", "visible") == "visible"] \
+            or book.worksheets
+        for ws in visible if candidates and len(visible) > 1 else ():
+            top = [list(row) for row in ws.iter_rows(max_row=_HEADER_SEARCH_ROWS, values_only=True)]
+            labels = [{normalise_label(_cell_text(v)) for v in row} for row in top]
+            if any(c and all(normalise_label(x) in row for x in c) for c in candidates for row in labels):
+                return ws
+        return visible[0]
     if isinstance(sheet, int):
         if 0 <= sheet < len(book.worksheets):
             return book.worksheets[sheet]
@@ -929,7 +940,7 @@ def _pick_sheet(book, sheet: str | int | None, path: Path):
 
 
 def _read_xlsx(path: Path, options: ReadOptions, header_labels: list[str] | None) -> RawExport:
-    rows, _ = _xlsx_rows(path, options)
+    rows, _ = _xlsx_rows(path, options, candidates=[header_labels] if header_labels else [])
     blank = np.array([all(_cell_text(v).strip() == "" for v in row) for row in rows], dtype=bool)
     if blank.all():
         raise ExportError("the workbook's sheet is empty", path=path, hint="export it again")

@@ -37,6 +37,7 @@ from quarterpanic.ingest import schemas
 from quarterpanic.ingest.changes import changes_from_values, melt_snapshots
 from quarterpanic.ingest.exports import RawExport, normalise_label
 from quarterpanic.ingest.profiles import (
+    DATE_ORDERS,
     PROVENANCE,
     Profile,
     canonical_columns,
@@ -47,6 +48,7 @@ from quarterpanic.ingest.profiles import (
 )
 from quarterpanic.ingest.values import (
     DATE_RANGE,
+    NUMBER_PATTERN,
     arrow_strings,
     as_text,
     clean_text,
@@ -57,6 +59,7 @@ from quarterpanic.ingest.values import (
     parse_numbers,
     put_masked,
 )
+from quarterpanic.paths import PROFILES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,7 @@ def map_export(raw: RawExport, profile: Profile, lookups: LookupReader | None = 
         _normalise_history(frame, context)
     unchanged = pd.Index([], dtype="int64")
     problems = context.problems()
+    context.advise()
     if profile.changes is not None:
         frame, unchanged = changes_from_values(frame, schemas.HISTORY_FIELDS, pd.Index(problems["row"].unique()))
     return MappedExport(frame, problems, labels, unchanged)
@@ -145,6 +149,7 @@ class _Context:
         for pos, label in enumerate(raw.headers):
             self.positions.setdefault(normalise_label(label), []).append(pos)
         self._problems: list[pd.DataFrame] = []
+        self.advice: dict[str, list[str]] = {}  # setting -> the columns that read with it
 
     def present(self, label: str) -> bool:
         return normalise_label(label) in self.positions
@@ -370,8 +375,47 @@ class _Context:
         else:
             return clean_text(values)
         if record:
-            self.problem(bad, raw, label, reason)
+            self.problem(bad, raw, label, reason[:-1] + self._setting_hint(kind, spec, values, bad, label) + ")")
         return parsed
+
+    def _setting_hint(self, kind: str, spec: dict, values: pd.Series, bad: pd.Series, label: str) -> str:
+        """When most of a column fails, the date order or decimal mark it reads with (noted for :meth:`advise`).
+
+        A day-first export read as month-first fails on every row for one setting, not row by row: the
+        rejects then say which setting reads them instead of leaving the user to guess.
+        """
+        given = values.notna() & (values.astype(str).str.strip() != "")
+        if bad.sum() < 3 or bad.sum() * 2 < given.sum() or spec.get("format"):
+            return ""
+        failed = values[bad]
+        if kind == "date":
+            settings = [("dates", order) for order in DATE_ORDERS if order != self.profile.dates]
+            reads = [~parse_dates(failed, order)[1].to_numpy() for _, order in settings]
+        elif kind == "number":
+            settings = [("decimal", mark) for mark in NUMBER_PATTERN if mark != self.profile.decimal]
+            reads = [~parse_numbers(failed, mark)[1].to_numpy() for _, mark in settings]
+        else:
+            return ""
+        best = int(np.argmax([r.mean() for r in reads])) if reads else 0
+        if not reads or reads[best].mean() < 0.9:
+            return ""
+        key, value = settings[best]
+        setting = f"{key}: {value}" if key == "dates" else f'{key}: "{value}"'
+        self.advice.setdefault(setting, []).append(f"{label} (e.g. {failed.iloc[int(np.argmax(reads[best]))]!r})")
+        return f"; the column reads with {setting}"
+
+    def advise(self) -> None:
+        """One warning per export naming the settings its failing columns read with, and where to put them."""
+        if not self.advice:
+            return
+        settings = ", ".join(f"`{setting}`" for setting in self.advice)
+        columns = "; ".join(f"{', '.join(labels)} with `{setting}`" for setting, labels in self.advice.items())
+        shipped = self.profile.source is None or self.profile.source.parent == PROFILES_DIR
+        where = (f"write a mapping YAML with `extends: {self.profile.name}` and {settings}, and name it for this "
+                 "file under org.yaml `files:` (docs/DATA.md, 'Mapping YAML')" if shipped
+                 else f"set {settings} in {self.profile.source}")
+        log.warning("%s: most rows fail to read, but they read as %s: %s", self.raw.path, columns, where)
+
 
 
 #: Reasons for values that parse but cannot be kept.

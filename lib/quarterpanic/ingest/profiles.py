@@ -29,7 +29,9 @@ SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale",
 LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "default"}
 LOOKUP_MISSING = ("reject", "empty")
 PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
-                "columns", "constants", "changes", "snapshot"}
+                "columns", "constants", "changes", "snapshot", "extends"}
+#: Keys an ``extends:`` mapping merges key by key into its parent's; every other key replaces the parent's.
+MERGED_KEYS = ("read", "columns", "constants", "snapshot")
 #: Canonical columns loading fills in; a profile may still set org or size_class as constants.
 PROVENANCE = ("org", "source_file", "source_row")
 
@@ -84,6 +86,11 @@ def load_profile(name_or_path: str | Path, *, base: Path | None = None) -> Profi
     Raises:
         ProfileError: unknown name, missing file, or malformed YAML.
     """
+    return _profile_from_file(profile_path(name_or_path, base=base))
+
+
+def profile_path(name_or_path: str | Path, *, base: Path | None = None) -> Path:
+    """The YAML file of a shipped profile name or a mapping path (see :func:`load_profile`)."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         path = Path(text).expanduser()
@@ -92,12 +99,12 @@ def load_profile(name_or_path: str | Path, *, base: Path | None = None) -> Profi
         if not path.exists():
             raise ProfileError("mapping file not found", path=path,
                                hint=f"give a mapping YAML path or one of: {', '.join(known_profiles())}")
-        return _profile_from_file(path)
+        return path
     path = PROFILES_DIR / f"{text}.yaml"
     if not path.exists():
         raise ProfileError(f"unknown profile {text!r}",
                            hint=f"known profiles: {', '.join(known_profiles())}; or give a mapping YAML path")
-    return _profile_from_file(path)
+    return path
 
 
 def shipped_profiles() -> list[Profile]:
@@ -106,13 +113,33 @@ def shipped_profiles() -> list[Profile]:
 
 
 def _profile_from_file(path: Path) -> Profile:
-    return _cached_profile(path.resolve(), path.stat().st_mtime_ns, str(path))
+    """A profile file parsed once per version of it and of every file it ``extends:`` (each file of a
+    folder asks again; an analyst editing a parent mapping in a running session sees the edit)."""
+    key = path.resolve()
+    cached = _PARSED.get(key)
+    if cached is not None and all(_stamp(file) == stamp for file, stamp in cached[1]):
+        return cached[0]
+    doc = _yaml_document(path)
+    chain = [path]
+    if "extends" in doc:
+        doc = _extended(doc, path, chain=chain)
+    profile = profile_from_dict(doc, path=path)
+    _PARSED[key] = (profile, [(file, _stamp(file)) for file in chain])
+    return profile
 
 
-@cache
-def _cached_profile(path: Path, mtime_ns: int, shown: str) -> Profile:
-    """A profile file parsed once per version (every file of a folder asks again)."""
-    path = Path(shown)
+#: resolved path -> (profile, [(file, modification stamp)] of it and the files it extends)
+_PARSED: dict[Path, tuple[Profile, list[tuple[Path, int]]]] = {}
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _yaml_document(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -124,7 +151,37 @@ def _cached_profile(path: Path, mtime_ns: int, shown: str) -> Profile:
     if not isinstance(doc, dict):
         raise ProfileError("is not a mapping YAML (expected keys table:, columns:)", path=path,
                            hint="see parameters/example_mapping.yaml")
-    return profile_from_dict(doc, path=path)
+    return doc
+
+
+def _extended(doc: dict, path: Path, seen: tuple[Path, ...] = (), chain: list[Path] | None = None) -> dict:
+    """``doc`` over the profile it ``extends:`` (a shipped name or a mapping YAML beside it), recursively.
+
+    A European export of a shipped profile differs by its date order or decimal mark, a customised
+    one by a few columns: ``extends: hubspot_deals`` plus ``dates: day_first`` says so without
+    copying the profile. ``read``, ``columns``, ``constants`` and ``snapshot`` merge key by key.
+    """
+    parent_name = doc["extends"]
+    if not isinstance(parent_name, str) or not parent_name:
+        raise ProfileError("extends: must name a shipped profile or a mapping YAML", path=path,
+                           hint=f"known profiles: {', '.join(known_profiles())}")
+    parent_path = profile_path(parent_name, base=path.parent)
+    if parent_path.resolve() in seen + (path.resolve(),):
+        raise ProfileError(f"extends: {parent_name!r} extends this mapping again (a cycle)", path=path)
+    parent = _yaml_document(parent_path)
+    if chain is not None:
+        chain.append(parent_path)
+    if "extends" in parent:
+        parent = _extended(parent, parent_path, seen + (path.resolve(),), chain)
+    merged = {key: value for key, value in parent.items() if key != "profile"}
+    for key, value in doc.items():
+        if key == "extends":
+            continue
+        if key in MERGED_KEYS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def profile_from_dict(doc: dict, *, path: Path | None = None, name: str | None = None) -> Profile:
