@@ -98,5 +98,6 @@ def with_department_fields(plan: OrgPlan, opps: pd.DataFrame, rng: np.random.Gen
             days = np.where(backfilled, after, before)
             values = pd.Series(pd.to_datetime(days).strftime("%Y-%m-%d"), index=out.index, dtype=object)
             values[absent & ~backfilled] = None
-        out[department_field_column(department, header)] = values
+        # Text as loading holds it (the canonical text dtype), so generated and loaded tables compare equal.
+        out[department_field_column(department, header)] = values.astype("str")
     return out
