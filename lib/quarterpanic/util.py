@@ -57,3 +57,23 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, as hex (read in blocks: any size)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+#: An opportunity column a department owns (``org.yaml``'s ``department_fields:``) is named
+#: ``"<department>: <export header>"``: loading writes it, the generator writes it, the analysis reads it.
+DEPARTMENT_FIELD_SEPARATOR = ": "
+
+
+def department_field_column(department: str, header: str) -> str:
+    """The opportunity column that holds ``department``'s field ``header`` (``"legal: Contract Signed Date"``)."""
+    return f"{department}{DEPARTMENT_FIELD_SEPARATOR}{header}"
+
+
+def department_field_columns(columns: Any) -> dict[str, tuple[str, str]]:
+    """``{column: (department, header)}`` of the department-owned columns among ``columns``."""
+    out = {}
+    for column in columns:
+        if isinstance(column, str) and DEPARTMENT_FIELD_SEPARATOR in column:
+            department, header = column.split(DEPARTMENT_FIELD_SEPARATOR, 1)
+            out[column] = (department, header)
+    return out

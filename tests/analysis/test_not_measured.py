@@ -230,8 +230,10 @@ def test_full_sample_signals_are_todays_rule():
     signals = inputs.qualification_signals(data)
     assert all(used == ["bant", "next_step"] for used in signals.values())
     supported = inputs.supported_analyses(data)
-    # Only the mid-size organisation has a ticket changelog: the silo metrics need one.
-    silos = supported["metric"].isin(["mid_size_silos", "silo_wait_stretch"])
+    # Only the mid-size organisation has a ticket changelog and department-owned deal fields: the silo metrics
+    # need them.
+    silos = supported["metric"].isin(["mid_size_silos", "silo_wait_stretch", "department_fields",
+                                      "department_field_gap"])
     assert supported.loc[~silos, "supported"].all()
     mid = {org for org, info in sample.orgs.items() if info["size_class"] == "mid"}
     assert set(supported.loc[silos & supported["supported"], "org"]) == mid
@@ -412,8 +414,9 @@ def test_a_quarter_the_data_only_partly_cover_is_partial_and_never_judged():
     for record in sample.truth["quarters"]:
         first.setdefault(record["org"], record["quarter"])
     findings = detect(data)
-    # Not measured (the silo metrics of organisations without a ticket changelog) stays not measured.
-    silos_absent = (findings["component"] == "mid_size_silos") & (findings["status"] == NOT_MEASURED)
+    # Not measured (the silo metrics of organisations without a ticket changelog or department fields) stays so.
+    silos_absent = (findings["component"].isin(["mid_size_silos", "department_fields"])
+                    & (findings["status"] == NOT_MEASURED))
     findings = findings[~silos_absent].reset_index(drop=True)
     in_first = findings.apply(lambda r: first[r["org"]] == r["quarter"], axis=1)
     assert in_first.any()

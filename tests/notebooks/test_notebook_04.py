@@ -61,6 +61,9 @@ def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
     # The sample's small studio has amounts and won deals, so its sell-or-do question is answered in numbers.
     studio = text.split("**Brightline Studio** (small: sell or do)")[1].split("\n\n")[0]
     assert "weeks after a win above" in studio and "CI" in studio
+    # The mid-size company's lens reads its department-owned deal fields (missing at close, late vs earlier).
+    northwind = text.split(escape_text(HOSTILE_ORG) + "** (mid: silos)")[1].split("\n\n")[0]
+    assert "missed a field" in northwind and "owns when they closed" in northwind
 
 
 def test_the_change_is_judged_before_and_after_and_against_the_orgs_that_did_not_change(executed):

@@ -50,8 +50,9 @@ def test_a_small_firm_hears_that_selling_stops_after_a_large_win():
 def test_a_mid_size_company_without_ticket_history_is_told_what_would_unlock_the_silos():
     table = lenses(sell_or_do_rows("Middle"))
     own = table[(table["org"] == "Middle") & table["own_lens"]]
-    assert own["lens"].tolist() == ["silos"] and not own["measured"].any()
+    assert own["lens"].tolist() == ["silos", "silos"] and not own["measured"].any()
     assert size_report.SILO_NEEDS in own["sentence"].iloc[0]
+    assert size_report.DEPARTMENT_FIELDS_NEEDS in own["sentence"].iloc[1]
     # Sell or do is computed for every organisation: it still shows, after the size's own lens.
     assert table[table["org"] == "Middle"]["lens"].iloc[-1] == "slow change"
     assert "sell or do" in table[table["org"] == "Middle"]["lens"].tolist()
@@ -61,7 +62,10 @@ def test_measured_silo_findings_are_described_from_the_latest_quarter():
     rows = [dict(org="Middle", quarter=q, component="silos", metric="handoff_wait", estimate=e, ci_low=e - 1,
                  ci_high=e + 1, p_value=0.5) for q, e in (("FY2025-Q3", 3.0), ("FY2025-Q4", 5.0))]
     own = lenses(rows).query("org == 'Middle' and own_lens")
-    assert own["measured"].all() and len(own) == 1 and "FY2025-Q4" in own["sentence"].iloc[0]
+    measured = own[own["measured"]]
+    assert len(measured) == 1 and "FY2025-Q4" in measured["sentence"].iloc[0]
+    # The CRM side of the silos was not in these findings: said, not hidden.
+    assert own.loc[~own["measured"], "sentence"].str.contains("department_fields:").all()
 
 
 def test_an_enterprise_hears_the_trend_and_the_components_that_moved():
@@ -87,7 +91,7 @@ def test_too_few_quarters_and_too_little_data_are_said_not_hidden():
     huge = table[table["org"] == "Huge"]
     assert "Too few quarters with a panic index (4)" in huge["sentence"].iloc[0]
     assert any(s.startswith("Too little data to tell whether new pipeline slows") for s in huge["sentence"])
-    assert not huge["sentence"].str.contains("nan").any()
+    assert not huge["sentence"].str.contains(r"\bnan\b").any()  # a missing number, not "finance"
 
 
 def test_the_markdown_escapes_names_and_lists_what_could_not_be_measured():
@@ -95,3 +99,38 @@ def test_the_markdown_escapes_names_and_lists_what_could_not_be_measured():
     assert "<b>" not in text and "Tiny" in text
     assert "(small: sell or do)" in text and "* Not measured: Whether new leads logged" in text
     assert "**Middle** (mid: silos)" in text and "* Not measured: Handoffs between departments" in text
+
+
+def department_rows(org, *, flagged_p=0.001, needs=None):
+    base = dict(org=org, quarter="FY2025-Q4", component="department_fields", n=120)
+    if needs is not None:
+        return [dict(base, metric=metric, status=NOT_MEASURED, needs=needs)
+                for metric in ("department_fields", "department_field_gap")]
+    return [dict(base, metric="department_fields", department="any", estimate=0.29, ci_low=0.15, ci_high=0.42,
+                 p_value=flagged_p, share_early=0.12, share_late=0.41),
+            dict(base, metric="department_field_gap", department="legal", estimate=0.21, ci_low=0.08,
+                 ci_high=0.33, p_value=0.002),
+            dict(base, metric="department_field_gap", department="finance", estimate=0.05, ci_low=-0.05,
+                 ci_high=0.15, p_value=0.2)]
+
+
+def test_a_mid_size_company_hears_which_departments_fields_deals_close_without():
+    own = lenses(department_rows("Middle")).query("org == 'Middle' and own_lens")
+    sentence = own.loc[own["measured"], "sentence"].tolist()
+    assert sentence == ["In FY2025-Q4, 41% of the deals won in the last 4 weeks missed a field finance or legal owns "
+                        "when they closed, against 12% earlier in the quarter (+29 points, 95% CI +15 to +42; most "
+                        "in legal: +21 points): deals close before the other departments have done their part"]
+    calm = lenses(department_rows("Middle", flagged_p=0.4)).query("org == 'Middle' and own_lens and measured")
+    assert calm["sentence"].iloc[0].endswith("no clear gap between late and earlier deals")
+    assert "most in" not in calm["sentence"].iloc[0]
+
+
+def test_without_department_fields_the_sentence_names_the_org_yaml_entry_that_unlocks_them():
+    need = size_report.DEPARTMENT_FIELDS_NEEDS
+    assert "org.yaml department_fields:" in need
+    table = lenses(department_rows("Middle", needs=[need]))
+    own = table.query("org == 'Middle' and own_lens and not measured")
+    assert own["sentence"].iloc[-1] == ("Whether deals closing late miss the fields other departments (legal, finance, "
+                                        f"delivery) own could not be measured: the data have no {need}")
+    text = size_report.size_lenses_markdown(table)
+    assert "* Not measured: Whether deals closing late miss the fields other departments" in text

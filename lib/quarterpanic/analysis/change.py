@@ -100,6 +100,8 @@ def quarter_series(findings: pd.DataFrame, index: pd.DataFrame | None = None) ->
     # A metric pooled over the quarters (sell or do) has no series to split at the date.
     per_quarter = findings["metric"].map(lambda m: METRICS[m].per_quarter if m in METRICS else True).astype(bool)
     rows = findings[(findings["status"] == OK) & findings["estimate"].notna() & per_quarter].copy()
+    # A metric with several rows a quarter (one per department: department_field_gap) has no one series.
+    rows = rows[~rows.duplicated(["org", "segment", "quarter", "metric"], keep=False)]
     level = pd.to_numeric(rows["ci_level"], errors="coerce") if "ci_level" in rows else pd.Series(np.nan, rows.index)
     dof = pd.to_numeric(rows["df"], errors="coerce") if "df" in rows else pd.Series(np.nan, rows.index)
     quantile = stats.t.ppf((1 + level.fillna(defaults()["ci_level"]).to_numpy(float)) / 2,

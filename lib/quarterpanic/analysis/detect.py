@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from quarterpanic.analysis import backloading, qualification, reactive, sell_or_do, silos
+from quarterpanic.analysis import backloading, department_fields, qualification, reactive, sell_or_do, silos
 from quarterpanic.analysis.findings import METRICS, apply_fdr_of, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
 from quarterpanic.dataset import Dataset
@@ -30,6 +30,7 @@ COMPONENTS: dict[str, tuple[ModuleType, str]] = {
     "bookings_backloading": (backloading, "detect_bookings_backloading"),
     "mid_size_silos": (silos, "detect_mid_size_silos"),
     "sell_or_do": (sell_or_do, "detect_sell_or_do"),
+    "department_fields": (department_fields, "detect_department_fields"),
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -226,6 +226,18 @@ def apply_fdr_of(findings: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFr
     return apply_fdr(findings, alpha=float(params["alpha"]), family=str(params.get("fdr_family", DEFAULT_FDR_FAMILY)))
 
 
+def detect_in_segment(analyse: Callable[..., pd.DataFrame], dataset: Any, params: Mapping[str, Any],
+                      cache: bool = False) -> pd.DataFrame:
+    """Findings of ``analyse(data, params, segment=..., cache=...)`` on the run's segment, flagged under BH control.
+
+    With ``params["segment"]`` only that segment's records are analysed (``dataset.filter``) and the rows are
+    filed under it; otherwise everything, under :data:`ALL_SEGMENTS`. ``params`` are complete (defaults merged).
+    """
+    segment = str(params["segment"]) if params.get("segment") else ALL_SEGMENTS
+    data = dataset.filter(segment=params["segment"]) if params.get("segment") else dataset
+    return apply_fdr_of(make_findings(analyse(data, params, segment=segment, cache=cache)), params)
+
+
 def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
     """``findings`` with ``direction`` and ``p_sided`` from the metrics' definitions.
 
@@ -256,13 +268,21 @@ def main_findings(findings: pd.DataFrame) -> pd.DataFrame:
     return findings[findings["metric"] == findings["component"]].reset_index(drop=True)
 
 
+#: Columns a metric adds to some of its rows, kept in those rows' JSON records: the department of a finding
+#: reported per department (``department_field_gap``), without which its rows could not be told apart.
+RECORD_EXTRAS = ("department",)
+
+
 def to_records(findings: pd.DataFrame) -> list[dict[str, Any]]:
-    """Findings as JSON-ready dicts with the standard keys (NaN → null)."""
+    """Findings as JSON-ready dicts with the standard keys (NaN → null), plus the :data:`RECORD_EXTRAS` a row sets."""
     records = []
-    for row in findings[FINDING_COLUMNS].itertuples(index=False):
+    extras = [column for column in RECORD_EXTRAS if column in findings]
+    for row, more in zip(findings[FINDING_COLUMNS].itertuples(index=False),
+                         findings[extras].itertuples(index=False)):
         record = {}
         for key, value in zip(FINDING_COLUMNS, row):
             record[key] = jsonable(value)
+        record.update({key: jsonable(value) for key, value in zip(extras, more) if isinstance(value, str)})
         records.append(record)
     return records
 

@@ -25,6 +25,7 @@ from quarterpanic.analysis.findings import METRICS, NOT_MEASURED, PARTIAL
 from quarterpanic.analysis.rule import BANT_COLUMNS, SIGNAL_INPUTS, rule_for, rule_signals
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
+from quarterpanic.util import department_field_columns
 
 INPUT_LABELS: dict[str, str] = {
     "opportunities": "accepted opportunity rows",
@@ -41,6 +42,8 @@ INPUT_LABELS: dict[str, str] = {
     "requests": "ticket export (requests)",
     "request_history": "request history (ticket changelog)",
     "leads": "leads export",
+    "department_fields": "fields other departments own on the deal (org.yaml department_fields:, e.g. "
+                         "legal: [Contract Signed Date])",
 }
 QUALIFICATION = "qualification"  # stands for the qualification signals of the organisation's rule
 # metric -> groups of inputs: every group is needed, any one input of a group will do.
@@ -62,6 +65,8 @@ METRIC_INPUTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wasted_effort_unqualified": (("requests",), (QUALIFICATION,)),
     "mid_size_silos": (("request_history",),),
     "silo_wait_stretch": (("request_history",),),
+    "department_fields": (("department_fields",), ("won",)),
+    "department_field_gap": (("department_fields",), ("won",)),
     "sell_or_do": (("amount",), ("won",)),
     "sell_or_do_crunch": (("opportunities",),),  # weekly creation counts only: any opportunity export has them
     "sell_or_do_leads": (("leads",), ("amount",), ("won",)),
@@ -81,7 +86,8 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
     A column is present when it varies within the organisation (at least two
     distinct non-null values); ``next_step`` when some deals have one written
     and some do not, or the texts differ; a history field when the organisation's
-    history has rows for it; ``opportunities``, ``requests``, ``leads`` when it has any such row.
+    history has rows for it; ``opportunities``, ``requests``, ``leads`` when it has any such row;
+    ``department_fields`` when some department-owned column has a value on one of its deals.
     """
     opps = dataset.opportunities
     orgs = sorted(set(dataset.calendars) | set(opps["org"].astype(str)) | set(dataset.requests["org"].astype(str)))
@@ -104,6 +110,11 @@ def input_presence(dataset: Dataset) -> dict[str, set[str]]:
         lost = opps["is_closed"].astype("boolean").fillna(False) & ~opps["is_won"].astype("boolean").fillna(False)
         for org in opps.loc[lost.to_numpy(dtype=bool), "org"].astype(str).unique():
             present[org].add("lost")
+        owned = list(department_field_columns(opps.columns))
+        if owned:
+            held = opps[owned].notna().any(axis=1).groupby(opps["org"].astype(str)).any()
+            for org in held.index[held.to_numpy(dtype=bool)]:
+                present.setdefault(str(org), set()).add("department_fields")
     history = dataset.history
     if not history.empty:
         for (org, field), _ in history.groupby([history["org"].astype(str), history["field"].astype(str)]):

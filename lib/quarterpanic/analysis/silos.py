@@ -44,7 +44,7 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS,
     INSUFFICIENT,
     OK,
-    apply_fdr_of,
+    detect_in_segment,
     empty_findings,
     make_findings,
     register_metric,
@@ -207,8 +207,4 @@ def detect_mid_size_silos(dataset: Dataset, params: Mapping[str, Any] | None = N
     With ``params["segment"]`` only that segment's requests are analysed (a request follows its
     deal's segment).
     """
-    params = {**defaults(), **(params or {})}
-    segment = str(params["segment"]) if params.get("segment") else ALL_SEGMENTS
-    data = dataset.filter(segment=params["segment"]) if params.get("segment") else dataset
-    findings = analyse_silos(data, params, segment=segment, cache=cache)
-    return apply_fdr_of(make_findings(findings), params)
+    return detect_in_segment(analyse_silos, dataset, {**defaults(), **(params or {})}, cache)

@@ -14,10 +14,12 @@ import pandera.pandas as pa
 
 from quarterpanic.errors import ExportError
 from quarterpanic.ingest import schemas
-from quarterpanic.ingest.exports import RawExport, ReadOptions, read_export
+from quarterpanic.ingest.exports import RawExport, ReadOptions, normalise_label, read_export
 from quarterpanic.ingest.mapping import LookupReader, MappedExport, map_export
 from quarterpanic.ingest.orgs import OrgInfo, department_of
 from quarterpanic.ingest.profiles import Profile, canonical_columns
+from quarterpanic.ingest.values import as_text, clean_text, parse_dates
+from quarterpanic.util import department_field_column
 
 log = logging.getLogger(__name__)
 #: History tables -> the fields an analysis reads; changes of other fields are ignored.
@@ -59,6 +61,9 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     if profile.table == "request_history" and "field" in frame:
         frame["department"] = department_of(frame["field"], frame["new_value"], org.departments)
     frame = frame.reindex(columns=canonical_columns(profile.table))
+    if profile.table == "opportunities" and org.department_fields:
+        for column, values in department_field_values(raw, profile, org).items():
+            frame[column] = values
     problems = [
         raw.bad_rows.assign(column=""),
         mapped.problems,
@@ -84,6 +89,38 @@ def load_file(path: Path, profile: Profile, org: OrgInfo) -> FileResult:
     unique_ids = bool(valid[id_column].is_unique) if id_column else None
     return FileResult(path, org.name, profile.table, profile.name, raw.read, valid, rejects, id_label, unique_ids,
                       ignored, profile.changes)
+
+
+def department_field_values(raw: RawExport, profile: Profile, org: OrgInfo) -> dict[str, pd.Series]:
+    """The fields other departments own (``org.yaml``'s ``department_fields:``) found in an opportunity export.
+
+    Each becomes a column ``"<department>: <header>"`` of trimmed text (empty: missing); a column whose
+    values are all dates in the profile's date order holds ISO dates (``2025-03-31``), so that the
+    analysis can tell a field filled in after the deal closed. A header the export lacks gives no column
+    (a warning names it); of a header the export repeats, the first column is read.
+    """
+    positions: dict[str, int] = {}
+    for pos, label in enumerate(raw.headers):
+        positions.setdefault(normalise_label(label), pos)
+    out: dict[str, pd.Series] = {}
+    for department, headers in org.department_fields.items():
+        for header in headers:
+            pos = positions.get(normalise_label(header))
+            if pos is None:
+                log.warning("%s: no column %r (department_fields: %s of %s); its deals are read without it",
+                            raw.path, header, department, org.name)
+                continue
+            source = raw.frame[pos]
+            text = clean_text(source)
+            values = text
+            # Numbers are not dates here, though a spreadsheet's numbers could be read as serial days.
+            if text.notna().any() and not pd.api.types.is_numeric_dtype(source.dtype) \
+                    and not source.dropna().map(lambda v: isinstance(v, (int, float))).any():
+                dates, bad, _ = parse_dates(text, profile.dates)
+                if not (bad | (dates.isna() & text.notna())).any():
+                    values = as_text(dates.dt.strftime("%Y-%m-%d").where(dates.notna(), None))
+            out[department_field_column(department, header)] = values
+    return out
 
 
 def _close_before_created(frame: pd.DataFrame, org: OrgInfo, path: Path,

@@ -21,7 +21,7 @@ from quarterpanic.paths import ORG_FILE
 
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created",
-            "departments", *WORKING_KEYS}
+            "departments", "department_fields", *WORKING_KEYS}
 CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
@@ -47,6 +47,8 @@ class OrgInfo:
     #: Request-history field -> {value (trimmed, lower case): department}; None: a component names its department.
     departments: dict[str, dict[str, str]] | None = None
     working_days: dict = field(default_factory=dict)
+    #: Department (lower case) -> the opportunity export's headers of the fields it owns (``department_fields:``).
+    department_fields: dict[str, list[str]] = field(default_factory=dict)
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -169,7 +171,8 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
                    lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early,
-                   departments=_departments(path, doc.get("departments")), working_days=working_days)
+                   departments=_departments(path, doc.get("departments")), working_days=working_days,
+                   department_fields=_department_fields(path, doc.get("department_fields")))
 
 
 def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
@@ -186,6 +189,29 @@ def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
                            path=path, hint=example)
     return {str(f): {" ".join(str(k).split()).lower(): str(v).strip().lower() for k, v in m.items()}
             for f, m in doc.items()}
+
+
+def _department_fields(path: Path, doc: object) -> dict[str, list[str]]:
+    """``department_fields:`` of ``org.yaml``: per department, the headers of the deal fields it owns."""
+    if doc is None:
+        return {}
+    example = "e.g. department_fields: {legal: [Contract Signed Date], finance: [PO Number]}"
+    if not isinstance(doc, dict) or not doc:
+        raise ProfileError("department_fields: must map a department to the headers of its fields", path=path,
+                           hint=example)
+    out: dict[str, list[str]] = {}
+    for department, headers in doc.items():
+        name = str(department).strip().lower()
+        headers = [headers] if isinstance(headers, str) else headers
+        if not name or ":" in name:
+            raise ProfileError(f"department_fields: {department!r} is not a department name (no colon)",
+                               path=path, hint=example)
+        if not isinstance(headers, list) or not headers or not all(isinstance(h, str) and h.strip()
+                                                                    for h in headers):
+            raise ProfileError(f"department_fields: {department}: must be a list of column headers", path=path,
+                               hint=example)
+        out[name] = [" ".join(h.split()) for h in headers]
+    return out
 
 
 def department_of(field_name: pd.Series, value: pd.Series,

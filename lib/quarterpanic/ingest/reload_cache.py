@@ -63,7 +63,7 @@ from quarterpanic.ingest.profiles import Profile, canonical_columns, lookup_file
 from quarterpanic.ingest.schemas import constant_text
 from quarterpanic.paths import CACHE_DIR, PACKAGE_DIR
 from quarterpanic.store import entries as checked
-from quarterpanic.util import file_sha256
+from quarterpanic.util import department_field_columns, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class LoadCache:
         """The entry key of ``path`` loaded with ``profile`` for ``org``."""
         digest = hashlib.sha256()
         for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class,
-                     org.close_before_created):
+                     org.close_before_created, json.dumps(org.department_fields, sort_keys=True)):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         digest.update(self.file_sha256(path).encode("ascii"))
@@ -222,7 +222,8 @@ class LoadCache:
                     or len(rejects) != entry["rejected"] \
                     or entry["read"] != entry["accepted"] + entry["rejected"] + entry["ignored"] \
                     or list(rejects.columns) != _REJECT_FIELDS \
-                    or list(frame.columns) != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
+                    or [c for c in frame.columns if c not in department_field_columns(frame.columns)] \
+                    != [c for c in canonical_columns(entry["table"]) if c != "source_file"]:
                 raise checked.BadEntry("row counts or columns disagree with entry.json")
         except (checked.BadEntry, ValueError, KeyError, TypeError, pa.ArrowException) as err:
             checked.report_bad(folder, f"{path}: {err}")

@@ -3,7 +3,9 @@
 Panic looks different by size: a **small** firm sells or delivers, rarely both
 (:mod:`quarterpanic.analysis.sell_or_do`); a **mid-size** company works in
 functional silos, so sales-ops requests wait on other departments (the
-``silo_*`` / ``handoff_*`` metrics of the ticket history); an **enterprise**
+``silo_*`` / ``handoff_*`` metrics of the ticket history) and deals close before
+legal, finance or delivery have filled in their fields
+(:mod:`quarterpanic.analysis.department_fields`); an **enterprise**
 changes slowly, so what matters is the trend over many quarters
 (:mod:`quarterpanic.analysis.trend`). Each organisation gets its own size's
 lens first, and a note on the size-specific symptoms its data could not
@@ -16,7 +18,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from quarterpanic.analysis.department_fields import (
+    ANY_DEPARTMENT, COMPONENT as DEPARTMENT_FIELDS, LATE_WEEKS, MIN_PER_WINDOW,
+)
 from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
+from quarterpanic.analysis.inputs import INPUT_LABELS
 from quarterpanic.analysis.sell_or_do import COMPONENT as SELL_OR_DO, CRUNCH, LEADS
 from quarterpanic.report.index_report import money
 from quarterpanic.report.safe import escape_text
@@ -27,14 +33,16 @@ LENS_NAMES = {SMALL: "sell or do", MID: "silos", ENTERPRISE: "slow change"}
 SILO_PREFIXES = ("silo_", "handoff_")
 #: What would unlock the silo metrics where the data have none.
 SILO_NEEDS = "ticket change history (status, assignee or component changes, e.g. a Jira changelog)"
+#: What would unlock the department-fields metric where the data have none.
+DEPARTMENT_FIELDS_NEEDS = INPUT_LABELS["department_fields"]
 COMPONENT_WORDS = {"qualification_decay": "qualification decay", "win_rate_ratio": "the late win rate",
                    "discount_uplift": "the extra discount", "reactive_order_taking": "reactive order-taking"}
 LENS_COLUMNS = ["org", "size_class", "lens", "own_lens", "measured", "sentence"]
 
 
-def _signed_range(low: float, high: float, level: float) -> str:
+def _signed_range(low: float, high: float, level: float, suffix: str = "%") -> str:
     # Rounded first, so that -0.4% reads "0%", not "-0%".
-    return f"{ci_label(level)} {round(100 * low) + 0:+d}% to {round(100 * high) + 0:+d}%"
+    return f"{ci_label(level)} {round(100 * low) + 0:+d}{suffix} to {round(100 * high) + 0:+d}{suffix}"
 
 
 def _change(estimate: float) -> str:
@@ -95,6 +103,44 @@ def silo_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
     return [(True, describe(row).rstrip(".")) for row in latest.to_dict("records")]
 
 
+def department_field_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
+    """``(measured, sentence)`` for one organisation's department-fields findings (component ``department_fields``).
+
+    The latest quarter with a measured main finding is described, e.g. "In FY2025-Q3, 41% of the deals won in
+    the last 4 weeks missed a field legal, finance or delivery owns when they closed, against 12% earlier in the
+    quarter (+29 points, 95% CI +15 to +42; most in legal: +21 points): deals close before the other departments
+    have done their part"; with none, what would unlock it.
+    """
+    main = rows[rows["metric"] == DEPARTMENT_FIELDS] if len(rows) else rows
+    measured = main[main["status"] == OK] if len(main) else main
+    what = "deals closing late miss the fields other departments (legal, finance, delivery) own"
+    if measured.empty:
+        if len(main) and (main["status"] != NOT_MEASURED).any():
+            return [(False, f"Too little data to tell whether {what} (fewer than {MIN_PER_WINDOW} won deals "
+                            "closed late or earlier in a quarter)")]
+        needs = sorted({need for row_needs in main.get("needs", pd.Series(dtype=object)).dropna()
+                        for need in row_needs}) or [DEPARTMENT_FIELDS_NEEDS]
+        return [(False, f"Whether {what} could not be measured: the data have no {'; '.join(needs)}")]
+    row = measured[measured["quarter"] == max(measured["quarter"])].iloc[0]
+    departments = rows[(rows["quarter"] == row["quarter"]) & (rows["metric"] != DEPARTMENT_FIELDS)
+                       & (rows["status"] == OK)]
+    owners = sorted(set(rows.get("department", pd.Series(dtype=object)).dropna()) - {ANY_DEPARTMENT})
+    named = " or ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners) or "another department"
+    detail = _signed_range(row["ci_low"], row["ci_high"], ci_level_of(row), suffix="")
+    worst = departments.sort_values("estimate", ascending=False).head(1)
+    if row.get("flagged") and len(worst) and worst["estimate"].iloc[0] > 0:
+        detail += f"; most in {worst['department'].iloc[0]}: {100 * worst['estimate'].iloc[0]:+.0f} points"
+    verdict = ("deals close before the other departments have done their part" if row.get("flagged")
+               else "no clear gap between late and earlier deals")
+    return [(True, f"In {row['quarter']}, {_share(row.get('share_late'))} of the deals won in the last {LATE_WEEKS} "
+                   f"weeks missed a field {named} owns when they closed, against {_share(row.get('share_early'))} "
+                   f"earlier in the quarter ({100 * row['estimate']:+.0f} points, {detail}): {verdict}")]
+
+
+def _share(value: Any) -> str:
+    return "n/a" if _missing(value) else f"{100 * float(value):.0f}%"
+
+
 def trend_sentence(row: Mapping[str, Any], subject: str = "panic") -> tuple[bool, str]:
     """``(measured, sentence)`` for one :func:`quarterpanic.analysis.trend.quarter_trends` row.
 
@@ -144,7 +190,8 @@ def size_lenses(findings: pd.DataFrame, index_trends: pd.DataFrame, component_tr
         mine = findings[(findings["org"].astype(str) == org) & (findings["segment"] == "all")]
         lenses = {
             SMALL: sell_or_do_sentences(mine[mine["component"] == SELL_OR_DO]),
-            MID: silo_sentences(mine[mine["metric"].astype(str).str.startswith(SILO_PREFIXES)]),
+            MID: silo_sentences(mine[mine["metric"].astype(str).str.startswith(SILO_PREFIXES)])
+            + department_field_sentences(mine[mine["component"] == DEPARTMENT_FIELDS]),
             ENTERPRISE: slow_change_sentences(_all_segments(index_trends, org), _all_segments(component_trends, org)),
         }
         for lens_size in sorted(lenses, key=lambda name: name != size):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from quarterpanic.analysis import change as change_analysis
 from quarterpanic.analysis import early_warning
+from quarterpanic.analysis.department_fields import ANY_DEPARTMENT
 from quarterpanic.analysis.findings import (
     AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, INSUFFICIENT, METRICS, NOT_MEASURED, PARTIAL, SIDED, TOWARD_PANIC,
     ci_level_of,
@@ -98,6 +99,10 @@ def describe(finding: Mapping[str, Any]) -> str:
     where = f"{finding['org']}, {finding['quarter']}"
     if finding.get("segment") not in (None, "all"):
         where += f" ({finding['segment']})"
+    department = finding.get("department")
+    if isinstance(department, str) and department != ANY_DEPARTMENT:
+        # A metric reported per department (department_field_gap) names which one.
+        where += f" ({department})"
     metric = METRICS.get(finding["metric"])
     label = metric.description if metric else str(finding["metric"]).replace("_", " ")
     if finding.get("status") == INSUFFICIENT:

@@ -13,6 +13,7 @@ import yaml
 from quarterpanic.errors import ParameterError
 from quarterpanic.ingest import schemas
 from quarterpanic.sample import vendor_writers
+from quarterpanic.sample.department_fields import add_department_fields
 from quarterpanic.sample.export import apply_export, is_full, measurable_effects
 from quarterpanic.sample.history import add_request_history
 from quarterpanic.sample.plan import OrgPlan
@@ -41,7 +42,8 @@ class Sample:
         has them: ``segments`` (per quarter and segment, when panic differs by segment),
         ``changes`` (panic stops in a segment from a date) and ``sell_or_do`` (the stated
         creation ratio after large wins). ``request_history`` holds the silo truths of the
-        mid-size organisations per quarter (:mod:`quarterpanic.sample.history`).
+        mid-size organisations per quarter (:mod:`quarterpanic.sample.history`), ``department_fields``
+        the truths of their department-owned deal fields (:mod:`quarterpanic.sample.department_fields`).
     orgs:
         Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
         when the export leaves something out).
@@ -134,12 +136,14 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     changes: list[dict] = []
     sell_or_do: list[dict] = []
     request_history_truth: list[dict] = []
+    department_fields_truth: list[dict] = []
     orgs: dict[str, dict] = {}
     for org_index, (org_name, spec) in enumerate(resolved["orgs"].items()):
         plan = OrgPlan(org_name, spec, resolved, scale, as_of, draws)
         tables = {name: canonical(name, frame) for name, frame in generate_org(plan, rng).items()}
         tables = apply_export(tables, plan.export)
         request_history_truth.extend(add_request_history(plan, tables, seed, org_index))
+        department_fields_truth.extend(add_department_fields(plan, tables, seed, org_index))
         records.extend(plan.truth_records())
         segment_records.extend(plan.segment_records())
         changes.extend(plan.change_records())
@@ -172,7 +176,8 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
     }
     # Only where a scenario has them, so samples without keep their truth.json.
     for key, value in (("segments", segment_records), ("changes", changes), ("sell_or_do", sell_or_do),
-                       ("request_history", request_history_truth)):
+                       ("request_history", request_history_truth),
+                       ("department_fields", department_fields_truth)):
         if value:
             truth[key] = value
     exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
