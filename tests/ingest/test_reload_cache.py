@@ -117,6 +117,18 @@ def test_changed_org_yaml_is_a_miss(tmp_path, store):
     assert set(crm.opportunities["size_class"]) == {"enterprise"}
 
 
+
+def test_a_changed_departments_map_in_org_yaml_is_a_miss(tmp_path, store):
+    # departments: is applied while the changelog is loaded: an entry kept across an edit of it would
+    # serve the old departments.
+    folder = shutil.copytree(FIXTURES / "jira_changelog" / "fabrikam", tmp_path / "fabrikam")
+    before = load_crm(folder, cache=store).table("request_history")
+    org_yaml = folder / "org.yaml"
+    org_yaml.write_text(org_yaml.read_text(encoding="utf-8").replace("Legal: legal,", "Legal: counsel,"),
+                        encoding="utf-8")
+    after = load_crm(folder, cache=store).table("request_history")
+    assert "counsel" not in set(before["department"].dropna()) and "counsel" in set(after["department"].dropna())
+
 def test_changed_loading_code_is_a_miss(exports, store, monkeypatch):
     load_crm(exports, cache=store)
     monkeypatch.setattr(qp_cache, "code_fingerprint", lambda: "another version of the loading code")

@@ -117,8 +117,10 @@ class LoadCache:
     def key(self, path: Path, profile: Profile, org: OrgInfo) -> str:
         """The entry key of ``path`` loaded with ``profile`` for ``org``."""
         digest = hashlib.sha256()
+        # Every org.yaml fact loading applies goes into the key (departments: names the changelog's rows).
         for part in (code_fingerprint(), profile_fingerprint(profile), org.name, org.size_class,
-                     org.close_before_created, json.dumps(org.department_fields, sort_keys=True)):
+                     org.close_before_created, json.dumps(org.department_fields, sort_keys=True),
+                     json.dumps(org.departments, sort_keys=True)):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         digest.update(self.file_sha256(path).encode("ascii"))
