@@ -3,7 +3,7 @@
 Panic looks different by size: a **small** firm sells or delivers, rarely both
 (:mod:`quarterpanic.analysis.sell_or_do`); a **mid-size** company works in
 functional silos, so sales-ops requests wait on other departments (the
-``silo_*`` / ``handoff_*`` metrics of the ticket history) and deals close before
+silo metrics of the ticket history, :mod:`quarterpanic.analysis.silos`) and deals close before
 legal, finance or delivery have filled in their fields
 (:mod:`quarterpanic.analysis.department_fields`); an **enterprise**
 changes slowly, so what matters is the trend over many quarters
@@ -24,13 +24,13 @@ from quarterpanic.analysis.department_fields import (
 from quarterpanic.analysis.findings import INSUFFICIENT, NOT_MEASURED, OK, ci_level_of
 from quarterpanic.analysis.inputs import INPUT_LABELS
 from quarterpanic.analysis.sell_or_do import COMPONENT as SELL_OR_DO, CRUNCH, LEADS
+from quarterpanic.analysis.silos import COMPONENT as SILOS
 from quarterpanic.report.index_report import money
 from quarterpanic.report.safe import escape_text
 from quarterpanic.report.words import ci_label, describe
 
 SMALL, MID, ENTERPRISE = "small", "mid", "enterprise"
 LENS_NAMES = {SMALL: "sell or do", MID: "silos", ENTERPRISE: "slow change"}
-SILO_PREFIXES = ("silo_", "handoff_")
 #: What would unlock the silo metrics where the data have none.
 SILO_NEEDS = "ticket change history (status, assignee or component changes, e.g. a Jira changelog)"
 #: What would unlock the department-fields metric where the data have none.
@@ -88,7 +88,7 @@ def sell_or_do_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
 
 
 def silo_sentences(rows: pd.DataFrame) -> list[tuple[bool, str]]:
-    """``(measured, sentence)`` for one organisation's silo findings (metrics starting ``silo_`` / ``handoff_``).
+    """``(measured, sentence)`` for one organisation's silo findings (component ``mid_size_silos``).
 
     The latest quarter with a measured silo finding is described (:func:`quarterpanic.report.words.describe`);
     with none, the sentence says what would unlock them.
@@ -190,7 +190,7 @@ def size_lenses(findings: pd.DataFrame, index_trends: pd.DataFrame, component_tr
         mine = findings[(findings["org"].astype(str) == org) & (findings["segment"] == "all")]
         lenses = {
             SMALL: sell_or_do_sentences(mine[mine["component"] == SELL_OR_DO]),
-            MID: silo_sentences(mine[mine["metric"].astype(str).str.startswith(SILO_PREFIXES)])
+            MID: silo_sentences(mine[mine["component"].astype(str) == SILOS])
             + department_field_sentences(mine[mine["component"] == DEPARTMENT_FIELDS]),
             ENTERPRISE: slow_change_sentences(_all_segments(index_trends, org), _all_segments(component_trends, org)),
         }
