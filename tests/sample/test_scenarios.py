@@ -11,7 +11,7 @@ import pytest
 from helpers import created_deals_with_truth, qualification_drop
 from quarterpanic.errors import ParameterError
 from quarterpanic.sample import generate, load_scenario
-from quarterpanic.sample.plan import work_time
+from quarterpanic.sample.plan import OrgPlan, work_time
 
 # Literature ranges of the realistic scenario's peak effects (docs/METHODS.md).
 RANGES = {"qualification_decay": (0.10, 0.30), "reactive_order_taking": (1.5, 3.0), "discount_uplift": (0.08, 0.12),
@@ -170,7 +170,8 @@ def test_a_zero_trend_changes_no_number_and_a_fading_one_is_refused():
     assert "trends" not in plain.truth and "trend_strength" not in plain.truth["quarters"][0]
     assert [{k: v for k, v in r.items() if k != "trend_strength"} for r in flat.truth["quarters"]] \
         == plain.truth["quarters"]
-    with pytest.raises(ParameterError, match="leaves no panic"):
-        generate({**tiny, "orgs": {"Globex Corporation": {"trend": {"per_year": -1.5}}}}, seed=44, scale="small")
-    with pytest.raises(ParameterError, match="only per_year"):
-        generate({**tiny, "orgs": {"Globex Corporation": {"trend": {"per_quarter": -0.1}}}}, seed=44, scale="small")
+    for trend, refusal in (({"per_year": -1.5}, "leaves no panic"), ({"per_quarter": -0.1}, "only per_year")):
+        scenario = load_scenario({**tiny, "orgs": {"Globex Corporation": {"trend": trend}}})
+        with pytest.raises(ParameterError, match=refusal):
+            OrgPlan("Globex Corporation", scenario["orgs"]["Globex Corporation"], scenario, "small",
+                    pd.Timestamp(scenario["as_of"]))
