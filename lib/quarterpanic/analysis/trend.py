@@ -68,24 +68,32 @@ def slope(years: np.ndarray, values: np.ndarray, ci_level: float, se: np.ndarray
     """
     years, values = np.asarray(years, dtype=float), np.asarray(values, dtype=float)
     n = len(values)
-    variances = np.zeros(n) if se is None else np.nan_to_num(np.asarray(se, dtype=float) ** 2, nan=0.0)
+    variances = np.zeros(n) if se is None else np.asarray(se, dtype=float) ** 2
+    known = np.isfinite(variances)
+    # A quarter without a standard error is taken to be as noisy as the typical quarter with one.
+    variances = np.where(known, variances, float(np.median(variances[known])) if known.any() else 0.0)
     start = stats.theilslopes(values, years)
     residuals = values - start.intercept - start.slope * years
     spread = MAD_TO_SD * float(np.median(np.abs(residuals - np.median(residuals))))
     tau2 = max(spread ** 2 - float(np.median(variances)), 0.0)
     sd = np.sqrt(variances + tau2)
-    if not (sd > 0).all():
-        # Quarters that sit exactly on a line, with no sampling error: the line itself, without doubt.
-        return {"slope_per_year": float(start.slope), "ci_low": float(start.slope), "ci_high": float(start.slope),
-                "p_value": 0.0 if start.slope != 0 else 1.0, "tau": 0.0}
+    quantile = float(stats.t.ppf((1 + ci_level) / 2, n - 2))
+    if spread == 0 or not (sd > 0).all():
+        # Most quarters sit exactly on a line: that line, uncertain only by the quarters' own sampling error.
+        centred = years - years.mean()
+        std_error = 1 / np.sqrt(np.sum(centred ** 2 / variances)) if (variances > 0).all() else 0.0
+        return {**_interval(float(start.slope), float(std_error), quantile, n), "tau": 0.0}
     design = np.column_stack([np.ones(n), years - years.mean()]) / sd[:, None]
     fit = sm.RLM(values / sd, design, M=sm.robust.norms.HuberT()).fit()
-    estimate = float(fit.params[1])
     std_error = float(fit.bse[1]) * np.sqrt(n / (n - 2))
-    quantile = float(stats.t.ppf((1 + ci_level) / 2, n - 2))
+    return {**_interval(float(fit.params[1]), std_error, quantile, n), "tau": float(np.sqrt(tau2))}
+
+
+def _interval(estimate: float, std_error: float, quantile: float, n: int) -> dict[str, float]:
+    """The slope, its interval ``estimate ± quantile × std_error`` and the two-sided t-test's p-value."""
     p_value = float(2 * stats.t.sf(abs(estimate) / std_error, n - 2)) if std_error > 0 else float(estimate == 0)
     return {"slope_per_year": estimate, "ci_low": estimate - quantile * std_error,
-            "ci_high": estimate + quantile * std_error, "p_value": p_value, "tau": float(np.sqrt(tau2))}
+            "ci_high": estimate + quantile * std_error, "p_value": p_value}
 
 
 def quarter_trends(frame: pd.DataFrame, value: str, by: Sequence[str] = ("org", "segment"),
