@@ -31,12 +31,28 @@ def test_a_steady_easing_is_found_per_year_with_an_interval_around_it():
 
 
 def test_one_panic_quarter_does_not_tilt_the_trend():
-    values = np.zeros(12)
-    values[-1] = 8.0  # a single panic quarter at the end would tilt a least-squares line upwards
+    values = np.random.default_rng(1).normal(0, 0.2, 12)
+    values[-1] += 8.0  # a single panic quarter at the end would tilt a least-squares line upwards
     out = trend.index_trends(index_frame(values)).iloc[0]
     ols = np.polyfit(np.arange(12) / 4, values, 1)[0]
-    assert out["slope_per_year"] == 0.0 and ols > 0.5
+    assert abs(out["slope_per_year"]) < 0.15 and ols > 0.5
     assert out["ci_low"] <= 0 <= out["ci_high"]
+
+
+def test_a_noisy_quarter_weighs_less_and_the_interval_agrees_with_the_p_value():
+    rng = np.random.default_rng(2)
+    se = np.full(12, 0.05)
+    se[[0, 1, 11]] = 1.0  # thin first and last quarters (data begin mid-quarter, a quiet last quarter)
+    values = -0.4 * np.arange(12) / 4 + rng.normal(0, 0.05, 12)
+    values[[0, 1]] -= 1.0  # their sampling error pulls the ends away from the line
+    values[11] += 1.0
+    frame = index_frame(values).assign(index_se=se)
+    weighted = trend.index_trends(frame).iloc[0]
+    equal = trend.index_trends(frame.drop(columns="index_se")).iloc[0]
+    assert weighted["ci_low"] < -0.4 < weighted["ci_high"] < 0 and weighted["p_value"] < 0.05
+    assert not equal["ci_low"] < -0.4 < equal["ci_high"]
+    flat = trend.index_trends(index_frame(rng.normal(0, 0.5, 8))).iloc[0]
+    assert (flat["ci_low"] <= 0 <= flat["ci_high"]) == (flat["p_value"] >= 0.05)
 
 
 def test_too_few_quarters_are_insufficient_and_missing_values_do_not_count():
@@ -52,3 +68,7 @@ def test_the_index_column_is_read_under_either_name_and_components_per_component
                         index_frame(-np.arange(8.0), column="z").assign(component="reactive_order_taking")])
     out = trend.component_trends(scores).set_index("component")["slope_per_year"]
     assert out.to_dict() == pytest.approx({"qualification_decay": 4.0, "reactive_order_taking": -4.0})
+    # In the component's own units (its panic-side value), the scale the generator's truth states.
+    scores = scores.assign(value=scores["z"] / 10, se=0.01)
+    out = trend.component_trends(scores, value="value").set_index("component")["slope_per_year"]
+    assert out.to_dict() == pytest.approx({"qualification_decay": 0.4, "reactive_order_taking": -0.4}, abs=1e-6)

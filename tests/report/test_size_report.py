@@ -87,6 +87,16 @@ def test_an_enterprise_hears_the_trend_and_the_components_that_moved():
     ]
 
 
+def test_a_small_but_clear_trend_is_not_rounded_to_zero():
+    row = dict(org="Huge", segment="all", first_quarter="FY2024-Q1", last_quarter="FY2026-Q2", n_quarters=10,
+               slope_per_year=-0.04, ci_low=-0.07, ci_high=-0.012, p_value=0.01, ci_level=0.95, status=OK)
+    assert size_report.trend_sentence(row) == (
+        True, "Since FY2024-Q1, panic has eased by 0.04 SD a year (95% CI 0.01 to 0.07; 10 quarters)")
+    flat = dict(row, slope_per_year=0.03, ci_low=-0.05, ci_high=0.11)
+    assert size_report.trend_sentence(flat)[1] == (
+        "Since FY2024-Q1, no clear trend in panic: +0.03 SD a year (95% CI -0.05 to +0.11; 10 quarters)")
+
+
 def test_too_few_quarters_and_too_little_data_are_said_not_hidden():
     index_rows = [dict(org="Huge", segment="all", first_quarter="FY2025-Q1", last_quarter="FY2025-Q4",
                        n_quarters=4, slope_per_year=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan,

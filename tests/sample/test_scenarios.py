@@ -1,4 +1,4 @@
-"""The shipped scenarios other helpers test against: `realistic`, `change`, and sell-or-do.
+"""The shipped scenarios other helpers test against: `realistic`, `change`, sell-or-do and `slow_change`.
 
 Statistical checks allow 4 standard errors computed from the counts involved.
 """
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from helpers import created_deals_with_truth, qualification_drop
+from quarterpanic.errors import ParameterError
 from quarterpanic.sample import generate, load_scenario
-from quarterpanic.sample.plan import work_time
+from quarterpanic.sample.plan import OrgPlan, work_time
 
 # Literature ranges of the realistic scenario's peak effects (docs/METHODS.md).
 RANGES = {"qualification_decay": (0.10, 0.30), "reactive_order_taking": (1.5, 3.0), "discount_uplift": (0.08, 0.12),
@@ -114,3 +115,63 @@ def test_sell_or_do_dips_new_deals_after_large_wins_by_the_stated_factor():
     ratio = (inside.sum() / inside_hours) / ((~inside).sum() / outside_hours)
     se = np.sqrt(1 / inside.sum() + 1 / (~inside).sum())
     assert abs(np.log(ratio) - np.log(0.4)) < 4 * se, (ratio, se)
+
+
+# -- slow change --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def slow_change():
+    scenario = load_scenario("slow_change")
+    scenario["scales"]["small"] = {"complete_quarters": 8, "volume": 0.4}  # two years suffice here, and are quick
+    return generate(scenario, seed=43, scale="small")
+
+
+def test_slow_change_eases_every_panic_quarter_by_its_strength(slow_change):
+    truth = slow_change.truth_frame().query("org == 'Globex Corporation' and not open")
+    per_year = slow_change.scenario["orgs"]["Globex Corporation"]["trend"]["per_year"]
+    years = np.arange(len(truth)) / 4
+    assert truth["panic"].all() and np.allclose(truth["trend_strength"], 1 + per_year * years)
+    panic = slow_change.scenario["panic"]
+    # Differences scale with the strength, ratios on the log scale (like an intensity).
+    assert np.allclose(truth["qualification_decay"], panic["qualification_decay"] * truth["trend_strength"])
+    assert np.allclose(np.log(truth["reactive_order_taking"]),
+                       np.log(panic["reactive_order_taking"]) * truth["trend_strength"])
+    # The data follow: the first year's deals lose more qualification after the onset than the last year's.
+    opps = created_deals_with_truth(slow_change).query("org == 'Globex Corporation'")
+    for quarters in (truth["quarter"].iloc[:4], truth["quarter"].iloc[-4:]):
+        chosen = opps[opps["c_quarter"].isin(quarters)]
+        drop, se = qualification_drop(chosen)
+        expected = chosen.loc[chosen["late"], "qualification_decay"].mean()
+        assert abs(drop - expected) < 4 * se, (drop, expected, se)
+
+
+def test_slow_change_truth_states_each_components_slope_and_the_index_direction(slow_change):
+    stated = {row["org"]: row for row in slow_change.truth["trends"]}
+    assert set(stated) == set(slow_change.orgs)
+    globex, northwind = stated["Globex Corporation"], stated["Northwind Traders"]
+    panic = slow_change.scenario["panic"]
+    per_year = globex["per_year"]
+    slopes = globex["slope_per_year"]
+    assert slopes["qualification_decay"] == pytest.approx(per_year * panic["qualification_decay"], abs=1e-6)
+    assert slopes["discount_uplift"] == pytest.approx(per_year * panic["discount_uplift"], abs=1e-6)
+    assert slopes["reactive_order_taking"] == pytest.approx(per_year * np.log(panic["reactive_order_taking"]), abs=1e-6)
+    assert slopes["win_rate_ratio"] < 0 and slopes["bookings_backloading"] < 0
+    assert (globex["index"], northwind["index"], stated["Brightline Studio"]["index"]) == ("easing", "flat", "flat")
+    assert northwind["per_year"] == 0 and northwind["slope_per_year"]["qualification_decay"] == 0
+    assert globex["first_quarter"] == slow_change.truth_frame().query(
+        "org == 'Globex Corporation'")["quarter"].iloc[0]
+
+
+def test_a_zero_trend_changes_no_number_and_a_fading_one_is_refused():
+    tiny = {"scales": {"small": {"complete_quarters": 4, "volume": 0.1}}}
+    plain = generate(tiny, seed=44, scale="small")
+    flat = generate({**tiny, "orgs": {"Globex Corporation": {"trend": {"per_year": 0.0}}}}, seed=44, scale="small")
+    for name, table in plain.tables.items():
+        pd.testing.assert_frame_equal(table, flat.tables[name])
+    assert "trends" not in plain.truth and "trend_strength" not in plain.truth["quarters"][0]
+    assert [{k: v for k, v in r.items() if k != "trend_strength"} for r in flat.truth["quarters"]] \
+        == plain.truth["quarters"]
+    for trend, refusal in (({"per_year": -1.5}, "leaves no panic"), ({"per_quarter": -0.1}, "only per_year")):
+        scenario = load_scenario({**tiny, "orgs": {"Globex Corporation": {"trend": trend}}})
+        with pytest.raises(ParameterError, match=refusal):
+            OrgPlan("Globex Corporation", scenario["orgs"]["Globex Corporation"], scenario, "small",
+                    pd.Timestamp(scenario["as_of"]))

@@ -152,14 +152,16 @@ def trend_sentence(row: Mapping[str, Any], subject: str = "panic") -> tuple[bool
     slope, low, high = row["slope_per_year"], row["ci_low"], row["ci_high"]
     level = ci_label(ci_level_of(row))
     since = f"Since {row['first_quarter']}"
+    # One decimal, or two when a number would otherwise round to 0.0 (a small but clear trend).
+    places = 1 if all(round(abs(x), 1) > 0 for x in (slope, low, high) if x != 0) else 2
     if high < 0:
-        return (True, f"{since}, {subject} has eased by {-slope:.1f} SD a year ({level} {-high:.1f} to {-low:.1f}; "
-                      f"{row['n_quarters']} quarters)")
+        return (True, f"{since}, {subject} has eased by {-slope:.{places}f} SD a year ({level} {-high:.{places}f} to "
+                      f"{-low:.{places}f}; {row['n_quarters']} quarters)")
     if low > 0:
-        return (True, f"{since}, {subject} has grown by {slope:.1f} SD a year ({level} {low:.1f} to {high:.1f}; "
-                      f"{row['n_quarters']} quarters)")
-    return (True, f"{since}, no clear trend in {subject}: {slope:+.1f} SD a year ({level} {low:+.1f} to "
-                  f"{high:+.1f}; {row['n_quarters']} quarters)")
+        return (True, f"{since}, {subject} has grown by {slope:.{places}f} SD a year ({level} {low:.{places}f} to "
+                      f"{high:.{places}f}; {row['n_quarters']} quarters)")
+    return (True, f"{since}, no clear trend in {subject}: {slope:+.{places}f} SD a year ({level} {low:+.{places}f} "
+                  f"to {high:+.{places}f}; {row['n_quarters']} quarters)")
 
 
 def slow_change_sentences(index_trends: pd.DataFrame, component_trends: pd.DataFrame) -> list[tuple[bool, str]]:

@@ -19,6 +19,7 @@ from quarterpanic.sample.history import add_request_history
 from quarterpanic.sample.plan import OrgPlan
 from quarterpanic.sample.scenario import load_scenario
 from quarterpanic.sample.tables import canonical, generate_org
+from quarterpanic.sample.trends import trend_records
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Sample:
         things out (:mod:`quarterpanic.sample.export`), ``exports`` says what each org's
         export holds, the effects it gives no input for are ``None`` and each record
         says whether its quarter is ``partial`` (the data begin inside it). Where a scenario
-        has them: ``segments`` (per quarter and segment, when panic differs by segment),
+        has them: ``trends`` (a slow change: :mod:`quarterpanic.sample.trends`; each quarter record
+        then has its ``trend_strength``), ``segments`` (per quarter and segment, when panic differs by segment),
         ``changes`` (panic stops in a segment from a date) and ``sell_or_do`` (the stated
         creation ratio after large wins). ``request_history`` holds the silo truths of the
         mid-size organisations per quarter (:mod:`quarterpanic.sample.history`), ``department_fields``
@@ -180,6 +182,8 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
                        ("department_fields", department_fields_truth)):
         if value:
             truth[key] = value
+    if any(spec.get("trend") for spec in resolved["orgs"].values()):
+        truth["trends"] = trend_records(records, resolved["orgs"])
     exports = {org: info["export"] for org, info in orgs.items() if "export" in info}
     if exports:
         truth["exports"] = exports

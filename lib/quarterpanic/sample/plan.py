@@ -119,6 +119,9 @@ class OrgPlan:
             values = {**scenario["panic"], **(spec.get("effects") or {}), **entry["effects"]}
             for k in sorted(values):
                 effects[k][q] = float(draw(values[k], draws))
+        self.strength = self._trend_strength(spec, labels)
+        if spec.get("trend"):
+            self._scale_by_strength(effects)
         self.effects = effects
         self.win_probability = scenario["win_probability"]
         self.seller_sd = float(draw(spec.get("seller_sd", scenario.get("seller_sd", 0.0)), draws) or 0.0)
@@ -181,6 +184,39 @@ class OrgPlan:
             if q is not None:  # else before the first quarter of this scale
                 out[q] = entry
         return dict(sorted(out.items()))
+
+    def _trend_strength(self, spec: dict, labels: list[str]) -> np.ndarray:
+        """Per quarter, the strength of its panic under the org's slow change (1 everywhere without ``trend``).
+
+        ``trend: {per_year: r}`` makes a panic quarter ``q`` quarters after the first one panic with
+        strength ``1 + r × q / 4``: r < 0 eases the panic steadily, r > 0 worsens it.
+        """
+        strength = np.ones(self.nq + 1)
+        trend = spec.get("trend")
+        if not trend:
+            return strength
+        if set(trend) != {"per_year"}:
+            raise ParameterError(f"org {self.name!r}: trend takes only per_year (the change of panic strength a year)")
+        strength[: self.nq] = 1.0 + float(trend["per_year"]) * np.arange(self.nq) / 4
+        weak = np.flatnonzero((strength < 0) & self.panic)
+        if len(weak):
+            raise ParameterError(f"org {self.name!r}: trend per_year {trend['per_year']} leaves no panic by "
+                                 f"{labels[weak[0]]}", hint="ease more slowly or stop the panic quarters earlier")
+        return strength
+
+    def _scale_by_strength(self, effects: dict[str, np.ndarray]) -> None:
+        """Every panic quarter's effects moved from calm by its :attr:`strength` (on the log scale for effects
+        that multiply, like an intensity); the month-3 share follows in :meth:`month3_target`."""
+        for q in np.flatnonzero(self.panic):
+            s = self.strength[q]
+            for name, calm in self.calm.items():
+                panic = effects[name][q]
+                if name in MULTIPLICATIVE:
+                    effects[name][q] = calm * (panic / calm) ** s
+                elif name in RELATIVE:
+                    effects[name][q] = (1.0 + calm) * ((1.0 + panic) / (1.0 + calm)) ** s - 1.0
+                else:
+                    effects[name][q] = calm + s * (panic - calm)
 
     def _quarter_index(self, key: Any, labels: list[str]) -> int | None:
         if isinstance(key, str) and key in labels:
@@ -353,6 +389,8 @@ class OrgPlan:
                                           if name != "month3_bookings_share"}
             if not full:
                 record["partial"] = bool(q == 0 and self.data_start > self.first_day)
+            if self.spec.get("trend"):
+                record["trend_strength"] = round(float(self.strength[q]), 6)
             records.append(record)
         return records
 
@@ -456,6 +494,7 @@ class OrgPlan:
         scenario's value by the window's mean intensity."""
         value = float(self.effects["month3_bookings_share"][q])
         level = float(np.mean(self.window_level(q))) if self.split[q] or self.patterns[q]["shape"] != "step" else 1.0
+        level *= float(self.strength[q])  # a slow change scales the pull like an intensity
         if level == 1.0:
             return value
         calm = float(self._calm_month3()[q])
