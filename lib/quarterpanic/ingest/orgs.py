@@ -11,17 +11,19 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from quarterpanic.calendar import WORKING_KEYS, FiscalCalendar, WorkingCalendar
 from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
 from quarterpanic.ingest.profiles import Profile, load_profile
+from quarterpanic.params import Change
 from quarterpanic.paths import ORG_FILE
 
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created",
-            "departments", *WORKING_KEYS}
+            "departments", "changes", *WORKING_KEYS}
 CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
@@ -33,7 +35,8 @@ class OrgInfo:
     (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``;
     ``working_days`` its ``country``, ``subdivision`` and ``shutdown_days``
     (those given), for ``quarterpanic.calendar.WorkingCalendar.from_spec``.
-    Without a country only weekends are days off.
+    Without a country only weekends are days off. ``changes`` are the changes
+    it made (``changes:``), for the before/after comparison.
     """
 
     name: str
@@ -47,6 +50,8 @@ class OrgInfo:
     #: Request-history field -> {value (trimmed, lower case): department}; None: a component names its department.
     departments: dict[str, dict[str, str]] | None = None
     working_days: dict = field(default_factory=dict)
+    #: The changes the organisation made (``changes:``): ``{segment, date, label, pre_trend}`` each, date as ISO text.
+    changes: list[dict] = field(default_factory=list)
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -169,7 +174,8 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
     return OrgInfo(name=str(name or folder.name), size_class=size_class, calendar=dict(calendar),
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
                    lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early,
-                   departments=_departments(path, doc.get("departments")), working_days=working_days)
+                   departments=_departments(path, doc.get("departments")), working_days=working_days,
+                   changes=_changes(path, str(name or folder.name), doc.get("changes")))
 
 
 def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
@@ -186,6 +192,33 @@ def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
                            path=path, hint=example)
     return {str(f): {" ".join(str(k).split()).lower(): str(v).strip().lower() for k, v in m.items()}
             for f, m in doc.items()}
+
+
+def _changes(path: Path, org: str, doc: object) -> list[dict]:
+    """``changes:`` of ``org.yaml``: each change's ``segment`` (None: the whole org), ``date``, ``label``, ``pre_trend``.
+
+    Checked like a ``changes`` parameter (:class:`quarterpanic.params.Change`), the organisation
+    being the file's own.
+    """
+    example = 'e.g. changes: [{date: 2024-11-01, segment: Enterprise, label: "deal desk"}]'
+    if doc is None:
+        return []
+    if not isinstance(doc, list) or not all(isinstance(change, dict) for change in doc):
+        raise ProfileError("changes: must be a list of {date, segment, label}", path=path, hint=example)
+    out = []
+    for number, change in enumerate(doc, start=1):
+        if "org" in change:
+            raise ProfileError(f"changes: entry {number}: org is this file's own, drop it", path=path, hint=example)
+        try:
+            checked = Change.model_validate({**change, "org": org})
+        except ValidationError as err:
+            problem = err.errors(include_url=False)[0]
+            key = ".".join(map(str, problem["loc"])) or "?"
+            words = {"extra_forbidden": "is not a key (keys: date, segment, label, pre_trend)",
+                     "missing": "is missing"}.get(problem["type"], problem["msg"].removeprefix("Value error, "))
+            raise ProfileError(f"changes: entry {number}: {key} {words}", path=path, hint=example) from None
+        out.append(checked.model_dump(exclude={"org"}))
+    return out
 
 
 def department_of(field_name: pd.Series, value: pd.Series,
