@@ -4,8 +4,8 @@ import html
 
 import pytest
 
-from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, notebook_outputs,
-                     run_cli, write_hostile_names_sample)
+from helpers import (NAME_PAYLOAD, ROOT, TODAYS_EFFECT, NotebookOutputChecks, execute_notebook_on_sample,
+                     notebook_outputs, run_cli, write_hostile_names_sample)
 from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
@@ -20,7 +20,7 @@ CHANGE = {"org": "Globex Corporation", "segment": None, "date": "2024-11-01", "l
 def executed(tmp_path_factory):
     summary, notebook, sample = execute_notebook_on_sample(
         "04_panic_index.ipynb", tmp_path_factory.mktemp("nb04"), seed=7, rename_org="Northwind Traders",
-        new_name=HOSTILE_ORG)
+        new_name=HOSTILE_ORG, scenario=TODAYS_EFFECT)
     assert sample.truth["changes"] == [CHANGE]
     truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})
     return summary, notebook, truth
