@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from quarterpanic import sample
 from quarterpanic.analysis import change
@@ -25,7 +26,7 @@ from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.findings import AWAY_FROM_PANIC, OK, apply_fdr
 from quarterpanic.analysis.qualification import decay_findings
 from quarterpanic.dataset import Dataset, load_dataset
-from quarterpanic.paths import SALESDATA_DIR
+from quarterpanic.paths import SALESDATA_DIR, SCENARIOS_DIR
 
 # 30 seeds: `make test-stats` (and CI) runs these, `make test` leaves them out.
 pytestmark = [pytest.mark.slow, pytest.mark.stats]
@@ -33,6 +34,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.stats]
 SEEDS = range(7000, 7030)
 METRIC = "qualification_decay"
 CHANGED, UNCHANGED = "Enterprise", ["Mid-Market", "Strategic"]
+# The shipped `change` scenario with the decay these tests state for themselves (35 points), whatever the default's.
+CHANGE_SCENARIO = {**yaml.safe_load((SCENARIOS_DIR / "change.yaml").read_text()),
+                   "panic": {"qualification_decay": 0.35}}
 
 
 def segment_truth(truth, dates):
@@ -49,7 +53,7 @@ def injected(truth, segment, date):
 
 
 def assess(seed):
-    generated = sample.generate("change", seed=seed, scale="small")
+    generated = sample.generate(CHANGE_SCENARIO, seed=seed, scale="small")
     (declared,) = generated.truth["changes"]
     org, date = declared["org"], pd.Timestamp(declared["date"])
     data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of).filter(orgs=[org])
