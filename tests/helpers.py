@@ -81,8 +81,10 @@ def bernoulli_dataset(seed=0, *, per_quarter=500, p0=0.7, drop=0.3, onset=9, pan
 
 
 def execute_notebook_on_sample(notebook: str, tmp_path: Path, *, seed: int, rename_org: str | None = None,
-                               new_name: str = HOSTILE_ORG, parameters: dict | None = None):
-    """Write a small sample, execute ``notebooks/<notebook>`` on it with papermill.
+                               new_name: str = HOSTILE_ORG, parameters: dict | None = None,
+                               scenario: dict | None = None):
+    """Write a small sample (of ``scenario`` merged over the default), execute ``notebooks/<notebook>`` on it
+    with papermill.
 
     ``rename_org`` gives that organisation a hostile name (CRM text that looks
     like HTML), which must never reach a page as markup.
@@ -94,7 +96,7 @@ def execute_notebook_on_sample(notebook: str, tmp_path: Path, *, seed: int, rena
     from quarterpanic.sample import write_sample
 
     data_dir = tmp_path / "data"
-    sample = write_sample(data_dir, seed=seed, scale="small")
+    sample = write_sample(data_dir, scenario=scenario, seed=seed, scale="small")
     if rename_org:
         folder = next(p.parent for p in data_dir.glob("*/org.yaml") if f"org: {rename_org}" in p.read_text())
         org_yaml = folder / "org.yaml"
@@ -119,6 +121,9 @@ XSS = [
 
 
 REAL_NAMES = ["Alice Archer", "Bob Baker"]
+# Effects a test states for itself where its goal was set at them, whatever the default scenario's: the issue-15
+# audit's "today's effect", decay 35 points and a 3x surge.
+TODAYS_EFFECT = {"name": "today's effect", "panic": {"qualification_decay": 0.35, "reactive_order_taking": 3.0}}
 
 
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from helpers import canonical_table as table
-from quarterpanic.dataset import Dataset, require_opportunities
+from quarterpanic.dataset import Dataset, changes_to_judge, require_opportunities
 from quarterpanic.errors import NoDataError
 
 
@@ -23,7 +23,9 @@ def small_dataset(as_of=None):
     ])
     return Dataset.from_tables(
         {"opportunities": opps, "requests": requests},
-        {"A": {"size_class": "mid", "fiscal_calendar": {"start_month": 2}}, "B": {"size_class": "small"}},
+        {"A": {"size_class": "mid", "fiscal_calendar": {"start_month": 2},
+               "changes": [{"date": "2025-02-01", "segment": "SMB", "label": "deal desk"}]},
+         "B": {"size_class": "small", "changes": [{"date": "2025-03-01"}]}},
         as_of=as_of,
     )
 
@@ -54,6 +56,19 @@ def test_each_org_keeps_its_calendar():
     data = small_dataset()
     assert data.calendar("A").start_month == 2 and data.calendar("B").start_month == 1
     assert data.size_classes == {"A": "mid", "B": "small"}
+
+
+# -- changes: org.yaml's, overridden per organisation by the parameters ------------------------------
+def test_org_yaml_changes_are_judged_unless_the_parameters_name_the_organisation():
+    data = small_dataset()
+    declared_a = {"org": "A", "segment": "SMB", "date": "2025-02-01", "label": "deal desk", "pre_trend": False}
+    declared_b = {"org": "B", "segment": None, "date": "2025-03-01", "label": None, "pre_trend": False}
+    assert changes_to_judge(data, {"changes": []}) == [declared_a, declared_b]
+    given = {"org": "A", "segment": None, "date": "2025-03-10", "label": "new plan", "pre_trend": False}
+    # A's own change gives way to the parameters' change of A; B keeps its org.yaml change.
+    assert changes_to_judge(data, {"changes": [given]}) == [given, declared_b]
+    assert changes_to_judge(data.filter(orgs=["A"]), {"changes": []}) == [declared_a]
+    assert data.cut("2025-02-05").changes == data.changes
 
 
 # -- no opportunity at all ---------------------------------------------------------------------------

@@ -46,6 +46,10 @@ class Dataset:
         Monday to Friday for an organisation not listed).
     size_classes:
         Organisation → ``small`` / ``mid`` / ``enterprise``.
+    changes:
+        The changes the organisations declare in ``org.yaml`` (``changes:``): ``org``,
+        ``segment`` (None: the whole organisation), ``date`` (ISO text), ``label`` and
+        ``pre_trend`` each; :func:`changes_to_judge` merges them with the parameters'.
     as_of:
         The moment the data describes: records after it do not exist yet, and
         the quarter containing it is still open.
@@ -66,6 +70,7 @@ class Dataset:
     calendars: dict[str, FiscalCalendar] = field(default_factory=dict)
     working_calendars: dict[str, WorkingCalendar] = field(default_factory=dict)
     size_classes: dict[str, str] = field(default_factory=dict)
+    changes: list[dict] = field(default_factory=list)
     as_of: pd.Timestamp | None = None
     rejects: pd.DataFrame = field(default_factory=pd.DataFrame)
     accounting: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -100,7 +105,8 @@ class Dataset:
         """Build from canonical tables and ``{org: {"size_class", "fiscal_calendar", "country", ...}}``.
 
         ``country``, ``subdivision`` and ``shutdown_days`` (as in org.yaml) make
-        the organisation's :class:`WorkingCalendar`.
+        the organisation's :class:`WorkingCalendar`; ``changes`` (as in org.yaml:
+        ``{date, segment, label}`` each) are the changes it made.
         """
         # The ingest layer imports pandera (and dask.dataframe through it): a second or more that a dataset read
         # back from a snapshot never needs, so only building or loading tables pays it.
@@ -117,8 +123,9 @@ class Dataset:
             for org, info in orgs.items()
         }
         size_classes = {org: str(info.get("size_class", "mid")) for org, info in orgs.items()}
+        changes = [declared_change(org, change) for org, info in orgs.items() for change in info.get("changes") or []]
         dataset = cls(**frames, calendars=calendars, working_calendars=working, size_classes=size_classes,
-                      as_of=as_of)
+                      changes=changes, as_of=as_of)
         if as_of is not None:
             dataset = dataset.cut(as_of)
         return dataset
@@ -161,7 +168,29 @@ class Dataset:
         calendars = {o: c for o, c in self.calendars.items() if not orgs or o in orgs}
         working = {o: c for o, c in self.working_calendars.items() if not orgs or o in orgs}
         sizes = {o: s for o, s in self.size_classes.items() if not orgs or o in orgs}
-        return replace(self, **tables, calendars=calendars, working_calendars=working, size_classes=sizes)
+        changes = [change for change in self.changes if not orgs or change["org"] in orgs]
+        return replace(self, **tables, calendars=calendars, working_calendars=working, size_classes=sizes,
+                       changes=changes)
+
+
+def declared_change(org: str, change: Mapping[str, Any]) -> dict[str, Any]:
+    """One change of an organisation's ``org.yaml`` as a ``changes`` parameter entry (dates as ISO text)."""
+    date = change["date"]
+    return {"org": str(org), "segment": change.get("segment"),
+            "date": date if isinstance(date, str) else pd.Timestamp(date).date().isoformat(),
+            "label": change.get("label"), "pre_trend": bool(change.get("pre_trend", False))}
+
+
+def changes_to_judge(dataset: Dataset, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The changes the before/after comparison judges: ``params["changes"]`` and the organisations' own.
+
+    A change is a fact about the organisation, so ``org.yaml`` declares it; the parameters
+    override per organisation: an organisation that any ``params["changes"]`` entry names is judged
+    on the parameters' changes only, the others on their ``org.yaml`` changes.
+    """
+    given = [dict(change) for change in params.get("changes") or []]
+    named = {str(change["org"]) for change in given}
+    return given + [dict(change) for change in dataset.changes if change["org"] not in named]
 
 
 def latest_timestamp(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
@@ -274,7 +303,8 @@ def _load(path: Path, params: Mapping[str, Any], cache: Any) -> Dataset:
     from quarterpanic.ingest.loading import load_crm
 
     crm = load_crm(path, profile=params.get("profile"), cache=cache)
-    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar, **info.working_days}
+    orgs = {name: {"size_class": info.size_class, "fiscal_calendar": info.calendar, "changes": info.changes,
+                   **info.working_days}
             for name, info in crm.orgs.items()}
     dataset = Dataset.from_tables(
         crm.__dict__, orgs, calendar_override=params.get("fiscal_calendar"), as_of=params.get("as_of")

@@ -251,7 +251,8 @@ class Parameters(_Strict):
     # -- did the change work? ----------------------------------------------------------------------
     changes: Changes = Field(
         [], description="changes to judge before and after, e.g. [{org: Globex Corporation, segment: SMB, "
-                        "date: 2024-10-01, label: deal desk}]; [] = none")
+                        "date: 2024-10-01, label: deal desk}]; an organisation named here is judged on these "
+                        "instead of its org.yaml changes; [] = only those org.yaml declares")
     # -- panic index and reports -----------------------------------------------------------------
     index_thresholds: IndexThresholds = Field(
         default_factory=IndexThresholds, description="panic index levels, in baseline standard deviations")

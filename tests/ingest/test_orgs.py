@@ -92,3 +92,28 @@ def test_working_day_mistakes_name_the_file(tmp_path, text, message):
     with pytest.raises(ProfileError, match=message) as err:
         read_org_yaml(folder)
     assert str(err.value).startswith(str(folder / "org.yaml")) and "\n" not in str(err.value)
+
+
+def test_changes_are_read_as_the_organisations_own(tmp_path):
+    folder = org_folder(tmp_path, "org: Acme\nchanges:\n  - {date: 2024-11-01, segment: Enterprise, label: deal desk}\n"
+                                  "  - {date: 2025-02-03, pre_trend: true}\n")
+    assert read_org_yaml(folder).changes == [
+        {"segment": "Enterprise", "date": "2024-11-01", "label": "deal desk", "pre_trend": False},
+        {"segment": None, "date": "2025-02-03", "label": None, "pre_trend": True},
+    ]
+    (folder / "org.yaml").write_text("org: Acme\n")
+    assert read_org_yaml(folder).changes == []
+
+
+@pytest.mark.parametrize("changes, message", [
+    ("{date: 2024-11-01}", "changes: must be a list"),
+    ("[{segment: SMB}]", "changes: entry 1: date is missing"),
+    ("[{date: 2024-11-01}, {date: 2024-11-31x}]", "changes: entry 2: date must be a date"),
+    ("[{date: 2024-11-01, when: later}]", "changes: entry 1: when is not a key"),
+    ("[{date: 2024-11-01, org: Other}]", "changes: entry 1: org is this file's own"),
+])
+def test_a_bad_change_names_the_file_and_the_entry(tmp_path, changes, message):
+    folder = org_folder(tmp_path, f"org: Acme\nchanges: {changes}\n")
+    with pytest.raises(ProfileError, match=message) as err:
+        read_org_yaml(folder)
+    assert str(err.value).startswith(str(folder / "org.yaml")) and "\n" not in str(err.value)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import ROOT, NotebookOutputChecks, execute_notebook_on_sample
+from helpers import ROOT, TODAYS_EFFECT, NotebookOutputChecks, execute_notebook_on_sample
 
 NOTEBOOK = ROOT / "notebooks" / "02_qualification_decay.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
@@ -11,7 +11,8 @@ HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     summary, notebook, sample = execute_notebook_on_sample(
-        "02_qualification_decay.ipynb", tmp_path_factory.mktemp("nb02"), seed=11, rename_org="Northwind Traders", new_name=HOSTILE_ORG)
+        "02_qualification_decay.ipynb", tmp_path_factory.mktemp("nb02"), seed=11, rename_org="Northwind Traders", new_name=HOSTILE_ORG,
+        scenario=TODAYS_EFFECT)
     truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})
     return summary, notebook, truth
 

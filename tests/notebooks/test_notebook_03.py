@@ -27,11 +27,13 @@ def test_summary_records_the_surge_verdicts(executed):
             assert 0 <= row["p_value"] <= 1
     flagged = {(row["org"], row["quarter"]) for row in summary["flagged_surges"]}
     assert summary["quarters_flagged"] == len(flagged) > 0
-    # This sample's mid-size and enterprise panics (rate x3) are found. Benjamini-Hochberg within each
-    # organisation lets a marginal calm quarter in beside several strong panics (that is the false discovery
-    # rate it controls, held over many seeds by the statistical tests); one seed may show one.
+    # This sample's mid-size and enterprise panics (rate x2) are found; the small studio's (0.8 requests a
+    # day) need not be. Benjamini-Hochberg within each organisation lets a marginal calm quarter in beside
+    # several strong panics (that is the false discovery rate it controls, held over many seeds by the
+    # statistical tests); one seed may show one.
     panics = {key for key in complete if truth[key]["panic"]}
-    assert len(flagged & panics) >= len(panics) - 1 and len(flagged - panics) <= 1
+    larger = {key for key in panics if sample.orgs[key[0]]["size_class"] != "small"}
+    assert len(flagged & larger) >= len(larger) - 1 and len(flagged - panics) <= 1
 
 
 @pytest.mark.slow

@@ -4,43 +4,49 @@ import html
 
 import pytest
 
-from helpers import (NAME_PAYLOAD, ROOT, NotebookOutputChecks, execute_notebook_on_sample, notebook_outputs,
-                     run_cli, write_hostile_names_sample)
+from helpers import (NAME_PAYLOAD, ROOT, TODAYS_EFFECT, NotebookOutputChecks, execute_notebook_on_sample,
+                     notebook_outputs, run_cli, write_hostile_names_sample)
 from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
 HOSTILE_ORG = "Northwind <img src=x onerror=alert(1)> Traders"
 LEVELS = {"calm", "watch", "panic", "insufficient data"}
-# Globex's fiscal quarters start in February: the sample's 8 complete quarters fall 4 either side of this date.
-CHANGE = {"org": "Globex Corporation", "date": "2024-11-01", "label": "deal desk"}
+# The sample's Globex declares its deal desk in its org.yaml (no parameter names it); Globex's fiscal quarters
+# start in February: the sample's 8 complete quarters fall 4 either side of the date.
+CHANGE = {"org": "Globex Corporation", "segment": None, "date": "2024-11-01", "label": "deal desk"}
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    summary, notebook, _ = execute_notebook_on_sample(
+    summary, notebook, sample = execute_notebook_on_sample(
         "04_panic_index.ipynb", tmp_path_factory.mktemp("nb04"), seed=7, rename_org="Northwind Traders",
-        new_name=HOSTILE_ORG, parameters={"changes": [CHANGE]})
-    return summary, notebook
+        new_name=HOSTILE_ORG, scenario=TODAYS_EFFECT)
+    assert sample.truth["changes"] == [CHANGE]
+    truth = sample.truth_frame().replace({"org": {"Northwind Traders": HOSTILE_ORG}})
+    return summary, notebook, truth
 
 
 @pytest.mark.slow
 def test_summary_has_a_headline_and_valid_levels(executed):
-    summary, _ = executed
+    summary, _, truth = executed
     assert isinstance(summary["headline"], str) and len(summary["headline"]) > 20
     assert "panicked" in summary["headline"]
     index = summary["index"]
     assert index and {row["level"] for row in index} <= LEVELS
     assert {row["org"] for row in index} == {HOSTILE_ORG, "Globex Corporation", "Brightline Studio"}
-    # The generated sample injects panic into Northwind and Globex, never into the studio.
-    panic_orgs = {row["org"] for row in index if row["level"] == "panic"}
-    assert panic_orgs == {HOSTILE_ORG, "Globex Corporation"}
+    # Panic is injected into every organisation, the small studio too; the index calls an organisation's
+    # quarter a panic only where truth.json has one, and finds the mid-size and enterprise panics.
+    panics = set(map(tuple, truth.loc[truth["panic"], ["org", "quarter"]].to_numpy()))
+    called = {(row["org"], row["quarter"]) for row in index if row["level"] == "panic"}
+    assert called <= panics, f"calm quarters called panic: {called - panics}"
+    assert {org for org, _ in called} >= {HOSTILE_ORG, "Globex Corporation"}
     for org, counts in summary["levels"].items():
         assert set(counts) <= LEVELS and sum(counts.values()) == sum(1 for r in index if r["org"] == org)
 
 
 @pytest.mark.slow
 def test_summary_records_costs_sizes_and_the_open_quarter(executed):
-    summary, _ = executed
+    summary, _, _ = executed
     assert {"discount_cost", "discount_cost_totals", "size_classes", "top_findings", "components"} <= set(summary)
     for row in summary["discount_cost_totals"]:
         assert row["cost_low"] <= row["cost"] <= row["cost_high"]
@@ -54,7 +60,7 @@ def test_summary_records_costs_sizes_and_the_open_quarter(executed):
 
 @pytest.mark.slow
 def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
-    _, notebook = executed
+    _, notebook, _ = executed
     text = "".join("".join(output.get("data", {}).get("text/markdown", "")) for output in notebook_outputs(notebook))
     assert "**Brightline Studio** (small: sell or do)" in text
     assert "**Globex Corporation** (" in text and escape_text(HOSTILE_ORG) in text
@@ -67,7 +73,7 @@ def test_each_organisation_is_described_in_the_terms_of_its_size(executed):
 
 
 def test_the_change_is_judged_before_and_after_and_against_the_orgs_that_did_not_change(executed):
-    summary, notebook = executed
+    summary, notebook, truth = executed
     rows = {(row["quantity"], row["method"]): row for row in summary["changes"]}
     assert {quantity for quantity, _ in rows} == {"panic_index", "qualification_decay", "reactive_order_taking",
                                                  "bookings_backloading"}
@@ -79,6 +85,12 @@ def test_the_change_is_judged_before_and_after_and_against_the_orgs_that_did_not
                       for o in cell.get("outputs", []))
     assert escape_text("Globex Corporation, deal desk (from 2024-11-01): panic index went from") in section
     assert escape_text(HOSTILE_ORG) in section
+    # Globex panicked in each of the 4 quarters before its change and in none of the 4 since (truth.json):
+    # the index fell, significantly, and the headline says so.
+    globex = truth[(truth["org"] == "Globex Corporation") & ~truth["open"]]
+    assert globex["panic"].tolist() == [True] * 4 + [False] * 4
+    assert its["estimate"] < 0 and its["significant"] and its["direction"] == "away from panic"
+    assert "Since deal desk began on 2024-11-01, the panic index of Globex Corporation fell by" in summary["headline"]
 
 
 @pytest.mark.slow

@@ -133,11 +133,20 @@ def test_truth_has_a_record_for_every_org_and_quarter(small, default):
             assert len(rows) == complete + 1 and rows["open"].tolist() == [False] * complete + [True]
             assert rows["quarter"].iloc[-1] == calendar.quarter_of(sample.as_of)
     truth = default.truth_frame()
-    calm_org = truth[truth["org"] == "Brightline Studio"]
-    assert not calm_org["panic"].any()
+    small_org = truth[truth["org"] == "Brightline Studio"]
+    assert small_org["panic"].sum() == 3 and not small_org["panic"].iloc[-1]
     mid = truth[truth["org"] == "Northwind Traders"]
     assert mid["panic"].sum() == 5 and mid["panic"].iloc[-1]
-    assert truth[truth["org"] == "Globex Corporation"]["panic"].sum() == 5
+    # The enterprise panics in every complete quarter before the change its org.yaml declares, and in none since.
+    (change,) = default.truth["changes"]
+    assert change["org"] == "Globex Corporation" and change["segment"] is None
+    assert default.orgs["Globex Corporation"]["changes"] == [{"date": change["date"], "label": change["label"]}]
+    globex = truth[truth["org"] == "Globex Corporation"]
+    calendar = FiscalCalendar.from_spec(default.orgs["Globex Corporation"]["fiscal_calendar"])
+    starts = calendar.quarters(pd.Timestamp("2023-01-01"), default.as_of).set_index("quarter")["quarter_start"]
+    after = globex["quarter"].map(starts) >= pd.Timestamp(change["date"])
+    assert globex.loc[~after & ~globex["open"], "panic"].all() and not globex.loc[after, "panic"].any()
+    assert (~after).sum() >= 6 and after.sum() >= 4
     assert truth.loc[truth["panic"], "onset_week"].between(8, 10).all()
     assert truth.loc[~truth["panic"], "onset_week"].isna().all()
     # Calm quarters carry the neutral values, panic ones the scenario's.
@@ -145,6 +154,9 @@ def test_truth_has_a_record_for_every_org_and_quarter(small, default):
     for effect, value in scenario["calm"].items():
         assert np.allclose(truth.loc[~truth["panic"], effect], value), effect
     for effect, value in scenario["panic"].items():
+        if effect == "win_rate_ratio":  # with a close-keyed win drop, stated as the ratio of expected rates
+            assert (np.log(truth.loc[truth["panic"], effect] / value).abs() < 0.2).all()
+            continue
         assert np.allclose(truth.loc[truth["panic"], effect], value), effect
     assert truth.loc[~truth["panic"], "month3_bookings_share"].between(0.25, 0.75).all()
 
@@ -175,8 +187,15 @@ def test_scenario_overrides_merge_over_the_default(tmp_path):
     truth = sample.truth_frame()
     globex = truth[truth["org"] == "Globex Corporation"]
     assert globex["panic"].sum() == 1 and globex.loc[globex["panic"], "onset_week"].item() == 7
-    assert globex.loc[globex["panic"], "win_rate_ratio"].item() == 0.8
+    (record,) = [r for r in sample.truth["quarters"] if r["org"] == "Globex Corporation" and r["panic"]]
+    assert record["peak_effects"]["win_rate_ratio"] == 0.8
     assert np.allclose(truth.loc[truth["panic"], "qualification_decay"], 0.2)
+    # A new panic schedule drops the default's change (which would end its later panics) unless it gives its own.
+    assert "changes" not in sample.truth and "changes" not in sample.orgs["Globex Corporation"]
+    own = [{"date": "2025-02-01", "segment": "Enterprise"}]
+    merged = load_scenario({"orgs": {"Globex Corporation": {"panic_quarters": {1: 9}, "changes": own}}})
+    assert merged["orgs"]["Globex Corporation"]["changes"] == own
+    assert load_scenario()["orgs"]["Globex Corporation"]["changes"] == [{"date": "2024-11-01", "label": "deal desk"}]
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\norgs:\n  Northwind Traders: {panic_quarters: {}}\n")
     assert load_scenario(path)["orgs"]["Northwind Traders"]["panic_quarters"] == {}
@@ -217,7 +236,7 @@ def test_small_firm_creates_fewer_deals_in_the_last_three_weeks_only(default):
     per_week_late = late.sum() / (3 * firm["c_quarter"].nunique())
     per_week_early = (~late).sum() / ((firm["c_weeks_in_quarter"] - 3).groupby(firm["c_quarter"]).first().sum())
     assert per_week_late < 0.75 * per_week_early
-    assert not default.truth_frame().query("org == 'Brightline Studio'")["panic"].any()
+    assert [r["org"] for r in default.truth["sell_or_do"]] == ["Brightline Studio"]
 
 
 def working_days(sample, org: str, quarter: str, onset: int) -> tuple[int, int]:
@@ -267,7 +286,11 @@ def test_win_rate_ratio_of_late_created_deals(default):
     late, early = closed.loc[closed["late"], "is_won"], closed.loc[~closed["late"], "is_won"]
     ratio = late.mean() / early.mean()
     se = np.sqrt((1 - late.mean()) / late.sum() + (1 - early.mean()) / early.sum())
-    assert abs(np.log(ratio) - np.log(panic_value(default, "win_rate_ratio"))) < 4 * se
+    # Truth's ratio of expected win rates, per quarter, weighted like the pooled data (by late deals).
+    truth = default.truth_frame().set_index(["org", "quarter"])["win_rate_ratio"]
+    late_deals = closed.groupby(["org", "c_quarter"])["late"].sum()
+    expected = np.average(truth.reindex(late_deals.index), weights=late_deals)
+    assert abs(np.log(ratio) - np.log(expected)) < 4 * se
 
 
 def test_discount_uplift_and_last_week_size_change(default):
@@ -358,6 +381,13 @@ def assert_same_records(generated: dict[str, pd.DataFrame], loaded) -> None:
         pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-9, obj=name)
 
 
+def assert_changes_declared(orgs, truth):
+    """Each organisation's org.yaml declares exactly the changes truth.json says it made (and the default has one)."""
+    declared = [{"org": org, **{k: change[k] for k in ("segment", "date", "label")}}
+                for org, info in orgs.items() for change in info.changes]
+    assert declared and sorted(declared, key=str) == sorted(truth["changes"], key=str)
+
+
 @pytest.mark.slow
 def test_written_sample_loads_back_with_zero_rejects(tmp_path):
     from quarterpanic.cli import main
@@ -374,6 +404,7 @@ def test_written_sample_loads_back_with_zero_rejects(tmp_path):
     assert (crm.accounting["rejected"] == 0).all() and (crm.accounting["read"] == crm.accounting["accepted"]).all()
     assert set(crm.orgs) == set(sample.orgs)
     assert_same_records(sample.tables, crm)
+    assert_changes_declared(crm.orgs, truth)
     globex = next((tmp_path / "globex_corporation").glob("opportunities.csv")).read_bytes()
     assert b"\r\n" in globex and "€".encode("cp1252") in globex and "–".encode("cp1252") in globex
     assert b"Confidential Information - Do Not Distribute" in globex
@@ -388,5 +419,6 @@ def test_bundled_salesdata_is_the_seed_2026_sample_and_loads_cleanly():
     assert truth == json.loads(json.dumps(sample.truth)), "salesdata/ is stale: run `make sample`"
     crm = load_crm(SALESDATA_DIR)
     assert crm.rejects.empty, crm.rejects.head().to_string()
+    assert_changes_declared(crm.orgs, truth)
     for name in schemas.TABLES:
         assert len(crm.table(name)) == len(sample.tables[name]), name

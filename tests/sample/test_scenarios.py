@@ -61,6 +61,10 @@ def test_change_stops_the_panic_in_one_segment_after_its_date():
     sample = generate("change", seed=42, scale="small")
     assert sample.truth["changes"] == [{"org": "Globex Corporation", "segment": "Enterprise", "date": "2024-11-01",
                                         "label": "Enterprise deal desk"}]
+    # What the organisation's org.yaml declares (the other organisations declare none).
+    assert sample.orgs["Globex Corporation"]["changes"] == [{"segment": "Enterprise", "date": "2024-11-01",
+                                                             "label": "Enterprise deal desk"}]
+    assert not any("changes" in info for org, info in sample.orgs.items() if org != "Globex Corporation")
     opps = created_deals_with_truth(sample).query("org == 'Globex Corporation' and panic == True")
     after = opps["c_quarter_start"] >= pd.Timestamp("2024-11-01")
     enterprise = opps["segment"] == "Enterprise"

@@ -42,6 +42,7 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS, AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NEITHER, OK, TOWARD_PANIC,
 )
 from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
+from quarterpanic.dataset import changes_to_judge
 from quarterpanic.params import defaults
 
 #: The panic index as a quantity beside the finding metrics.
@@ -204,9 +205,10 @@ def assess_changes(
 def changes_from_dataset(
     dataset: Any, findings: pd.DataFrame, index: pd.DataFrame | None, params: Mapping[str, Any] | None = None
 ) -> ChangeResult:
-    """:func:`assess_changes` for ``params["changes"]`` on a dataset's findings (every quarter) and index."""
+    """:func:`assess_changes` on a dataset's findings (every quarter) and index, for the changes to judge:
+    ``params["changes"]`` and the organisations' ``org.yaml`` changes (:func:`quarterpanic.dataset.changes_to_judge`)."""
     params = {**defaults(), **(params or {})}
-    return assess_changes(findings, index, params["changes"], quarter_dates(dataset, findings),
+    return assess_changes(findings, index, changes_to_judge(dataset, params), quarter_dates(dataset, findings),
                           alpha=float(params["alpha"]), ci_level=float(params["ci_level"]))
 
 

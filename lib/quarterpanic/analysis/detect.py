@@ -17,7 +17,7 @@ import pandas as pd
 from quarterpanic.analysis import backloading, department_fields, qualification, reactive, sell_or_do, silos
 from quarterpanic.analysis.findings import METRICS, apply_fdr_of, empty_findings, make_findings
 from quarterpanic.analysis.inputs import mark_partial, not_measured_rows
-from quarterpanic.dataset import Dataset
+from quarterpanic.dataset import Dataset, changes_to_judge
 from quarterpanic.params import defaults
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,11 @@ def detect(dataset: Dataset, params: Mapping[str, Any] | None = None, components
 
     With ``cache``, each component reuses its findings from an earlier run on
     the same data, parameters and code (:mod:`quarterpanic.store.results`).
-    A change of ``params["changes"]`` that names a segment turns on ``by_segment``.
+    A change to judge (:func:`quarterpanic.dataset.changes_to_judge`: ``params["changes"]`` and
+    the organisations' ``org.yaml`` changes) that names a segment turns on ``by_segment``.
     """
     params = {**defaults(), **(params or {})}
-    if any(change.get("segment") for change in params["changes"]):
+    if any(change.get("segment") for change in changes_to_judge(dataset, params)):
         # A segment's change is judged on that segment's findings (and its sibling segments as controls).
         params = {**params, "by_segment": True}
     frames = []

@@ -11,17 +11,19 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from quarterpanic.calendar import WORKING_KEYS, FiscalCalendar, WorkingCalendar
 from quarterpanic.errors import CalendarError, ExportError, ProfileError
 from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import export_kind
 from quarterpanic.ingest.profiles import Profile, load_profile
+from quarterpanic.params import Change
 from quarterpanic.paths import ORG_FILE
 
 DEFAULT_SIZE_CLASS = "mid"
 ORG_KEYS = {"org", "size_class", "fiscal_calendar", "files", "lookups", "ignore", "close_before_created",
-            "departments", "department_fields", *WORKING_KEYS}
+            "departments", "department_fields", "changes", *WORKING_KEYS}
 CLOSE_BEFORE_CREATED = ("warn", "reject")
 
 
@@ -33,7 +35,8 @@ class OrgInfo:
     (``{}`` when absent), for ``quarterpanic.calendar.FiscalCalendar.from_spec``;
     ``working_days`` its ``country``, ``subdivision`` and ``shutdown_days``
     (those given), for ``quarterpanic.calendar.WorkingCalendar.from_spec``.
-    Without a country only weekends are days off.
+    Without a country only weekends are days off. ``changes`` are the changes
+    it made (``changes:``), for the before/after comparison.
     """
 
     name: str
@@ -49,6 +52,8 @@ class OrgInfo:
     working_days: dict = field(default_factory=dict)
     #: Department (lower case) -> the opportunity export's headers of the fields it owns (``department_fields:``).
     department_fields: dict[str, list[str]] = field(default_factory=dict)
+    #: The changes the organisation made (``changes:``): ``{segment, date, label, pre_trend}`` each, date as ISO text.
+    changes: list[dict] = field(default_factory=list)
 
     def skips(self, path: Path) -> bool:
         """Whether ``path`` is a lookup file or ignored here, rather than an export to load."""
@@ -172,7 +177,8 @@ def read_org_yaml(folder: Path) -> OrgInfo | None:
                    folder=folder, files={str(k): str(v) for k, v in files.items()},
                    lookups=list(lists["lookups"]), ignore=list(lists["ignore"]), close_before_created=early,
                    departments=_departments(path, doc.get("departments")), working_days=working_days,
-                   department_fields=_department_fields(path, doc.get("department_fields")))
+                   department_fields=_department_fields(path, doc.get("department_fields")),
+                   changes=_changes(path, str(name or folder.name), doc.get("changes")))
 
 
 def _departments(path: Path, doc: object) -> dict[str, dict[str, str]] | None:
@@ -211,6 +217,33 @@ def _department_fields(path: Path, doc: object) -> dict[str, list[str]]:
             raise ProfileError(f"department_fields: {department}: must be a list of column headers", path=path,
                                hint=example)
         out[name] = [" ".join(h.split()) for h in headers]
+    return out
+
+
+def _changes(path: Path, org: str, doc: object) -> list[dict]:
+    """``changes:`` of ``org.yaml``: each change's ``segment`` (None: the whole org), ``date``, ``label``, ``pre_trend``.
+
+    Checked like a ``changes`` parameter (:class:`quarterpanic.params.Change`), the organisation
+    being the file's own.
+    """
+    example = 'e.g. changes: [{date: 2024-11-01, segment: Enterprise, label: "deal desk"}]'
+    if doc is None:
+        return []
+    if not isinstance(doc, list) or not all(isinstance(change, dict) for change in doc):
+        raise ProfileError("changes: must be a list of {date, segment, label}", path=path, hint=example)
+    out = []
+    for number, change in enumerate(doc, start=1):
+        if "org" in change:
+            raise ProfileError(f"changes: entry {number}: org is this file's own, drop it", path=path, hint=example)
+        try:
+            checked = Change.model_validate({**change, "org": org})
+        except ValidationError as err:
+            problem = err.errors(include_url=False)[0]
+            key = ".".join(map(str, problem["loc"])) or "?"
+            words = {"extra_forbidden": "is not a key (keys: date, segment, label, pre_trend)",
+                     "missing": "is missing"}.get(problem["type"], problem["msg"].removeprefix("Value error, "))
+            raise ProfileError(f"changes: entry {number}: {key} {words}", path=path, hint=example) from None
+        out.append(checked.model_dump(exclude={"org"}))
     return out
 
 

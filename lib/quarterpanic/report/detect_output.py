@@ -12,7 +12,7 @@ from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.early_warning import early_warning
 from quarterpanic.analysis.findings import FDR_FAMILIES, main_findings, to_records
 from quarterpanic.analysis.panic_index import index_from_findings, quarter_records
-from quarterpanic.dataset import Dataset
+from quarterpanic.dataset import Dataset, changes_to_judge
 from quarterpanic.params import defaults
 from quarterpanic.report.words import change_sentences, ci_label, early_warning_sentences, fdr_text
 from quarterpanic.util import jsonable
@@ -32,7 +32,8 @@ def report_document(dataset: Dataset, findings: pd.DataFrame, params: Mapping[st
     (:func:`quarterpanic.analysis.panic_index.quarter_records`), and ``early_warning``,
     the status of each organisation's open quarter
     (:func:`quarterpanic.analysis.early_warning.early_warning`), and ``changes``, the before/after
-    and difference-in-differences estimates of each of ``params["changes"]`` with a sentence each
+    and difference-in-differences estimates of each change to judge (``params["changes"]`` and the
+    organisations' ``org.yaml`` changes) with a sentence each
     (:func:`quarterpanic.analysis.change.assess_changes`; empty without changes). All compare with each
     organisation's calm baseline quarters, so when ``params["quarters"]``
     limits the findings to a few quarters the detectors run once more on all
@@ -75,7 +76,7 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
     status, _ = early_warning(dataset, params, findings=None if params.get("quarters") else findings)
     open_quarters = "\n".join(f"  {sentence}" for sentence in early_warning_sentences(status)["sentence"])
     changes = ""
-    if params["changes"]:
+    if changes_to_judge(dataset, params):
         every_quarter = detect(dataset, {**params, "quarters": None}) if params.get("quarters") else findings
         estimates = change_estimates(dataset, every_quarter, params)
         changes = ("\n\ndid the change work? (before/after; difference-in-differences against groups that did not "
@@ -88,12 +89,13 @@ def report_table(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, 
 
 def change_estimates(dataset: Dataset, findings: pd.DataFrame, params: Mapping[str, Any],
                      index: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The estimates of ``params["changes"]`` with a ``sentence`` each (no rows without changes).
+    """The estimates of the changes to judge (``params["changes"]`` and the organisations' ``org.yaml``
+    changes: :func:`quarterpanic.dataset.changes_to_judge`) with a ``sentence`` each (no rows without changes).
 
     ``findings`` must cover every quarter (the quarters before and after a change); ``index``
     defaults to the panic index of ``findings``.
     """
-    if not params["changes"]:
+    if not changes_to_judge(dataset, params):
         return pd.DataFrame(columns=[*ESTIMATE_COLUMNS, "sentence"])
     if index is None:
         index = index_from_findings(findings, params, dataset)[1]

@@ -347,8 +347,9 @@ def changes_markdown(estimates: pd.DataFrame) -> str:
     findings as a Markdown bullet list (CRM text escaped), or how to ask for one."""
     rows = change.main_estimates(estimates)
     return markdown_lines(rows, lambda row: f"* {escape_text(change_sentence(row._asdict()))}",
-                          "No change to judge: name one in the `changes` parameter (organisation, optionally a "
-                          "segment, the date it took effect and a label).")
+                          "No change to judge: declare one in the organisation's org.yaml (`changes:` with the "
+                          "date it took effect, optionally a segment and a label) or name one in the `changes` "
+                          "parameter.")
 
 
 def plot_changes(result: change.ChangeResult, quantity: str = change.INDEX) -> list[Any]:

@@ -25,7 +25,9 @@ the value of ``panic:`` (with org / quarter overrides):
 * ``planned_work_deferral``: the same ratio for planned requests.
 * ``turnaround_stretch``: turnaround (resolved - created, calendar hours) is
   lognormal per request type, its scale x stretch for requests created late.
-* ``after_hours_share``: share of requests created outside 08:00-18:00.
+* ``after_hours_share``: share of requests created outside 08:00-18:00. truth.json
+  also states ``after_hours_shift``, the late window's share minus the same quarter's
+  earlier weeks' (what the detector's ``after_hours_shift`` estimates; 0 when calm).
 * ``win_rate_ratio``: P(won | created late) / P(won | created earlier in the quarter),
   over deals created in the quarter (closing is independent of outcome). Base
   P(won) is by qualification (``win_probability``); late deals get the extra

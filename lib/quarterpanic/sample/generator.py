@@ -48,7 +48,8 @@ class Sample:
         the truths of their department-owned deal fields (:mod:`quarterpanic.sample.department_fields`).
     orgs:
         Org name -> ``{"size_class", "fiscal_calendar", "format"}`` (and ``export``
-        when the export leaves something out).
+        when the export leaves something out, ``changes`` (``date``, ``segment``, ``label``)
+        when the organisation made any: what its ``org.yaml`` declares).
     as_of:
         The moment of the export; nothing after it exists.
     scenario:
@@ -158,6 +159,10 @@ def _collect(resolved: dict, seed: int, scale: str, on_org=None, keep_tables: bo
             "fiscal_calendar": plan.calendar.to_spec(),
             "format": spec["format"],
         }
+        if plan.changes:
+            # A change is a fact about the organisation, like its calendar: its org.yaml declares it.
+            orgs[org_name]["changes"] = [{k: v for k, v in change.items() if k != "org" and v is not None}
+                                         for change in plan.change_records()]
         if not is_full(plan.export):
             orgs[org_name]["export"] = {**plan.export, "data_start": plan.data_start.isoformat(),
                                         "measurable_effects": measurable_effects(plan.export)}

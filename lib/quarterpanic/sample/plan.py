@@ -255,11 +255,12 @@ class OrgPlan:
         # Quarters where only some sellers panic need each seller's draw (set_sellers).
         self.split = np.array([float(p["seller_fraction"]) < 1.0 or bool(p["segments"]) for p in self.patterns])
         self.split &= self.panic
-        # A change ("panic stops after this date in that segment") needs each seller's own path.
-        self.changes = [dict(change) for change in (self.spec.get("changes") or [])]
+        # A change ("panic stops after this date in that segment", or the whole org without one) needs each
+        # seller's own path.
+        self.changes = [{"segment": None, **change} for change in (self.spec.get("changes") or [])]
         for change in self.changes:
-            if not {"segment", "date"} <= set(change):
-                raise ParameterError(f"org {self.name!r}: each change needs a segment and a date")
+            if "date" not in change:
+                raise ParameterError(f"org {self.name!r}: each change needs a date (and a segment, or none: the org)")
         if self.changes:
             self.split = self.panic.copy()
         self.seller_u: np.ndarray | None = None
@@ -285,7 +286,10 @@ class OrgPlan:
         self.seller_stop = np.full(self.n_sellers, len(self.days))  # first day a seller no longer panics
         for change in self.changes:
             day = int(self.day_index(np.array([pd.Timestamp(change["date"]).to_datetime64()]))[0])
-            chosen = np.isin(team_names, [change["segment"]]) | np.isin(team_segments, [change["segment"]])
+            if change["segment"] is None:
+                chosen = np.ones(self.n_sellers, dtype=bool)
+            else:
+                chosen = np.isin(team_names, [change["segment"]]) | np.isin(team_segments, [change["segment"]])
             if not chosen.any():
                 raise ParameterError(f"org {self.name!r}: change segment {change['segment']!r} is no team or segment")
             self.seller_stop = np.where(chosen, np.minimum(self.seller_stop, day), self.seller_stop)
@@ -313,6 +317,8 @@ class OrgPlan:
             return self.blend(effect, q, self.day_shape[day_idx])
         out = self.blend(effect, q, self.day_shape[day_idx])
         rows = np.flatnonzero(self.split[q] & (self.day_shape[day_idx] > 0))
+        if not len(rows):  # days before any onset: calm for every seller
+            return out
         sellers = np.arange(self.n_sellers)
         level = self.intensity(np.repeat(day_idx[rows], self.n_sellers), np.tile(sellers, len(rows)))
         values = self.blend(effect, np.repeat(q[rows], self.n_sellers), level).reshape(len(rows), -1)
@@ -365,6 +371,9 @@ class OrgPlan:
                     value = averaged.get(name, self.effects[name][q])
                 # An effect the export holds no input for is not in the data: its truth is unknown there.
                 effects[name] = round(float(value), 6) if full or name in measurable else None
+            # The after-hours level's counterpart the detector reports: late share minus early share.
+            shift = averaged.get("after_hours_shift", 0.0) if effects["after_hours_share"] is not None else None
+            effects["after_hours_shift"] = None if shift is None else round(float(shift), 6)
             pattern = self.patterns[q]
             record = {
                 "org": self.name,
@@ -421,7 +430,8 @@ class OrgPlan:
         return records
 
     def change_records(self) -> list[dict]:
-        """The scenario's changes: from ``date`` on, the panic stops among the segment's (or team's) sellers."""
+        """The scenario's changes: from ``date`` on, the panic stops among the segment's (or team's) sellers
+        (every seller's for a change without a segment: ``segment`` None)."""
         return [{"org": self.name, "segment": c["segment"], "date": str(pd.Timestamp(c["date"]).date()),
                  "label": c.get("label")} for c in self.changes]
 
@@ -451,23 +461,34 @@ class OrgPlan:
                                                                self._levels("push", q))))
         days = self._window_days(q, requests=True)
         if len(days):
-            rates = {}
             for name in ("reactive_order_taking", "planned_work_deferral"):
-                rates[name] = self.day_mixture(days, name)
-                out[name] = float(np.mean(rates[name]))
-            unplanned, planned = (float(self.spec[k]) for k in ("unplanned_requests_per_day",
-                                                                 "planned_requests_per_day"))
-            weight = unplanned * rates["reactive_order_taking"] + planned * rates["planned_work_deferral"]
-            share = self.day_mixture(days, "after_hours_share")
-            out["after_hours_share"] = float(np.sum(weight * share) / np.sum(weight))
+                out[name] = float(np.mean(self.day_mixture(days, name)))
+            weight = self._request_weight(days)
+            out["after_hours_share"] = self._after_hours_level(days)
+            # What the detector estimates: the late window's share minus the same quarter's earlier weeks'.
+            early = self._window_days(q, requests=True, before_onset=True)
+            early_share = self._after_hours_level(early) if len(early) else float(self.calm["after_hours_share"])
+            out["after_hours_shift"] = out["after_hours_share"] - early_share
             stretch = np.log(self.day_mixture(days, "turnaround_stretch"))
             out["turnaround_stretch"] = float(np.exp(np.sum(weight * stretch) / np.sum(weight)))
         out["month3_bookings_share"] = self.month3_target(q)
         return out
 
-    def _window_days(self, q: int, requests: bool = False) -> np.ndarray:
-        """Working days of quarter ``q``'s post-onset window (for requests: inside the data, up to as_of)."""
-        keep = (self.day_q == q) & self.day_window & self.day_busy
+    def _request_weight(self, days: np.ndarray) -> np.ndarray:
+        """Expected requests (unplanned and planned) per working day of ``days``."""
+        unplanned, planned = (float(self.spec[k]) for k in ("unplanned_requests_per_day", "planned_requests_per_day"))
+        return (unplanned * self.day_mixture(days, "reactive_order_taking")
+                + planned * self.day_mixture(days, "planned_work_deferral"))
+
+    def _after_hours_level(self, days: np.ndarray) -> float:
+        """Expected share of requests created after hours over ``days`` (weighted by expected requests)."""
+        weight = self._request_weight(days)
+        return float(np.sum(weight * self.day_mixture(days, "after_hours_share")) / np.sum(weight))
+
+    def _window_days(self, q: int, requests: bool = False, before_onset: bool = False) -> np.ndarray:
+        """Working days of quarter ``q``'s post-onset window, or with ``before_onset`` of its earlier weeks
+        (for requests: inside the data, up to as_of)."""
+        keep = (self.day_q == q) & (~self.day_window if before_onset else self.day_window) & self.day_busy
         if requests:
             keep &= (self.days >= self.data_start.normalize()) & (self.days <= self.as_of)
         return np.flatnonzero(keep)

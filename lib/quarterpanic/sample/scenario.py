@@ -48,7 +48,9 @@ def load_scenario(scenario: str | Path | Mapping | None = None) -> dict:
 
     ``scenario`` is ``None`` (the default), a shipped scenario name (``"null"``),
     a YAML file path, or a mapping with the same keys. Mappings merge key by key;
-    an org's ``panic_quarters`` is replaced whole.
+    an org's ``panic_quarters`` is replaced whole, and takes the org's ``changes`` with it
+    unless the override gives its own (a change is part of the panic schedule it ends: a new
+    schedule would otherwise lose its later panics to the default's change).
     """
     base = _default_scenario()
     if scenario is None:
@@ -65,7 +67,11 @@ def load_scenario(scenario: str | Path | Mapping | None = None) -> dict:
             raise ParameterError(f"no scenario {str(scenario)!r}", hint=f"use one of {names} or a YAML file")
         override = _read_yaml(path)
         override.setdefault("name", path.stem)
-    return _checked(_merge(base, override))
+    merged = _merge(base, override)
+    for org, spec in (override.get("orgs") or {}).items():
+        if isinstance(spec, Mapping) and "panic_quarters" in spec and "changes" not in spec:
+            merged["orgs"][org].pop("changes", None)
+    return _checked(merged)
 
 
 def _default_scenario() -> dict:
