@@ -109,6 +109,20 @@ def test_a_changed_shipped_profile_misses(folder, tmp_path, monkeypatch):
     assert snapshot.snapshot_key(folder, defaults()) != before
 
 
+
+def test_a_mapping_beside_org_yaml_that_extends_one_elsewhere_is_not_snapshotted(folder, tmp_path):
+    # The key signs the folder's files and the shipped profiles: a parent mapping outside the folder could
+    # change under an unchanged key. A chain that stays in the folder or ends in a shipped profile is fine.
+    org_file = folder / "globex_corporation" / "org.yaml"
+    org_file.write_text(org_file.read_text().replace("leads.csv: salesforce_leads", "leads.csv: leads.yaml"))
+    beside = folder / "globex_corporation" / "leads.yaml"
+    beside.write_text("extends: base_leads.yaml\n")
+    (folder / "globex_corporation" / "base_leads.yaml").write_text("extends: salesforce_leads\n")
+    assert snapshot.snapshot_key(folder, defaults()) is not None
+    (tmp_path / "shared_leads.yaml").write_text("extends: salesforce_leads\n")
+    beside.write_text(f"extends: {tmp_path / 'shared_leads.yaml'}\n")
+    assert snapshot.snapshot_key(folder, defaults()) is None
+
 def test_folders_a_key_cannot_vouch_for_are_not_snapshotted(folder, tmp_path, monkeypatch):
     org_file = folder / "globex_corporation" / "org.yaml"
     shutil.copy(snapshot.PROFILES_DIR / "salesforce_leads.yaml", tmp_path / "shared_leads.yaml")

@@ -159,7 +159,21 @@ def _mappings_inside(folder: Path) -> bool:
         if not isinstance(files, dict):
             return False
         for mapping in map(str, files.values()):
-            beside = "/" not in mapping and "\\" not in mapping and (org_file.parent / mapping).is_file()
-            if not (beside or _shipped(mapping)):
+            if not (_shipped(mapping) or _beside_all_the_way(org_file.parent, mapping, set())):
                 return False
     return True
+
+
+def _beside_all_the_way(folder: Path, mapping: str, seen: set[str]) -> bool:
+    """Whether ``mapping`` is a file in ``folder`` whose ``extends:`` chain stays in ``folder`` or ends in a
+    shipped profile: a parent mapping elsewhere could change without any file the key signs changing."""
+    if "/" in mapping or "\\" in mapping or mapping in seen or not (folder / mapping).is_file():
+        return False
+    try:
+        doc = yaml.safe_load((folder / mapping).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    parent = doc.get("extends") if isinstance(doc, dict) else None
+    if parent is None:
+        return True
+    return _shipped(str(parent)) or _beside_all_the_way(folder, str(parent), seen | {mapping})
