@@ -535,7 +535,8 @@ def generated_decay_runs(override, seeds, alpha=0.05):
     out["detected"] = (out["p_value"] < alpha) & (out["estimate"] > 0)
     out["oracle_detected"] = out["oracle_p"] < alpha
     out["covered"] = (out["ci_low"] <= out[DECAY]) & (out[DECAY] <= out["ci_high"])
-    out["onset_off"] = (out["onset_week"].astype(float) - out["true_onset"].astype(float)).abs()
+    for column, off in (("onset_week", "onset_off"), ("averaged_onset_week", "averaged_onset_off")):
+        out[off] = (out[column].astype(float) - out["true_onset"].astype(float)).abs()
     return out
 
 

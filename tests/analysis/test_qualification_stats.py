@@ -155,9 +155,12 @@ def test_thin_quarters_say_insufficient_data_instead_of_flagging(default_runs):
     assert not thin["flagged"].any() and thin["p_value"].isna().all() and thin["estimate"].isna().all()
     ok = main[main["status"] == "ok"]
     assert ((ok["n_before"] >= 20) & (ok["n_after"] >= 20)).all()
-    # The small studio (~36 deals a quarter at this scale) is almost never judged, and never flagged.
+    # The small studio (~36 deals a quarter at this scale) is almost never judged, and the few quarters
+    # judged are flagged no more often than the one-sided 5% test allows (1 of 19 in these seeds).
     studio = main[main["size_class"] == "small"]
-    assert (studio["status"] == "insufficient data").mean() >= 0.9 and not studio["flagged"].any()
+    assert (studio["status"] == "insufficient data").mean() >= 0.9
+    judged = studio[studio["status"] == "ok"]
+    assert judged["flagged"].mean() <= 0.05 + 2 * (0.05 * 0.95 / len(judged)) ** 0.5
 
 
 def test_a_tiny_panicking_org_is_insufficient_not_flagged():

@@ -21,7 +21,7 @@ can call on its own:
    Bayes); the best-fitting candidate's drop, with a one-sided p-value max-T
    adjusted for the search over onsets and shapes and a simultaneous interval
    that agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`),
-   and the onset averaged over the candidates by their fit.
+   and also the onset averaged over the candidates by their fit.
    :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
    it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
@@ -340,9 +340,11 @@ def pooled_decay(
     covariance (:func:`quarterpanic.analysis.onset.max_t_simulated`): the
     interval lies above 0 exactly when the adjusted p-value is below ``(1 -
     ci_level) / 2`` (as a plain 95% interval and a one-sided test do), and
-    the estimate is its centre. The reported onset is the candidates'
-    likelihood-weighted average (:func:`averaged_onset`); ``fit_onset_week``
-    is the chosen candidate's, where the estimate's window starts.
+    the estimate is its centre. ``onset_week`` is the chosen candidate's
+    (where the estimate's window starts, and the window the outcome-side
+    metrics use); ``averaged_onset_week`` is the candidates'
+    likelihood-weighted average (:func:`averaged_onset`), which places
+    ramps nearer their start.
 
     Parameters
     ----------
@@ -362,11 +364,11 @@ def pooled_decay(
     Returns
     -------
     One row per group: ``by``, ``onset_week`` (``<NA>`` without a candidate:
-    insufficient data), ``fit_onset_week``, ``shape``, ``n_candidates``
+    insufficient data), ``averaged_onset_week``, ``shape``, ``n_candidates``
     (onset × shape pairs searched), ``estimate``, ``se``, ``critical_value``,
     ``ci_low``, ``ci_high``, ``p_unadjusted``, ``p_value`` (adjusted,
     one-sided), ``n``, ``n_before``, ``n_after`` (split at
-    ``fit_onset_week``), ``rate_before`` (the fitted level before it),
+    ``onset_week``), ``rate_before`` (the fitted level before it),
     ``rate_after`` (its average after), ``baseline_n`` (deals of the other
     quarters pooled), ``tau2``, ``method``.
     """
@@ -429,7 +431,7 @@ def pooled_decay(
         record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
                   "tau2": float(tau2[i]), "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
         if not keep.any():
-            rows.append({**record, "onset_week": pd.NA, "fit_onset_week": pd.NA})
+            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
             continue
         j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
         chosen = coef_week[i][keep]
@@ -438,7 +440,7 @@ def pooled_decay(
             covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
         p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
         record.update(
-            onset_week=averaged_onset(z[i][keep], cand_onset[keep]), fit_onset_week=int(cand_onset[j]),
+            onset_week=int(cand_onset[j]), averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep]),
             shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
             critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
             ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
@@ -447,7 +449,7 @@ def pooled_decay(
         )
         rows.append(record)
     out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
-    for column in ("onset_week", "fit_onset_week"):
+    for column in ("onset_week", "averaged_onset_week"):
         out[column] = pd.array(out[column], dtype="Int64")
     return out
 
@@ -578,7 +580,7 @@ def decay_findings(
     -------
     A findings frame (:data:`quarterpanic.analysis.findings.FINDING_COLUMNS`) plus
     ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
-    ``fit_onset_week``, ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
+    ``averaged_onset_week``, ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
     ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
     ``baseline_n``, ``tau2``).
     """

@@ -93,12 +93,9 @@ def decay_headline(findings: pd.DataFrame, org: str, quarters: Sequence[str] | N
         where = "" if quarters is None else " in the quarters shown"
         return f"{org}: no significant late-quarter drop in qualification{where} ({count})"
     last = named.iloc[-1]
-    # The rates are the fitted candidate's, split at its own onset (the reported onset is averaged).
-    split = last.get("fit_onset_week")
-    split = last["onset_week"] if split is None or pd.isna(split) else split
     return (
         f"{org}: in {last['quarter']} qualification fell from {pct(last['rate_before'])} to "
-        f"{pct(last['rate_after'])} from week {int(split)} on ({count})"
+        f"{pct(last['rate_after'])} from week {int(last['onset_week'])} on ({count})"
     )
 
 
