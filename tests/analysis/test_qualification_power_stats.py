@@ -92,8 +92,8 @@ def test_intervals_cover_the_post_onset_average_drop(runs, shape):
 
 def test_onset_of_found_steps_and_ramps(runs):
     # Among the panics the detector finds (a quarter it does not find has no onset to read), the onset
-    # averaged over the candidates by their fit (``averaged_onset_week``): the best fit alone placed
-    # ramps within two weeks only about 80% of the time on other seeds (a step a few weeks after a
+    # averaged over the candidates by their fit (``averaged_onset_week``): the best fit alone places
+    # ramps within two weeks in 75% on these seeds, the average in 91% (a step a few weeks after a
     # ramp's start fits it nearly as well). Steps are placed within a week in 77% on these seeds (83% on
     # another 50), short of the goal of 80%: a half-size step in the mid-size org is found with z of
     # about 3-4, where the neighbouring onsets fit almost as well.
@@ -106,4 +106,5 @@ def test_onset_of_found_steps_and_ramps(runs):
     print(f"\nonset within (shape, weeks) of the found panics, averaged: "
           f"{ {k: round(v, 3) for k, v in within.items()} }; best fit: { {k: round(v, 3) for k, v in fitted.items()} }")
     assert within[("ramp", 2)] >= 0.80 and within[("step", 2)] >= 0.90, within
+    assert within[("ramp", 2)] > fitted[("ramp", 2)] and within[("step", 1)] >= fitted[("step", 1)], fitted
     assert within[("step", 1)] >= 0.75, within
