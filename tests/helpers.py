@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 
 from quarterpanic import cli
-from quarterpanic.analysis.qualification import decay_intensity
+from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.qualification import COMPONENT as DECAY
+from quarterpanic.analysis.qualification import decay_findings, decay_intensity, oracle_decay_p_value
 from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
 from quarterpanic.run import executors, runner
+from quarterpanic.sample import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exports"
@@ -483,3 +486,82 @@ def decay_features(seed, *, drop=0.35, shape="step", quarters=8, panic_share=0.5
     features = features.assign(quarter_complete=True, segment="SMB", lead_source="Web",
                                owner="o" + features["owner"].astype(str))
     return features, pd.DataFrame(truth)
+
+# -- the decay detector on generated samples (the statistical tests of qualification decay) -------------
+GENERATOR_ORGS = ("Brightline Studio", "Northwind Traders", "Globex Corporation")
+
+
+def generated_decay_scenario(drop, seller_fraction=1.0, spread=False):
+    """Panics drawn per seed (quarters, onsets, shapes), with the effect and pattern stated here."""
+    draw = {"draw": {"probability": 0.5, "onset_week": {"integers": [7, 11]}}}
+    return {
+        "panic": {"qualification_decay": drop},
+        "pattern": {"shape": {"choice": ["step", "ramp"]}, "ramp_weeks": None, "seller_fraction": seller_fraction,
+                    "spread": spread, "segments": None},
+        "seller_sd": 0.3,
+        "confounders": {"q4_volume": 1.0, "month_end_close_share": 0.0},
+        "orgs": {org: {"panic_quarters": draw} for org in GENERATOR_ORGS},
+    }
+
+
+def decay_oracle_intensity(weeks, onset, shape, seller_fraction, spread):
+    """Each deal's expected share of the full drop: the shape, times the share of sellers reached when
+    it spreads (a constant share scales out of the oracle's test)."""
+    intensity = decay_intensity(weeks, onset, shape)
+    if spread:
+        intensity = intensity * (seller_fraction + (1 - seller_fraction) *
+                                 decay_intensity(weeks, onset, "ramp"))
+    return intensity
+
+
+def generated_decay_runs(override, seeds, alpha=0.05):
+    """Per complete org × quarter: the detector's finding, the truth and the oracle's p-value."""
+    frames = []
+    for seed in seeds:
+        generated = generate(override, seed=seed, scale="default")
+        features = opportunity_features(Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of))
+        found = decay_findings(features, {"by_segment": False})
+        truth = generated.truth_frame().rename(columns={"onset_week": "true_onset", "shape": "true_shape"})
+        truth["size_class"] = truth["org"].map({org: info["size_class"] for org, info in generated.orgs.items()})
+        merged = found.merge(truth, on=["org", "quarter"], validate="one_to_one")
+        merged = merged[~merged["open"]]
+        oracle = {}
+        for (org, quarter), deals in features.groupby(["org", "quarter"]):
+            row = merged[(merged["org"] == org) & (merged["quarter"] == quarter)]
+            if len(row) and row["panic"].iloc[0]:
+                row = row.iloc[0]
+                oracle[(org, quarter)] = oracle_decay_p_value(
+                    deals["qualified"].to_numpy(), decay_oracle_intensity(
+                        deals["week_of_quarter"].to_numpy(), int(row["true_onset"]), row["true_shape"],
+                        float(row["seller_fraction"]), bool(row["spread"])))
+        merged["oracle_p"] = [oracle.get(key, np.nan) for key in zip(merged["org"], merged["quarter"])]
+        frames.append(merged.assign(seed=seed))
+    out = pd.concat(frames, ignore_index=True)
+    out["detected"] = (out["p_value"] < alpha) & (out["estimate"] > 0)
+    out["oracle_detected"] = out["oracle_p"] < alpha
+    out["covered"] = (out["ci_low"] <= out[DECAY]) & (out[DECAY] <= out["ci_high"])
+    for column, off in (("onset_week", "onset_off"), ("averaged_onset_week", "averaged_onset_off")):
+        out[off] = (out[column].astype(float) - out["true_onset"].astype(float)).abs()
+    return out
+
+
+def decay_power_table(runs):
+    """Power of the detector and of the oracle in panic quarters, by true shape and size class, and their ratio."""
+    panic = runs[runs["panic"]]
+    table = panic.groupby(["true_shape", "size_class"])[["detected", "oracle_detected"]].mean()
+    table["ratio"] = table["detected"] / table["oracle_detected"]
+    table["quarters"] = panic.groupby(["true_shape", "size_class"]).size()
+    return table
+
+
+def mid_and_enterprise(runs):
+    return runs[runs["size_class"].isin(["mid", "enterprise"])]
+
+
+def assert_power_near_the_oracle(table, *, share=0.85, min_oracle=0.5, min_quarters=90):
+    """Every shape's mid-size and enterprise power reaches ``share`` of the oracle's (a :func:`decay_power_table`)."""
+    for shape in ("step", "ramp"):
+        for size_class in ("mid", "enterprise"):
+            detector, oracle, ratio, quarters = table.loc[(shape, size_class)]
+            assert quarters >= min_quarters and oracle > min_oracle, (shape, size_class, oracle)
+            assert ratio >= share, f"{shape} {size_class}: {detector:.3f} vs oracle {oracle:.3f}"

@@ -237,3 +237,20 @@ def test_simulated_max_t_matches_the_recursion_and_its_interval_agrees_with_its_
         assert (p < 0.05) == (abs(z) > c)
         assert 2 * norm.sf(z) <= p <= min(1.0, 8 * 2 * norm.sf(z))
     assert max_t_simulated(2.0, np.ones((1, 1))) == pytest.approx((2 * norm.sf(2.0), norm.isf(0.025)))
+
+
+def test_one_sided_simulated_max_t_looks_at_one_tail_and_its_interval_agrees_with_it():
+    correlation = bridge_correlation(UNIFORM_FRACTIONS)
+    rhos = bridge_correlations(UNIFORM_FRACTIONS)
+    p_value, critical = max_t_simulated(2.6, correlation, alternative="greater")
+    assert p_value == pytest.approx(max_t_adjusted_chain(norm.sf(2.6), rhos, alternative="greater"), abs=0.002)
+    # The interval's critical value leaves 2.5% in one tail, as a plain 95% interval does.
+    assert critical == pytest.approx(max_t_critical_value(rhos, alternative="greater", ci_level=0.975), abs=0.02)
+    assert max_t_simulated(-2.6, correlation, alternative="greater")[0] > 0.99
+    for z in np.linspace(1.5, 4.0, 101):
+        p, c = max_t_simulated(z, correlation, alternative="greater")
+        assert (p < 0.025) == (z > c)
+        assert norm.sf(z) <= p <= min(1.0, 8 * norm.sf(z))
+    assert max_t_simulated(2.0, np.ones((1, 1)), alternative="greater") == pytest.approx((norm.sf(2.0), norm.isf(0.025)))
+    with pytest.raises(ValueError):
+        max_t_simulated(2.0, correlation, alternative="less")

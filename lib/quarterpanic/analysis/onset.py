@@ -419,9 +419,10 @@ _SIMULATION_SEED = 20240101  # fixed, so that the same data always give the same
 
 
 def max_t_simulated(
-    z: float, covariance: np.ndarray, *, ci_level: float = 0.95, draws: int = SIMULATION_DRAWS
+    z: float, covariance: np.ndarray, *, ci_level: float = 0.95, draws: int = SIMULATION_DRAWS,
+    alternative: str = "two-sided",
 ) -> tuple[float, float]:
-    """Two-sided max-T adjusted p-value and simultaneous critical value for any set of candidate statistics.
+    """Max-T adjusted p-value and simultaneous critical value for any set of candidate statistics.
 
     For searches whose statistics are not a Markov chain (several shapes per
     onset week, as the decay detector's steps and ramps), P(max_k |Z_k| >=
@@ -436,15 +437,29 @@ def max_t_simulated(
     is at least ``1 / draws``; the critical value between the unadjusted
     quantile and Bonferroni's.
 
+    With ``alternative="greater"`` the p-value is one-sided, P(max_k Z_k >=
+    z) for the signed ``z`` (a search for a change in one direction), and
+    the critical value is the one-sided max-T quantile at ``(1 - ci_level)
+    / 2``: ``estimate ± critical · se`` is then a two-sided simultaneous
+    interval (each tail at most ``(1 - ci_level) / 2``) whose lower end is
+    above the null exactly when the one-sided p-value is below ``(1 -
+    ci_level) / 2`` — the relation a plain interval has to a one-sided test.
+
     Returns
     -------
     ``(p_adjusted, critical_value)``.
     """
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"alternative must be 'two-sided' or 'greater', not {alternative!r}")
+    two_sided = alternative == "two-sided"
     covariance = np.atleast_2d(np.asarray(covariance, dtype=float))
     k = len(covariance)
-    alpha = round(1.0 - float(ci_level), 12)  # 1 - 0.95 is 0.05000000000000004 in floating point
-    p_raw = float(2 * norm.sf(abs(z)))
-    single, bonferroni = norm.isf(alpha / 2), norm.isf(alpha / 2 / k)
+    level = round(1.0 - float(ci_level), 12)  # 1 - 0.95 is 0.05000000000000004 in floating point
+    # The p-value at the critical value: 1 - ci_level for max |Z|, half of it for the maximum of one tail.
+    alpha = level if two_sided else level / 2
+    tail = alpha / 2 if two_sided else alpha  # the same, for one normal tail
+    p_raw = float(2 * norm.sf(abs(z))) if two_sided else float(norm.sf(z))
+    single, bonferroni = norm.isf(tail), norm.isf(tail / k)
     if k < 2:
         return p_raw, float(single)
     scale = np.sqrt(np.diag(covariance))
@@ -452,10 +467,11 @@ def max_t_simulated(
     values, vectors = np.linalg.eigh(correlation)
     root = vectors * np.sqrt(np.clip(values, 0.0, None))
     normals = _standard_normals(draws, k)
-    maxima = np.abs(normals @ root.T).max(axis=1)
-    exceed = int(np.count_nonzero(maxima >= abs(z)))
+    statistics = normals @ root.T
+    maxima = np.abs(statistics).max(axis=1) if two_sided else statistics.max(axis=1)
+    exceed = int(np.count_nonzero(maxima >= (abs(z) if two_sided else z)))
     p_adjusted = max(p_raw, min(max(exceed, 1) / draws, min(1.0, k * p_raw)))
-    # The ceil(alpha * draws)-th largest maximum: |z| above it exactly when fewer than alpha * draws exceed |z|.
+    # The ceil(alpha * draws)-th largest maximum: z above it exactly when fewer than alpha * draws exceed z.
     rank = draws - int(np.ceil(alpha * draws))
     simulated = np.partition(maxima, rank)[rank]
     return float(p_adjusted), float(max(single, min(simulated, bonferroni)))

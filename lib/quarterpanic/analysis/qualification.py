@@ -18,9 +18,10 @@ can call on its own:
 4. :func:`decay_findings` — :func:`pooled_decay`: one closed-form fit per run
    of a step or ramp drop at every candidate onset of every quarter, the
    level before it pooled with the organisation's other quarters (empirical
-   Bayes); the best-fitting candidate's drop, with a p-value max-T adjusted
-   for the search over onsets and shapes and a simultaneous interval that
-   agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`).
+   Bayes); the best-fitting candidate's drop, with a one-sided p-value max-T
+   adjusted for the search over onsets and shapes and a simultaneous interval
+   that agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`),
+   and also the onset averaged over the candidates by their fit.
    :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
    it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
@@ -61,6 +62,7 @@ register_metric(
     direction=+1,
     unit="share",
     description="the share of new deals meeting the qualification rule fell by",
+    sided="one-sided",
 )
 
 
@@ -329,13 +331,20 @@ def pooled_decay(
     largest reduction of the weighted squares) among onsets with at least
     ``params["min_n"]`` of the quarter's own deals on each side; choosing
     either way keeps calm quarters' estimates centred on 0 (preferring drops
-    would bias them upwards by the selection). Its
-    two-sided p-value is max-T adjusted for the search over every onset and
-    shape, and its interval is ``estimate ± c se`` with ``c`` the matching
-    simultaneous critical value, both from the candidates' exact null
+    would bias them upwards by the selection). Its p-value is one-sided (a
+    drop: the oracle's question and its false-alarm budget) and max-T
+    adjusted for the search over every onset and shape, P(max_k Z_k >= z);
+    its interval is ``estimate ± c se`` with ``c`` the one-sided max-T
+    critical value at ``(1 - ci_level) / 2``, a two-sided simultaneous
+    interval over all candidates, both from the candidates' exact null
     covariance (:func:`quarterpanic.analysis.onset.max_t_simulated`): the
-    interval excludes 0 exactly when the adjusted p-value is below ``1 -
-    ci_level``, and the estimate is its centre.
+    interval lies above 0 exactly when the adjusted p-value is below ``(1 -
+    ci_level) / 2`` (as a plain 95% interval and a one-sided test do), and
+    the estimate is its centre. ``onset_week`` is the chosen candidate's
+    (where the estimate's window starts, and the window the outcome-side
+    metrics use); ``averaged_onset_week`` is the candidates'
+    likelihood-weighted average (:func:`averaged_onset`), which places
+    ramps nearer their start.
 
     Parameters
     ----------
@@ -355,12 +364,13 @@ def pooled_decay(
     Returns
     -------
     One row per group: ``by``, ``onset_week`` (``<NA>`` without a candidate:
-    insufficient data), ``shape``, ``n_candidates`` (onset × shape pairs
-    searched), ``estimate``, ``se``, ``critical_value``, ``ci_low``,
-    ``ci_high``, ``p_unadjusted``, ``p_value`` (adjusted), ``n``,
-    ``n_before``, ``n_after``, ``rate_before`` (the fitted level before the
-    onset), ``rate_after`` (its average after), ``baseline_n`` (deals of the
-    other quarters pooled), ``tau2``, ``method``.
+    insufficient data), ``averaged_onset_week``, ``shape``, ``n_candidates``
+    (onset × shape pairs searched), ``estimate``, ``se``, ``critical_value``,
+    ``ci_low``, ``ci_high``, ``p_unadjusted``, ``p_value`` (adjusted,
+    one-sided), ``n``, ``n_before``, ``n_after`` (split at
+    ``onset_week``), ``rate_before`` (the fitted level before it),
+    ``rate_after`` (its average after), ``baseline_n`` (deals of the other
+    quarters pooled), ``tau2``, ``method``.
     """
     params = {**defaults(), **(params or {})}
     by = list(by)
@@ -421,25 +431,44 @@ def pooled_decay(
         record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
                   "tau2": float(tau2[i]), "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
         if not keep.any():
-            rows.append({**record, "onset_week": pd.NA})
+            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
             continue
         j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
         chosen = coef_week[i][keep]
         covariance = (chosen * null_week_var[i]) @ chosen.T
         if ext_n[i] > 0:
             covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
-        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci)
+        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
         record.update(
-            onset_week=int(cand_onset[j]), shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
+            onset_week=int(cand_onset[j]), averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep]),
+            shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
             critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
-            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(2 * norm.sf(abs(z[i, j]))),
+            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
             p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
             rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
         )
         rows.append(record)
     out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
-    out["onset_week"] = pd.array(out["onset_week"], dtype="Int64")
+    for column in ("onset_week", "averaged_onset_week"):
+        out[column] = pd.array(out[column], dtype="Int64")
     return out
+
+
+def averaged_onset(z: np.ndarray, onsets: np.ndarray) -> int:
+    """The onset week averaged over the candidates, each weighted by how well it fits, to the nearest week.
+
+    With the fit's fixed weights, candidate ``c`` raises the log-likelihood
+    over no change by ``z_c**2 / 2``, so with every candidate equally likely
+    beforehand its posterior weight is proportional to ``exp(z_c**2 / 2)``
+    (Bayesian model averaging). The best-fitting candidate alone places a
+    ramp late: its first weeks carry almost none of the drop, so a step a
+    few weeks later fits about as well; averaging over the candidates that
+    fit nearly as well puts the onset where the drop begins (half weeks
+    round up).
+    """
+    z = np.asarray(z, dtype=float)
+    weight = np.exp(0.5 * (z**2 - np.max(z**2)))
+    return int(np.floor(np.sum(weight * np.asarray(onsets, dtype=float)) / np.sum(weight) + 0.5))
 
 
 def decay_intensity(weeks: np.ndarray, onset: int, shape: str = "step") -> np.ndarray:
@@ -537,9 +566,9 @@ def decay_findings(
 
     :func:`pooled_decay` fits every group at once; each quarter's level is
     pooled with the organisation's (× segment's) baseline quarters. The
-    p-value is two-sided and adjusted for the search over onsets and shapes;
-    the interval is simultaneous over the same candidates, so it excludes 0
-    exactly when the p-value is below ``1 - ci_level``. Groups without a
+    p-value is one-sided (a drop) and adjusted for the search over onsets and
+    shapes; the interval is simultaneous over the same candidates, so it lies
+    above 0 exactly when the p-value is below ``(1 - ci_level) / 2``. Groups without a
     candidate week that has ``min_n`` opportunities on each side get status
     ``insufficient data`` and no estimate. The open quarter is estimated on
     the weeks seen so far but gets no p-value, so it is never flagged (flags
@@ -551,7 +580,7 @@ def decay_findings(
     -------
     A findings frame (:data:`quarterpanic.analysis.findings.FINDING_COLUMNS`) plus
     ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
-    ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
+    ``averaged_onset_week``, ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
     ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
     ``baseline_n``, ``tau2``).
     """
