@@ -175,7 +175,7 @@ def test_a_zero_trend_changes_no_number_and_a_fading_one_is_refused():
     assert [{k: v for k, v in r.items() if k != "trend_strength"} for r in flat.truth["quarters"]] \
         == plain.truth["quarters"]
     for trend, refusal in (({"per_year": -1.5}, "leaves no panic"), ({"per_quarter": -0.1}, "only per_year")):
-        scenario = load_scenario({**tiny, "orgs": {"Globex Corporation": {"trend": trend}}})
+        scenario = load_scenario({**tiny, "orgs": {"Northwind Traders": {"trend": trend}}})
         with pytest.raises(ParameterError, match=refusal):
-            OrgPlan("Globex Corporation", scenario["orgs"]["Globex Corporation"], scenario, "small",
+            OrgPlan("Northwind Traders", scenario["orgs"]["Northwind Traders"], scenario, "small",
                     pd.Timestamp(scenario["as_of"]))
