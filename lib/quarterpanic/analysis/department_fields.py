@@ -44,11 +44,11 @@ from quarterpanic.analysis.findings import (
     INSUFFICIENT,
     OK,
     detect_in_segment,
-    empty_findings,
-    make_findings,
     register_metric,
 )
-from quarterpanic.analysis.inputs import mark_not_measured, quarter_coverage
+from quarterpanic.analysis.inputs import quarter_coverage
+# Deals won in the quarter's last LATE_WEEKS weeks are "late": the window of the ticket-side silos.
+from quarterpanic.analysis.silos import LATE_WEEKS, late_window_findings
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
 from quarterpanic.store import results as results_cache
@@ -56,8 +56,6 @@ from quarterpanic.util import department_field_columns
 
 COMPONENT = "department_fields"
 DEPARTMENT_METRIC = "department_field_gap"
-#: Deals won in the quarter's last this many weeks are "late" (the window of the ticket-side silos).
-LATE_WEEKS = 4
 MIN_PER_WINDOW = 10
 #: The value of the ``department`` column on the main (any department) rows.
 ANY_DEPARTMENT = "any"
@@ -177,26 +175,18 @@ def analyse_department_fields(dataset: Dataset, params: Mapping[str, Any] | None
 
 
 def _analyse(dataset: Dataset, params: dict[str, Any], segment: str) -> pd.DataFrame:
-    ci_level = float(params["ci_level"])
-    deals = won_deals(dataset)
-    if deals.empty:
-        return empty_findings().assign(ci_level=ci_level)
-    records = []
-    complete = deals[deals["quarter_complete"].astype(bool)]
-    for (org, quarter), rows in complete.groupby(["org", "quarter"], sort=True):
-        onset = int(rows["weeks_in_quarter"].max()) - LATE_WEEKS + 1
+    def measure(rows: pd.DataFrame):
         departments = [c.split(":", 1)[1] for c in rows.columns
                        if c.startswith("missing:") and rows[c].notna().all()]
         for department in [ANY_DEPARTMENT] + sorted(d for d in departments if d != ANY_DEPARTMENT):
             result = share_difference(rows[f"missing:{department}"], rows["late"], ci_level)
-            records.append({"org": org, "quarter": quarter, "segment": segment, "component": COMPONENT,
-                            "metric": COMPONENT if department == ANY_DEPARTMENT else DEPARTMENT_METRIC,
-                            "department": department, "onset_week": onset, "quarter_complete": True,
-                            **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "p_value", "n", "status",
-                                                      "share_early", "share_late")}})
-    findings = make_findings(records) if records else empty_findings()
-    findings["ci_level"] = ci_level
-    return mark_not_measured(findings, dataset, params)
+            yield (COMPONENT if department == ANY_DEPARTMENT else DEPARTMENT_METRIC, {"department": department},
+                   {k: result[k] for k in ("estimate", "ci_low", "ci_high", "p_value", "n", "status", "share_early",
+                                           "share_late")})
+
+    ci_level = float(params["ci_level"])
+    return late_window_findings(won_deals(dataset), measure, component=COMPONENT, segment=segment,
+                                dataset=dataset, params=params)
 
 
 def detect_department_fields(dataset: Dataset, params: Mapping[str, Any] | None = None, *,

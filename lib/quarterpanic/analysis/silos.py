@@ -34,7 +34,7 @@ An organisation without request history gets no rows here; ``detect`` marks it
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -180,19 +180,36 @@ def analyse_silos(dataset: Dataset, params: Mapping[str, Any] | None = None, *, 
 
 
 def _analyse_silos(dataset: Dataset, params: dict[str, Any], segment: str) -> pd.DataFrame:
-    ci_level = float(params["ci_level"])
-    requests = silo_requests(dataset)
-    if requests.empty:
-        return empty_findings().assign(ci_level=ci_level)
-    records = []
-    complete = requests[requests["quarter_complete"].astype(bool)]
-    for (org, quarter), rows in complete.groupby(["org", "quarter"], sort=True):
-        onset = int(rows["weeks_in_quarter"].max()) - LATE_WEEKS + 1
+    def measure(rows: pd.DataFrame):
         for metric, column in ((COMPONENT, "handoffs"), (WAIT_METRIC, "wait_hours")):
             result = ratio_of_means(rows[column], rows["late"], ci_level)
-            records.append({"org": org, "quarter": quarter, "segment": segment, "component": COMPONENT,
-                            "metric": metric, "onset_week": onset, "quarter_complete": True,
-                            **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "p_value", "n", "status")}})
+            yield metric, {}, {k: result[k] for k in ("estimate", "ci_low", "ci_high", "p_value", "n", "status")}
+
+    ci_level = float(params["ci_level"])
+    return late_window_findings(silo_requests(dataset), measure, component=COMPONENT, segment=segment,
+                                dataset=dataset, params=params)
+
+
+def late_window_findings(frame: pd.DataFrame, measure: Callable[[pd.DataFrame], Iterable[tuple]], *,
+                         component: str, segment: str, dataset: Dataset, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Findings per organisation × complete quarter of a frame split into its last :data:`LATE_WEEKS` weeks.
+
+    ``frame`` has one row per request or deal with ``org``, ``quarter``, ``weeks_in_quarter``, ``late``
+    and ``quarter_complete``. ``measure(rows)`` yields ``(metric, labels, statistics)`` for one quarter's
+    rows; ``labels`` (e.g. the department) come before the onset in the record, as findings columns.
+    The silo and the department-fields detectors both read their quarters this way.
+    """
+    ci_level = float(params["ci_level"])
+    if frame.empty:
+        return empty_findings().assign(ci_level=ci_level)
+    records = []
+    complete = frame[frame["quarter_complete"].astype(bool)]
+    for (org, quarter), rows in complete.groupby(["org", "quarter"], sort=True):
+        onset = int(rows["weeks_in_quarter"].max()) - LATE_WEEKS + 1
+        for metric, labels, statistics in measure(rows):
+            records.append({"org": org, "quarter": quarter, "segment": segment, "component": component,
+                            "metric": metric, **labels, "onset_week": onset, "quarter_complete": True,
+                            **statistics})
     findings = make_findings(records) if records else empty_findings()
     findings["ci_level"] = ci_level
     return mark_not_measured(findings, dataset, params)
