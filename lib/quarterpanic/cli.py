@@ -150,7 +150,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     params["data_dir"] = args.data_dir
     # Loaded whole first, so that `orgs`, `segment` and `quarters` naming nothing are refused, listing what exists.
     dataset = load_dataset(args.data_dir, {**params, "orgs": None, "segment": None})
-    check_scope(params, sources, DataScope.of_dataset(dataset))
+    check_scope(params, sources, DataScope.of_dataset(dataset, args.data_dir))
     if params["orgs"] or params["segment"]:
         dataset = dataset.filter(orgs=params["orgs"], segment=params["segment"])
     require_opportunities(dataset, args.data_dir, params)

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from quarterpanic import cli, paths
-from quarterpanic.errors import ParameterError
+from quarterpanic.errors import ParameterError, ProfileError
 from quarterpanic.run.parameters import DataScope, check_scope, resolve_parameters
 from quarterpanic.run.runner import select_notebooks
 from quarterpanic.sample import write_sample
@@ -115,6 +115,20 @@ def test_a_change_must_name_an_organisation_and_a_segment_of_the_data():
                     {"changes": "-p"}, SCOPE)
     with pytest.raises(ParameterError, match=r"changes' \(entry 1\): 'Enterprise' not among the segments of Acme"):
         check_scope({"changes": [{"org": "Acme", "segment": "Enterprise", "date": "2025-01-01"}]}, {}, SCOPE)
+
+
+def test_a_change_org_yaml_declares_must_name_a_segment_of_that_organisation():
+    declared = ({"org": "Acme", "segment": "Enterprise", "date": "2025-01-01", "label": "deal desk",
+                 "source": "data/acme/org.yaml", "entry": 2},)
+    scope = DataScope(orgs=SCOPE.orgs, segments=SCOPE.segments, declared_changes=declared)
+    with pytest.raises(ProfileError, match=r"changes: entry 2: segment 'Enterprise' is not among the segments of "
+                                           r"Acme's opportunities") as caught:
+        check_scope({}, {}, scope)
+    assert "data/acme/org.yaml" in str(caught.value) and "segments: SMB" in str(caught.value)
+    # Parameters that name the organisation replace its own changes (dataset.changes_to_judge): not judged, not checked.
+    check_scope({"changes": [{"org": "Acme", "segment": "SMB", "date": "2025-01-01"}]}, {}, scope)
+    # Segments not looked at (no segment anywhere in the run): nothing to check against.
+    check_scope({}, {}, DataScope(orgs=SCOPE.orgs, declared_changes=declared))
 
 
 def test_what_was_not_looked_at_is_not_checked():

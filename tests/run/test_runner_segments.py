@@ -210,6 +210,18 @@ def test_per_segment_names_must_be_segments_of_the_data(tmp_path):
     assert code == 2 and "of Initech" in stderr and "segments: SMB" in stderr
 
 
+def test_a_change_in_org_yaml_naming_no_segment_of_the_data_is_refused_before_any_notebook(tmp_path):
+    suite = make_segment_suite(tmp_path)
+    org_yaml = suite["data"] / "acme" / "org.yaml"
+    org_yaml.write_text(org_yaml.read_text() + "changes: [{date: 2025-02-01, segment: Enterprise, label: deal desk}]\n")
+    out = tmp_path / "reports"
+    code, stderr = run_cli("--notebooks", str(suite["org_only"]), "-p", "data_dir", str(suite["data"]), "--out", str(out))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert str(org_yaml) in stderr and "entry 1: segment 'Enterprise' is not among the segments of Acme" in stderr
+    assert f"segments: {HOSTILE_SEGMENT}, SMB" in stderr
+    assert not out.exists()
+
+
 def test_per_segment_without_segments_in_the_data_says_so(tmp_path):
     suite = make_segment_suite(tmp_path)
     for csv in suite["data"].glob("*/opportunities.csv"):

@@ -14,7 +14,7 @@ import papermill
 from quarterpanic import params as qparams
 from quarterpanic import paths
 from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
-from quarterpanic.errors import ParameterError, QuarterpanicError
+from quarterpanic.errors import ParameterError, ProfileError, QuarterpanicError
 from quarterpanic.ingest.loading import load_crm
 from quarterpanic.ingest.orgs import org_folders, read_org_yaml
 from quarterpanic.params import plain_dates
@@ -167,11 +167,28 @@ class DataScope:
     orgs: list[str]  # organisation names (empty: not known, not checked)
     segments: dict[str, list[str]] | None = None  # organisation -> its segments; None: not looked at
     quarters: dict[str, list[str]] | None = None  # organisation -> the quarters its data spans; None: not looked at
+    # The changes the organisations declare in org.yaml (``org``, ``segment``, ...), each with ``source``: the file.
+    declared_changes: tuple[dict, ...] = ()
 
     @classmethod
-    def of_dataset(cls, dataset: Dataset) -> DataScope:
-        """Everything from a loaded (unfiltered) dataset."""
-        return cls(orgs=dataset.orgs, segments=segments_of(dataset.opportunities), quarters=quarters_by_org(dataset))
+    def of_dataset(cls, dataset: Dataset, data_dir: str | Path | None = None) -> DataScope:
+        """Everything from a loaded (unfiltered) dataset (``data_dir``: where its org.yaml files are)."""
+        declared = declared_changes(Path(data_dir)) if data_dir is not None else tuple(
+            {**change, "source": f"org.yaml of {change['org']}", "entry": number}
+            for number, change in enumerate(dataset.changes, start=1))
+        return cls(orgs=dataset.orgs, segments=segments_of(dataset.opportunities), quarters=quarters_by_org(dataset),
+                   declared_changes=declared)
+
+
+def declared_changes(data_dir: Path) -> tuple[dict, ...]:
+    """The ``changes:`` of every ``org.yaml`` under ``data_dir``, each with its ``org``, ``source`` (the file) and
+    ``entry`` (its number in the file)."""
+    out = []
+    for folder in org_folders(data_dir):
+        info = read_org_yaml(folder)
+        out += [{**change, "org": info.name, "source": str(folder / "org.yaml"), "entry": number}
+                for number, change in enumerate(info.changes, start=1)]
+    return tuple(out)
 
 
 def organisations(data_dir: Path) -> list[str]:
@@ -208,11 +225,13 @@ def data_scope(data_dir: Path, chosen: Mapping[str, Any]) -> DataScope | None:
     if not data_dir.is_dir():
         return None
     if not (chosen.get("quarters") or chosen.get("baseline_quarters")):
-        wanted = chosen.get("segment") or any(change.get("segment") for change in chosen.get("changes") or [])
+        declared = declared_changes(data_dir)
+        wanted = chosen.get("segment") or any(change.get("segment") for change in
+                                              [*(chosen.get("changes") or []), *declared])
         segments = segments_by_org(data_dir, chosen.get("profile")) if wanted else None
-        return DataScope(orgs=organisations(data_dir), segments=segments)
+        return DataScope(orgs=organisations(data_dir), segments=segments, declared_changes=declared)
     load = {key: value for key, value in chosen.items() if key in qparams.Parameters.model_fields}
-    return DataScope.of_dataset(load_dataset(data_dir, {**load, "orgs": None, "segment": None}))
+    return DataScope.of_dataset(load_dataset(data_dir, {**load, "orgs": None, "segment": None}), data_dir)
 
 
 def segments_by_org(data_dir: Path, profile: str | None = None) -> dict[str, list[str]]:
@@ -271,6 +290,16 @@ def check_scope(chosen: Mapping[str, Any], sources: Mapping[str, str], scope: Da
             raise ParameterError(f"parameter 'changes' (entry {number}): {changed!r} not among the segments of {org}",
                                  path=sources.get("changes"),
                                  hint=f"segments: {', '.join(scope.segments.get(org, [])) or 'none'}")
+    # An organisation's own changes are judged unless the parameters name it (dataset.changes_to_judge).
+    overridden = {str(change.get("org")) for change in chosen.get("changes") or []}
+    for change in scope.declared_changes:
+        org, changed = str(change["org"]), change.get("segment")
+        if org in overridden or not changed or scope.segments is None or changed in scope.segments.get(org, []):
+            continue
+        raise ProfileError(f"changes: entry {change['entry']}: segment {changed!r} is not among the segments of "
+                           f"{org}'s opportunities", path=change["source"],
+                           hint=f"segments: {', '.join(scope.segments.get(org, [])) or 'none'}; fix the segment "
+                                "or drop it to mean the whole organisation")
     for key in ("quarters", "baseline_quarters"):
         if not chosen.get(key) or scope.quarters is None:
             continue
