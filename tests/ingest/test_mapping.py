@@ -276,6 +276,30 @@ def test_a_mapping_that_extends_a_shipped_profile_changes_only_what_it_says(tmp_
     assert mapped.frame["close_date"].iloc[0] == pd.Timestamp("2023-12-18")
 
 
+def test_one_column_can_carry_its_own_decimal_mark(tmp_path):
+    # An export assembled from two systems: amounts with decimal commas, discounts with points.
+    export = tmp_path / "deals.csv"
+    export.write_text(
+        "Record ID;Deal Name;Deal Stage;Close Date;Create Date;Deal owner;Amount;Discount (%)\n"
+        "1;Acme;Closed Won;18.12.2023;27.11.2023 10:43;Ann Lee;12.880,00;7.5\n"
+        "2;Beta;Closed Lost;02.01.2024;28.11.2023 09:10;Ann Lee;1.500,50;12.25\n", encoding="utf-8")
+    mapping = tmp_path / "deals_mapping.yaml"
+    mapping.write_text('extends: hubspot_deals\ndates: day_first\n'
+                       'columns:\n  amount: {column: Amount, decimal: ","}\n  account: Deal Name\n')
+    mapped = map_export(read_export(export), load_profile(mapping))
+    assert mapped.problems.empty
+    assert mapped.frame["amount"].tolist() == [12880.0, 1500.5]
+    assert mapped.frame["discount"].tolist() == pytest.approx([0.075, 0.1225])
+    # Read with the mapping-wide mark only, the amounts are rejected and the reason names the mark used.
+    mapping.write_text('extends: hubspot_deals\ndates: day_first\ncolumns:\n  account: Deal Name\n')
+    mapped = map_export(read_export(export), load_profile(mapping))
+    assert set(mapped.problems["column"]) == {"Amount"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('extends: hubspot_deals\ncolumns:\n  amount: {column: Amount, decimal: ";"}\n')
+    with pytest.raises(ProfileError, match=r"columns.amount.decimal: must be '.' or ','"):
+        load_profile(bad)
+
+
 def test_extends_refuses_an_unknown_parent_and_a_cycle(tmp_path):
     unknown = tmp_path / "a.yaml"
     unknown.write_text("extends: hubspot_dealz\n")

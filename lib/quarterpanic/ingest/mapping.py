@@ -123,7 +123,8 @@ def map_export(raw: RawExport, profile: Profile, lookups: LookupReader | None = 
         fields = {}
         for name, spec in profile.snapshot.items():
             label = context.label_of(spec) or name
-            fields[name] = _normalised_values(context.evaluate(spec, "new_value"), name, label, context)
+            fields[name] = _normalised_values(context.evaluate(spec, "new_value"), name, label, context,
+                                              _decimal_of(spec, profile))
         frame = melt_snapshots(frame, fields)
         labels["new_value"] = labels["old_value"] = "/".join(
             context.label_of(spec) or name for name, spec in profile.snapshot.items())
@@ -362,8 +363,9 @@ class _Context:
             bad &= ~far
             reason = f"not a date ({_order_hint(self.profile.dates, spec)})"
         elif kind == "number":
-            parsed, bad = parse_numbers(values, self.profile.decimal)
-            reason = f"not a number (decimal mark {self.profile.decimal!r})"
+            mark = str(spec.get("decimal", self.profile.decimal))
+            parsed, bad = parse_numbers(values, mark)
+            reason = f"not a number (decimal mark {mark!r})"
             if "scale" in spec:
                 parsed = parsed * float(spec["scale"])
             if "divide" in spec:
@@ -392,7 +394,7 @@ class _Context:
             settings = [("dates", order) for order in DATE_ORDERS if order != self.profile.dates]
             reads = [~parse_dates(failed, order)[1].to_numpy() for _, order in settings]
         elif kind == "number":
-            settings = [("decimal", mark) for mark in NUMBER_PATTERN if mark != self.profile.decimal]
+            settings = [("decimal", mark) for mark in NUMBER_PATTERN if mark != spec.get("decimal", self.profile.decimal)]
             reads = [~parse_numbers(failed, mark)[1].to_numpy() for _, mark in settings]
         else:
             return ""
@@ -457,19 +459,26 @@ def _normalise_history(frame: pd.DataFrame, context: _Context) -> None:
     for column in ("old_value", "new_value"):
         if column not in frame:
             continue
-        label = context.label_of(profile.columns[column]) or column
-        frame[column] = _normalised_values(frame[column], frame["field"], label, context)
+        spec = profile.columns[column]
+        label = context.label_of(spec) or column
+        frame[column] = _normalised_values(frame[column], frame["field"], label, context, _decimal_of(spec, profile))
 
 
-def _normalised_values(values: pd.Series, fields: pd.Series | str, label: str, context: _Context) -> pd.Series:
+def _decimal_of(spec: Any, profile: Profile) -> str:
+    """The decimal mark a column is written with: its spec's ``decimal``, else the mapping's."""
+    return str(spec.get("decimal", profile.decimal)) if isinstance(spec, dict) else profile.decimal
+
+
+def _normalised_values(values: pd.Series, fields: pd.Series | str, label: str, context: _Context,
+                       decimal: str | None = None) -> pd.Series:
     """History values as text that compares equal when the value is: amounts as plain numbers
     (``"12500.0"``), close dates as ISO dates; other fields as written. ``fields`` names each
-    value's field (or one field for all)."""
+    value's field (or one field for all); ``decimal`` is the column's decimal mark (default: the profile's)."""
     profile = context.profile
     field_of = pd.Series(fields, index=values.index) if isinstance(fields, str) else fields
     amount = (field_of == "amount").fillna(False) & values.notna()
     if amount.any():
-        numbers, bad = parse_numbers(values[amount], profile.decimal)
+        numbers, bad = parse_numbers(values[amount], decimal or profile.decimal)
         context.problem(bad, values[amount], label, "not an amount")
         numbers = context.finite(numbers, values[amount], label)
         values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))

@@ -24,9 +24,9 @@ from quarterpanic.paths import PROFILES_DIR
 
 DATE_ORDERS = ("month_first", "day_first", "iso")
 SPEC_KEYS = {"column", "value", "map", "default", "contains", "format", "scale", "divide", "coalesce", "any_of",
-             "present", "absent", "lookup"}
+             "present", "absent", "lookup", "decimal"}
 #: Keys of a lookup spec: ``{lookup: FILE, key: HEADER, on: HEADER, value: HEADER, missing: reject|empty}``.
-LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "default"}
+LOOKUP_KEYS = {"lookup", "key", "on", "value", "missing", "format", "map", "default", "decimal"}
 LOOKUP_MISSING = ("reject", "empty")
 PROFILE_KEYS = {"profile", "table", "vendor", "description", "identify", "read", "dates", "decimal",
                 "columns", "constants", "changes", "snapshot", "extends"}
@@ -295,6 +295,9 @@ def _check_spec(spec: Any, where: str, fail) -> Any:
     if len(sources) != 1:
         raise fail(f"{where}: give exactly one of column, value, coalesce, any_of, present, absent, lookup")
     out = dict(spec)
+    # One column written with the other decimal mark (an export assembled from two systems).
+    if "decimal" in spec and str(spec["decimal"]) not in NUMBER_PATTERN:
+        raise fail(f"{where}.decimal: must be '.' or ',', not {spec['decimal']!r}")
     for key in ("present", "absent"):
         if key in spec:
             labels = spec[key]
@@ -335,8 +338,9 @@ def _check_lookup(spec: dict, where: str, fail) -> dict:
     if missing not in LOOKUP_MISSING:
         raise fail(f"{where}.missing must be one of {', '.join(LOOKUP_MISSING)}, not {missing!r}")
     out = {k: v for k, v in spec.items() if k in ("format", "default")}
-    if "map" in spec:
-        out["map"] = _check_spec({"column": "-", "map": spec["map"]}, where, fail)["map"]
+    for key in ("map", "decimal"):
+        if key in spec:
+            out[key] = _check_spec({"column": "-", key: spec[key]}, where, fail)[key]
     out["lookup"] = {"file": str(spec["lookup"]), "key": str(spec["key"]), "on": str(spec["on"]),
                      "value": str(spec["value"]), "missing": missing}
     return out
