@@ -58,7 +58,7 @@ def test_rejects_name_file_row_column_value_and_reason(crm):
     assert bad.loc[4, "reason"] == "has 7 fields, the header has 6"
     assert bad.loc[5, "column"] == "Amount" and bad.loc[5, "value"] == "12.500,00"
     assert bad.loc[6, "column"] == "Opportunity ID" and bad.loc[6, "reason"].startswith(
-        "duplicate id, first seen at row 2")
+        "duplicate id, first seen at row 2 (kept); it differs in name: keep one record per id")
     assert bad.loc[7, "column"] == "Stage" and "empty, but required" in bad.loc[7, "reason"]
     assert bad.loc[8, "column"] == "Amount" and bad.loc[8, "value"] == "-5"
     # A change of a field no analysis reads (Probability) is ignored, not rejected.
@@ -386,3 +386,25 @@ def test_history_rows_and_requests_for_unknown_deals_are_counted(tmp_path):
     linked = requests["opportunity_id"].notna() & ~requests["opportunity_id"].isin(["006A"])
     assert unknown == {"history.csv": 2, "opportunities.csv": 0, "requests.csv": int(linked.sum())}
     assert unknown["requests.csv"] > 0
+
+
+def test_overlapping_extracts_ignore_exact_repeats_and_reject_records_that_differ(tmp_path):
+    header = "Opportunity ID,Opportunity Name,Amount,Close Date,Created Date,Stage\n"
+    folder = tmp_path / "acme"
+    folder.mkdir()
+    (folder / "org.yaml").write_text("org: Acme\nfiles:\n  week1.csv: salesforce_opportunities\n"
+                                     "  week2.csv: salesforce_opportunities\n")
+    (folder / "week1.csv").write_text(header + "006A1,One,100,3/31/2025,3/1/2025,Prospecting\n"
+                                               "006A2,Two,,3/31/2025,3/1/2025,Prospecting\n")
+    # This week's extract repeats both deals (one unchanged, one moved to a later stage) and adds a third.
+    (folder / "week2.csv").write_text(header + "006A2,Two,,3/31/2025,3/1/2025,Prospecting\n"
+                                               "006A1,One,100,3/31/2025,3/1/2025,Closed Won\n"
+                                               "006A3,Three,50,3/31/2025,3/2/2025,Prospecting\n")
+    crm = load_crm(tmp_path)
+    assert_accounted(crm)
+    counts = crm.accounting.set_index(crm.accounting["file"].map(lambda f: Path(f).name))
+    assert counts.loc["week2.csv", ["read", "accepted", "rejected", "ignored"]].tolist() == [3, 1, 1, 1]
+    reject, = crm.rejects.itertuples(index=False)
+    assert (reject.row, reject.value) == (3, "006A1")
+    assert reject.reason.endswith("week1.csv row 2 (kept); it differs in stage, is_closed, is_won: keep one record per id")
+    assert sorted(crm.opportunities["opportunity_id"]) == ["006A1", "006A2", "006A3"]

@@ -4,7 +4,7 @@ A path is an export file, a folder of exports, or a data folder with one
 sub-folder per organisation (each with an ``org.yaml``, see
 docs/ARCHITECTURE.md). Every data record of every file ends up in a canonical
 table, in ``rejects``, or counted as ignored (field-history rows of fields no
-analysis reads) — ``read == accepted + rejected + ignored`` for every file, always. Rejects come from three places, all mapped back to the file, the
+analysis reads, records repeating an earlier one exactly) — ``read == accepted + rejected + ignored`` for every file, always. Rejects come from three places, all mapped back to the file, the
 source row, the source column and the raw value:
 
 1. records that are not tabular (a CSV line with the wrong number of fields);
@@ -14,7 +14,9 @@ source row, the source column and the raw value:
    a negative amount, won but not closed, ...);
 
 and, across the files of one organisation, ids seen before: the first record
-is kept, later ones are rejected naming the first's file and row.
+is kept; a later one equal to it in every column is ignored (overlapping
+extracts), one that differs is rejected naming the first's file and row and
+the columns that differ.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from quarterpanic.errors import ExportError, ProfileError
@@ -33,7 +36,7 @@ from quarterpanic.ingest import schemas
 from quarterpanic.ingest.exports import read_headers
 from quarterpanic.ingest.files import REJECT_COLUMNS, FileResult, load_file, one_per_row
 from quarterpanic.ingest.orgs import OrgInfo, discover, org_without_yaml, read_org_yaml
-from quarterpanic.ingest.profiles import Profile, detect_profile, load_profile, lookup_files, shipped_profiles
+from quarterpanic.ingest.profiles import PROVENANCE, Profile, detect_profile, load_profile, lookup_files, shipped_profiles
 from quarterpanic.ingest.reload_cache import LoadCache, open_cache
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class CRM:
 
     ``rejects`` has columns table, file, row, column, value, reason (one row
     per rejected source record); ``accounting`` has one row per file with
-    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads)
+    file, org, table, profile, read, accepted, rejected, ignored (history rows of fields no analysis reads,
+    records repeating an earlier record of the same id exactly)
     and unknown_deal (of the accepted history rows and requests, those naming a deal that is not among
     their organisation's opportunities; 0 for the other tables).
     """
@@ -193,33 +197,56 @@ def _detect_for_table(headers: list[str], file: Path, table: str, profiles: list
 
 
 def _reject_duplicates(results: list[FileResult], table: str,
-                       id_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keep the first record of each id per org; reject later ones naming the first."""
+                       id_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Keep the first record of each id per org; of the later ones, ignore exact repeats, reject the others.
+
+    Overlapping extracts (this week's and last week's) repeat records: a later record equal to the
+    kept one in every column is counted as ignored in its file (the third value: file -> rows). One
+    that differs is rejected, naming the kept record and the columns that differ, because which of
+    the two is right cannot be told from the files.
+    """
     id_column = schemas.ID_COLUMNS[table]
     frames = [r.frame for r in results]
     data = pd.concat(frames, ignore_index=True) if frames else schemas.empty(table)
+    nothing = one_per_row(pd.DataFrame(), table, "")
     if id_column is None or data.empty:
-        return data, one_per_row(pd.DataFrame(), table, "")
+        return data, nothing, {}
     orgs = [r.org for r in results]
     if len(set(orgs)) == len(orgs) and all(r.unique_ids for r in results):
         # One file per organisation, each without repeats: nothing to compare.
-        return data, one_per_row(pd.DataFrame(), table, "")
+        return data, nothing, {}
     keys = ["org", id_column]
     later = data.duplicated(keys, keep="first")
     if not later.any():
-        return data, one_per_row(pd.DataFrame(), table, "")
-    first = data.groupby(keys, sort=False)[["source_file", "source_row"]].transform("first")
-    dups = data[later]
-    firsts = first[later]
+        return data, nothing, {}
+    first_at = pd.Series(np.arange(len(data)), index=data.index).groupby(
+        [data[k] for k in keys], sort=False).transform("min")
+    dups, firsts = data[later], data.iloc[first_at[later].to_numpy()].set_index(data.index[later])
+    compared = [c for c in data.columns if c not in (*PROVENANCE, "org")]
+    same = pd.DataFrame({c: _equal_or_both_missing(dups[c], firsts[c]) for c in compared}, index=dups.index)
+    identical = same.all(axis=1)
+    repeats = dups.loc[identical, "source_file"].value_counts()
+    if len(repeats):
+        log.info("%d record(s) repeat earlier ones exactly (overlapping exports): ignored", int(repeats.sum()))
+    differ = [", ".join(c for c in compared if not row[c]) for row in same[~identical].to_dict("records")]
+    dups, firsts = dups[~identical], firsts[~identical]
     same_file = firsts["source_file"] == dups["source_file"]
     where = ("row " + firsts["source_row"].astype(str)).where(
         same_file, firsts["source_file"] + " row " + firsts["source_row"].astype(str))
     rejects = pd.DataFrame({
         "table": table, "file": dups["source_file"], "row": dups["source_row"].astype("int64"),
         "column": dups["source_file"].map(id_labels).fillna(id_column), "value": dups[id_column],
-        "reason": "duplicate id, first seen at " + where + " (kept)",
+        "reason": "duplicate id, first seen at " + where + " (kept); it differs in "
+                  + pd.Series(differ, index=dups.index, dtype="object") + ": keep one record per id",
     })
-    return data[~later].reset_index(drop=True), rejects[REJECT_COLUMNS].reset_index(drop=True)
+    return (data[~later].reset_index(drop=True), rejects[REJECT_COLUMNS].reset_index(drop=True),
+            {str(k): int(v) for k, v in repeats.items()})
+
+
+def _equal_or_both_missing(left: pd.Series, right: pd.Series) -> pd.Series:
+    """Element-wise equality where two missing values count as equal (NaN, None and NaT alike)."""
+    equal = left.eq(right).astype("boolean").fillna(False).astype(bool)
+    return equal | (left.isna() & right.isna())
 
 
 def _assemble(results: list[FileResult], orgs: dict[str, OrgInfo]) -> CRM:
@@ -229,9 +256,11 @@ def _assemble(results: list[FileResult], orgs: dict[str, OrgInfo]) -> CRM:
     for table in schemas.TABLES:
         loaded = [r for r in results if r.table == table and len(r.frame)]
         id_labels = {str(r.path): r.id_label for r in results if r.table == table and r.id_label}
-        kept, duplicates = _reject_duplicates(loaded, table, id_labels)
+        kept, duplicates, repeats = _reject_duplicates(loaded, table, id_labels)
         tables[table] = _validated(kept, table) if loaded else schemas.empty(table)
         rejects.append(duplicates)
+        results = [replace(r, ignored=r.ignored + repeats.get(str(r.path), 0)) if r.table == table else r
+                   for r in results]
     rejects = [r for r in rejects if len(r)]
     all_rejects = pd.concat(rejects, ignore_index=True) if rejects else one_per_row(pd.DataFrame(), "", "")
     all_rejects = all_rejects.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable")
