@@ -342,9 +342,11 @@ def pooled_decay(
     ci_level) / 2`` (as a plain 95% interval and a one-sided test do), and
     the estimate is its centre. ``onset_week`` is the chosen candidate's
     (where the estimate's window starts, and the window the outcome-side
-    metrics use); ``averaged_onset_week`` is the candidates'
-    likelihood-weighted average (:func:`averaged_onset`), which places
-    ramps nearer their start.
+    metrics use); ``averaged_onset_week`` is the likelihood-weighted
+    average of the candidates of the chosen shape (:func:`averaged_onset`),
+    which places ramps nearer their start, its weights widened by
+    ``dispersion``, the Pearson dispersion of the weekly shares about each
+    quarter's best fit, pooled over the organisation's quarters (at least 1).
 
     Parameters
     ----------
@@ -370,7 +372,7 @@ def pooled_decay(
     one-sided), ``n``, ``n_before``, ``n_after`` (split at
     ``onset_week``), ``rate_before`` (the fitted level before it),
     ``rate_after`` (its average after), ``baseline_n`` (deals of the other
-    quarters pooled), ``tau2``, ``method``.
+    quarters pooled), ``tau2``, ``dispersion``, ``method``.
     """
     params = {**defaults(), **(params or {})}
     by = list(by)
@@ -423,13 +425,21 @@ def pooled_decay(
                      + coef_ext**2 * np.where(np.isfinite(ext_var), ext_var, 0.0)[:, None])
         # With fixed weights, |z| orders the candidates by the weighted squares they explain: the best fit.
         z = np.where(valid & (se > 0), estimate / se, np.nan)
+        residual_ss = ((uw * (rate[:, None, :] - level[:, :, None]
+                              + (estimate / np.where(mean_post > 0, mean_post, np.nan))[:, :, None] * s) ** 2)
+                       .sum(axis=2))  # G x C: the weighted squares each candidate leaves
+    best = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
+    fitted_any = np.isfinite(z).any(axis=1)
+    best_ss = np.where(fitted_any, residual_ss[np.arange(len(keys)), best], np.nan)
+    dispersion = _pooled_dispersion(keys, pool_by, best_ss, (deals > 0).sum(axis=1) - 2.0)
 
     rows = []
     level_ci = float(params["ci_level"])
     for i in range(len(keys)):
         keep = valid[i] & np.isfinite(z[i])
         record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
-                  "tau2": float(tau2[i]), "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
+                  "tau2": float(tau2[i]), "dispersion": float(dispersion[i]),
+                  "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
         if not keep.any():
             rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
             continue
@@ -440,7 +450,8 @@ def pooled_decay(
             covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
         p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
         record.update(
-            onset_week=int(cand_onset[j]), averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep]),
+            onset_week=int(cand_onset[j]),
+            averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep], cand_shape[keep], dispersion[i]),
             shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
             critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
             ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
@@ -454,21 +465,45 @@ def pooled_decay(
     return out
 
 
-def averaged_onset(z: np.ndarray, onsets: np.ndarray) -> int:
-    """The onset week averaged over the candidates, each weighted by how well it fits, to the nearest week.
+def averaged_onset(z: np.ndarray, onsets: np.ndarray, shapes: np.ndarray | None = None,
+                   dispersion: float = 1.0) -> int:
+    """The onset week averaged over the best-fitting shape's candidates, weighted by how well they fit.
 
-    With the fit's fixed weights, candidate ``c`` raises the log-likelihood
-    over no change by ``z_c**2 / 2``, so with every candidate equally likely
-    beforehand its posterior weight is proportional to ``exp(z_c**2 / 2)``
-    (Bayesian model averaging). The best-fitting candidate alone places a
-    ramp late: its first weeks carry almost none of the drop, so a step a
-    few weeks later fits about as well; averaging over the candidates that
-    fit nearly as well puts the onset where the drop begins (half weeks
-    round up).
+    With the fit's fixed weights, candidate ``c`` raises the quasi-log-likelihood
+    over no change by ``z_c**2 / (2 * dispersion)``, so with every candidate
+    equally likely beforehand its posterior weight is proportional to
+    ``exp(z_c**2 / (2 * dispersion))`` (Bayesian model averaging); the
+    dispersion (:func:`_pooled_dispersion`, at least 1) widens the posterior
+    by as much as the weekly shares scatter beyond binomial noise (sellers
+    differ, and each week's mix of sellers with it). The average is taken
+    over the candidates of the best fit's shape (``shapes``): a ramp starting
+    weeks earlier fits a step almost as well, and mixing it in pulls a step's
+    onset early; among ramps, the average places a ramp nearer its start than
+    the best fit alone (a ramp's first weeks carry almost none of the drop, so
+    one starting a few weeks later fits about as well). Half weeks round up.
     """
     z = np.asarray(z, dtype=float)
-    weight = np.exp(0.5 * (z**2 - np.max(z**2)))
-    return int(np.floor(np.sum(weight * np.asarray(onsets, dtype=float)) / np.sum(weight) + 0.5))
+    onsets = np.asarray(onsets, dtype=float)
+    if shapes is not None:
+        shapes = np.asarray(shapes, dtype=object)
+        same = shapes == shapes[int(np.argmax(np.abs(z)))]
+        z, onsets = z[same], onsets[same]
+    weight = np.exp(0.5 * (z**2 - np.max(z**2)) / max(float(dispersion), 1.0))
+    return int(np.floor(np.sum(weight * onsets) / np.sum(weight) + 0.5))
+
+
+def _pooled_dispersion(keys: pd.DataFrame, pool_by: list[str], residual_ss: np.ndarray,
+                       df: np.ndarray) -> np.ndarray:
+    """Each group's Pearson dispersion of its weekly shares about their best fit, pooled over the groups that
+    share ``pool_by`` (the organisation's quarters), never below 1; 1 without residual degrees of freedom."""
+    usable = np.isfinite(residual_ss) & (df > 0)
+    pool = (keys.groupby(pool_by, sort=False, observed=True).ngroup().to_numpy() if pool_by
+            else np.zeros(len(keys), dtype=int))
+    ss = np.bincount(pool, weights=np.where(usable, residual_ss, 0.0))[pool]
+    total_df = np.bincount(pool, weights=np.where(usable, df, 0.0))[pool]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ss / total_df
+    return np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 1.0)
 
 
 def decay_intensity(weeks: np.ndarray, onset: int, shape: str = "step") -> np.ndarray:
@@ -582,7 +617,7 @@ def decay_findings(
     ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
     ``averaged_onset_week``, ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
     ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
-    ``baseline_n``, ``tau2``).
+    ``baseline_n``, ``tau2``, ``dispersion``).
     """
     params = {**defaults(), **(params or {})}
     roles = quarter_roles(features, params) if roles is None else roles
