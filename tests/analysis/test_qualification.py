@@ -310,6 +310,20 @@ def test_calm_binomial_quarters_have_a_dispersion_near_one():
     assert (found["dispersion"] >= 1).all() and found["dispersion"].max() < 1.3
 
 
+def test_the_candidates_are_the_searched_fits_before_the_search():
+    # The pooled oracle reads one candidate; the chosen one's fit is the finding's, unadjusted.
+    features, _ = decay_features(3, drop=0.25, quarters=8, orgs={"mid": (300, 9, 0.7)})
+    found = qualification.decay_findings(features, {"by_segment": False})
+    candidates = qualification.decay_candidates(features, {"by_segment": False})
+    assert len(candidates) == len(found) * len(qualification.candidate_weeks()) * len(qualification.SHAPES)
+    chosen = found.merge(candidates, on=["org", "quarter", "onset_week", "shape"], suffixes=("", "_candidate"))
+    assert len(chosen) == found["onset_week"].notna().sum() > 0
+    assert np.allclose(chosen["estimate"], chosen["estimate_candidate"])
+    assert np.allclose(chosen["p_unadjusted"], chosen["p_unadjusted_candidate"])
+    assert (chosen["z"].abs() == candidates.groupby(["org", "quarter"])["z"].apply(
+        lambda z: z.abs().max()).reindex(pd.MultiIndex.from_frame(chosen[["org", "quarter"]])).to_numpy()).all()
+
+
 def test_a_ramps_onset_is_placed_nearer_its_start_than_by_the_best_fit_alone():
     # The best fit places a ramp late (its first weeks hardly drop, so a later step fits as well).
     features, truth = decay_features(11, drop=0.3, shape="ramp", panic_share=1.0, quarters=24,

@@ -377,10 +377,62 @@ def pooled_decay(
     params = {**defaults(), **(params or {})}
     by = list(by)
     pool_by = [c for c in by if c != quarter]
+    fit = _fit_candidates(features, params, by, baseline, outcome, week, quarter, shapes)
+    if fit is None:
+        return pd.DataFrame(columns=by + ["onset_week", "estimate", "p_value"])
+    keys, deals, ext_n, tau2, ext_var = fit["keys"], fit["deals"], fit["ext_n"], fit["tau2"], fit["ext_var"]
+    cand_onset, cand_shape, valid, z, estimate, se = (
+        fit[k] for k in ("cand_onset", "cand_shape", "valid", "z", "estimate", "se"))
+    coef_week, coef_ext, null_week_var, level = (fit[k] for k in ("coef_week", "coef_ext", "null_week_var", "level"))
+    n_pre, n_post, residual_ss = fit["n_pre"], fit["n_post"], fit["residual_ss"]
+    best = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
+    fitted_any = np.isfinite(z).any(axis=1)
+    best_ss = np.where(fitted_any, residual_ss[np.arange(len(keys)), best], np.nan)
+    dispersion = _pooled_dispersion(keys, pool_by, best_ss, (deals > 0).sum(axis=1) - 2.0)
+
+    rows = []
+    level_ci = float(params["ci_level"])
+    for i in range(len(keys)):
+        keep = valid[i] & np.isfinite(z[i])
+        record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
+                  "tau2": float(tau2[i]), "dispersion": float(dispersion[i]),
+                  "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
+        if not keep.any():
+            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
+            continue
+        j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
+        chosen = coef_week[i][keep]
+        covariance = (chosen * null_week_var[i]) @ chosen.T
+        if ext_n[i] > 0:
+            covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
+        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
+        record.update(
+            onset_week=int(cand_onset[j]),
+            averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep], cand_shape[keep], dispersion[i]),
+            shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
+            critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
+            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
+            p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
+            rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
+        )
+        rows.append(record)
+    out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
+    for column in ("onset_week", "averaged_onset_week"):
+        out[column] = pd.array(out[column], dtype="Int64")
+    return out
+
+
+def _fit_candidates(
+    features: pd.DataFrame, params: Mapping[str, Any], by: list[str], baseline: pd.DataFrame | None,
+    outcome: str, week: str, quarter: str, shapes: Sequence[str],
+) -> dict[str, Any] | None:
+    """:func:`pooled_decay`'s closed-form fit of every candidate (onset × shape) of every group, as arrays
+    (groups × candidates, or × weeks); None without deals."""
+    pool_by = [c for c in by if c != quarter]
     onsets = np.asarray(candidate_weeks(params), dtype=int)
     weekly = _weekly_counts(features, by, outcome, week)
     if weekly.empty:
-        return pd.DataFrame(columns=by + ["onset_week", "estimate", "p_value"])
+        return None
     keys, sums = weekly_matrix(weekly, by, week_col=week, columns=("events", "n"), last_week=int(onsets.max()))
     events, deals = sums["events"], sums["n"]
     external = _external_baseline(keys, baseline, pool_by, quarter, outcome, week, int(onsets.min()))
@@ -428,40 +480,34 @@ def pooled_decay(
         residual_ss = ((uw * (rate[:, None, :] - level[:, :, None]
                               + (estimate / np.where(mean_post > 0, mean_post, np.nan))[:, :, None] * s) ** 2)
                        .sum(axis=2))  # G x C: the weighted squares each candidate leaves
-    best = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
-    fitted_any = np.isfinite(z).any(axis=1)
-    best_ss = np.where(fitted_any, residual_ss[np.arange(len(keys)), best], np.nan)
-    dispersion = _pooled_dispersion(keys, pool_by, best_ss, (deals > 0).sum(axis=1) - 2.0)
+    return {"keys": keys, "deals": deals, "ext_n": ext_n, "tau2": tau2, "ext_var": ext_var, "cand_onset": cand_onset,
+            "cand_shape": cand_shape, "valid": valid, "z": z, "estimate": estimate, "se": se, "coef_week": coef_week,
+            "coef_ext": coef_ext, "null_week_var": null_week_var, "level": level, "n_pre": n_pre, "n_post": n_post,
+            "residual_ss": residual_ss}
 
-    rows = []
-    level_ci = float(params["ci_level"])
-    for i in range(len(keys)):
-        keep = valid[i] & np.isfinite(z[i])
-        record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
-                  "tau2": float(tau2[i]), "dispersion": float(dispersion[i]),
-                  "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
-        if not keep.any():
-            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
-            continue
-        j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
-        chosen = coef_week[i][keep]
-        covariance = (chosen * null_week_var[i]) @ chosen.T
-        if ext_n[i] > 0:
-            covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
-        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
-        record.update(
-            onset_week=int(cand_onset[j]),
-            averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep], cand_shape[keep], dispersion[i]),
-            shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
-            critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
-            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
-            p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
-            rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
-        )
-        rows.append(record)
-    out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
-    for column in ("onset_week", "averaged_onset_week"):
-        out[column] = pd.array(out[column], dtype="Int64")
+
+def decay_candidates(
+    features: pd.DataFrame, params: Mapping[str, Any] | None = None, *, roles: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every candidate :func:`decay_findings` searches in each shown organisation × quarter, fitted as before
+    the search: one row per group × onset × shape with ``onset_week``, ``shape``, ``estimate``, ``se``,
+    ``z`` (NaN where the onset lacks ``min_n`` deals on a side) and ``p_unadjusted`` (one-sided, a drop).
+
+    The candidate at the true onset and shape is the pooled oracle the statistical tests hold the search
+    to: the detector's own test, level pooled as it is, told when and how the drop happened.
+    """
+    params = {**defaults(), **(params or {})}
+    shown, baseline = _shown_and_baseline(features, params, roles)
+    by = ["org", "quarter"]
+    fit = _fit_candidates(shown, params, by, baseline, "qualified", "week_of_quarter", "quarter", SHAPES)
+    if fit is None:
+        return pd.DataFrame(columns=by + ["onset_week", "shape", "estimate", "se", "z", "p_unadjusted"])
+    n_groups, n_candidates = fit["z"].shape
+    out = fit["keys"].loc[np.repeat(np.arange(n_groups), n_candidates)].reset_index(drop=True)
+    out["onset_week"] = np.tile(fit["cand_onset"], n_groups)
+    out["shape"] = np.tile(fit["cand_shape"], n_groups)
+    out["estimate"], out["se"], out["z"] = fit["estimate"].ravel(), fit["se"].ravel(), fit["z"].ravel()
+    out["p_unadjusted"] = norm.sf(out["z"])
     return out
 
 
@@ -620,13 +666,21 @@ def decay_findings(
     ``baseline_n``, ``tau2``, ``dispersion``).
     """
     params = {**defaults(), **(params or {})}
-    roles = quarter_roles(features, params) if roles is None else roles
-    shown = features.merge(roles.loc[roles["shown"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
+    shown, baseline = _shown_and_baseline(features, params, roles)
     by_segment = params["by_segment"] if by_segment is None else by_segment
     groupings = [["org", "quarter"]] + ([["org", "quarter", "segment"]] if by_segment else [])
-    baseline = features.merge(roles.loc[roles["baseline"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
     frames = [_group_findings(shown, params, grouping, baseline) for grouping in groupings]
     return make_findings(pd.concat(frames, ignore_index=True))
+
+
+def _shown_and_baseline(
+    features: pd.DataFrame, params: Mapping[str, Any], roles: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of the quarters judged and of the calm-reference quarters (:func:`quarter_roles`)."""
+    roles = quarter_roles(features, params) if roles is None else roles
+    pick = ["org", "quarter"]
+    shown = features.merge(roles.loc[roles["shown"], pick], on=pick, how="inner")
+    return shown, features.merge(roles.loc[roles["baseline"], pick], on=pick, how="inner")
 
 
 def _group_findings(
