@@ -40,7 +40,7 @@ def test_power_against_the_oracle(runs):
     # oracle's 1.645), and pooling the level over the organisation's quarters wins it back (the oracle
     # compares the post-onset weeks with the quarter's own earlier weeks only).
     table = decay_power_table(runs)
-    print(f"\nhalf effect, power (detector, oracles):\n{table.round(3)}")
+    print(f"\nhalf effect, power (detector, oracles):\n{table.round(3).to_string()}")
     assert_power_near_the_oracle(table)
     assert_power_near_the_oracle(table, oracle="pooled_oracle_detected")
 
