@@ -21,9 +21,10 @@ can call on its own:
    Bayes); the best-fitting candidate's drop, with a one-sided p-value max-T
    adjusted for the search over onsets and shapes and a simultaneous interval
    that agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`),
-   and also the onset averaged over the candidates by their fit.
-   :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
-   it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
+   and also the onset averaged over the best-fitting shape's candidates by
+   their fit. :func:`oracle_decay_p_value` and the candidate at the true
+   onset and shape (:func:`decay_candidates`) are the yardsticks the
+   statistical tests hold it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
 :func:`detect_qualification_decay` runs them all and adds the outcome-side
 metrics of :mod:`quarterpanic.analysis.outcomes`.
