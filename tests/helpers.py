@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from quarterpanic import cli
-from quarterpanic.analysis.features import opportunity_features
+from quarterpanic.analysis.features import opportunity_features, quarter_roles
 from quarterpanic.analysis.qualification import COMPONENT as DECAY
 from quarterpanic.analysis.qualification import decay_candidates, decay_findings, decay_intensity, oracle_decay_p_value
 from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
+from quarterpanic.params import defaults
 from quarterpanic.run import executors, runner
 from quarterpanic.sample import generate
 
@@ -520,22 +521,23 @@ def generated_decay_runs(override, seeds, alpha=0.05):
     for seed in seeds:
         generated = generate(override, seed=seed, scale="default")
         features = opportunity_features(Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of))
-        found = decay_findings(features, {"by_segment": False})
+        params = {"by_segment": False}
+        roles = quarter_roles(features, {**defaults(), **params})
+        found = decay_findings(features, params, roles=roles)
         truth = generated.truth_frame().rename(columns={"onset_week": "true_onset", "shape": "true_shape"})
         truth["size_class"] = truth["org"].map({org: info["size_class"] for org, info in generated.orgs.items()})
         merged = found.merge(truth, on=["org", "quarter"], validate="one_to_one")
         merged = merged[~merged["open"]]
+        deals_of = features.groupby(["org", "quarter"])
         oracle = {}
-        for (org, quarter), deals in features.groupby(["org", "quarter"]):
-            row = merged[(merged["org"] == org) & (merged["quarter"] == quarter)]
-            if len(row) and row["panic"].iloc[0]:
-                row = row.iloc[0]
-                oracle[(org, quarter)] = oracle_decay_p_value(
-                    deals["qualified"].to_numpy(), decay_oracle_intensity(
-                        deals["week_of_quarter"].to_numpy(), int(row["true_onset"]), row["true_shape"],
-                        float(row["seller_fraction"]), bool(row["spread"])))
+        for row in merged[merged["panic"]].itertuples(index=False):
+            deals = deals_of.get_group((row.org, row.quarter))
+            oracle[(row.org, row.quarter)] = oracle_decay_p_value(
+                deals["qualified"].to_numpy(), decay_oracle_intensity(
+                    deals["week_of_quarter"].to_numpy(), int(row.true_onset), row.true_shape,
+                    float(row.seller_fraction), bool(row.spread)))
         merged["oracle_p"] = [oracle.get(key, np.nan) for key in zip(merged["org"], merged["quarter"])]
-        at_truth = decay_candidates(features, {"by_segment": False}).rename(
+        at_truth = decay_candidates(features, params, roles=roles).rename(
             columns={"onset_week": "true_onset", "shape": "true_shape", "p_unadjusted": "pooled_oracle_p"})
         truth_key = ["org", "quarter", "true_onset", "true_shape"]
         at_truth = at_truth[truth_key + ["pooled_oracle_p"]].astype({"true_onset": float})
