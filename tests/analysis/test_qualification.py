@@ -282,6 +282,48 @@ def test_the_onset_is_averaged_over_the_candidates_by_their_fit():
     assert qualification.averaged_onset(np.array([2.0, 2.0]), np.array([8, 9])) == 9  # half weeks round up
 
 
+def test_the_onset_is_averaged_within_the_best_fitting_shape_and_widened_by_the_dispersion():
+    # A sharp step at week 9 that ramps starting weeks earlier fit almost as well: mixing the shapes pulls
+    # the step's onset early; within steps it stays. A dispersion above 1 flattens the weights.
+    z = np.array([6.0, 5.95, 5.95, 2.0])
+    onsets, shapes = np.array([9, 5, 6, 8]), np.array(["step", "ramp", "ramp", "step"], dtype=object)
+    assert qualification.averaged_onset(z, onsets) == 7
+    assert qualification.averaged_onset(z, onsets, shapes) == 9
+    two = np.array([3.0, 2.0])
+    assert qualification.averaged_onset(two, np.array([8, 12])) == 8
+    assert qualification.averaged_onset(two, np.array([8, 12]), dispersion=4.0) == 9
+    assert qualification.averaged_onset(two, np.array([8, 12]), dispersion=0.25) == 8  # never sharper than binomial
+
+
+def test_the_dispersion_is_pooled_over_an_organisations_quarters_and_never_below_one():
+    keys = pd.DataFrame({"org": ["a", "a", "b", "b"], "quarter": ["q1", "q2", "q1", "q2"]})
+    residual = np.array([30.0, 10.0, 4.0, np.nan])
+    df = np.array([10.0, 10.0, 10.0, 10.0])
+    assert qualification._pooled_dispersion(keys, ["org"], residual, df).tolist() == [2.0, 2.0, 1.0, 1.0]
+    assert qualification._pooled_dispersion(keys, [], residual, df).tolist() == pytest.approx([44 / 30] * 4)
+
+
+def test_calm_binomial_quarters_have_a_dispersion_near_one():
+    features, _ = decay_features(5, drop=0.0, quarters=10, seller_sd=0.0, quarter_sd=0.0,
+                                 orgs={"mid": (400, 12, 0.7)})
+    found = qualification.pooled_decay(features, baseline=features)
+    assert (found["dispersion"] >= 1).all() and found["dispersion"].max() < 1.3
+
+
+def test_the_candidates_are_the_searched_fits_before_the_search():
+    # The pooled oracle reads one candidate; the chosen one's fit is the finding's, unadjusted.
+    features, _ = decay_features(3, drop=0.25, quarters=8, orgs={"mid": (300, 9, 0.7)})
+    found = qualification.decay_findings(features, {"by_segment": False})
+    candidates = qualification.decay_candidates(features, {"by_segment": False})
+    assert len(candidates) == len(found) * len(qualification.candidate_weeks()) * len(qualification.SHAPES)
+    chosen = found.merge(candidates, on=["org", "quarter", "onset_week", "shape"], suffixes=("", "_candidate"))
+    assert len(chosen) == found["onset_week"].notna().sum() > 0
+    assert np.allclose(chosen["estimate"], chosen["estimate_candidate"])
+    assert np.allclose(chosen["p_unadjusted"], chosen["p_unadjusted_candidate"])
+    assert (chosen["z"].abs() == candidates.groupby(["org", "quarter"])["z"].apply(
+        lambda z: z.abs().max()).reindex(pd.MultiIndex.from_frame(chosen[["org", "quarter"]])).to_numpy()).all()
+
+
 def test_a_ramps_onset_is_placed_nearer_its_start_than_by_the_best_fit_alone():
     # The best fit places a ramp late (its first weeks hardly drop, so a later step fits as well).
     features, truth = decay_features(11, drop=0.3, shape="ramp", panic_share=1.0, quarters=24,

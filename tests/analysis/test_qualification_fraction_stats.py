@@ -25,7 +25,7 @@ def runs():
 
 def test_power_against_the_oracle_when_some_sellers_panic(runs):
     table = decay_power_table(runs)
-    print(f"\nhalf effect among 50-100% of sellers, power (detector, oracle):\n{table.round(3)}")
+    print(f"\nhalf effect among 50-100% of sellers, power (detector, oracle):\n{table.round(3).to_string()}")
     assert_power_near_the_oracle(table, min_oracle=0.4)
 
 

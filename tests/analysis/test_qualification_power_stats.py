@@ -4,10 +4,12 @@ Each seed generates the default scenario's three organisations at scale "default
 quarters; about 60, 300 and 600 new deals a quarter) with the effect stated here, not read from the
 default scenario: a 17.5-point peak drop in qualification (half of today's 35), each complete
 quarter panicking with probability 0.5, onset drawn from weeks 7-11, shape a step or a ramp, seller
-random effects. The oracle is the one-sided test that knows the true onset and shape
-(:func:`quarterpanic.analysis.qualification.oracle_decay_p_value`): it looks at one quarter, so the
-detector, which pools the level over the organisation's quarters, can beat it. Seeds 1000-1049 are
-used by no other test.
+random effects. Two oracles know the true onset and shape: the per-quarter one
+(:func:`quarterpanic.analysis.qualification.oracle_decay_p_value`, the one-sided score test of the
+quarter's own deals, the issue's yardstick) looks at one quarter, so the detector, which pools the
+level over the organisation's quarters, can beat it; the pooled one is the detector's own test at
+the true candidate, without the search (:func:`quarterpanic.analysis.qualification.decay_candidates`),
+which no detector of this model can beat. Seeds 1000-1049 are used by no other test.
 
 The detector's decision is its own per-quarter test (search-adjusted one-sided p < 0.05 and a drop),
 the counterpart of the oracle's; the flags of a whole run also depend on the false-discovery family
@@ -38,19 +40,23 @@ def test_power_against_the_oracle(runs):
     # oracle's 1.645), and pooling the level over the organisation's quarters wins it back (the oracle
     # compares the post-onset weeks with the quarter's own earlier weeks only).
     table = decay_power_table(runs)
-    print(f"\nhalf effect, power (detector, oracle):\n{table.round(3)}")
+    print(f"\nhalf effect, power (detector, oracles):\n{table.round(3).to_string()}")
     assert_power_near_the_oracle(table)
+    assert_power_near_the_oracle(table, oracle="pooled_oracle_detected")
 
 
 def test_half_effect_panics_are_found_as_often_as_the_goal_asks_where_the_oracle_can(runs):
     # The goal (80% for mid-size and enterprise) holds for steps of both and ramps of the enterprise;
     # the mid-size org's ramps average a drop of about 10 points over 300 deals a quarter, where even
-    # the oracle finds only about two in three: there the detector is held to the oracle.
+    # the detector's own test told the true onset and shape finds fewer than 80%: there the detector
+    # is held to the oracles.
     table = decay_power_table(runs)
     for shape, size_class in (("step", "mid"), ("step", "enterprise"), ("ramp", "enterprise")):
         assert table.loc[(shape, size_class), "detected"] >= 0.80, (shape, size_class, table.round(3))
-    assert table.loc[("ramp", "mid"), "oracle_detected"] < 0.80
-    assert table.loc[("ramp", "mid"), "detected"] >= 0.85 * table.loc[("ramp", "mid"), "oracle_detected"]
+    mid_ramp = table.loc[("ramp", "mid")]
+    assert mid_ramp["oracle_detected"] < 0.80 and mid_ramp["pooled_oracle_detected"] < 0.80, table.round(3)
+    for oracle in ("oracle_detected", "pooled_oracle_detected"):
+        assert mid_ramp["detected"] >= 0.85 * mid_ramp[oracle], (oracle, table.round(3))
 
 
 def test_the_small_org_is_held_to_its_oracle(runs):
@@ -92,11 +98,11 @@ def test_intervals_cover_the_post_onset_average_drop(runs, shape):
 
 def test_onset_of_found_steps_and_ramps(runs):
     # Among the panics the detector finds (a quarter it does not find has no onset to read), the onset
-    # averaged over the candidates by their fit (``averaged_onset_week``): the best fit alone places
-    # ramps within two weeks in 75% on these seeds, the average in 91% (a step a few weeks after a
-    # ramp's start fits it nearly as well). Steps are placed within a week in 77% on these seeds (83% on
-    # another 50), short of the goal of 80%: a half-size step in the mid-size org is found with z of
-    # about 3-4, where the neighbouring onsets fit almost as well.
+    # averaged over the best-fitting shape's candidates by their fit (``averaged_onset_week``): the best
+    # fit alone places ramps within two weeks in 69% on these seeds, the average in 85% (a step a few
+    # weeks after a ramp's start fits it nearly as well); steps within a week in 83% (best fit 81%;
+    # averaging over both shapes placed them in 77%: ramps starting earlier pulled steps early).
+    # Developed on seeds 9200-9299: steps 84% and 89%, ramps 84% and 84% per 50 seeds.
     found = mid_and_enterprise(runs)
     found = found[found["panic"] & found["detected"]]
     within = {(shape, weeks): (found.loc[found["true_shape"] == shape, "averaged_onset_off"] <= weeks).mean()
@@ -107,4 +113,4 @@ def test_onset_of_found_steps_and_ramps(runs):
           f"{ {k: round(v, 3) for k, v in within.items()} }; best fit: { {k: round(v, 3) for k, v in fitted.items()} }")
     assert within[("ramp", 2)] >= 0.80 and within[("step", 2)] >= 0.90, within
     assert within[("ramp", 2)] > fitted[("ramp", 2)] and within[("step", 1)] >= fitted[("step", 1)], fitted
-    assert within[("step", 1)] >= 0.75, within
+    assert within[("step", 1)] >= 0.80, within

@@ -21,9 +21,10 @@ can call on its own:
    Bayes); the best-fitting candidate's drop, with a one-sided p-value max-T
    adjusted for the search over onsets and shapes and a simultaneous interval
    that agrees with it (:func:`quarterpanic.analysis.onset.max_t_simulated`),
-   and also the onset averaged over the candidates by their fit.
-   :func:`oracle_decay_p_value` is the yardstick the statistical tests hold
-   it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
+   and also the onset averaged over the best-fitting shape's candidates by
+   their fit. :func:`oracle_decay_p_value` and the candidate at the true
+   onset and shape (:func:`decay_candidates`) are the yardsticks the
+   statistical tests hold it to. ``docs/METHODS.md`` ("Qualification decay") has the details.
 
 :func:`detect_qualification_decay` runs them all and adds the outcome-side
 metrics of :mod:`quarterpanic.analysis.outcomes`.
@@ -342,9 +343,11 @@ def pooled_decay(
     ci_level) / 2`` (as a plain 95% interval and a one-sided test do), and
     the estimate is its centre. ``onset_week`` is the chosen candidate's
     (where the estimate's window starts, and the window the outcome-side
-    metrics use); ``averaged_onset_week`` is the candidates'
-    likelihood-weighted average (:func:`averaged_onset`), which places
-    ramps nearer their start.
+    metrics use); ``averaged_onset_week`` is the likelihood-weighted
+    average of the candidates of the chosen shape (:func:`averaged_onset`),
+    which places ramps nearer their start, its weights widened by
+    ``dispersion``, the Pearson dispersion of the weekly shares about each
+    quarter's best fit, pooled over the organisation's quarters (at least 1).
 
     Parameters
     ----------
@@ -370,15 +373,67 @@ def pooled_decay(
     one-sided), ``n``, ``n_before``, ``n_after`` (split at
     ``onset_week``), ``rate_before`` (the fitted level before it),
     ``rate_after`` (its average after), ``baseline_n`` (deals of the other
-    quarters pooled), ``tau2``, ``method``.
+    quarters pooled), ``tau2``, ``dispersion``, ``method``.
     """
     params = {**defaults(), **(params or {})}
     by = list(by)
     pool_by = [c for c in by if c != quarter]
+    fit = _fit_candidates(features, params, by, baseline, outcome, week, quarter, shapes)
+    if fit is None:
+        return pd.DataFrame(columns=by + ["onset_week", "estimate", "p_value"])
+    keys, deals, ext_n, tau2, ext_var = fit["keys"], fit["deals"], fit["ext_n"], fit["tau2"], fit["ext_var"]
+    cand_onset, cand_shape, valid, z, estimate, se = (
+        fit[k] for k in ("cand_onset", "cand_shape", "valid", "z", "estimate", "se"))
+    coef_week, coef_ext, null_week_var, level = (fit[k] for k in ("coef_week", "coef_ext", "null_week_var", "level"))
+    n_pre, n_post, residual_ss = fit["n_pre"], fit["n_post"], fit["residual_ss"]
+    best = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
+    fitted_any = np.isfinite(z).any(axis=1)
+    best_ss = np.where(fitted_any, residual_ss[np.arange(len(keys)), best], np.nan)
+    dispersion = _pooled_dispersion(keys, pool_by, best_ss, (deals > 0).sum(axis=1) - 2.0)
+
+    rows = []
+    level_ci = float(params["ci_level"])
+    for i in range(len(keys)):
+        keep = valid[i] & np.isfinite(z[i])
+        record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
+                  "tau2": float(tau2[i]), "dispersion": float(dispersion[i]),
+                  "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
+        if not keep.any():
+            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
+            continue
+        j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
+        chosen = coef_week[i][keep]
+        covariance = (chosen * null_week_var[i]) @ chosen.T
+        if ext_n[i] > 0:
+            covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
+        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
+        record.update(
+            onset_week=int(cand_onset[j]),
+            averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep], cand_shape[keep], dispersion[i]),
+            shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
+            critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
+            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
+            p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
+            rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
+        )
+        rows.append(record)
+    out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
+    for column in ("onset_week", "averaged_onset_week"):
+        out[column] = pd.array(out[column], dtype="Int64")
+    return out
+
+
+def _fit_candidates(
+    features: pd.DataFrame, params: Mapping[str, Any], by: list[str], baseline: pd.DataFrame | None,
+    outcome: str, week: str, quarter: str, shapes: Sequence[str],
+) -> dict[str, Any] | None:
+    """:func:`pooled_decay`'s closed-form fit of every candidate (onset × shape) of every group, as arrays
+    (groups × candidates, or × weeks); None without deals."""
+    pool_by = [c for c in by if c != quarter]
     onsets = np.asarray(candidate_weeks(params), dtype=int)
     weekly = _weekly_counts(features, by, outcome, week)
     if weekly.empty:
-        return pd.DataFrame(columns=by + ["onset_week", "estimate", "p_value"])
+        return None
     keys, sums = weekly_matrix(weekly, by, week_col=week, columns=("events", "n"), last_week=int(onsets.max()))
     events, deals = sums["events"], sums["n"]
     external = _external_baseline(keys, baseline, pool_by, quarter, outcome, week, int(onsets.min()))
@@ -423,52 +478,79 @@ def pooled_decay(
                      + coef_ext**2 * np.where(np.isfinite(ext_var), ext_var, 0.0)[:, None])
         # With fixed weights, |z| orders the candidates by the weighted squares they explain: the best fit.
         z = np.where(valid & (se > 0), estimate / se, np.nan)
+        residual_ss = ((uw * (rate[:, None, :] - level[:, :, None]
+                              + (estimate / np.where(mean_post > 0, mean_post, np.nan))[:, :, None] * s) ** 2)
+                       .sum(axis=2))  # G x C: the weighted squares each candidate leaves
+    return {"keys": keys, "deals": deals, "ext_n": ext_n, "tau2": tau2, "ext_var": ext_var, "cand_onset": cand_onset,
+            "cand_shape": cand_shape, "valid": valid, "z": z, "estimate": estimate, "se": se, "coef_week": coef_week,
+            "coef_ext": coef_ext, "null_week_var": null_week_var, "level": level, "n_pre": n_pre, "n_post": n_post,
+            "residual_ss": residual_ss}
 
-    rows = []
-    level_ci = float(params["ci_level"])
-    for i in range(len(keys)):
-        keep = valid[i] & np.isfinite(z[i])
-        record = {"n": int(deals[i].sum()), "n_candidates": int(keep.sum()), "baseline_n": int(ext_n[i]),
-                  "tau2": float(tau2[i]), "method": POOLED if ext_n[i] > 0 else OWN_QUARTER}
-        if not keep.any():
-            rows.append({**record, "onset_week": pd.NA, "averaged_onset_week": pd.NA})
-            continue
-        j = int(np.nanargmax(np.where(keep, np.abs(z[i]), np.nan)))
-        chosen = coef_week[i][keep]
-        covariance = (chosen * null_week_var[i]) @ chosen.T
-        if ext_n[i] > 0:
-            covariance = covariance + np.outer(coef_ext[i][keep], coef_ext[i][keep]) * ext_var[i]
-        p_adjusted, critical = max_t_simulated(z[i, j], covariance, ci_level=level_ci, alternative="greater")
-        record.update(
-            onset_week=int(cand_onset[j]), averaged_onset_week=averaged_onset(z[i][keep], cand_onset[keep]),
-            shape=cand_shape[j], estimate=float(estimate[i, j]), se=float(se[i, j]),
-            critical_value=critical, ci_low=float(estimate[i, j] - critical * se[i, j]),
-            ci_high=float(estimate[i, j] + critical * se[i, j]), p_unadjusted=float(norm.sf(z[i, j])),
-            p_value=p_adjusted, n_before=int(n_pre[i, j]), n_after=int(n_post[i, j]),
-            rate_before=float(level[i, j]), rate_after=float(level[i, j] - estimate[i, j]),
-        )
-        rows.append(record)
-    out = pd.concat([keys, pd.DataFrame(rows)], axis=1)
-    for column in ("onset_week", "averaged_onset_week"):
-        out[column] = pd.array(out[column], dtype="Int64")
+
+def decay_candidates(
+    features: pd.DataFrame, params: Mapping[str, Any] | None = None, *, roles: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every candidate :func:`decay_findings` searches in each shown organisation × quarter, fitted as before
+    the search: one row per group × onset × shape with ``onset_week``, ``shape``, ``estimate``, ``se``,
+    ``z`` (NaN where the onset lacks ``min_n`` deals on a side) and ``p_unadjusted`` (one-sided, a drop).
+
+    The candidate at the true onset and shape is the pooled oracle the statistical tests hold the search
+    to: the detector's own test, level pooled as it is, told when and how the drop happened.
+    """
+    params = {**defaults(), **(params or {})}
+    shown, baseline = _shown_and_baseline(features, params, roles)
+    by = ["org", "quarter"]
+    fit = _fit_candidates(shown, params, by, baseline, "qualified", "week_of_quarter", "quarter", SHAPES)
+    if fit is None:
+        return pd.DataFrame(columns=by + ["onset_week", "shape", "estimate", "se", "z", "p_unadjusted"])
+    n_groups, n_candidates = fit["z"].shape
+    out = fit["keys"].loc[np.repeat(np.arange(n_groups), n_candidates)].reset_index(drop=True)
+    out["onset_week"] = np.tile(fit["cand_onset"], n_groups)
+    out["shape"] = np.tile(fit["cand_shape"], n_groups)
+    out["estimate"], out["se"], out["z"] = fit["estimate"].ravel(), fit["se"].ravel(), fit["z"].ravel()
+    out["p_unadjusted"] = norm.sf(out["z"])
     return out
 
 
-def averaged_onset(z: np.ndarray, onsets: np.ndarray) -> int:
-    """The onset week averaged over the candidates, each weighted by how well it fits, to the nearest week.
+def averaged_onset(z: np.ndarray, onsets: np.ndarray, shapes: np.ndarray | None = None,
+                   dispersion: float = 1.0) -> int:
+    """The onset week averaged over the best-fitting shape's candidates, weighted by how well they fit.
 
-    With the fit's fixed weights, candidate ``c`` raises the log-likelihood
-    over no change by ``z_c**2 / 2``, so with every candidate equally likely
-    beforehand its posterior weight is proportional to ``exp(z_c**2 / 2)``
-    (Bayesian model averaging). The best-fitting candidate alone places a
-    ramp late: its first weeks carry almost none of the drop, so a step a
-    few weeks later fits about as well; averaging over the candidates that
-    fit nearly as well puts the onset where the drop begins (half weeks
-    round up).
+    With the fit's fixed weights, candidate ``c`` raises the quasi-log-likelihood
+    over no change by ``z_c**2 / (2 * dispersion)``, so with every candidate
+    equally likely beforehand its posterior weight is proportional to
+    ``exp(z_c**2 / (2 * dispersion))`` (Bayesian model averaging); the
+    dispersion (:func:`_pooled_dispersion`, at least 1) widens the posterior
+    by as much as the weekly shares scatter beyond binomial noise (sellers
+    differ, and each week's mix of sellers with it). The average is taken
+    over the candidates of the best fit's shape (``shapes``): a ramp starting
+    weeks earlier fits a step almost as well, and mixing it in pulls a step's
+    onset early; among ramps, the average places a ramp nearer its start than
+    the best fit alone (a ramp's first weeks carry almost none of the drop, so
+    one starting a few weeks later fits about as well). Half weeks round up.
     """
     z = np.asarray(z, dtype=float)
-    weight = np.exp(0.5 * (z**2 - np.max(z**2)))
-    return int(np.floor(np.sum(weight * np.asarray(onsets, dtype=float)) / np.sum(weight) + 0.5))
+    onsets = np.asarray(onsets, dtype=float)
+    if shapes is not None:
+        shapes = np.asarray(shapes, dtype=object)
+        same = shapes == shapes[int(np.argmax(np.abs(z)))]
+        z, onsets = z[same], onsets[same]
+    weight = np.exp(0.5 * (z**2 - np.max(z**2)) / max(float(dispersion), 1.0))
+    return int(np.floor(np.sum(weight * onsets) / np.sum(weight) + 0.5))
+
+
+def _pooled_dispersion(keys: pd.DataFrame, pool_by: list[str], residual_ss: np.ndarray,
+                       df: np.ndarray) -> np.ndarray:
+    """Each group's Pearson dispersion of its weekly shares about their best fit, pooled over the groups that
+    share ``pool_by`` (the organisation's quarters), never below 1; 1 without residual degrees of freedom."""
+    usable = np.isfinite(residual_ss) & (df > 0)
+    pool = (keys.groupby(pool_by, sort=False, observed=True).ngroup().to_numpy() if pool_by
+            else np.zeros(len(keys), dtype=int))
+    ss = np.bincount(pool, weights=np.where(usable, residual_ss, 0.0))[pool]
+    total_df = np.bincount(pool, weights=np.where(usable, df, 0.0))[pool]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ss / total_df
+    return np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 1.0)
 
 
 def decay_intensity(weeks: np.ndarray, onset: int, shape: str = "step") -> np.ndarray:
@@ -582,16 +664,24 @@ def decay_findings(
     ``quarter_complete`` and :func:`pooled_decay`'s other columns (``method``,
     ``averaged_onset_week``, ``shape``, ``se``, ``critical_value``, ``p_unadjusted``, ``n_before``,
     ``n_after``, ``rate_before``, ``rate_after``, ``n_candidates``,
-    ``baseline_n``, ``tau2``).
+    ``baseline_n``, ``tau2``, ``dispersion``).
     """
     params = {**defaults(), **(params or {})}
-    roles = quarter_roles(features, params) if roles is None else roles
-    shown = features.merge(roles.loc[roles["shown"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
+    shown, baseline = _shown_and_baseline(features, params, roles)
     by_segment = params["by_segment"] if by_segment is None else by_segment
     groupings = [["org", "quarter"]] + ([["org", "quarter", "segment"]] if by_segment else [])
-    baseline = features.merge(roles.loc[roles["baseline"], ["org", "quarter"]], on=["org", "quarter"], how="inner")
     frames = [_group_findings(shown, params, grouping, baseline) for grouping in groupings]
     return make_findings(pd.concat(frames, ignore_index=True))
+
+
+def _shown_and_baseline(
+    features: pd.DataFrame, params: Mapping[str, Any], roles: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of the quarters judged and of the calm-reference quarters (:func:`quarter_roles`)."""
+    roles = quarter_roles(features, params) if roles is None else roles
+    pick = ["org", "quarter"]
+    shown = features.merge(roles.loc[roles["shown"], pick], on=pick, how="inner")
+    return shown, features.merge(roles.loc[roles["baseline"], pick], on=pick, how="inner")
 
 
 def _group_findings(
