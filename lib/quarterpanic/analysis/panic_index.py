@@ -27,20 +27,29 @@ and the interval says so.
 organisation's (and segment's) *other* complete quarters
 (``params["baseline_quarters"]`` when given, else all of them), never with a
 set chosen by this run's flags, so flipping one quarter's flag cannot move any
-baseline. Panic only raises a panic-side value, so the other quarters are
-first trimmed on the panic side (:func:`calm_variation`: a forward search
-from their lower half keeps the values within :data:`TRIM_SDS` total standard
-deviations of the kept set's median; an organisation that panics in half its
-quarters still has a calm baseline). ``centre`` is the kept quarters' median;
-the calm variation ``tau`` is the between-quarter standard deviation net of
-sampling noise, a robust method-of-moments estimate:
-``tau² = max(s² − median(se²), 0)`` with ``s = 1.4826 ×`` the median
-calm-side deviation (below the centre) of the kept values and ``se`` their
-standard errors, never below the
-component's ``floor`` (the smallest variation that counts as a real
-difference, so that an organisation whose quarters agree perfectly does not
-turn every wiggle into an extreme). A component needs :data:`MIN_BASELINE`
-other quarters with a value, otherwise it is ``insufficient baseline``.
+baseline. Panic only raises panic-side values, and raises every symptom at
+once, so the calm quarters among the others are chosen on all components
+together (:func:`joint_calm_quarters`): each component's values are
+standardised against its calm quarters (``u = (v − centre) / sqrt(tau² +
+median se²)``, starting from each component's own panic-side trim,
+:func:`calm_members`), combined into one score per quarter
+``s = Σ w u / sqrt(Σ w²)`` (in calm SDs), and a forward search from the lower
+half of the scores keeps those within :data:`TRIM_SDS` calm SDs of the kept
+set's median (the spread estimated on the kept set, never below 1); the
+components' moments are re-estimated on the kept quarters and the search
+repeated until the set is stable. An organisation that panics in half its
+quarters still has a calm baseline, and a quarter that is a little high on
+every component stands out where no single component does. On the kept
+quarters with a value, ``centre`` is the median; the calm variation ``tau`` is
+the between-quarter standard deviation net of sampling noise, a robust
+method-of-moments estimate: ``tau² = max(s² − median(se²), 0)`` with
+``s = 1.4826 ×`` the median calm-side deviation (below the centre) and ``se``
+their standard errors, never below the component's ``floor`` (the smallest
+variation that counts as a real difference, so that an organisation whose
+quarters agree perfectly does not turn every wiggle into an extreme). A
+component with fewer than :data:`MIN_BASELINE` calm quarters with a value falls
+back on its own trim (:func:`calm_variation`); one with fewer than
+:data:`MIN_BASELINE` other quarters with a value is ``insufficient baseline``.
 
 **Standard errors.** A finding's ``se`` column is used where a detector
 reports one (bookings back-loading does: its score intervals are asymmetric);
@@ -49,30 +58,42 @@ otherwise the standard error is read off the interval as off a 95% interval
 an interval widened for an onset search records — taken out), so the index
 never moves with the ``ci_level`` shown.
 
-**The index is the weighted mean of the available effect sizes**
-(``contribution = weight × z``, weights renormalised over the components a
-quarter has, so the contributions sum to the index and an organisation
-measured on fewer components is judged on those). A mean keeps the index in
-the units the thresholds are written in — *calm standard deviations on the
-panic side* — and a component calmer than usual honestly pulls it down.
+**The index is in calm SDs of the composite**: ``index = Σ weight × z`` over
+the available effect sizes, the weights in the table's proportions scaled so
+that their squares sum to one over the components a quarter has
+(``contribution = weight × z``; the contributions sum to the index). Each
+true effect size has calm SD 1, so their weighted sum, components taken as
+independent, has calm SD 1 too: ``watch`` = 2 means two calm standard
+deviations of the composite, as a component's 2 means two of its own. (A
+plain weighted mean, weights summing to one, has a calm SD of about 0.47, so
+its 2 was about four calm SDs of the composite.) An organisation measured on
+fewer components is judged on those, and a component calmer than usual
+honestly pulls the index down.
 
 **Its interval.** ``index_se² = Σ weight² × (se² + var(centre)) / tau²``:
 each component's sampling error and the error of its baseline median
-(``π/2 × (tau² + median se²) / n`` over the n kept quarters), components taken as independent
-and ``tau`` as known. ``index_low``/``index_high`` are the 95% interval
-(fixed, like the standard errors, so levels never move with ``ci_level``).
+(``π/2 × (tau² + median se²) / n`` over the n calm quarters), components taken
+as independent and ``tau`` as known. ``index_low``/``index_high`` are the 95%
+interval of the true index (fixed, like the standard errors, so levels never
+move with ``ci_level``). It says how big the quarter's departure may be; it
+does not decide the level (the tests below do).
 
 **Levels** (``params["index_thresholds"]``): ``panic`` when the index is at
-least ``panic``, its interval excludes the calm centre (``index_low > 0``)
-*and* a component that pushes it up is confirmed by its own detector (flagged
-toward panic under the run's false-discovery control: a small firm's noisy
-estimate against a small calm variation is a large effect size, not yet a
-panic); ``watch`` likewise from ``watch``; ``calm`` below ``watch``;
-``insufficient data`` when the point reaches ``watch`` but the interval
-reaches down to calm or no pushing component is confirmed (a large effect the
-data cannot confirm), or no component could be standardised; ``not enough evidence`` when no component
-could be measured from the data at all. Only complete quarters get an index:
-the open quarter is judged by :mod:`quarterpanic.analysis.early_warning`.
+least ``panic`` *and* the quarter is confirmed; ``watch`` likewise from
+``watch``; ``calm`` below ``watch``; ``insufficient data`` when the point
+reaches ``watch`` but nothing confirms it (a large effect size the data cannot
+confirm, such as a small firm's noisy estimate against a small calm
+variation), or no component could be standardised; ``not enough evidence``
+when no component could be measured from the data at all. *Confirmed*: a
+component that pushes the index up is flagged toward panic by its own
+detector (under the run's false-discovery control), or the detectors' tests
+of the quarter's components together reject calm
+(:func:`combined_evidence`: their one-sided p-values combined by weighted
+Stouffer, ``Σ w Φ⁻¹(1 − p) / sqrt(Σ w²)``, Benjamini–Hochberg at
+``params["alpha"]`` across the organisation × segment's complete quarters).
+``evidence_p`` is that combined p-value, ``confirmed`` whether either held.
+Only complete quarters get an index: the open quarter is judged by
+:mod:`quarterpanic.analysis.early_warning`.
 """
 from __future__ import annotations
 
@@ -599,10 +620,12 @@ def panic_index(
     Returns
     -------
     :data:`INDEX_COLUMNS`: ``panic_index`` (sum of the contributions, the
-    weighted mean effect size; NaN when no component has one), its standard
-    error ``index_se`` and 95% interval ``index_low``/``index_high``,
-    ``level`` (:func:`level_of` with the interval; ``not enough evidence``
-    when no component could be measured from the data),
+    weighted sum of effect sizes in calm SDs of the composite; NaN when no
+    component has one), its standard error ``index_se`` and 95% interval
+    ``index_low``/``index_high``, ``evidence_p`` (:func:`combined_evidence`),
+    ``confirmed`` (a pushing component flagged by its detector, or the
+    combined test rejecting), ``level`` (:func:`level_of` with ``confirmed``;
+    ``not enough evidence`` when no component could be measured from the data),
     ``rests_on`` (the components with a z-score), ``not_measured`` (the
     components whose inputs are absent),
     ``n_components`` (components with a z-score), ``top_component`` (largest
@@ -625,9 +648,9 @@ def panic_index(
     table["index_se"] = np.sqrt(table.pop("_var")).where(table["panic_index"].notna())
     half = z_of(INDEX_LEVEL) * table["index_se"]
     table["index_low"], table["index_high"] = table["panic_index"] - half, table["panic_index"] + half
-    # A level above calm also needs a component that pushes the index up to be confirmed by its own detector
-    # (flagged toward panic): a noisy estimate measured against a small calm variation is a large effect size
-    # the data cannot confirm, not a panic.
+    # A level above calm also needs the quarter confirmed: a component that pushes the index up flagged toward
+    # panic by its own detector, or the detectors' tests combined: a noisy estimate measured against a small
+    # calm variation is a large effect size the data cannot confirm, not a panic.
     pushing = scores[has_z & (scores["contribution"] > 0) & scores["confirmed"].astype(bool)]
     confirmed = pushing[KEYS].drop_duplicates().assign(_confirmed=True)
     table = table.merge(confirmed, on=KEYS, how="left")
@@ -654,7 +677,15 @@ def panic_index(
 
 
 def combined_evidence(scores: pd.DataFrame, alpha: float, components: Sequence[Component] = COMPONENTS) -> pd.DataFrame:
-    """Per org × quarter × segment, the detectors' tests combined (weighted Stouffer) and BH across the org's quarters."""
+    """Whether the detectors' tests of a quarter's components, taken together, reject calm.
+
+    Per org × quarter × segment of ``scores``: the components' one-sided p-values toward panic (``p_value``)
+    combined by weighted Stouffer, ``Σ w Φ⁻¹(1 − p) / sqrt(Σ w²)`` with the components' weights over those
+    with a p-value (the tests are taken as independent), and Benjamini–Hochberg at ``alpha`` across the
+    organisation × segment's complete quarters: the family an organisation's reader asks about. Several
+    components each a little toward panic can confirm a quarter no single detector flags. Returns ``org``,
+    ``quarter``, ``segment``, ``evidence_p`` (the combined p-value; NaN without any) and ``evidence``.
+    """
     weights = scores["component"].map({c.metric: c.weight for c in components}).astype(float)
     p = scores["p_value"].astype(float)
     has = p.notna() & weights.notna()
