@@ -142,6 +142,16 @@ def test_combined_evidence_confirms_a_quarter_no_single_detector_flags():
     assert not index.drop(index="FY2026-Q4")["confirmed"].any()
 
 
+def test_a_two_sided_p_value_counts_one_sided_toward_panic():
+    findings = org_findings(panic=())
+    uplift = findings["metric"] == "discount_uplift"
+    findings.loc[uplift, "p_sided"] = "two-sided"
+    findings.loc[uplift, "p_value"] = 0.04
+    findings.loc[uplift, "estimate"] = np.where(findings.loc[uplift, "quarter"] == "FY2026-Q4", 0.05, -0.05)
+    p = scores_of(findings).query("component == 'discount_uplift'").set_index("quarter")["p_value"]
+    assert p["FY2026-Q4"] == pytest.approx(0.02) and p["FY2025-Q1"] == pytest.approx(0.98)
+
+
 def test_the_calm_variation_is_net_of_sampling_noise_and_floored():
     spread_out = [0.0, 0.2, -0.1, 0.15, -0.05, 0.1, 0.05]
     below = np.array([v for v in spread_out if v < np.median(spread_out)])

@@ -108,8 +108,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, METRICS, NEITHER, NOT_MEASURED, OK, ci_level_of, main_findings,
-    z_of,
+    ALL_SEGMENTS, AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, NEITHER, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
 )
 from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
@@ -380,10 +379,12 @@ def _detector_tests(scores: pd.DataFrame, findings: pd.DataFrame,
         flagged &= ~rows["direction"].isin([AWAY_FROM_PANIC, NEITHER]).to_numpy()
     p_value = pd.to_numeric(rows.get("p_value", pd.Series(np.nan, index=rows.index)), errors="coerce")
     p_value = p_value.where(rows["status"] == OK)
-    registered = rows["metric"].map(METRICS.get)
-    null = registered.map(lambda m: m.null if m else np.nan).astype(float)
-    sign = registered.map(lambda m: m.direction if m else np.nan).astype(float)
-    panic_ward = sign * (pd.to_numeric(rows["estimate"], errors="coerce") - null) > 0
+    # The panic side of each component's null (0 on the panic-side scale: no change, a ratio of 1).
+    panic_ward = np.zeros(len(rows), dtype=bool)
+    for component in components:
+        for name in {component.metric, component.finding_metric}:
+            mine = (rows["metric"] == name).to_numpy()
+            panic_ward[mine] = panic_side(pd.to_numeric(rows["estimate"][mine], errors="coerce"), component) > 0
     two_sided = rows.get("p_sided", pd.Series("one-sided", index=rows.index)) == "two-sided"
     p_value = p_value.where(~two_sided, np.where(panic_ward, p_value / 2, 1 - p_value / 2))
     tests = rows.assign(component=rows["metric"].map(names), _confirmed=flagged, _p=p_value,
