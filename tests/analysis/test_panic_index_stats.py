@@ -103,20 +103,19 @@ def test_each_class_has_at_least_50_step_and_50_ramp_panic_quarters(half_effect)
     assert len(panic) == 4 and panic.min() >= 50
 
 
-# Measured (seeds 4100-4149, the index as of this commit): steps at watch or above in 64.2% of mid-size and 66.0% of
-# enterprise panic quarters (panic level 53% / 42%); ramps 24.8% / 31.1%; calm quarters 0.1% (one small-firm
-# quarter in 800). The level gate is not what misses steps: a component pushing the index up is confirmed by its
-# detector in 92% (mid-size) and 98% (enterprise) of step quarters, but the index reaches watch (2 calm SDs) in
-# only 71% / 71% and its interval clears calm in 81% / 89%. The leave-one-out baseline of an organisation that
-# panics in 4 of its 8 quarters still holds half-effect panic quarters (about 2.5 calm SDs above the calm ones,
-# inside the 2-SD search), which lifts the centre: calm quarters' median index is -0.8 (mid-size) and -1.0
-# (enterprise), not 0. Ramps lose on both counts: a component is confirmed in 54% / 82% of them and the index
-# reaches 2 in 47% / 44%. Strict: when the goal is met this turns into a failure that asks for the mark to go.
-@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for steps: 64.2% mid-size, 66.0% enterprise < 80%")
+# Measured (seeds 4100-4149, the index as of this commit: calm quarters chosen on all components together, the index
+# in calm SDs of the composite, a level confirmed by a detector's flag or the detectors' tests combined under BH across
+# the organisation's quarters): steps at watch or above in 91.6% of mid-size and 97.9% of enterprise panic quarters
+# (panic level 86% / 87%); ramps 54.3% / 67.0% (no verdict, a point at watch nothing confirms, 20% / 3%); calm
+# quarters 0.6% (5 of 800: one mid-size, one enterprise, three small-firm quarters). Before (the weighted-mean index,
+# per-component trim, interval and detector gates): steps 64.2% / 66.0%, ramps 24.8% / 31.1%, calm 0.1%. Ramps stay
+# short because the step-shaped detectors understate a ramp and rarely flag it alone (development seeds 9100-9169:
+# the point reaches watch in 64% of mid-size ramps), and half-effect panic quarters, about one total SD above calm on each
+# component, still enter an organisation's baseline when it panics in half its quarters.
 def test_index_catches_80_percent_of_mid_and_enterprise_step_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "step")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 24.8% mid-size, 31.1% enterprise < 80%")
+@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 54.3% mid-size, 67.0% enterprise < 80%")
 def test_index_catches_80_percent_of_mid_and_enterprise_ramp_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "ramp")

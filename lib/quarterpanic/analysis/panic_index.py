@@ -27,20 +27,29 @@ and the interval says so.
 organisation's (and segment's) *other* complete quarters
 (``params["baseline_quarters"]`` when given, else all of them), never with a
 set chosen by this run's flags, so flipping one quarter's flag cannot move any
-baseline. Panic only raises a panic-side value, so the other quarters are
-first trimmed on the panic side (:func:`calm_variation`: a forward search
-from their lower half keeps the values within :data:`TRIM_SDS` total standard
-deviations of the kept set's median; an organisation that panics in half its
-quarters still has a calm baseline). ``centre`` is the kept quarters' median;
-the calm variation ``tau`` is the between-quarter standard deviation net of
-sampling noise, a robust method-of-moments estimate:
-``tau² = max(s² − median(se²), 0)`` with ``s = 1.4826 ×`` the median
-calm-side deviation (below the centre) of the kept values and ``se`` their
-standard errors, never below the
-component's ``floor`` (the smallest variation that counts as a real
-difference, so that an organisation whose quarters agree perfectly does not
-turn every wiggle into an extreme). A component needs :data:`MIN_BASELINE`
-other quarters with a value, otherwise it is ``insufficient baseline``.
+baseline. Panic only raises panic-side values, and raises every symptom at
+once, so the calm quarters among the others are chosen on all components
+together (:func:`joint_calm_quarters`): each component's values are
+standardised against its calm quarters (``u = (v − centre) / sqrt(tau² +
+median se²)``, starting from each component's own panic-side trim,
+:func:`calm_members`), combined into one score per quarter
+``s = Σ w u / sqrt(Σ w²)`` (in calm SDs), and a forward search from the lower
+half of the scores keeps those within :data:`TRIM_SDS` calm SDs of the kept
+set's median (the spread estimated on the kept set, never below 1); the
+components' moments are re-estimated on the kept quarters and the search
+repeated until the set is stable. An organisation that panics in half its
+quarters still has a calm baseline, and a quarter that is a little high on
+every component stands out where no single component does. On the kept
+quarters with a value, ``centre`` is the median; the calm variation ``tau`` is
+the between-quarter standard deviation net of sampling noise, a robust
+method-of-moments estimate: ``tau² = max(s² − median(se²), 0)`` with
+``s = 1.4826 ×`` the median calm-side deviation (below the centre) and ``se``
+their standard errors, never below the component's ``floor`` (the smallest
+variation that counts as a real difference, so that an organisation whose
+quarters agree perfectly does not turn every wiggle into an extreme). A
+component with fewer than :data:`MIN_BASELINE` calm quarters with a value falls
+back on its own trim (:func:`calm_variation`); one with fewer than
+:data:`MIN_BASELINE` other quarters with a value is ``insufficient baseline``.
 
 **Standard errors.** A finding's ``se`` column is used where a detector
 reports one (bookings back-loading does: its score intervals are asymmetric);
@@ -49,30 +58,42 @@ otherwise the standard error is read off the interval as off a 95% interval
 an interval widened for an onset search records — taken out), so the index
 never moves with the ``ci_level`` shown.
 
-**The index is the weighted mean of the available effect sizes**
-(``contribution = weight × z``, weights renormalised over the components a
-quarter has, so the contributions sum to the index and an organisation
-measured on fewer components is judged on those). A mean keeps the index in
-the units the thresholds are written in — *calm standard deviations on the
-panic side* — and a component calmer than usual honestly pulls it down.
+**The index is in calm SDs of the composite**: ``index = Σ weight × z`` over
+the available effect sizes, the weights in the table's proportions scaled so
+that their squares sum to one over the components a quarter has
+(``contribution = weight × z``; the contributions sum to the index). Each
+true effect size has calm SD 1, so their weighted sum, components taken as
+independent, has calm SD 1 too: ``watch`` = 2 means two calm standard
+deviations of the composite, as a component's 2 means two of its own. (A
+plain weighted mean, weights summing to one, has a calm SD of about 0.47, so
+its 2 was about four calm SDs of the composite.) An organisation measured on
+fewer components is judged on those, and a component calmer than usual
+honestly pulls the index down.
 
 **Its interval.** ``index_se² = Σ weight² × (se² + var(centre)) / tau²``:
 each component's sampling error and the error of its baseline median
-(``π/2 × (tau² + median se²) / n`` over the n kept quarters), components taken as independent
-and ``tau`` as known. ``index_low``/``index_high`` are the 95% interval
-(fixed, like the standard errors, so levels never move with ``ci_level``).
+(``π/2 × (tau² + median se²) / n`` over the n calm quarters), components taken
+as independent and ``tau`` as known. ``index_low``/``index_high`` are the 95%
+interval of the true index (fixed, like the standard errors, so levels never
+move with ``ci_level``). It says how big the quarter's departure may be; it
+does not decide the level (the tests below do).
 
 **Levels** (``params["index_thresholds"]``): ``panic`` when the index is at
-least ``panic``, its interval excludes the calm centre (``index_low > 0``)
-*and* a component that pushes it up is confirmed by its own detector (flagged
-toward panic under the run's false-discovery control: a small firm's noisy
-estimate against a small calm variation is a large effect size, not yet a
-panic); ``watch`` likewise from ``watch``; ``calm`` below ``watch``;
-``insufficient data`` when the point reaches ``watch`` but the interval
-reaches down to calm or no pushing component is confirmed (a large effect the
-data cannot confirm), or no component could be standardised; ``not enough evidence`` when no component
-could be measured from the data at all. Only complete quarters get an index:
-the open quarter is judged by :mod:`quarterpanic.analysis.early_warning`.
+least ``panic`` *and* the quarter is confirmed; ``watch`` likewise from
+``watch``; ``calm`` below ``watch``; ``insufficient data`` when the point
+reaches ``watch`` but nothing confirms it (a large effect size the data cannot
+confirm, such as a small firm's noisy estimate against a small calm
+variation), or no component could be standardised; ``not enough evidence``
+when no component could be measured from the data at all. *Confirmed*: a
+component that pushes the index up is flagged toward panic by its own
+detector (under the run's false-discovery control), or the detectors' tests
+of the quarter's components together reject calm
+(:func:`combined_evidence`: their one-sided p-values combined by weighted
+Stouffer, ``Σ w Φ⁻¹(1 − p) / sqrt(Σ w²)``, Benjamini–Hochberg at
+``params["alpha"]`` across the organisation × segment's complete quarters).
+``evidence_p`` is that combined p-value, ``confirmed`` whether either held.
+Only complete quarters get an index: the open quarter is judged by
+:mod:`quarterpanic.analysis.early_warning`.
 """
 from __future__ import annotations
 
@@ -82,6 +103,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
@@ -148,11 +170,11 @@ MAIN_COMPONENTS = ("qualification_decay", "reactive_order_taking")
 SCORE_COLUMNS = [
     "org", "quarter", "segment", "component", "symptom", "estimate", "ci_low", "ci_high", "ci_level", "onset_week",
     "flagged", "value", "se", "centre", "scale", "n_baseline", "z", "weight", "contribution", "status", "baseline",
-    "needs", "signals", "reference", "centre_se", "z_se", "confirmed",
+    "needs", "signals", "reference", "centre_se", "z_se", "confirmed", "p_value",
 ]
 INDEX_COLUMNS = [
     "org", "quarter", "segment", "size_class", "panic_index", "level", "n_components", "top_component", "baseline",
-    "rests_on", "not_measured", "index_se", "index_low", "index_high",
+    "rests_on", "not_measured", "index_se", "index_low", "index_high", "evidence_p", "confirmed",
 ]
 
 
@@ -328,32 +350,51 @@ def component_scores(
     )
     raw_weight = scores["component"].map({c.metric: c.weight for c in components}).astype(float).where(
         scores["z"].notna(), 0.0)
-    total = raw_weight.groupby([scores[k] for k in KEYS]).transform("sum")
+    # Weights scaled so that their squares sum to one: a weighted sum of independent effect sizes, each of
+    # calm SD 1, then has calm SD 1 itself, and the thresholds are calm SDs of the index.
+    total = np.sqrt((raw_weight ** 2).groupby([scores[k] for k in KEYS]).transform("sum"))
     scores["weight"] = np.where(total > 0, raw_weight / total.where(total > 0, 1.0), 0.0)
     scores["contribution"] = np.where(scores["weight"] > 0, scores["weight"] * scores["z"], 0.0)
-    scores["confirmed"] = _confirmed(scores, findings, components)
+    scores["confirmed"], scores["p_value"] = _detector_tests(scores, findings, components)
     order = {c.metric: i for i, c in enumerate(components)}
     scores = scores.assign(_order=scores["component"].map(order)).sort_values(KEYS + ["_order"])
     return scores[SCORE_COLUMNS].reset_index(drop=True)
 
 
-def _confirmed(scores: pd.DataFrame, findings: pd.DataFrame, components: Sequence[Component]) -> np.ndarray:
-    """Whether each score's quarter has its component's effect confirmed by the detector's own test.
+def _detector_tests(scores: pd.DataFrame, findings: pd.DataFrame,
+                    components: Sequence[Component]) -> tuple[np.ndarray, np.ndarray]:
+    """Per score, whether its component's effect is confirmed by the detector's own test, and that test's
+    one-sided p-value toward panic.
 
     Confirmed: a finding of the component (its index metric, or the finding the index reads) is flagged
     toward panic in that org × quarter × segment, under the run's false-discovery control. Back-loading's
-    index value is the month-3 share, a level with no test; its flag is the comparison with the
-    organisation's other quarters (``bookings_backloading``).
+    index value is the month-3 share, a level with no test; its flag and p-value are those of the comparison
+    with the organisation's other quarters (``bookings_backloading``). A two-sided p-value is halved on the
+    panic side of the metric's null (and ``1 − p/2`` on the other side).
     """
     names = {c.metric: c.metric for c in components} | {c.finding_metric: c.metric for c in components}
     rows = findings[findings["metric"].isin(names)].astype({c: str for c in KEYS})
     flagged = rows["flagged"].astype("boolean").fillna(False).astype(bool)
     if "direction" in rows:  # a two-sided test can flag an effect away from panic; that confirms nothing here
         flagged &= ~rows["direction"].isin([AWAY_FROM_PANIC, NEITHER]).to_numpy()
-    confirmed = (rows.assign(component=rows["metric"].map(names), _confirmed=flagged)
-                 .groupby(KEYS + ["component"])["_confirmed"].any())
+    p_value = pd.to_numeric(rows.get("p_value", pd.Series(np.nan, index=rows.index)), errors="coerce")
+    p_value = p_value.where(rows["status"] == OK)
+    # The panic side of each component's null (0 on the panic-side scale: no change, a ratio of 1).
+    panic_ward = np.zeros(len(rows), dtype=bool)
+    for component in components:
+        for name in {component.metric, component.finding_metric}:
+            mine = (rows["metric"] == name).to_numpy()
+            panic_ward[mine] = panic_side(pd.to_numeric(rows["estimate"][mine], errors="coerce"), component) > 0
+    two_sided = rows.get("p_sided", pd.Series("one-sided", index=rows.index)) == "two-sided"
+    p_value = p_value.where(~two_sided, np.where(panic_ward, p_value / 2, 1 - p_value / 2))
+    tests = rows.assign(component=rows["metric"].map(names), _confirmed=flagged, _p=p_value,
+                        _own=rows["metric"].isin([c.metric for c in components]))
     keys = pd.MultiIndex.from_frame(scores[KEYS + ["component"]].astype(str))
-    return confirmed.reindex(keys).fillna(False).to_numpy(dtype=bool)
+    confirmed = tests.groupby(KEYS + ["component"])["_confirmed"].any().reindex(keys).fillna(False)
+    # The p-value of the component's own test (back-loading: the comparison, not the share).
+    own = tests[tests["_own"] & tests["_p"].notna()].drop_duplicates(KEYS + ["component"])
+    p_values = own.set_index(KEYS + ["component"])["_p"].reindex(keys)
+    return confirmed.to_numpy(dtype=bool), p_values.to_numpy(dtype=float)
 
 
 def panic_side_with_se(rows: pd.DataFrame, component: Component) -> tuple[np.ndarray, np.ndarray]:
@@ -381,25 +422,107 @@ def panic_side_with_se(rows: pd.DataFrame, component: Component) -> tuple[np.nda
 def _leave_one_out(scores: pd.DataFrame, components: Mapping[str, Component]) -> pd.DataFrame:
     """Per row, the baseline of its org × segment × component without the row's own quarter.
 
-    Returns ``n_baseline`` (other quarters with a value), ``centre``,
-    ``centre_se`` and ``scale`` (``tau``) from :func:`calm_variation`,
-    indexed like ``scores``; NaN with fewer than :data:`MIN_BASELINE` other
-    values.
+    The calm quarters among the others are chosen on all components together (:func:`joint_calm_quarters`),
+    then each component's ``centre``, ``centre_se`` and ``scale`` (``tau``) are estimated on those of them
+    that have a value (:func:`_robust_moments`). Returns them with ``n_baseline`` (other quarters with a
+    value), indexed like ``scores``; NaN with fewer than :data:`MIN_BASELINE` other values.
     """
     n_baseline = np.zeros(len(scores), dtype=int)
     numbers = np.full((len(scores), 3), np.nan)  # centre, centre_se, scale
     position = pd.Series(np.arange(len(scores)), index=scores.index)
-    for (_, _, name), part in scores.groupby(["org", "segment", "component"], sort=False):
-        pool = part["baseline"].to_numpy(dtype=bool) & part["value"].notna().to_numpy()
-        values, variances = part["value"].to_numpy(dtype=float)[pool], part["se"].to_numpy(dtype=float)[pool] ** 2
-        quarters = part["quarter"].to_numpy()[pool]
-        for at, quarter in zip(position[part.index].to_numpy(), part["quarter"].to_numpy()):
+    names = list(components)
+    floors = np.array([components[name].floor for name in names])
+    weights = np.array([components[name].weight for name in names])
+    for _, part in scores.groupby(["org", "segment"], sort=False):
+        pool = part[part["baseline"].to_numpy(dtype=bool)]
+        values = pool.pivot_table(index="quarter", columns="component", values="value", aggfunc="first")
+        values = values.reindex(columns=names)
+        variances = pool.pivot_table(index="quarter", columns="component", values="se", aggfunc="first")
+        variances = variances.reindex(index=values.index, columns=names) ** 2
+        matrix, noise, quarters = values.to_numpy(float), variances.to_numpy(float), values.index.to_numpy()
+        for quarter, rows in part.groupby("quarter", sort=False):
             others = quarters != quarter
-            n_baseline[at] = int(others.sum())
-            if n_baseline[at] >= MIN_BASELINE:
-                numbers[at] = calm_variation(values[others], variances[others], components[name].floor)
+            baseline = joint_baseline(matrix[others], noise[others], floors, weights)
+            for name, at in zip(rows["component"], position[rows.index].to_numpy()):
+                column = names.index(name)
+                n_baseline[at] = int(np.isfinite(matrix[others, column]).sum())
+                if n_baseline[at] >= MIN_BASELINE:
+                    numbers[at] = baseline[column]
     return pd.DataFrame({"n_baseline": n_baseline, "centre": numbers[:, 0], "centre_se": numbers[:, 1],
                          "scale": numbers[:, 2]}, index=scores.index)
+
+
+def joint_baseline(values: np.ndarray, variances: np.ndarray, floors: np.ndarray,
+                   weights: np.ndarray) -> np.ndarray:
+    """``(centre, centre_se, tau)`` per component (rows) of baseline quarters ``values`` (quarters × components).
+
+    The calm quarters are chosen on all components at once (:func:`joint_calm_quarters`); each component's
+    moments are then those of its values in the calm quarters (:func:`_robust_moments`), or of its own
+    panic-side trim (:func:`calm_variation`) when fewer than :data:`MIN_BASELINE` calm quarters have a value.
+    NaN for a component with fewer than :data:`MIN_BASELINE` values.
+    """
+    out = np.full((values.shape[1], 3), np.nan)
+    calm = joint_calm_quarters(values, variances, floors, weights)
+    for column in range(values.shape[1]):
+        has = np.isfinite(values[:, column]) & np.isfinite(variances[:, column])
+        if has.sum() < MIN_BASELINE:
+            continue
+        kept = has & calm
+        if kept.sum() < MIN_BASELINE:
+            out[column] = calm_variation(values[has, column], variances[has, column], floors[column])
+            continue
+        centre, tau, noise = _robust_moments(values[kept, column], variances[kept, column], floors[column])
+        out[column] = centre, float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / kept.sum())), tau
+    return out
+
+
+def joint_calm_quarters(values: np.ndarray, variances: np.ndarray, floors: np.ndarray,
+                        weights: np.ndarray) -> np.ndarray:
+    """Which baseline quarters (rows of ``values``, quarters × components) are calm, judged on all components.
+
+    Panic raises every symptom at once, so a quarter's components standardised against the calm quarters
+    (``u = (v − centre) / sqrt(tau² + median se²)``) are combined into one score,
+    ``s = Σ w u / sqrt(Σ w²)`` over the components it has (about one calm SD when they are independent),
+    which stands further from calm than any one component does. A forward search on ``s``, as in
+    :func:`calm_members`, keeps the quarters within :data:`TRIM_SDS` of the kept set's median; the components'
+    moments are re-estimated on the kept set and the search repeated until the set is stable. It starts
+    from each component's own panic-side trim (:func:`calm_members`).
+    """
+    n, k = values.shape
+    usable = np.isfinite(values) & np.isfinite(variances)
+    active = usable.sum(axis=0) >= MIN_BASELINE
+    moments = np.full((k, 3), np.nan)  # centre, tau, noise
+    for column in np.flatnonzero(active):
+        has = usable[:, column]
+        keep = calm_members(values[has, column], variances[has, column], floors[column])
+        moments[column] = _robust_moments(values[has, column][keep], variances[has, column][keep], floors[column])
+    calm = np.ones(n, dtype=bool)
+    for _ in range(n):
+        with np.errstate(invalid="ignore"):
+            u = (values - moments[:, 0]) / np.sqrt(moments[:, 1] ** 2 + moments[:, 2])
+        present = usable & active & np.isfinite(u)
+        w = np.where(present, weights, 0.0)
+        norm = np.sqrt((w ** 2).sum(axis=1))
+        score = np.where(norm > 0, (w * np.where(present, u, 0.0)).sum(axis=1) / np.where(norm > 0, norm, 1.0),
+                         np.nan)
+        scored = np.isfinite(score)
+        if scored.sum() < MIN_BASELINE:
+            return calm
+        # The score is in calm SDs (each u is standardised by its total SD) and carries no sampling variance of
+        # its own; its spread on the kept set may exceed 1 (components move together) but is never taken below
+        # it (a spread from three or four values would trim real calm variation).
+        keep = calm_members(score[scored], np.zeros(scored.sum()), 1.0)
+        chosen = np.zeros(n, dtype=bool)
+        chosen[np.flatnonzero(scored)[keep]] = True
+        chosen |= ~scored  # a quarter with no score says nothing about calm; its values are absent anyway
+        if (chosen == calm).all():
+            break
+        calm = chosen
+        for column in np.flatnonzero(active):
+            kept = usable[:, column] & calm
+            if kept.sum() >= MIN_BASELINE:
+                moments[column] = _robust_moments(values[kept, column], variances[kept, column], floors[column])
+    return calm
 
 
 def calm_variation(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
@@ -498,10 +621,12 @@ def panic_index(
     Returns
     -------
     :data:`INDEX_COLUMNS`: ``panic_index`` (sum of the contributions, the
-    weighted mean effect size; NaN when no component has one), its standard
-    error ``index_se`` and 95% interval ``index_low``/``index_high``,
-    ``level`` (:func:`level_of` with the interval; ``not enough evidence``
-    when no component could be measured from the data),
+    weighted sum of effect sizes in calm SDs of the composite; NaN when no
+    component has one), its standard error ``index_se`` and 95% interval
+    ``index_low``/``index_high``, ``evidence_p`` (:func:`combined_evidence`),
+    ``confirmed`` (a pushing component flagged by its detector, or the
+    combined test rejecting), ``level`` (:func:`level_of` with ``confirmed``;
+    ``not enough evidence`` when no component could be measured from the data),
     ``rests_on`` (the components with a z-score), ``not_measured`` (the
     components whose inputs are absent),
     ``n_components`` (components with a z-score), ``top_component`` (largest
@@ -524,14 +649,15 @@ def panic_index(
     table["index_se"] = np.sqrt(table.pop("_var")).where(table["panic_index"].notna())
     half = z_of(INDEX_LEVEL) * table["index_se"]
     table["index_low"], table["index_high"] = table["panic_index"] - half, table["panic_index"] + half
-    # A level above calm also needs a component that pushes the index up to be confirmed by its own detector
-    # (flagged toward panic): a noisy estimate measured against a small calm variation is a large effect size
-    # the data cannot confirm, not a panic.
+    # A level above calm also needs the quarter confirmed: a component that pushes the index up flagged toward
+    # panic by its own detector, or the detectors' tests combined: a noisy estimate measured against a small
+    # calm variation is a large effect size the data cannot confirm, not a panic.
     pushing = scores[has_z & (scores["contribution"] > 0) & scores["confirmed"].astype(bool)]
     confirmed = pushing[KEYS].drop_duplicates().assign(_confirmed=True)
     table = table.merge(confirmed, on=KEYS, how="left")
-    table["level"] = level_of(table["panic_index"], params["index_thresholds"], table["index_low"],
-                              table.pop("_confirmed").fillna(False).astype(bool))
+    table = table.merge(combined_evidence(scores, float(params["alpha"])), on=KEYS, how="left")
+    table["confirmed"] = table.pop("_confirmed").fillna(False).astype(bool) | table.pop("evidence").fillna(False)
+    table["level"] = level_of(table["panic_index"], params["index_thresholds"], None, table["confirmed"])
     rests = scores[has_z].groupby(KEYS, sort=False)["component"].agg(list).rename("rests_on")
     absent = scores[scores["status"] == NOT_MEASURED].groupby(KEYS, sort=False)["component"].agg(list)
     table = table.merge(rests.reset_index(), on=KEYS, how="left").merge(
@@ -549,6 +675,31 @@ def panic_index(
     table["n_components"] = table["n_components"].astype(int)
     table["baseline"] = table["baseline"].astype(bool)
     return table.sort_values(["org", "segment", "quarter"])[INDEX_COLUMNS].reset_index(drop=True)
+
+
+def combined_evidence(scores: pd.DataFrame, alpha: float, components: Sequence[Component] = COMPONENTS) -> pd.DataFrame:
+    """Whether the detectors' tests of a quarter's components, taken together, reject calm.
+
+    Per org × quarter × segment of ``scores``: the components' one-sided p-values toward panic (``p_value``)
+    combined by weighted Stouffer, ``Σ w Φ⁻¹(1 − p) / sqrt(Σ w²)`` with the components' weights over those
+    with a p-value (the tests are taken as independent), and Benjamini–Hochberg at ``alpha`` across the
+    organisation × segment's complete quarters: the family an organisation's reader asks about. Several
+    components each a little toward panic can confirm a quarter no single detector flags. Returns ``org``,
+    ``quarter``, ``segment``, ``evidence_p`` (the combined p-value; NaN without any) and ``evidence``.
+    """
+    weights = scores["component"].map({c.metric: c.weight for c in components}).astype(float)
+    p = scores["p_value"].astype(float)
+    has = p.notna() & weights.notna()
+    z = stats.norm.isf(p.clip(1e-15, 1 - 1e-15))
+    parts = scores.assign(_wz=np.where(has, weights * z, 0.0), _w2=np.where(has, weights ** 2, 0.0))
+    table = parts.groupby(KEYS, sort=False).agg(_wz=("_wz", "sum"), _w2=("_w2", "sum")).reset_index()
+    stouffer = table["_wz"] / np.sqrt(table["_w2"].where(table["_w2"] > 0))
+    table["evidence_p"] = stats.norm.sf(stouffer)
+    table["evidence"] = False
+    for _, rows in table[table["evidence_p"].notna()].groupby(["org", "segment"], sort=False):
+        reject = multipletests(rows["evidence_p"].to_numpy(), alpha=alpha, method="fdr_bh")[0]
+        table.loc[rows.index, "evidence"] = reject
+    return table[KEYS + ["evidence_p", "evidence"]]
 
 
 def index_from_findings(

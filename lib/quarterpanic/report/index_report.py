@@ -234,7 +234,7 @@ def plot_index(index: pd.DataFrame, thresholds: Mapping[str, float], org: str, a
     colors = [plots.LEVEL_COLORS.get(level, plots.BASELINE_COLOR) for level in rows["level"]]
     ax.bar(rows["quarter"], rows["panic_index"].fillna(0), color=colors)
     if {"index_low", "index_high"} <= set(rows.columns):
-        # The index's own 95% interval: a level needs it clear of calm (0), so the reader sees why.
+        # The index's own 95% interval: how big the quarter's departure from calm (0) may be.
         ax.errorbar(rows["quarter"], rows["panic_index"], color=plots.BASELINE_COLOR, linestyle="none",
                     yerr=[rows["panic_index"] - rows["index_low"], rows["index_high"] - rows["panic_index"]],
                     capsize=3, linewidth=1.0)
