@@ -173,3 +173,13 @@ def test_discount_uplift_is_not_diluted_by_an_onset_found_a_week_off(found_onset
     out = outcomes.discount_uplift(won_deals_with_uplift(onset=9), found_onset)
     assert out["estimate"] == pytest.approx(0.10, abs=0.002)
     assert out["ci_low"] < 0.10 < out["ci_high"]
+
+
+def test_discount_uplift_splits_plainly_when_the_donut_leaves_too_few_deals():
+    # Early weeks a panic's month-3 pulls have emptied: the donut would leave fewer than ten deals before the
+    # onset, and the quarter would lose its verdict.
+    deals = won_deals_with_uplift(onset=9)
+    deals = deals[(deals["close_week"] >= 8) | (deals.index % 100 == 0)]
+    assert ((deals["close_week"] < 8).sum() < outcomes.MIN_SIDE_N <= (deals["close_week"] < 9).sum())
+    out = outcomes.discount_uplift(deals, 9)
+    assert out is not None and out["estimate"] == pytest.approx(0.10, abs=0.002)

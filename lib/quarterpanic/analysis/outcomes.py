@@ -470,12 +470,19 @@ def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, ci_level: float
     wrong side into one group, reading the uplift low (a tenth to a fifth in
     mid-size panics). With the donut an onset up to a week off in either
     direction compares deals that are all before the true onset with deals
-    that are all after it.
+    that are all after it. A quarter the donut leaves with fewer than
+    :data:`MIN_SIDE_N` won deals on a side (a panic's month-3 pulls thin out
+    the early weeks) is split plainly at the onset instead: a diluted
+    estimate rather than none.
     """
     won = _won_deals(closed_in_quarter)
     week = won["close_week"].to_numpy(dtype=float)
-    won = won[(week < onset - ONSET_GUARD_WEEKS) | (week >= onset + ONSET_GUARD_WEEKS)]
-    return _late_shift(won, won["discount"].to_numpy(dtype=float), _split(won, "close_week", onset), ci_level)
+    outside = won[(week < onset - ONSET_GUARD_WEEKS) | (week >= onset + ONSET_GUARD_WEEKS)]
+    for deals in (outside, won):
+        out = _late_shift(deals, deals["discount"].to_numpy(dtype=float), _split(deals, "close_week", onset), ci_level)
+        if out is not None:
+            return out
+    return None
 
 
 def lead_score_drop(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
