@@ -156,3 +156,30 @@ def test_a_quarter_the_data_begin_inside_gets_partial_quarter_end_rows_and_the_o
     assert (quarter_end["status"] == PARTIAL).all() and quarter_end[["estimate", "p_value"]].isna().all().all()
     tested = apply_fdr(rows)
     assert tested["q_value"].isna().all() and not tested["flagged"].any()
+
+
+def won_deals_with_uplift(onset=9, uplift=0.10, n=1300, seed=4):
+    rng = np.random.default_rng(seed)
+    week = np.repeat(np.arange(1, 14), n // 13)
+    discount = 0.10 + uplift * (week >= onset) + rng.normal(0, 0.01, len(week))
+    return pd.DataFrame({"close_week": week, "discount": discount, "outcome": "won", "segment": "SMB",
+                         "owner": [f"o{i % 9}" for i in range(len(week))]})
+
+
+@pytest.mark.parametrize("found_onset", [8, 9, 10])
+def test_discount_uplift_is_not_diluted_by_an_onset_found_a_week_off(found_onset):
+    # The onset comes from the qualification series and is often a week off; a plain split there mixes a
+    # week of deals from the wrong side into one group and reads the uplift about a tenth low.
+    out = outcomes.discount_uplift(won_deals_with_uplift(onset=9), found_onset)
+    assert out["estimate"] == pytest.approx(0.10, abs=0.002)
+    assert out["ci_low"] < 0.10 < out["ci_high"]
+
+
+def test_discount_uplift_splits_plainly_when_the_donut_leaves_too_few_deals():
+    # Early weeks a panic's month-3 pulls have emptied: the donut would leave fewer than ten deals before the
+    # onset, and the quarter would lose its verdict.
+    deals = won_deals_with_uplift(onset=9)
+    deals = deals[(deals["close_week"] >= 8) | (deals.index % 100 == 0)]
+    assert ((deals["close_week"] < 8).sum() < outcomes.MIN_SIDE_N <= (deals["close_week"] < 9).sum())
+    out = outcomes.discount_uplift(deals, 9)
+    assert out is not None and out["estimate"] == pytest.approx(0.10, abs=0.002)

@@ -13,6 +13,7 @@ from quarterpanic.analysis.reactive import (
     candidate_weeks,
     detect_reactive_order_taking,
     estimate_surge,
+    plausible_onset_fractions,
     share_change,
     simultaneous_critical_value,
 )
@@ -39,11 +40,9 @@ def test_surge_estimate_is_the_ratio_of_daily_rates_with_poisson_errors_at_least
     # Perfectly regular counts are underdispersed: the dispersion is floored at 1 (plain Poisson errors).
     se = np.sqrt(1 / 80 + 1 / 150)
     assert out.loc["Q1", "dispersion"] == 1.0
-    # A confirmed step's interval pays for the search near its onset (weeks 8-10): wider than the plain 1.96,
-    # narrower than the whole search's.
+    # A step this sharp leaves no other onset plausible once confirmed: the interval is the plain one.
     z = np.log(out.loc["Q1", "ci_high"] / out.loc["Q1", "ci_low"]) / (2 * se)
-    assert z == pytest.approx(simultaneous_critical_value([7 / 13, 8 / 13, 9 / 13]), rel=1e-4)
-    assert 1.959964 < z < simultaneous_critical_value([(week - 1) / 13 for week in range(5, 13)])
+    assert z == pytest.approx(stats.norm.isf(0.025), rel=1e-6)
     assert out.loc["Q1", "estimate"] == pytest.approx(np.sqrt(out.loc["Q1", "ci_low"] * out.loc["Q1", "ci_high"]))
     assert out.loc["Q1", "p_value"] < 1e-6 and out.loc["Q1", "n_candidates"] == 8
     # Corrected for the onset search: never below the p-value at the onset, never above Bonferroni's.
@@ -64,6 +63,22 @@ def test_interval_lies_above_no_change_exactly_when_the_search_adjusted_p_value_
     fixed = estimate_surge(weekly_counts(series), onsets=out[["org", "quarter", "onset_week"]])
     se = np.log(fixed["ci_high"] / fixed["ci_low"]) / (2 * 1.959964)
     assert np.allclose(np.log(fixed["estimate"]) - 1.959964 * se, np.log(fixed["ci_low"]))
+
+
+def test_a_confirmed_ramp_pays_for_the_onsets_it_leaves_plausible():
+    # A ramp fits a step at weeks 9, 10 and 11 almost equally well: the interval pays for a search over them
+    # (wider than the plain 1.96), not over all of weeks 5-12; a sharp step pays for none.
+    weekly = weekly_counts({"ramp": [10] * 8 + [14, 18, 22, 26, 30], "step": [10] * 8 + [30] * 5})
+    out = estimate_surge(weekly, candidates=range(5, 13)).set_index("quarter")
+    assert (out["p_value"] < 0.025).all()
+    plausible = plausible_onset_fractions(weekly, out.reset_index()[["quarter", "onset_week", "dispersion"]].assign(
+        org="A"), ["org", "quarter"], "unplanned", "working_days", range(5, 13))
+    ramp, step = plausible
+    assert step == (8 / 13,) and len(ramp) >= 2 and out.loc["ramp", "onset_week"] / 13 - 1 / 13 in ramp
+    assert out.loc["ramp", "critical_value"] == pytest.approx(simultaneous_critical_value(ramp))
+    full = simultaneous_critical_value([(week - 1) / 13 for week in range(5, 13)])
+    assert stats.norm.isf(0.025) == pytest.approx(out.loc["step", "critical_value"])
+    assert stats.norm.isf(0.025) < out.loc["ramp", "critical_value"] < full
 
 
 def test_simultaneous_critical_value_inverts_the_max_t_adjustment():

@@ -48,6 +48,7 @@ MIN_LEVEL_N = 10  # a control level needs this many rows to get its own dummy
 MIN_CLUSTERS = 5  # with fewer sellers, seller-clustered errors are not trusted
 MIN_SIDE_N = 10  # fewest deals on each side of a comparison for an outcome verdict
 PUSH_WINDOW_DAYS = 14  # "the last two weeks" of a quarter
+ONSET_GUARD_WEEKS = 1  # discount_uplift leaves out deals closed this close to the onset (its doubt, in weeks)
 
 # Tests that find fewer than WEAK_POWER of panic quarters at literature-range effects, per quarter of a mid-size or
 # enterprise organisation (tests/analysis/test_outcomes_stats.py measures it; docs/METHODS.md has the numbers):
@@ -460,9 +461,28 @@ def _late_shift(
 
 
 def discount_uplift(closed_in_quarter: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:
-    """Extra discount (fraction points) of deals won from close week ``onset`` on, segment-adjusted."""
+    """Extra discount (fraction points) of deals won from close week ``onset`` on, segment-adjusted.
+
+    Deals closed within :data:`ONSET_GUARD_WEEKS` of the onset (weeks
+    ``onset - 1`` and ``onset``) are left out, a "donut" around a cut-off
+    known only roughly: the onset is found on the qualification series and is
+    often a week off, and a plain split there mixes a week of deals from the
+    wrong side into one group, reading the uplift low (a tenth to a fifth in
+    mid-size panics). With the donut an onset up to a week off in either
+    direction compares deals that are all before the true onset with deals
+    that are all after it. A quarter the donut leaves with fewer than
+    :data:`MIN_SIDE_N` won deals on a side (a panic's month-3 pulls thin out
+    the early weeks) is split plainly at the onset instead: a diluted
+    estimate rather than none.
+    """
     won = _won_deals(closed_in_quarter)
-    return _late_shift(won, won["discount"].to_numpy(dtype=float), _split(won, "close_week", onset), ci_level)
+    week = won["close_week"].to_numpy(dtype=float)
+    outside = won[(week < onset - ONSET_GUARD_WEEKS) | (week >= onset + ONSET_GUARD_WEEKS)]
+    for deals in (outside, won):
+        out = _late_shift(deals, deals["discount"].to_numpy(dtype=float), _split(deals, "close_week", onset), ci_level)
+        if out is not None:
+            return out
+    return None
 
 
 def lead_score_drop(created: pd.DataFrame, onset: int, ci_level: float = 0.95) -> dict[str, float] | None:

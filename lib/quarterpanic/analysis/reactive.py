@@ -52,15 +52,17 @@ p-value confirms a step (below ``(1 - ci_level) / 2``) it is ``± z``
 standard errors about the log rate ratio with ``z`` the one-sided max-T
 critical value over all the candidates at ``(1 - ci_level) / 2`` (2.56 for
 weeks 5-12 of a 13-week quarter where the plain interval uses 1.96), so it
-holds 1; once a step is confirmed the onset is known to within a week, and
-``z`` is the max-T critical value over the chosen onset and its two
-neighbours only (about 2.2). Either way the interval lies above 1 exactly
-when the adjusted p-value is below 0.025 — the relation of a plain 95%
-interval to a one-sided p-value — calm quarters' intervals hold 1 about 95%
-of the time (the plain 1.96 interval held it 85-87% of the time), and clear
-panic quarters are not given the whole search's width for an onset that is
-not in doubt (which held their truth 99.5% of the time). The estimate stays
-the centre of its interval on the log scale.
+holds 1; once a step is confirmed, ``z`` is the max-T critical value over the
+onsets the data cannot tell from the chosen one (a likelihood confidence set
+for the onset, :func:`plausible_onset_fractions`): 1.96 for a sharp surge
+whose onset is not in doubt, more for a ramp or a weak step. Either way the
+interval lies above 1 exactly when the adjusted p-value is below 0.025 — the
+relation of a plain 95% interval to a one-sided p-value — calm quarters'
+intervals hold 1 about 95% of the time (the plain 1.96 interval held it
+85-87% of the time), and clear panic quarters are not given the whole
+search's width for an onset that is not in doubt (which held their truth
+99.5% of the time; the chosen onset and its two neighbours, 98-99%). The
+estimate stays the centre of its interval on the log scale.
 Secondary metrics reuse that onset as a fixed window; it was chosen on a
 different series, so their p-values are not corrected.
 
@@ -80,6 +82,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
+from scipy.special import xlogy
 from statsmodels.genmod.families import Poisson
 from statsmodels.genmod.generalized_linear_model import GLM
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
@@ -89,7 +92,7 @@ from quarterpanic.analysis.findings import (
     ALL_SEGMENTS, INSUFFICIENT, OK, PARTIAL, apply_fdr_of, empty_findings, make_findings, register_metric,
 )
 from quarterpanic.analysis.inputs import mark_not_measured, qualification_signals, quarter_coverage
-from quarterpanic.analysis.onset import max_t_adjusted, profile_step
+from quarterpanic.analysis.onset import max_t_adjusted, profile_step, weekly_matrix
 from quarterpanic.analysis.workload import deal_links, request_features, week_grid, weekly_requests
 from quarterpanic.dataset import Dataset
 from quarterpanic.params import defaults
@@ -208,7 +211,8 @@ def estimate_surge(
     searched, ``± z`` standard errors with ``z`` the simultaneous max-T
     critical value (:func:`simultaneous_critical_value`) over all the
     candidates, or, once ``p_value < (1 - ci_level) / 2`` confirms the step,
-    over the chosen onset and its two neighbours; so the interval lies beyond
+    over the onsets the data leave plausible (:func:`plausible_onset_fractions`);
+    so the interval lies beyond
     1 in the panic direction exactly when ``p_value < (1 - ci_level) / 2``.
     At a given onset it is the plain ``ci_level`` interval. ``critical_value`` is
     the ``z`` each interval used (the findings carry it, so a reader turns an
@@ -264,11 +268,12 @@ def estimate_surge(
         alternative = "greater" if direction > 0 else "less"
         out["p_value"] = max_t_adjusted(out["p_unadjusted"], fractions, alternative=alternative)
         # Two stages: until the search-adjusted test confirms a step, the interval pays for the whole search;
-        # once it does, the onset is known to within a week and the interval pays for that local search.
+        # once it does, it pays for a search over the onsets the data cannot tell from the chosen one.
         confirmed = (out["p_value"] < (1 - ci_level) / 2).to_numpy()
-        chosen = (out["exposure_before"] / (out["exposure_before"] + out["exposure_after"])).to_numpy()
-        z = np.array([simultaneous_critical_value(_neighbours(f, at) if sure else f, ci_level)
-                      for f, at, sure in zip(fractions, chosen, confirmed)])
+        plausible = plausible_onset_fractions(data, out[group_cols + ["onset_week", "dispersion"]], group_cols,
+                                              events, exposure, candidates, ci_level)
+        z = np.array([simultaneous_critical_value(near if sure else f, ci_level)
+                      for f, near, sure in zip(fractions, plausible, confirmed)])
     out["estimate"] = np.exp(out["coef"])
     out["critical_value"] = np.where(out["se"].notna(), z, np.nan)
     out["ci_low"] = np.exp(out["coef"] - z * out["se"])
@@ -277,13 +282,43 @@ def estimate_surge(
     return out[group_cols + SURGE_COLUMNS]
 
 
-def _neighbours(fractions: Sequence[float], chosen: float) -> tuple[float, ...]:
-    """The candidate fractions next to the chosen one (itself and one on each side)."""
-    ordered = np.unique(np.asarray(fractions, dtype=float))
-    if not len(ordered) or not np.isfinite(chosen):
-        return tuple(ordered.tolist())
-    at = int(np.argmin(np.abs(ordered - chosen)))
-    return tuple(ordered[max(at - 1, 0): at + 2].tolist())
+def plausible_onset_fractions(
+    data: pd.DataFrame, chosen: pd.DataFrame, group_cols: list[str], events: str, exposure: str,
+    candidates: Sequence[int], ci_level: float = 0.95,
+) -> list[tuple[float, ...]]:
+    """Per row of ``chosen``, the base fractions of the candidate onsets the data cannot tell from the chosen one.
+
+    A candidate is plausible when the step there fits the quarter's weekly
+    counts almost as well as the step at the chosen ``onset_week``: twice the
+    Poisson log-likelihood it loses, over the organisation's ``dispersion``,
+    is within the chi-square(1) quantile at ``ci_level`` (a likelihood
+    confidence set for the onset). A sharp surge leaves the chosen onset
+    alone (its interval is then the plain one); a ramp or a weak step leaves
+    several weeks, and the interval pays for a search over them.
+    """
+    keys, matrices = weekly_matrix(data, group_cols, week_col="week_of_quarter", columns=(events, exposure),
+                                   last_week=max(candidates))
+    weeks = np.asarray(sorted(candidates), dtype=int)
+    cum_events, cum_base = matrices[events].cumsum(axis=1), matrices[exposure].cumsum(axis=1)
+    before_events, before_base = cum_events[:, weeks - 2], cum_base[:, weeks - 2]
+    after_events, after_base = cum_events[:, -1:] - before_events, cum_base[:, -1:] - before_base
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = (xlogy(before_events, before_events / before_base) + xlogy(after_events, after_events / after_base))
+        fractions = before_base / cum_base[:, -1:]
+    enough = (before_base >= 1) & (after_base >= 1)
+    rows = chosen.merge(keys.reset_index(), on=group_cols, how="left")
+    cutoff = float(stats.chi2.ppf(ci_level, 1))
+    out = []
+    for row, onset, dispersion in zip(rows["index"], rows["onset_week"], rows["dispersion"]):
+        if pd.isna(row) or pd.isna(onset) or int(onset) not in weeks:
+            out.append(())
+            continue
+        row, at = int(row), int(np.flatnonzero(weeks == int(onset))[0])
+        scale = float(dispersion) if np.isfinite(dispersion) else 1.0
+        near = enough[row] & (2 * (step[row, at] - step[row]) / scale <= cutoff)
+        near[at] = True
+        out.append(tuple(fractions[row, near].tolist()))
+    return out
 
 
 def simultaneous_critical_value(fractions: Sequence[float], ci_level: float = 0.95) -> float:
