@@ -365,7 +365,10 @@ def late_effect_ols(
     else:
         result = OLS(y, exog).fit(cov_type="HC1")
         df = len(y) - exog.shape[1]
-    b, se = float(result.params[1]), float(result.bse[1])
+    # A cluster-robust covariance of few deals can have a negative diagonal: its square root is NaN and the
+    # effect not estimable (None below), which is the answer, not a warning for the reader.
+    with np.errstate(invalid="ignore"):
+        b, se = float(result.params[1]), float(result.bse[1])
     return (b, se, df) if np.isfinite(se) and se > 0 else None
 
 
