@@ -1,11 +1,13 @@
 """notebooks/04_panic_index.ipynb runs on a small generated sample and records its key figures."""
 
 import html
+import json
 
 import pytest
 
 from helpers import (NAME_PAYLOAD, ROOT, TODAYS_EFFECT, NotebookOutputChecks, execute_notebook_on_sample,
                      notebook_outputs, run_cli, write_hostile_names_sample)
+from quarterpanic.analysis.panic_index import COMPONENTS
 from quarterpanic.report.safe import escape_text
 
 NOTEBOOK = ROOT / "notebooks" / "04_panic_index.ipynb"
@@ -139,3 +141,16 @@ def test_with_pseudonymize_no_real_name_reaches_the_page(named_pages):
     assert leaked == []
     assert "onerror" not in page  # the payload went with the names
     assert "Owner " in page and "Account " in page
+
+
+def test_the_words_on_what_drives_the_index_name_every_component_and_its_relative_weight():
+    # The reader's explanation of the weights must follow analysis.panic_index.COMPONENTS (it once said "a third
+    # each" for two components after a third main one had joined).
+    cells = ["".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "markdown"]
+    words = " ".join(next(c for c in cells if c.startswith("## What drives the index")).split())
+    for symptom in {c.symptom for c in COMPONENTS}:
+        assert symptom in words, symptom
+    heaviest = [c for c in COMPONENTS if c.weight == max(k.weight for k in COMPONENTS)]
+    lightest = [c for c in COMPONENTS if c.weight == min(k.weight for k in COMPONENTS)]
+    assert len(heaviest) == 3 and len(lightest) == 2 and heaviest[0].weight == 2 * lightest[0].weight
+    assert "weigh twice as much as each of the two outcome" in words
