@@ -11,11 +11,19 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
+from statsmodels.genmod.families import Poisson
+from statsmodels.genmod.generalized_linear_model import GLM
 
 from quarterpanic import cli
+
 from quarterpanic.analysis.features import opportunity_features, quarter_roles
+from quarterpanic.analysis.findings import ALL_SEGMENTS, apply_fdr_of, with_direction
+from quarterpanic.analysis.panic_index import index_from_findings
 from quarterpanic.analysis.qualification import COMPONENT as DECAY
 from quarterpanic.analysis.qualification import decay_candidates, decay_findings, decay_intensity, oracle_decay_p_value
+from quarterpanic.analysis.reactive import COMPONENT as SURGE
+from quarterpanic.analysis.reactive import analyse_reactive, estimate_surge
 from quarterpanic.dataset import Dataset
 from quarterpanic.ingest import schemas
 from quarterpanic.params import defaults
@@ -580,3 +588,63 @@ def assert_power_near_the_oracle(table, *, share=0.85, min_oracle=0.5, min_quart
             ratio = detector / oracle_power
             assert quarters >= min_quarters and oracle_power > min_oracle, (shape, size_class, oracle, oracle_power)
             assert ratio >= share, f"{shape} {size_class}: {detector:.3f} vs {oracle} {oracle_power:.3f}"
+
+
+# -- the panic index told the truth (the statistical tests' oracle index) ---------------------------
+def oracle_findings(findings: pd.DataFrame, data: Dataset, truth: pd.DataFrame) -> pd.DataFrame:
+    """``findings`` with each panic quarter's decay and surge findings replaced by their fits at the true onset and
+    shape, without the search adjustment, and the flags re-applied in the run's false-discovery families.
+
+    Decay: :func:`decay_candidates`' candidate at the true onset and shape (the detector's own pooled fit, told when
+    and how the drop happened). Surge: :func:`estimate_surge` at the true onset (the rate ratio of the post-onset
+    window, the truth's estimand, with its plain interval) and the p-value of :func:`shaped_surge_p_value`, the rate
+    test of the true shape. The other components stay as the detectors found them.
+    """
+    params = defaults()
+    panic = truth.loc[truth["panic"] & ~truth["open"], ["org", "quarter", "onset_week", "shape"]]
+    panic = panic.astype({"onset_week": int})
+    features = opportunity_features(data)
+    decay = decay_candidates(features, params, roles=quarter_roles(features, params)).merge(
+        panic, on=["org", "quarter", "onset_week", "shape"], validate="one_to_one")
+    z = float(norm.isf((1 - params["ci_level"]) / 2))
+    decay = decay.assign(ci_low=decay["estimate"] - z * decay["se"], ci_high=decay["estimate"] + z * decay["se"],
+                         critical_value=z, p_value=decay["p_unadjusted"], metric=DECAY)
+    weekly = analyse_reactive(data, params, secondary=False).weekly
+    surge = estimate_surge(weekly[weekly["judged"]], onsets=panic, min_events=int(params["min_requests"]),
+                           ci_level=float(params["ci_level"])).assign(metric=SURGE)
+    surge = surge[surge["status"] == "ok"].merge(panic, on=["org", "quarter"], suffixes=("", "_true"))
+    weeks_of = weekly.groupby(["org", "quarter"])
+    surge["p_value"] = [shaped_surge_p_value(weeks_of.get_group((row.org, row.quarter)), int(row.onset_week), row.shape,
+                                             row.dispersion) for row in surge.itertuples(index=False)]
+    columns = ["estimate", "ci_low", "ci_high", "critical_value", "p_value", "onset_week", "se"]
+    keys = ["org", "quarter", "metric"]
+    # The surge finding carries no se (its interval is on the log scale); the index reads it off the interval.
+    told = pd.concat([decay[keys + columns], surge.assign(se=np.nan)[keys + columns]], ignore_index=True)
+    out = findings.copy()
+    rows = out[keys].reset_index().merge(told, on=keys).set_index("index")
+    rows = rows[out.loc[rows.index, "segment"] == ALL_SEGMENTS]
+    out.loc[rows.index, columns] = rows[columns].to_numpy(dtype=object)
+    return apply_fdr_of(with_direction(out), params)
+
+
+def oracle_index(findings: pd.DataFrame, data: Dataset, truth: pd.DataFrame) -> pd.DataFrame:
+    """The org-wide panic index of :func:`oracle_findings`, each organisation's true calm quarters its baseline."""
+    told = oracle_findings(findings, data, truth)
+    calm = truth[~truth["panic"] & ~truth["open"]]
+    frames = []
+    for org, rows in told.groupby("org"):
+        quarters = calm.loc[calm["org"] == org, "quarter"].tolist()
+        _, index = index_from_findings(rows, {"baseline_quarters": quarters or None}, data)
+        frames.append(index[index["segment"] == ALL_SEGMENTS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def shaped_surge_p_value(weeks: pd.DataFrame, onset: int, shape: str, dispersion: float) -> float:
+    """One-sided p-value of a rise in one quarter's unplanned requests per working day shaped as the truth (a testing
+    aid): the Poisson GLM of the weekly counts on :func:`decay_intensity` at the true onset and shape, with the
+    organisation's quasi-Poisson ``dispersion``. For a step it is :func:`estimate_surge`'s test at the true onset."""
+    weeks = weeks[weeks["working_days"] > 0]
+    design = np.column_stack([np.ones(len(weeks)), decay_intensity(weeks["week_of_quarter"].to_numpy(), onset, shape)])
+    fit = GLM(weeks["unplanned"].to_numpy(dtype=float), design, family=Poisson(),
+              offset=np.log(weeks["working_days"].to_numpy(dtype=float))).fit()
+    return float(norm.sf(fit.params[1] / (fit.bse[1] * np.sqrt(max(float(dispersion), 1.0)))))

@@ -11,10 +11,16 @@ effects (decay 0.35, surge 3×, ...) halved — differences halved, ratios halfw
 surge becomes √3×), the month-3 share halfway between a calm quarter's 40% and 65% — which quarters panic
 (at this scale the mid-size firm and the enterprise each in 4 of their 8 complete quarters, the small firm never),
 and each panic quarter's shape, a step or a ramp (drawn per quarter).
+
+Beside the index stands an **oracle index** (issue 15: every detector held to the same test told the truth):
+the same findings with each panic quarter's decay and surge findings fitted at the true onset and shape, without
+the search adjustment, and each organisation's true calm quarters as the baseline
+(:func:`helpers.oracle_index`). No real index can beat it; the index should reach 85% of its rate.
 """
 import pandas as pd
 import pytest
 
+from helpers import oracle_index
 from quarterpanic import sample
 from quarterpanic.analysis.detect import detect
 from quarterpanic.analysis.panic_index import PANIC, WATCH, index_from_findings
@@ -52,15 +58,20 @@ HALF_EFFECT = {
 
 
 def index_runs(scenario, seeds):
-    """The org-wide index of every complete quarter of every seed, with the generator's truth and shape."""
+    """The org-wide index of every complete quarter of every seed, with the generator's truth and shape, and the
+    oracle index's level (``oracle_level``: :func:`helpers.oracle_index`, the same findings told the truth)."""
     frames = []
     for seed in seeds:
         generated = sample.generate(scenario, seed=seed, scale="small")
         data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
-        _, index = index_from_findings(detect(data), None, data)
-        truth = generated.truth_frame()[["org", "quarter", "panic", "open", "shape"]]
-        table = index[index["segment"] == "all"].merge(truth, on=["org", "quarter"], how="inner",
-                                                      validate="one_to_one")
+        findings = detect(data)
+        _, index = index_from_findings(findings, None, data)
+        truth = generated.truth_frame()
+        oracle = oracle_index(findings, data, truth)[["org", "quarter", "level"]]
+        table = index[index["segment"] == "all"].merge(truth[["org", "quarter", "panic", "open", "shape"]],
+                                                      on=["org", "quarter"], how="inner", validate="one_to_one")
+        table = table.merge(oracle.rename(columns={"level": "oracle_level"}), on=["org", "quarter"], how="left",
+                            validate="one_to_one")
         frames.append(table[~table["open"]].assign(seed=seed, shape=lambda t: t["shape"].fillna("calm")))
     return pd.concat(frames, ignore_index=True)
 
@@ -71,12 +82,15 @@ def half_effect():
 
 
 def rates(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per size class and shape: quarters, and the shares at watch or above, at panic, without a level."""
+    """Per size class and shape: quarters, and the shares at watch or above, at panic, without a level, and the
+    oracle index's share at watch or above with the index's ratio to it."""
     flagged = runs.assign(watch_or_above=runs["level"].isin([WATCH, PANIC]), panic_level=runs["level"] == PANIC,
-                          no_verdict=runs["level"] == "insufficient data")
-    return flagged.groupby(["size_class", "shape"]).agg(
+                          no_verdict=runs["level"] == "insufficient data",
+                          oracle_watch_or_above=runs["oracle_level"].isin([WATCH, PANIC]))
+    table = flagged.groupby(["size_class", "shape"]).agg(
         quarters=("level", "size"), watch_or_above=("watch_or_above", "mean"), panic_level=("panic_level", "mean"),
-        no_verdict=("no_verdict", "mean"))
+        no_verdict=("no_verdict", "mean"), oracle_watch_or_above=("oracle_watch_or_above", "mean"))
+    return table.assign(ratio=table["watch_or_above"] / table["oracle_watch_or_above"])
 
 
 def test_the_scenario_halves_today_s_effects():
@@ -109,13 +123,43 @@ def test_each_class_has_at_least_50_step_and_50_ramp_panic_quarters(half_effect)
 # (panic level 86% / 87%); ramps 54.3% / 67.0% (no verdict, a point at watch nothing confirms, 20% / 3%); calm
 # quarters 0.6% (5 of 800: one mid-size, one enterprise, three small-firm quarters). Before (the weighted-mean index,
 # per-component trim, interval and detector gates): steps 64.2% / 66.0%, ramps 24.8% / 31.1%, calm 0.1%. Ramps stay
-# short because the step-shaped detectors understate a ramp and rarely flag it alone (development seeds 9100-9169:
-# the point reaches watch in 64% of mid-size ramps), and half-effect panic quarters, about one total SD above calm on each
-# component, still enter an organisation's baseline when it panics in half its quarters.
+# short even for the oracle index (below: 61.9% / 80.2%): a half-effect ramp's average effect is about half a step's,
+# and the tests, even told the true onset and shape, cannot confirm it in a fifth of mid-size quarters.
 def test_index_catches_80_percent_of_mid_and_enterprise_step_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "step")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 54.3% mid-size, 67.0% enterprise < 80%")
+@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for ramps: 54.3% mid-size, 67.0% enterprise < 80%; "
+                                       "the oracle index reaches 61.9% / 80.2% (seeds 4100-4149)")
 def test_index_catches_80_percent_of_mid_and_enterprise_ramp_panic_quarters_at_half_effect(half_effect):
     assert goal_met(half_effect, "ramp")
+
+
+
+def share_of_the_oracle(runs: pd.DataFrame, shape: str) -> pd.DataFrame:
+    """The mid-size and enterprise rows of :func:`rates` for ``shape``, printed: the index beside the oracle index."""
+    table = rates(runs).xs(shape, level="shape").loc[["mid", "enterprise"]]
+    print(f"\n{shape}s at watch or above, index vs oracle index, seeds 4100-4149\n"
+          + table[["quarters", "watch_or_above", "oracle_watch_or_above", "ratio"]].round(3).to_string())
+    return table
+
+
+# The oracle index (helpers.oracle_index) reads the same findings with the decay and surge findings of each panic
+# quarter fitted at the true onset and shape, unadjusted for a search, against the true calm quarters; no real
+# index can beat it. Measured (seeds 4100-4149): steps 91.6% / 97.9% (mid-size / enterprise) vs the oracle's
+# 96.8% / 100% (ratio 0.95 / 0.98); ramps 54.3% / 67.0% vs 61.9% / 80.2% (0.88 / 0.84). Development seeds
+# 9400-9439: ramps 61.8% / 82.0% vs 65.2% / 77.5%, steps 91.5% / 93.0% vs 97.2% / 98.6%. The oracle itself reaches
+# 80% of mid-size ramps on neither set, so the 80% ramp goal is out of reach of these components at this scale.
+def test_index_reaches_85_percent_of_the_oracle_index_for_steps(half_effect):
+    table = share_of_the_oracle(half_effect, "step")
+    assert (table["oracle_watch_or_above"] > 0.5).all()
+    assert (table["ratio"] >= 0.85).all()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 goal not met for enterprise ramps: the index at watch or above in "
+                                       "67.0% vs the oracle index's 80.2% (ratio 0.84 < 0.85; mid-size 54.3% vs "
+                                       "61.9%, 0.88)")
+def test_index_reaches_85_percent_of_the_oracle_index_for_ramps(half_effect):
+    table = share_of_the_oracle(half_effect, "ramp")
+    assert (table["oracle_watch_or_above"] > 0.5).all()
+    assert (table["ratio"] >= 0.85).all()
