@@ -165,3 +165,13 @@ def test_plot_changes_draws_one_chart_per_change_titled_by_its_estimate():
     assert title == f"{HOSTILE_ACCOUNT}: panic index fell from 3.9 to 0.1 after deal desk (from 2021-05-01)"
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert "Calm Co (control)" in labels and "changed" in labels and "change (2021-05-01)" in labels
+
+
+def test_the_index_table_marks_a_point_nothing_confirms_as_unconfirmed_not_as_missing():
+    index = pd.DataFrame({
+        "org": ["Acme"] * 4, "segment": ["all"] * 4, "quarter": ["FY2025-Q1", "FY2025-Q2", "FY2025-Q3", "FY2025-Q4"],
+        "panic_index": [8.44, np.nan, 3.5, -0.04],
+        "level": ["insufficient data", "insufficient data", "panic", "calm"],
+    })
+    row = report.index_table(index).loc["Acme"]
+    assert row.tolist() == ["8.4 (unconfirmed)", "n/a", "3.5 (panic)", "0.0"]

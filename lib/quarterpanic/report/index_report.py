@@ -205,10 +205,17 @@ def top_findings(scores: pd.DataFrame, index: pd.DataFrame, n: int = 8) -> pd.Da
 
 
 def index_table(index: pd.DataFrame) -> pd.DataFrame:
-    """Org-wide index and level per quarter, one row per organisation (a compact table for readers)."""
+    """Org-wide index and level per quarter, one row per organisation (a compact table for readers).
+
+    A value with ``insufficient data`` reached ``watch`` without a detector confirming it: "(unconfirmed)",
+    not "n/a", which is for a quarter with no index at all.
+    """
     rows = index[index["segment"] == ALL_SEGMENTS]
-    text = rows["panic_index"].map(lambda v: "" if pd.isna(v) else f"{round(v, 1) + 0.0:.1f}") + " " + rows["level"].map(
-        {PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a", NOT_ENOUGH_EVIDENCE: "not measured"})
+    has_value = rows["panic_index"].notna()
+    words = rows["level"].map({PANIC: "(panic)", WATCH: "(watch)", CALM: "", INSUFFICIENT_LEVEL: "n/a",
+                               NOT_ENOUGH_EVIDENCE: "not measured"})
+    words = words.where(~(has_value & (rows["level"] == INSUFFICIENT_LEVEL)), "(unconfirmed)")
+    text = rows["panic_index"].map(lambda v: "" if pd.isna(v) else f"{round(v, 1) + 0.0:.1f}") + " " + words
     return rows.assign(cell=text.str.strip()).pivot(index="org", columns="quarter", values="cell").fillna("")
 
 
