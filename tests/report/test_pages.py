@@ -9,6 +9,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from quarterpanic.report.pages import (
     CONTENT_SECURITY_POLICY,
+    OutputSanitizer,
     error_html,
     error_summary,
     export_report,
@@ -134,3 +135,12 @@ def test_index_escapes_what_it_shows(tmp_path):
     assert "<img" not in page and "Brightline &lt;img src=x onerror=alert(1)&gt; Studio" in page
     assert f'content="{markupsafe.escape(CONTENT_SECURITY_POLICY)}"' in page and "<script" not in page.lower()
     assert "All organisations" in page and "Reactive order-taking" in page
+
+
+def test_an_output_with_no_mimetype_a_page_may_show_is_dropped_not_rendered_empty():
+    cell = new_code_cell("display(widget)", outputs=[
+        new_output("display_data", data={"application/javascript": "alert(1)"}),
+        new_output("display_data", data={"text/plain": "kept"}),
+    ])
+    cell, _ = OutputSanitizer().preprocess_cell(cell, {}, 0)
+    assert [output["data"] for output in cell.outputs] == [{"text/plain": "kept"}]

@@ -83,7 +83,11 @@ class OutputSanitizer(SanitizeHTML):
         if cell.cell_type == "code":
             for output in cell.outputs:
                 _render_markdown_output(output)
-            cell.outputs = self.sanitize_code_outputs(cell.outputs)
+            # An output left with no mimetype (a JavaScript- or widget-only display) shows nothing; kept, it
+            # would only make nbconvert warn that it cannot be represented.
+            cell.outputs = [output for output in self.sanitize_code_outputs(cell.outputs)
+                            if output.get("output_type") not in ("display_data", "execute_result")
+                            or output.get("data")]
         return cell, resources
 
     def sanitize_html_tags(self, html_str):
