@@ -363,7 +363,7 @@ class _Context:
             bad &= ~far
             reason = f"not a date ({_order_hint(self.profile.dates, spec)})"
         elif kind == "number":
-            mark = str(spec.get("decimal", self.profile.decimal))
+            mark = _decimal_of(spec, self.profile)
             parsed, bad = parse_numbers(values, mark)
             reason = f"not a number (decimal mark {mark!r})"
             if "scale" in spec:
@@ -394,7 +394,7 @@ class _Context:
             settings = [("dates", order) for order in DATE_ORDERS if order != self.profile.dates]
             reads = [~parse_dates(failed, order)[1].to_numpy() for _, order in settings]
         elif kind == "number":
-            settings = [("decimal", mark) for mark in NUMBER_PATTERN if mark != spec.get("decimal", self.profile.decimal)]
+            settings = [("decimal", mark) for mark in NUMBER_PATTERN if mark != _decimal_of(spec, self.profile)]
             reads = [~parse_numbers(failed, mark)[1].to_numpy() for _, mark in settings]
         else:
             return ""
@@ -470,15 +470,15 @@ def _decimal_of(spec: Any, profile: Profile) -> str:
 
 
 def _normalised_values(values: pd.Series, fields: pd.Series | str, label: str, context: _Context,
-                       decimal: str | None = None) -> pd.Series:
+                       decimal: str) -> pd.Series:
     """History values as text that compares equal when the value is: amounts as plain numbers
     (``"12500.0"``), close dates as ISO dates; other fields as written. ``fields`` names each
-    value's field (or one field for all); ``decimal`` is the column's decimal mark (default: the profile's)."""
+    value's field (or one field for all); ``decimal`` is the column's decimal mark (:func:`_decimal_of`)."""
     profile = context.profile
     field_of = pd.Series(fields, index=values.index) if isinstance(fields, str) else fields
     amount = (field_of == "amount").fillna(False) & values.notna()
     if amount.any():
-        numbers, bad = parse_numbers(values[amount], decimal or profile.decimal)
+        numbers, bad = parse_numbers(values[amount], decimal)
         context.problem(bad, values[amount], label, "not an amount")
         numbers = context.finite(numbers, values[amount], label)
         values = put_masked(values, amount, each_distinct(numbers, lambda v: v.astype(str).where(v.notna(), None)))
