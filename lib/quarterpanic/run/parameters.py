@@ -16,7 +16,7 @@ from quarterpanic import paths
 from quarterpanic.dataset import Dataset, load_dataset, no_opportunity_error
 from quarterpanic.errors import ParameterError, ProfileError, QuarterpanicError
 from quarterpanic.ingest.loading import load_crm
-from quarterpanic.ingest.orgs import org_folders, read_org_yaml
+from quarterpanic.ingest.orgs import OrgInfo, org_folders, read_org_yaml
 from quarterpanic.params import plain_dates
 
 _TYPE_SAMPLES: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": [], "dict": {}}
@@ -173,19 +173,23 @@ class DataScope:
     @classmethod
     def of_dataset(cls, dataset: Dataset, data_dir: str | Path | None = None) -> DataScope:
         """Everything from a loaded (unfiltered) dataset (``data_dir``: where its org.yaml files are)."""
-        declared = declared_changes(Path(data_dir)) if data_dir is not None else tuple(
+        declared = declared_changes(org_yamls(Path(data_dir))) if data_dir is not None else tuple(
             {**change, "source": f"org.yaml of {change['org']}", "entry": number}
             for number, change in enumerate(dataset.changes, start=1))
         return cls(orgs=dataset.orgs, segments=segments_of(dataset.opportunities), quarters=quarters_by_org(dataset),
                    declared_changes=declared)
 
 
-def declared_changes(data_dir: Path) -> tuple[dict, ...]:
-    """The ``changes:`` of every ``org.yaml`` under ``data_dir``, each with its ``org``, ``source`` (the file) and
-    ``entry`` (its number in the file)."""
+def org_yamls(data_dir: Path) -> list[tuple[Path, OrgInfo]]:
+    """Each organisation folder of ``data_dir`` with its ``org.yaml`` read (:func:`read_org_yaml`)."""
+    return [(folder, read_org_yaml(folder)) for folder in org_folders(data_dir)]
+
+
+def declared_changes(orgs: list[tuple[Path, OrgInfo]]) -> tuple[dict, ...]:
+    """The ``changes:`` of each :func:`org_yamls` entry, each with its ``org``, ``source`` (the file) and ``entry``
+    (its number in the file)."""
     out = []
-    for folder in org_folders(data_dir):
-        info = read_org_yaml(folder)
+    for folder, info in orgs:
         out += [{**change, "org": info.name, "source": str(folder / "org.yaml"), "entry": number}
                 for number, change in enumerate(info.changes, start=1)]
     return tuple(out)
@@ -194,7 +198,7 @@ def declared_changes(data_dir: Path) -> tuple[dict, ...]:
 def organisations(data_dir: Path) -> list[str]:
     """The organisations of a data folder: each ``*/org.yaml``'s ``org:`` (else the folder's name), as the
     loader names them; the exports are not read."""
-    return [read_org_yaml(folder).name for folder in org_folders(data_dir)]
+    return [info.name for _, info in org_yamls(data_dir)]
 
 
 def segments_of(opportunities: pd.DataFrame) -> dict[str, list[str]]:
@@ -225,11 +229,12 @@ def data_scope(data_dir: Path, chosen: Mapping[str, Any]) -> DataScope | None:
     if not data_dir.is_dir():
         return None
     if not (chosen.get("quarters") or chosen.get("baseline_quarters")):
-        declared = declared_changes(data_dir)
+        orgs = org_yamls(data_dir)
+        declared = declared_changes(orgs)
         wanted = chosen.get("segment") or any(change.get("segment") for change in
                                               [*(chosen.get("changes") or []), *declared])
         segments = segments_by_org(data_dir, chosen.get("profile")) if wanted else None
-        return DataScope(orgs=organisations(data_dir), segments=segments, declared_changes=declared)
+        return DataScope(orgs=[info.name for _, info in orgs], segments=segments, declared_changes=declared)
     load = {key: value for key, value in chosen.items() if key in qparams.Parameters.model_fields}
     return DataScope.of_dataset(load_dataset(data_dir, {**load, "orgs": None, "segment": None}), data_dir)
 
