@@ -648,3 +648,19 @@ def shaped_surge_p_value(weeks: pd.DataFrame, onset: int, shape: str, dispersion
     fit = GLM(weeks["unplanned"].to_numpy(dtype=float), design, family=Poisson(),
               offset=np.log(weeks["working_days"].to_numpy(dtype=float))).fit()
     return float(norm.sf(fit.params[1] / (fit.bse[1] * np.sqrt(max(float(dispersion), 1.0)))))
+
+
+def truth_section_runs(scenario, seeds, analyse, section: str, metrics, validate: str = "one_to_one") -> pd.DataFrame:
+    """Per seed (scale small): the findings ``analyse(dataset)`` gives beside the generator's truth section
+    ``truth[section]`` (one row per org x quarter, a column per metric) melted to a ``truth`` per finding row,
+    with ``open``, ``panic`` and ``seed``; rows of every seed concatenated."""
+    frames = []
+    for seed in seeds:
+        generated = generate(scenario, seed=seed, scale="small")
+        data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
+        truth = pd.DataFrame(generated.truth[section]).melt(
+            id_vars=["org", "quarter", "open", "panic"], value_vars=list(metrics), var_name="metric",
+            value_name="truth")
+        merged = analyse(data).merge(truth, on=["org", "quarter", "metric"], validate=validate)
+        frames.append(merged.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)

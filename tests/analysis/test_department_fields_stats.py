@@ -9,13 +9,11 @@ quarter (:mod:`quarterpanic.sample.department_fields`). Truth
 ``0.92^3 - 0.78^3`` (30 points) for any department in a panic quarter, 0 in a calm
 one. The open quarter is never judged.
 """
-import pandas as pd
 import pytest
 
-from quarterpanic import sample
+from helpers import truth_section_runs
 from quarterpanic.analysis.department_fields import COMPONENT, DEPARTMENT_METRIC, analyse_department_fields
 from quarterpanic.analysis.findings import apply_fdr
-from quarterpanic.dataset import Dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.stats]
 
@@ -27,17 +25,8 @@ SCENARIO = {"orgs": {"Northwind Traders": {"opportunities_per_quarter": 600,
 
 @pytest.fixture(scope="module")
 def runs():
-    frames = []
-    for seed in SEEDS:
-        generated = sample.generate(SCENARIO, seed=seed, scale="small")
-        data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
-        findings = apply_fdr(analyse_department_fields(data))
-        truth = pd.DataFrame(generated.truth["department_fields"]).melt(
-            id_vars=["org", "quarter", "open", "panic"], value_vars=list(METRICS), var_name="metric",
-            value_name="truth")
-        merged = findings.merge(truth, on=["org", "quarter", "metric"], validate="many_to_one")
-        frames.append(merged.assign(seed=seed))
-    return pd.concat(frames, ignore_index=True)
+    return truth_section_runs(SCENARIO, SEEDS, lambda data: apply_fdr(analyse_department_fields(data)),
+                              "department_fields", METRICS, validate="many_to_one")
 
 
 def test_complete_quarters_only_and_nearly_all_judged(runs):

@@ -6,12 +6,10 @@ panic quarter of the mid-size organisation, requests created in the last four
 weeks visit other departments 1.5 times as often and wait 1.8 times as long in
 all; in calm quarters both ratios are 1. The open quarter is never judged.
 """
-import pandas as pd
 import pytest
 
-from quarterpanic import sample
+from helpers import truth_section_runs
 from quarterpanic.analysis.silos import COMPONENT, WAIT_METRIC, analyse_silos
-from quarterpanic.dataset import Dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.stats]
 
@@ -21,17 +19,7 @@ METRICS = (COMPONENT, WAIT_METRIC)
 
 @pytest.fixture(scope="module")
 def runs():
-    frames = []
-    for seed in SEEDS:
-        generated = sample.generate(seed=seed, scale="small")
-        data = Dataset.from_tables(generated.tables, generated.orgs, as_of=generated.as_of)
-        findings = analyse_silos(data)
-        truth = pd.DataFrame(generated.truth["request_history"]).melt(
-            id_vars=["org", "quarter", "open", "panic"], value_vars=list(METRICS), var_name="metric",
-            value_name="truth")
-        merged = findings.merge(truth, on=["org", "quarter", "metric"], validate="one_to_one")
-        frames.append(merged.assign(seed=seed))
-    return pd.concat(frames, ignore_index=True)
+    return truth_section_runs(None, SEEDS, analyse_silos, "request_history", METRICS)
 
 
 def test_complete_quarters_only_and_nearly_all_judged(runs):
