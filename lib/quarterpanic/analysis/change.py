@@ -34,12 +34,11 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 # The detectors register their metrics when imported: a metric's unit decides the scale it is fitted on.
 import quarterpanic.analysis.detect  # noqa: F401
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NEITHER, OK, TOWARD_PANIC,
+    ALL_SEGMENTS, AWAY_FROM_PANIC, INSUFFICIENT, METRICS, NEITHER, OK, TOWARD_PANIC, benjamini_hochberg,
 )
 from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.dataset import changes_to_judge
@@ -336,15 +335,8 @@ def _group_name(org: str, segment: str) -> str:
 def _finish(records: list[dict[str, Any]], alpha: float) -> pd.DataFrame:
     """The estimates frame: BH across every test of the run, and which way each change went."""
     out = pd.DataFrame(records, columns=ESTIMATE_COLUMNS)
-    out["significant"] = False
-    out["q_value"] = np.nan
-    tested = (out["status"] == OK) & out["p_value"].notna()
-    if tested.any():
-        reject, q_values, _, _ = multipletests(out.loc[tested, "p_value"].to_numpy(float), alpha=alpha,
-                                               method="fdr_bh")
-        out.loc[tested, "q_value"] = q_values
-        out.loc[tested, "significant"] = reject
-    out["significant"] = out["significant"].astype(bool)
+    tests = out.assign(_p=pd.to_numeric(out["p_value"], errors="coerce").where(out["status"] == OK))
+    out["significant"], out["q_value"] = benjamini_hochberg(tests, "_p", (), alpha)
     out["direction"] = [_direction(row) for row in out.to_dict("records")]
     for column in ("n_before", "n_after", "n_control_before", "n_control_after"):
         out[column] = pd.array(pd.to_numeric(out[column], errors="coerce"), dtype="Int64")

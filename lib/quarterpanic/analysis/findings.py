@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -188,6 +188,24 @@ FDR_FAMILIES: dict[str, tuple[str, ...]] = {
 DEFAULT_FDR_FAMILY = str(DEFAULTS["fdr_family"])
 
 
+def benjamini_hochberg(frame: pd.DataFrame, p_value: str, by: Sequence[str], alpha: float) -> tuple[pd.Series, pd.Series]:
+    """Benjamini–Hochberg at ``alpha`` within each group of ``frame``'s ``by`` columns (one family without ``by``).
+
+    Rows with a missing ``p_value`` (or a missing key) are not tests. Returns ``(rejected, q_value)``
+    indexed like ``frame``: False and NaN where there was no test.
+    """
+    rejected = pd.Series(False, index=frame.index)
+    q_value = pd.Series(np.nan, index=frame.index)
+    tested = frame[frame[p_value].notna()]
+    groups = [rows.index for _, rows in tested.groupby(list(by), sort=False)] if by else [tested.index]
+    for rows in groups:
+        if len(rows):
+            reject, q_values, _, _ = multipletests(frame.loc[rows, p_value].to_numpy(float), alpha=alpha,
+                                                   method="fdr_bh")
+            rejected.loc[rows], q_value.loc[rows] = reject, q_values
+    return rejected, q_value
+
+
 def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05, family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
     """Flag findings under Benjamini–Hochberg control within each false-discovery family.
 
@@ -203,15 +221,8 @@ def apply_fdr(findings: pd.DataFrame, alpha: float = 0.05, family: str = DEFAULT
         raise ValueError(f"false-discovery family must be one of {sorted(FDR_FAMILIES)}, got {family!r}")
     out = findings.copy()
     out["flagged"] = False
-    out["q_value"] = np.nan
-    rejected = pd.Series(False, index=out.index)
-    testable = out[(out["status"] == OK) & out["p_value"].notna()]
-    keys = list(FDR_FAMILIES[family])
-    groups = [rows.index for _, rows in testable.groupby(keys, sort=False)] if keys else [testable.index]
-    for rows in groups:
-        if len(rows):
-            reject, q_values, _, _ = multipletests(out.loc[rows, "p_value"].to_numpy(), alpha=alpha, method="fdr_bh")
-            out.loc[rows, "q_value"], rejected.loc[rows] = q_values, reject
+    tests = out.assign(_p=out["p_value"].where(out["status"] == OK))
+    rejected, out["q_value"] = benjamini_hochberg(tests, "_p", FDR_FAMILIES[family], alpha)
     metrics = out["metric"].map(METRICS.get)
     null = metrics.map(lambda m: m.null if m else np.nan).astype(float)
     sign = metrics.map(lambda m: m.direction if m else np.nan).astype(float)

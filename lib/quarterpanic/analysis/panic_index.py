@@ -103,12 +103,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from quarterpanic.analysis.features import opportunity_features
 from quarterpanic.analysis.findings import (
-    ALL_SEGMENTS, AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, NEITHER, NOT_MEASURED, OK, ci_level_of, main_findings, z_of,
+    ALL_SEGMENTS, AWAY_FROM_PANIC, DEFAULT_CI_LEVEL, NEITHER, NOT_MEASURED, OK, benjamini_hochberg, ci_level_of, main_findings,
+    z_of,
 )
 from quarterpanic.analysis.inputs import quarter_bounds, quarter_coverage
 from quarterpanic.params import defaults
@@ -471,8 +471,7 @@ def joint_baseline(values: np.ndarray, variances: np.ndarray, floors: np.ndarray
         if kept.sum() < MIN_BASELINE:
             out[column] = calm_variation(values[has, column], variances[has, column], floors[column])
             continue
-        centre, tau, noise = _robust_moments(values[kept, column], variances[kept, column], floors[column])
-        out[column] = centre, float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / kept.sum())), tau
+        out[column] = _baseline_moments(values[kept, column], variances[kept, column], floors[column])
     return out
 
 
@@ -544,9 +543,14 @@ def calm_variation(values: np.ndarray, variances: np.ndarray, floor: float) -> t
     error, ``sqrt(π/2 × (tau² + median variance) / n)``.
     """
     keep = calm_members(values, variances, floor)
-    centre, tau, noise = _robust_moments(values[keep], variances[keep], floor)
-    centre_se = float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / keep.sum()))
-    return centre, centre_se, tau
+    return _baseline_moments(values[keep], variances[keep], floor)
+
+
+def _baseline_moments(values: np.ndarray, variances: np.ndarray, floor: float) -> tuple[float, float, float]:
+    """``(centre, centre_se, tau)`` of calm baseline ``values``: :func:`_robust_moments` and the median's
+    standard error ``sqrt(π/2 × (tau² + median variance) / n)``."""
+    centre, tau, noise = _robust_moments(values, variances, floor)
+    return centre, float(np.sqrt(MEDIAN_EFFICIENCY * (tau ** 2 + noise) / len(values))), tau
 
 
 def calm_members(values: np.ndarray, variances: np.ndarray, floor: float) -> np.ndarray:
@@ -695,10 +699,7 @@ def combined_evidence(scores: pd.DataFrame, alpha: float, components: Sequence[C
     table = parts.groupby(KEYS, sort=False).agg(_wz=("_wz", "sum"), _w2=("_w2", "sum")).reset_index()
     stouffer = table["_wz"] / np.sqrt(table["_w2"].where(table["_w2"] > 0))
     table["evidence_p"] = stats.norm.sf(stouffer)
-    table["evidence"] = False
-    for _, rows in table[table["evidence_p"].notna()].groupby(["org", "segment"], sort=False):
-        reject = multipletests(rows["evidence_p"].to_numpy(), alpha=alpha, method="fdr_bh")[0]
-        table.loc[rows.index, "evidence"] = reject
+    table["evidence"] = benjamini_hochberg(table, "evidence_p", ("org", "segment"), alpha)[0]
     return table[KEYS + ["evidence_p", "evidence"]]
 
 
